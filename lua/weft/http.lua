@@ -1,0 +1,131 @@
+--- weft.http: asynchronous HTTP client and server.
+---
+--- `weft.http.request{...}` suspends the calling task until the response
+--- arrives and returns it for any status; only transport failures raise
+--- (error values of kind transient, timeout, auth, invalid_request,
+--- integration or cancelled). `weft.http.serve{...}` runs each request's
+--- handler in its own task.
+local client = require "weft._http_client"
+local server = require "weft._http_server"
+
+local type, error, pcall, xpcall, pairs, tostring = type, error, pcall, xpcall, pairs, tostring
+local traceback = debug.traceback
+
+local M = {}
+
+---@class weft.http.Response
+---@field status integer
+---@field headers table<string, string|string[]> lower-case names; repeated headers are arrays
+---@field body string
+---@field http_version number
+---@field aborted? boolean on_data returned false and the transfer was stopped
+
+---@class weft.http.RequestOptions
+---@field url string
+---@field method? string default GET, or POST when a body is given
+---@field headers? table<string, string|string[]>
+---@field body? string
+---@field timeout? number total seconds (default 600)
+---@field connect_timeout? number seconds (default 10)
+---@field idle_timeout? number seconds without a byte received
+---@field max_body? integer response size cap in bytes (default 64 MiB)
+---@field ca_file? string CA bundle for TLS verification (verification is always on)
+---@field on_data? fun(chunk: string, head: {status: integer, headers: table}): boolean|nil called for each body chunk; return false to stop
+
+local function shallow_copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+end
+
+--- Send a request and wait for the response.
+---@param opts weft.http.RequestOptions
+---@return weft.http.Response
+function M.request(opts)
+    if type(opts) ~= "table" then
+        error("weft.http.request: expected a table of options, got " .. type(opts), 2)
+    end
+    local on_data = opts.on_data
+    if on_data ~= nil then
+        if type(on_data) ~= "function" then
+            error("weft.http.request: on_data must be a function", 2)
+        end
+        opts = shallow_copy(opts)
+        opts.on_data = nil
+        opts.stream = true
+    end
+    local x, err = client.start(opts)
+    if not x then error(err, 0) end
+    while true do
+        local ev, a, b = x:wait()
+        if ev == "done" then
+            return a
+        elseif ev == "data" then
+            local ok, keep = pcall(on_data, a, b)
+            if not ok then
+                x:cancel()
+                error(keep, 0)
+            end
+            if keep == false then
+                x:cancel()
+                return { status = b.status, headers = b.headers, body = "", aborted = true }
+            end
+        else
+            error(a, 0)
+        end
+    end
+end
+
+---@class weft.http.Request
+---@field method string
+---@field target string raw request-target
+---@field path string
+---@field query? string raw query string
+---@field headers table<string, string|string[]>
+---@field body string
+---@field http_version string
+---@field remote_addr string
+
+---@class weft.http.ServeOptions
+---@field handler fun(req: weft.http.Request, res: userdata): table|nil return {status=, headers=, body=} or stream with res:start/write/finish
+---@field host? string default "127.0.0.1"
+---@field port? integer default 0 (ephemeral)
+---@field max_header_size? integer
+---@field max_body_size? integer
+---@field header_timeout? number
+---@field keepalive_timeout? number
+---@field max_connections? integer
+
+local function on_handler_error(e)
+    return traceback(tostring(e), 2)
+end
+
+local function trampoline(handler)
+    return function(req, res)
+        local ok, v = xpcall(handler, on_handler_error, req, res)
+        if not ok then
+            local log = require "weft.log"
+            log.error("http handler failed", { path = req.path, method = req.method, error = v })
+        end
+        res:_complete(ok, v)
+    end
+end
+
+--- Start an HTTP/1.1 server; returns a server with `:port()` and `:close()`.
+---@param opts weft.http.ServeOptions
+---@return userdata server
+function M.serve(opts)
+    if type(opts) ~= "table" then
+        error("weft.http.serve: expected a table of options, got " .. type(opts), 2)
+    end
+    if type(opts.handler) ~= "function" then
+        error("weft.http.serve: handler must be a function", 2)
+    end
+    local o = shallow_copy(opts)
+    o.handler = trampoline(opts.handler)
+    local srv, err = server.serve(o)
+    if not srv then error(err, 0) end
+    return srv
+end
+
+return M

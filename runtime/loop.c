@@ -1,0 +1,313 @@
+/* loop.c -- the host: libev loop + LuaJIT state + run queue + hooks. */
+#include "loop.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "log.h"
+#include "luax.h"
+#include "task.h"
+
+int luaopen_cjson(lua_State *L);
+int luaopen_weft_log(lua_State *L);
+int luaopen_weft_http_client(lua_State *L) __attribute__((weak)); /* TEMP until helpers land */
+int luaopen_weft_http_server(lua_State *L) __attribute__((weak)); /* TEMP */
+
+static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
+
+/* C modules reachable with require, independent of package.cpath. */
+static const luaL_Reg preloads[] = {
+    {"weft._task", luaopen_weft_task},
+    {"weft._error", luaopen_weft_error},
+    {"weft._log", luaopen_weft_log},
+    {"weft._http_client", luaopen_weft_http_client},
+    {"weft._http_server", luaopen_weft_http_server},
+    {"cjson", luaopen_cjson},
+    {NULL, NULL},
+};
+
+struct weft_loop *weft_loop_get(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&LOOP_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct weft_loop *loop = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return loop;
+}
+
+/* ------------------------------------------------------------ run queue */
+
+void weft_loop_drain(struct weft_loop *loop) {
+    if (loop->draining) return;
+    loop->draining = 1;
+    struct weft_task *t;
+    while ((t = loop->runq_head) != NULL) {
+        loop->runq_head = t->runq_next;
+        if (!loop->runq_head) loop->runq_tail = NULL;
+        t->runq_next = NULL;
+        t->queued = 0;
+        if (t->state == WEFT_TASK_READY) {
+            weft_task_resume(t);
+        }
+        /* A task that finished while queued (cancelled before it ran) or
+         * just now drops its anchor here. */
+        if (t->state >= WEFT_TASK_DONE && !t->queued && t->self_ref != LUA_NOREF) {
+            int ref = t->self_ref;
+            t->self_ref = LUA_NOREF;
+            weft_unref(loop->L, ref);
+        }
+    }
+    if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+    loop->draining = 0;
+}
+
+static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
+    weft_loop_drain(w->data);
+}
+
+static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
+    weft_loop_drain(w->data);
+}
+
+/* ---------------------------------------------------------------- hooks */
+
+static int add_hook(struct weft_hook **list, weft_hook_fn fn, void *ud) {
+    struct weft_hook *h = malloc(sizeof *h);
+    if (!h) return -1;
+    h->fn = fn;
+    h->ud = ud;
+    h->next = *list;
+    *list = h;
+    return 0;
+}
+
+int weft_loop_on_close(struct weft_loop *loop, weft_hook_fn fn, void *ud) {
+    return add_hook(&loop->close_hooks, fn, ud);
+}
+
+int weft_loop_on_interrupt(struct weft_loop *loop, weft_hook_fn fn, void *ud) {
+    return add_hook(&loop->interrupt_hooks, fn, ud);
+}
+
+static int remove_from(struct weft_hook **pp, weft_hook_fn fn, void *ud) {
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->fn == fn && (*pp)->ud == ud) {
+            struct weft_hook *h = *pp;
+            *pp = h->next;
+            free(h);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int weft_loop_remove_hook(struct weft_loop *loop, weft_hook_fn fn, void *ud) {
+    int a = remove_from(&loop->close_hooks, fn, ud);
+    int b = remove_from(&loop->interrupt_hooks, fn, ud);
+    return (a == 0 || b == 0) ? 0 : -1;
+}
+
+/* Pop and run every hook of a list; a hook may register or remove others. */
+static void run_hooks(struct weft_hook **list) {
+    struct weft_hook *h;
+    while ((h = *list) != NULL) {
+        *list = h->next;
+        weft_hook_fn fn = h->fn;
+        void *ud = h->ud;
+        free(h);
+        fn(ud);
+    }
+}
+
+/* -------------------------------------------------------------- signals */
+
+void weft_loop_interrupt(struct weft_loop *loop) {
+    /* Cancel from a snapshot of ids: cancelling may finish tasks (unlinking
+     * them) but never frees another live task's struct synchronously. */
+    struct weft_task *t = loop->tasks;
+    while (t) {
+        struct weft_task *next = t->live_next;
+        weft_task_cancel(t, "interrupted");
+        t = next;
+    }
+    run_hooks(&loop->interrupt_hooks);
+}
+
+static void signal_cb(struct ev_loop *ev, ev_signal *w, int revents) {
+    struct weft_loop *loop = w->data;
+    loop->interrupted++;
+    if (loop->interrupted == 1) {
+        weft_log(WEFT_LOG_WARN, "%s: cancelling all tasks (again to force exit)",
+                 w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+        weft_loop_interrupt(loop);
+    } else {
+        ev_break(ev, EVBREAK_ALL);
+    }
+}
+
+/* ----------------------------------------------------------------- home */
+
+static int has_file(const char *dir, const char *rel) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, rel) >= (int)sizeof path) return 0;
+    return access(path, R_OK) == 0;
+}
+
+char *weft_loop_find_home(void) {
+    const char *env = getenv("WEFT_HOME");
+    if (env && *env) return strdup(env);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            if (has_file(exe, "lua/weft/init.lua")) return strdup(exe);
+            char share[PATH_MAX];
+            if (snprintf(share, sizeof share, "%s/../share/weft", exe) < (int)sizeof share &&
+                has_file(share, "lua/weft/init.lua")) {
+                char *real = realpath(share, NULL);
+                return real ? real : strdup(share);
+            }
+        }
+    }
+    return strdup(WEFT_INSTALL_DATADIR);
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static void setup_package(lua_State *L, const char *home) {
+    lua_getglobal(L, "package");                /* [package] */
+    lua_getfield(L, -1, "preload");             /* [package, preload] */
+    for (const luaL_Reg *r = preloads; r->name; r++) {
+        if (!r->func) continue;
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name);
+    }
+    lua_pop(L, 1);                              /* [package] */
+    lua_getfield(L, -1, "path");                /* [package, path] */
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", home, home,
+                    lua_tostring(L, -1));       /* [package, path, newpath] */
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);                              /* [package] */
+    lua_pushstring(L, home);
+    lua_setfield(L, -2, "weft_home");
+    lua_pop(L, 1);                              /* [] */
+}
+
+struct weft_loop *weft_loop_new(struct ev_loop *ev, const char *home) {
+    struct weft_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) return NULL;
+    loop->ev = ev ? ev : ev_default_loop(EVFLAG_AUTO);
+    if (!loop->ev) {
+        free(loop);
+        return NULL;
+    }
+    loop->home = home ? strdup(home) : weft_loop_find_home();
+    loop->L = luaL_newstate();
+    if (!loop->L || !loop->home) {
+        if (loop->L) lua_close(loop->L);
+        free(loop->home);
+        free(loop);
+        return NULL;
+    }
+    lua_State *L = loop->L;
+    lua_pushlightuserdata(L, (void *)&LOOP_KEY);
+    lua_pushlightuserdata(L, loop);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    luaL_openlibs(L);
+    setup_package(L, loop->home);
+    /* The error metatable must exist before any C code pushes an error. */
+    lua_pushcfunction(L, luaopen_weft_error);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, luaopen_weft_task);
+    lua_call(L, 0, 0);
+
+    ev_prepare_init(&loop->prepare, prepare_cb);
+    loop->prepare.data = loop;
+    ev_prepare_start(loop->ev, &loop->prepare);
+    ev_unref(loop->ev); /* the prepare watcher alone keeps nothing alive */
+    ev_idle_init(&loop->idle, idle_cb);
+    loop->idle.data = loop;
+
+    ev_signal_init(&loop->sigint, signal_cb, SIGINT);
+    loop->sigint.data = loop;
+    ev_signal_start(loop->ev, &loop->sigint);
+    ev_unref(loop->ev);
+    ev_signal_init(&loop->sigterm, signal_cb, SIGTERM);
+    loop->sigterm.data = loop;
+    ev_signal_start(loop->ev, &loop->sigterm);
+    ev_unref(loop->ev);
+    return loop;
+}
+
+int weft_loop_run(struct weft_loop *loop) {
+    weft_loop_drain(loop);
+    ev_run(loop->ev, 0);
+    return 0;
+}
+
+int weft_loop_step(struct weft_loop *loop, int nowait) {
+    weft_loop_drain(loop);
+    int alive = ev_run(loop->ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
+    return alive || loop->runq_head != NULL;
+}
+
+int weft_loop_free(struct weft_loop *loop) {
+    if (!loop) return 0;
+    lua_State *L = loop->L;
+
+    /* 1. Free the operations of tasks still waiting (without resuming), and
+     *    drop every task anchor. */
+    struct weft_task *t;
+    while ((t = loop->tasks) != NULL) {
+        if (t->state == WEFT_TASK_WAITING && t->wait) {
+            struct weft_wait *w = t->wait;
+            t->wait = NULL;
+            w->cancel(w);
+        }
+        loop->tasks = t->live_next;
+        t->live_prev = t->live_next = NULL;
+        loop->ntasks--;
+        t->state = WEFT_TASK_FAILED;
+        weft_unref(L, t->co_ref);
+        t->co_ref = LUA_NOREF;
+        t->co = NULL;
+        if (!t->queued) {
+            weft_unref(L, t->self_ref);
+            t->self_ref = LUA_NOREF;
+        }
+    }
+    while ((t = loop->runq_head) != NULL) {
+        loop->runq_head = t->runq_next;
+        t->queued = 0;
+        weft_unref(L, t->self_ref);
+        t->self_ref = LUA_NOREF;
+    }
+    loop->runq_tail = NULL;
+
+    /* 2. Modules release their resources (servers, HTTP client, ...). */
+    run_hooks(&loop->interrupt_hooks);
+    run_hooks(&loop->close_hooks);
+
+    /* 3. Close Lua: __gc of every remaining object runs here. */
+    if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+    ev_ref(loop->ev);
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    ev_ref(loop->ev);
+    ev_signal_stop(loop->ev, &loop->sigint);
+    ev_ref(loop->ev);
+    ev_signal_stop(loop->ev, &loop->sigterm);
+    lua_close(L);
+    int leaked = loop->nrefs;
+    free(loop->home);
+    free(loop);
+    return leaked;
+}

@@ -1,0 +1,218 @@
+/* luax.c -- counted registry refs, the protected-call helper, error values. */
+#include "luax.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "loop.h"
+
+static const char ERROR_MT[] = "weft.error";
+
+/* ------------------------------------------------------------------ refs */
+
+int weft_ref(lua_State *L) {
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_REFNIL;
+    }
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (ref != LUA_REFNIL && ref != LUA_NOREF) weft_loop_get(L)->nrefs++;
+    return ref;
+}
+
+void weft_unref(lua_State *L, int ref) {
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) return;
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    weft_loop_get(L)->nrefs--;
+}
+
+void weft_getref(lua_State *L, int ref) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ----------------------------------------------------------------- pcall */
+
+static int traceback_handler(lua_State *L) {
+    /* [err] -> [err, traceback-string]: keep error values intact, add the
+     * traceback as a second value through an upvalue-free convention: we
+     * return a table {err=, traceback=} only for reporting. */
+    const char *msg = weft_error_text(L, 1); /* [err, text] */
+    luaL_traceback(L, L, msg, 1);           /* [err, text, tb] */
+    return 1;
+}
+
+int weft_pcall(lua_State *L, int nargs, int nresults, const char *where) {
+    int base = lua_gettop(L) - nargs; /* index of the function */
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    if (rc != 0) {
+        size_t len;
+        const char *tb = lua_tolstring(L, -1, &len);
+        char head[256];
+        snprintf(head, sizeof head, "error in %s", where ? where : "callback");
+        if (tb) {
+            weft_log(WEFT_LOG_ERROR, "%s: %s", head, tb);
+        } else {
+            weft_log(WEFT_LOG_ERROR, "%s (error object is not a string)", head);
+        }
+        lua_settop(L, base - 1);
+        return rc;
+    }
+    lua_remove(L, base);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+void weft_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "message");
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setmetatable(L, -2);
+}
+
+int weft_raise_error(lua_State *L, const char *kind, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    weft_push_error(L, kind, "%s", buf);
+    return lua_error(L);
+}
+
+int weft_is_error(lua_State *L, int idx) {
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    luaL_getmetatable(L, ERROR_MT);
+    int eq = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return eq;
+}
+
+const char *weft_error_text(lua_State *L, int idx) {
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+        lua_pushvalue(L, idx);
+        lua_tostring(L, -1);
+        break;
+    case LUA_TNIL:
+        lua_pushliteral(L, "nil");
+        break;
+    default:
+        if (luaL_callmeta(L, idx, "__tostring")) {
+            if (lua_isstring(L, -1)) break;
+            lua_pop(L, 1);
+        }
+        lua_pushfstring(L, "(%s error object)", luaL_typename(L, idx));
+    }
+    return lua_tostring(L, -1);
+}
+
+lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k,
+                                 lua_Number def, const char *fname) {
+    lua_getfield(L, idx, k);
+    lua_Number v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER) {
+            lua_pop(L, 1);
+            luaL_error(L, "%s: %s must be a number", fname, k);
+        }
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* __tostring: "kind: message (status 429, provider x, model y, after 3 attempts)" */
+static int error_tostring(lua_State *L) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_getfield(L, 1, "kind");
+    const char *kind = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    luaL_addstring(&b, kind ? kind : "error");
+    lua_getfield(L, 1, "message");
+    const char *msg = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (msg) {
+        luaL_addstring(&b, ": ");
+        luaL_addstring(&b, msg);
+    }
+    static const char *const extra[] = {"status", "provider", "model", "attempts", "retry_after", NULL};
+    int first = 1;
+    for (int i = 0; extra[i]; i++) {
+        lua_getfield(L, 1, extra[i]);
+        if (!lua_isnil(L, -1) && lua_isstring(L, -1)) {
+            lua_pushfstring(L, "%s%s %s", first ? " (" : ", ", extra[i], lua_tostring(L, -1));
+            lua_remove(L, -2);
+            luaL_addvalue(&b);
+            first = 0;
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    if (!first) luaL_addchar(&b, ')');
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* weft._error.new(kind, message[, fields]) */
+static int error_new(lua_State *L) {
+    const char *kind = luaL_checkstring(L, 1);
+    const char *msg = luaL_optstring(L, 2, kind);
+    int hasfields = lua_istable(L, 3);
+    lua_createtable(L, 0, 6);
+    if (hasfields) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int error_is(lua_State *L) {
+    lua_pushboolean(L, weft_is_error(L, 1));
+    return 1;
+}
+
+int luaopen_weft_error(lua_State *L) {
+    if (luaL_newmetatable(L, ERROR_MT)) {  /* [mt] */
+        lua_pushcfunction(L, error_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "weft.error");
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {
+        {"new", error_new},
+        {"is", error_is},
+        {NULL, NULL},
+    };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    luaL_getmetatable(L, ERROR_MT);
+    lua_setfield(L, -2, "mt");
+    return 1;
+}

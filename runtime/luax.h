@@ -1,0 +1,51 @@
+/* luax.h -- helpers every Lua binding uses: counted registry refs, the one
+ * protected-call helper, error values of the weft taxonomy.
+ */
+#ifndef WEFT_LUAX_H
+#define WEFT_LUAX_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+/* Pop the top value and return a registry ref to it (LUA_REFNIL for nil).
+ * Counted in loop->nrefs; every weft_ref has exactly one weft_unref. */
+int weft_ref(lua_State *L);
+
+/* Release a ref from weft_ref. LUA_NOREF and LUA_REFNIL are ignored. */
+void weft_unref(lua_State *L, int ref);
+
+/* Push the value behind a ref. */
+void weft_getref(lua_State *L, int ref);
+
+/* Call the function below `nargs` arguments in protected mode with a
+ * traceback handler. On error, reports "weft: <where>: <msg>\n<traceback>"
+ * through the logger and returns non-zero with the stack restored to its
+ * level before the function was pushed. On success leaves `nresults`. */
+int weft_pcall(lua_State *L, int nargs, int nresults, const char *where);
+
+/* Push a new error value {kind=, message=} with the weft error metatable.
+ * `kind` is one of the DESIGN.md taxonomy names. Further fields may be set
+ * by the caller on the pushed table. */
+void weft_push_error(lua_State *L, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Raise a weft error value (never returns). */
+int weft_raise_error(lua_State *L, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 1 when the value at idx is a weft error value. */
+int weft_is_error(lua_State *L, int idx);
+
+/* Render any error object as text: weft errors through __tostring, strings
+ * as themselves, nil as "nil", others through tostring. Pushes the string. */
+const char *weft_error_text(lua_State *L, int idx);
+
+/* Optional number field `k` of the table at `idx`, or `def` when nil;
+ * raises "<fname>: <k> must be a number" otherwise. */
+lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k,
+                                 lua_Number def, const char *fname);
+
+/* Register the error metatable and module weft._error. */
+int luaopen_weft_error(lua_State *L);
+
+#endif

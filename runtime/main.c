@@ -1,0 +1,190 @@
+/* main.c -- the weft command line. */
+#include <curl/curl.h>
+#include <http_parser.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "log.h"
+#include "loop.h"
+#include "luax.h"
+#include "task.h"
+
+static const char USAGE[] =
+    "usage: weft [options] <command> [args...]\n"
+    "\n"
+    "commands:\n"
+    "  run SCRIPT [ARGS...]   run a Lua script in a task on the event loop\n"
+    "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
+    "  version                print the versions of weft and its libraries\n"
+    "  help                   print this help\n"
+    "\n"
+    "options:\n"
+    "  -l, --log-level LEVEL  debug, info, warn, error or off (default: $WEFT_LOG or info)\n"
+    "\n"
+    "Scripts see the global `weft` (also require \"weft\") and `arg` as luajit sets it.\n"
+    "SIGINT cancels all running tasks and exits with status 130.\n";
+
+static void print_version(void) {
+    const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    unsigned long hp = http_parser_version();
+    printf("weft %s\n%s\nlibcurl %s (%s)\nlibev %d.%d\nhttp-parser %lu.%lu.%lu\n", WEFT_VERSION,
+           LUAJIT_VERSION, cv->version, cv->ssl_version ? cv->ssl_version : "no TLS",
+           ev_version_major(), ev_version_minor(), (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
+}
+
+/* Many concurrent transfers need many descriptors: lift the soft limit to
+ * the hard one, as servers such as nginx do. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* arg as luajit sets it: arg[0] = script, arg[1..] = args, negative
+ * indices = the interpreter and its options. */
+static void set_arg_table(lua_State *L, char **argv, int argc, int script_index) {
+    lua_createtable(L, argc - script_index, script_index + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script_index);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int report_load_error(lua_State *L) {
+    fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    const char *envlevel = getenv("WEFT_LOG");
+    if (envlevel && *envlevel) {
+        int lv = weft_log_parse_level(envlevel);
+        if (lv < 0) {
+            fprintf(stderr, "weft: WEFT_LOG=%s is not a level (debug, info, warn, error, off)\n",
+                    envlevel);
+            return 2;
+        }
+        weft_log_set_level(lv);
+    }
+
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "-l") == 0 || strcmp(argv[i], "--log-level") == 0) {
+            if (i + 1 >= argc || weft_log_parse_level(argv[i + 1]) < 0) {
+                fprintf(stderr, "weft: %s needs a level: debug, info, warn, error or off\n", argv[i]);
+                return 2;
+            }
+            weft_log_set_level(weft_log_parse_level(argv[++i]));
+        } else if (strncmp(argv[i], "--log-level=", 12) == 0) {
+            int lv = weft_log_parse_level(argv[i] + 12);
+            if (lv < 0) {
+                fprintf(stderr, "weft: unknown log level '%s'\n", argv[i] + 12);
+                return 2;
+            }
+            weft_log_set_level(lv);
+        } else {
+            break;
+        }
+    }
+    if (i >= argc) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *cmd = argv[i];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) {
+        print_version();
+        return 0;
+    }
+    int is_run = strcmp(cmd, "run") == 0;
+    int is_eval = strcmp(cmd, "-e") == 0;
+    if (!is_run && !is_eval) {
+        fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
+        return 2;
+    }
+    if (i + 1 >= argc) {
+        fprintf(stderr, "weft: %s needs %s\n", cmd, is_run ? "a script path" : "a chunk");
+        return 2;
+    }
+    int script_index = i + 1;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "weft: libcurl initialisation failed\n");
+        return 1;
+    }
+    struct weft_loop *loop = weft_loop_new(NULL, NULL);
+    if (!loop) {
+        fprintf(stderr, "weft: cannot create the event loop or Lua state\n");
+        curl_global_cleanup();
+        return 1;
+    }
+    lua_State *L = loop->L;
+    int rc = 0;
+
+    set_arg_table(L, argv, argc, script_index);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "weft");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        fprintf(stderr, "weft: cannot load the weft Lua library from %s/lua: %s\n", loop->home,
+                lua_tostring(L, -1));
+        rc = 1;
+        goto out;
+    }
+    lua_setglobal(L, "weft");
+
+    int lrc = is_run ? luaL_loadfile(L, argv[script_index])
+                     : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),
+                                       "=(command line)");
+    if (lrc != 0) {
+        rc = report_load_error(L);
+        goto out;
+    }
+    int nargs = 0;
+    for (int a = script_index + 1; a < argc; a++, nargs++) lua_pushstring(L, argv[a]);
+    struct weft_task *main_task = weft_task_spawn(L, nargs); /* [task] */
+    main_task->is_main = 1;
+
+    weft_loop_run(loop);
+
+    if (loop->interrupted) {
+        rc = 130;
+    } else if (main_task->state == WEFT_TASK_DONE) {
+        rc = 0;
+    } else if (main_task->state == WEFT_TASK_FAILED) {
+        weft_getref(L, main_task->trace_ref);
+        fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        rc = 1;
+    } else {
+        fprintf(stderr, "weft: the script is still waiting (%s) but nothing is left that could "
+                        "wake it\n",
+                main_task->wait && main_task->wait->what ? main_task->wait->what : "?");
+        rc = 1;
+    }
+    lua_pop(L, 1);
+
+out:;
+    int leaked = weft_loop_free(loop);
+    if (leaked != 0 && getenv("WEFT_CHECK_REFS")) {
+        fprintf(stderr, "weft: internal: %d registry references leaked at shutdown\n", leaked);
+        if (rc == 0) rc = 3;
+    }
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,576 @@
+/* task.c -- coroutine scheduler: spawn, suspend/wake, join, cancel, sleep.
+ *
+ * weft_task_resume below is the only lua_resume in weft. Event sources never
+ * resume a coroutine themselves: they push results onto the suspended
+ * coroutine's stack and call weft_task_wake, which queues the task; the
+ * loop's prepare/idle watchers drain the queue from a clean C stack.
+ */
+#include "task.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "loop.h"
+#include "luax.h"
+
+static const char TASK_MT[] = "weft.task";
+
+static unsigned long next_task_id = 1;
+static struct weft_task *running; /* task inside lua_resume, or NULL */
+
+/* A task waiting for another task to finish. Owned by the waiter's wait
+ * slot: freed on wake (target finished, timeout) or on cancel. */
+struct weft_join {
+    struct weft_wait wait;     /* must be first */
+    struct weft_task *waiter;  /* suspended task */
+    struct weft_task *target;  /* task being waited for */
+    struct weft_join *next;    /* target->joiners list */
+    ev_timer timer;            /* optional timeout */
+    double timeout;            /* seconds, for the message */
+    int has_timer;
+};
+
+/* A sleeping task. */
+struct weft_sleep {
+    struct weft_wait wait;     /* must be first */
+    struct weft_task *task;
+    ev_timer timer;
+};
+
+/* A task parked by _task.suspend() until _task.wake(). */
+struct weft_park {
+    struct weft_wait wait;     /* must be first */
+    struct weft_task *task;
+};
+
+/* ------------------------------------------------------------ run queue */
+
+static void enqueue(struct weft_task *t) {
+    struct weft_loop *loop = t->loop;
+    t->state = WEFT_TASK_READY;
+    if (t->queued) return;
+    t->queued = 1;
+    t->runq_next = NULL;
+    if (loop->runq_tail) loop->runq_tail->runq_next = t;
+    else loop->runq_head = t;
+    loop->runq_tail = t;
+    if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+}
+
+static void live_unlink(struct weft_task *t) {
+    struct weft_loop *loop = t->loop;
+    if (t->live_prev) t->live_prev->live_next = t->live_next;
+    else if (loop->tasks == t) loop->tasks = t->live_next;
+    if (t->live_next) t->live_next->live_prev = t->live_prev;
+    t->live_prev = t->live_next = NULL;
+    loop->ntasks--;
+}
+
+/* Drop the self anchor once the task is finished and off the run queue;
+ * from then on the userdata lives as long as Lua references it. */
+static void release_if_idle(struct weft_task *t) {
+    if (t->state >= WEFT_TASK_DONE && !t->queued && t->self_ref != LUA_NOREF) {
+        int ref = t->self_ref;
+        t->self_ref = LUA_NOREF;
+        weft_unref(t->loop->L, ref);
+    }
+}
+
+/* ---------------------------------------------------------------- spawn */
+
+struct weft_task *weft_task_spawn(lua_State *L, int nargs) {
+    struct weft_loop *loop = weft_loop_get(L);
+    luaL_checktype(L, -(nargs + 1), LUA_TFUNCTION);
+    luaL_checkstack(L, 4, "weft.spawn");
+
+    lua_State *co = lua_newthread(L);      /* [fn args.. co] */
+    lua_pushvalue(L, -1);
+    int co_ref = weft_ref(L);              /* [fn args.. co] */
+    lua_insert(L, -(nargs + 2));           /* [co fn args..] */
+    lua_xmove(L, co, nargs + 1);           /* [co]; co: [fn args..] */
+    lua_pop(L, 1);                         /* [] */
+
+    struct weft_task *t = lua_newuserdata(L, sizeof *t); /* [task] */
+    memset(t, 0, sizeof *t);
+    luaL_getmetatable(L, TASK_MT);
+    lua_setmetatable(L, -2);
+    t->loop = loop;
+    t->co = co;
+    t->co_ref = co_ref;
+    t->result_ref = LUA_NOREF;
+    t->trace_ref = LUA_NOREF;
+    t->nresume = nargs;
+    t->id = next_task_id++;
+    lua_pushvalue(L, -1);
+    t->self_ref = weft_ref(L);             /* [task] */
+
+    t->live_next = loop->tasks;
+    if (loop->tasks) loop->tasks->live_prev = t;
+    loop->tasks = t;
+    loop->ntasks++;
+    enqueue(t);
+    return t;
+}
+
+struct weft_task *weft_task_current(lua_State *L) {
+    if (running && running->co == L) return running;
+    return NULL;
+}
+
+struct weft_task *weft_task_check_current(lua_State *L, const char *fname) {
+    struct weft_task *t = weft_task_current(L);
+    if (!t) {
+        if (lua_pushthread(L)) {
+            lua_pop(L, 1);
+            luaL_error(L, "%s: must be called from a weft task (weft run, weft.spawn), "
+                          "not from the main Lua thread", fname);
+        }
+        lua_pop(L, 1);
+        luaL_error(L, "%s: cannot wait inside a coroutine created with coroutine.create/wrap; "
+                      "use weft.spawn", fname);
+    }
+    return t;
+}
+
+struct weft_task *weft_task_check(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, TASK_MT);
+}
+
+/* --------------------------------------------------------- suspend/wake */
+
+static void push_cancelled(lua_State *L, struct weft_task *t) {
+    weft_push_error(L, "cancelled", "%s", t->cancel_reason ? t->cancel_reason : "task cancelled");
+}
+
+int weft_task_suspend(lua_State *L, struct weft_task *t, struct weft_wait *w) {
+    if (t->cancelled) {
+        w->cancel(w);
+        lua_pushnil(L);
+        push_cancelled(L, t);
+        return 2;
+    }
+    t->wait = w;
+    t->state = WEFT_TASK_WAITING;
+    return lua_yield(L, 0);
+}
+
+void weft_task_wake(struct weft_task *t, int nvals) {
+    if (t->state != WEFT_TASK_WAITING) {
+        /* Programming error in an event source; drop the values rather than
+         * corrupting the coroutine. */
+        weft_log(WEFT_LOG_ERROR, "internal: wake of task %lu that is not waiting", t->id);
+        lua_pop(t->co, nvals);
+        return;
+    }
+    t->wait = NULL;
+    t->nresume = nvals;
+    enqueue(t);
+}
+
+/* ----------------------------------------------------------- finishing */
+
+static void finish(struct weft_task *t, int ok);
+
+static void wake_joiners(struct weft_task *t) {
+    lua_State *L = t->loop->L;
+    struct weft_join *j = t->joiners;
+    t->joiners = NULL;
+    while (j) {
+        struct weft_join *next = j->next;
+        lua_State *co = j->waiter->co;
+        if (j->has_timer) ev_timer_stop(t->loop->ev, &j->timer);
+        int n;
+        if (t->state == WEFT_TASK_DONE) {
+            /* co: [true, results...] */
+            weft_getref(L, t->result_ref);          /* L: [res] */
+            lua_getfield(L, -1, "n");
+            int nres = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            luaL_checkstack(co, nres + 2, "join results");
+            lua_pushboolean(co, 1);
+            for (int i = 1; i <= nres; i++) {
+                lua_rawgeti(L, -1, i);
+                lua_xmove(L, co, 1);
+            }
+            lua_pop(L, 1);
+            n = nres + 1;
+        } else {
+            lua_pushboolean(co, 0);
+            weft_getref(L, t->result_ref);
+            lua_xmove(L, co, 1);
+            n = 2;
+        }
+        t->observed = 1;
+        weft_task_wake(j->waiter, n);
+        free(j);
+        j = next;
+    }
+}
+
+/* Record the outcome. ok: results are co's whole stack; !ok: the error
+ * value is on top of co's stack (co is dead but its frames are intact, so
+ * the traceback is taken from it). */
+static void finish(struct weft_task *t, int ok) {
+    struct weft_loop *loop = t->loop;
+    lua_State *L = loop->L;
+    lua_State *co = t->co;
+
+    if (ok) {
+        int n = lua_gettop(co);
+        lua_createtable(L, n, 1);                   /* [res] */
+        for (int i = n; i >= 1; i--) {
+            lua_xmove(co, L, 1);                    /* [res, v] */
+            lua_rawseti(L, -2, i);
+        }
+        lua_pushinteger(L, n);
+        lua_setfield(L, -2, "n");
+        t->result_ref = weft_ref(L);
+        t->state = WEFT_TASK_DONE;
+    } else {
+        lua_pushvalue(co, -1);
+        lua_xmove(co, L, 1);                        /* [err] */
+        const char *text = weft_error_text(L, -1);  /* [err, text] */
+        luaL_traceback(L, co, text, 0);             /* [err, text, tb] */
+        lua_remove(L, -2);                          /* [err, tb] */
+        if (weft_is_error(L, -2)) {
+            lua_getfield(L, -2, "traceback");
+            int has = !lua_isnil(L, -1);
+            lua_pop(L, 1);
+            if (!has) {
+                lua_pushvalue(L, -1);
+                lua_setfield(L, -3, "traceback");
+            }
+        }
+        t->trace_ref = weft_ref(L);                 /* [err] */
+        t->result_ref = weft_ref(L);                /* [] */
+        t->state = WEFT_TASK_FAILED;
+    }
+
+    int co_ref = t->co_ref;
+    t->co_ref = LUA_NOREF;
+    t->co = NULL;
+    weft_unref(L, co_ref);
+    live_unlink(t);
+
+    if (t->joiners) {
+        wake_joiners(t);
+    } else if (t->state == WEFT_TASK_FAILED && !t->is_main && !t->cancelled) {
+        /* Nobody is waiting: never let a background failure pass silently. */
+        weft_getref(L, t->trace_ref);
+        weft_log(WEFT_LOG_ERROR, "task %lu failed: %s", t->id, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    release_if_idle(t);
+}
+
+/* --------------------------------------------------------------- resume */
+
+void weft_task_resume(struct weft_task *t) {
+    lua_State *co = t->co;
+    int nargs = t->nresume;
+    t->nresume = 0;
+    t->state = WEFT_TASK_RUNNING;
+    t->started = 1;
+    struct weft_task *prev = running;
+    running = t;
+    int rc = lua_resume(co, nargs);
+    running = prev;
+
+    switch (rc) {
+    case LUA_YIELD:
+        lua_settop(co, 0);
+        if (t->state == WEFT_TASK_RUNNING) {
+            /* A bare coroutine.yield() in a task: give the other ready tasks
+             * a turn and continue on the next drain. */
+            enqueue(t);
+        }
+        break;
+    case 0:
+        finish(t, 1);
+        break;
+    default:
+        finish(t, 0);
+        break;
+    }
+}
+
+/* --------------------------------------------------------------- cancel */
+
+int weft_task_cancel(struct weft_task *t, const char *reason) {
+    if (t->state >= WEFT_TASK_DONE) return 0;
+    if (!t->cancelled) {
+        t->cancelled = 1;
+        t->cancel_reason = reason;
+    }
+    if (t->state == WEFT_TASK_WAITING) {
+        struct weft_wait *w = t->wait;
+        t->wait = NULL;
+        w->cancel(w);
+        lua_pushnil(t->co);
+        push_cancelled(t->co, t);
+        t->nresume = 2;
+        enqueue(t);
+    } else if (t->state == WEFT_TASK_READY && !t->started) {
+        /* Never ran: finish as cancelled without running any of its code. */
+        lua_settop(t->co, 0);
+        push_cancelled(t->co, t);
+        finish(t, 0);
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- sleep */
+
+static void sleep_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_sleep *s = (struct weft_sleep *)((char *)w - offsetof(struct weft_sleep, timer));
+    struct weft_task *t = s->task;
+    free(s);
+    weft_task_wake(t, 0);
+}
+
+static void sleep_cancel(struct weft_wait *w) {
+    struct weft_sleep *s = (struct weft_sleep *)w;
+    ev_timer_stop(s->task->loop->ev, &s->timer);
+    free(s);
+}
+
+/* _task.sleep(seconds) */
+static int l_sleep(lua_State *L) {
+    lua_Number sec = luaL_checknumber(L, 1);
+    if (!(sec >= 0) || isinf(sec)) return luaL_argerror(L, 1, "seconds must be a finite number >= 0");
+    struct weft_task *t = weft_task_check_current(L, "weft.sleep");
+    struct weft_sleep *s = malloc(sizeof *s);
+    if (!s) return luaL_error(L, "weft.sleep: out of memory");
+    s->wait.cancel = sleep_cancel;
+    s->wait.what = "sleep";
+    s->task = t;
+    ev_timer_init(&s->timer, sleep_timer_cb, sec, 0.);
+    ev_timer_start(t->loop->ev, &s->timer);
+    return weft_task_suspend(L, t, &s->wait);
+}
+
+/* ----------------------------------------------------------------- park */
+
+static void park_cancel(struct weft_wait *w) { free(w); }
+
+/* _task.suspend([what]): park the current task until _task.wake(task, ...);
+ * returns the values given to wake, or nil, cancelled-error. */
+static int l_suspend(lua_State *L) {
+    struct weft_task *t = weft_task_check_current(L, "weft.suspend");
+    struct weft_park *p = malloc(sizeof *p);
+    if (!p) return luaL_error(L, "weft.suspend: out of memory");
+    p->wait.cancel = park_cancel;
+    p->wait.what = "suspend";
+    p->task = t;
+    return weft_task_suspend(L, t, &p->wait);
+}
+
+/* _task.wake(task, ...) -> true when the task was parked by suspend(). */
+static int l_wake(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    int n = lua_gettop(L) - 1;
+    if (t->state != WEFT_TASK_WAITING || !t->wait || t->wait->cancel != park_cancel) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    struct weft_wait *w = t->wait;
+    luaL_checkstack(t->co, n + 1, "weft.wake");
+    lua_xmove(L, t->co, n);
+    free(w);
+    weft_task_wake(t, n);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ----------------------------------------------------------------- join */
+
+static void join_unlink(struct weft_join *j) {
+    struct weft_join **pp = &j->target->joiners;
+    while (*pp && *pp != j) pp = &(*pp)->next;
+    if (*pp) *pp = j->next;
+}
+
+static void join_cancel(struct weft_wait *w) {
+    struct weft_join *j = (struct weft_join *)w;
+    join_unlink(j);
+    if (j->has_timer) ev_timer_stop(j->waiter->loop->ev, &j->timer);
+    free(j);
+}
+
+static void join_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_join *j = (struct weft_join *)((char *)w - offsetof(struct weft_join, timer));
+    struct weft_task *waiter = j->waiter;
+    join_unlink(j);
+    lua_pushnil(waiter->co);
+    weft_push_error(waiter->co, "timeout", "timed out after %.3f s waiting for task %lu",
+                    j->timeout, j->target->id);
+    free(j);
+    weft_task_wake(waiter, 2);
+}
+
+static int push_outcome(lua_State *L, struct weft_task *t) {
+    t->observed = 1;
+    if (t->state == WEFT_TASK_DONE) {
+        weft_getref(L, t->result_ref);           /* [.., res] */
+        lua_getfield(L, -1, "n");
+        int n = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        luaL_checkstack(L, n + 1, "task results");
+        int resi = lua_gettop(L);
+        lua_pushboolean(L, 1);
+        for (int i = 1; i <= n; i++) lua_rawgeti(L, resi, i);
+        lua_remove(L, resi);
+        return n + 1;
+    }
+    lua_pushboolean(L, 0);
+    weft_getref(L, t->result_ref);
+    return 2;
+}
+
+/* task:join([timeout]) -> true, results... | false, err | nil, timeout-err */
+static int l_join(lua_State *L) {
+    struct weft_task *target = weft_task_check(L, 1);
+    lua_Number timeout = luaL_optnumber(L, 2, -1);
+    if (target->state >= WEFT_TASK_DONE) return push_outcome(L, target);
+    struct weft_task *t = weft_task_check_current(L, "task:wait");
+    if (t == target) return luaL_error(L, "task:wait: a task cannot wait for itself");
+    struct weft_join *j = calloc(1, sizeof *j);
+    if (!j) return luaL_error(L, "task:wait: out of memory");
+    j->wait.cancel = join_cancel;
+    j->wait.what = "task";
+    j->waiter = t;
+    j->target = target;
+    j->next = target->joiners;
+    target->joiners = j;
+    if (timeout >= 0) {
+        ev_timer_init(&j->timer, join_timer_cb, timeout, 0.);
+        j->timeout = timeout;
+        ev_timer_start(t->loop->ev, &j->timer);
+        j->has_timer = 1;
+    }
+    return weft_task_suspend(L, t, &j->wait);
+}
+
+/* ------------------------------------------------------------ Lua API */
+
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    weft_task_spawn(L, lua_gettop(L) - 1);
+    return 1;
+}
+
+static int l_current(lua_State *L) {
+    struct weft_task *t = weft_task_current(L);
+    if (!t) return 0;
+    weft_getref(L, t->self_ref);
+    return 1;
+}
+
+static int l_cancel(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    lua_pushboolean(L, weft_task_cancel(t, NULL));
+    return 1;
+}
+
+static const char *const state_names[] = {"ready", "running", "waiting", "done", "failed"};
+
+static int l_status(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    if (t->state == WEFT_TASK_FAILED && t->cancelled) lua_pushliteral(L, "cancelled");
+    else lua_pushstring(L, state_names[t->state]);
+    return 1;
+}
+
+static int l_id(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)weft_task_check(L, 1)->id);
+    return 1;
+}
+
+static int l_traceback(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    if (t->trace_ref == LUA_NOREF) return 0;
+    weft_getref(L, t->trace_ref);
+    return 1;
+}
+
+static int l_tostring(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    lua_pushfstring(L, "weft.task: %d (%s)", (int)t->id,
+                    t->state == WEFT_TASK_FAILED && t->cancelled ? "cancelled" : state_names[t->state]);
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    struct weft_task *t = weft_task_check(L, 1);
+    /* A live task is anchored by self_ref, so __gc only sees finished
+     * tasks, or every task when the state closes. */
+    if (t->result_ref != LUA_NOREF) {
+        weft_unref(L, t->result_ref);
+        t->result_ref = LUA_NOREF;
+    }
+    if (t->trace_ref != LUA_NOREF) {
+        weft_unref(L, t->trace_ref);
+        t->trace_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static double monotonic_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int l_now(lua_State *L) {
+    lua_pushnumber(L, monotonic_now());
+    return 1;
+}
+
+static int l_time(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+static int l_stats(lua_State *L) {
+    struct weft_loop *loop = weft_loop_get(L);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, loop->ntasks);
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, loop->nrefs);
+    lua_setfield(L, -2, "refs");
+    return 1;
+}
+
+int luaopen_weft_task(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"join", l_join},     {"cancel", l_cancel}, {"status", l_status},
+        {"id", l_id},         {"traceback", l_traceback},
+        {NULL, NULL},
+    };
+    static const luaL_Reg fns[] = {
+        {"spawn", l_spawn},     {"sleep", l_sleep}, {"suspend", l_suspend},
+        {"wake", l_wake},       {"current", l_current}, {"now", l_now},
+        {"time", l_time},       {"stats", l_stats},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, TASK_MT);          /* [mt] */
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);                        /* [mt, methods] */
+    luaL_register(L, NULL, methods);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "__index");         /* mt.__index = methods */
+    lua_newtable(L);                        /* [mt, methods, M] */
+    luaL_register(L, NULL, fns);
+    lua_insert(L, -2);                      /* [mt, M, methods] */
+    lua_setfield(L, -2, "methods");         /* M.methods = methods */
+    lua_remove(L, -2);                      /* [M] */
+    return 1;
+}

@@ -1,0 +1,108 @@
+/* task.h -- coroutine scheduler.
+ *
+ * Every script, server request and weft.spawn body runs in a task: a Lua
+ * coroutine plus the C state needed to suspend and resume it. A task that
+ * waits (sleep, HTTP, join, a queue) registers a struct weft_wait and
+ * yields; the event source later pushes the results onto the task's
+ * coroutine stack and calls weft_task_wake, which puts the task on the run
+ * queue. weft_loop_drain resumes it: task.c holds the only lua_resume call
+ * in weft, so no Lua code ever runs inside a libev, libcurl or http-parser
+ * callback.
+ *
+ * Anchoring: while a task is alive (not finished) its coroutine and its
+ * task userdata are held by registry refs (co_ref, self_ref), so the GC
+ * cannot collect a suspended coroutine whose only pointer is in C.
+ */
+#ifndef WEFT_TASK_H
+#define WEFT_TASK_H
+
+#include <lua.h>
+
+struct weft_loop;
+struct weft_wait;
+
+typedef void (*weft_cancel_fn)(struct weft_wait *w);
+
+/* A pending operation of a suspended task. Embed it in the operation's own
+ * struct. */
+struct weft_wait {
+    weft_cancel_fn cancel;     /* called when the task is cancelled while
+                                  waiting: stop watchers, free the operation.
+                                  Must not wake the task (the scheduler
+                                  resumes it with a `cancelled` error). */
+    const char *what;          /* what is being waited for ("sleep", ...) */
+};
+
+enum weft_task_state {
+    WEFT_TASK_READY,           /* on the run queue */
+    WEFT_TASK_RUNNING,         /* inside lua_resume */
+    WEFT_TASK_WAITING,         /* suspended on a struct weft_wait */
+    WEFT_TASK_DONE,            /* returned normally */
+    WEFT_TASK_FAILED,          /* raised an error (cancellation included) */
+};
+
+struct weft_task {
+    struct weft_loop *loop;
+    lua_State *co;             /* the coroutine; valid while co_ref is held */
+    int co_ref;                /* registry ref to the thread, LUA_NOREF when done */
+    int self_ref;              /* registry ref to this userdata while alive */
+    int result_ref;            /* table {n=, ...} of results, or the error value */
+    int trace_ref;             /* traceback string of a failed task */
+    enum weft_task_state state;
+    int nresume;               /* values on co's stack for the next resume */
+    int cancelled;             /* cancel requested: waits fail with `cancelled` */
+    const char *cancel_reason; /* static text for the cancelled error, or NULL */
+    int queued;                /* on the run queue (keeps self_ref held) */
+    int started;               /* has been resumed at least once */
+    int is_main;               /* the script's main task: its failure is
+                                  reported by main.c, not logged here */
+    int observed;              /* someone waited for the result */
+    struct weft_wait *wait;    /* pending operation while WAITING */
+    struct weft_task *runq_next;          /* run queue link */
+    struct weft_task *live_prev, *live_next; /* loop->tasks list */
+    struct weft_join *joiners; /* tasks waiting for this one to finish */
+    unsigned long id;          /* for logs and tostring */
+};
+
+/* Create a task running the function at stack index -(nargs+1) with the
+ * nargs arguments above it, both popped. Pushes the task userdata. The
+ * task is queued; it starts on the next drain. Raises a Lua error on
+ * misuse (not a function). */
+struct weft_task *weft_task_spawn(lua_State *L, int nargs);
+
+/* The task whose coroutine is L, or NULL when L is the main thread or a
+ * coroutine not created by weft (coroutine.create/wrap). */
+struct weft_task *weft_task_current(lua_State *L);
+
+/* Like weft_task_current but raises a clear Lua error naming `fname` when
+ * L cannot wait (main thread, foreign coroutine). */
+struct weft_task *weft_task_check_current(lua_State *L, const char *fname);
+
+/* Suspend the current task on `w`: the C function calling this must
+ * `return weft_task_suspend(L, t, w);`. When the task has already been
+ * cancelled the operation is cancelled at once (w->cancel) and the task
+ * resumes with (nil, cancelled-error). */
+int weft_task_suspend(lua_State *L, struct weft_task *t, struct weft_wait *w);
+
+/* Put a waiting task back on the run queue. The caller first pushes
+ * `nvals` values onto t->co; they become the results of the C function
+ * that suspended. Clears t->wait (the operation is over: its owner frees
+ * it). Safe from any C callback: nothing runs until the next drain. */
+void weft_task_wake(struct weft_task *t, int nvals);
+
+/* Request cancellation: a waiting task has its operation cancelled and is
+ * resumed with (nil, cancelled-error); later waits fail the same way. A
+ * task that has not started yet finishes as cancelled without running.
+ * Returns 1 when the task was alive, 0 when it had already finished. */
+int weft_task_cancel(struct weft_task *t, const char *reason);
+
+/* Resume a READY task (called by weft_loop_drain only). */
+void weft_task_resume(struct weft_task *t);
+
+/* Check that the value at `idx` is a task userdata; raises otherwise. */
+struct weft_task *weft_task_check(lua_State *L, int idx);
+
+/* Register the task metatable and weft._task module (called by loop.c). */
+int luaopen_weft_task(lua_State *L);
+
+#endif
