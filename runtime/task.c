@@ -255,14 +255,7 @@ static void finish(struct weft_task *t, int ok) {
     weft_unref(L, co_ref);
     live_unlink(t);
 
-    if (t->joiners) {
-        wake_joiners(t);
-    } else if (t->state == WEFT_TASK_FAILED && !t->is_main && !t->cancelled) {
-        /* Nobody is waiting: never let a background failure pass silently. */
-        weft_getref(L, t->trace_ref);
-        weft_log(WEFT_LOG_ERROR, "task %lu failed: %s", t->id, lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
+    if (t->joiners) wake_joiners(t);
     release_if_idle(t);
 }
 
@@ -506,7 +499,17 @@ static int l_tostring(lua_State *L) {
 static int l_gc(lua_State *L) {
     struct weft_task *t = weft_task_check(L, 1);
     /* A live task is anchored by self_ref, so __gc only sees finished
-     * tasks, or every task when the state closes. */
+     * tasks, or every task when the state closes. A failure nobody ever
+     * waited for must not pass silently; it is reported here, when no one
+     * can wait for it any more, rather than when it happens (a task may
+     * well be joined after it failed). */
+    if (t->state == WEFT_TASK_FAILED && !t->observed && !t->is_main && !t->cancelled &&
+        t->trace_ref != LUA_NOREF) {
+        weft_getref(L, t->trace_ref);
+        weft_log(WEFT_LOG_ERROR, "task %lu failed and nobody waited for it: %s", t->id,
+                 lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
     if (t->result_ref != LUA_NOREF) {
         weft_unref(L, t->result_ref);
         t->result_ref = LUA_NOREF;

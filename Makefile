@@ -1,0 +1,42 @@
+# Thin wrapper around CMake for the README's two commands:
+#   make example   install deps, build, run examples/fastest_answer.lua
+#   make test      install deps, build plain and sanitized, run every test
+# Everything else is plain CMake/ctest (see README).
+
+BUILD     ?= build
+SAN_BUILD ?= build-san
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+EXAMPLE   ?= examples/fastest_answer.lua
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build build-san example test test-plain test-san bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-san: deps
+	cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON $(CMAKE_FLAGS)
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+
+example: build
+	$(BUILD)/weft run $(EXAMPLE)
+
+test-plain: build
+	ctest --test-dir $(BUILD) --output-on-failure -j 2
+
+test-san: build-san
+	ctest --test-dir $(SAN_BUILD) --output-on-failure -j 2 -LE nosan
+
+test: test-plain test-san
+
+bench: build
+	bench/http/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD)

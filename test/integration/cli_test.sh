@@ -1,0 +1,84 @@
+#!/bin/bash
+# cli_test.sh: the weft command line: version, help, run/-e with arg,
+# uncaught errors (exit 1, message + traceback), SIGINT (exit 130, tasks
+# cancelled cleanly), deadlock detection, no leaked registry refs.
+set -u
+: "${WEFT:?run through ctest}"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+fails=0 n=0
+check() {
+    n=$((n + 1))
+    if "${@:2}"; then echo "ok $n - $1"; else echo "not ok $n - $1"; fails=$((fails + 1)); fi
+}
+export WEFT_CHECK_REFS=1
+
+"$WEFT" version > "$dir/v"
+check "version names weft, LuaJIT, libcurl, libev" \
+    bash -c "grep -q '^weft ' '$dir/v' && grep -q '^LuaJIT 2.1' '$dir/v' && grep -q '^libcurl ' '$dir/v' && grep -q '^libev 4' '$dir/v'"
+check "--help prints usage" bash -c "'$WEFT' --help | grep -q 'run SCRIPT'"
+check "unknown command exits 2" bash -c "'$WEFT' frobnicate 2>/dev/null; [ \$? = 2 ]"
+
+cat > "$dir/args.lua" <<'LUA'
+print(arg[0]:match("[^/]+$"), arg[1], arg[2], select("#", ...), ...)
+LUA
+check "run passes arg and ... like luajit" \
+    bash -c "[ \"\$('$WEFT' run '$dir/args.lua' a 'b c')\" = \"\$(printf 'args.lua\ta\tb c\t2\ta\tb c')\" ]"
+check "-e runs a chunk with the weft global" \
+    bash -c "[ \"\$('$WEFT' -e 'weft.sleep(0.01) print(type(weft.spawn))')\" = function ]"
+
+cat > "$dir/fail.lua" <<'LUA'
+local function inner() error("something broke") end
+local function outer() inner() end
+outer()
+LUA
+"$WEFT" run "$dir/fail.lua" > "$dir/fail.out" 2> "$dir/fail.err"; rc=$?
+check "uncaught error exits 1" [ "$rc" = 1 ]
+check "the message is printed" grep -q 'fail.lua:1: something broke' "$dir/fail.err"
+check "with a traceback through the callers" \
+    bash -c "grep -q 'stack traceback' '$dir/fail.err' && grep -q \"in function 'outer'\" '$dir/fail.err' || grep -q 'fail.lua:2' '$dir/fail.err'"
+
+"$WEFT" -e 'error(weft.error.new("timeout", "took too long"))' 2> "$dir/kind.err"; rc=$?
+check "an error value prints kind and message" \
+    bash -c "[ $rc = 1 ] && grep -q 'timeout: took too long' '$dir/kind.err'"
+
+cat > "$dir/sig.lua" <<'LUA'
+local cleaned = 0
+for i = 1, 3 do
+    weft.spawn(function()
+        local ok, err = pcall(weft.sleep, 60)
+        if not ok and err.kind == "cancelled" then
+            cleaned = cleaned + 1
+            io.stderr:write("cancelled ", i, "\n")
+        end
+    end)
+end
+io.stdout:write("ready\n"); io.stdout:flush()
+weft.sleep(60)
+LUA
+"$WEFT" run "$dir/sig.lua" > "$dir/sig.out" 2> "$dir/sig.err" &
+pid=$!
+for _ in $(seq 100); do grep -q ready "$dir/sig.out" && break; sleep 0.05; done
+kill -INT $pid; wait $pid; rc=$?
+check "SIGINT exits 130" [ "$rc" = 130 ]
+check "SIGINT cancels every task (each sees kind cancelled)" \
+    bash -c "[ \$(grep -c '^cancelled ' '$dir/sig.err') = 3 ]"
+
+"$WEFT" -e 'weft._task=nil; local T = require "weft._task"; T.suspend()' 2> "$dir/dead.err"; rc=$?
+check "a main task waiting on nothing is reported, not hung" \
+    bash -c "[ $rc = 1 ] && grep -qi 'deadlock\|nothing' '$dir/dead.err'"
+
+cat > "$dir/many.lua" <<'LUA'
+local ts = {}
+for i = 1, 2000 do ts[i] = weft.spawn(function(x) weft.sleep(0.001) return x * 2 end, i) end
+local sum = 0
+for i = 1, #ts do sum = sum + ts[i]:wait() end
+assert(sum == 2000 * 2001, sum)
+local ok, err = pcall(weft.timeout, 0.01, function() weft.sleep(10) end)
+assert(not ok and err.kind == "timeout")
+print("ok")
+LUA
+check "2,000 tasks, then exit with no leaked registry refs" \
+    bash -c "[ \"\$('$WEFT' run '$dir/many.lua')\" = ok ]"
+echo "1..$n"
+[ "$fails" = 0 ]
