@@ -17,7 +17,7 @@
 
 int luaopen_cjson(lua_State *L);
 int luaopen_weft_log(lua_State *L);
-int luaopen_weft_http_client(lua_State *L) __attribute__((weak)); /* TEMP until helpers land */
+int luaopen_weft_http_client(lua_State *L);
 int luaopen_weft_http_server(lua_State *L) __attribute__((weak)); /* TEMP */
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */

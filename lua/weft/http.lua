@@ -6,7 +6,6 @@
 --- integration or cancelled). `weft.http.serve{...}` runs each request's
 --- handler in its own task.
 local client = require "weft._http_client"
-local server = require "weft._http_server"
 
 local type, error, pcall, xpcall, pairs, tostring = type, error, pcall, xpcall, pairs, tostring
 local traceback = debug.traceback
@@ -57,8 +56,11 @@ function M.request(opts)
     local x, err = client.start(opts)
     if not x then error(err, 0) end
     while true do
+        -- wait() returns nothing when it was only woken up: ask again.
         local ev, a, b = x:wait()
-        if ev == "done" then
+        if ev == nil and a == nil then
+            -- woken: loop and collect the event
+        elseif ev == "done" then
             return a
         elseif ev == "data" then
             local ok, keep = pcall(on_data, a, b)
@@ -123,7 +125,7 @@ function M.serve(opts)
     end
     local o = shallow_copy(opts)
     o.handler = trampoline(opts.handler)
-    local srv, err = server.serve(o)
+    local srv, err = require("weft._http_server").serve(o)
     if not srv then error(err, 0) end
     return srv
 end

@@ -1,0 +1,520 @@
+/* http_client.c -- libcurl multi_socket_action driven by libev.
+ *
+ * Shape (after curl's docs/examples/multi-uv.c):
+ *   - CURLMOPT_TIMERFUNCTION only (re)arms one ev_timer; the timer callback
+ *     calls curl_multi_socket_action(CURL_SOCKET_TIMEOUT).
+ *   - CURLMOPT_SOCKETFUNCTION keeps one ev_io per socket, attached with
+ *     curl_multi_assign and freed on CURL_POLL_REMOVE (curl closes the fd
+ *     right after, so the watcher must be stopped first).
+ *   - after every curl_multi_socket_action, curl_multi_info_read is
+ *     drained and finished transfers are reported through on_done.
+ * Gotcha (found with ASan elsewhere): curl_multi_socket_action called from
+ * an ev_io callback may free that very watcher (CURL_POLL_REMOVE), so the
+ * callback copies what it needs before the call and touches nothing after.
+ */
+#include "http_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define POOL_MAX 256            /* idle easy handles kept for reuse */
+
+struct sockw {
+    ev_io io;                   /* watches one of curl's sockets */
+    struct weft_http_client *c;
+};
+
+struct weft_http_client {
+    struct ev_loop *ev;
+    CURLM *multi;
+    ev_timer timer;             /* curl's single timeout */
+    CURL *pool[POOL_MAX];       /* reset easy handles ready for reuse */
+    int npool;
+    int nsockets;
+    int in_flight;
+    unsigned long started;
+    struct weft_xfer *xfers;    /* in-flight transfers (for free) */
+};
+
+struct weft_xfer {
+    struct weft_http_client *c;
+    CURL *easy;
+    struct curl_slist *headers; /* owned */
+    struct weft_http_callbacks cb;
+    void *ud;
+    ev_timer idle;              /* idle timeout, active when idle_ms > 0 */
+    long idle_ms;
+    long timeout_ms;
+    long connect_timeout_ms;
+    int status;                 /* last status line seen */
+    int aborted;                /* on_data returned -1 */
+    curl_off_t received;        /* body bytes of the final response */
+    curl_off_t content_length;  /* -1 when unknown */
+    struct weft_xfer *prev, *next;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static void xfer_unlink(struct weft_xfer *x) {
+    struct weft_http_client *c = x->c;
+    if (x->prev) x->prev->next = x->next;
+    else c->xfers = x->next;
+    if (x->next) x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+}
+
+/* Detach a transfer from curl and free it. The easy handle goes back to
+ * the pool (reset) or is cleaned up. */
+static void xfer_release(struct weft_xfer *x) {
+    struct weft_http_client *c = x->c;
+    if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
+    curl_multi_remove_handle(c->multi, x->easy);
+    if (c->npool < POOL_MAX) {
+        curl_easy_reset(x->easy);
+        c->pool[c->npool++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
+    curl_slist_free_all(x->headers);
+    xfer_unlink(x);
+    c->in_flight--;
+    free(x);
+}
+
+/* host:port of the transfer's URL, for messages. */
+static void url_hostport(CURL *easy, char *out, size_t outlen) {
+    char *url = NULL;
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+    snprintf(out, outlen, "the server");
+    if (!url) return;
+    CURLU *u = curl_url();
+    if (!u) return;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+        char *host = NULL, *port = NULL;
+        if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+            snprintf(out, outlen, "%s:%s", host, port);
+        }
+        curl_free(host);
+        curl_free(port);
+    }
+    curl_url_cleanup(u);
+}
+
+/* Classify a finished transfer into the weft taxonomy and report it. */
+static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_reason) {
+    struct weft_http_outcome o = {0};
+    char msg[1024];
+    char where[300];
+    o.curl_code = (long)rc;
+    o.status = x->status;
+    const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+
+    if (forced_reason && strcmp(forced_reason, "idle_timeout") == 0) {
+        o.kind = "timeout";
+        o.reason = "idle_timeout";
+        snprintf(msg, sizeof msg, "no data received for %.3g s", (double)x->idle_ms / 1000.0);
+    } else if (rc == CURLE_OK) {
+        o.kind = NULL;
+    } else {
+        long oserr = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
+        url_hostport(x->easy, where, sizeof where);
+        switch (rc) {
+        case CURLE_COULDNT_CONNECT:
+            o.kind = "transient";
+            if (oserr == ECONNREFUSED) {
+                o.reason = "refused";
+                snprintf(msg, sizeof msg, "connection refused by %s", where);
+            } else {
+                o.reason = "connect";
+                snprintf(msg, sizeof msg, "could not connect to %s: %s", where, detail);
+            }
+            break;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            o.kind = "transient";
+            o.reason = "dns";
+            snprintf(msg, sizeof msg, "DNS: could not resolve host of %s (%s)", where, detail);
+            break;
+        case CURLE_OPERATION_TIMEDOUT:
+            /* curl names the phase in its message (multi.c,
+             * multi_handle_timeout): resolving, connecting, or later. */
+            o.kind = "timeout";
+            if (strncmp(detail, "Connection timed out", 20) == 0 ||
+                strncmp(detail, "Resolving timed out", 19) == 0) {
+                o.reason = "connect_timeout";
+                snprintf(msg, sizeof msg, "connect timeout to %s after %.3g s", where,
+                         (double)(x->connect_timeout_ms > 0 &&
+                                  (x->timeout_ms <= 0 || x->connect_timeout_ms < x->timeout_ms)
+                                      ? x->connect_timeout_ms : x->timeout_ms) / 1000.0);
+            } else {
+                o.reason = "timeout";
+                snprintf(msg, sizeof msg, "request to %s timed out after %.3g s (%s)", where,
+                         (double)x->timeout_ms / 1000.0,
+                         x->status ? "response incomplete" : "no response");
+            }
+            break;
+        case CURLE_PARTIAL_FILE:
+            o.kind = "transient";
+            o.reason = "reset";
+            if (x->content_length >= 0)
+                snprintf(msg, sizeof msg,
+                         "server %s closed the connection before the response was complete "
+                         "(got %lld of %lld body bytes)",
+                         where, (long long)x->received, (long long)x->content_length);
+            else
+                snprintf(msg, sizeof msg,
+                         "server %s closed the connection before the response was complete "
+                         "(%s)", where, detail);
+            break;
+        case CURLE_GOT_NOTHING:
+            o.kind = "transient";
+            o.reason = "reset";
+            snprintf(msg, sizeof msg, "server %s closed the connection without a response", where);
+            break;
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_HTTP2:
+        case CURLE_HTTP2_STREAM:
+            o.kind = "transient";
+            o.reason = "reset";
+            snprintf(msg, sizeof msg, "connection %s by %s while %s (%s)",
+                     oserr == ECONNRESET ? "reset" : "broken", where,
+                     rc == CURLE_SEND_ERROR ? "sending the request" :
+                     x->status ? "receiving the body" : "waiting for the response",
+                     detail);
+            break;
+        case CURLE_PEER_FAILED_VERIFICATION:
+            o.kind = "auth";
+            o.reason = "tls_verify";
+            snprintf(msg, sizeof msg, "TLS: certificate verification failed for %s: %s", where, detail);
+            break;
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CRL_BADFILE:
+            o.kind = "invalid_request";
+            o.reason = "tls_config";
+            snprintf(msg, sizeof msg, "TLS: cannot use the configured CA certificates: %s", detail);
+            break;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+        case CURLE_SSL_SHUTDOWN_FAILED:
+            o.kind = "transient";
+            o.reason = "tls";
+            snprintf(msg, sizeof msg, "TLS handshake with %s failed: %s", where, detail);
+            break;
+        case CURLE_URL_MALFORMAT:
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            o.kind = "invalid_request";
+            o.reason = "bad_url";
+            snprintf(msg, sizeof msg, "invalid URL: %s (only http:// and https:// are allowed)",
+                     detail);
+            break;
+        case CURLE_FILESIZE_EXCEEDED:
+            o.kind = "integration";
+            o.reason = "too_large";
+            snprintf(msg, sizeof msg, "response body from %s exceeds max_body (Content-Length %lld)",
+                     where, (long long)x->content_length);
+            break;
+        case CURLE_WRITE_ERROR:
+            if (x->aborted) {
+                o.kind = "integration";
+                o.reason = "too_large";
+                snprintf(msg, sizeof msg, "response body from %s exceeds max_body (%lld bytes "
+                         "received)", where, (long long)x->received);
+                break;
+            }
+            /* fall through */
+        default:
+            o.kind = "transient";
+            o.reason = "other";
+            snprintf(msg, sizeof msg, "request to %s failed: %s", where, detail);
+            break;
+        }
+    }
+    o.message = o.kind ? msg : NULL;
+
+    struct weft_http_callbacks cb = x->cb;
+    void *ud = x->ud;
+    xfer_release(x);
+    cb.on_done(ud, &o);
+}
+
+/* Report every finished transfer curl has queued. */
+static void drain_info(struct weft_http_client *c) {
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE) continue;
+        struct weft_xfer *x = NULL;
+        CURLcode rc = m->data.result;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        if (x) xfer_finish(x, rc, NULL);
+    }
+}
+
+/* ------------------------------------------------------ libev <-> curl */
+
+static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_http_client *c = w->data;
+    int running;
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain_info(c);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only re-arm the timer (calling back into curl
+ * here would be CURLM_RECURSIVE_API_CALL). */
+static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+    struct weft_http_client *c = userp;
+    ev_timer_stop(c->ev, &c->timer);
+    if (timeout_ms >= 0) {
+        ev_timer_set(&c->timer, (double)timeout_ms / 1000.0, 0.);
+        ev_timer_start(c->ev, &c->timer);
+    }
+    return 0;
+}
+
+static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    struct sockw *s = (struct sockw *)w;
+    /* Copy out: the action may free s (CURL_POLL_REMOVE). */
+    struct weft_http_client *c = s->c;
+    curl_socket_t fd = (curl_socket_t)w->fd;
+    int flags = ((revents & EV_READ) ? CURL_CSELECT_IN : 0) |
+                ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(c->multi, fd, flags, &running);
+    drain_info(c);
+}
+
+static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+    struct weft_http_client *c = userp;
+    struct sockw *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            ev_io_stop(c->ev, &s->io);
+            curl_multi_assign(c->multi, fd, NULL);
+            free(s);
+            c->nsockets--;
+        }
+        return 0;
+    }
+    int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) return -1;
+        s->c = c;
+        ev_io_init(&s->io, io_cb, fd, events);
+        curl_multi_assign(c->multi, fd, s);
+        c->nsockets++;
+    } else {
+        ev_io_stop(c->ev, &s->io);
+        ev_io_set(&s->io, fd, events);
+    }
+    ev_io_start(c->ev, &s->io);
+    return 0;
+}
+
+/* ------------------------------------------------- transfer callbacks */
+
+static void idle_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_xfer *x = (struct weft_xfer *)((char *)w - offsetof(struct weft_xfer, idle));
+    xfer_finish(x, CURLE_OPERATION_TIMEDOUT, "idle_timeout");
+}
+
+static void touch_idle(struct weft_xfer *x) {
+    if (x->idle_ms > 0) ev_timer_again(x->c->ev, &x->idle);
+}
+
+static int version_code(const char *p, size_t n) {
+    /* "HTTP/1.1", "HTTP/2", "HTTP/3" */
+    if (n >= 8 && p[5] == '1' && p[6] == '.') return 10 + (p[7] - '0');
+    if (n >= 6) return (p[5] - '0') * 10;
+    return 0;
+}
+
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *userp) {
+    struct weft_xfer *x = userp;
+    size_t n = size * nmemb;
+    size_t len = n;
+    touch_idle(x);
+    while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r')) len--;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* Status line: a new head starts. */
+        const char *sp = memchr(p, ' ', len);
+        int status = 0;
+        if (sp) {
+            for (const char *q = sp + 1; q < p + len && *q >= '0' && *q <= '9'; q++)
+                status = status * 10 + (*q - '0');
+        }
+        x->status = status;
+        x->received = 0;
+        x->content_length = -1;
+        x->cb.on_status(x->ud, status, version_code(p, sp ? (size_t)(sp - p) : len));
+        return n;
+    }
+    if (len == 0) return n; /* end of head */
+    const char *colon = memchr(p, ':', len);
+    if (!colon) return n;   /* obsolete line folding or junk: ignored */
+    size_t nlen = (size_t)(colon - p);
+    const char *v = colon + 1;
+    const char *end = p + len;
+    while (v < end && (*v == ' ' || *v == '\t')) v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
+        curl_off_t cl = 0;
+        const char *q = v;
+        for (; q < end && *q >= '0' && *q <= '9'; q++) cl = cl * 10 + (*q - '0');
+        if (q == end && q > v) x->content_length = cl;
+    }
+    x->cb.on_header(x->ud, p, nlen, v, (size_t)(end - v));
+    return n;
+}
+
+static size_t write_cb(char *p, size_t size, size_t nmemb, void *userp) {
+    struct weft_xfer *x = userp;
+    size_t n = size * nmemb;
+    touch_idle(x);
+    int r = x->cb.on_data(x->ud, p, n);
+    if (r == 1) return CURL_WRITEFUNC_PAUSE;
+    if (r < 0) {
+        x->aborted = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    x->received += (curl_off_t)n;
+    return n;
+}
+
+/* ------------------------------------------------------------ public */
+
+struct weft_http_client *weft_http_client_new(struct ev_loop *ev) {
+    struct weft_http_client *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->ev = ev;
+    c->multi = curl_multi_init();
+    if (!c->multi) {
+        free(c);
+        return NULL;
+    }
+    ev_timer_init(&c->timer, timer_cb, 0., 0.);
+    c->timer.data = c;
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* Idle connections kept for reuse across requests. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    return c;
+}
+
+void weft_http_client_free(struct weft_http_client *c) {
+    if (!c) return;
+    while (c->xfers) weft_http_cancel(c->xfers);
+    for (int i = 0; i < c->npool; i++) curl_easy_cleanup(c->pool[i]);
+    c->npool = 0;
+    curl_multi_cleanup(c->multi);   /* closes cached connections (REMOVE callbacks) */
+    ev_timer_stop(c->ev, &c->timer);
+    free(c);
+}
+
+void weft_http_client_stats(const struct weft_http_client *c, struct weft_http_stats *st) {
+    st->in_flight = c->in_flight;
+    st->sockets = c->nsockets;
+    st->pooled = c->npool;
+    st->started = c->started;
+}
+
+struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_http_request *req,
+                                  const struct weft_http_callbacks *cb, void *ud, char *err,
+                                  size_t errlen) {
+    struct weft_xfer *x = calloc(1, sizeof *x);
+    if (!x) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    CURL *e = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
+    if (!e) {
+        free(x);
+        snprintf(err, errlen, "curl_easy_init failed");
+        return NULL;
+    }
+    x->c = c;
+    x->easy = e;
+    x->cb = *cb;
+    x->ud = ud;
+    x->content_length = -1;
+    x->timeout_ms = req->timeout_ms;
+    x->connect_timeout_ms = req->connect_timeout_ms;
+
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    /* TLS verification is never turned off: there is no option for it. */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+    if (req->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, req->ca_path);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "weft/" WEFT_VERSION);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    if (req->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    if (req->connect_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+    if (req->max_body > 0) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, req->max_body);
+
+    const char *method = req->method;
+    if (req->has_body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+        if (method && strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (method && strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (method && strcmp(method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    x->headers = req->headers;
+    if (x->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+
+    if (req->idle_timeout_ms > 0) {
+        x->idle_ms = req->idle_timeout_ms;
+        ev_timer_init(&x->idle, idle_cb, 0., (double)x->idle_ms / 1000.0);
+        ev_timer_again(c->ev, &x->idle);
+    }
+
+    CURLMcode mc = curl_multi_add_handle(c->multi, e);
+    if (mc != CURLM_OK) {
+        snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
+        curl_easy_reset(e);
+        if (c->npool < POOL_MAX) c->pool[c->npool++] = e;
+        else curl_easy_cleanup(e);
+        x->headers = NULL; /* stays with the caller on failure */
+        free(x);
+        return NULL;
+    }
+    x->next = c->xfers;
+    if (c->xfers) c->xfers->prev = x;
+    c->xfers = x;
+    c->in_flight++;
+    c->started++;
+    return x;
+}
+
+void weft_http_cancel(struct weft_xfer *x) {
+    if (x) xfer_release(x);
+}
+
+void weft_http_resume(struct weft_xfer *x) {
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+}

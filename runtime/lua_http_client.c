@@ -1,0 +1,669 @@
+/* lua_http_client.c -- weft._http_client: the Lua binding of http_client.c.
+ *
+ *   local x = _http_client.start(opts)   -- a transfer (userdata) or nil, err
+ *   x:wait()   -- "data", chunk, head | "done", response | nil, err | nothing
+ *   x:cancel()
+ *
+ * wait() suspends the calling task until something happened and then
+ * returns nothing: the caller (lua/weft/http.lua) calls wait() again, and
+ * this time it builds the result in an ordinary C function call. That way
+ * the transfer callbacks, which run inside libcurl, never touch the Lua
+ * state (an allocation there could run a __gc finalizer, which may call
+ * back into curl: CURLM_RECURSIVE_API_CALL); they copy bytes into C buffers
+ * and wake the task.
+ *
+ * Ownership: struct lxfer is the userdata (owned by Lua). While the
+ * transfer runs, the request body string is anchored by body_ref and the
+ * lxfer is on its client's `active` list. The client (struct lclient) is
+ * owned by the loop and freed by a close hook, which first detaches every
+ * active lxfer.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "http_client.h"
+#include "loop.h"
+#include "luax.h"
+#include "task.h"
+
+#define XFER_MT "weft.http.xfer"
+#define DEFAULT_TIMEOUT 600.0
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+#define DEFAULT_MAX_BODY (64.0 * 1024 * 1024)
+#define STREAM_HIGH_WATER (1024 * 1024) /* pause a stream above this many
+                                           undelivered bytes */
+
+static const char CLIENT_KEY = 'C'; /* registry key: address of this byte */
+
+struct lxfer;
+
+struct lclient {
+    struct weft_http_client *c;
+    struct weft_loop *loop;
+    struct lxfer *active;      /* transfers in flight, for the close hook */
+};
+
+enum xstate { X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
+
+struct lxfer {
+    struct weft_xfer *x;       /* the transfer while running, else NULL */
+    struct lclient *lc;        /* while on lc->active */
+    struct lxfer *prev, *next; /* lc->active links */
+    struct weft_wait wait;     /* embedded: the task waiting in wait() */
+    struct weft_task *waiter;
+    int body_ref;              /* anchors the request body string */
+    int head_ref;              /* cached head table (streaming) */
+    int stream;
+    int paused;
+    enum xstate state;
+    int status, version;
+    char *hbuf;                /* headers of the current head: "name\0value\0"... */
+    size_t hlen, hcap;
+    char *buf;                 /* body (or undelivered stream bytes) */
+    size_t len, cap;
+    size_t max_body;
+    const char *err_kind;      /* static strings from the outcome */
+    const char *err_reason;
+    char *err_msg;             /* malloc'd */
+    long curl_code;
+};
+
+/* ------------------------------------------------------------ buffers */
+
+static int reserve(char **p, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap : 256;
+    while (ncap < need) ncap *= 2;
+    char *np = realloc(*p, ncap);
+    if (!np) return -1;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+static void active_unlink(struct lxfer *lx) {
+    struct lclient *lc = lx->lc;
+    if (!lc) return;
+    if (lx->prev) lx->prev->next = lx->next;
+    else lc->active = lx->next;
+    if (lx->next) lx->next->prev = lx->prev;
+    lx->prev = lx->next = NULL;
+    lx->lc = NULL;
+}
+
+static void wake_waiter(struct lxfer *lx) {
+    struct weft_task *t = lx->waiter;
+    if (t) {
+        lx->waiter = NULL;
+        weft_task_wake(t, 0);
+    }
+}
+
+/* --------------------------------------- transfer callbacks (no Lua!) */
+
+static void on_status(void *ud, int status, int version) {
+    struct lxfer *lx = ud;
+    lx->status = status;
+    lx->version = version;
+    lx->hlen = 0;
+}
+
+static void on_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen) {
+    struct lxfer *lx = ud;
+    if (reserve(&lx->hbuf, &lx->hcap, lx->hlen + nlen + vlen + 2) != 0) return;
+    char *d = lx->hbuf + lx->hlen;
+    for (size_t i = 0; i < nlen; i++) {
+        char ch = name[i];
+        d[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    d[nlen] = '\0';
+    memcpy(d + nlen + 1, value, vlen);
+    d[nlen + 1 + vlen] = '\0';
+    lx->hlen += nlen + vlen + 2;
+    if (!lx->stream && nlen == 14 && memcmp(d, "content-length", 14) == 0) {
+        /* Size the body buffer once (bounded by max_body). */
+        size_t cl = strtoull(d + 15, NULL, 10);
+        if (cl > 0 && cl <= lx->max_body && lx->status >= 200) reserve(&lx->buf, &lx->cap, cl);
+    }
+}
+
+static int on_data(void *ud, const char *p, size_t n) {
+    struct lxfer *lx = ud;
+    if (lx->stream) {
+        if (lx->len >= STREAM_HIGH_WATER) {
+            lx->paused = 1;
+            wake_waiter(lx);
+            return 1;
+        }
+    } else if (lx->len + n > lx->max_body) {
+        return -1;
+    }
+    if (reserve(&lx->buf, &lx->cap, lx->len + n) != 0) return -1;
+    memcpy(lx->buf + lx->len, p, n);
+    lx->len += n;
+    if (lx->stream) wake_waiter(lx);
+    return 0;
+}
+
+static void on_done(void *ud, const struct weft_http_outcome *o) {
+    struct lxfer *lx = ud;
+    lx->x = NULL;
+    active_unlink(lx);
+    if (o->kind) {
+        lx->state = X_FAILED;
+        lx->err_kind = o->kind;
+        lx->err_reason = o->reason;
+        lx->err_msg = strdup(o->message ? o->message : "request failed");
+        lx->curl_code = o->curl_code;
+    } else {
+        lx->state = X_DONE;
+    }
+    wake_waiter(lx);
+}
+
+static const struct weft_http_callbacks callbacks = {on_status, on_header, on_data, on_done};
+
+/* ------------------------------------------------------------- client */
+
+static void client_close_hook(void *ud) {
+    struct lclient *lc = ud;
+    /* Detach the Lua side first: lxfer userdata may outlive the client
+     * until lua_close runs their __gc. */
+    while (lc->active) {
+        struct lxfer *lx = lc->active;
+        active_unlink(lx);
+        lx->x = NULL;
+        if (lx->state == X_RUNNING) lx->state = X_CANCELLED;
+    }
+    weft_http_client_free(lc->c);
+    lua_State *L = lc->loop->L;
+    lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
+    lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    free(lc);
+}
+
+static struct lclient *get_client(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct lclient *lc = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (lc) return lc;
+    struct weft_loop *loop = weft_loop_get(L);
+    lc = calloc(1, sizeof *lc);
+    if (!lc) return NULL;
+    lc->loop = loop;
+    lc->c = weft_http_client_new(loop->ev);
+    if (!lc->c || weft_loop_on_close(loop, client_close_hook, lc) != 0) {
+        weft_http_client_free(lc->c);
+        free(lc);
+        return NULL;
+    }
+    lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
+    lua_pushlightuserdata(L, lc);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return lc;
+}
+
+/* ------------------------------------------------------ option parsing */
+
+static int is_tchar(unsigned char ch) {
+    /* RFC 9110 token characters */
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static int is_token(const char *s, size_t n) {
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+static int has_crlf_nul(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
+    return 0;
+}
+
+/* Seconds option > 0 (or absent: def). Raises on a bad value. */
+static double opt_seconds(lua_State *L, const char *k, double def) {
+    lua_getfield(L, 1, k);
+    double v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "weft.http.request: %s must be a number of seconds, got %s", k,
+                       luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+        if (!(v > 0) || isinf(v))
+            luaL_error(L, "weft.http.request: %s must be a positive finite number of seconds", k);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_string(lua_State *L, const char *k, size_t *len) {
+    lua_getfield(L, 1, k);
+    const char *s = NULL;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "weft.http.request: %s must be a string, got %s", k, luaL_typename(L, -1));
+        s = lua_tolstring(L, -1, len);
+    }
+    lua_pop(L, 1); /* the string stays alive in the options table */
+    return s;
+}
+
+/* Append "name: value" to *list; raises on invalid input after freeing
+ * the list built so far. */
+static void add_header(lua_State *L, struct curl_slist **list, const char *name, size_t nlen,
+                       int vidx) {
+    size_t vlen;
+    if (lua_type(L, vidx) != LUA_TSTRING) {
+        curl_slist_free_all(*list);
+        luaL_error(L, "weft.http.request: header '%s' value must be a string, got %s", name,
+                   luaL_typename(L, vidx));
+    }
+    const char *v = lua_tolstring(L, vidx, &vlen);
+    if (has_crlf_nul(v, vlen)) {
+        curl_slist_free_all(*list);
+        luaL_error(L, "weft.http.request: header '%s' value contains CR, LF or NUL", name);
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, name, nlen);
+    /* An empty value needs "Name;" in curl's syntax. */
+    if (vlen == 0) {
+        luaL_addchar(&b, ';');
+    } else {
+        luaL_addlstring(&b, ": ", 2);
+        luaL_addlstring(&b, v, vlen);
+    }
+    luaL_pushresult(&b);
+    struct curl_slist *nl = curl_slist_append(*list, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!nl) {
+        curl_slist_free_all(*list);
+        luaL_error(L, "weft.http.request: out of memory");
+    }
+    *list = nl;
+}
+
+static struct curl_slist *build_headers(lua_State *L, int has_body) {
+    struct curl_slist *list = NULL;
+    int has_ctype = 0;
+    lua_getfield(L, 1, "headers");
+    int hidx = lua_gettop(L);
+    if (!lua_isnil(L, hidx)) {
+        if (!lua_istable(L, hidx))
+            luaL_error(L, "weft.http.request: headers must be a table, got %s",
+                       luaL_typename(L, hidx));
+        lua_pushnil(L);
+        while (lua_next(L, hidx)) {               /* [.., headers, k, v] */
+            size_t nlen;
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                curl_slist_free_all(list);
+                luaL_error(L, "weft.http.request: header names must be strings");
+            }
+            const char *name = lua_tolstring(L, -2, &nlen);
+            if (!is_token(name, nlen)) {
+                curl_slist_free_all(list);
+                luaL_error(L, "weft.http.request: invalid header name '%s'", name);
+            }
+            if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) has_ctype = 1;
+            if (lua_istable(L, -1)) {
+                int n = (int)lua_objlen(L, -1);
+                for (int i = 1; i <= n; i++) {
+                    lua_rawgeti(L, -1, i);
+                    add_header(L, &list, name, nlen, lua_gettop(L));
+                    lua_pop(L, 1);
+                }
+            } else {
+                add_header(L, &list, name, nlen, lua_gettop(L));
+            }
+            lua_pop(L, 1);                         /* [.., headers, k] */
+        }
+    }
+    lua_pop(L, 1);
+    struct curl_slist *nl = list;
+    /* No 100-continue round trip; no form content type made up by curl. */
+    if (has_body) nl = curl_slist_append(nl, "Expect:");
+    if (nl && has_body && !has_ctype) nl = curl_slist_append(nl, "Content-Type:");
+    if (has_body && !nl) {
+        curl_slist_free_all(list);
+        luaL_error(L, "weft.http.request: out of memory");
+    }
+    return has_body ? nl : list;
+}
+
+/* ---------------------------------------------------------- Lua API */
+
+static struct lxfer *check_xfer(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, XFER_MT);
+}
+
+static void push_invalid_url(lua_State *L, const char *why) {
+    lua_pushnil(L);
+    weft_push_error(L, "invalid_request", "invalid URL: %s", why);
+    lua_pushliteral(L, "bad_url");
+    lua_setfield(L, -2, "reason");
+}
+
+/* _http_client.start(opts) -> xfer | nil, err */
+static int l_start(lua_State *L) {
+    if (!lua_istable(L, 1))
+        return luaL_error(L, "weft.http.request: expected a table of options, got %s",
+                          luaL_typename(L, 1));
+    lua_settop(L, 1);
+    struct weft_http_request req;
+    memset(&req, 0, sizeof req);
+
+    size_t ulen = 0;
+    req.url = opt_string(L, "url", &ulen);
+    if (!req.url) return luaL_error(L, "weft.http.request: url is required");
+
+    size_t mlen = 0;
+    req.method = opt_string(L, "method", &mlen);
+    if (req.method && !is_token(req.method, mlen))
+        return luaL_error(L, "weft.http.request: invalid method '%s'", req.method);
+
+    lua_getfield(L, 1, "body");
+    int body_idx = lua_gettop(L);
+    if (!lua_isnil(L, body_idx)) {
+        if (lua_type(L, body_idx) != LUA_TSTRING)
+            return luaL_error(L, "weft.http.request: body must be a string, got %s",
+                              luaL_typename(L, body_idx));
+        req.body = lua_tolstring(L, body_idx, &req.body_len);
+        req.has_body = 1;
+    }
+    req.timeout_ms = (long)(opt_seconds(L, "timeout", DEFAULT_TIMEOUT) * 1000.0 + 0.5);
+    req.connect_timeout_ms =
+        (long)(opt_seconds(L, "connect_timeout", DEFAULT_CONNECT_TIMEOUT) * 1000.0 + 0.5);
+    double idle = opt_seconds(L, "idle_timeout", 0);
+    req.idle_timeout_ms = idle > 0 ? (long)(idle * 1000.0 + 0.5) : 0;
+    if (req.idle_timeout_ms == 0 && idle > 0) req.idle_timeout_ms = 1;
+    if (req.timeout_ms == 0) req.timeout_ms = 1;
+    if (req.connect_timeout_ms == 0) req.connect_timeout_ms = 1;
+    double max_body = DEFAULT_MAX_BODY;
+    lua_getfield(L, 1, "max_body");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1) ||
+            lua_tonumber(L, -1) > 9.0e15)
+            return luaL_error(L, "weft.http.request: max_body must be a positive number of bytes");
+        max_body = floor(lua_tonumber(L, -1));
+    }
+    lua_pop(L, 1);
+    req.ca_file = opt_string(L, "ca_file", NULL);
+    req.ca_path = opt_string(L, "ca_path", NULL);
+    lua_getfield(L, 1, "stream");
+    int stream = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!stream) req.max_body = (curl_off_t)max_body;
+
+    /* Cheap up-front URL checks; curl reports the rest asynchronously. */
+    if (ulen < 8 || (strncasecmp(req.url, "http://", 7) != 0 &&
+                     strncasecmp(req.url, "https://", 8) != 0)) {
+        push_invalid_url(L, "only http:// and https:// URLs are supported");
+        return 2;
+    }
+    for (size_t i = 0; i < ulen; i++) {
+        unsigned char ch = (unsigned char)req.url[i];
+        if (ch <= 0x20 || ch == 0x7f) {
+            push_invalid_url(L, "URL contains a space or control character");
+            return 2;
+        }
+    }
+
+    struct lclient *lc = get_client(L);
+    if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
+
+    req.headers = build_headers(L, req.has_body);
+
+    struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, body, lx] */
+    memset(lx, 0, sizeof *lx);
+    lx->body_ref = LUA_NOREF;
+    lx->head_ref = LUA_NOREF;
+    lx->stream = stream;
+    lx->max_body = (size_t)max_body;
+    luaL_getmetatable(L, XFER_MT);
+    lua_setmetatable(L, -2);
+
+    char err[256];
+    lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
+    if (!lx->x) {
+        curl_slist_free_all(req.headers);
+        return luaL_error(L, "weft.http.request: %s", err);
+    }
+    lx->state = X_RUNNING;
+    lx->lc = lc;
+    lx->next = lc->active;
+    if (lc->active) lc->active->prev = lx;
+    lc->active = lx;
+    if (req.has_body) {
+        lua_pushvalue(L, body_idx);
+        lx->body_ref = weft_ref(L);
+    }
+    return 1;
+}
+
+static void release_refs(lua_State *L, struct lxfer *lx) {
+    if (lx->body_ref != LUA_NOREF) {
+        weft_unref(L, lx->body_ref);
+        lx->body_ref = LUA_NOREF;
+    }
+    if (lx->head_ref != LUA_NOREF) {
+        weft_unref(L, lx->head_ref);
+        lx->head_ref = LUA_NOREF;
+    }
+}
+
+static void stop_xfer(struct lxfer *lx) {
+    if (lx->x) {
+        weft_http_cancel(lx->x);
+        lx->x = NULL;
+    }
+    active_unlink(lx);
+}
+
+static void wait_cancel(struct weft_wait *w) {
+    struct lxfer *lx = (struct lxfer *)((char *)w - offsetof(struct lxfer, wait));
+    lx->waiter = NULL;
+    stop_xfer(lx);
+    if (lx->state == X_RUNNING) lx->state = X_CANCELLED;
+}
+
+/* Push the headers table of the current head. */
+static void push_headers(lua_State *L, struct lxfer *lx) {
+    lua_createtable(L, 0, 8);
+    size_t off = 0;
+    while (off < lx->hlen) {
+        const char *name = lx->hbuf + off;
+        size_t nlen = strlen(name);
+        const char *val = name + nlen + 1;
+        size_t vlen = strlen(val);
+        off += nlen + vlen + 2;
+        lua_pushlstring(L, name, nlen);               /* [h, k] */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);                            /* [h, k, old] */
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawset(L, -3);
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            /* second occurrence: {old, new} */
+            lua_createtable(L, 2, 0);                 /* [h, k, old, arr] */
+            lua_insert(L, -2);                        /* [h, k, arr, old] */
+            lua_rawseti(L, -2, 1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, 2);
+            lua_rawset(L, -3);
+        } else {
+            int n = (int)lua_objlen(L, -1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, n + 1);
+            lua_pop(L, 2);
+        }
+    }
+}
+
+static void push_version(lua_State *L, int v) {
+    lua_pushnumber(L, v == 10 ? 1.0 : v == 11 ? 1.1 : (double)v / 10.0);
+}
+
+/* {status=, headers=, http_version=} */
+static void push_head(lua_State *L, struct lxfer *lx) {
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, lx->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, lx);
+    lua_setfield(L, -2, "headers");
+    push_version(L, lx->version);
+    lua_setfield(L, -2, "http_version");
+}
+
+static int push_cancelled(lua_State *L) {
+    lua_pushnil(L);
+    weft_push_error(L, "cancelled", "request cancelled");
+    return 2;
+}
+
+/* x:wait() -> "data", chunk, head | "done", resp | nil, err | (nothing:
+ * woken, call again) */
+static int l_wait(lua_State *L) {
+    struct lxfer *lx = check_xfer(L, 1);
+    if (lx->stream && lx->len > 0) {
+        lua_pushliteral(L, "data");
+        lua_pushlstring(L, lx->buf, lx->len);
+        lx->len = 0;
+        if (lx->head_ref == LUA_NOREF) {
+            push_head(L, lx);
+            lua_pushvalue(L, -1);
+            lx->head_ref = weft_ref(L);
+        } else {
+            weft_getref(L, lx->head_ref);
+        }
+        if (lx->paused && lx->x) {
+            lx->paused = 0;
+            weft_http_resume(lx->x); /* may append to lx->buf at once */
+        }
+        return 3;
+    }
+    switch (lx->state) {
+    case X_RUNNING: {
+        struct weft_task *t = weft_task_check_current(L, "weft.http.request");
+        if (lx->waiter) return luaL_error(L, "weft.http.request: transfer already has a waiter");
+        lx->wait.cancel = wait_cancel;
+        lx->wait.what = "http";
+        lx->waiter = t;
+        return weft_task_suspend(L, t, &lx->wait);
+    }
+    case X_DONE:
+        lx->state = X_DELIVERED;
+        lua_pushliteral(L, "done");
+        push_head(L, lx);                                   /* [.., "done", resp] */
+        if (lx->stream) lua_pushliteral(L, "");
+        else lua_pushlstring(L, lx->buf ? lx->buf : "", lx->len);
+        lua_setfield(L, -2, "body");
+        free(lx->buf);
+        lx->buf = NULL;
+        lx->len = lx->cap = 0;
+        release_refs(L, lx);
+        return 2;
+    case X_FAILED:
+        lx->state = X_DELIVERED;
+        lua_pushnil(L);
+        weft_push_error(L, lx->err_kind, "%s", lx->err_msg ? lx->err_msg : "request failed");
+        if (lx->err_reason) {
+            lua_pushstring(L, lx->err_reason);
+            lua_setfield(L, -2, "reason");
+        }
+        lua_pushinteger(L, lx->curl_code);
+        lua_setfield(L, -2, "curl_code");
+        if (lx->status) {
+            lua_pushinteger(L, lx->status);
+            lua_setfield(L, -2, "status");
+        }
+        release_refs(L, lx);
+        return 2;
+    case X_CANCELLED:
+        release_refs(L, lx);
+        return push_cancelled(L);
+    case X_DELIVERED:
+    default:
+        return luaL_error(L, "weft.http.request: transfer already finished");
+    }
+}
+
+/* x:cancel() -> true when it was still running */
+static int l_cancel(lua_State *L) {
+    struct lxfer *lx = check_xfer(L, 1);
+    int running = lx->state == X_RUNNING;
+    stop_xfer(lx);
+    if (running) lx->state = X_CANCELLED;
+    release_refs(L, lx);
+    wake_waiter(lx);
+    lua_pushboolean(L, running);
+    return 1;
+}
+
+static int l_gc(lua_State *L) {
+    struct lxfer *lx = check_xfer(L, 1);
+    stop_xfer(lx);
+    release_refs(L, lx);
+    free(lx->buf);
+    free(lx->hbuf);
+    free(lx->err_msg);
+    lx->buf = lx->hbuf = lx->err_msg = NULL;
+    return 0;
+}
+
+static int l_tostring(lua_State *L) {
+    static const char *const names[] = {"running", "done", "failed", "cancelled", "delivered"};
+    struct lxfer *lx = check_xfer(L, 1);
+    lua_pushfstring(L, "weft.http.xfer (%s)", names[lx->state]);
+    return 1;
+}
+
+/* _http_client.stats() -> {in_flight=, sockets=, pooled=, started=} */
+static int l_stats(lua_State *L) {
+    struct weft_http_stats st = {0};
+    struct lclient *lc = get_client(L);
+    if (lc) weft_http_client_stats(lc->c, &st);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, st.in_flight);
+    lua_setfield(L, -2, "in_flight");
+    lua_pushinteger(L, st.sockets);
+    lua_setfield(L, -2, "sockets");
+    lua_pushinteger(L, st.pooled);
+    lua_setfield(L, -2, "pooled");
+    lua_pushnumber(L, (lua_Number)st.started);
+    lua_setfield(L, -2, "started");
+    return 1;
+}
+
+int luaopen_weft_http_client(lua_State *L);
+int luaopen_weft_http_client(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"wait", l_wait}, {"cancel", l_cancel}, {NULL, NULL},
+    };
+    static const luaL_Reg fns[] = {
+        {"start", l_start}, {"stats", l_stats}, {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, XFER_MT)) {                 /* [mt] */
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    return 1;
+}
