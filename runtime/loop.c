@@ -18,7 +18,7 @@
 int luaopen_cjson(lua_State *L);
 int luaopen_weft_log(lua_State *L);
 int luaopen_weft_http_client(lua_State *L);
-int luaopen_weft_http_server(lua_State *L) __attribute__((weak)); /* TEMP */
+int luaopen_weft_http_server(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 

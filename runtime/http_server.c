@@ -1,0 +1,715 @@
+/* http_server.c -- HTTP/1.1 server: libev for I/O, http-parser for parsing.
+ *
+ * Connection states:
+ *   READ    parsing a request (http-parser callbacks only copy bytes)
+ *   HANDLE  a complete request is with the owner; no reading (pipelined
+ *           bytes wait in `pend`)
+ *   LINGER  an error answer was sent and the write side shut; input is read
+ *           and discarded until EOF or a short timer, so the client gets to
+ *           read the answer instead of a reset
+ */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <http_parser.h>
+
+#define READ_CHUNK 16384
+#define HIGH_WATER (256 * 1024)
+#define LOW_WATER (64 * 1024)
+#define LINGER_SECONDS 2.0
+
+enum cstate { C_READ, C_HANDLE, C_LINGER };
+
+struct weft_http_conn {
+    struct weft_http_server *s;
+    int fd;
+    ev_io rio;                 /* readable */
+    ev_io wio;                 /* writable, active while output is blocked */
+    ev_timer timer;            /* header / keep-alive / linger timeout */
+    http_parser parser;
+    enum cstate state;
+    /* the request being parsed */
+    char *url;
+    size_t url_len, url_cap;
+    char *hdr;                 /* "name\0value\0" ... */
+    size_t hdr_len, hdr_cap;
+    int in_field;              /* last header callback was a field name */
+    char *body;
+    size_t body_len, body_cap;
+    size_t head_bytes;
+    int got_bytes;             /* the current request has started */
+    int err_status;            /* 413/431 decided in a parser callback */
+    /* input read past the end of the current request */
+    char *pend;
+    size_t pend_len, pend_off, pend_cap;
+    /* output */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    int close_when_flushed;
+    int above_high;
+    /* the current response */
+    int keep_alive;
+    int version;
+    int is_head;
+    int chunked;
+    int streaming;
+    void *req_ud;              /* owner's pointer while a request is open */
+    int active;                /* a request is with the owner */
+    char remote[64];
+    struct weft_http_conn *prev, *next;
+};
+
+struct weft_http_server {
+    struct ev_loop *ev;
+    int fd;
+    ev_io lio;                 /* listening socket */
+    ev_timer pause;            /* accept paused after EMFILE */
+    struct weft_http_server_opts o;
+    struct weft_http_server_callbacks cb;
+    void *ud;
+    int port;
+    int closing;
+    struct weft_http_conn *conns;
+    int nconns;
+    int nactive;
+    unsigned long accepted, requests, rejected;
+};
+
+static http_parser_settings settings;
+
+/* ------------------------------------------------------------ buffers */
+
+static int grow(char **p, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap : 512;
+    while (n < need) n *= 2;
+    char *np = realloc(*p, n);
+    if (!np) return -1;
+    *p = np;
+    *cap = n;
+    return 0;
+}
+
+static int append(char **p, size_t *len, size_t *cap, const char *d, size_t n) {
+    if (grow(p, cap, *len + n) != 0) return -1;
+    memcpy(*p + *len, d, n);
+    *len += n;
+    return 0;
+}
+
+const char *weft_http_reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 529: return "Site Overloaded";
+    default: return "Unknown";
+    }
+}
+
+/* ------------------------------------------------------- connections */
+
+static void conn_free(struct weft_http_conn *c, int notify) {
+    struct weft_http_server *s = c->s;
+    struct ev_loop *ev = s->ev;
+    ev_io_stop(ev, &c->rio);
+    ev_io_stop(ev, &c->wio);
+    ev_timer_stop(ev, &c->timer);
+    close(c->fd);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    if (c->active) s->nactive--;
+    void *req_ud = c->active ? c->req_ud : NULL;
+    free(c->url);
+    free(c->hdr);
+    free(c->body);
+    free(c->pend);
+    free(c->out);
+    free(c);
+    if (notify && req_ud) s->cb.on_gone(req_ud);
+}
+
+static void set_timer(struct weft_http_conn *c, double sec) {
+    ev_timer_stop(c->s->ev, &c->timer);
+    if (sec > 0) {
+        ev_timer_set(&c->timer, sec, 0.);
+        ev_timer_start(c->s->ev, &c->timer);
+    }
+}
+
+static void begin_linger(struct weft_http_conn *c) {
+    shutdown(c->fd, SHUT_WR);
+    c->state = C_LINGER;
+    ev_io_stop(c->s->ev, &c->wio);
+    ev_io_start(c->s->ev, &c->rio);
+    set_timer(c, LINGER_SECONDS);
+}
+
+/* Write as much buffered output as the socket takes. Returns 0, or -1 when
+ * the connection broke (the caller decides how to free it). */
+static int flush(struct weft_http_conn *c) {
+    while (c->out_off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!ev_is_active(&c->wio)) ev_io_start(c->s->ev, &c->wio);
+                return 0;
+            }
+            return -1;
+        }
+        c->out_off += (size_t)w;
+    }
+    c->out_off = c->out_len = 0;
+    if (ev_is_active(&c->wio)) ev_io_stop(c->s->ev, &c->wio);
+    if (c->close_when_flushed) {
+        c->close_when_flushed = 0;
+        begin_linger(c);
+    }
+    return 0;
+}
+
+static size_t pending_out(const struct weft_http_conn *c) { return c->out_len - c->out_off; }
+
+static void reset_message(struct weft_http_conn *c) {
+    c->url_len = c->hdr_len = c->body_len = c->head_bytes = 0;
+    c->in_field = 0;
+    c->got_bytes = 0;
+    c->err_status = 0;
+}
+
+/* Send a small error answer and close gracefully. */
+static void send_error(struct weft_http_conn *c, int status) {
+    char buf[256];
+    const char *reason = weft_http_reason(status);
+    int n = snprintf(buf, sizeof buf,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s\n",
+                     status, reason, strlen(reason) + 1, reason);
+    ev_io_stop(c->s->ev, &c->rio);
+    ev_timer_stop(c->s->ev, &c->timer);
+    c->keep_alive = 0;
+    if (append(&c->out, &c->out_len, &c->out_cap, buf, (size_t)n) != 0) {
+        conn_free(c, 0);
+        return;
+    }
+    c->close_when_flushed = 1;
+    if (flush(c) != 0) conn_free(c, 0);
+}
+
+static void dispatch(struct weft_http_conn *c);
+
+/* Feed bytes to the parser. Returns how many were consumed; on a parse
+ * error the connection is answered (400/413/431) and may be freed: the
+ * caller must not touch it when *gone is set. */
+static size_t feed(struct weft_http_conn *c, const char *p, size_t n, int *gone) {
+    *gone = 0;
+    size_t np = http_parser_execute(&c->parser, &settings, p, n);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+        http_parser_pause(&c->parser, 0);
+        dispatch(c);
+        return np;
+    }
+    if (e != HPE_OK || (np != n && !c->parser.upgrade)) {
+        int status = c->err_status ? c->err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+        send_error(c, status);
+        *gone = 1;
+        return n;
+    }
+    if (c->parser.upgrade) {
+        /* Protocol upgrades are not supported: 400 and close. */
+        send_error(c, 400);
+        *gone = 1;
+        return n;
+    }
+    return np;
+}
+
+static void keep_pending(struct weft_http_conn *c, const char *p, size_t n) {
+    if (n == 0) return;
+    if (c->pend_off == c->pend_len) c->pend_off = c->pend_len = 0;
+    if (append(&c->pend, &c->pend_len, &c->pend_cap, p, n) != 0) c->keep_alive = 0;
+}
+
+/* Back to reading after a response was queued completely. */
+static void next_request(struct weft_http_conn *c) {
+    struct weft_http_server *s = c->s;
+    c->active = 0;
+    c->req_ud = NULL;
+    c->streaming = c->chunked = 0;
+    s->nactive--;
+    if (!c->keep_alive || s->closing) {
+        if (pending_out(c) == 0) begin_linger(c);
+        else c->close_when_flushed = 1;
+        return;
+    }
+    reset_message(c);
+    c->state = C_READ;
+    ev_io_start(s->ev, &c->rio);
+    set_timer(c, s->o.keepalive_timeout);
+    /* Pipelined bytes already read: parse them on the next iteration (not
+     * here, which may be inside the owner's call). */
+    if (c->pend_off < c->pend_len) ev_feed_event(s->ev, &c->rio, EV_READ);
+}
+
+static void dispatch(struct weft_http_conn *c) {
+    struct weft_http_server *s = c->s;
+    http_parser *p = &c->parser;
+    c->state = C_HANDLE;
+    ev_io_stop(s->ev, &c->rio);
+    ev_timer_stop(s->ev, &c->timer);
+    c->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
+    c->keep_alive = http_should_keep_alive(p) && !s->closing;
+    c->is_head = p->method == HTTP_HEAD;
+    c->active = 1;
+    s->nactive++;
+    s->requests++;
+    if (grow(&c->url, &c->url_cap, c->url_len + 1) != 0) {
+        conn_free(c, 0);
+        return;
+    }
+    c->url[c->url_len] = '\0';
+    struct weft_http_msg m = {
+        .method = http_method_str((enum http_method)p->method),
+        .target = c->url,
+        .target_len = c->url_len,
+        .headers = c->hdr ? c->hdr : "",
+        .headers_len = c->hdr_len,
+        .body = c->body ? c->body : "",
+        .body_len = c->body_len,
+        .version = c->version,
+        .keep_alive = c->keep_alive,
+        .remote = c->remote,
+    };
+    s->cb.on_request(s->ud, c, &m);
+}
+
+/* -------------------------------------------------- parser callbacks */
+
+static int on_message_begin(http_parser *p) {
+    struct weft_http_conn *c = p->data;
+    reset_message(c);
+    c->got_bytes = 1;
+    set_timer(c, c->s->o.header_timeout);
+    return 0;
+}
+
+static int head_add(struct weft_http_conn *c, size_t n) {
+    c->head_bytes += n;
+    if (c->head_bytes > c->s->o.max_header) {
+        c->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+    struct weft_http_conn *c = p->data;
+    if (head_add(c, n)) return -1;
+    return append(&c->url, &c->url_len, &c->url_cap, at, n);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+    struct weft_http_conn *c = p->data;
+    if (head_add(c, n + 4)) return -1;
+    if (!c->in_field) {
+        if (c->hdr_len > 0 && append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        c->in_field = 1;
+    }
+    if (grow(&c->hdr, &c->hdr_cap, c->hdr_len + n) != 0) return -1;
+    char *d = c->hdr + c->hdr_len;
+    for (size_t i = 0; i < n; i++) {
+        char ch = at[i];
+        d[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    c->hdr_len += n;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+    struct weft_http_conn *c = p->data;
+    if (head_add(c, n)) return -1;
+    if (c->in_field) {
+        if (append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        c->in_field = 0;
+    }
+    return append(&c->hdr, &c->hdr_len, &c->hdr_cap, at, n);
+}
+
+static int on_headers_complete(http_parser *p) {
+    struct weft_http_conn *c = p->data;
+    if (c->in_field) {
+        /* a field without a value callback: empty value */
+        if (append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        c->in_field = 0;
+    }
+    if (c->hdr_len > 0 && append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+    if (p->content_length != (uint64_t)-1 && p->content_length > c->s->o.max_body &&
+        (p->flags & F_CHUNKED) == 0) {
+        c->err_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+    struct weft_http_conn *c = p->data;
+    if (c->body_len + n > c->s->o.max_body) {
+        c->err_status = 413;
+        return -1;
+    }
+    if (c->body_len == 0 && p->content_length != (uint64_t)-1 &&
+        grow(&c->body, &c->body_cap, (size_t)p->content_length + n) != 0)
+        return -1;
+    return append(&c->body, &c->body_len, &c->body_cap, at, n);
+}
+
+static int on_message_complete(http_parser *p) {
+    /* Stop here: the rest of the input is the next request. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* --------------------------------------------------------- I/O events */
+
+static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    struct weft_http_conn *c = w->data;
+    char buf[READ_CHUNK];
+    if (c->state == C_LINGER) {
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_free(c, 1);
+        return;
+    }
+    if (c->state != C_READ) return;
+    int gone;
+    if (c->pend_off < c->pend_len) {
+        size_t used = feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, &gone);
+        if (!gone) c->pend_off += used;
+        return;
+    }
+    ssize_t n = read(c->fd, buf, sizeof buf);
+    if (n > 0) {
+        size_t used = feed(c, buf, (size_t)n, &gone);
+        if (!gone && used < (size_t)n) keep_pending(c, buf + used, (size_t)n - used);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    /* EOF or error while reading a request: nothing to answer to. */
+    conn_free(c, 1);
+}
+
+static void write_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    struct weft_http_conn *c = w->data;
+    if (flush(c) != 0) {
+        conn_free(c, 1);
+        return;
+    }
+    if (c->above_high && pending_out(c) < LOW_WATER) {
+        c->above_high = 0;
+        if (c->active && c->req_ud) c->s->cb.on_writable(c->req_ud);
+    }
+}
+
+static void conn_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_http_conn *c = w->data;
+    if (c->state == C_READ && c->got_bytes) send_error(c, 408);
+    else conn_free(c, 1);
+}
+
+static void conn_new(struct weft_http_server *s, int fd, const struct sockaddr *sa) {
+    struct weft_http_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->s = s;
+    c->fd = fd;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(c->remote, sizeof c->remote, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(c->remote, sizeof c->remote, "[%s]:%d", host, port);
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    c->rio.data = c;
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    c->wio.data = c;
+    ev_timer_init(&c->timer, conn_timer_cb, 0., 0.);
+    c->timer.data = c;
+    c->state = C_READ;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    s->accepted++;
+    ev_io_start(s->ev, &c->rio);
+    set_timer(c, s->o.header_timeout);
+}
+
+static void pause_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct weft_http_server *s = w->data;
+    if (!s->closing) ev_io_start(ev, &s->lio);
+}
+
+static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    struct weft_http_server *s = w->data;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(s->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead
+                 * of spinning on a listener that stays readable. */
+                ev_io_stop(ev, &s->lio);
+                ev_timer_set(&s->pause, 0.1, 0.);
+                ev_timer_start(ev, &s->pause);
+            }
+            return;
+        }
+        if (s->nconns >= s->o.max_connections) {
+            close(fd);
+            s->rejected++;
+            continue;
+        }
+        conn_new(s, fd, (struct sockaddr *)&ss);
+    }
+}
+
+/* ------------------------------------------------------------ public */
+
+struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
+                                              const struct weft_http_server_opts *o,
+                                              const struct weft_http_server_callbacks *cb,
+                                              void *ud, char *err, size_t errlen) {
+    if (!settings.on_message_complete) {
+        settings.on_message_begin = on_message_begin;
+        settings.on_url = on_url;
+        settings.on_header_field = on_header_field;
+        settings.on_header_value = on_header_value;
+        settings.on_headers_complete = on_headers_complete;
+        settings.on_body = on_body;
+        settings.on_message_complete = on_message_complete;
+    }
+    const char *host = o->host ? o->host : "127.0.0.1";
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", o->port);
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, gai_strerror(gai));
+        return NULL;
+    }
+    int fd = -1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, o->backlog) == 0) break;
+        saved = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, o->port, strerror(saved));
+        return NULL;
+    }
+    struct weft_http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    s->ev = ev;
+    s->fd = fd;
+    s->o = *o;
+    s->o.host = NULL; /* not kept */
+    s->cb = *cb;
+    s->ud = ud;
+    ev_io_init(&s->lio, accept_cb, fd, EV_READ);
+    s->lio.data = s;
+    ev_timer_init(&s->pause, pause_cb, 0.1, 0.);
+    s->pause.data = s;
+    ev_io_start(ev, &s->lio);
+    return s;
+}
+
+int weft_http_server_port(const struct weft_http_server *s) { return s->port; }
+
+void weft_http_server_close(struct weft_http_server *s) {
+    if (s->closing) return;
+    s->closing = 1;
+    ev_io_stop(s->ev, &s->lio);
+    ev_timer_stop(s->ev, &s->pause);
+    close(s->fd);
+    s->fd = -1;
+    struct weft_http_conn *c = s->conns;
+    while (c) {
+        struct weft_http_conn *next = c->next;
+        if (c->state == C_READ && !c->got_bytes && pending_out(c) == 0) conn_free(c, 0);
+        else c->keep_alive = 0;
+        c = next;
+    }
+}
+
+void weft_http_server_free(struct weft_http_server *s) {
+    if (!s) return;
+    weft_http_server_close(s);
+    while (s->conns) conn_free(s->conns, 1);
+    free(s);
+}
+
+void weft_http_server_stats(const struct weft_http_server *s, struct weft_http_server_stats *st) {
+    st->connections = s->nconns;
+    st->accepted = s->accepted;
+    st->requests = s->requests;
+    st->active = s->nactive;
+    st->rejected = s->rejected;
+}
+
+void weft_http_conn_set_ud(struct weft_http_conn *c, void *req_ud) { c->req_ud = req_ud; }
+
+int weft_http_conn_is_head(const struct weft_http_conn *c) { return c->is_head; }
+
+/* Queue bytes and try to write; -1 (connection freed, no on_gone) when the
+ * connection broke. */
+static int queue(struct weft_http_conn *c, const char *p, size_t n) {
+    if (append(&c->out, &c->out_len, &c->out_cap, p, n) != 0) {
+        conn_free(c, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_head(struct weft_http_conn *c, int status, const char *fields, size_t flen,
+                      const char *extra) {
+    char line[128];
+    int n = snprintf(line, sizeof line, "HTTP/1.%d %d %s\r\n", c->version == 10 ? 0 : 1, status,
+                     weft_http_reason(status));
+    if (queue(c, line, (size_t)n) || (flen && queue(c, fields, flen))) return -1;
+    const char *conn_hdr = !c->keep_alive ? "Connection: close\r\n"
+                           : c->version == 10 ? "Connection: keep-alive\r\n" : "";
+    if (queue(c, extra, strlen(extra)) || queue(c, conn_hdr, strlen(conn_hdr)) ||
+        queue(c, "\r\n", 2))
+        return -1;
+    return 0;
+}
+
+static int flush_or_free(struct weft_http_conn *c) {
+    if (flush(c) != 0) {
+        conn_free(c, 0);
+        return -1;
+    }
+    return 0;
+}
+
+int weft_http_conn_send(struct weft_http_conn *c, int status, const char *fields, size_t flen,
+                        const char *body, size_t blen) {
+    char extra[64] = "";
+    int no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
+    if (!no_body) snprintf(extra, sizeof extra, "Content-Length: %zu\r\n", blen);
+    if (write_head(c, status, fields, flen, extra)) return -1;
+    if (!no_body && !c->is_head && blen && queue(c, body, blen)) return -1;
+    next_request(c);
+    return flush_or_free(c);
+}
+
+int weft_http_conn_start(struct weft_http_conn *c, int status, const char *fields, size_t flen) {
+    c->streaming = 1;
+    c->chunked = c->version == 11 && !c->is_head;
+    if (c->version == 10) c->keep_alive = 0;
+    if (write_head(c, status, fields, flen, c->chunked ? "Transfer-Encoding: chunked\r\n" : ""))
+        return -1;
+    return flush_or_free(c);
+}
+
+int weft_http_conn_write(struct weft_http_conn *c, const char *p, size_t n) {
+    if (n == 0 || c->is_head) return pending_out(c) > HIGH_WATER;
+    if (c->chunked) {
+        char size[32];
+        int k = snprintf(size, sizeof size, "%zx\r\n", n);
+        if (queue(c, size, (size_t)k) || queue(c, p, n) || queue(c, "\r\n", 2)) return -1;
+    } else if (queue(c, p, n)) {
+        return -1;
+    }
+    if (flush_or_free(c)) return -1;
+    if (pending_out(c) > HIGH_WATER) {
+        c->above_high = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int weft_http_conn_finish(struct weft_http_conn *c) {
+    if (c->chunked && queue(c, "0\r\n\r\n", 5)) return -1;
+    if (!c->chunked) c->keep_alive = c->keep_alive && c->is_head;
+    next_request(c);
+    return flush_or_free(c);
+}
+
+void weft_http_conn_abort(struct weft_http_conn *c) {
+    struct linger lg = {1, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    conn_free(c, 0);
+}

@@ -1,0 +1,128 @@
+/* http_server.h -- HTTP/1.1 server primitive on libev with http-parser.
+ *
+ * A struct weft_http_server listens on one address; each accepted socket
+ * is a struct weft_http_conn that parses requests with http-parser and
+ * hands each complete request to the owner (on_request). Requests on one
+ * connection are handled one at a time, in order: while a request is being
+ * answered the connection does not read (pipelined bytes wait in a
+ * buffer). The owner answers with weft_http_conn_send (whole response) or
+ * weft_http_conn_start/write/finish (streaming, chunked for HTTP/1.1).
+ *
+ * Limits: a head over max_header gets 431, a body over max_body 413, a
+ * request not complete within header_timeout 408, malformed HTTP 400; after
+ * an error response the connection is closed gracefully (write side shut,
+ * input drained briefly) so the client reads the answer.
+ *
+ * Callbacks are called from libev callbacks only (never from inside
+ * http-parser), so the owner may run Lua there. This module knows nothing
+ * of Lua.
+ */
+#ifndef WEFT_HTTP_SERVER_H
+#define WEFT_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include <ev.h>
+
+struct weft_http_server;
+struct weft_http_conn;
+
+/* A parsed request, valid during on_request only (copy what you keep). */
+struct weft_http_msg {
+    const char *method;        /* "GET", ... */
+    const char *target;        /* raw request-target, NUL-terminated */
+    size_t target_len;
+    const char *headers;       /* "name\0value\0" pairs, names lower-cased */
+    size_t headers_len;
+    const char *body;          /* complete body (chunked decoded) */
+    size_t body_len;
+    int version;               /* 10 or 11 */
+    int keep_alive;            /* connection stays open after the answer */
+    const char *remote;        /* "ip:port" of the peer */
+};
+
+struct weft_http_server_callbacks {
+    /* A complete request arrived. The owner must eventually answer it
+     * (send, or start ... finish) or abort the connection. `ud` is the
+     * server's ud. */
+    void (*on_request)(void *ud, struct weft_http_conn *c, const struct weft_http_msg *m);
+    /* The connection of an unfinished request is gone (peer reset, write
+     * error, server freed). `req_ud` is what the owner set with
+     * weft_http_conn_set_ud; the conn pointer is invalid afterwards. */
+    void (*on_gone)(void *req_ud);
+    /* Buffered output of a streaming response dropped below the low
+     * watermark after weft_http_conn_write reported it above the high one. */
+    void (*on_writable)(void *req_ud);
+};
+
+struct weft_http_server_opts {
+    const char *host;          /* "127.0.0.1" when NULL */
+    int port;                  /* 0: ephemeral */
+    size_t max_header;         /* request line + headers, bytes */
+    size_t max_body;           /* request body, bytes */
+    double header_timeout;     /* seconds to receive a whole request */
+    double keepalive_timeout;  /* idle seconds between requests */
+    int max_connections;       /* above it new connections are closed at once */
+    int backlog;
+};
+
+struct weft_http_server_stats {
+    int connections;           /* open now */
+    unsigned long accepted;    /* since start */
+    unsigned long requests;    /* dispatched since start */
+    int active;                /* requests being answered now */
+    unsigned long rejected;    /* connections closed because of max_connections */
+};
+
+/* Bind and listen. Returns the server, or NULL with a message in err.
+ * Owned by the caller; free with weft_http_server_free. */
+struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
+                                              const struct weft_http_server_opts *o,
+                                              const struct weft_http_server_callbacks *cb,
+                                              void *ud, char *err, size_t errlen);
+
+/* The bound port. */
+int weft_http_server_port(const struct weft_http_server *s);
+
+/* Stop listening; close idle connections; requests being answered finish,
+ * then their connections close. Idempotent. */
+void weft_http_server_close(struct weft_http_server *s);
+
+/* Close everything now (on_gone for unfinished requests) and free. */
+void weft_http_server_free(struct weft_http_server *s);
+
+void weft_http_server_stats(const struct weft_http_server *s, struct weft_http_server_stats *st);
+
+/* Associate the owner's per-request pointer with the current request. */
+void weft_http_conn_set_ud(struct weft_http_conn *c, void *req_ud);
+
+/* Answer the current request with a whole response. `head_fields` holds
+ * preformatted "Name: value\r\n" lines (may be empty); Content-Length and
+ * Connection are added here. Returns 0, or -1 when the connection is gone
+ * (then on_gone is not called for this request). */
+int weft_http_conn_send(struct weft_http_conn *c, int status, const char *head_fields,
+                        size_t head_len, const char *body, size_t body_len);
+
+/* Start a streaming response (chunked for HTTP/1.1, close-delimited for
+ * 1.0). Returns 0 or -1 (gone). */
+int weft_http_conn_start(struct weft_http_conn *c, int status, const char *head_fields,
+                         size_t head_len);
+
+/* Queue body bytes of a streaming response. Returns 1 when the buffered
+ * output is above the high watermark (wait for on_writable), 0 when not,
+ * -1 when the connection is gone. */
+int weft_http_conn_write(struct weft_http_conn *c, const char *p, size_t n);
+
+/* End a streaming response. Returns 0 or -1. */
+int weft_http_conn_finish(struct weft_http_conn *c);
+
+/* Drop the connection with a TCP reset (on_gone is not called). */
+void weft_http_conn_abort(struct weft_http_conn *c);
+
+/* 1 when the current request is a HEAD request. */
+int weft_http_conn_is_head(const struct weft_http_conn *c);
+
+/* Standard reason phrase of a status ("OK"), or "Unknown". */
+const char *weft_http_reason(int status);
+
+#endif

@@ -1,0 +1,622 @@
+/* lua_http_server.c -- weft._http_server: the Lua binding of http_server.c.
+ *
+ *   local srv = _http_server.serve{host=, port=, handler=, ...}
+ *   srv.port, srv.host, srv:close(), srv:stats()
+ *
+ * Each request spawns a task running handler(req, res) (lua/weft/http.lua
+ * wraps the user's handler so that res:_complete(ok, value) is called when
+ * it returns or fails). res:start/write/finish stream a response;
+ * res:abort() drops the connection with a reset.
+ *
+ * Ownership: struct lserver is the server userdata; while listening it is
+ * anchored by self_ref (a script need not keep it to keep serving), and it
+ * owns the C server. struct lres is the per-request userdata (owned by Lua,
+ * referenced by the handler task); its `c` is cleared when the connection
+ * goes away (on_gone) or the response is complete.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "http_server.h"
+#include "log.h"
+#include "loop.h"
+#include "luax.h"
+#include "task.h"
+
+#define SERVER_MT "weft.http.server"
+#define RES_MT "weft.http.response"
+
+struct lserver {
+    struct weft_http_server *s; /* owned; NULL once freed */
+    struct weft_loop *loop;
+    int handler_ref;
+    int self_ref;               /* anchor while listening */
+    int hooks;                  /* interrupt/close hooks registered */
+    char host[64];
+};
+
+enum rstate { R_FRESH, R_STARTED, R_DONE };
+
+struct lres {
+    struct weft_http_conn *c;   /* NULL when gone or answered */
+    enum rstate state;
+    int gone;                   /* the client went away */
+    struct weft_wait wait;      /* write() waiting for the socket to drain */
+    struct weft_task *waiter;
+};
+
+/* ----------------------------------------- server callbacks (libev) */
+
+/* Push the headers table from "name\0value\0" pairs (repeated -> array). */
+static void push_headers(lua_State *L, const char *p, size_t len) {
+    lua_createtable(L, 0, 8);
+    size_t off = 0;
+    while (off < len) {
+        const char *name = p + off;
+        size_t nlen = strlen(name);
+        const char *val = name + nlen + 1;
+        if (val > p + len) break;
+        size_t vlen = strlen(val);
+        off += nlen + vlen + 2;
+        while (vlen > 0 && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t')) vlen--;
+        lua_pushlstring(L, name, nlen);               /* [h, k] */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);                            /* [h, k, old] */
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawset(L, -3);
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_createtable(L, 2, 0);                 /* [h, k, old, arr] */
+            lua_insert(L, -2);                        /* [h, k, arr, old] */
+            lua_rawseti(L, -2, 1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, 2);
+            lua_rawset(L, -3);
+        } else {
+            int n = (int)lua_objlen(L, -1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, n + 1);
+            lua_pop(L, 2);
+        }
+    }
+}
+
+static void on_request(void *ud, struct weft_http_conn *c, const struct weft_http_msg *m) {
+    struct lserver *ls = ud;
+    lua_State *L = ls->loop->L;
+    luaL_checkstack(L, 8, "http request");
+    weft_getref(L, ls->handler_ref);                  /* [fn] */
+    lua_createtable(L, 0, 9);                         /* [fn, req] */
+    lua_pushstring(L, m->method);
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, m->target, m->target_len);
+    lua_setfield(L, -2, "target");
+    const char *q = memchr(m->target, '?', m->target_len);
+    if (q) {
+        lua_pushlstring(L, m->target, (size_t)(q - m->target));
+        lua_setfield(L, -2, "path");
+        lua_pushlstring(L, q + 1, m->target_len - (size_t)(q - m->target) - 1);
+        lua_setfield(L, -2, "query");
+    } else {
+        lua_pushlstring(L, m->target, m->target_len);
+        lua_setfield(L, -2, "path");
+    }
+    push_headers(L, m->headers, m->headers_len);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, m->body, m->body_len);
+    lua_setfield(L, -2, "body");
+    lua_pushstring(L, m->version == 10 ? "1.0" : "1.1");
+    lua_setfield(L, -2, "http_version");
+    lua_pushstring(L, m->remote);
+    lua_setfield(L, -2, "remote_addr");
+    struct lres *r = lua_newuserdata(L, sizeof *r);   /* [fn, req, res] */
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    luaL_getmetatable(L, RES_MT);
+    lua_setmetatable(L, -2);
+    weft_http_conn_set_ud(c, r);
+    weft_task_spawn(L, 2);                            /* [task] */
+    lua_pop(L, 1);
+}
+
+/* Wake a write() waiting for the socket; pushes only a boolean (no
+ * allocation: this may run from a __gc that frees the server). */
+static void wake_writer(struct lres *r, int ok) {
+    struct weft_task *t = r->waiter;
+    if (!t) return;
+    r->waiter = NULL;
+    lua_pushboolean(t->co, ok);
+    weft_task_wake(t, 1);
+}
+
+static void on_gone(void *req_ud) {
+    struct lres *r = req_ud;
+    r->c = NULL;
+    r->gone = 1;
+    wake_writer(r, 0);
+}
+
+static void on_writable(void *req_ud) {
+    wake_writer((struct lres *)req_ud, 1);
+}
+
+static const struct weft_http_server_callbacks callbacks = {on_request, on_gone, on_writable};
+
+/* ---------------------------------------------------------- helpers */
+
+static int is_tchar(unsigned char ch) {
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+struct hbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int hb_add(struct hbuf *b, const char *d, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    return 0;
+}
+
+/* Append "Name: value\r\n" for one value; returns an error message or NULL. */
+static const char *add_field(struct hbuf *b, const char *name, size_t nlen, const char *v,
+                             size_t vlen) {
+    for (size_t i = 0; i < vlen; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return "contains CR, LF or NUL";
+    if (hb_add(b, name, nlen) || hb_add(b, ": ", 2) || hb_add(b, v, vlen) || hb_add(b, "\r\n", 2))
+        return "out of memory";
+    return NULL;
+}
+
+/* Render the headers table at idx as "Name: value\r\n" lines; pushes the
+ * string, or pushes nothing and returns an error message. Content-Length,
+ * Transfer-Encoding and Connection are the server's to set. */
+static const char *render_headers(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) {
+        lua_pushliteral(L, "");
+        return NULL;
+    }
+    if (!lua_istable(L, idx)) return "headers must be a table";
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    static char msg[160];
+    struct hbuf b = {0};
+    const char *err = NULL;
+    lua_pushnil(L);
+    while (!err && lua_next(L, idx)) {                /* [.., k, v] */
+        size_t nlen;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            err = "header names must be strings";
+            lua_pop(L, 2);
+            break;
+        }
+        const char *name = lua_tolstring(L, -2, &nlen);
+        int ok = nlen > 0;
+        for (size_t i = 0; i < nlen; i++) ok = ok && is_tchar((unsigned char)name[i]);
+        const char *e = ok ? NULL : "has an invalid name";
+        if (!e && (strcasecmp(name, "content-length") == 0 ||
+                   strcasecmp(name, "transfer-encoding") == 0 ||
+                   strcasecmp(name, "connection") == 0))
+            e = "is set by the server";
+        if (!e && lua_type(L, -1) == LUA_TSTRING) {
+            size_t vlen;
+            const char *v = lua_tolstring(L, -1, &vlen);
+            e = add_field(&b, name, nlen, v, vlen);
+        } else if (!e && lua_istable(L, -1)) {
+            int n = (int)lua_objlen(L, -1);
+            for (int i = 1; i <= n && !e; i++) {
+                lua_rawgeti(L, -1, i);
+                if (lua_type(L, -1) != LUA_TSTRING) {
+                    e = "has a non-string value";
+                } else {
+                    size_t vlen;
+                    const char *v = lua_tolstring(L, -1, &vlen);
+                    e = add_field(&b, name, nlen, v, vlen);
+                }
+                lua_pop(L, 1);
+            }
+        } else if (!e) {
+            e = "value must be a string or an array of strings";
+        }
+        if (e) {
+            snprintf(msg, sizeof msg, "header '%.64s' %s", name, e);
+            err = msg;
+            lua_pop(L, 2);
+            break;
+        }
+        lua_pop(L, 1);                                /* [.., k] */
+    }
+    if (!err) lua_pushlstring(L, b.p ? b.p : "", b.len);
+    free(b.p);
+    return err;
+}
+
+static struct lres *check_res(lua_State *L) { return luaL_checkudata(L, 1, RES_MT); }
+
+static int push_gone(lua_State *L) {
+    lua_pushnil(L);
+    weft_push_error(L, "transient", "client closed the connection");
+    return 2;
+}
+
+static int valid_status(lua_State *L, int idx, int *status) {
+    if (lua_isnoneornil(L, idx)) {
+        *status = 200;
+        return 1;
+    }
+    if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+    lua_Number n = lua_tonumber(L, idx);
+    *status = (int)n;
+    return n == (lua_Number)*status && *status >= 200 && *status <= 599;
+}
+
+/* ------------------------------------------------------- res methods */
+
+/* res:start(status, headers) */
+static int l_res_start(lua_State *L) {
+    struct lres *r = check_res(L);
+    int status;
+    if (!valid_status(L, 2, &status))
+        return luaL_error(L, "res:start: status must be an integer from 200 to 599");
+    if (r->state != R_FRESH) return luaL_error(L, "res:start: the response was already started");
+    const char *err = render_headers(L, 3);
+    if (err) return luaL_error(L, "res:start: %s", err);
+    if (!r->c) return push_gone(L);
+    size_t flen;
+    const char *fields = lua_tolstring(L, -1, &flen);
+    r->state = R_STARTED;
+    if (weft_http_conn_start(r->c, status, fields, flen) != 0) {
+        r->c = NULL;
+        r->gone = 1;
+        return push_gone(L);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void write_cancel(struct weft_wait *w) {
+    struct lres *r = (struct lres *)((char *)w - offsetof(struct lres, wait));
+    r->waiter = NULL;
+}
+
+/* res:write(chunk) -> true | false (client gone while waiting) | nil, err */
+static int l_res_write(lua_State *L) {
+    struct lres *r = check_res(L);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    if (r->state == R_FRESH) return luaL_error(L, "res:write: call res:start first");
+    if (r->state == R_DONE) return luaL_error(L, "res:write: the response is finished");
+    if (!r->c) return push_gone(L);
+    int rc = weft_http_conn_write(r->c, p, n);
+    if (rc < 0) {
+        r->c = NULL;
+        r->gone = 1;
+        return push_gone(L);
+    }
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    /* Above the high watermark: wait until the client has read enough. */
+    struct weft_task *t = weft_task_current(L);
+    if (!t) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    r->wait.cancel = write_cancel;
+    r->wait.what = "http write";
+    r->waiter = t;
+    return weft_task_suspend(L, t, &r->wait);
+}
+
+/* res:finish() */
+static int l_res_finish(lua_State *L) {
+    struct lres *r = check_res(L);
+    if (r->state == R_FRESH) return luaL_error(L, "res:finish: call res:start first");
+    if (r->state == R_DONE) return 0;
+    r->state = R_DONE;
+    if (r->c) {
+        struct weft_http_conn *c = r->c;
+        r->c = NULL;
+        weft_http_conn_finish(c);
+    }
+    return 0;
+}
+
+/* res:abort(): drop the connection with a TCP reset */
+static int l_res_abort(lua_State *L) {
+    struct lres *r = check_res(L);
+    r->state = R_DONE;
+    if (r->c) {
+        struct weft_http_conn *c = r->c;
+        r->c = NULL;
+        weft_http_conn_abort(c);
+    }
+    return 0;
+}
+
+static void send_500(struct lres *r) {
+    static const char body[] = "internal server error\n";
+    static const char fields[] = "Content-Type: text/plain\r\n";
+    struct weft_http_conn *c = r->c;
+    r->c = NULL;
+    r->state = R_DONE;
+    weft_http_conn_send(c, 500, fields, sizeof fields - 1, body, sizeof body - 1);
+}
+
+/* res:_complete(ok, value): called once the handler returned or failed. */
+static int l_res_complete(lua_State *L) {
+    struct lres *r = check_res(L);
+    int ok = lua_toboolean(L, 2);
+    if (r->state == R_DONE || !r->c) {
+        r->state = R_DONE;
+        return 0;
+    }
+    if (!ok) {
+        if (r->state == R_FRESH) send_500(r);
+        else lua_pushcfunction(L, l_res_abort), lua_pushvalue(L, 1), lua_call(L, 1, 0);
+        return 0;
+    }
+    if (r->state == R_STARTED) return l_res_finish(L);
+    /* A whole response: {status=, headers=, body=} */
+    const char *problem = NULL;
+    int status = 200;
+    if (!lua_istable(L, 3)) {
+        problem = "the handler must return a table {status=, headers=, body=} or stream with res";
+    } else {
+        lua_getfield(L, 3, "status");
+        if (!valid_status(L, -1, &status)) problem = "status must be an integer from 200 to 599";
+        lua_pop(L, 1);
+    }
+    size_t blen = 0;
+    const char *body = "";
+    if (!problem) {
+        lua_getfield(L, 3, "body");
+        if (lua_type(L, -1) == LUA_TSTRING) body = lua_tolstring(L, -1, &blen);
+        else if (!lua_isnil(L, -1)) problem = "body must be a string";
+        /* the body string stays referenced by the table */
+        lua_pop(L, 1);
+    }
+    if (!problem) {
+        lua_getfield(L, 3, "headers");
+        problem = render_headers(L, -1);         /* [.., headers, fields] */
+    }
+    if (problem) {
+        weft_log(WEFT_LOG_ERROR, "http handler returned an invalid response: %s", problem);
+        send_500(r);
+        return 0;
+    }
+    size_t flen;
+    const char *fields = lua_tolstring(L, -1, &flen);
+    struct weft_http_conn *c = r->c;
+    r->c = NULL;
+    r->state = R_DONE;
+    weft_http_conn_send(c, status, fields, flen, body, blen);
+    return 0;
+}
+
+static int l_res_gc(lua_State *L) {
+    struct lres *r = check_res(L);
+    if (r->c) {
+        /* Never answered (the handler task was dropped): do not leave the
+         * client hanging. */
+        struct weft_http_conn *c = r->c;
+        r->c = NULL;
+        weft_http_conn_abort(c);
+    }
+    return 0;
+}
+
+static int l_res_tostring(lua_State *L) {
+    struct lres *r = check_res(L);
+    lua_pushfstring(L, "weft.http.response (%s)",
+                    r->gone ? "gone" : r->state == R_FRESH ? "fresh" :
+                    r->state == R_STARTED ? "streaming" : "done");
+    return 1;
+}
+
+/* --------------------------------------------------------- server */
+
+static struct lserver *check_server(lua_State *L) { return luaL_checkudata(L, 1, SERVER_MT); }
+
+static void interrupt_hook(void *ud) {
+    struct lserver *ls = ud;
+    if (ls->s) weft_http_server_close(ls->s);
+    if (ls->self_ref != LUA_NOREF) {
+        weft_unref(ls->loop->L, ls->self_ref);
+        ls->self_ref = LUA_NOREF;
+    }
+}
+
+static void close_hook(void *ud) {
+    struct lserver *ls = ud;
+    weft_loop_remove_hook(ls->loop, interrupt_hook, ls);
+    ls->hooks = 0;
+    weft_http_server_free(ls->s);
+    ls->s = NULL;
+}
+
+static lua_Number opt_num(lua_State *L, const char *k, lua_Number def, lua_Number min,
+                          lua_Number max) {
+    lua_getfield(L, 1, k);
+    lua_Number v = def;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "weft.http.serve: %s must be a number, got %s", k, luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+        if (!(v >= min && v <= max))
+            luaL_error(L, "weft.http.serve: %s must be between %f and %f", k, min, max);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* _http_server.serve(opts) -> server | nil, err */
+static int l_serve(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct weft_http_server_opts o;
+    memset(&o, 0, sizeof o);
+    lua_getfield(L, 1, "host");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "weft.http.serve: host must be a string");
+    const char *host = lua_isnil(L, -1) ? "127.0.0.1" : lua_tostring(L, -1);
+    lua_pop(L, 1);
+    lua_Number port = opt_num(L, "port", 0, 0, 65535);
+    if (port != (int)port) return luaL_error(L, "weft.http.serve: port must be an integer");
+    o.host = host;
+    o.port = (int)port;
+    o.max_header = (size_t)opt_num(L, "max_header_size", 64 * 1024, 1024, 64 * 1024 * 1024);
+    o.max_body = (size_t)opt_num(L, "max_body_size", 16 * 1024 * 1024, 0, 4.0e9);
+    o.header_timeout = opt_num(L, "header_timeout", 30, 0.001, 86400);
+    o.keepalive_timeout = opt_num(L, "keepalive_timeout", 60, 0.001, 86400);
+    o.max_connections = (int)opt_num(L, "max_connections", 10000, 1, 1e6);
+    o.backlog = (int)opt_num(L, "backlog", 511, 1, 65535);
+    lua_getfield(L, 1, "handler");
+    if (!lua_isfunction(L, -1)) return luaL_error(L, "weft.http.serve: handler must be a function");
+
+    struct weft_loop *loop = weft_loop_get(L);
+    struct lserver *ls = lua_newuserdata(L, sizeof *ls);     /* [opts, fn, ls] */
+    memset(ls, 0, sizeof *ls);
+    ls->loop = loop;
+    ls->self_ref = LUA_NOREF;
+    ls->handler_ref = LUA_NOREF;
+    snprintf(ls->host, sizeof ls->host, "%s", host);
+    luaL_getmetatable(L, SERVER_MT);
+    lua_setmetatable(L, -2);
+    char err[300];
+    ls->s = weft_http_server_new(loop->ev, &o, &callbacks, ls, err, sizeof err);
+    if (!ls->s) {
+        lua_pushnil(L);
+        weft_push_error(L, "invalid_request", "%s", err);
+        return 2;
+    }
+    lua_pushvalue(L, 2);
+    ls->handler_ref = weft_ref(L);
+    lua_pushvalue(L, 3);
+    ls->self_ref = weft_ref(L);
+    weft_loop_on_interrupt(loop, interrupt_hook, ls);
+    weft_loop_on_close(loop, close_hook, ls);
+    ls->hooks = 1;
+    return 1;
+}
+
+static int l_server_close(lua_State *L) {
+    struct lserver *ls = check_server(L);
+    if (ls->s) weft_http_server_close(ls->s);
+    if (ls->self_ref != LUA_NOREF) {
+        weft_unref(L, ls->self_ref);
+        ls->self_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static int l_server_stats(lua_State *L) {
+    struct lserver *ls = check_server(L);
+    struct weft_http_server_stats st = {0};
+    if (ls->s) weft_http_server_stats(ls->s, &st);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, st.connections);
+    lua_setfield(L, -2, "connections");
+    lua_pushnumber(L, (lua_Number)st.accepted);
+    lua_setfield(L, -2, "accepted");
+    lua_pushnumber(L, (lua_Number)st.requests);
+    lua_setfield(L, -2, "requests");
+    lua_pushinteger(L, st.active);
+    lua_setfield(L, -2, "active");
+    lua_pushnumber(L, (lua_Number)st.rejected);
+    lua_setfield(L, -2, "rejected");
+    return 1;
+}
+
+static int l_server_index(lua_State *L) {
+    struct lserver *ls = check_server(L);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "port") == 0) {
+        if (ls->s) lua_pushinteger(L, weft_http_server_port(ls->s));
+        else lua_pushnil(L);
+        return 1;
+    }
+    if (strcmp(k, "host") == 0) {
+        lua_pushstring(L, ls->host);
+        return 1;
+    }
+    if (strcmp(k, "close") == 0) {
+        lua_pushcfunction(L, l_server_close);
+        return 1;
+    }
+    if (strcmp(k, "stats") == 0) {
+        lua_pushcfunction(L, l_server_stats);
+        return 1;
+    }
+    return 0;
+}
+
+static int l_server_gc(lua_State *L) {
+    struct lserver *ls = check_server(L);
+    if (ls->hooks) {
+        weft_loop_remove_hook(ls->loop, interrupt_hook, ls);
+        weft_loop_remove_hook(ls->loop, close_hook, ls);
+        ls->hooks = 0;
+    }
+    weft_http_server_free(ls->s);
+    ls->s = NULL;
+    if (ls->handler_ref != LUA_NOREF) {
+        weft_unref(L, ls->handler_ref);
+        ls->handler_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static int l_server_tostring(lua_State *L) {
+    struct lserver *ls = check_server(L);
+    lua_pushfstring(L, "weft.http.server %s:%d%s", ls->host, ls->s ? weft_http_server_port(ls->s) : 0,
+                    ls->self_ref == LUA_NOREF ? " (closed)" : "");
+    return 1;
+}
+
+int luaopen_weft_http_server(lua_State *L);
+int luaopen_weft_http_server(lua_State *L) {
+    static const luaL_Reg res_methods[] = {
+        {"start", l_res_start}, {"write", l_res_write}, {"finish", l_res_finish},
+        {"abort", l_res_abort}, {"_complete", l_res_complete}, {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, RES_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, res_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_res_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_res_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, SERVER_MT)) {
+        lua_pushcfunction(L, l_server_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_server_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_server_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_serve);
+    lua_setfield(L, -2, "serve");
+    return 1;
+}
