@@ -98,7 +98,10 @@ end
 ---@field keepalive_timeout? number
 ---@field max_connections? integer
 
+local errors = require "weft.error"
+
 local function on_handler_error(e)
+    if errors.is(e) and e.kind == "cancelled" then return e end
     return traceback(tostring(e), 2)
 end
 
@@ -106,8 +109,14 @@ local function trampoline(handler)
     return function(req, res)
         local ok, v = xpcall(handler, on_handler_error, req, res)
         if not ok then
+            -- A cancelled handler (Ctrl-C, server shutdown) is not a failure
+            -- of the handler; anything else is logged with its traceback.
             local log = require "weft.log"
-            log.error("http handler failed", { path = req.path, method = req.method, error = v })
+            if errors.is(v) and v.kind == "cancelled" then
+                log.debug("http handler cancelled", { path = req.path, method = req.method })
+            else
+                log.error("http handler failed", { path = req.path, method = req.method, error = v })
+            end
         end
         res:_complete(ok, v)
     end

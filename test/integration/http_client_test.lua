@@ -157,11 +157,14 @@ do
     task:cancel()
     local err = raised(task.wait, task)
     check(err and err.kind == "cancelled", "cancelled request raises kind cancelled", err)
+    local stats = require("weft._http_client").stats
+    check(stats().in_flight == 0, "the cancelled transfer is freed", stats().in_flight)
     local r = http.request { url = base .. "/ok" }
     check(r.status == 200, "the client keeps working after a cancel", r.status)
 
     local err2 = raised(weft.timeout, 0.2, function() return http.request { url = base .. "/hang" } end)
     check(err2 and err2.kind == "timeout", "weft.timeout around a request raises timeout", err2)
+    check(stats().in_flight == 0, "a timed-out transfer is freed", stats().in_flight)
 end
 
 -- 8. Connections are reused: 20 sequential requests use few connections.
