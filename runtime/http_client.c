@@ -488,6 +488,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
 
     if (req->idle_timeout_ms > 0) {
         x->idle_ms = req->idle_timeout_ms;
+        ev_now_update(c->ev); /* the cached time may be a whole drain old */
         ev_timer_init(&x->idle, idle_cb, 0., (double)x->idle_ms / 1000.0);
         ev_timer_again(c->ev, &x->idle);
     }

@@ -340,6 +340,9 @@ static int l_sleep(lua_State *L) {
     s->wait.cancel = sleep_cancel;
     s->wait.what = "sleep";
     s->task = t;
+    /* The loop's cached time is as old as the current drain: a task that
+     * ran for a while would otherwise wake early. */
+    ev_now_update(t->loop->ev);
     ev_timer_init(&s->timer, sleep_timer_cb, sec, 0.);
     ev_timer_start(t->loop->ev, &s->timer);
     return weft_task_suspend(L, t, &s->wait);
@@ -439,6 +442,7 @@ static int l_join(lua_State *L) {
     j->next = target->joiners;
     target->joiners = j;
     if (timeout >= 0) {
+        ev_now_update(t->loop->ev);
         ev_timer_init(&j->timer, join_timer_cb, timeout, 0.);
         j->timeout = timeout;
         ev_timer_start(t->loop->ev, &j->timer);
