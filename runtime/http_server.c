@@ -235,37 +235,34 @@ static void send_error(struct weft_http_conn *c, int status) {
 
 static void dispatch(struct weft_http_conn *c);
 
-/* Feed bytes to the parser. Returns how many were consumed; on a parse
- * error the connection is answered (400/413/431) and may be freed: the
- * caller must not touch it when *gone is set. */
-static size_t feed(struct weft_http_conn *c, const char *p, size_t n, int *gone) {
-    *gone = 0;
-    size_t np = http_parser_execute(&c->parser, &settings, p, n);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e == HPE_PAUSED) {
-        http_parser_pause(&c->parser, 0);
-        dispatch(c);
-        return np;
-    }
-    if (e != HPE_OK || (np != n && !c->parser.upgrade)) {
-        int status = c->err_status ? c->err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
-        send_error(c, status);
-        *gone = 1;
-        return n;
-    }
-    if (c->parser.upgrade) {
-        /* Protocol upgrades are not supported: 400 and close. */
-        send_error(c, 400);
-        *gone = 1;
-        return n;
-    }
-    return np;
-}
-
 static void keep_pending(struct weft_http_conn *c, const char *p, size_t n) {
     if (n == 0) return;
     if (c->pend_off == c->pend_len) c->pend_off = c->pend_len = 0;
     if (append(&c->pend, &c->pend_len, &c->pend_cap, p, n) != 0) c->keep_alive = 0;
+}
+
+/* Feed bytes to the parser; `from_pend` when they are c->pend's. Input
+ * past the end of a complete request is kept in c->pend *before* the
+ * request is dispatched, since the owner may answer at once and the
+ * connection then goes straight back to reading it. On a parse error the
+ * connection is answered (400/413/431) and may be freed. */
+static void feed(struct weft_http_conn *c, const char *p, size_t n, int from_pend) {
+    size_t np = http_parser_execute(&c->parser, &settings, p, n);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+        http_parser_pause(&c->parser, 0);
+        if (from_pend) c->pend_off += np;
+        else keep_pending(c, p + np, n - np);
+        dispatch(c);
+        return;
+    }
+    if (e != HPE_OK || np != n || c->parser.upgrade) {
+        /* Protocol upgrades are not supported either: 400 and close. */
+        int status = c->err_status ? c->err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+        send_error(c, status);
+        return;
+    }
+    if (from_pend) c->pend_off += np;
 }
 
 /* Back to reading after a response was queued completely. */
@@ -418,16 +415,13 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
         return;
     }
     if (c->state != C_READ) return;
-    int gone;
     if (c->pend_off < c->pend_len) {
-        size_t used = feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, &gone);
-        if (!gone) c->pend_off += used;
+        feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, 1);
         return;
     }
     ssize_t n = read(c->fd, buf, sizeof buf);
     if (n > 0) {
-        size_t used = feed(c, buf, (size_t)n, &gone);
-        if (!gone && used < (size_t)n) keep_pending(c, buf + used, (size_t)n - used);
+        feed(c, buf, (size_t)n, 0);
         return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
