@@ -31,7 +31,10 @@ struct weft_http_client {
     struct ev_loop *ev;
     CURLM *multi;
     ev_timer timer;             /* curl's single timeout */
-    CURL *pool[POOL_MAX];       /* reset easy handles ready for reuse */
+    CURL *pool[POOL_MAX];       /* idle easy handles ready for reuse; their
+                                   per-request options are all set again by
+                                   weft_http_start */
+    unsigned char pool_ca[POOL_MAX]; /* handle had a custom CA: reset it */
     int npool;
     int nsockets;
     int in_flight;
@@ -42,6 +45,7 @@ struct weft_http_client {
 struct weft_xfer {
     struct weft_http_client *c;
     CURL *easy;
+    int custom_ca;              /* CA options set: reset before reuse */
     struct curl_slist *headers; /* owned */
     struct weft_http_callbacks cb;
     void *ud;
@@ -74,7 +78,7 @@ static void xfer_release(struct weft_xfer *x) {
     if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
     curl_multi_remove_handle(c->multi, x->easy);
     if (c->npool < POOL_MAX) {
-        curl_easy_reset(x->easy);
+        c->pool_ca[c->npool] = (unsigned char)x->custom_ca;
         c->pool[c->npool++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
@@ -437,7 +441,24 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    CURL *e = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
+    /* Reuse an idle handle: options that never change stay set; every
+     * per-request option is set below, so nothing leaks from the previous
+     * request. A handle that had a custom CA is reset (NULL would not bring
+     * back the default bundle). curl_easy_reset costs as much as all the
+     * setopts, hence the pool. */
+    CURL *e = NULL;
+    int fresh = 0;
+    if (c->npool > 0) {
+        c->npool--;
+        e = c->pool[c->npool];
+        if (c->pool_ca[c->npool] || req->ca_file || req->ca_path) {
+            curl_easy_reset(e);
+            fresh = 1;
+        }
+    } else {
+        e = curl_easy_init();
+        fresh = 1;
+    }
     if (!e) {
         free(x);
         snprintf(err, errlen, "curl_easy_init failed");
@@ -450,41 +471,51 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
     x->content_length = -1;
     x->timeout_ms = req->timeout_ms;
     x->connect_timeout_ms = req->connect_timeout_ms;
+    x->custom_ca = req->ca_file || req->ca_path;
 
+    if (fresh) {
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        /* TLS verification is never turned off: there is no option for it. */
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "weft/" WEFT_VERSION);
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+        if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+        if (req->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, req->ca_path);
+    }
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-    curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    /* TLS verification is never turned off: there is no option for it. */
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
-    if (req->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, req->ca_path);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "weft/" WEFT_VERSION);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    if (req->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-    if (req->connect_timeout_ms > 0)
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
-    if (req->max_body > 0) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, req->max_body);
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 0L);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, req->max_body > 0 ? req->max_body : (curl_off_t)0);
 
+    /* The method, set from a known state every time. */
     const char *method = req->method;
+    int is_head = method && strcmp(method, "HEAD") == 0;
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     if (req->has_body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
-        if (method && strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    } else if (method && strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                         method && strcmp(method, "POST") != 0 ? method : NULL);
+    } else if (is_head) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (method && strcmp(method, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                         method && strcmp(method, "GET") != 0 ? method : NULL);
     }
     x->headers = req->headers;
-    if (x->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
     if (req->idle_timeout_ms > 0) {
         x->idle_ms = req->idle_timeout_ms;
@@ -497,9 +528,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
     if (mc != CURLM_OK) {
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
-        curl_easy_reset(e);
-        if (c->npool < POOL_MAX) c->pool[c->npool++] = e;
-        else curl_easy_cleanup(e);
+        curl_easy_cleanup(e);
         x->headers = NULL; /* stays with the caller on failure */
         free(x);
         return NULL;

@@ -53,6 +53,7 @@ struct conn {
     long stream_i;
     double interval;
     int held;
+    int head;                   /* current request is HEAD: no body */
     struct conn *hnext;         /* held list */
 };
 
@@ -141,7 +142,7 @@ static void respond(struct conn *c, int status, const char *ctype, const char *b
                      "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
                      ctype, blen, extra ? extra : "");
     out(c, head, (size_t)n);
-    out(c, body, blen);
+    if (!c->head) out(c, body, blen);
     c->busy = 0;
 }
 
@@ -226,6 +227,7 @@ static int route(struct conn *c, const char *method, char *target, char *headers
     if (query) *query++ = '\0';
     const char *path = target;
     c->busy = 1;
+    c->head = strcmp(method, "HEAD") == 0;
     char tmp[256];
     if (strcmp(path, "/ok") == 0) {
         static const char b[] = "{\"ok\":true,\"text\":\"hello from faultserver\"}";

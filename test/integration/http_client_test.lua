@@ -39,6 +39,25 @@ do
     check(echo and echo.query == "a=1&b=2", "query string arrives", echo and echo.query)
 end
 
+-- 2b. Pooled curl handles carry nothing over from the previous request:
+-- every method in turn on the same handle reaches the server as itself.
+do
+    local seq = { { "GET" }, { "HEAD" }, { "POST", "x" }, { "GET" }, { "PUT", "y" },
+                  { "DELETE" }, { "HEAD" }, { "PATCH", "z" }, { "GET" } }
+    local got = {}
+    for _, m in ipairs(seq) do
+        local r = http.request { method = m[1], url = base .. "/echo", body = m[2] }
+        if m[1] == "HEAD" then
+            got[#got + 1] = (r.status == 200 and r.body == "") and "HEAD" or "HEAD?"
+        else
+            local e = json.decode(r.body)
+            got[#got + 1] = e.method .. (e.body ~= "" and (":" .. e.body) or "")
+        end
+    end
+    check(table.concat(got, " ") == "GET HEAD POST:x GET PUT:y DELETE HEAD PATCH:z GET",
+        "each method arrives as itself on reused handles", table.concat(got, " "))
+end
+
 -- 3. 1,000 concurrent requests from 1,000 tasks all complete.
 do
     local n, ok = 1000, 0
