@@ -80,5 +80,18 @@ print("ok")
 LUA
 check "2,000 tasks, then exit with no leaked registry refs" \
     bash -c "[ \"\$('$WEFT' run '$dir/many.lua')\" = ok ]"
+"$WEFT" -e 'weft.log.info("hello", {a = 1, path = "/x", q = "say \"hi\"\n"}); weft.log.debug("hidden")' 2> "$dir/log.err"
+log_line_ok() {
+    [ "$(wc -l < "$dir/log.err")" = 1 ] &&
+    grep -qE '^\{"ts":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z","level":"info","msg":"hello"' "$dir/log.err" &&
+    grep -qF '"path":"/x"' "$dir/log.err" &&
+    grep -qF '"q":"say \"hi\"\n"' "$dir/log.err"
+}
+check "log lines are one JSON object per line with ts, level, msg and fields" log_line_ok
+WEFT_LOG=debug "$WEFT" -e 'weft.log.debug("shown")' 2> "$dir/dbg.err"
+check "WEFT_LOG=debug shows debug lines" grep -q '"msg":"shown"' "$dir/dbg.err"
+"$WEFT" -l error -e 'weft.log.warn("no")' 2> "$dir/quiet.err"
+check "-l error hides warnings" bash -c "[ ! -s '$dir/quiet.err' ]"
+
 echo "1..$n"
 [ "$fails" = 0 ]
