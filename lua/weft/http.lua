@@ -29,6 +29,7 @@ local M = {}
 ---@field idle_timeout? number seconds without a byte received
 ---@field max_body? integer response size cap in bytes (default 64 MiB)
 ---@field ca_file? string CA bundle for TLS verification (verification is always on)
+---@field ca_path? string directory of CA certificates (c_rehash layout)
 ---@field on_data? fun(chunk: string, head: {status: integer, headers: table}): boolean|nil called for each body chunk; return false to stop
 
 local function shallow_copy(t)
@@ -96,7 +97,8 @@ end
 ---@field max_body_size? integer
 ---@field header_timeout? number
 ---@field keepalive_timeout? number
----@field max_connections? integer
+---@field max_connections? integer default 10000; connections beyond it are closed at once
+---@field backlog? integer listen backlog, default 511
 
 local errors = require "weft.error"
 
@@ -122,7 +124,15 @@ local function trampoline(handler)
     end
 end
 
---- Start an HTTP/1.1 server; returns a server with `:port()` and `:close()`.
+--- Start an HTTP/1.1 server. Returns a server object with `srv.port` (the
+--- bound port), `srv.host`, `srv:close()` (stop accepting; requests being
+--- answered finish) and `srv:stats()`. Each request runs
+--- `handler(req, res)` in its own task. The handler returns
+--- `{status=, headers=, body=}`, or streams: `res:start(status, headers)`,
+--- `res:write(chunk)` (waits while the client is slow to read; returns a
+--- falsy value once the client is gone), `res:finish()`; `res:abort()`
+--- drops the connection with a TCP reset. A handler that raises gets a 500
+--- (or an aborted stream) and is logged.
 ---@param opts weft.http.ServeOptions
 ---@return userdata server
 function M.serve(opts)
