@@ -32,6 +32,18 @@ local M = {}
 ---@field ca_path? string directory of CA certificates (c_rehash layout)
 ---@field on_data? fun(chunk: string, head: {status: integer, headers: table}): boolean|nil called for each body chunk; return false to stop
 
+-- Options a request accepts: a misspelt one (`timout`) is an error, not a
+-- silently ignored setting.
+local REQUEST_KEYS = {
+    url = true, method = true, headers = true, body = true, timeout = true,
+    connect_timeout = true, idle_timeout = true, max_body = true, ca_file = true,
+    ca_path = true, on_data = true,
+}
+local SERVE_KEYS = {
+    handler = true, host = true, port = true, max_header_size = true, max_body_size = true,
+    header_timeout = true, keepalive_timeout = true, max_connections = true, backlog = true,
+}
+
 local function shallow_copy(t)
     local c = {}
     for k, v in pairs(t) do c[k] = v end
@@ -44,6 +56,11 @@ end
 function M.request(opts)
     if type(opts) ~= "table" then
         error("weft.http.request: expected a table of options, got " .. type(opts), 2)
+    end
+    for k in pairs(opts) do
+        if not REQUEST_KEYS[k] then
+            error("weft.http.request: unknown option '" .. tostring(k) .. "'", 2)
+        end
     end
     local on_data = opts.on_data
     if on_data ~= nil then
@@ -141,6 +158,11 @@ function M.serve(opts)
     end
     if type(opts.handler) ~= "function" then
         error("weft.http.serve: handler must be a function", 2)
+    end
+    for k in pairs(opts) do
+        if not SERVE_KEYS[k] then
+            error("weft.http.serve: unknown option '" .. tostring(k) .. "'", 2)
+        end
     end
     local o = shallow_copy(opts)
     o.handler = trampoline(opts.handler)

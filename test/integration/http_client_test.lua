@@ -132,6 +132,10 @@ do
         { { url = base, timeout = -1 }, "timeout" },
         { { url = base, on_data = "f" }, "on_data" },
         { { url = base, method = "GET /x" }, "method" },
+        { { url = base, timout = 5 }, "unknown option 'timout'" },
+        { { url = base, stream = true }, "unknown option 'stream'" },
+        { { url = base, max_body = 0 }, "max_body" },
+        { { url = base .. "/x y" }, "invalid URL" },
     }
     for i, c in ipairs(cases) do
         local err = raised(http.request, c[1])
