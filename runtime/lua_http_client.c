@@ -211,19 +211,6 @@ static struct lclient *get_client(lua_State *L) {
 
 /* ------------------------------------------------------ option parsing */
 
-static int is_tchar(unsigned char ch) {
-    /* RFC 9110 token characters */
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
-    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-static int is_token(const char *s, size_t n) {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)s[i])) return 0;
-    return 1;
-}
-
 static int has_crlf_nul(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
@@ -310,7 +297,7 @@ static struct curl_slist *build_headers(lua_State *L, int has_body) {
                 luaL_error(L, "weft.http.request: header names must be strings");
             }
             const char *name = lua_tolstring(L, -2, &nlen);
-            if (!is_token(name, nlen)) {
+            if (!weft_is_http_token(name, nlen)) {
                 curl_slist_free_all(list);
                 luaL_error(L, "weft.http.request: invalid header name '%s'", name);
             }
@@ -368,7 +355,7 @@ static int l_start(lua_State *L) {
 
     size_t mlen = 0;
     req.method = opt_string(L, "method", &mlen);
-    if (req.method && !is_token(req.method, mlen))
+    if (req.method && !weft_is_http_token(req.method, mlen))
         return luaL_error(L, "weft.http.request: invalid method '%s'", req.method);
 
     lua_getfield(L, 1, "body");
@@ -476,40 +463,6 @@ static void wait_cancel(struct weft_wait *w) {
     if (lx->state == X_RUNNING) lx->state = X_CANCELLED;
 }
 
-/* Push the headers table of the current head. */
-static void push_headers(lua_State *L, struct lxfer *lx) {
-    lua_createtable(L, 0, 8);
-    size_t off = 0;
-    while (off < lx->hlen) {
-        const char *name = lx->hbuf + off;
-        size_t nlen = strlen(name);
-        const char *val = name + nlen + 1;
-        size_t vlen = strlen(val);
-        off += nlen + vlen + 2;
-        lua_pushlstring(L, name, nlen);               /* [h, k] */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3);                            /* [h, k, old] */
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawset(L, -3);
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
-            /* second occurrence: {old, new} */
-            lua_createtable(L, 2, 0);                 /* [h, k, old, arr] */
-            lua_insert(L, -2);                        /* [h, k, arr, old] */
-            lua_rawseti(L, -2, 1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawseti(L, -2, 2);
-            lua_rawset(L, -3);
-        } else {
-            int n = (int)lua_objlen(L, -1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawseti(L, -2, n + 1);
-            lua_pop(L, 2);
-        }
-    }
-}
-
 static void push_version(lua_State *L, int v) {
     lua_pushnumber(L, v == 10 ? 1.0 : v == 11 ? 1.1 : (double)v / 10.0);
 }
@@ -519,7 +472,7 @@ static void push_head(lua_State *L, struct lxfer *lx) {
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, lx->status);
     lua_setfield(L, -2, "status");
-    push_headers(L, lx);
+    weft_push_headers(L, lx->hbuf ? lx->hbuf : "", lx->hlen);
     lua_setfield(L, -2, "headers");
     push_version(L, lx->version);
     lua_setfield(L, -2, "http_version");

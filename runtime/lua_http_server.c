@@ -52,41 +52,6 @@ struct lres {
 
 /* ----------------------------------------- server callbacks (libev) */
 
-/* Push the headers table from "name\0value\0" pairs (repeated -> array). */
-static void push_headers(lua_State *L, const char *p, size_t len) {
-    lua_createtable(L, 0, 8);
-    size_t off = 0;
-    while (off < len) {
-        const char *name = p + off;
-        size_t nlen = strlen(name);
-        const char *val = name + nlen + 1;
-        if (val > p + len) break;
-        size_t vlen = strlen(val);
-        off += nlen + vlen + 2;
-        while (vlen > 0 && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t')) vlen--;
-        lua_pushlstring(L, name, nlen);               /* [h, k] */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3);                            /* [h, k, old] */
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawset(L, -3);
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_createtable(L, 2, 0);                 /* [h, k, old, arr] */
-            lua_insert(L, -2);                        /* [h, k, arr, old] */
-            lua_rawseti(L, -2, 1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawseti(L, -2, 2);
-            lua_rawset(L, -3);
-        } else {
-            int n = (int)lua_objlen(L, -1);
-            lua_pushlstring(L, val, vlen);
-            lua_rawseti(L, -2, n + 1);
-            lua_pop(L, 2);
-        }
-    }
-}
-
 static void on_request(void *ud, struct weft_http_conn *c, const struct weft_http_msg *m) {
     struct lserver *ls = ud;
     lua_State *L = ls->loop->L;
@@ -107,7 +72,7 @@ static void on_request(void *ud, struct weft_http_conn *c, const struct weft_htt
         lua_pushlstring(L, m->target, m->target_len);
         lua_setfield(L, -2, "path");
     }
-    push_headers(L, m->headers, m->headers_len);
+    weft_push_headers(L, m->headers, m->headers_len);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, m->body, m->body_len);
     lua_setfield(L, -2, "body");
@@ -149,11 +114,6 @@ static void on_writable(void *req_ud) {
 static const struct weft_http_server_callbacks callbacks = {on_request, on_gone, on_writable};
 
 /* ---------------------------------------------------------- helpers */
-
-static int is_tchar(unsigned char ch) {
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
-    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
 
 struct hbuf {
     char *p;
@@ -206,9 +166,7 @@ static const char *render_headers(lua_State *L, int idx) {
             break;
         }
         const char *name = lua_tolstring(L, -2, &nlen);
-        int ok = nlen > 0;
-        for (size_t i = 0; i < nlen; i++) ok = ok && is_tchar((unsigned char)name[i]);
-        const char *e = ok ? NULL : "has an invalid name";
+        const char *e = weft_is_http_token(name, nlen) ? NULL : "has an invalid name";
         if (!e && (strcasecmp(name, "content-length") == 0 ||
                    strcasecmp(name, "transfer-encoding") == 0 ||
                    strcasecmp(name, "connection") == 0))

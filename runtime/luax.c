@@ -216,3 +216,51 @@ int luaopen_weft_error(lua_State *L) {
     lua_setfield(L, -2, "mt");
     return 1;
 }
+
+/* ------------------------------------------------------ HTTP helpers */
+
+void weft_push_headers(lua_State *L, const char *p, size_t len) {
+    lua_createtable(L, 0, 8);
+    size_t off = 0;
+    while (off < len) {
+        const char *name = p + off;
+        size_t nlen = strlen(name);
+        const char *val = name + nlen + 1;
+        if (val >= p + len) break;
+        size_t vlen = strlen(val);
+        off += nlen + vlen + 2;
+        while (vlen > 0 && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t')) vlen--;
+        lua_pushlstring(L, name, nlen);               /* [h, k] */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);                            /* [h, k, old] */
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);                            /* [h, k] */
+            lua_pushlstring(L, val, vlen);
+            lua_rawset(L, -3);                        /* [h] */
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            /* second occurrence: {old, new} */
+            lua_createtable(L, 2, 0);                 /* [h, k, old, arr] */
+            lua_insert(L, -2);                        /* [h, k, arr, old] */
+            lua_rawseti(L, -2, 1);                    /* [h, k, arr] */
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, 2);
+            lua_rawset(L, -3);                        /* [h] */
+        } else {                                      /* [h, k, arr] */
+            int n = (int)lua_objlen(L, -1);
+            lua_pushlstring(L, val, vlen);
+            lua_rawseti(L, -2, n + 1);
+            lua_pop(L, 2);                            /* [h] */
+        }
+    }
+}
+
+int weft_is_http_token(const char *s, size_t n) {
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+        if (!ok) return 0;
+    }
+    return 1;
+}

@@ -45,6 +45,15 @@ const char *weft_error_text(lua_State *L, int idx);
 lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k,
                                  lua_Number def, const char *fname);
 
+/* Push a headers table built from "name\0value\0" pairs (len bytes):
+ * names as given (the HTTP layers lower-case them), trailing blanks of
+ * values trimmed, a repeated name becomes an array of its values in order. */
+void weft_push_headers(lua_State *L, const char *pairs, size_t len);
+
+/* 1 when s[0..n) is a non-empty HTTP token (RFC 9110: header names,
+ * methods). */
+int weft_is_http_token(const char *s, size_t n);
+
 /* Register the error metatable and module weft._error. */
 int luaopen_weft_error(lua_State *L);
 
