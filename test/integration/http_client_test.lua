@@ -104,6 +104,8 @@ do
     check(err and tostring(err.message):find("max_body"), "message names max_body", err)
     err = raised(http.request, { url = base .. "/big-chunked?bytes=2000000", max_body = 1000000 })
     check(err and err.kind == "integration", "oversized chunked body is refused", err)
+    err = raised(http.request, { url = base .. "/big?bytes=" .. (64 * 1024 * 1024 + 1) })
+    check(err and err.kind == "integration", "the default cap is 64 MiB", err)
     local big = http.request { url = base .. "/big?bytes=3000000" }
     check(big.status == 200 and #big.body == 3000000, "3 MB body under the default cap arrives whole",
         #big.body)
