@@ -21,6 +21,7 @@ static const char USAGE[] =
     "commands:\n"
     "  run SCRIPT [ARGS...]   run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
+    "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini); --help\n"
     "  version                print the versions of weft and its libraries\n"
     "  help                   print this help\n"
     "\n"
@@ -114,15 +115,17 @@ int main(int argc, char **argv) {
     }
     int is_run = strcmp(cmd, "run") == 0;
     int is_eval = strcmp(cmd, "-e") == 0;
-    if (!is_run && !is_eval) {
+    int is_mock = strcmp(cmd, "mock") == 0;
+    if (!is_run && !is_eval && !is_mock) {
         fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
         return 2;
     }
-    if (i + 1 >= argc) {
+    if (!is_mock && i + 1 >= argc) {
         fprintf(stderr, "weft: %s needs %s\n", cmd, is_run ? "a script path" : "a chunk");
         return 2;
     }
-    int script_index = i + 1;
+    /* `weft mock ARGS` runs lua/weft/mock/cli.lua with ARGS (arg[0] = "mock"). */
+    int script_index = is_mock ? i : i + 1;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "weft: libcurl initialisation failed\n");
@@ -148,9 +151,11 @@ int main(int argc, char **argv) {
     }
     lua_setglobal(L, "weft");
 
-    int lrc = is_run ? luaL_loadfile(L, argv[script_index])
-                     : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),
-                                       "=(command line)");
+    static const char mock_chunk[] = "return require('weft.mock.cli').main(...)";
+    int lrc = is_mock  ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
+              : is_run ? luaL_loadfile(L, argv[script_index])
+                       : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),
+                                         "=(command line)");
     if (lrc != 0) {
         rc = report_load_error(L);
         goto out;

@@ -198,8 +198,8 @@ end
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats
 
--- Lazily loaded submodules: weft.http, weft.json, weft.log.
-local lazy = { http = "weft.http", json = "weft.json", log = "weft.log" }
+-- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock.
+local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock" }
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]

@@ -1,0 +1,69 @@
+--- weft.mock.cli: `weft mock [--host H] [--port N|0] [--profile FILE.lua] [--key KEY]`.
+---
+--- Prints the mock's URL as the first line on stdout, then serves until
+--- SIGINT/SIGTERM. A profile is a Lua file returning the options of
+--- weft.mock.start (keys, limits, faults, seed); flags override it. --key
+--- sets the expected key of all three dialects.
+local mock = require "weft.mock"
+
+local M = {}
+
+local USAGE = [[
+usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY]
+  --host HOST        address to bind (default 127.0.0.1)
+  --port N           port (default 0: pick a free one); the URL is printed first
+  --profile FILE     Lua file returning weft.mock.start options (keys, limits, faults, seed)
+  --key KEY          expected API key for the OpenAI, Anthropic and Gemini dialects
+Admin: POST /_mock/faults (JSON list of rules), GET /_mock/stats, GET /_mock/requests, POST /_mock/reset
+]]
+
+function M.main(...)
+    local args = { ... }
+    local opts = {}
+    local i = 1
+    local function value(flag)
+        i = i + 1
+        local v = args[i]
+        if v == nil then
+            io.stderr:write("weft mock: ", flag, " needs a value\n", USAGE)
+            os.exit(2)
+        end
+        return v
+    end
+    local host, port, key, profile
+    while i <= #args do
+        local a = args[i]
+        if a == "--host" then host = value(a)
+        elseif a == "--port" then
+            port = tonumber(value(a))
+            if not port or port < 0 or port > 65535 or port ~= math.floor(port) then
+                io.stderr:write("weft mock: --port must be an integer from 0 to 65535\n")
+                os.exit(2)
+            end
+        elseif a == "--profile" then profile = value(a)
+        elseif a == "--key" then key = value(a)
+        elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return
+        else
+            io.stderr:write("weft mock: unknown argument '", tostring(a), "'\n", USAGE)
+            os.exit(2)
+        end
+        i = i + 1
+    end
+    if profile then
+        local chunk, err = loadfile(profile)
+        if not chunk then error("weft mock: cannot load profile: " .. err, 0) end
+        local ok, p = pcall(chunk)
+        if not ok then error("weft mock: profile failed: " .. tostring(p), 0) end
+        if type(p) ~= "table" then error("weft mock: the profile must return a table of options", 0) end
+        opts = p
+    end
+    opts.host = host or opts.host
+    opts.port = port or opts.port or 0
+    if key then opts.keys = { openai = key, anthropic = key, gemini = key } end
+    local m = mock.start(opts)
+    io.stdout:write(m.url, "\n")
+    io.stdout:flush()
+    weft.log.info("weft mock listening", { url = m.url })
+end
+
+return M

@@ -1,0 +1,445 @@
+--- weft.mock: a fault-injecting provider simulator speaking the OpenAI,
+--- Anthropic and Gemini dialects, on weft.http.serve.
+---
+--- Answers are deterministic functions of the request: the reply to a chat
+--- is `"echo: " .. <text of the last user message>`, cut to `max_tokens`
+--- tokens; embeddings are a fixed function of the text. Token counts come
+--- from one documented tokenizer (`M.count_tokens`): every maximal run of
+--- letters/digits is one token and every other non-space character is one
+--- token; a request's input tokens are the tokens of all its message texts
+--- (and system prompt) plus 3 per message.
+---
+--- ```lua
+--- local mock = weft.mock.start { port = 0, keys = { openai = "sk-test" } }
+--- print(mock.url)                      -- http://127.0.0.1:PORT
+--- mock:set_faults { { dialect = "openai", sequence = { 429, 500, "ok" } } }
+--- print(mock:stats().requests)
+--- mock:close()
+--- ```
+local json = require "weft.json"
+local http = require "weft.http"
+local errors = require "weft.error"
+
+local type, pairs, ipairs, tostring, tonumber, error, select = type, pairs, ipairs, tostring,
+    tonumber, error, select
+local floor, max, min, ceil = math.floor, math.max, math.min, math.ceil
+local format, gmatch, concat = string.format, string.gmatch, table.concat
+
+local M = {}
+
+local DIALECTS = {
+    openai = require "weft.mock.openai",
+    anthropic = require "weft.mock.anthropic",
+    gemini = require "weft.mock.gemini",
+}
+M.DIALECTS = DIALECTS
+
+local DEFAULT_KEYS = { openai = "sk-weft-mock", anthropic = "sk-ant-weft-mock", gemini = "weft-mock-key" }
+M.DEFAULT_KEYS = DEFAULT_KEYS
+
+local common = require "weft.mock.common"
+M.count_tokens = common.count_tokens
+M.pieces = common.pieces
+M.answer = common.answer
+M.embedding = common.embedding
+M.common = common
+
+----------------------------------------------------------- rate limits
+
+-- A token bucket per (key, dimension): `limit` per `period` seconds.
+local function bucket(limit, period, now)
+    return { limit = limit, period = period, level = limit, t = now }
+end
+
+local function refill(b, now)
+    local rate = b.limit / b.period
+    b.level = min(b.limit, b.level + (now - b.t) * rate)
+    b.t = now
+end
+
+-- Seconds until `need` is available, 0 when it is now.
+local function wait_for(b, need)
+    if b.level >= need then return 0 end
+    return (need - b.level) / (b.limit / b.period)
+end
+
+-- Seconds until the bucket is full again.
+local function reset_in(b)
+    return (b.limit - b.level) / (b.limit / b.period)
+end
+
+--------------------------------------------------------------- faults
+
+local FAULT_KINDS = {
+    ok = true, reset = true, reset_mid_body = true, hang = true, truncate = true,
+    malformed = true, oversized = true, mid_stream_error = true,
+}
+
+local function check_fault(f, where)
+    if type(f) == "number" then
+        if f < 400 or f > 599 or f ~= floor(f) then error(where .. ": status must be 400..599", 3) end
+    elseif not FAULT_KINDS[f] then
+        error(where .. ": unknown fault " .. tostring(f), 3)
+    end
+end
+
+local function validate_rules(rules)
+    if type(rules) ~= "table" then error("mock faults: expected a list of rules", 3) end
+    for i, r in ipairs(rules) do
+        local where = "mock faults rule " .. i
+        if type(r) ~= "table" then error(where .. ": expected a table", 3) end
+        if r.dialect and not DIALECTS[r.dialect] then error(where .. ": unknown dialect " .. tostring(r.dialect), 3) end
+        if r.sequence then
+            for _, f in ipairs(r.sequence) do check_fault(f, where) end
+        end
+        if r.probability then
+            local total = 0
+            for f, p in pairs(r.probability) do
+                check_fault(tonumber(f) or f, where)
+                if type(p) ~= "number" or p < 0 then error(where .. ": probabilities must be numbers >= 0", 3) end
+                total = total + p
+            end
+            if total > 1 + 1e-9 then error(where .. ": probabilities add up to more than 1", 3) end
+        end
+        if r.latency ~= nil and type(r.latency) ~= "number" and type(r.latency) ~= "table" then
+            error(where .. ": latency must be milliseconds or {min=, max=} or {median=, tail=}", 3)
+        end
+    end
+    return rules
+end
+
+------------------------------------------------------------ the mock
+
+local Mock = {}
+Mock.__index = Mock
+
+local function now() return weft.now() end
+
+function Mock:_log_request(entry)
+    local log = self.log_entries
+    log[#log + 1] = entry
+    if #log > self.max_log then table.remove(log, 1) end
+end
+
+local function count(t, k)
+    if k == nil then return end
+    k = tostring(k)
+    t[k] = (t[k] or 0) + 1
+end
+
+--- Replace the fault rules (see the module's notes).
+function Mock:set_faults(rules)
+    self.rules = validate_rules(rules)
+    for _, r in ipairs(self.rules) do r._next = 1 end
+end
+
+--- Clear stats, the request log, rate-limit state and faults.
+function Mock:reset()
+    self.counters = { requests = 0, by_endpoint = {}, by_model = {}, by_status = {}, by_fault = {},
+                      by_dialect = {} }
+    self.log_entries = {}
+    self.buckets = {}
+    self.quota_used = {}
+    self.rules = {}
+end
+
+--- Counters: requests, by_endpoint, by_model, by_status, by_fault, by_dialect.
+function Mock:stats()
+    local c = self.counters
+    return { requests = c.requests, by_endpoint = c.by_endpoint, by_model = c.by_model,
+             by_status = c.by_status, by_fault = c.by_fault, by_dialect = c.by_dialect }
+end
+
+--- The request log (newest last): method, path, dialect, model, headers
+--- (credentials redacted), body, status, fault, stream.
+function Mock:requests()
+    return self.log_entries
+end
+
+function Mock:close()
+    if self.server then self.server:close() end
+end
+
+-- Pick the fault for a request; returns fault, rule.
+function Mock:_pick_fault(dialect, model, endpoint)
+    for _, r in ipairs(self.rules) do
+        if (not r.dialect or r.dialect == dialect) and (not r.model or r.model == model)
+            and (not r.endpoint or r.endpoint == endpoint) then
+            if r.sequence then
+                local f = r.sequence[r._next or 1]
+                if f ~= nil then
+                    r._next = (r._next or 1) + 1
+                    return f, r
+                end
+                if not r.probability then return "ok", r end
+            end
+            if r.probability then
+                local x = self.random()
+                local acc = 0
+                for f, p in pairs(r.probability) do
+                    acc = acc + p
+                    if x < acc then return tonumber(f) or f, r end
+                end
+                return "ok", r
+            end
+            return "ok", r
+        end
+    end
+    return "ok", nil
+end
+
+function Mock:_latency(rule)
+    local l = rule and rule.latency
+    if l == nil then return 0 end
+    if type(l) == "number" then return l / 1000 end
+    if l.min and l.max then return (l.min + (l.max - l.min) * self.random()) / 1000 end
+    if l.median then
+        -- heavy tail: Pareto with the given median and shape `tail` (default 1.5)
+        local a = l.tail or 1.5
+        local xm = l.median / (2 ^ (1 / a))
+        local ms = xm / ((1 - self.random()) ^ (1 / a))
+        if l.cap then ms = min(ms, l.cap) end
+        return ms / 1000
+    end
+    return 0
+end
+
+-- Rate limits of one key. Returns nil when admitted, or a limit record
+-- {what=, wait=, daily=, quota=} when refused. Fills `hdr` with the state.
+function Mock:_admit(dialect, key, tokens, st)
+    local lim = self.limits
+    local t = now()
+    local b = self.buckets[dialect .. "\0" .. key]
+    if not b then
+        b = {
+            requests = bucket(lim.rpm, 60, t),
+            tokens = bucket(lim.tpm, 60, t),
+            daily = lim.rpd and bucket(lim.rpd, 86400, t) or nil,
+        }
+        self.buckets[dialect .. "\0" .. key] = b
+    end
+    refill(b.requests, t)
+    refill(b.tokens, t)
+    if b.daily then refill(b.daily, t) end
+    st.buckets = b
+    if lim.quota then
+        local used = self.quota_used[dialect .. "\0" .. key] or 0
+        if used >= lim.quota then return { quota = true } end
+    end
+    if b.daily and b.daily.level < 1 then
+        return { what = "requests", daily = true, wait = wait_for(b.daily, 1) }
+    end
+    local wr = wait_for(b.requests, 1)
+    if wr > 0 then return { what = "requests", wait = wr } end
+    local wt = wait_for(b.tokens, min(tokens, b.tokens.limit))
+    if wt > 0 then return { what = "tokens", wait = wt } end
+    b.requests.level = b.requests.level - 1
+    b.tokens.level = b.tokens.level - tokens
+    if b.daily then b.daily.level = b.daily.level - 1 end
+    if lim.quota then
+        local k = dialect .. "\0" .. key
+        self.quota_used[k] = (self.quota_used[k] or 0) + 1
+    end
+    return nil
+end
+
+M.reset_in = reset_in
+
+-- Admin endpoints: /_mock/faults, /_mock/stats, /_mock/reset, /_mock/requests.
+function Mock:_admin(req)
+    local p = req.path
+    if p == "/_mock/stats" and req.method == "GET" then
+        return { status = 200, headers = { ["content-type"] = "application/json" },
+                 body = json.encode(self:stats(), { sort_keys = true }) }
+    elseif p == "/_mock/requests" and req.method == "GET" then
+        return { status = 200, headers = { ["content-type"] = "application/json" },
+                 body = json.encode(json.array(self.log_entries), { sort_keys = true }) }
+    elseif p == "/_mock/reset" and req.method == "POST" then
+        self:reset()
+        return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
+    elseif p == "/_mock/faults" and req.method == "POST" then
+        local rules, err = json.decode(req.body)
+        if rules == nil then
+            return { status = 400, body = json.encode { error = "invalid JSON: " .. tostring(err) } }
+        end
+        local ok, e = pcall(self.set_faults, self, rules)
+        if not ok then return { status = 400, body = json.encode { error = tostring(e) } } end
+        return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
+    end
+    return { status = 404, body = '{"error":"unknown admin endpoint"}' }
+end
+
+local REDACT = { authorization = true, ["x-api-key"] = true, ["x-goog-api-key"] = true }
+
+local function redacted_headers(h)
+    local out = {}
+    for k, v in pairs(h) do out[k] = REDACT[k] and "<redacted>" or v end
+    return out
+end
+
+local function redact_query(q)
+    if not q then return nil end
+    return (q:gsub("([Kk][Ee][Yy]=)[^&]*", "%1<redacted>"))
+end
+
+-- The whole request path: dialect, parse, auth, limits, faults, answer.
+function Mock:_handle(req, res)
+    if req.path:sub(1, 7) == "/_mock/" then return self:_admin(req) end
+    local dname, endpoint, model = nil, nil, nil
+    for name, d in pairs(DIALECTS) do
+        local ep, m = d.route(req)
+        if ep then
+            dname, endpoint, model = name, ep, m
+            break
+        end
+    end
+    local c = self.counters
+    c.requests = c.requests + 1
+    local entry = { method = req.method, path = req.path, query = redact_query(req.query),
+                    headers = redacted_headers(req.headers), body = req.body, time = weft.time() }
+    self:_log_request(entry)
+    if not dname then
+        count(c.by_status, 404)
+        entry.status = 404
+        return { status = 404, headers = { ["content-type"] = "application/json" },
+                 body = '{"error":{"message":"Unknown endpoint","type":"invalid_request_error"}}' }
+    end
+    local d = DIALECTS[dname]
+    entry.dialect, entry.endpoint = dname, endpoint
+    count(c.by_dialect, dname)
+    count(c.by_endpoint, dname .. " " .. endpoint)
+
+    local function reply(status, r)
+        entry.status = status
+        count(c.by_status, status)
+        return r
+    end
+
+    -- auth
+    local key_ok, auth_resp = d.auth(req, self.keys[dname])
+    if not key_ok then return reply(auth_resp.status, auth_resp) end
+
+    -- body
+    local body = {}
+    if req.method == "POST" then
+        local v, err = json.decode(req.body)
+        if type(v) ~= "table" then
+            return reply(400, d.error_response(400, "invalid_request", "Invalid JSON body: " .. tostring(err)))
+        end
+        body = v
+    end
+    model = model or body.model
+    entry.model = model
+    count(c.by_model, model)
+    local ctx = { mock = self, req = req, res = res, body = body, model = model, endpoint = endpoint,
+                  dialect = dname, entry = entry }
+
+    -- the request must be well-formed before it is counted against limits
+    local bad = d.validate and d.validate(ctx)
+    if bad then return reply(bad.status, bad) end
+
+    -- rate limits and quota
+    local key = d.key_of(req) or ""
+    local in_tokens = d.input_tokens and d.input_tokens(ctx) or 0
+    local max_out = d.max_tokens and d.max_tokens(ctx) or 0
+    local st = {}
+    local refused = self:_admit(dname, key, in_tokens + max_out, st)
+    ctx.limits = st.buckets
+    if refused then
+        entry.fault = refused.quota and "quota" or "rate_limit"
+        count(c.by_fault, entry.fault)
+        local r = d.limit_response(ctx, refused)
+        return reply(r.status, r)
+    end
+
+    -- faults
+    local fault, rule = self:_pick_fault(dname, model, endpoint)
+    entry.fault = fault ~= "ok" and tostring(fault) or nil
+    if entry.fault then count(c.by_fault, fault) end
+    local delay = self:_latency(rule)
+    if delay > 0 then weft.sleep(delay) end
+    ctx.stream_delay = rule and rule.stream_delay_ms and rule.stream_delay_ms / 1000 or 0
+    ctx.fault = fault
+    if type(fault) == "number" then
+        return reply(fault, d.status_response(ctx, fault))
+    elseif fault == "reset" then
+        entry.status = 0
+        res:abort()
+        return
+    elseif fault == "hang" then
+        entry.status = 0
+        weft.sleep(1e9)
+        return
+    elseif fault == "malformed" then
+        return reply(200, { status = 200, headers = { ["content-type"] = "application/json" },
+                            body = '{"id": "broken", "choices": [ {"message": ' })
+    elseif fault == "oversized" then
+        entry.status = 200
+        local bytes = rule and rule.bytes or 80 * 1024 * 1024
+        res:start(200, { ["content-type"] = "application/json" })
+        local chunk = string.rep(" ", 64 * 1024)
+        local sent = 0
+        while sent < bytes do
+            if not res:write(chunk) then return end
+            sent = sent + #chunk
+        end
+        res:finish()
+        return
+    end
+    local r = d.answer(ctx)
+    if r then return reply(r.status or 200, r) end
+    entry.status = entry.status or 200
+    count(c.by_status, entry.status)
+end
+
+---@class weft.mock.Options
+---@field host? string default "127.0.0.1"
+---@field port? integer default 0 (ephemeral)
+---@field keys? {openai?: string, anthropic?: string, gemini?: string} expected keys (defaults: M.DEFAULT_KEYS)
+---@field limits? {rpm?: number, tpm?: number, rpd?: number, quota?: integer} per key and dialect
+---@field faults? table[] fault rules (see set_faults)
+---@field seed? integer seed of the fault/latency random generator (default 1)
+---@field max_log? integer request log entries kept (default 1000)
+
+--- Start a mock provider on weft.http.serve. Returns the mock handle with
+--- `url`, `port`, `set_faults`, `reset`, `stats`, `requests`, `close`.
+---@param opts? weft.mock.Options
+function M.start(opts)
+    opts = opts or {}
+    if type(opts) ~= "table" then error("weft.mock.start: expected a table of options", 2) end
+    local self = setmetatable({}, Mock)
+    self.keys = {}
+    for name in pairs(DIALECTS) do
+        self.keys[name] = (opts.keys and opts.keys[name]) or DEFAULT_KEYS[name]
+    end
+    local lim = opts.limits or {}
+    self.limits = { rpm = lim.rpm or 10000, tpm = lim.tpm or 10000000, rpd = lim.rpd, quota = lim.quota }
+    for k, v in pairs(self.limits) do
+        if type(v) ~= "number" or v <= 0 then error("weft.mock.start: limits." .. k .. " must be a positive number", 2) end
+    end
+    self.max_log = opts.max_log or 1000
+    -- A private generator (Park-Miller) so faults replay exactly for a seed.
+    local state = (opts.seed or 1) % 2147483647
+    if state <= 0 then state = state + 2147483646 end
+    self.random = function()
+        state = (state * 16807) % 2147483647
+        return (state - 1) / 2147483646
+    end
+    self:reset()
+    if opts.faults then
+        local ok, err = pcall(self.set_faults, self, opts.faults)
+        if not ok then error(err, 2) end
+    end
+    self.server = http.serve {
+        host = opts.host or "127.0.0.1",
+        port = opts.port or 0,
+        max_body_size = 32 * 1024 * 1024,
+        handler = function(req, res) return self:_handle(req, res) end,
+    }
+    self.port = self.server.port
+    local host = opts.host or "127.0.0.1"
+    self.url = "http://" .. (host:find(":") and ("[" .. host .. "]") or host) .. ":" .. self.port
+    return self
+end
+
+return M
