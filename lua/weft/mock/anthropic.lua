@@ -1,6 +1,6 @@
 --- weft.mock.anthropic: the Anthropic dialect of the mock (POST /v1/messages,
 --- non-streaming and SSE ending with `message_stop`), requiring `x-api-key`
---- and `anthropic-version`; error bodies `{"type":"error","error":{"type",
+--- (or `Authorization: Bearer`) and `anthropic-version`; error bodies `{"type":"error","error":{"type",
 --- "message"}}`; `anthropic-ratelimit-*` headers with RFC 3339 resets and a
 --- `request-id`.
 local json = require "weft.json"
@@ -17,9 +17,13 @@ function M.route(req)
     return nil
 end
 
+-- The key comes in `x-api-key`; newer official SDKs send it as
+-- `Authorization: Bearer` instead, which the service accepts too.
 function M.key_of(req)
     local k = req.headers["x-api-key"]
-    return type(k) == "string" and k or nil
+    if type(k) == "string" then return k end
+    local a = req.headers["authorization"]
+    return type(a) == "string" and a:match("^[Bb]earer%s+(.+)$") or nil
 end
 
 local function err_body(etype, message)
