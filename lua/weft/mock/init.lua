@@ -156,8 +156,11 @@ function Mock:requests()
     return self.log_entries
 end
 
+--- Stop listening and end every request still being answered (a `hang`
+--- fault would otherwise keep its handler, and the process, alive).
 function Mock:close()
     if self.server then self.server:close() end
+    for task in pairs(self.active) do task:cancel() end
 end
 
 -- Pick the fault for a request; returns fault, rule.
@@ -425,6 +428,7 @@ function M.start(opts)
         state = (state * 16807) % 2147483647
         return (state - 1) / 2147483646
     end
+    self.active = setmetatable({}, { __mode = "k" }) -- handler tasks running now
     self:reset()
     if opts.faults then
         local ok, err = pcall(self.set_faults, self, opts.faults)
@@ -434,7 +438,14 @@ function M.start(opts)
         host = opts.host or "127.0.0.1",
         port = opts.port or 0,
         max_body_size = 32 * 1024 * 1024,
-        handler = function(req, res) return self:_handle(req, res) end,
+        handler = function(req, res)
+            local task = weft.current()
+            self.active[task] = true
+            local ok, r = pcall(self._handle, self, req, res)
+            self.active[task] = nil
+            if not ok then error(r, 0) end
+            return r
+        end,
     }
     self.port = self.server.port
     local host = opts.host or "127.0.0.1"
