@@ -103,6 +103,19 @@ local function quote(s)
     return '"' .. s .. '"'
 end
 
+-- Object keys repeat from one document to the next ("model", "content"):
+-- their quoted form is cached (bounded; cleared when full).
+local key_cache, key_cache_n = {}, 0
+local function quote_key(k)
+    local q = key_cache[k]
+    if q then return q end
+    q = quote(k)
+    if key_cache_n >= 4096 then key_cache, key_cache_n = {}, 0 end
+    key_cache[k] = q
+    key_cache_n = key_cache_n + 1
+    return q
+end
+
 local function path_of(stack, depth, last)
     local parts = { "$" }
     for i = 2, depth do -- stack[1] is the root's (absent) key
@@ -223,7 +236,7 @@ local function encode_table(t, st, depth, key)
                     if not first then st.n = st.n + 1; buf[st.n] = "," end
                     first = false
                     st.n = st.n + 1
-                    buf[st.n] = (pretty and (nl .. ind_in) or "") .. quote(k) .. sep
+                    buf[st.n] = (pretty and (nl .. ind_in) or "") .. quote_key(k) .. sep
                     encode_value(t[k], st, depth, k)
                 end
             else
@@ -231,7 +244,11 @@ local function encode_table(t, st, depth, key)
                     if not first then st.n = st.n + 1; buf[st.n] = "," end
                     first = false
                     st.n = st.n + 1
-                    buf[st.n] = (pretty and (nl .. ind_in) or "") .. quote(k) .. sep
+                    if pretty then
+                        buf[st.n] = nl .. ind_in .. quote_key(k) .. sep
+                    else
+                        buf[st.n] = quote_key(k) .. sep
+                    end
                     encode_value(v, st, depth, k)
                 end
             end

@@ -145,7 +145,7 @@ local function messages(ctx)
     for i = #b.messages, 1, -1 do
         if b.messages[i].role == "user" then prompt = text_of(b.messages[i].content) break end
     end
-    local in_tokens = M.input_tokens(ctx)
+    local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
     local text, out_tokens, cut, pieces = common.answer(prompt, b.max_tokens)
     local stop = cut and "max_tokens" or "end_turn"
     local id = common.id("msg_")

@@ -194,7 +194,7 @@ local function generate(ctx)
         local c = b.contents[i]
         if type(c) == "table" and (c.role == nil or c.role == "user") then prompt = text_of(c) break end
     end
-    local in_tokens = M.input_tokens(ctx)
+    local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
     local text, out_tokens, cut, pieces = common.answer(prompt, max_out(b))
     local finish = cut and "MAX_TOKENS" or "STOP"
     local usage = { promptTokenCount = in_tokens, candidatesTokenCount = out_tokens,

@@ -115,10 +115,11 @@ Mock.__index = Mock
 
 local function now() return weft.now() end
 
+-- The request log is a ring of max_log entries (no shifting per request).
 function Mock:_log_request(entry)
-    local log = self.log_entries
-    log[#log + 1] = entry
-    if #log > self.max_log then table.remove(log, 1) end
+    local n = self.log_n + 1
+    self.log_n = n
+    self.log_entries[(n - 1) % self.max_log + 1] = entry
 end
 
 local function count(t, k)
@@ -138,6 +139,7 @@ function Mock:reset()
     self.counters = { requests = 0, by_endpoint = {}, by_model = {}, by_status = {}, by_fault = {},
                       by_dialect = {} }
     self.log_entries = {}
+    self.log_n = 0
     self.buckets = {}
     self.quota_used = {}
     self.rules = {}
@@ -153,7 +155,9 @@ end
 --- The request log (newest last): method, path, dialect, model, headers
 --- (credentials redacted), body, status, fault, stream.
 function Mock:requests()
-    return self.log_entries
+    local out, ring, n, cap = {}, self.log_entries, self.log_n, self.max_log
+    for i = math.max(1, n - cap + 1), n do out[#out + 1] = ring[(i - 1) % cap + 1] end
+    return out
 end
 
 --- Stop listening and end every request still being answered (a `hang`
@@ -256,7 +260,7 @@ function Mock:_admin(req)
                  body = json.encode(self:stats(), { sort_keys = true }) }
     elseif p == "/_mock/requests" and req.method == "GET" then
         return { status = 200, headers = { ["content-type"] = "application/json" },
-                 body = json.encode(json.array(self.log_entries), { sort_keys = true }) }
+                 body = json.encode(json.array(self:requests()), { sort_keys = true }) }
     elseif p == "/_mock/reset" and req.method == "POST" then
         self:reset()
         return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
@@ -344,6 +348,7 @@ function Mock:_handle(req, res)
     -- rate limits and quota
     local key = d.key_of(req) or ""
     local in_tokens = d.input_tokens and d.input_tokens(ctx) or 0
+    ctx.input_tokens = in_tokens
     local max_out = d.max_tokens and d.max_tokens(ctx) or 0
     local st = {}
     local refused = self:_admit(dname, key, in_tokens + max_out, st)

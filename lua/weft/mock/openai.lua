@@ -184,7 +184,7 @@ local function chat(ctx)
     for i = #b.messages, 1, -1 do
         if b.messages[i].role == "user" then prompt = text_of(b.messages[i].content) break end
     end
-    local in_tokens = M.input_tokens(ctx)
+    local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
     local mt = M.max_tokens(ctx)
     local text, out_tokens, cut, pieces = common.answer(prompt, mt > 0 and mt or nil)
     local finish = cut and "length" or "stop"
