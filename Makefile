@@ -1,12 +1,12 @@
 # Thin wrapper around CMake for the README's two commands:
-#   make example   install deps, build, run examples/fastest_answer.lua
+#   make example   install deps, build, run examples/fallback_and_race.lua
 #   make test      install deps, build plain and sanitized, run every test
 # Everything else is plain CMake/ctest (see README).
 
 BUILD     ?= build
 SAN_BUILD ?= build-san
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
-EXAMPLE   ?= examples/fastest_answer.lua
+EXAMPLE   ?= examples/fallback_and_race.lua
 CMAKE_FLAGS ?=
 
 .PHONY: all deps build build-san example test test-plain test-san bench clean
