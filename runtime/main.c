@@ -171,6 +171,13 @@ int main(int argc, char **argv) {
         rc = 130;
     } else if (main_task->state == WEFT_TASK_DONE) {
         rc = 0;
+        /* `weft mock` reports usage errors as its main function's result. */
+        if (is_mock) {
+            weft_getref(L, main_task->result_ref);   /* [task, results] */
+            lua_rawgeti(L, -1, 1);
+            if (lua_type(L, -1) == LUA_TNUMBER) rc = (int)lua_tointeger(L, -1);
+            lua_pop(L, 2);
+        }
     } else if (main_task->state == WEFT_TASK_FAILED) {
         weft_getref(L, main_task->trace_ref);
         fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));

@@ -21,31 +21,34 @@ function M.main(...)
     local args = { ... }
     local opts = {}
     local i = 1
+    -- Usage errors return 2 (the exit status of `weft mock`) rather than
+    -- calling os.exit, which would skip the host's clean shutdown.
     local function value(flag)
         i = i + 1
-        local v = args[i]
-        if v == nil then
-            io.stderr:write("weft mock: ", flag, " needs a value\n", USAGE)
-            os.exit(2)
-        end
-        return v
+        return args[i]
     end
     local host, port, key, profile
     while i <= #args do
         local a = args[i]
-        if a == "--host" then host = value(a)
+        local takes = a == "--host" or a == "--port" or a == "--profile" or a == "--key"
+        local v = takes and value(a)
+        if takes and v == nil then
+            io.stderr:write("weft mock: ", a, " needs a value\n", USAGE)
+            return 2
+        end
+        if a == "--host" then host = v
         elseif a == "--port" then
-            port = tonumber(value(a))
+            port = tonumber(v)
             if not port or port < 0 or port > 65535 or port ~= math.floor(port) then
                 io.stderr:write("weft mock: --port must be an integer from 0 to 65535\n")
-                os.exit(2)
+                return 2
             end
-        elseif a == "--profile" then profile = value(a)
-        elseif a == "--key" then key = value(a)
-        elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return
+        elseif a == "--profile" then profile = v
+        elseif a == "--key" then key = v
+        elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return 0
         else
             io.stderr:write("weft mock: unknown argument '", tostring(a), "'\n", USAGE)
-            os.exit(2)
+            return 2
         end
         i = i + 1
     end
