@@ -19,6 +19,9 @@ int luaopen_cjson(lua_State *L);
 int luaopen_weft_log(lua_State *L);
 int luaopen_weft_http_client(lua_State *L);
 int luaopen_weft_http_server(lua_State *L);
+int luaopen_weft_limiter(lua_State *L);
+int luaopen_weft_retry(lua_State *L);
+int luaopen_weft_breaker(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -29,6 +32,9 @@ static const luaL_Reg preloads[] = {
     {"weft._log", luaopen_weft_log},
     {"weft._http_client", luaopen_weft_http_client},
     {"weft._http_server", luaopen_weft_http_server},
+    {"weft._limiter", luaopen_weft_limiter},
+    {"weft._retry", luaopen_weft_retry},
+    {"weft._breaker", luaopen_weft_breaker},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };

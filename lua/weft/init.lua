@@ -199,7 +199,8 @@ end
 M.stats = T.stats
 
 -- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock.
-local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock" }
+local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
+               limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker" }
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]

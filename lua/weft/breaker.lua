@@ -1,0 +1,70 @@
+--- weft.breaker: circuit breaker in the host (runtime/breaker.c).
+---
+--- ```lua
+--- local br = weft.breaker.new { name = "openai", threshold = 0.5, min_calls = 10, window = 10, cooldown = 30 }
+--- local res = br:call(function() return do_request() end)
+--- ```
+---
+--- Opens when the share of failed calls in the rolling window reaches
+--- `threshold` with at least `min_calls` calls; while open, calls fail at
+--- once with kind `circuit_open` (retry_after = the cool-down left); after
+--- `cooldown` seconds `probes` calls go through (half-open): all succeed ->
+--- closed, one fails -> open again. A failure is an error of kind
+--- transient, timeout or rate_limited; other errors (auth, invalid_request,
+--- ...) say nothing about the provider's health and count as successes.
+--- Every state change is logged.
+local C = require "weft._breaker"
+local errors = require "weft.error"
+
+local type, pcall, error, select, unpack = type, pcall, error, select, unpack
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local M = {}
+
+local Breaker = {}
+Breaker.__index = Breaker
+
+local UNHEALTHY = { transient = true, timeout = true, rate_limited = true }
+
+---@class weft.BreakerOptions
+---@field name? string
+---@field threshold? number failure share that opens (0.5)
+---@field min_calls? integer calls in the window before it may open (10)
+---@field window? number seconds (10)
+---@field cooldown? number seconds open before probing (30)
+---@field probes? integer calls let through half-open (1)
+
+---@param opts? weft.BreakerOptions
+---@return weft.Breaker
+function M.new(opts)
+    opts = opts or {}
+    if type(opts) ~= "table" then error("weft.breaker.new: expected a table", 2) end
+    return setmetatable({ c = C.new(opts), name = opts.name or "breaker" }, Breaker)
+end
+
+---@class weft.Breaker
+
+--- Call fn(...) through the breaker; raises kind circuit_open while open.
+function Breaker:call(fn, ...)
+    local ok, retry_in = self.c:allow()
+    if not ok then
+        error(errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name),
+            { retry_after = retry_in }), 0)
+    end
+    local r = pack(pcall(fn, ...))
+    if r[1] then
+        self.c:record(true)
+        return unpack(r, 2, r.n)
+    end
+    local e = r[2]
+    self.c:record(not (errors.is(e) and UNHEALTHY[e.kind]))
+    error(e, 0)
+end
+
+--- {state=, calls=, failures=, transitions=, rejected=, retry_in=, name=}
+function Breaker:state()
+    return self.c:state()
+end
+
+return M

@@ -1,0 +1,163 @@
+--- weft.limiter: rate limiting in the host (runtime/limiter.c).
+---
+--- ```lua
+--- local lim = weft.limiter.new { rpm = 500, tpm = 200000 }
+--- lim:acquire { tokens = 1200 }                 -- waits until every limit admits it
+--- lim:acquire(1, { priority = "high", timeout = 2 })
+--- lim:reconcile(1200, 873)                     -- the answer used 873 tokens
+--- lim:observe(res.headers)                     -- tighten to what the provider reports
+--- ```
+---
+--- Limits: `rps`, `rpm`, `rpd` (requests per second/minute/day), `tps`, `tpm`,
+--- `tpd` (tokens), or `limits = {{limit=, per="second"|"minute"|"day"|seconds,
+--- unit="requests"|"tokens", burst=}}`. Each limit is a token bucket whose
+--- size (burst) is the limit itself unless given; `burst` applies to the
+--- request limit with the shortest period. Every limit must admit a call.
+--- Waiters queue by priority ("high", "normal", "low", or 1..n), FIFO within
+--- a level; a waiter older than `aging` seconds (default 30) is served before
+--- younger ones whatever their priority. A call whose deadline cannot be met
+--- fails at once with kind `rate_limited` and `retry_after` = the expected wait.
+local C = require "weft._limiter"
+local errors = require "weft.error"
+
+local type, pairs, error, tonumber = type, pairs, error, tonumber
+local now = require("weft._task").now
+
+local M = {}
+
+local PERIODS = { second = 1, minute = 60, hour = 3600, day = 86400 }
+local SHORT = {
+    rps = { 1, "requests" }, rpm = { 60, "requests" }, rpd = { 86400, "requests" },
+    tps = { 1, "tokens" }, tpm = { 60, "tokens" }, tpd = { 86400, "tokens" },
+}
+local PRIORITY = { high = 1, normal = 2, low = 3 }
+
+local Limiter = {}
+Limiter.__index = Limiter
+
+---@class weft.LimiterOptions
+---@field rps? number
+---@field rpm? number
+---@field rpd? number
+---@field tps? number
+---@field tpm? number
+---@field tpd? number
+---@field burst? number bucket size of the shortest request limit
+---@field limits? {limit: number, per: string|number, unit?: "requests"|"tokens", burst?: number, name?: string}[]
+---@field priorities? integer levels (default 3: high, normal, low)
+---@field aging? number seconds after which a waiter goes first (default 30; 0: off)
+
+--- Create a limiter (one key: one provider account, say).
+---@param opts weft.LimiterOptions
+---@return weft.Limiter
+function M.new(opts)
+    if type(opts) ~= "table" then error("weft.limiter.new: expected a table of limits", 2) end
+    local dims = {}
+    for k, v in pairs(opts) do
+        local s = SHORT[k]
+        if s then
+            if type(v) ~= "number" or v <= 0 then error("weft.limiter.new: " .. k .. " must be a positive number", 2) end
+            dims[#dims + 1] = { name = k, limit = v, period = s[1], unit = s[2] }
+        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" then
+            error("weft.limiter.new: unknown option '" .. tostring(k) .. "'", 2)
+        end
+    end
+    for i, l in ipairs(opts.limits or {}) do
+        local period = type(l.per) == "number" and l.per or PERIODS[l.per or ""]
+        if not period then error("weft.limiter.new: limits[" .. i .. "].per must be second, minute, hour, day or seconds", 2) end
+        if l.unit and l.unit ~= "requests" and l.unit ~= "tokens" then
+            error("weft.limiter.new: limits[" .. i .. "].unit must be requests or tokens", 2)
+        end
+        dims[#dims + 1] = { name = l.name or ("limit" .. i), limit = l.limit, period = period,
+                            unit = l.unit or "requests", burst = l.burst }
+    end
+    if #dims == 0 then error("weft.limiter.new: no limit given (rps, rpm, rpd, tps, tpm, tpd or limits)", 2) end
+    table.sort(dims, function(a, b) return a.period < b.period end)
+    if opts.burst then
+        for _, d in ipairs(dims) do
+            if d.unit == "requests" then d.burst = opts.burst break end
+        end
+    end
+    local nprio = opts.priorities or 3
+    local c = C.new(dims, nprio, opts.aging or 30)
+    return setmetatable({ c = c, nprio = nprio }, Limiter)
+end
+
+---@class weft.Limiter
+---@field c userdata
+
+--- Wait until the limits admit `cost` (a number of requests, default 1, or
+--- {requests=, tokens=}). opts: priority ("high"|"normal"|"low"|integer),
+--- timeout (seconds) or deadline (a weft.now() time). Raises kind
+--- `rate_limited` (with retry_after) when the deadline cannot be met.
+---@param cost? number|{requests?: number, tokens?: number}
+---@param opts? {priority?: string|integer, timeout?: number, deadline?: number}
+function Limiter:acquire(cost, opts)
+    local requests, tokens = 1, 0
+    if type(cost) == "number" then
+        requests = cost
+    elseif type(cost) == "table" then
+        requests, tokens = cost.requests or 1, cost.tokens or 0
+    elseif cost ~= nil then
+        error("limiter:acquire: cost must be a number or {requests=, tokens=}", 2)
+    end
+    local prio, deadline = 2, 0
+    if opts then
+        local p = opts.priority
+        if p ~= nil then
+            prio = PRIORITY[p] or (type(p) == "number" and p) or error("limiter:acquire: unknown priority " .. tostring(p), 2)
+        end
+        if opts.deadline then deadline = opts.deadline
+        elseif opts.timeout then deadline = now() + opts.timeout end
+    end
+    local ok, err = self.c:acquire(requests, tokens, prio - 1, deadline)
+    if not ok then error(err, 0) end
+    return true
+end
+
+--- Correct the token estimate of an admitted call.
+function Limiter:reconcile(estimated, actual)
+    self.c:reconcile(estimated, actual)
+end
+
+--- Tighten the local state to what the provider reports in its headers
+--- (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*) and to a 429's
+--- Retry-After. Returns the hint (seconds) it applied, if any.
+---@param headers table<string, string|string[]>
+---@param status? integer
+function Limiter:observe(headers, status)
+    local hint = require "weft._retry".hint
+    local function h(name)
+        local v = headers[name]
+        if type(v) == "table" then v = v[1] end
+        return v
+    end
+    for _, unit in ipairs { "requests", "tokens" } do
+        local rem = tonumber(h("x-ratelimit-remaining-" .. unit) or h("anthropic-ratelimit-" .. unit .. "-remaining"))
+        if rem then
+            local r = h("x-ratelimit-reset-" .. unit)
+            local reset = r and hint("x-ratelimit-reset-" .. unit, r)
+            if not reset then
+                local a = h("anthropic-ratelimit-" .. unit .. "-reset")
+                reset = a and hint("anthropic-ratelimit-" .. unit .. "-reset", a)
+            end
+            self.c:observe(unit, rem, reset or 0)
+        end
+    end
+    if status == 429 then
+        local ms, ra = h("retry-after-ms"), h("retry-after")
+        local wait = (ms and hint("retry-after-ms", ms)) or (ra and hint("retry-after", ra))
+        if wait then
+            self.c:backoff(wait)
+            return wait
+        end
+    end
+end
+
+--- Introspection: levels of every limit, queue length per priority, next
+--- admission time (seconds from now), admitted and refused counts.
+function Limiter:state()
+    return self.c:state()
+end
+
+return M

@@ -1,0 +1,191 @@
+--- weft.retry: retries with exponential backoff and jitter, server hints,
+--- deadlines and a retry budget (decisions in runtime/retry.c).
+---
+--- ```lua
+--- local policy = weft.retry.policy { max_attempts = 4, base = 0.5, cap = 30 }
+--- local res = weft.retry.run(policy, function(attempt)
+---     local res = weft.http.request { url = url }
+---     local err = weft.retry.http_error(res)   -- nil for 2xx, else an error value
+---     if err then error(err, 0) end
+---     return res
+--- end, { deadline = weft.now() + 10 })
+--- ```
+---
+--- The rule (shared with the C unit tests):
+--- * Retried kinds: rate_limited, transient, timeout. Never retried:
+---   auth, invalid_request, integration, quota_exhausted, circuit_open,
+---   budget_exceeded, cancelled. `err.should_retry` (from `x-should-retry`)
+---   overrides that both ways, except for auth and the host's own kinds.
+--- * Delay: exponential from `base`, times `multiplier`, capped at `cap`,
+---   with full jitter (or "equal", "decorrelated", "none").
+--- * A server hint (`err.retry_after`, seconds) longer than the schedule
+---   replaces it; a hint beyond `hint_cap` (60 s) or beyond the deadline
+---   fails at once with kind `rate_limited` carrying `retry_after`.
+--- * At most `max_attempts` attempts (4: three retries) and `max_elapsed`
+---   seconds; a deadline is never overslept: the call fails with the last
+---   error instead.
+--- * A budget shared per provider lets retries in flight be at most 20% of
+---   calls in flight (at least 3), so an outage cannot multiply traffic.
+--- * Every retry writes a log line (call id, attempt, delay, reason).
+local C = require "weft._retry"
+local errors = require "weft.error"
+local log = require "weft.log"
+
+local type, pcall, error, tonumber, tostring, select, unpack = type, pcall, error, tonumber,
+    tostring, select, unpack
+local T = require "weft._task"
+local now, sleep = T.now, T.sleep
+
+local M = {}
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+---@class weft.RetryPolicyOptions
+---@field base? number first backoff ceiling in seconds (0.5)
+---@field cap? number largest backoff (30)
+---@field multiplier? number (2)
+---@field jitter? "full"|"equal"|"decorrelated"|"none"
+---@field max_attempts? integer attempts in all (4)
+---@field max_elapsed? number seconds from the first attempt (120; 0: none)
+---@field hint_cap? number longest server hint slept (60)
+---@field seed? integer jitter generator seed
+---@field budget? userdata a weft.retry.budget() shared by the calls to one provider
+
+--- Create a policy.
+---@param opts? weft.RetryPolicyOptions
+function M.policy(opts)
+    opts = opts or {}
+    if type(opts) ~= "table" then error("weft.retry.policy: expected a table", 2) end
+    local ok, p = pcall(C.policy, opts)
+    if not ok then error(p, 2) end
+    return { c = p, budget = opts.budget, stats = { calls = 0, retries = 0, gave_up = 0, budget_denied = 0 } }
+end
+
+--- A retry budget: retries in flight at most `ratio` (0.2) of calls in
+--- flight, at least `min` (3).
+function M.budget(ratio, min)
+    return C.budget(ratio, min)
+end
+
+local call_seq = 0
+
+--- Run fn(attempt) until it returns, retrying failures by the policy.
+--- opts: deadline (weft.now() time), timeout (seconds), call_id, name.
+--- Raises the last error (with `attempts` set) or a rate_limited error.
+function M.run(policy, fn, opts)
+    if type(policy) ~= "table" or not policy.c then error("weft.retry.run: expected a policy from weft.retry.policy", 2) end
+    if type(fn) ~= "function" then error("weft.retry.run: expected a function", 2) end
+    opts = opts or {}
+    local deadline = opts.deadline or (opts.timeout and now() + opts.timeout)
+    call_seq = call_seq + 1
+    local call_id = opts.call_id or ("c" .. call_seq)
+    local budget = policy.budget
+    local stats = policy.stats
+    stats.calls = stats.calls + 1
+    if budget then budget:begin() end
+    local start = now()
+    local attempt, prev = 1, 0
+    while true do
+        local r = pack(pcall(fn, attempt))
+        if r[1] then
+            if budget then budget:finish() end
+            return unpack(r, 2, r.n)
+        end
+        local err = r[2]
+        if not errors.is(err) then
+            -- a programming error, not a failed call: never retried
+            if budget then budget:finish() end
+            error(err, 0)
+        end
+        err.attempts = attempt
+        local left = deadline and (deadline - now()) or nil
+        local action, delay = policy.c:decide(err.kind, attempt, now() - start, err.retry_after,
+                                               left, err.should_retry, prev)
+        if action == "retry" and budget and not budget:take() then
+            stats.budget_denied = stats.budget_denied + 1
+            action = "budget"
+        end
+        if action ~= "retry" then
+            if budget then budget:finish() end
+            stats.gave_up = stats.gave_up + 1
+            if action == "rate_limited" then
+                error(errors.new("rate_limited",
+                    ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
+                        (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
+                    { retry_after = delay, attempts = attempt, status = err.status, cause = err }), 0)
+            end
+            error(err, 0)
+        end
+        stats.retries = stats.retries + 1
+        log.info("retry", { call_id = call_id, attempt = attempt + 1, delay = delay, reason = err.kind,
+                            status = err.status, name = opts.name })
+        local _, serr = sleep(delay)
+        if budget then budget:release() end
+        if serr then
+            if budget then budget:finish() end
+            error(serr, 0)
+        end
+        prev = delay
+        attempt = attempt + 1
+    end
+end
+
+local function header(h, name)
+    local v = h and h[name]
+    if type(v) == "table" then v = v[1] end
+    return v
+end
+
+--- The server's wait hint in a response, in seconds (retry-after-ms,
+--- Retry-After seconds or date, Gemini RetryInfo.retryDelay in the body).
+function M.hint(res)
+    local h = res.headers
+    local v = header(h, "retry-after-ms")
+    local s = v and C.hint("retry-after-ms", v)
+    if s then return s end
+    v = header(h, "retry-after")
+    s = v and C.hint("retry-after", v)
+    if s then return s end
+    if res.status == 429 and type(res.body) == "string" then
+        local d = res.body:match('"retryDelay"%s*:%s*"([^"]+)"')
+        if d then return C.hint("retrydelay", d) end
+    end
+    return nil
+end
+
+--- The error value for an HTTP response, or nil for 2xx/3xx: 429 ->
+--- rate_limited (or quota_exhausted for a spent quota), 408/409/5xx/529 ->
+--- transient, 401/403 -> auth, other 4xx -> invalid_request; with status,
+--- retry_after and should_retry (x-should-retry) set.
+---@param res weft.http.Response
+---@param provider? string
+function M.http_error(res, provider)
+    local st = res.status
+    if st < 400 then return nil end
+    local kind
+    local body = type(res.body) == "string" and res.body or ""
+    if st == 429 then
+        if body:find("insufficient_quota", 1, true) or body:find("PerDay", 1, true) then
+            kind = "quota_exhausted"
+        else
+            kind = "rate_limited"
+        end
+    elseif st == 408 or st == 409 or st >= 500 then
+        kind = "transient"
+    elseif st == 401 or st == 403 then
+        kind = "auth"
+    elseif st == 400 and body:find("credit balance is too low", 1, true) then
+        kind = "quota_exhausted"
+    else
+        kind = "invalid_request"
+    end
+    local msg = body:match('"message"%s*:%s*"(.-)"') or ("HTTP " .. st)
+    local sr = header(res.headers, "x-should-retry")
+    local e = errors.new(kind, ("HTTP %d: %s"):format(st, msg:sub(1, 200)), {
+        status = st, provider = provider, retry_after = M.hint(res),
+    })
+    if sr == "true" then e.should_retry = true elseif sr == "false" then e.should_retry = false end
+    return e
+end
+
+return M
