@@ -131,7 +131,7 @@ local STATUS_ERRORS = {
 function M.status_response(ctx, status)
     local e = STATUS_ERRORS[status] or { "api_error", "Error " .. status .. " (injected by weft mock)." }
     local h = limit_headers(ctx, {})
-    if status == 429 then h["retry-after"] = "1" end
+    if status == 429 then h["retry-after"] = tostring(math.ceil(ctx.rule and ctx.rule.retry_after or 1)) end
     return response(status, err_body(e[1], e[2]), h)
 end
 

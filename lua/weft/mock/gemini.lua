@@ -175,7 +175,7 @@ local STATUS_MESSAGES = {
 function M.status_response(ctx, status)
     local details = nil
     if status == 429 then
-        details = exhausted(1, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        details = exhausted(ctx.rule and ctx.rule.retry_after or 1, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
                             "generativelanguage.googleapis.com/generate_content_free_tier_requests", 15)
     end
     return response(status, err_body(status, STATUS_MESSAGES[status] or ("Error " .. status .. " (injected by weft mock)."), nil, details))

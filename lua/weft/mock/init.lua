@@ -222,12 +222,14 @@ function Mock:_admit(dialect, key, tokens, st)
             requests = bucket(lim.rpm, 60, t),
             tokens = bucket(lim.tpm, 60, t),
             daily = lim.rpd and bucket(lim.rpd, 86400, t) or nil,
+            second = lim.rps and bucket(lim.rps, 1, t) or nil,
         }
         self.buckets[dialect .. "\0" .. key] = b
     end
     refill(b.requests, t)
     refill(b.tokens, t)
     if b.daily then refill(b.daily, t) end
+    if b.second then refill(b.second, t) end
     st.buckets = b
     if lim.quota then
         local used = self.quota_used[dialect .. "\0" .. key] or 0
@@ -236,11 +238,16 @@ function Mock:_admit(dialect, key, tokens, st)
     if b.daily and b.daily.level < 1 then
         return { what = "requests", daily = true, wait = wait_for(b.daily, 1) }
     end
+    if b.second then
+        local ws = wait_for(b.second, 1)
+        if ws > 0 then return { what = "requests", wait = ws } end
+    end
     local wr = wait_for(b.requests, 1)
     if wr > 0 then return { what = "requests", wait = wr } end
     local wt = wait_for(b.tokens, min(tokens, b.tokens.limit))
     if wt > 0 then return { what = "tokens", wait = wt } end
     b.requests.level = b.requests.level - 1
+    if b.second then b.second.level = b.second.level - 1 end
     b.tokens.level = b.tokens.level - tokens
     if b.daily then b.daily.level = b.daily.level - 1 end
     if lim.quota then
@@ -367,6 +374,7 @@ function Mock:_handle(req, res)
     local delay = self:_latency(rule)
     if delay > 0 then weft.sleep(delay) end
     ctx.stream_delay = rule and rule.stream_delay_ms and rule.stream_delay_ms / 1000 or 0
+    ctx.rule = rule
     ctx.fault = fault
     if type(fault) == "number" then
         return reply(fault, d.status_response(ctx, fault))
@@ -404,7 +412,7 @@ end
 ---@field host? string default "127.0.0.1"
 ---@field port? integer default 0 (ephemeral)
 ---@field keys? {openai?: string, anthropic?: string, gemini?: string} expected keys (defaults: M.DEFAULT_KEYS)
----@field limits? {rpm?: number, tpm?: number, rpd?: number, quota?: integer} per key and dialect
+---@field limits? {rps?: number, rpm?: number, tpm?: number, rpd?: number, quota?: integer} per key and dialect
 ---@field faults? table[] fault rules (see set_faults)
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
@@ -421,7 +429,8 @@ function M.start(opts)
         self.keys[name] = (opts.keys and opts.keys[name]) or DEFAULT_KEYS[name]
     end
     local lim = opts.limits or {}
-    self.limits = { rpm = lim.rpm or 10000, tpm = lim.tpm or 10000000, rpd = lim.rpd, quota = lim.quota }
+    self.limits = { rpm = lim.rpm or 10000, tpm = lim.tpm or 10000000, rpd = lim.rpd, rps = lim.rps,
+                    quota = lim.quota }
     for k, v in pairs(self.limits) do
         if type(v) ~= "number" or v <= 0 then error("weft.mock.start: limits." .. k .. " must be a positive number", 2) end
     end

@@ -165,8 +165,9 @@ function M.status_response(ctx, status)
     local e = STATUS_ERRORS[status] or { "Error " .. status .. " (injected by weft mock).", "server_error" }
     local h = limit_headers(ctx, {})
     if status == 429 then
-        h["retry-after"] = "1"
-        h["retry-after-ms"] = "1000"
+        local ra = ctx.rule and ctx.rule.retry_after or 1
+        h["retry-after"] = tostring(math.ceil(ra))
+        h["retry-after-ms"] = tostring(math.floor(ra * 1000))
     end
     return response(status, err_body(e[1], e[2], e[3]), h)
 end
