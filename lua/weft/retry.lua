@@ -69,8 +69,11 @@ end
 
 local call_seq = 0
 
---- Run fn(attempt) until it returns, retrying failures by the policy.
---- opts: deadline (weft.now() time), timeout (seconds), call_id, name.
+--- Run fn(attempt, remaining) until it returns, retrying failures by the
+--- policy; `remaining` is the seconds left before the deadline (nil when
+--- none): pass it on as the attempt's own timeout so a deadline holds
+--- across attempts. opts: deadline (weft.now() time), timeout (seconds),
+--- call_id, name.
 --- Raises the last error (with `attempts` set) or a rate_limited error.
 function M.run(policy, fn, opts)
     if type(policy) ~= "table" or not policy.c then error("weft.retry.run: expected a policy from weft.retry.policy", 2) end
@@ -86,7 +89,7 @@ function M.run(policy, fn, opts)
     local start = now()
     local attempt, prev = 1, 0
     while true do
-        local r = pack(pcall(fn, attempt))
+        local r = pack(pcall(fn, attempt, deadline and (deadline - now()) or nil))
         if r[1] then
             if budget then budget:finish() end
             return unpack(r, 2, r.n)

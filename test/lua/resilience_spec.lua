@@ -1,0 +1,190 @@
+-- resilience_spec.lua: the Lua API of weft.limiter, weft.retry, weft.breaker.
+local E = weft.error
+
+local function raised(fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected an error")
+    return err
+end
+
+describe("weft.limiter", function()
+    it("rejects bad configurations", function()
+        assert.matches("unknown option", raised(weft.limiter.new, { rpn = 5 }))
+        assert.matches("positive", raised(weft.limiter.new, { rpm = -1 }))
+        assert.matches("no limit", raised(weft.limiter.new, {}))
+        assert.matches("per must be", raised(weft.limiter.new, { limits = { { limit = 5, per = "fortnight" } } }))
+    end)
+
+    it("serves waiters by priority, FIFO within a level", function()
+        local lim = weft.limiter.new { rps = 50, burst = 1 }
+        lim:acquire()
+        local order = {}
+        local ts = {}
+        for _, p in ipairs { "low", "normal", "high", "low", "high" } do
+            ts[#ts + 1] = weft.spawn(function()
+                lim:acquire(1, { priority = p })
+                order[#order + 1] = p
+            end)
+        end
+        for _, t in ipairs(ts) do t:wait() end
+        assert.are.same({ "high", "high", "normal", "low", "low" }, order)
+    end)
+
+    it("refuses at once a deadline it cannot meet, with the expected wait", function()
+        local lim = weft.limiter.new { rpm = 60, burst = 1 }
+        lim:acquire()
+        local err = raised(lim.acquire, lim, 1, { timeout = 0.1 })
+        assert.are.equal("rate_limited", err.kind)
+        assert.is_true(err.retry_after > 0.9)
+        assert.are.equal(1, lim:state().refused)
+    end)
+
+    it("counts tokens and reconciles them", function()
+        local lim = weft.limiter.new { rpm = 1000, tpm = 1000 }
+        lim:acquire { tokens = 800 }
+        lim:reconcile(800, 300)
+        local lvl = lim:state().limits.tpm.level
+        assert.is_true(lvl >= 700 and lvl < 701)
+    end)
+
+    it("tightens to provider headers and to a 429's Retry-After", function()
+        local lim = weft.limiter.new { rpm = 100, tpm = 100000 }
+        lim:observe({ ["x-ratelimit-remaining-requests"] = "7", ["x-ratelimit-reset-requests"] = "6m0s",
+                      ["x-ratelimit-remaining-tokens"] = "500", ["x-ratelimit-reset-tokens"] = "1s" })
+        local s = lim:state()
+        assert.is_true(s.limits.rpm.level < 7.1)
+        assert.is_true(s.limits.tpm.level < 501)
+        local w = lim:observe({ ["retry-after"] = "2" }, 429)
+        assert.are.equal(2, w)
+        assert.is_true(lim:state().limits.rpm.blocked_for > 1.9)
+        local err = raised(lim.acquire, lim, 1, { timeout = 1 })
+        assert.are.equal("rate_limited", err.kind)
+    end)
+end)
+
+describe("weft.retry", function()
+    local function failing(kind, n, fields)
+        local calls = 0
+        return function()
+            calls = calls + 1
+            if calls <= n then error(E.new(kind, "attempt " .. calls, fields), 0) end
+            return "ok after " .. calls
+        end, function() return calls end
+    end
+
+    it("retries retryable kinds and returns the result", function()
+        local fn, calls = failing("transient", 2)
+        assert.are.equal("ok after 3", weft.retry.run(weft.retry.policy { base = 0.001 }, fn))
+        assert.are.equal(3, calls())
+    end)
+
+    it("gives up after max_attempts with the last error and its attempts", function()
+        local fn, calls = failing("timeout", 10)
+        local err = raised(weft.retry.run, weft.retry.policy { base = 0.001, max_attempts = 3 }, fn)
+        assert.are.equal("timeout", err.kind)
+        assert.are.equal(3, err.attempts)
+        assert.are.equal(3, calls())
+    end)
+
+    it("never retries permanent kinds", function()
+        for _, k in ipairs { "auth", "invalid_request", "integration", "quota_exhausted" } do
+            local fn, calls = failing(k, 1)
+            raised(weft.retry.run, weft.retry.policy { base = 0.001 }, fn)
+            assert.are.equal(1, calls())
+        end
+    end)
+
+    it("lets x-should-retry override the kind rule", function()
+        local fn, calls = failing("invalid_request", 1, { should_retry = true })
+        weft.retry.run(weft.retry.policy { base = 0.001 }, fn)
+        assert.are.equal(2, calls())
+        local fn2, calls2 = failing("transient", 1, { should_retry = false })
+        raised(weft.retry.run, weft.retry.policy { base = 0.001 }, fn2)
+        assert.are.equal(1, calls2())
+    end)
+
+    it("never sleeps past the deadline: fails with the last error", function()
+        local fn, calls = failing("transient", 5)
+        local p = weft.retry.policy { base = 3, jitter = "none" }
+        local err = raised(weft.retry.run, p, fn, { timeout = 2 })
+        assert.are.equal("transient", err.kind)
+        assert.are.equal(1, calls())
+    end)
+
+    it("honours a hint longer than the schedule (a lower bound)", function()
+        local fn = failing("rate_limited", 1, { retry_after = 0.2 })
+        local t0 = weft.now()
+        weft.retry.run(weft.retry.policy { base = 0.001 }, fn)
+        assert.is_true(weft.now() - t0 >= 0.2)
+    end)
+
+    it("fails at once with rate_limited when the hint exceeds hint_cap", function()
+        local fn, calls = failing("rate_limited", 1, { retry_after = 3600 })
+        local err = raised(weft.retry.run, weft.retry.policy { base = 0.001 }, fn)
+        assert.are.equal("rate_limited", err.kind)
+        assert.are.equal(3600, err.retry_after)
+        assert.are.equal(1, calls())
+    end)
+
+    it("passes the time left to each attempt", function()
+        local left
+        weft.retry.run(weft.retry.policy {}, function(_, remaining) left = remaining return 1 end, { timeout = 5 })
+        assert.is_true(left > 4 and left <= 5)
+    end)
+
+    it("does not retry programming errors", function()
+        local n = 0
+        raised(weft.retry.run, weft.retry.policy { base = 0.001 }, function() n = n + 1; error("bug") end)
+        assert.are.equal(1, n)
+    end)
+
+    it("classifies HTTP responses", function()
+        local function k(status, body, headers)
+            local e = weft.retry.http_error { status = status, headers = headers or {}, body = body or "" }
+            return e and e.kind
+        end
+        assert.is_nil(k(200))
+        assert.are.equal("rate_limited", k(429))
+        assert.are.equal("quota_exhausted", k(429, '{"error":{"code":"insufficient_quota"}}'))
+        assert.are.equal("quota_exhausted", k(429, '{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}'))
+        assert.are.equal("quota_exhausted", k(400, "Your credit balance is too low to access the Anthropic API"))
+        assert.are.equal("transient", k(503))
+        assert.are.equal("transient", k(529))
+        assert.are.equal("auth", k(401))
+        assert.are.equal("invalid_request", k(404))
+        local e = weft.retry.http_error { status = 429, headers = { ["retry-after-ms"] = "1500" }, body = "" }
+        assert.are.equal(1.5, e.retry_after)
+        local g = weft.retry.http_error { status = 429, headers = {},
+            body = '{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"27s"}]}}' }
+        assert.are.equal(27, g.retry_after)
+        local s = weft.retry.http_error { status = 400, headers = { ["x-should-retry"] = "true" }, body = "" }
+        assert.is_true(s.should_retry)
+    end)
+
+    it("rejects bad policies", function()
+        assert.matches("jitter", raised(weft.retry.policy, { jitter = "wild" }))
+        assert.matches("max_attempts", raised(weft.retry.policy, { max_attempts = 0 }))
+    end)
+end)
+
+describe("weft.breaker", function()
+    it("opens on transient failures, not on request errors", function()
+        local br = weft.breaker.new { min_calls = 3, threshold = 0.5, cooldown = 60 }
+        for _ = 1, 5 do pcall(br.call, br, function() error(E.new("invalid_request", "bad"), 0) end) end
+        assert.are.equal("closed", br:state().state)
+        for _ = 1, 3 do pcall(br.call, br, function() error(E.new("transient", "down"), 0) end) end
+        -- 3 of 8 failed: below 50%
+        assert.are.equal("closed", br:state().state)
+        for _ = 1, 3 do pcall(br.call, br, function() error(E.new("timeout", "slow"), 0) end) end
+        assert.are.equal("open", br:state().state)
+        local err = raised(br.call, br, function() return 1 end)
+        assert.are.equal("circuit_open", err.kind)
+        assert.is_true(err.retry_after > 59)
+    end)
+
+    it("passes results through, trailing nils included", function()
+        local br = weft.breaker.new {}
+        local a, b, c = br:call(function() return 1, nil, 3 end)
+        assert.are.same({ 1, nil, 3 }, { a, b, c })
+    end)
+end)
