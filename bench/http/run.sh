@@ -36,7 +36,7 @@ trap cleanup EXIT
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Bring your passport and an eTA; arrive three hours early."},"finish_reason":"stop"}],"usage":{"prompt_tokens":52,"completion_tokens":14,"total_tokens":66}}'
 mkdir -p "$dir/tmp"
 for _ in $(seq 20); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % 20000)) # below the ephemeral range
     cat > "$dir/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;

@@ -18,7 +18,8 @@ openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.
     -extfile ext.cnf 2> /dev/null || { echo "openssl failed"; exit 1; }
 mkdir tmp
 for _ in $(seq 20); do
-    port=$((20000 + RANDOM % 40000))
+    # below the ephemeral range (32768+), where client sockets could hold it
+    port=$((10000 + RANDOM % 20000))
     cat > nginx.conf <<CONF
 worker_processes 1;
 daemon off;
@@ -39,8 +40,14 @@ http {
 CONF
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
     nginx_pid=$!
-    sleep 0.3
-    if kill -0 $nginx_pid 2> /dev/null; then break; fi
+    up=
+    for _ in $(seq 50); do
+        if curl -fsk -o /dev/null "https://127.0.0.1:$port/"; then up=1; break; fi
+        kill -0 $nginx_pid 2> /dev/null || break
+        sleep 0.1
+    done
+    [ -n "$up" ] && break
+    kill $nginx_pid 2> /dev/null; wait $nginx_pid 2> /dev/null
     nginx_pid=
 done
 [ -n "$nginx_pid" ] || { echo "could not start nginx"; cat error.log; exit 1; }
