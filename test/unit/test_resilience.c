@@ -274,6 +274,16 @@ static void test_retry_decisions(void) {
     CHECK_EQ_INT(decide("rate_limited", 1, 3.0, 2.0, -1, &d), WEFT_RETRY_RATE_LIMITED);
     CHECK(NEAR(d, 3.0));
     CHECK_EQ_INT(decide("transient", 3, -1, 1.0, -1, &d), WEFT_RETRY_GIVE_UP); /* needs 2 s */
+    /* max_elapsed (120 s) counts from the first attempt */
+    struct weft_retry_policy p;
+    weft_retry_policy_default(&p);
+    p.jitter = WEFT_JITTER_NONE;
+    struct weft_rng rng;
+    weft_rng_seed(&rng, 1);
+    struct weft_retry_input in = {"transient", 1, 119.0, -1, -1, -1, 0};
+    CHECK_EQ_INT(weft_retry_decide(&p, &in, &rng, &d), WEFT_RETRY_AGAIN);
+    in.elapsed = 119.8;
+    CHECK_EQ_INT(weft_retry_decide(&p, &in, &rng, &d), WEFT_RETRY_GIVE_UP);
 }
 
 static void test_retry_hints(void) {
