@@ -204,8 +204,12 @@ static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_rea
             o.reason = "tls_config";
             snprintf(msg, sizeof msg, "TLS: cannot use the configured CA certificates: %s", detail);
             break;
-        case CURLE_SSL_CONNECT_ERROR:
         case CURLE_SSL_CERTPROBLEM:
+            o.kind = "invalid_request";
+            o.reason = "tls_client_cert";
+            snprintf(msg, sizeof msg, "TLS: cannot use the client certificate or key: %s", detail);
+            break;
+        case CURLE_SSL_CONNECT_ERROR:
         case CURLE_SSL_CIPHER:
         case CURLE_SSL_SHUTDOWN_FAILED:
             o.kind = "transient";
@@ -240,6 +244,16 @@ static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_rea
             snprintf(msg, sizeof msg, "request to %s failed: %s", where, detail);
             break;
         }
+    }
+    /* A TLS alert about certificates during the handshake means the server
+     * refused our client certificate (mutual TLS): that is an auth failure,
+     * not a network blip. */
+    if (o.kind && (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) &&
+        strstr(detail, "alert") && strstr(detail, "certificate")) {
+        url_hostport(x->easy, where, sizeof where);
+        o.kind = "auth";
+        o.reason = "tls_client_cert";
+        snprintf(msg, sizeof msg, "TLS: %s rejected the client certificate: %s", where, detail);
     }
     o.message = o.kind ? msg : NULL;
 
@@ -451,7 +465,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
     if (c->npool > 0) {
         c->npool--;
         e = c->pool[c->npool];
-        if (c->pool_ca[c->npool] || req->ca_file || req->ca_path) {
+        if (c->pool_ca[c->npool] || req->ca_file || req->ca_path || req->cert_pem || req->ca_pem) {
             curl_easy_reset(e);
             fresh = 1;
         }
@@ -471,7 +485,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
     x->content_length = -1;
     x->timeout_ms = req->timeout_ms;
     x->connect_timeout_ms = req->connect_timeout_ms;
-    x->custom_ca = req->ca_file || req->ca_path;
+    x->custom_ca = req->ca_file || req->ca_path || req->cert_pem || req->ca_pem;
 
     if (fresh) {
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -486,6 +500,21 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
         if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
         if (req->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, req->ca_path);
+        /* Mutual TLS and CA from memory: blobs copied by curl, no files. */
+        if (req->cert_pem) {
+            struct curl_blob b = {(void *)req->cert_pem, req->cert_len, CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &b);
+            curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        }
+        if (req->key_pem) {
+            struct curl_blob b = {(void *)req->key_pem, req->key_len, CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &b);
+            curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        }
+        if (req->ca_pem) {
+            struct curl_blob b = {(void *)req->ca_pem, req->ca_len, CURL_BLOB_COPY};
+            curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b);
+        }
     }
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);

@@ -68,6 +68,12 @@ struct weft_http_request {
     curl_off_t max_body;        /* Content-Length above it fails at once; 0 = none */
     const char *ca_file;        /* CA bundle (NULL: system default) */
     const char *ca_path;        /* CA directory (NULL: system default) */
+    const char *cert_pem;       /* client certificate (mutual TLS), in memory; */
+    size_t cert_len;            /*   copied by curl, never written to disk */
+    const char *key_pem;        /* client private key, in memory */
+    size_t key_len;
+    const char *ca_pem;         /* CA bundle in memory (instead of ca_file) */
+    size_t ca_len;
 };
 
 /* Counters for tests and introspection. */

@@ -1,5 +1,6 @@
 /* log.c -- JSON-lines logger on stderr. */
 #include "log.h"
+#include "secrets.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,13 +34,29 @@ const char *weft_log_level_name(int level) {
 }
 
 void weft_log_emit(const char *line, size_t len) {
+    /* Every loaded secret value (and its encodings) is replaced here, the
+     * one place all output passes through. */
+    char *red = NULL;
+    size_t redlen = 0;
+    if (weft_secrets_redact(line, len, &red, &redlen) != 0) {
+        static const char dropped[] = "{\"level\":\"error\",\"msg\":\"log line dropped: redaction failed\"}\n";
+        line = dropped;
+        len = sizeof dropped - 1;
+    } else if (red) {
+        line = red;
+        len = redlen;
+    }
     /* One write(2) per line so concurrent writers (several processes on one
      * terminal or pipe) never interleave inside a line. */
     while (len > 0) {
         ssize_t n = write(STDERR_FILENO, line, len);
-        if (n <= 0) return;
+        if (n <= 0) break;
         line += n;
         len -= (size_t)n;
+    }
+    if (red) {
+        explicit_bzero(red, redlen);
+        free(red);
     }
 }
 

@@ -22,6 +22,7 @@ int luaopen_weft_http_server(lua_State *L);
 int luaopen_weft_limiter(lua_State *L);
 int luaopen_weft_retry(lua_State *L);
 int luaopen_weft_breaker(lua_State *L);
+int luaopen_weft_secrets(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -35,6 +36,7 @@ static const luaL_Reg preloads[] = {
     {"weft._limiter", luaopen_weft_limiter},
     {"weft._retry", luaopen_weft_retry},
     {"weft._breaker", luaopen_weft_breaker},
+    {"weft._secrets", luaopen_weft_secrets},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };

@@ -22,10 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "clock.h"
 #include "http_client.h"
+#include "secrets.h"
 #include "loop.h"
 #include "luax.h"
 #include "task.h"
@@ -38,6 +42,8 @@
                                            undelivered bytes */
 
 static const char CLIENT_KEY = 'C'; /* registry key: address of this byte */
+
+struct weft_secret *weft_lua_check_secret(lua_State *L, int idx); /* lua_secrets.c */
 
 struct lxfer;
 
@@ -327,6 +333,177 @@ static struct curl_slist *build_headers(lua_State *L, int has_body) {
     return has_body ? nl : list;
 }
 
+
+/* ------------------------------------------------------------- auth */
+
+/* The secret in field `k` of the table at idx (a handle), or NULL when the
+ * field is absent; raises on anything else or an unusable secret. */
+static struct weft_secret *opt_secret(lua_State *L, int idx, const char *k, const char *where) {
+    lua_getfield(L, idx, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (!lua_isuserdata(L, -1))
+        luaL_error(L, "weft.http.request: %s.%s must be a secret handle (weft.secret(...))", where, k);
+    struct weft_secret *s = weft_lua_check_secret(L, lua_gettop(L));
+    lua_pop(L, 1); /* the handle stays referenced by the options table */
+    if (!weft_secret_valid(s, weft_clock_now(NULL)))
+        luaL_error(L, "weft.http.request: secret %s is not loaded or has expired", s->name);
+    return s;
+}
+
+static void zfree(char *p, size_t n) {
+    if (p) {
+        explicit_bzero(p, n);
+        free(p);
+    }
+}
+
+/* Append "Name: prefix{value}suffix" to *list (value never in Lua). */
+static void add_secret_header(lua_State *L, struct curl_slist **list, const char *name,
+                              const char *format, struct weft_secret *s, const char *value,
+                              size_t vlen) {
+    const char *hole = strstr(format, "{}");
+    if (!hole || strstr(hole + 2, "{}"))
+        luaL_error(L, "weft.http.request: auth.format must contain {} exactly once");
+    if (memchr(value, '\r', vlen) || memchr(value, '\n', vlen))
+        luaL_error(L, "weft.http.request: secret %s contains CR or LF; refused in a header", s->name);
+    size_t n = strlen(name) + 2 + strlen(format) + vlen + 1;
+    char *line = malloc(n);
+    if (!line) {
+        luaL_error(L, "out of memory");
+        return;
+    }
+    int k = snprintf(line, n, "%s: %.*s", name, (int)(hole - format), format);
+    memcpy(line + k, value, vlen);
+    snprintf(line + k + vlen, n - (size_t)k - vlen, "%s", hole + 2);
+    struct curl_slist *nl = curl_slist_append(*list, line);
+    zfree(line, n);
+    if (!nl) luaL_error(L, "out of memory");
+    *list = nl;
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Render opts.auth (a table or a list of tables) into headers and, for a
+ * query placement, a new URL (*url_out, malloc'd, to be zeroed). */
+static void apply_auth(lua_State *L, struct curl_slist **list, const char *url, char **url_out,
+                       size_t *url_out_len) {
+    lua_getfield(L, 1, "auth");
+    int a = lua_gettop(L);
+    if (lua_isnil(L, a)) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (!lua_istable(L, a)) luaL_error(L, "weft.http.request: auth must be a table");
+    int n = (int)lua_objlen(L, a);
+    int single = n == 0;
+    for (int i = 1; i <= (single ? 1 : n); i++) {
+        int t = a;
+        if (!single) {
+            lua_rawgeti(L, a, i);
+            t = lua_gettop(L);
+            if (!lua_istable(L, t)) luaL_error(L, "weft.http.request: auth[%d] must be a table", i);
+        }
+        lua_getfield(L, t, "basic");
+        if (lua_istable(L, -1)) {
+            int b = lua_gettop(L);
+            struct weft_secret *pw = opt_secret(L, b, "password", "auth.basic");
+            if (!pw) {
+                luaL_error(L, "weft.http.request: auth.basic.password must be a secret handle");
+                return;
+            }
+            lua_getfield(L, b, "user");
+            size_t ulen = 0;
+            const char *user = NULL;
+            struct weft_secret *us = NULL;
+            if (lua_type(L, -1) == LUA_TSTRING) user = lua_tolstring(L, -1, &ulen);
+            else if (lua_isuserdata(L, -1)) {
+                us = weft_lua_check_secret(L, lua_gettop(L));
+                user = us->value;
+                ulen = us->len;
+            }
+            if (!user) {
+                luaL_error(L, "weft.http.request: auth.basic.user must be a string or a secret");
+                return;
+            }
+            size_t plain_len = ulen + 1 + pw->len;
+            char *plain = malloc(plain_len);
+            size_t enc_len = 4 * ((plain_len + 2) / 3) + 1;
+            char *enc = malloc(enc_len);
+            if (!plain || !enc) {
+                free(plain);
+                free(enc);
+                luaL_error(L, "out of memory");
+                return;
+            }
+            memcpy(plain, user, ulen);
+            plain[ulen] = ':';
+            memcpy(plain + ulen + 1, pw->value, pw->len);
+            size_t j = 0;
+            for (size_t q = 0; q < plain_len; q += 3) {
+                unsigned v = (unsigned char)plain[q] << 16;
+                if (q + 1 < plain_len) v |= (unsigned char)plain[q + 1] << 8;
+                if (q + 2 < plain_len) v |= (unsigned char)plain[q + 2];
+                enc[j++] = B64[(v >> 18) & 63];
+                enc[j++] = B64[(v >> 12) & 63];
+                enc[j++] = q + 1 < plain_len ? B64[(v >> 6) & 63] : '=';
+                enc[j++] = q + 2 < plain_len ? B64[v & 63] : '=';
+            }
+            add_secret_header(L, list, "Authorization", "Basic {}", pw, enc, j);
+            zfree(plain, plain_len);
+            zfree(enc, enc_len);
+            lua_pop(L, 2);
+        } else {
+            lua_pop(L, 1);
+            struct weft_secret *s = opt_secret(L, t, "secret", "auth");
+            if (!s) {
+                luaL_error(L, "weft.http.request: auth.secret must be a secret handle");
+                return;
+            }
+            lua_getfield(L, t, "query");
+            const char *q = lua_tostring(L, -1);
+            if (q) {
+                if (!weft_is_http_token(q, strlen(q)))
+                    luaL_error(L, "weft.http.request: auth.query must be a parameter name");
+                const char *base = *url_out ? *url_out : url;
+                size_t cap = strlen(base) + strlen(q) + 3 * s->len + 3;
+                char *u = malloc(cap);
+                if (!u) {
+                    luaL_error(L, "out of memory");
+                    return;
+                }
+                size_t o = (size_t)snprintf(u, cap, "%s%c%s=", base, strchr(base, '?') ? '&' : '?', q);
+                for (size_t c = 0; c < s->len; c++) {
+                    unsigned char ch = (unsigned char)s->value[c];
+                    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                        ch == '-' || ch == '_' || ch == '.' || ch == '~')
+                        u[o++] = (char)ch;
+                    else
+                        o += (size_t)snprintf(u + o, 4, "%%%02X", ch);
+                }
+                u[o] = '\0';
+                if (*url_out) zfree(*url_out, *url_out_len);
+                *url_out = u;
+                *url_out_len = cap;
+            } else {
+                lua_getfield(L, t, "header");
+                const char *h = luaL_optstring(L, -1, "authorization");
+                if (!weft_is_http_token(h, strlen(h)))
+                    luaL_error(L, "weft.http.request: auth.header must be a header name");
+                lua_getfield(L, t, "format");
+                const char *f = luaL_optstring(L, -1, "{}");
+                add_secret_header(L, list, h, f, s, s->value, s->len);
+                lua_pop(L, 2);
+            }
+            lua_pop(L, 1);
+        }
+        if (!single) lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 /* ---------------------------------------------------------- Lua API */
 
 static struct lxfer *check_xfer(lua_State *L, int idx) {
@@ -409,6 +586,27 @@ static int l_start(lua_State *L) {
     if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
 
     req.headers = build_headers(L, req.has_body);
+    /* Credentials are rendered here, by the host, from secret handles; the
+     * values go from the store to curl without becoming Lua strings. On a
+     * Lua error below the header list leaks (an error here is a misuse). */
+    char *auth_url = NULL;
+    size_t auth_url_len = 0;
+    apply_auth(L, &req.headers, req.url, &auth_url, &auth_url_len);
+    if (auth_url) req.url = auth_url;
+    lua_getfield(L, 1, "tls");
+    if (!lua_isnil(L, -1)) {
+        int tt = lua_gettop(L);
+        if (!lua_istable(L, tt)) return luaL_error(L, "weft.http.request: tls must be a table");
+        struct weft_secret *cert = opt_secret(L, tt, "cert", "tls");
+        struct weft_secret *key = opt_secret(L, tt, "key", "tls");
+        struct weft_secret *ca = opt_secret(L, tt, "ca", "tls");
+        if (cert) req.cert_pem = cert->value, req.cert_len = cert->len;
+        if (key) req.key_pem = key->value, req.key_len = key->len;
+        if (ca) req.ca_pem = ca->value, req.ca_len = ca->len;
+        if ((cert != NULL) != (key != NULL))
+            return luaL_error(L, "weft.http.request: tls.cert and tls.key go together");
+    }
+    lua_pop(L, 1);
 
     struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, body, lx] */
     memset(lx, 0, sizeof *lx);
@@ -421,6 +619,7 @@ static int l_start(lua_State *L) {
 
     char err[256];
     lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
+    if (auth_url) zfree(auth_url, auth_url_len); /* curl keeps its own copy */
     if (!lx->x) {
         curl_slist_free_all(req.headers);
         return luaL_error(L, "weft.http.request: %s", err);

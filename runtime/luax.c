@@ -3,10 +3,12 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "loop.h"
+#include "secrets.h"
 
 static const char ERROR_MT[] = "weft.error";
 
@@ -67,6 +69,20 @@ int weft_pcall(lua_State *L, int nargs, int nresults, const char *where) {
 
 /* ---------------------------------------------------------------- errors */
 
+/* Push `s` with every loaded secret value replaced (error messages and
+ * their rendering pass through the same redaction as log lines). */
+static void push_redacted(lua_State *L, const char *s, size_t len) {
+    char *out;
+    size_t olen;
+    if (weft_secrets_redact(s, len, &out, &olen) == 0 && out) {
+        lua_pushlstring(L, out, olen);
+        explicit_bzero(out, olen);
+        free(out);
+    } else {
+        lua_pushlstring(L, s, len);
+    }
+}
+
 void weft_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
@@ -76,7 +92,7 @@ void weft_push_error(lua_State *L, const char *kind, const char *fmt, ...) {
     lua_createtable(L, 0, 4);
     lua_pushstring(L, kind);
     lua_setfield(L, -2, "kind");
-    lua_pushstring(L, buf);
+    push_redacted(L, buf, strlen(buf));
     lua_setfield(L, -2, "message");
     luaL_getmetatable(L, ERROR_MT);
     lua_setmetatable(L, -2);
@@ -166,6 +182,9 @@ static int error_tostring(lua_State *L) {
     }
     if (!first) luaL_addchar(&b, ')');
     luaL_pushresult(&b);
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    push_redacted(L, text, len);
     return 1;
 }
 

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "secrets.h"
 #include "luax.h"
 #include "task.h"
 
@@ -180,7 +181,16 @@ int main(int argc, char **argv) {
         }
     } else if (main_task->state == WEFT_TASK_FAILED) {
         weft_getref(L, main_task->trace_ref);
-        fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
+        size_t tlen;
+        const char *trace = lua_tolstring(L, -1, &tlen);
+        char *red = NULL;
+        size_t rlen = 0;
+        if (weft_secrets_redact(trace, tlen, &red, &rlen) == 0 && red) {
+            fprintf(stderr, "weft: %.*s\n", (int)rlen, red);
+            free(red);
+        } else {
+            fprintf(stderr, "weft: %s\n", trace);
+        }
         lua_pop(L, 1);
         rc = 1;
     } else {
@@ -197,6 +207,7 @@ out:;
         fprintf(stderr, "weft: internal: %d registry references leaked at shutdown\n", leaked);
         if (rc == 0) rc = 3;
     }
+    weft_secrets_shutdown(); /* zero every value before exit */
     curl_global_cleanup();
     return rc;
 }

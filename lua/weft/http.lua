@@ -31,13 +31,15 @@ local M = {}
 ---@field ca_file? string CA bundle for TLS verification (verification is always on)
 ---@field ca_path? string directory of CA certificates (c_rehash layout)
 ---@field on_data? fun(chunk: string, head: {status: integer, headers: table}): boolean|nil called for each body chunk; return false to stop
+---@field auth? {secret?: userdata, header?: string, format?: string, query?: string, basic?: {user: string|userdata, password: userdata}}|table[] credentials rendered by the host from secret handles: a header (default "authorization", format "{}" e.g. "Bearer {}"), a query parameter, or HTTP basic; a 401 answer triggers one refresh of the secret and one retry
+---@field tls? {cert?: userdata, key?: userdata, ca?: userdata} mutual TLS: PEM client certificate and key (and CA) from the secrets store, passed to curl in memory
 
 -- Options a request accepts: a misspelt one (`timout`) is an error, not a
 -- silently ignored setting.
 local REQUEST_KEYS = {
     url = true, method = true, headers = true, body = true, timeout = true,
     connect_timeout = true, idle_timeout = true, max_body = true, ca_file = true,
-    ca_path = true, on_data = true,
+    ca_path = true, on_data = true, auth = true, tls = true,
 }
 local SERVE_KEYS = {
     handler = true, host = true, port = true, max_header_size = true, max_body_size = true,
@@ -50,10 +52,64 @@ local function shallow_copy(t)
     return c
 end
 
+-- Secrets used by a request (auth and tls), to refresh when expired.
+local function request_secrets(opts)
+    local list = {}
+    local a = opts.auth
+    if type(a) == "table" then
+        local items = (#a > 0) and a or { a }
+        for _, it in ipairs(items) do
+            if type(it) == "table" then
+                list[#list + 1] = it.secret
+                if type(it.basic) == "table" then
+                    list[#list + 1] = it.basic.password
+                    if type(it.basic.user) == "userdata" then list[#list + 1] = it.basic.user end
+                end
+            end
+        end
+    end
+    if type(opts.tls) == "table" then
+        list[#list + 1] = opts.tls.cert
+        list[#list + 1] = opts.tls.key
+        list[#list + 1] = opts.tls.ca
+    end
+    return list
+end
+
+local secrets_mod
+local function secrets()
+    secrets_mod = secrets_mod or require "weft.secrets"
+    return secrets_mod
+end
+
+local request1
+
 --- Send a request and wait for the response.
 ---@param opts weft.http.RequestOptions
 ---@return weft.http.Response
 function M.request(opts)
+    if type(opts) ~= "table" or (opts.auth == nil and opts.tls == nil) then return request1(opts) end
+    local used = request_secrets(opts)
+    for _, h in ipairs(used) do
+        if type(h) == "userdata" and secrets().is(h) then secrets().ensure(h) end
+    end
+    local res = request1(opts)
+    if res.status == 401 and opts.auth then
+        -- The provider rejected the credential: count it, load it again
+        -- once and retry once (never a loop).
+        local refreshed = false
+        for _, h in ipairs(used) do
+            if type(h) == "userdata" and secrets().is(h) then
+                h:_rejected()
+                if pcall(secrets().refresh, h) then refreshed = true end
+            end
+        end
+        if refreshed then res = request1(opts) end
+    end
+    return res
+end
+
+request1 = function(opts)
     if type(opts) ~= "table" then
         error("weft.http.request: expected a table of options, got " .. type(opts), 2)
     end

@@ -194,13 +194,22 @@ function M.timeout(seconds, fn, ...)
     error(r[2], 0)
 end
 
+--- A handle on a secret ("env:NAME", "file:PATH", "cmd:COMMAND", ...); see weft.secrets.
+---@param ref string
+---@param opts? table
+---@return userdata
+function M.secret(ref, opts)
+    return require("weft.secrets").secret(ref, opts)
+end
+
 --- Counters of the scheduler: live tasks and registry references.
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats
 
 -- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock.
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
-               limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker" }
+               limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
+               secrets = "weft.secrets" }
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]
