@@ -249,7 +249,8 @@ static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_rea
      * refused our client certificate (mutual TLS): that is an auth failure,
      * not a network blip. */
     if (o.kind && (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR) &&
-        strstr(detail, "alert") && strstr(detail, "certificate")) {
+        strstr(detail, "alert") &&
+        (strstr(detail, "certificate") || strstr(detail, "unknown ca") || strstr(detail, "decrypt error"))) {
         url_hostport(x->easy, where, sizeof where);
         o.kind = "auth";
         o.reason = "tls_client_cert";

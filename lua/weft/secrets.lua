@@ -21,7 +21,7 @@
 local C = require "weft._secrets"
 local errors = require "weft.error"
 
-local type, error, tostring, pcall, setmetatable = type, error, tostring, pcall, setmetatable
+local type, error, tostring, tonumber, pcall, setmetatable = type, error, tostring, tonumber, pcall, setmetatable
 
 local M = {}
 
@@ -38,7 +38,14 @@ end
 local function load(h, spec)
     local src, rest, opts = spec.source, spec.rest, spec.opts
     local ok, err
-    if src == "env" then
+    if spec.fn then
+        local good, value, ttl = pcall(spec.fn)
+        if not good then
+            if errors.is(value) then error(value, 0) end
+            error(errors.new("auth", ("secret %s: loading failed: %s"):format(h.name, tostring(value))), 0)
+        end
+        ok, err = h:_set(value, ttl)
+    elseif src == "env" then
         ok, err = h:_load_env(rest, opts.ttl)
     elseif src == "file" then
         ok, err = h:_load_file(rest, opts.allow_insecure, opts.ttl)
@@ -124,13 +131,83 @@ function M.register_source(name, fn)
     sources[name] = fn
 end
 
---- Set how a handle is refreshed (used by OAuth2): fn() returns value, ttl.
-function M.set_loader(h, fn)
-    specs[h] = { source = "__loader", rest = "", opts = {} }
-    sources.__loader = nil
-    specs[h].loader = fn
-    specs[h].source = "loader:" .. h.name
-    sources[specs[h].source] = function() return fn() end
+--- A handle whose value comes from `fn()` (returning value[, ttl]), loaded
+--- now and again whenever it expires or is rejected (single flight).
+---@param name string
+---@param fn fun(): string, number?
+function M.derived(name, fn)
+    local h = C.handle(name)
+    specs[h] = { source = "fn", rest = "", opts = {}, fn = fn }
+    refresh(h)
+    return h
+end
+
+local function urlencode(s)
+    return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+---@class weft.OAuth2Options
+---@field token_url string
+---@field client_id string|userdata
+---@field client_secret userdata a secret handle
+---@field scope? string
+---@field audience? string
+---@field early? number seconds before expiry to refresh (default 60, at most half the lifetime)
+---@field timeout? number token request timeout (default 10)
+
+--- OAuth2 client credentials: a handle on the access token, fetched from
+--- `token_url` with HTTP basic auth (client id and secret from the store),
+--- cached until `early` seconds before it expires, fetched once for all
+--- concurrent callers, and fetched again after a provider's 401. The
+--- token's JSON response passes through Lua once; the token is stored like
+--- any secret (and redacted from logs from then on).
+---@param opts weft.OAuth2Options
+function M.oauth2(opts)
+    if type(opts) ~= "table" or type(opts.token_url) ~= "string" then
+        error("weft.secrets.oauth2: token_url is required", 2)
+    end
+    if not C.is(opts.client_secret) then error("weft.secrets.oauth2: client_secret must be a secret handle", 2) end
+    local id = opts.client_id
+    if type(id) ~= "string" and not C.is(id) then error("weft.secrets.oauth2: client_id must be a string or a secret", 2) end
+    local json = require "weft.json"
+    local http = require "weft.http"
+    local body = "grant_type=client_credentials"
+    if opts.scope then body = body .. "&scope=" .. urlencode(opts.scope) end
+    if opts.audience then body = body .. "&audience=" .. urlencode(opts.audience) end
+    local function fetch()
+        local res = http.request {
+            method = "POST", url = opts.token_url, body = body, timeout = opts.timeout or 10,
+            headers = { ["content-type"] = "application/x-www-form-urlencoded", accept = "application/json" },
+            auth = { basic = { user = id, password = opts.client_secret } },
+        }
+        if res.status ~= 200 then
+            error(errors.new(res.status == 401 and "auth" or "transient",
+                ("OAuth2 token endpoint answered %d"):format(res.status), { status = res.status }), 0)
+        end
+        local v = json.decode(res.body)
+        if type(v) ~= "table" or type(v.access_token) ~= "string" then
+            error(errors.new("integration", "OAuth2 token endpoint returned no access_token"), 0)
+        end
+        local life = tonumber(v.expires_in) or 3600
+        local early = math.min(opts.early or 60, life / 2)
+        return v.access_token, math.max(0.001, life - early)
+    end
+    local name = "oauth2:" .. opts.token_url .. "#" .. (type(id) == "string" and id or id.name)
+    return M.derived(name, fetch)
+end
+
+--- Use a secret source plugin shipped in plugins/secrets/ (e.g. "vault").
+function M.use(plugin, opts)
+    local home = package.weft_home or "."
+    local path = home .. "/plugins/secrets/" .. plugin .. ".lua"
+    local chunk, err = loadfile(path)
+    if not chunk then error("weft.secrets.use: " .. tostring(err), 2) end
+    local p = chunk()
+    if type(p) ~= "table" or type(p.load) ~= "function" or type(p.name) ~= "string" then
+        error("weft.secrets.use: " .. path .. " is not a secret source plugin", 2)
+    end
+    M.register_source(p.name, function(rest, o) return p.load(rest, o, opts or {}) end)
+    return p
 end
 
 --- Make sure a handle holds a valid value (loading it again when expired).

@@ -285,15 +285,24 @@ end
 
 local REDACT = { authorization = true, ["x-api-key"] = true, ["x-goog-api-key"] = true }
 
+-- The request log never holds a credential: auth headers and key=
+-- parameters are blanked, and every value loaded in this process's secrets
+-- store is replaced wherever it appears (weft.secrets.redact).
+local redact = require("weft._secrets").redact
+
 local function redacted_headers(h)
     local out = {}
-    for k, v in pairs(h) do out[k] = REDACT[k] and "<redacted>" or v end
+    for k, v in pairs(h) do
+        if REDACT[k] then out[k] = "<redacted>"
+        elseif type(v) == "string" then out[k] = redact(v)
+        else out[k] = v end
+    end
     return out
 end
 
 local function redact_query(q)
     if not q then return nil end
-    return (q:gsub("([Kk][Ee][Yy]=)[^&]*", "%1<redacted>"))
+    return redact((q:gsub("([Kk][Ee][Yy]=)[^&]*", "%1<redacted>")))
 end
 
 -- The whole request path: dialect, parse, auth, limits, faults, answer.
@@ -310,7 +319,7 @@ function Mock:_handle(req, res)
     local c = self.counters
     c.requests = c.requests + 1
     local entry = { method = req.method, path = req.path, query = redact_query(req.query),
-                    headers = redacted_headers(req.headers), body = req.body, time = weft.time() }
+                    headers = redacted_headers(req.headers), body = redact(req.body), time = weft.time() }
     self:_log_request(entry)
     if not dname then
         count(c.by_status, 404)
