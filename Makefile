@@ -33,7 +33,10 @@ test-plain: build
 test-san: build-san
 	ctest --test-dir $(SAN_BUILD) --output-on-failure -j 2 -LE nosan
 
+# No canary secret value may appear in any test's output (both builds).
 test: test-plain test-san
+	scripts/check-canaries.sh $(BUILD)/Testing/Temporary/LastTest.log \
+	    $(SAN_BUILD)/Testing/Temporary/LastTest.log
 
 bench: build
 	bench/http/run.sh $(BUILD)
