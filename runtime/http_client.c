@@ -55,6 +55,8 @@ struct weft_xfer {
     long connect_timeout_ms;
     int status;                 /* last status line seen */
     int aborted;                /* on_data returned -1 */
+    int bad_scheme;             /* not http(s)://: never handed to curl, the
+                                   idle timer reports it on the next turn */
     curl_off_t received;        /* body bytes of the final response */
     curl_off_t content_length;  /* -1 when unknown */
     struct weft_xfer *prev, *next;
@@ -75,8 +77,8 @@ static void xfer_unlink(struct weft_xfer *x) {
  * the pool (reset) or is cleaned up. */
 static void xfer_release(struct weft_xfer *x) {
     struct weft_http_client *c = x->c;
-    if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
-    curl_multi_remove_handle(c->multi, x->easy);
+    if (x->idle_ms > 0 || x->bad_scheme) ev_timer_stop(c->ev, &x->idle);
+    if (!x->bad_scheme) curl_multi_remove_handle(c->multi, x->easy);
     if (c->npool < POOL_MAX) {
         c->pool_ca[c->npool] = (unsigned char)x->custom_ca;
         c->pool[c->npool++] = x->easy;
@@ -121,7 +123,14 @@ static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_rea
     if (forced_reason && strcmp(forced_reason, "idle_timeout") == 0) {
         o.kind = "timeout";
         o.reason = "idle_timeout";
-        snprintf(msg, sizeof msg, "no data received for %.3g s", (double)x->idle_ms / 1000.0);
+        url_hostport(x->easy, where, sizeof where);
+        snprintf(msg, sizeof msg, "no data received for %.3g s from %s", (double)x->idle_ms / 1000.0,
+                 where);
+    } else if (forced_reason && strcmp(forced_reason, "bad_url") == 0) {
+        o.kind = "invalid_request";
+        o.reason = "bad_url";
+        snprintf(msg, sizeof msg, "invalid URL: no http:// or https:// scheme (only http:// and "
+                 "https:// are allowed)");
     } else if (rc == CURLE_OK) {
         o.kind = NULL;
     } else {
@@ -342,7 +351,8 @@ static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 static void idle_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     struct weft_xfer *x = (struct weft_xfer *)((char *)w - offsetof(struct weft_xfer, idle));
-    xfer_finish(x, CURLE_OPERATION_TIMEDOUT, "idle_timeout");
+    if (x->bad_scheme) xfer_finish(x, CURLE_URL_MALFORMAT, "bad_url");
+    else xfer_finish(x, CURLE_OPERATION_TIMEDOUT, "idle_timeout");
 }
 
 static void touch_idle(struct weft_xfer *x) {
@@ -399,7 +409,13 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *userp) {
     size_t n = size * nmemb;
     touch_idle(x);
     int r = x->cb.on_data(x->ud, p, n);
-    if (r == 1) return CURL_WRITEFUNC_PAUSE;
+    if (r == 1) {
+        /* The owner is not keeping up: that is no idle server. The idle
+         * clock stops here and restarts at weft_http_resume (curl delivers
+         * these same bytes again then). */
+        if (x->idle_ms > 0) ev_timer_stop(x->c->ev, &x->idle);
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (r < 0) {
         x->aborted = 1;
         return 0; /* CURLE_WRITE_ERROR */
@@ -554,7 +570,18 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
         ev_timer_again(c->ev, &x->idle);
     }
 
-    CURLMcode mc = curl_multi_add_handle(c->multi, e);
+    /* curl guesses a scheme for "host/path" (and for "http//x"); only an
+     * explicit http:// or https:// goes to curl. The failure is reported
+     * from the loop, like curl's own, never from inside this call. */
+    x->bad_scheme = !req->url || (strncasecmp(req->url, "http://", 7) != 0 &&
+                                  strncasecmp(req->url, "https://", 8) != 0);
+    if (x->bad_scheme) {
+        if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
+        x->idle_ms = 0;
+        ev_timer_init(&x->idle, idle_cb, 0., 0.);
+        ev_timer_start(c->ev, &x->idle);
+    }
+    CURLMcode mc = x->bad_scheme ? CURLM_OK : curl_multi_add_handle(c->multi, e);
     if (mc != CURLM_OK) {
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         if (x->idle_ms > 0) ev_timer_stop(c->ev, &x->idle);
@@ -576,5 +603,6 @@ void weft_http_cancel(struct weft_xfer *x) {
 }
 
 void weft_http_resume(struct weft_xfer *x) {
+    touch_idle(x);
     curl_easy_pause(x->easy, CURLPAUSE_CONT);
 }

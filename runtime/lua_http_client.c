@@ -62,6 +62,7 @@ struct lxfer {
     struct weft_wait wait;     /* embedded: the task waiting in wait() */
     struct weft_task *waiter;
     int body_ref;              /* anchors the request body string */
+    int url_ref;               /* opts.url (before auth), for err.url */
     int head_ref;              /* cached head table (streaming) */
     int stream;
     int paused;
@@ -612,6 +613,7 @@ static int l_start(lua_State *L) {
     memset(lx, 0, sizeof *lx);
     lx->body_ref = LUA_NOREF;
     lx->head_ref = LUA_NOREF;
+    lx->url_ref = LUA_NOREF;
     lx->stream = stream;
     lx->max_body = (size_t)max_body;
     luaL_getmetatable(L, XFER_MT);
@@ -633,6 +635,8 @@ static int l_start(lua_State *L) {
         lua_pushvalue(L, body_idx);
         lx->body_ref = weft_ref(L);
     }
+    lua_getfield(L, 1, "url");
+    lx->url_ref = weft_ref(L);
     return 1;
 }
 
@@ -645,6 +649,29 @@ static void release_refs(lua_State *L, struct lxfer *lx) {
         weft_unref(L, lx->head_ref);
         lx->head_ref = LUA_NOREF;
     }
+    if (lx->url_ref != LUA_NOREF) {
+        weft_unref(L, lx->url_ref);
+        lx->url_ref = LUA_NOREF;
+    }
+}
+
+/* Push the string at the top of the stack without its userinfo
+ * ("http://user:pass@host/" -> "http://host/"), replacing it. */
+static void strip_userinfo(lua_State *L) {
+    size_t n;
+    const char *u = lua_tolstring(L, -1, &n);
+    const char *sep = u ? strstr(u, "://") : NULL;
+    if (!sep) return;
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < alen; i++)
+        if (auth[i] == '@') at = auth + i;
+    if (!at) return;
+    lua_pushlstring(L, u, (size_t)(auth - u));
+    lua_pushlstring(L, at + 1, n - (size_t)(at + 1 - u));
+    lua_concat(L, 2);
+    lua_remove(L, -2);
 }
 
 static void stop_xfer(struct lxfer *lx) {
@@ -735,6 +762,11 @@ static int l_wait(lua_State *L) {
         }
         lua_pushinteger(L, lx->curl_code);
         lua_setfield(L, -2, "curl_code");
+        if (lx->url_ref != LUA_NOREF) {
+            weft_getref(L, lx->url_ref);
+            strip_userinfo(L);
+            lua_setfield(L, -2, "url");
+        }
         if (lx->status) {
             lua_pushinteger(L, lx->status);
             lua_setfield(L, -2, "status");

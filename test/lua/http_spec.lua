@@ -135,6 +135,22 @@ describe("weft.http.serve", function()
         local err = raised(http.request, { url = "http://127.0.0.1:" .. port .. "/", timeout = 2 })
         assert.are.equal("transient", err.kind)
     end)
+
+    it("names the URL in a transfer error, without its userinfo", function()
+        local port = srv.port
+        srv:close()
+        weft.sleep(0.01)
+        local url = "http://alice:hunter2@127.0.0.1:" .. port .. "/p?q=1"
+        local err = raised(http.request, { url = url, timeout = 2 })
+        assert.are.equal("http://127.0.0.1:" .. port .. "/p?q=1", err.url)
+        assert.is_nil(tostring(err):find("hunter2", 1, true))
+    end)
+
+    it("refuses a URL without an http(s) scheme as invalid_request", function()
+        for _, u in ipairs { "ftp://127.0.0.1/", "127.0.0.1/x", "file:///etc/passwd" } do
+            assert.are.equal("invalid_request", raised(http.request, { url = u, timeout = 2 }).kind)
+        end
+    end)
 end)
 
 describe("weft.http.serve misuse", function()

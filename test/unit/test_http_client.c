@@ -1,0 +1,672 @@
+/* test_http_client.c -- http_client.c against a misbehaving raw server.
+ *
+ * test_http.c covers the well-behaved paths against weft's own server; this
+ * file covers what a real upstream does wrong: a reset in the middle of the
+ * body (RST via SO_LINGER 0), a clean close before Content-Length bytes,
+ * a close with no answer, a stall after the head (idle timeout), an
+ * interim 1xx head before the final one, a chunked body over max_body, a
+ * large body read with pause/resume backpressure, and freeing the client
+ * with transfers in flight.
+ *
+ * The server is a child forked at the start of main (before curl or libev
+ * allocate anything) that forks once more per connection and does blocking
+ * I/O; the scenario is the request path. Connection handlers exit on their
+ * own (client closes, or an alarm), the acceptor is killed at the end.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <ev.h>
+
+#include "harness.h"
+#include "http_client.h"
+
+static struct ev_loop *ev;
+static int port;
+
+/* -------------------------------------------------------- raw server */
+
+static void write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) _exit(0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void say(int fd, const char *s) { write_all(fd, s, strlen(s)); }
+
+/* Read a request head (and a Content-Length body, answering Expect).
+ * Returns 0 at EOF. */
+static int read_request(int fd, char *path, size_t pathlen) {
+    char buf[16384];
+    size_t len = 0;
+    char *end = NULL;
+    while (!end) {
+        if (len + 1 >= sizeof buf) return 0;
+        ssize_t r = read(fd, buf + len, sizeof buf - 1 - len);
+        if (r <= 0) return 0;
+        len += (size_t)r;
+        buf[len] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    const char *sp = strchr(buf, ' ');
+    if (!sp) return 0;
+    size_t i = 0;
+    for (sp++; *sp && *sp != ' ' && i + 1 < pathlen; sp++) path[i++] = *sp;
+    path[i] = '\0';
+    long cl = 0;
+    const char *h = strcasestr(buf, "\r\ncontent-length:");
+    if (h && h < end) cl = strtol(h + 17, NULL, 10);
+    if (strcasestr(buf, "\r\nexpect: 100-continue")) say(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+    long have = (long)(len - (size_t)(end + 4 - buf));
+    while (have < cl) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r <= 0) return 0;
+        have += r;
+    }
+    return 1;
+}
+
+/* Block until the client closes (or the alarm ends us). */
+static void wait_close(int fd) {
+    char b[4096];
+    while (read(fd, b, sizeof b) > 0) {}
+}
+
+static void rst_close(int fd) {
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+static void serve_conn(int fd) {
+    char path[256];
+    alarm(30); /* never outlive a broken test run */
+    while (read_request(fd, path, sizeof path)) {
+        if (strcmp(path, "/ok") == 0) {
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        } else if (strcmp(path, "/reset") == 0) {
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            char b[100];
+            memset(b, 'r', sizeof b);
+            write_all(fd, b, sizeof b);
+            usleep(50 * 1000); /* let the client read the 100 bytes */
+            rst_close(fd);
+            _exit(0);
+        } else if (strcmp(path, "/partial") == 0) {
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            char b[100];
+            memset(b, 'p', sizeof b);
+            write_all(fd, b, sizeof b);
+            shutdown(fd, SHUT_WR);
+            wait_close(fd);
+            _exit(0);
+        } else if (strcmp(path, "/nothing") == 0) {
+            shutdown(fd, SHUT_WR);
+            wait_close(fd);
+            _exit(0);
+        } else if (strcmp(path, "/never") == 0) {
+            wait_close(fd);
+            _exit(0);
+        } else if (strcmp(path, "/stall") == 0) {
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+            wait_close(fd);
+            _exit(0);
+        } else if (strcmp(path, "/interim") == 0) {
+            say(fd, "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+                    "HTTP/1.1 201 Created\r\nX-Final: yes\r\nContent-Length: 2\r\n\r\nok");
+        } else if (strcmp(path, "/chunked-big") == 0) {
+            say(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            char b[1000];
+            memset(b, 'c', sizeof b);
+            for (int i = 0; i < 10; i++) {
+                say(fd, "3e8\r\n");
+                write_all(fd, b, sizeof b);
+                say(fd, "\r\n");
+            }
+            say(fd, "0\r\n\r\n");
+        } else if (strcmp(path, "/large") == 0) {
+            /* 4 MiB of a known pattern: byte i is (i * 7) & 0xff */
+            size_t total = 4u << 20;
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n");
+            static unsigned char b[65536];
+            for (size_t off = 0; off < total; off += sizeof b) {
+                for (size_t i = 0; i < sizeof b; i++) b[i] = (unsigned char)(((off + i) * 7) & 0xff);
+                write_all(fd, (const char *)b, sizeof b);
+            }
+        } else {
+            say(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
+        }
+    }
+    _exit(0);
+}
+
+/* Listen on 127.0.0.1, port 0; fork the acceptor. */
+static pid_t start_server(void) {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 64) != 0) {
+        perror("bind/listen");
+        exit(2);
+    }
+    socklen_t sl = sizeof sa;
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    port = ntohs(sa.sin_port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGCHLD, SIG_IGN); /* no zombies */
+        signal(SIGPIPE, SIG_IGN);
+        for (;;) {
+            int fd = accept(lfd, NULL, NULL);
+            if (fd < 0) {
+                if (errno == EINTR) continue;
+                _exit(0);
+            }
+            if (fork() == 0) {
+                close(lfd);
+                serve_conn(fd);
+            }
+            close(fd);
+        }
+    }
+    close(lfd);
+    return pid;
+}
+
+/* ------------------------------------------------------------ client */
+
+struct result {
+    int done;
+    int status;
+    int heads;                      /* on_status calls */
+    long curl_code;
+    char kind[32];
+    char reason[32];
+    char message[512];
+    char headers[1024];             /* "name=value;" of the current head */
+    unsigned char *body;            /* malloc'd */
+    size_t len, cap;
+    size_t limit;                   /* on_data returns -1 beyond this; 0 = none */
+    size_t pause_at;                /* buffered bytes that make on_data pause; 0 = never */
+    int paused;                     /* on_data asked for a pause */
+    int calls_after_done;
+};
+
+static void c_status(void *ud, int status, int version) {
+    struct result *r = ud;
+    if (r->done) r->calls_after_done++;
+    r->status = status;
+    r->heads++;
+    r->headers[0] = '\0';
+    (void)version;
+}
+
+static void c_header(void *ud, const char *n, size_t nl, const char *v, size_t vl) {
+    struct result *r = ud;
+    if (r->done) r->calls_after_done++;
+    size_t l = strlen(r->headers);
+    snprintf(r->headers + l, sizeof r->headers - l, "%.*s=%.*s;", (int)nl, n, (int)vl, v);
+}
+
+static int c_data(void *ud, const char *p, size_t n) {
+    struct result *r = ud;
+    if (r->done) r->calls_after_done++;
+    if (r->limit && r->len + n > r->limit) return -1;
+    if (r->pause_at && r->len >= r->pause_at) {
+        r->paused = 1;
+        return 1;
+    }
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n) cap *= 2;
+        unsigned char *b = realloc(r->body, cap);
+        if (!b) return -1;
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, p, n);
+    r->len += n;
+    return 0;
+}
+
+static void c_done(void *ud, const struct weft_http_outcome *o) {
+    struct result *r = ud;
+    r->done++;
+    r->curl_code = o->curl_code;
+    snprintf(r->kind, sizeof r->kind, "%s", o->kind ? o->kind : "");
+    snprintf(r->reason, sizeof r->reason, "%s", o->reason ? o->reason : "");
+    snprintf(r->message, sizeof r->message, "%s", o->message ? o->message : "");
+}
+
+static const struct weft_http_callbacks cli_cb = {c_status, c_header, c_data, c_done};
+
+static void result_init(struct result *r) {
+    memset(r, 0, sizeof *r);
+}
+
+static void result_free(struct result *r) {
+    free(r->body);
+    r->body = NULL;
+}
+
+static struct weft_xfer *start_full(struct weft_http_client *c, struct result *r, const char *path,
+                                    long timeout_ms, long idle_ms, curl_off_t max_body,
+                                    const char *body, size_t body_len) {
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct weft_http_request req = {0};
+    req.url = url; /* curl copies it */
+    req.timeout_ms = timeout_ms;
+    req.connect_timeout_ms = 5000;
+    req.idle_timeout_ms = idle_ms;
+    req.max_body = max_body;
+    if (body) {
+        req.body = body;
+        req.body_len = body_len;
+        req.has_body = 1;
+        req.headers = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+    }
+    char err[256];
+    struct weft_xfer *x = weft_http_start(c, &req, &cli_cb, r, err, sizeof err);
+    if (!x) {
+        fprintf(stdout, "# start: %s\n", err);
+        curl_slist_free_all(req.headers);
+    }
+    return x;
+}
+
+static struct weft_xfer *start(struct weft_http_client *c, struct result *r, const char *path,
+                               long timeout_ms) {
+    return start_full(c, r, path, timeout_ms, 0, 0, NULL, 0);
+}
+
+static void run_until(int *flag, double max_seconds) {
+    double until = ev_time() + max_seconds;
+    while (!*flag && ev_time() < until) ev_run(ev, EVRUN_ONCE);
+}
+
+/* Run the loop for a while whatever happens (to catch late callbacks). */
+static void run_for(double seconds) {
+    double until = ev_time() + seconds;
+    while (ev_time() < until) ev_run(ev, EVRUN_NOWAIT), usleep(1000);
+}
+
+static int in_flight(struct weft_http_client *c) {
+    struct weft_http_stats st;
+    weft_http_client_stats(c, &st);
+    return st.in_flight;
+}
+
+/* -------------------------------------------------------------- tests */
+
+static void test_ok_and_404(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/ok", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.len, 5);
+    CHECK(r.body && memcmp(r.body, "hello", 5) == 0);
+    CHECK(strstr(r.headers, "Content-Length=5;") != NULL);
+    result_free(&r);
+
+    result_init(&r);
+    start(c, &r, "/nope", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 404);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* RST after 100 of 1000 body bytes: transient "reset"; the message names
+ * the server; the pooled handle works for the next request. */
+static void test_reset_mid_body(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/reset", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_STR(r.kind, "transient");
+    CHECK_EQ_STR(r.reason, "reset");
+    CHECK_EQ_INT(r.status, 200);
+    char where[64];
+    snprintf(where, sizeof where, "127.0.0.1:%d", port);
+    CHECK(strstr(r.message, where) != NULL);
+    if (!strstr(r.message, where)) fprintf(stdout, "# message: %s\n", r.message);
+    CHECK(r.len <= 100);
+    CHECK_EQ_INT(in_flight(c), 0);
+    result_free(&r);
+
+    result_init(&r);
+    start(c, &r, "/ok", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 200);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* Clean close after 100 of 1000 bytes: the message counts the bytes. */
+static void test_partial_body(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/partial", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "transient");
+    CHECK_EQ_STR(r.reason, "reset");
+    CHECK_EQ_INT(r.curl_code, CURLE_PARTIAL_FILE);
+    CHECK(strstr(r.message, "got 100 of 1000") != NULL);
+    if (!strstr(r.message, "got 100 of 1000")) fprintf(stdout, "# message: %s\n", r.message);
+    CHECK_EQ_INT(r.len, 100);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+static void test_got_nothing(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/nothing", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "transient");
+    CHECK_EQ_STR(r.reason, "reset");
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_INT(r.heads, 0);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* Head and 3 of 10 bytes, then silence: idle timeout (not the 60 s total
+ * one), no callback afterwards, the transfer is gone. */
+static void test_idle_timeout(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    double t0 = ev_time();
+    start_full(c, &r, "/stall", 60000, 300, 0, NULL, 0);
+    run_until(&r.done, 20);
+    CHECK(ev_time() - t0 >= 0.29);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_STR(r.kind, "timeout");
+    CHECK_EQ_STR(r.reason, "idle_timeout");
+    CHECK(strstr(r.message, "no data received for 0.3 s") != NULL);
+    CHECK_EQ_INT(r.len, 3);
+    CHECK_EQ_INT(in_flight(c), 0);
+    run_for(0.4);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_INT(r.calls_after_done, 0);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* Total timeout on a server that never answers. */
+static void test_total_timeout(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    double t0 = ev_time();
+    start(c, &r, "/never", 250);
+    run_until(&r.done, 20);
+    CHECK(ev_time() - t0 >= 0.24);
+    CHECK_EQ_STR(r.kind, "timeout");
+    CHECK_EQ_STR(r.reason, "timeout");
+    CHECK(strstr(r.message, "timed out after 0.25 s") != NULL);
+    CHECK(strstr(r.message, "no response") != NULL);
+    CHECK_EQ_INT(in_flight(c), 0);
+    run_for(0.3);
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_INT(r.calls_after_done, 0);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* A 103 head before the 201: on_status twice, headers of the final head
+ * only (the owner resets them in on_status). */
+static void test_interim_head(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/interim", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 201);
+    CHECK_EQ_INT(r.heads, 2);
+    CHECK(strstr(r.headers, "X-Final=yes;") != NULL);
+    CHECK(strstr(r.headers, "Link=") == NULL);
+    CHECK(r.len == 2 && memcmp(r.body, "ok", 2) == 0);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* Chunked body (no Content-Length) over the owner's limit: on_data -1
+ * ends the transfer as integration/too_large. */
+static void test_chunked_over_limit(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    r.limit = 4000;
+    start_full(c, &r, "/chunked-big", 10000, 0, 4000, NULL, 0);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "integration");
+    CHECK_EQ_STR(r.reason, "too_large");
+    CHECK(r.len <= 4000);
+    CHECK_EQ_INT(in_flight(c), 0);
+    result_free(&r);
+
+    /* Content-Length over max_body fails before any body byte. */
+    result_init(&r);
+    start_full(c, &r, "/large", 10000, 0, 1000, NULL, 0);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "integration");
+    CHECK_EQ_STR(r.reason, "too_large");
+    CHECK_EQ_INT(r.len, 0);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* 4 MiB read with backpressure: on_data pauses every 256 KiB; the owner
+ * "consumes" (counts, verifies) outside the callback and resumes. Every
+ * byte arrives once, in order. The first two times the owner takes longer
+ * than the idle timeout to come back: a paused transfer is not idle. */
+static void test_pause_resume(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    r.pause_at = 256 * 1024;
+    struct weft_xfer *x = start_full(c, &r, "/large", 30000, 200, 0, NULL, 0);
+    size_t total = 0;
+    int pauses = 0, bad = 0;
+    double until = ev_time() + 30;
+    while (!r.done && ev_time() < until) {
+        ev_run(ev, EVRUN_ONCE);
+        if (r.paused && !r.done) {
+            for (size_t i = 0; i < r.len; i++)
+                if (r.body[i] != (unsigned char)(((total + i) * 7) & 0xff)) bad++;
+            total += r.len;
+            r.len = 0;
+            r.paused = 0;
+            pauses++;
+            if (pauses <= 2) run_for(0.35);
+            /* The transfer must still be there (not idle-timed-out). */
+            CHECK_EQ_INT(r.done, 0);
+            if (r.done) break;
+            weft_http_resume(x); /* may deliver data before returning */
+        }
+    }
+    for (size_t i = 0; i < r.len; i++)
+        if (r.body[i] != (unsigned char)(((total + i) * 7) & 0xff)) bad++;
+    total += r.len;
+    CHECK_EQ_INT(r.done, 1);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(total, 4u << 20);
+    CHECK_EQ_INT(bad, 0);
+    CHECK(pauses >= 4);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* POST of a 2 MiB body (curl may send Expect: 100-continue). */
+static void test_post_large_body(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    size_t n = 2u << 20;
+    char *body = malloc(n);
+    memset(body, 'x', n);
+    struct result r;
+    result_init(&r);
+    start_full(c, &r, "/ok", 30000, 0, 0, body, n);
+    run_until(&r.done, 30);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.len, 5);
+    result_free(&r);
+    free(body);
+    weft_http_client_free(c);
+}
+
+/* Freeing the client with transfers in flight calls no callback. */
+static void test_free_in_flight(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r[8];
+    for (int i = 0; i < 8; i++) {
+        result_init(&r[i]);
+        start(c, &r[i], i % 2 ? "/never" : "/stall", 60000);
+    }
+    run_for(0.2);
+    CHECK_EQ_INT(in_flight(c), 8);
+    weft_http_client_free(c);
+    run_for(0.1);
+    int calls = 0;
+    for (int i = 0; i < 8; i++) {
+        calls += r[i].done + r[i].calls_after_done;
+        result_free(&r[i]);
+    }
+    CHECK_EQ_INT(calls, 0);
+}
+
+/* Many concurrent requests on one client: all complete, connections are
+ * reused (sockets stay bounded by concurrency). */
+static void test_many(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    enum { N = 200 };
+    static struct result r[N];
+    int done = 0;
+    for (int i = 0; i < N; i++) {
+        result_init(&r[i]);
+        start(c, &r[i], "/ok", 30000);
+    }
+    double until = ev_time() + 60;
+    while (ev_time() < until) {
+        done = 0;
+        for (int i = 0; i < N; i++) done += r[i].done;
+        if (done == N) break;
+        ev_run(ev, EVRUN_ONCE);
+    }
+    CHECK_EQ_INT(done, N);
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += r[i].status == 200 && r[i].len == 5;
+        result_free(&r[i]);
+    }
+    CHECK_EQ_INT(ok, N);
+    struct weft_http_stats st;
+    weft_http_client_stats(c, &st);
+    CHECK_EQ_INT(st.in_flight, 0);
+    CHECK(st.pooled > 0);
+    CHECK(st.sockets <= N);
+    weft_http_client_free(c);
+}
+
+/* A port that was bound and closed: refused, message names host:port. */
+static void test_refused(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    int closed_port = ntohs(sa.sin_port);
+    close(fd);
+
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct result r;
+    result_init(&r);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", closed_port);
+    struct weft_http_request req = {.url = url, .timeout_ms = 10000, .connect_timeout_ms = 5000};
+    char err[256];
+    weft_http_start(c, &req, &cli_cb, &r, err, sizeof err);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "transient");
+    CHECK_EQ_STR(r.reason, "refused");
+    char expect[64];
+    snprintf(expect, sizeof expect, "connection refused by 127.0.0.1:%d", closed_port);
+    CHECK_EQ_STR(r.message, expect);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+static void test_bad_urls(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    static const char *const urls[] = {"ftp://127.0.0.1/", "file:///etc/passwd", "http//nohost",
+                                       "gopher://x/", "http://[::1/"};
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        struct result r;
+        result_init(&r);
+        struct weft_http_request req = {.url = urls[i], .timeout_ms = 5000};
+        char err[256];
+        if (weft_http_start(c, &req, &cli_cb, &r, err, sizeof err)) run_until(&r.done, 10);
+        CHECK_EQ_INT(r.done, 1);
+        CHECK_EQ_STR(r.kind, "invalid_request");
+        if (strcmp(r.kind, "invalid_request") != 0)
+            fprintf(stdout, "# %s: %s %s\n", urls[i], r.kind, r.message);
+        result_free(&r);
+    }
+    CHECK_EQ_INT(in_flight(c), 0);
+    weft_http_client_free(c);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    pid_t server = start_server();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    ev = ev_default_loop(0);
+    RUN(test_ok_and_404);
+    RUN(test_reset_mid_body);
+    RUN(test_partial_body);
+    RUN(test_got_nothing);
+    RUN(test_idle_timeout);
+    RUN(test_total_timeout);
+    RUN(test_interim_head);
+    RUN(test_chunked_over_limit);
+    RUN(test_pause_resume);
+    RUN(test_post_large_body);
+    RUN(test_free_in_flight);
+    RUN(test_many);
+    RUN(test_refused);
+    RUN(test_bad_urls);
+    kill(server, SIGKILL);
+    waitpid(server, NULL, 0);
+    ev_loop_destroy(ev);
+    curl_global_cleanup();
+    return DONE();
+}
