@@ -178,7 +178,10 @@ static void begin_linger(struct weft_http_conn *c) {
     c->state = C_LINGER;
     ev_io_stop(c->s->ev, &c->wio);
     ev_io_start(c->s->ev, &c->rio);
-    set_timer(c, LINGER_SECONDS);
+    /* A background server's answered connection closes on the next loop
+     * iteration (callers still hold c here); others drain input briefly. */
+    int quick = c->s->o.background && c->err_status == 0 && c->pend_off >= c->pend_len;
+    set_timer(c, quick ? 1e-6 : LINGER_SECONDS);
 }
 
 /* Write as much buffered output as the socket takes. Returns 0, or -1 when
@@ -293,7 +296,9 @@ static void dispatch(struct weft_http_conn *c) {
     ev_io_stop(s->ev, &c->rio);
     ev_timer_stop(s->ev, &c->timer);
     c->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
-    c->keep_alive = http_should_keep_alive(p) && !s->closing;
+    /* A background server (metrics beside a script) closes after each
+     * answer, so no idle connection keeps the process alive. */
+    c->keep_alive = http_should_keep_alive(p) && !s->closing && !s->o.background;
     c->is_head = p->method == HTTP_HEAD;
     c->active = 1;
     s->nactive++;
@@ -488,9 +493,22 @@ static void conn_new(struct weft_http_server *s, int fd, const struct sockaddr *
     set_timer(c, s->o.header_timeout);
 }
 
+/* The listener of a background server is unref'd: the loop may exit while
+ * it is active. libev needs ev_ref before such a watcher is stopped. */
+static void listen_start(struct weft_http_server *s) {
+    ev_io_start(s->ev, &s->lio);
+    if (s->o.background) ev_unref(s->ev);
+}
+
+static void listen_stop(struct weft_http_server *s) {
+    if (!ev_is_active(&s->lio)) return;
+    if (s->o.background) ev_ref(s->ev);
+    ev_io_stop(s->ev, &s->lio);
+}
+
 static void pause_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     struct weft_http_server *s = w->data;
-    if (!s->closing) ev_io_start(ev, &s->lio);
+    if (!s->closing) listen_start(s);
 }
 
 static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
@@ -503,7 +521,7 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: stop accepting for a moment instead
                  * of spinning on a listener that stays readable. */
-                ev_io_stop(ev, &s->lio);
+                listen_stop(s);
                 ev_timer_set(&s->pause, 0.1, 0.);
                 ev_timer_start(ev, &s->pause);
             }
@@ -585,7 +603,7 @@ struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
     s->lio.data = s;
     ev_timer_init(&s->pause, pause_cb, 0.1, 0.);
     s->pause.data = s;
-    ev_io_start(ev, &s->lio);
+    listen_start(s);
     return s;
 }
 
@@ -594,7 +612,7 @@ int weft_http_server_port(const struct weft_http_server *s) { return s->port; }
 void weft_http_server_close(struct weft_http_server *s) {
     if (s->closing) return;
     s->closing = 1;
-    ev_io_stop(s->ev, &s->lio);
+    listen_stop(s);
     ev_timer_stop(s->ev, &s->pause);
     close(s->fd);
     s->fd = -1;

@@ -64,6 +64,8 @@ struct weft_http_server_opts {
     double keepalive_timeout;  /* idle seconds between requests */
     int max_connections;       /* above it new connections are closed at once */
     int backlog;
+    int background;            /* the listener does not keep the loop alive
+                                  (a /metrics endpoint beside a script) */
 };
 
 struct weft_http_server_stats {

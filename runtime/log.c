@@ -11,6 +11,21 @@
 #include <unistd.h>
 
 static int current_level = WEFT_LOG_INFO;
+static int current_format = WEFT_LOG_JSON;
+
+int weft_log_format(void) { return current_format; }
+
+void weft_log_set_format(int format) {
+    if (format == WEFT_LOG_JSON || format == WEFT_LOG_LOGFMT) current_format = format;
+}
+
+int weft_log_parse_format(const char *name) {
+    if (!name) return -1;
+    if (strcasecmp(name, "json") == 0) return WEFT_LOG_JSON;
+    if (strcasecmp(name, "logfmt") == 0) return WEFT_LOG_LOGFMT;
+    if (strcasecmp(name, "auto") == 0) return isatty(STDERR_FILENO) ? WEFT_LOG_LOGFMT : WEFT_LOG_JSON;
+    return -1;
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -96,11 +111,33 @@ void weft_log_write(int level, const char *msg, size_t msglen,
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     char head[96];
+    int logfmt = current_format == WEFT_LOG_LOGFMT;
     int hn = snprintf(head, sizeof head,
-                      "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":",
+                      logfmt ? "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s msg="
+                             : "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":",
                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                       tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level]);
     if (hn < 0) return;
+    if (logfmt) {
+        /* msg is always quoted (JSON string escaping is valid logfmt);
+         * the fields come rendered by the caller. */
+        size_t qn = weft_json_quote(NULL, 0, msg, msglen);
+        size_t total = (size_t)hn + qn + fieldslen + 1;
+        char stackbuf[1024];
+        char *line = total <= sizeof stackbuf ? stackbuf : malloc(total);
+        if (!line) return;
+        size_t o = (size_t)hn;
+        memcpy(line, head, o);
+        o += weft_json_quote(line + o, qn, msg, msglen);
+        if (fields_json && fieldslen) {
+            memcpy(line + o, fields_json, fieldslen);
+            o += fieldslen;
+        }
+        line[o++] = '\n';
+        weft_log_emit(line, o);
+        if (line != stackbuf) free(line);
+        return;
+    }
 
     /* Fields: the members of the object, without its braces. */
     const char *fb = NULL;

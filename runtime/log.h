@@ -16,6 +16,15 @@ enum weft_log_level {
     WEFT_LOG_OFF = 4,
 };
 
+/* Line formats: JSON lines (the default, for machines) or logfmt
+ * (key=value, for a person at a terminal). */
+enum weft_log_format { WEFT_LOG_JSON = 0, WEFT_LOG_LOGFMT = 1 };
+int weft_log_format(void);
+void weft_log_set_format(int format);
+/* "json" | "logfmt" | "auto" (logfmt when stderr is a terminal). Returns
+ * the format, or -1 for an unknown name. */
+int weft_log_parse_format(const char *name);
+
 /* Current minimum level (process-wide; default WEFT_LOG_INFO). */
 int weft_log_level(void);
 void weft_log_set_level(int level);
@@ -30,6 +39,9 @@ const char *weft_log_level_name(int level);
 /* Write one line {"ts":..., "level":..., "msg":..., <fields>} when `level`
  * is enabled. `fields_json` is NULL or the text of a JSON object whose
  * members are appended after msg (the caller guarantees it is valid JSON).
+ * In logfmt the line is `ts=... level=... msg="..."` followed by
+ * `fields_json` as given: the caller renders fields in the active format
+ * (" k=v k2=\"v 2\"", leading space included).
  * Never fails visibly: a short write is dropped. */
 void weft_log_write(int level, const char *msg, size_t msglen,
                     const char *fields_json, size_t fieldslen);

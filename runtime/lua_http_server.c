@@ -445,6 +445,9 @@ static int l_serve(lua_State *L) {
     o.keepalive_timeout = opt_num(L, "keepalive_timeout", 60, 0.001, 86400);
     o.max_connections = (int)opt_num(L, "max_connections", 10000, 1, 1e6);
     o.backlog = (int)opt_num(L, "backlog", 511, 1, 65535);
+    lua_getfield(L, 1, "background");
+    o.background = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, 1, "handler");
     if (!lua_isfunction(L, -1)) return luaL_error(L, "weft.http.serve: handler must be a function");
 

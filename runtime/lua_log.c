@@ -35,10 +35,23 @@ static int l_level(lua_State *L) {
     return 1;
 }
 
+/* _log.format([name]) -> "json" | "logfmt"; sets it when name is given
+ * ("json", "logfmt" or "auto"). */
+static int l_format(lua_State *L) {
+    if (!lua_isnoneornil(L, 1)) {
+        int f = weft_log_parse_format(luaL_checkstring(L, 1));
+        if (f < 0) return luaL_argerror(L, 1, "format must be json, logfmt or auto");
+        weft_log_set_format(f);
+    }
+    lua_pushstring(L, weft_log_format() == WEFT_LOG_LOGFMT ? "logfmt" : "json");
+    return 1;
+}
+
 int luaopen_weft_log(lua_State *L);
 int luaopen_weft_log(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"write", l_write}, {"enabled", l_enabled}, {"level", l_level}, {NULL, NULL},
+        {"write", l_write}, {"enabled", l_enabled}, {"level", l_level},
+        {"format", l_format}, {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "loop.h"
@@ -20,7 +21,8 @@ static const char USAGE[] =
     "usage: weft [options] <command> [args...]\n"
     "\n"
     "commands:\n"
-    "  run SCRIPT [ARGS...]   run a Lua script in a task on the event loop\n"
+    "  run [RUN OPTIONS] SCRIPT [ARGS...]\n"
+    "                         run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
     "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini); --help\n"
     "  version                print the versions of weft and its libraries\n"
@@ -28,6 +30,14 @@ static const char USAGE[] =
     "\n"
     "options:\n"
     "  -l, --log-level LEVEL  debug, info, warn, error or off (default: $WEFT_LOG or info)\n"
+    "  --log-format FORMAT    json, logfmt or auto: logfmt when stderr is a terminal\n"
+    "                         (default: $WEFT_LOG_FORMAT or auto)\n"
+    "\n"
+    "run options:\n"
+    "  --metrics HOST:PORT    serve Prometheus metrics on http://HOST:PORT/metrics while\n"
+    "                         the script runs (HOST defaults to 127.0.0.1)\n"
+    "  --summary              print a summary of the calls made at exit (the default\n"
+    "                         when stderr is a terminal); --no-summary: never\n"
     "\n"
     "Scripts see the global `weft` (also require \"weft\") and `arg` as luajit sets it.\n"
     "SIGINT cancels all running tasks and exits with status 130.\n";
@@ -61,6 +71,34 @@ static void set_arg_table(lua_State *L, char **argv, int argc, int script_index)
     lua_setglobal(L, "arg");
 }
 
+/* Call require(mod)[fn](arg) in protected mode; leaves the first result
+ * on the stack. Returns 0, or -1 with the error message on the stack. */
+static int call_lua(lua_State *L, const char *mod, const char *fn, const char *arg) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, mod);
+    if (lua_pcall(L, 1, 1, 0) != 0) return -1;
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    int nargs = 0;
+    if (arg) {
+        lua_pushstring(L, arg);
+        nargs = 1;
+    }
+    return lua_pcall(L, nargs, 1, 0) == 0 ? 0 : -1;
+}
+
+/* Write text to stderr through secret redaction. */
+static void print_redacted(const char *text, size_t len) {
+    char *red = NULL;
+    size_t rlen = 0;
+    if (weft_secrets_redact(text, len, &red, &rlen) == 0 && red) {
+        fwrite(red, 1, rlen, stderr);
+        free(red);
+    } else {
+        fwrite(text, 1, len, stderr);
+    }
+}
+
 static int report_load_error(lua_State *L) {
     fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -81,6 +119,13 @@ int main(int argc, char **argv) {
         }
         weft_log_set_level(lv);
     }
+    const char *envfmt = getenv("WEFT_LOG_FORMAT");
+    int fmt = weft_log_parse_format(envfmt && *envfmt ? envfmt : "auto");
+    if (fmt < 0) {
+        fprintf(stderr, "weft: WEFT_LOG_FORMAT=%s is not a format (json, logfmt, auto)\n", envfmt);
+        return 2;
+    }
+    weft_log_set_format(fmt);
 
     int i = 1;
     for (; i < argc; i++) {
@@ -97,6 +142,14 @@ int main(int argc, char **argv) {
                 return 2;
             }
             weft_log_set_level(lv);
+        } else if (strcmp(argv[i], "--log-format") == 0 || strncmp(argv[i], "--log-format=", 13) == 0) {
+            const char *name = argv[i][12] == '=' ? argv[i] + 13 : (i + 1 < argc ? argv[++i] : NULL);
+            int f = weft_log_parse_format(name);
+            if (f < 0) {
+                fprintf(stderr, "weft: --log-format needs json, logfmt or auto\n");
+                return 2;
+            }
+            weft_log_set_format(f);
         } else {
             break;
         }
@@ -120,6 +173,38 @@ int main(int argc, char **argv) {
     if (!is_run && !is_eval && !is_mock) {
         fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
         return 2;
+    }
+    /* run options, between `run` and the script path */
+    const char *metrics_addr = NULL;
+    int summary = -1; /* -1: when stderr is a terminal */
+    if (is_run) {
+        while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) == 0) {
+            const char *o = argv[i + 1];
+            if (strcmp(o, "--metrics") == 0) {
+                if (i + 2 >= argc) {
+                    fprintf(stderr, "weft: --metrics needs HOST:PORT (such as 127.0.0.1:9464)\n");
+                    return 2;
+                }
+                metrics_addr = argv[i + 2];
+                i += 2;
+            } else if (strncmp(o, "--metrics=", 10) == 0) {
+                metrics_addr = o + 10;
+                i++;
+            } else if (strcmp(o, "--summary") == 0) {
+                summary = 1;
+                i++;
+            } else if (strcmp(o, "--no-summary") == 0) {
+                summary = 0;
+                i++;
+            } else if (strcmp(o, "--") == 0) {
+                i++;
+                break;
+            } else {
+                fprintf(stderr, "weft: unknown run option '%s'\n\n%s", o, USAGE);
+                return 2;
+            }
+        }
+        if (summary < 0) summary = isatty(STDERR_FILENO);
     }
     if (!is_mock && i + 1 >= argc) {
         fprintf(stderr, "weft: %s needs %s\n", cmd, is_run ? "a script path" : "a chunk");
@@ -161,6 +246,16 @@ int main(int argc, char **argv) {
         rc = report_load_error(L);
         goto out;
     }
+    if (metrics_addr) {
+        /* The endpoint does not keep the process alive: it serves while
+         * the script runs. */
+        if (call_lua(L, "weft.metrics", "serve_address", metrics_addr) != 0) {
+            fprintf(stderr, "weft: --metrics %s: %s\n", metrics_addr, lua_tostring(L, -1));
+            rc = 2;
+            goto out;
+        }
+        lua_pop(L, 1); /* the server (weft.metrics keeps it); the chunk stays */
+    }
     int nargs = 0;
     for (int a = script_index + 1; a < argc; a++, nargs++) lua_pushstring(L, argv[a]);
     struct weft_task *main_task = weft_task_spawn(L, nargs); /* [task] */
@@ -200,6 +295,17 @@ int main(int argc, char **argv) {
         rc = 1;
     }
     lua_pop(L, 1);
+
+    if (summary > 0) {
+        if (call_lua(L, "weft.calls", "summary", NULL) == 0) {
+            size_t n;
+            const char *t = lua_tolstring(L, -1, &n);
+            if (t && n) print_redacted(t, n);
+        } else {
+            fprintf(stderr, "weft: summary failed: %s\n", lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
 
 out:;
     int leaked = weft_loop_free(loop);

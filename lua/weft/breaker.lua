@@ -35,12 +35,24 @@ local UNHEALTHY = { transient = true, timeout = true, rate_limited = true }
 ---@field cooldown? number seconds open before probing (30)
 ---@field probes? integer calls let through half-open (1)
 
+local metrics = require "weft.metrics"
+local count = 0
+local STATE = { closed = 0, half_open = 1, ["half-open"] = 1, open = 2 }
+
+-- weft_breaker_state{breaker}, refreshed before every exposition.
+local function collect(br)
+    metrics.std.breaker:set(STATE[br.c:state().state] or -1, br.name)
+end
+
 ---@param opts? weft.BreakerOptions
 ---@return weft.Breaker
 function M.new(opts)
     opts = opts or {}
     if type(opts) ~= "table" then error("weft.breaker.new: expected a table", 2) end
-    return setmetatable({ c = C.new(opts), name = opts.name or "breaker" }, Breaker)
+    count = count + 1
+    local br = setmetatable({ c = C.new(opts), name = opts.name or ("breaker" .. count) }, Breaker)
+    metrics.collect(br, collect)
+    return br
 end
 
 ---@class weft.Breaker

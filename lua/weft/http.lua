@@ -12,6 +12,13 @@ local traceback = debug.traceback
 
 local M = {}
 
+local T = require "weft._task"
+local now = T.now
+local floor = math.floor
+local calls = require "weft.calls"
+local std = require("weft.metrics").std
+local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] = "5xx" }
+
 ---@class weft.http.Response
 ---@field status integer
 ---@field headers table<string, string|string[]> lower-case names; repeated headers are arrays
@@ -44,6 +51,7 @@ local REQUEST_KEYS = {
 local SERVE_KEYS = {
     handler = true, host = true, port = true, max_header_size = true, max_body_size = true,
     header_timeout = true, keepalive_timeout = true, max_connections = true, backlog = true,
+    background = true,
 }
 
 local function shallow_copy(t)
@@ -101,6 +109,7 @@ function M.request(opts)
         for _, h in ipairs(used) do
             if type(h) == "userdata" and secrets().is(h) then
                 h:_rejected()
+                std.secrets:inc(1, "rejected")
                 if pcall(secrets().refresh, h) then refreshed = true end
             end
         end
@@ -127,51 +136,60 @@ request1 = function(opts)
         opts.on_data = nil
         opts.stream = true
     end
+    local method = opts.method or "GET"
+    local call = calls.current()
+    local t0 = now()
+    local in_cb = 0 -- time spent in on_data (the script's, not the wire's)
+    local first = true
+    local function account(outcome, res)
+        local wire = now() - t0 - in_cb
+        std.http:inc(1, method, outcome)
+        std.http_latency:observe(wire, method)
+        if call then
+            call:wire_time(wire)
+            if res then call:observe_headers(res.headers) end
+        end
+    end
     local x, err = client.start(opts)
-    if not x then error(err, 0) end
+    if not x then
+        account(type(err) == "table" and err.kind or "error")
+        error(err, 0)
+    end
     while true do
         -- wait() returns nothing when it was only woken up: ask again.
         local ev, a, b = x:wait()
         if ev == nil and a == nil then
             -- woken: loop and collect the event
         elseif ev == "done" then
+            account(STATUS_CLASS[floor(a.status / 100)] or "other", a)
             return a
         elseif ev == "data" then
+            if first then
+                first = false
+                if call then call:first_token() end
+            end
+            local c0 = now()
             local ok, keep = pcall(on_data, a, b)
+            in_cb = in_cb + (now() - c0)
             if not ok then
                 x:cancel()
+                account("cancelled")
                 error(keep, 0)
             end
             if keep == false then
                 x:cancel()
-                return { status = b.status, headers = b.headers, body = "", aborted = true }
+                local res = { status = b.status, headers = b.headers, body = "", aborted = true }
+                account(STATUS_CLASS[floor(b.status / 100)] or "other", res)
+                return res
             end
         else
+            account(type(a) == "table" and a.kind or "error")
             error(a, 0)
         end
     end
 end
 
----@class weft.http.Request
----@field method string
----@field target string raw request-target
----@field path string
----@field query? string raw query string
----@field headers table<string, string|string[]>
----@field body string
----@field http_version string
----@field remote_addr string
 
----@class weft.http.ServeOptions
----@field handler fun(req: weft.http.Request, res: userdata): table|nil return {status=, headers=, body=} or stream with res:start/write/finish
----@field host? string default "127.0.0.1"
----@field port? integer default 0 (ephemeral)
----@field max_header_size? integer
----@field max_body_size? integer
----@field header_timeout? number
----@field keepalive_timeout? number
----@field max_connections? integer default 10000; connections beyond it are closed at once
----@field backlog? integer listen backlog, default 511
 
 local errors = require "weft.error"
 

@@ -202,14 +202,25 @@ function M.secret(ref, opts)
     return require("weft.secrets").secret(ref, opts)
 end
 
+--- Subscribe fn(event) to "request" (an attempt starts), "response" (a
+--- call succeeded), "retry", "error" (a call failed) or "reload" (a plugin
+--- loaded or failed to). A hook that raises is logged and the call goes on.
+--- Returns a function that unsubscribes.
+---@param event "request"|"response"|"retry"|"error"|"reload"
+---@param fn fun(ev: table)
+---@return fun()
+function M.on(event, fn)
+    return require("weft.calls").on(event, fn)
+end
+
 --- Counters of the scheduler: live tasks and registry references.
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats
 
--- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock.
+-- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock, ...
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
                limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
-               secrets = "weft.secrets" }
+               secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls" }
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]

@@ -46,8 +46,23 @@ Limiter.__index = Limiter
 ---@field limits? {limit: number, per: string|number, unit?: "requests"|"tokens", burst?: number, name?: string}[]
 ---@field priorities? integer levels (default 3: high, normal, low)
 ---@field aging? number seconds after which a waiter goes first (default 30; 0: off)
+---@field name? string labels the limiter's metrics
 
---- Create a limiter (one key: one provider account, say).
+local metrics = require "weft.metrics"
+local calls = require "weft.calls"
+local count = 0
+local PRIO_NAMES = { "high", "normal", "low" }
+
+-- Gauges of a limiter, refreshed before every exposition:
+-- weft_limiter_level{limiter, limit} and weft_limiter_queue_length{limiter, priority}.
+local function collect(lim)
+    local st = lim.c:state()
+    for name, l in pairs(st.limits) do metrics.std.limiter_level:set(l.level, lim.name, name) end
+    for p, n in ipairs(st.queue) do metrics.std.limiter_queue:set(n, lim.name, PRIO_NAMES[p] or tostring(p)) end
+end
+
+--- Create a limiter (one key: one provider account, say). `name` labels
+--- its metrics (default "limiter<N>").
 ---@param opts weft.LimiterOptions
 ---@return weft.Limiter
 function M.new(opts)
@@ -58,7 +73,7 @@ function M.new(opts)
         if s then
             if type(v) ~= "number" or v <= 0 then error("weft.limiter.new: " .. k .. " must be a positive number", 2) end
             dims[#dims + 1] = { name = k, limit = v, period = s[1], unit = s[2] }
-        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" then
+        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" and k ~= "name" then
             error("weft.limiter.new: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
@@ -79,8 +94,12 @@ function M.new(opts)
         end
     end
     local nprio = opts.priorities or 3
+    if opts.name ~= nil and type(opts.name) ~= "string" then error("weft.limiter.new: name must be a string", 2) end
     local c = C.new(dims, nprio, opts.aging or 30)
-    return setmetatable({ c = c, nprio = nprio }, Limiter)
+    count = count + 1
+    local lim = setmetatable({ c = c, nprio = nprio, name = opts.name or ("limiter" .. count) }, Limiter)
+    metrics.collect(lim, collect)
+    return lim
 end
 
 ---@class weft.Limiter
@@ -110,7 +129,10 @@ function Limiter:acquire(cost, opts)
         if opts.deadline then deadline = opts.deadline
         elseif opts.timeout then deadline = now() + opts.timeout end
     end
+    local t0 = now()
     local ok, err = self.c:acquire(requests, tokens, prio - 1, deadline)
+    local call = calls.current()
+    if call then call:wait_time(now() - t0) end
     if not ok then error(err, 0) end
     return true
 end

@@ -26,10 +26,10 @@
 ---   error instead.
 --- * A budget shared per provider lets retries in flight be at most 20% of
 ---   calls in flight (at least 3), so an outage cannot multiply traffic.
---- * Every retry writes a log line (call id, attempt, delay, reason).
+--- * Every retry writes a log line (call id, attempt, delay, reason) and
+---   is counted (weft_retries_total); the run is one call in weft.calls.
 local C = require "weft._retry"
 local errors = require "weft.error"
-local log = require "weft.log"
 
 local type, pcall, error, tonumber, tostring, select, unpack = type, pcall, error, tonumber,
     tostring, select, unpack
@@ -67,38 +67,51 @@ function M.budget(ratio, min)
     return C.budget(ratio, min)
 end
 
-local call_seq = 0
+local calls -- weft.calls, loaded on first use
 
 --- Run fn(attempt, remaining) until it returns, retrying failures by the
 --- policy; `remaining` is the seconds left before the deadline (nil when
 --- none): pass it on as the attempt's own timeout so a deadline holds
 --- across attempts. opts: deadline (weft.now() time), timeout (seconds),
---- call_id, name.
+--- provider, model, operation, price (weft.calls options: the run is
+--- recorded as one call with its attempts, retries and outcome), call (an
+--- open weft.Call to record into instead; the caller finishes it), name.
 --- Raises the last error (with `attempts` set) or a rate_limited error.
 function M.run(policy, fn, opts)
     if type(policy) ~= "table" or not policy.c then error("weft.retry.run: expected a policy from weft.retry.policy", 2) end
     if type(fn) ~= "function" then error("weft.retry.run: expected a function", 2) end
     opts = opts or {}
+    calls = calls or require "weft.calls"
     local deadline = opts.deadline or (opts.timeout and now() + opts.timeout)
-    call_seq = call_seq + 1
-    local call_id = opts.call_id or ("c" .. call_seq)
+    local call = opts.call
+    local own = call == nil
+    if own then
+        call = calls.begin { provider = opts.provider, model = opts.model, operation = opts.operation or opts.name,
+                             price = opts.price, id = opts.call_id }
+    end
     local budget = policy.budget
     local stats = policy.stats
     stats.calls = stats.calls + 1
     if budget then budget:begin() end
     local start = now()
     local attempt, prev = 1, 0
+    local function fail(e)
+        if budget then budget:finish() end
+        if own then call:finish(e) end
+        error(e, 0)
+    end
     while true do
+        call:attempt()
         local r = pack(pcall(fn, attempt, deadline and (deadline - now()) or nil))
         if r[1] then
             if budget then budget:finish() end
+            if own then call:finish() end
             return unpack(r, 2, r.n)
         end
         local err = r[2]
         if not errors.is(err) then
             -- a programming error, not a failed call: never retried
-            if budget then budget:finish() end
-            error(err, 0)
+            fail(err)
         end
         err.attempts = attempt
         local left = deadline and (deadline - now()) or nil
@@ -109,25 +122,22 @@ function M.run(policy, fn, opts)
             action = "budget"
         end
         if action ~= "retry" then
-            if budget then budget:finish() end
             stats.gave_up = stats.gave_up + 1
             if action == "rate_limited" then
-                error(errors.new("rate_limited",
+                fail(errors.new("rate_limited",
                     ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
                         (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
-                    { retry_after = delay, attempts = attempt, status = err.status, cause = err }), 0)
+                    { retry_after = delay, attempts = attempt, status = err.status, cause = err }))
             end
-            error(err, 0)
+            fail(err)
         end
         stats.retries = stats.retries + 1
-        log.info("retry", { call_id = call_id, attempt = attempt + 1, delay = delay, reason = err.kind,
-                            status = err.status, name = opts.name })
+        call:retry(err, delay)
+        local slept = now()
         local _, serr = sleep(delay)
+        call:wait_time(now() - slept)
         if budget then budget:release() end
-        if serr then
-            if budget then budget:finish() end
-            error(serr, 0)
-        end
+        if serr then fail(serr) end
         prev = delay
         attempt = attempt + 1
     end

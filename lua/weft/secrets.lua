@@ -34,8 +34,23 @@ local function split(ref)
     return src, rest
 end
 
--- Load (or reload) a handle's value from its source.
+local std -- weft.metrics.std, loaded on first use
+
+-- Load (or reload) a handle's value from its source, counted in
+-- weft_secret_events_total{event="load"|"refresh"|"failed"}.
+local load1
 local function load(h, spec)
+    std = std or require("weft.metrics").std
+    local ok, err = pcall(load1, h, spec)
+    if not ok then
+        std.secrets:inc(1, "failed")
+        error(err, 0)
+    end
+    std.secrets:inc(1, spec.loaded_once and "refresh" or "load")
+    spec.loaded_once = true
+end
+
+load1 = function(h, spec)
     local src, rest, opts = spec.source, spec.rest, spec.opts
     local ok, err
     if spec.fn then
@@ -201,11 +216,18 @@ function M.use(plugin, opts)
     local home = package.weft_home or "."
     local path = home .. "/plugins/secrets/" .. plugin .. ".lua"
     local chunk, err = loadfile(path)
-    if not chunk then error("weft.secrets.use: " .. tostring(err), 2) end
-    local p = chunk()
-    if type(p) ~= "table" or type(p.load) ~= "function" or type(p.name) ~= "string" then
-        error("weft.secrets.use: " .. path .. " is not a secret source plugin", 2)
+    if not chunk then
+        require("weft.calls").plugin_loaded("secrets/" .. plugin, false, err)
+        error("weft.secrets.use: " .. tostring(err), 2)
     end
+    local calls = require "weft.calls"
+    local good, p = pcall(chunk)
+    if not good or type(p) ~= "table" or type(p.load) ~= "function" or type(p.name) ~= "string" then
+        calls.plugin_loaded("secrets/" .. plugin, false, good and "not a secret source plugin" or p)
+        error("weft.secrets.use: " .. path .. " is not a secret source plugin" ..
+              (good and "" or (": " .. tostring(p))), 2)
+    end
+    calls.plugin_loaded("secrets/" .. plugin, true)
     M.register_source(p.name, function(rest, o) return p.load(rest, o, opts or {}) end)
     return p
 end

@@ -16,7 +16,7 @@ export WEFT_CHECK_REFS=1
 "$WEFT" version > "$dir/v"
 check "version names weft, LuaJIT, libcurl, libev" \
     bash -c "grep -q '^weft ' '$dir/v' && grep -q '^LuaJIT 2.1' '$dir/v' && grep -q '^libcurl ' '$dir/v' && grep -q '^libev 4' '$dir/v'"
-check "--help prints usage" bash -c "'$WEFT' --help | grep -q 'run SCRIPT'"
+check "--help prints usage" bash -c "'$WEFT' --help | grep -q 'run \[RUN OPTIONS\] SCRIPT'"
 check "unknown command exits 2" bash -c "'$WEFT' frobnicate 2>/dev/null; [ \$? = 2 ]"
 
 cat > "$dir/args.lua" <<'LUA'

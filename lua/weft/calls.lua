@@ -1,0 +1,461 @@
+--- weft.calls: what the host records about every call it handles.
+---
+--- A call is one logical request to a provider (model:complete, or a
+--- `weft.retry.run` with provider/model set), made of one or more attempts.
+--- The host opens it, and from then on every attempt, retry, byte on the
+--- wire and token is attributed to it:
+---
+--- ```lua
+--- local call = weft.calls.begin { provider = "openai", model = "gpt-4o-mini", operation = "chat" }
+--- call:attempt()                     -- a try starts ("request" hook)
+--- ... weft.http.request{...} ...     -- wire time, first token, quota headers: automatic
+--- call:usage(120, 35)                -- tokens in/out -> weft_tokens_total, weft_cost_usd_total
+--- call:finish()                      -- or call:finish(err): outcome, latency, log line, hooks
+--- ```
+---
+--- Metrics (weft.metrics.std): weft_calls_total{outcome}, weft_attempts_total,
+--- weft_retries_total{reason}, weft_call_duration_seconds,
+--- weft_time_to_first_token_seconds, weft_overhead_seconds, weft_tokens_total,
+--- weft_cost_usd_total, weft_quota_remaining.
+---
+--- Logs: every line a task writes while it runs a call carries `call_id`,
+--- `provider` and `model`; the call ends with one line ("call" or "call
+--- failed") with duration, attempts and outcome. Success lines beyond
+--- `success_lines_per_second` (default 20) are sampled out; the next line
+--- written says how many were left out (`sampled_out`). Failures are always
+--- written.
+---
+--- Hooks: `weft.on(event, fn)` for "request" (an attempt starts), "response"
+--- (a call succeeded), "retry", "error" (a call failed) and "reload" (a
+--- plugin was loaded or failed to load). fn gets one table describing the
+--- event. A hook that raises is logged and counted (weft_hook_errors_total);
+--- the call goes on.
+local metrics = require "weft.metrics"
+local log = require "weft.log"
+local T = require "weft._task"
+
+local type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack =
+    type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack
+local running = coroutine.running
+local fmt, floor, max, random = string.format, math.floor, math.max, math.random
+
+local std = metrics.std
+local now = T.now
+
+local M = {}
+
+-- Every clock read goes through here so tests can inject one.
+local clock = now
+
+--- Replace the clock (a function returning seconds); nil restores weft.now.
+---@param fn? fun(): number
+function M.set_clock(fn)
+    clock = fn or now
+end
+
+------------------------------------------------------------------ hooks
+
+local EVENTS = { request = true, response = true, retry = true, error = true, reload = true }
+local hooks = {}
+for e in pairs(EVENTS) do hooks[e] = {} end
+
+--- Subscribe fn(event_table) to an event. Returns a function that
+--- unsubscribes it.
+---@param event "request"|"response"|"retry"|"error"|"reload"
+---@param fn fun(ev: table)
+---@return fun()
+function M.on(event, fn)
+    if not EVENTS[event] then
+        error("weft.on: unknown event " .. tostring(event) .. " (request, response, retry, error, reload)", 2)
+    end
+    if type(fn) ~= "function" then error("weft.on: expected a function", 2) end
+    local list = hooks[event]
+    list[#list + 1] = fn
+    return function()
+        for i = #list, 1, -1 do
+            if list[i] == fn then table.remove(list, i) return end
+        end
+    end
+end
+
+--- Run the hooks of `event` with `payload`. A hook that raises is logged
+--- and counted; the others still run.
+---@param event string
+---@param payload table
+function M.emit(event, payload)
+    local list = hooks[event]
+    if not list or #list == 0 then return end
+    payload.event = event
+    -- a copy: a hook that unsubscribes does not make the next one skipped
+    local copy = { unpack(list) }
+    for _, fn in ipairs(copy) do
+        local ok, err = pcall(fn, payload)
+        if not ok then
+            std.hooks:inc(1, event)
+            log.warn("hook failed", { event = event, error = tostring(err) })
+        end
+    end
+end
+
+------------------------------------------------------------------ prices
+
+-- USD per million tokens, by provider then model: {input=, output=}.
+local prices = {}
+local warned = {}
+
+--- Set the price table of a provider (what its config carries):
+--- model -> {input = USD per 1M input tokens, output = USD per 1M output}.
+---@param provider string
+---@param table table<string, {input: number, output: number}>
+function M.set_prices(provider, table)
+    if type(provider) ~= "string" or type(table) ~= "table" then
+        error("weft.calls.set_prices: expected a provider name and a table", 2)
+    end
+    for model, p in pairs(table) do
+        if type(p) ~= "table" or type(p.input) ~= "number" or type(p.output) ~= "number"
+            or p.input < 0 or p.output < 0 then
+            error(("weft.calls.set_prices: %s/%s: expected {input = USD per 1M tokens, output = ...}"):format(
+                provider, tostring(model)), 2)
+        end
+    end
+    prices[provider] = table
+end
+
+local function price_of(provider, model)
+    local t = prices[provider]
+    return t and t[model]
+end
+
+------------------------------------------------------------------ sampling
+
+local sample = { rate = 20, tokens = 20, last = nil, skipped = 0 }
+
+--- Options: success_lines_per_second (20; 0 logs none, math.huge all).
+---@param opts {success_lines_per_second?: number}
+function M.configure(opts)
+    if type(opts) ~= "table" then error("weft.calls.configure: expected a table", 2) end
+    local r = opts.success_lines_per_second
+    if r ~= nil then
+        if type(r) ~= "number" or r < 0 then
+            error("weft.calls.configure: success_lines_per_second must be a number >= 0", 2)
+        end
+        sample.rate, sample.tokens, sample.last = r, r, nil
+    end
+end
+
+-- A token bucket of success lines: rate per second, burst = rate.
+local function sample_admit()
+    local t = clock()
+    if sample.last then
+        sample.tokens = math.min(sample.rate, sample.tokens + (t - sample.last) * sample.rate)
+    end
+    sample.last = t
+    if sample.tokens >= 1 then
+        sample.tokens = sample.tokens - 1
+        return true
+    end
+    return false
+end
+
+------------------------------------------------------------------ summary
+
+local RESERVOIR = 10000
+local summary = {}   -- "provider/model" -> aggregate
+local summary_order = {}
+
+local function aggregate(c)
+    local key = c.provider .. "/" .. c.model
+    local a = summary[key]
+    if not a then
+        a = { provider = c.provider, model = c.model, calls = 0, errors = {}, nerrors = 0, lat = {}, seen = 0,
+              tin = 0, tout = 0, cost = 0, priced = false }
+        summary[key] = a
+        summary_order[#summary_order + 1] = key
+    end
+    return a
+end
+
+local function record_summary(c, outcome, duration)
+    local a = aggregate(c)
+    a.calls = a.calls + 1
+    if outcome ~= "success" then
+        a.errors[outcome] = (a.errors[outcome] or 0) + 1
+        a.nerrors = a.nerrors + 1
+    end
+    -- latencies: every one up to RESERVOIR, then a uniform sample of them
+    a.seen = a.seen + 1
+    if #a.lat < RESERVOIR then
+        a.lat[#a.lat + 1] = duration
+    else
+        local j = random(a.seen)
+        if j <= RESERVOIR then a.lat[j] = duration end
+    end
+    a.tin, a.tout = a.tin + c.tokens_in, a.tout + c.tokens_out
+    if c.cost then a.cost, a.priced = a.cost + c.cost, true end
+end
+
+local function quantile(sorted, q)
+    local n = #sorted
+    if n == 0 then return nil end
+    local i = math.ceil(q * n)
+    if i < 1 then i = 1 end
+    return sorted[i]
+end
+
+local function ms(v)
+    if not v then return "-" end
+    if v >= 1 then return fmt("%.2fs", v) end
+    return fmt("%.1fms", v * 1000)
+end
+
+--- The summary table of the calls made so far ("" when none): per
+--- provider/model, calls, errors by kind, p50/p95/p99 latency, tokens, cost.
+---@return string
+function M.summary()
+    if #summary_order == 0 then return "" end
+    local rows = { { "provider/model", "calls", "errors", "p50", "p95", "p99", "tokens in", "tokens out", "cost USD" } }
+    local total = { calls = 0, tin = 0, tout = 0, cost = 0, nerrors = 0, priced = false }
+    for _, key in ipairs(summary_order) do
+        local a = summary[key]
+        local sorted = { unpack(a.lat) }
+        table.sort(sorted)
+        local errs = {}
+        for kind, n in pairs(a.errors) do errs[#errs + 1] = kind .. " " .. n end
+        table.sort(errs)
+        rows[#rows + 1] = { key, tostring(a.calls), #errs > 0 and table.concat(errs, ", ") or "0",
+            ms(quantile(sorted, 0.5)), ms(quantile(sorted, 0.95)), ms(quantile(sorted, 0.99)),
+            tostring(a.tin), tostring(a.tout), a.priced and fmt("%.6f", a.cost) or "-" }
+        total.calls, total.nerrors = total.calls + a.calls, total.nerrors + a.nerrors
+        total.tin, total.tout = total.tin + a.tin, total.tout + a.tout
+        if a.priced then total.cost, total.priced = total.cost + a.cost, true end
+    end
+    if #summary_order > 1 then
+        rows[#rows + 1] = { "total", tostring(total.calls), tostring(total.nerrors), "", "", "",
+            tostring(total.tin), tostring(total.tout), total.priced and fmt("%.6f", total.cost) or "-" }
+    end
+    local width = {}
+    for _, r in ipairs(rows) do
+        for i, cell in ipairs(r) do width[i] = max(width[i] or 0, #cell) end
+    end
+    local out = { "weft: calls summary\n" }
+    for n, r in ipairs(rows) do
+        local cells = {}
+        for i, cell in ipairs(r) do
+            cells[i] = i == 1 and cell .. (" "):rep(width[i] - #cell) or (" "):rep(width[i] - #cell) .. cell
+        end
+        out[#out + 1] = "  " .. table.concat(cells, "  ") .. "\n"
+        if n == 1 then
+            local rule = {}
+            for i = 1, #width do rule[i] = ("-"):rep(width[i]) end
+            out[#out + 1] = "  " .. table.concat(rule, "  ") .. "\n"
+        end
+    end
+    return table.concat(out)
+end
+
+--- Forget the summary (tests).
+function M.reset_summary()
+    summary, summary_order = {}, {}
+end
+
+------------------------------------------------------------------ calls
+
+local current = setmetatable({}, { __mode = "k" }) -- coroutine -> call
+
+-- A process-unique prefix, so call ids from several processes differ.
+local prefix
+do
+    local f = io.open("/dev/urandom", "rb")
+    local b = f and f:read(4)
+    if f then f:close() end
+    if b and #b == 4 then
+        prefix = fmt("%02x%02x%02x%02x", b:byte(1, 4))
+    else
+        prefix = fmt("%08x", floor((os.time() * 1000 + os.clock() * 1e6) % 4294967296))
+    end
+end
+local seq = 0
+
+---@class weft.Call
+---@field id string
+---@field provider string
+---@field model string
+---@field operation string
+---@field attempts integer
+---@field retries integer
+---@field tokens_in integer
+---@field tokens_out integer
+---@field cost? number USD, when the price is known
+local Call = {}
+Call.__index = Call
+
+---@class weft.CallOptions
+---@field provider? string
+---@field model? string
+---@field operation? string default "call"
+---@field id? string a call id to use (default: generated)
+---@field price? {input: number, output: number} USD per 1M tokens (else the provider's price table)
+
+--- Open a call in the current task.
+---@param opts? weft.CallOptions
+---@return weft.Call
+function M.begin(opts)
+    opts = opts or {}
+    if type(opts) ~= "table" then error("weft.calls.begin: expected a table", 2) end
+    seq = seq + 1
+    local c = setmetatable({
+        id = opts.id or fmt("%s-%d", prefix, seq),
+        provider = tostring(opts.provider or "unknown"),
+        model = tostring(opts.model or "unknown"),
+        operation = tostring(opts.operation or "call"),
+        price = opts.price,
+        start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
+        co = running(),
+    }, Call)
+    c.parent = c.co and current[c.co]
+    if c.co then current[c.co] = c end
+    c.log_fields = { call_id = c.id, provider = c.provider, model = c.model }
+    c.prev_log = log.bound()
+    log.bind(c.log_fields)
+    return c
+end
+
+--- The call the current task is running, if any.
+---@return weft.Call?
+function M.current()
+    local co = running()
+    return co and current[co]
+end
+
+local function event(c, extra)
+    local e = { call_id = c.id, provider = c.provider, model = c.model, operation = c.operation,
+                attempt = c.attempts }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+end
+
+--- An attempt starts.
+function Call:attempt()
+    self.attempts = self.attempts + 1
+    std.attempts:inc(1, self.provider, self.model, self.operation)
+    if self.attempts > 1 then log.debug("attempt", { attempt = self.attempts }) end
+    M.emit("request", event(self))
+end
+
+--- The last attempt failed with `err` and the call retries after `delay` s.
+---@param err weft.Error
+---@param delay number
+function Call:retry(err, delay)
+    self.retries = self.retries + 1
+    local kind = type(err) == "table" and err.kind or "error"
+    std.retries:inc(1, self.provider, self.model, self.operation, kind)
+    log.info("retry", { attempt = self.attempts + 1, delay = delay, reason = kind,
+                        status = type(err) == "table" and err.status or nil })
+    M.emit("retry", event(self, { error = err, delay = delay, reason = kind }))
+end
+
+--- Time spent on the wire (weft.http adds it).
+function Call:wire_time(dt) if dt > 0 then self.wire = self.wire + dt end end
+--- Time spent waiting: backoff sleeps, limiter queues.
+function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end end
+
+--- The first streamed data arrived (once per call).
+function Call:first_token()
+    if self.ttft then return end
+    self.ttft = clock() - self.start
+    std.ttft:observe(self.ttft, self.provider, self.model, self.operation)
+end
+
+--- Token usage of the call (added up over calls to usage). Records the
+--- cost from the price table; an unknown price records none and warns
+--- once per provider/model.
+---@param input? integer
+---@param output? integer
+function Call:usage(input, output)
+    input, output = tonumber(input) or 0, tonumber(output) or 0
+    self.tokens_in, self.tokens_out = self.tokens_in + input, self.tokens_out + output
+    if input > 0 then std.tokens:inc(input, self.provider, self.model, "input") end
+    if output > 0 then std.tokens:inc(output, self.provider, self.model, "output") end
+    local p = self.price or price_of(self.provider, self.model)
+    if p then
+        local usd = (input * p.input + output * p.output) / 1e6
+        self.cost = (self.cost or 0) + usd
+        std.cost:inc(usd, self.provider, self.model)
+    else
+        local key = self.provider .. "/" .. self.model
+        if not warned[key] then
+            warned[key] = true
+            log.warn("no price for this model: cost not recorded", { provider = self.provider, model = self.model })
+        end
+    end
+end
+
+local function header(h, name)
+    local v = h[name]
+    if type(v) == "table" then v = v[1] end
+    return v
+end
+
+--- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
+--- Anthropic anthropic-ratelimit-*) into weft_quota_remaining.
+---@param headers table
+function Call:observe_headers(headers)
+    if type(headers) ~= "table" then return end
+    for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
+        local v = tonumber(header(headers, "x-ratelimit-remaining-" .. unit)
+            or header(headers, "anthropic-ratelimit-" .. unit .. "-remaining"))
+        if v then std.quota:set(v, self.provider, unit) end
+    end
+end
+
+--- End the call: with nil on success, else the error it failed with.
+---@param err? weft.Error|string
+function Call:finish(err)
+    if self.done then return end
+    self.done = true
+    local d = clock() - self.start
+    local outcome = "success"
+    if err ~= nil then outcome = type(err) == "table" and err.kind or "error" end
+    std.calls:inc(1, self.provider, self.model, self.operation, outcome)
+    std.latency:observe(d, self.provider, self.model, self.operation)
+    local overhead = d - self.wire - self.waited
+    std.overhead:observe(overhead > 0 and overhead or 0, self.provider, self.model, self.operation)
+    record_summary(self, outcome, d)
+    local fields = { duration = d, attempts = self.attempts, outcome = outcome, operation = self.operation }
+    if self.tokens_in > 0 or self.tokens_out > 0 then
+        fields.tokens_in, fields.tokens_out = self.tokens_in, self.tokens_out
+    end
+    if self.cost then fields.cost_usd = self.cost end
+    if outcome == "success" then
+        if sample_admit() then
+            if sample.skipped > 0 then fields.sampled_out, sample.skipped = sample.skipped, 0 end
+            log.info("call", fields)
+        else
+            sample.skipped = sample.skipped + 1
+            std.log_sampled:inc()
+        end
+        M.emit("response", event(self, { duration = d, outcome = outcome }))
+    else
+        fields.error = type(err) == "table" and err.message or tostring(err)
+        fields.status = type(err) == "table" and err.status or nil
+        log.warn("call failed", fields)
+        M.emit("error", event(self, { duration = d, outcome = outcome, error = err }))
+    end
+    if self.co and current[self.co] == self then current[self.co] = self.parent end
+    if log.bound() == self.log_fields then log.bind(self.prev_log) end
+end
+
+------------------------------------------------------------------ plugins
+
+--- A plugin was loaded (ok) or failed to load (err): counted in
+--- weft_plugin_loads_total and announced to "reload" hooks.
+---@param name string
+---@param ok boolean
+---@param err? any
+function M.plugin_loaded(name, ok, err)
+    std.plugins:inc(1, name, ok and "ok" or "failed")
+    if not ok then log.error("plugin load failed", { plugin = name, error = tostring(err) }) end
+    M.emit("reload", { plugin = name, ok = ok, error = err })
+end
+
+return M

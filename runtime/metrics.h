@@ -1,0 +1,89 @@
+/* metrics.h -- metrics registry: counters, gauges and histograms with
+ * labels, and their Prometheus text exposition (format 0.0.4).
+ *
+ * A metric has a fixed list of label names; each distinct list of label
+ * values is a series. The number of series per metric is capped
+ * (max_series, default 1000): beyond it, observations go to one series
+ * whose label values are all "other", and the overflow is counted in
+ * weft_metrics_overflow_total{metric="..."}. Counter names end in _total.
+ * Histogram buckets are fixed at creation (WEFT_BUCKETS_LATENCY for
+ * seconds from 1 ms to 5 minutes, WEFT_BUCKETS_TOKENS for token counts).
+ *
+ * The registry is process-wide and single-threaded (the loop's thread).
+ * Nothing here knows Lua.
+ */
+#ifndef WEFT_METRICS_H
+#define WEFT_METRICS_H
+
+#include <stddef.h>
+
+#define WEFT_METRIC_MAX_LABELS 8
+
+enum weft_metric_type { WEFT_COUNTER, WEFT_GAUGE, WEFT_HISTOGRAM };
+
+struct weft_series {
+    char **values;             /* label values, owned */
+    double value;              /* counter / gauge */
+    double *buckets;           /* histogram: count per bucket (not cumulative) */
+    double sum;
+    double count;
+    struct weft_series *next;  /* hash chain */
+};
+
+struct weft_metric {
+    char *name, *help;
+    enum weft_metric_type type;
+    char *labels[WEFT_METRIC_MAX_LABELS];
+    int nlabels;
+    double *bounds;            /* histogram upper bounds, ascending */
+    int nbounds;
+    struct weft_series **table; /* hash table of series */
+    int nslots;
+    int nseries, max_series;
+    struct weft_series *other; /* overflow series, when used */
+    double overflowed;         /* observations sent to `other` */
+    struct weft_series **order; /* series in creation order (exposition) */
+    int norder, caporder;
+};
+
+extern const double WEFT_BUCKETS_LATENCY[];
+extern const int WEFT_BUCKETS_LATENCY_N;
+extern const double WEFT_BUCKETS_TOKENS[];
+extern const int WEFT_BUCKETS_TOKENS_N;
+
+/* Register a metric (or return the existing one with the same name, type
+ * and labels). Returns NULL with *why set when the name or labels are
+ * invalid, a counter name lacks _total, or the name exists with another
+ * type/labels. bounds are copied (histograms; NULL = latency buckets). */
+struct weft_metric *weft_metric_register(enum weft_metric_type type, const char *name,
+                                         const char *help, const char *const *labels,
+                                         int nlabels, const double *bounds, int nbounds,
+                                         const char **why);
+
+/* Find a registered metric by name, or NULL. */
+struct weft_metric *weft_metric_find(const char *name);
+
+/* The series for these label values (nlabels of them), created on first
+ * use; the `other` series when the cap is reached. NULL only on
+ * allocation failure. */
+struct weft_series *weft_metric_series(struct weft_metric *m, const char *const *values);
+
+void weft_series_add(struct weft_series *s, double v);     /* counter/gauge */
+void weft_series_set(struct weft_series *s, double v);     /* gauge */
+void weft_series_observe(struct weft_metric *m, struct weft_series *s, double v); /* histogram */
+
+/* Set the series cap of a metric (>= 1). */
+void weft_metric_set_max_series(struct weft_metric *m, int max);
+
+/* Render every metric as Prometheus text into a malloc'd buffer (*out,
+ * *len). Returns 0, or -1 on allocation failure. */
+int weft_metrics_text(char **out, size_t *len);
+
+/* Number of registered metrics; the i-th (creation order). */
+int weft_metrics_count(void);
+struct weft_metric *weft_metrics_at(int i);
+
+/* Free everything (tests, exit). */
+void weft_metrics_reset(void);
+
+#endif
