@@ -1,0 +1,192 @@
+/* test_metrics.c -- the metrics registry and its Prometheus exposition:
+ * histogram bucketing at and around the bounds, label value escaping,
+ * the cardinality cap, name validation, number formatting. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "metrics.h"
+
+static char *text(void) {
+    char *t = NULL;
+    size_t n = 0;
+    CHECK_EQ_INT(weft_metrics_text(&t, &n), 0);
+    CHECK(t != NULL);
+    CHECK_EQ_INT(strlen(t), n);
+    return t;
+}
+
+/* True when `line` (a whole line) is in the exposition. */
+static int has_line(const char *t, const char *line) {
+    size_t n = strlen(line);
+    for (const char *p = t; (p = strstr(p, line)) != NULL; p++)
+        if ((p == t || p[-1] == '\n') && p[n] == '\n') return 1;
+    return 0;
+}
+
+#define CHECK_LINE(t, line) do { \
+    if (!has_line((t), (line))) { \
+        harness_failed++; harness_test_failed++; \
+        fprintf(stdout, "# %s:%d: missing line: %s\n", __FILE__, __LINE__, (line)); \
+    } } while (0)
+
+static void test_buckets(void) {
+    static const double b[] = {1, 2, 5};
+    const char *why = NULL;
+    struct weft_metric *m = weft_metric_register(WEFT_HISTOGRAM, "t_sizes", "Sizes.", NULL, 0, b, 3, &why);
+    CHECK(m != NULL);
+    struct weft_series *s = weft_metric_series(m, NULL);
+    /* le is inclusive: 1 goes to le="1"; just above to le="2" */
+    double obs[] = {0, 1, 1.0000001, 2, 4.99, 5, 5.01, 1e9, -3};
+    for (size_t i = 0; i < sizeof obs / sizeof *obs; i++) weft_series_observe(m, s, obs[i]);
+    CHECK_EQ_INT(s->buckets[0], 3); /* 0, 1, -3 */
+    CHECK_EQ_INT(s->buckets[1], 2); /* 1.0000001, 2 */
+    CHECK_EQ_INT(s->buckets[2], 2); /* 4.99, 5 */
+    CHECK_EQ_INT(s->buckets[3], 2); /* 5.01, 1e9 -> +Inf */
+    CHECK_EQ_INT(s->count, 9);
+    char *t = text();
+    CHECK_LINE(t, "# HELP t_sizes Sizes.");
+    CHECK_LINE(t, "# TYPE t_sizes histogram");
+    CHECK_LINE(t, "t_sizes_bucket{le=\"1\"} 3");
+    CHECK_LINE(t, "t_sizes_bucket{le=\"2\"} 5"); /* cumulative */
+    CHECK_LINE(t, "t_sizes_bucket{le=\"5\"} 7");
+    CHECK_LINE(t, "t_sizes_bucket{le=\"+Inf\"} 9");
+    CHECK_LINE(t, "t_sizes_count 9");
+    CHECK(strstr(t, "t_sizes_sum 1000000016.0000001") != NULL || strstr(t, "t_sizes_sum 1000000016") != NULL);
+    free(t);
+
+    /* the standard layouts: latency from 1 ms to 5 min, tokens up to 1M */
+    CHECK(WEFT_BUCKETS_LATENCY[0] == 0.001);
+    CHECK(WEFT_BUCKETS_LATENCY[WEFT_BUCKETS_LATENCY_N - 1] == 300);
+    CHECK(WEFT_BUCKETS_TOKENS[WEFT_BUCKETS_TOKENS_N - 1] == 1048576);
+    struct weft_metric *lat = weft_metric_register(WEFT_HISTOGRAM, "t_lat_seconds", "L.", NULL, 0, NULL, 0, &why);
+    CHECK(lat != NULL && lat->nbounds == WEFT_BUCKETS_LATENCY_N);
+    struct weft_series *ls = weft_metric_series(lat, NULL);
+    weft_series_observe(lat, ls, 0.0025); /* exactly a bound */
+    weft_series_observe(lat, ls, 0.3);    /* between 0.25 and 0.5 */
+    weft_series_observe(lat, ls, 301);    /* beyond 5 min */
+    CHECK_EQ_INT(ls->buckets[1], 1);
+    CHECK_EQ_INT(ls->buckets[8], 1);
+    CHECK_EQ_INT(ls->buckets[WEFT_BUCKETS_LATENCY_N], 1);
+    t = text();
+    CHECK_LINE(t, "t_lat_seconds_bucket{le=\"0.0025\"} 1");
+    CHECK_LINE(t, "t_lat_seconds_bucket{le=\"0.25\"} 1");
+    CHECK_LINE(t, "t_lat_seconds_bucket{le=\"0.5\"} 2");
+    CHECK_LINE(t, "t_lat_seconds_bucket{le=\"300\"} 2");
+    CHECK_LINE(t, "t_lat_seconds_bucket{le=\"+Inf\"} 3");
+    free(t);
+
+    /* bad layouts are refused */
+    static const double bad[] = {1, 1};
+    CHECK(weft_metric_register(WEFT_HISTOGRAM, "t_bad", "", NULL, 0, bad, 2, &why) == NULL);
+    CHECK(strstr(why, "increasing") != NULL);
+    static const double inf[] = {1, INFINITY};
+    CHECK(weft_metric_register(WEFT_HISTOGRAM, "t_bad2", "", NULL, 0, inf, 2, &why) == NULL);
+    weft_metrics_reset();
+}
+
+static void test_escaping(void) {
+    const char *labels[] = {"path", "who"};
+    const char *why = NULL;
+    struct weft_metric *m = weft_metric_register(WEFT_COUNTER, "t_req_total",
+                                                 "Help with \\ backslash\nand newline \"quoted\".",
+                                                 labels, 2, NULL, 0, &why);
+    CHECK(m != NULL);
+    const char *v1[] = {"a\"b", "c\\d\ne"};
+    weft_series_add(weft_metric_series(m, v1), 2);
+    const char *v2[] = {"", "ünïcode"};
+    weft_series_add(weft_metric_series(m, v2), 0.5);
+    char *t = text();
+    /* HELP escapes \ and newline only; label values also escape " */
+    CHECK_LINE(t, "# HELP t_req_total Help with \\\\ backslash\\nand newline \"quoted\".");
+    CHECK_LINE(t, "# TYPE t_req_total counter");
+    CHECK_LINE(t, "t_req_total{path=\"a\\\"b\",who=\"c\\\\d\\ne\"} 2");
+    CHECK_LINE(t, "t_req_total{path=\"\",who=\"ünïcode\"} 0.5");
+    free(t);
+    weft_metrics_reset();
+}
+
+static void test_cardinality_cap(void) {
+    const char *labels[] = {"user"};
+    const char *why = NULL;
+    struct weft_metric *m = weft_metric_register(WEFT_COUNTER, "t_users_total", "U.", labels, 1, NULL, 0, &why);
+    CHECK(m != NULL);
+    weft_metric_set_max_series(m, 3);
+    char name[32];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "u%d", i);
+        const char *v[] = {name};
+        weft_series_add(weft_metric_series(m, v), 1);
+    }
+    /* a known series still gets its own observations after the cap */
+    const char *u1[] = {"u1"};
+    weft_series_add(weft_metric_series(m, u1), 1);
+    CHECK_EQ_INT(m->nseries, 3);
+    CHECK_EQ_INT(m->overflowed, 7);
+    char *t = text();
+    CHECK_LINE(t, "t_users_total{user=\"u0\"} 1");
+    CHECK_LINE(t, "t_users_total{user=\"u1\"} 2");
+    CHECK_LINE(t, "t_users_total{user=\"u2\"} 1");
+    CHECK_LINE(t, "t_users_total{user=\"other\"} 7");
+    CHECK(strstr(t, "user=\"u3\"") == NULL);
+    CHECK_LINE(t, "weft_metrics_overflow_total{metric=\"t_users_total\"} 7");
+    free(t);
+    weft_metrics_reset();
+}
+
+static void test_names_and_types(void) {
+    const char *why = NULL;
+    CHECK(weft_metric_register(WEFT_COUNTER, "no_suffix", "", NULL, 0, NULL, 0, &why) == NULL);
+    CHECK(strstr(why, "_total") != NULL);
+    CHECK(weft_metric_register(WEFT_GAUGE, "g_total", "", NULL, 0, NULL, 0, &why) == NULL);
+    CHECK(weft_metric_register(WEFT_GAUGE, "9lives", "", NULL, 0, NULL, 0, &why) == NULL);
+    CHECK(weft_metric_register(WEFT_GAUGE, "has-dash", "", NULL, 0, NULL, 0, &why) == NULL);
+    CHECK(weft_metric_register(WEFT_GAUGE, "", "", NULL, 0, NULL, 0, &why) == NULL);
+    const char *bad1[] = {"__reserved"};
+    CHECK(weft_metric_register(WEFT_GAUGE, "g1", "", bad1, 1, NULL, 0, &why) == NULL);
+    const char *bad2[] = {"a", "a"};
+    CHECK(weft_metric_register(WEFT_GAUGE, "g2", "", bad2, 2, NULL, 0, &why) == NULL);
+    CHECK(strstr(why, "duplicate") != NULL);
+    const char *le[] = {"le"};
+    CHECK(weft_metric_register(WEFT_HISTOGRAM, "h1", "", le, 1, NULL, 0, &why) == NULL);
+    const char *ok[] = {"a"};
+    struct weft_metric *g = weft_metric_register(WEFT_GAUGE, "ns:g", "", ok, 1, NULL, 0, &why);
+    CHECK(g != NULL);
+    /* the same registration returns the same metric; another shape fails */
+    CHECK(weft_metric_register(WEFT_GAUGE, "ns:g", "", ok, 1, NULL, 0, &why) == g);
+    CHECK(weft_metric_register(WEFT_COUNTER, "ns:g", "", ok, 1, NULL, 0, &why) == NULL);
+    CHECK(weft_metric_register(WEFT_GAUGE, "ns:g", "", NULL, 0, NULL, 0, &why) == NULL);
+    CHECK(weft_metric_find("ns:g") == g);
+
+    /* gauges: set, add, negative; numbers read back exactly */
+    const char *v[] = {"x"};
+    struct weft_series *s = weft_metric_series(g, v);
+    weft_series_set(s, 0.1);
+    weft_series_add(s, 0.2);
+    const char *w[] = {"y"};
+    weft_series_set(weft_metric_series(g, w), -1e20);
+    const char *z[] = {"z"};
+    weft_series_set(weft_metric_series(g, z), NAN);
+    char *t = text();
+    CHECK_LINE(t, "# TYPE ns:g gauge");
+    CHECK_LINE(t, "ns:g{a=\"x\"} 0.30000000000000004");
+    CHECK_LINE(t, "ns:g{a=\"y\"} -1e+20");
+    CHECK_LINE(t, "ns:g{a=\"z\"} NaN");
+    free(t);
+    weft_metrics_reset();
+
+    /* an empty registry renders as an empty exposition */
+    t = text();
+    CHECK_EQ_STR(t, "");
+    free(t);
+}
+
+int main(void) {
+    RUN(test_buckets);
+    RUN(test_escaping);
+    RUN(test_cardinality_cap);
+    RUN(test_names_and_types);
+    weft_metrics_reset();
+    return DONE();
+}
