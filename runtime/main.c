@@ -84,7 +84,15 @@ static int call_lua(lua_State *L, const char *mod, const char *fn, const char *a
         lua_pushstring(L, arg);
         nargs = 1;
     }
-    return lua_pcall(L, nargs, 1, 0) == 0 ? 0 : -1;
+    if (lua_pcall(L, nargs, 1, 0) == 0) return 0;
+    /* error values are tables with __tostring: make the message a string */
+    lua_getglobal(L, "tostring");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "(error without a message)");
+    }
+    return -1;
 }
 
 /* Write text to stderr through secret redaction. */

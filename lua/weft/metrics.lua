@@ -155,7 +155,12 @@ function M.serve(opts)
     return srv
 end
 
---- `weft run --metrics HOST:PORT`: parse the address and serve.
+--- The URL of the endpoint `weft run --metrics` serves (nil without it).
+---@type string?
+M.endpoint = nil
+
+--- `weft run --metrics HOST:PORT`: parse the address and serve (port 0:
+--- any free port; M.endpoint says which).
 ---@param addr string "127.0.0.1:9464", "[::1]:9464" or ":9464"
 function M.serve_address(addr)
     local host, port = addr:match("^%[([^%]]+)%]:(%d+)$")
@@ -166,6 +171,9 @@ function M.serve_address(addr)
     end
     if host == "" then host = "127.0.0.1" end
     M._server = M.serve { host = host, port = port }
+    M.endpoint = ("http://%s:%d/metrics"):format(host:find(":", 1, true) and "[" .. host .. "]" or host,
+        M._server.port)
+    require("weft.log").info("metrics endpoint", { url = M.endpoint })
     return M._server
 end
 
