@@ -4,7 +4,8 @@
 ---@class weft._log
 local Log = {}
 
---- Write one JSON line to stderr; `fields_json` is an encoded JSON object.
+--- Write one line to stderr; `fields` is an encoded JSON object, or in
+--- logfmt the rendered " k=v ..." text.
 ---@param level "debug"|"info"|"warn"|"error"
 ---@param msg string
 ---@param fields_json? string
@@ -18,5 +19,11 @@ function Log.enabled(level) end
 ---@param name? "debug"|"info"|"warn"|"error"|"off"
 ---@return string
 function Log.level(name) end
+
+--- Current line format; sets it when `name` is given ("auto": logfmt when
+--- stderr is a terminal).
+---@param name? "json"|"logfmt"|"auto"
+---@return "json"|"logfmt"
+function Log.format(name) end
 
 return Log
