@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "secrets.h"
 #include "luax.h"
 #include "task.h"
@@ -322,6 +323,7 @@ out:;
         if (rc == 0) rc = 3;
     }
     weft_secrets_shutdown(); /* zero every value before exit */
+    weft_metrics_reset();
     curl_global_cleanup();
     return rc;
 }

@@ -154,6 +154,10 @@ check "the canary key appears nowhere" bash -c "! grep -qF '$WEFT_CANARY_KEY' '$
 # logfmt, and bad --metrics addresses
 WEFT_LOG_FORMAT=logfmt "$WEFT" -e 'weft.log.warn("hello there", { a = "b c", n = 1, q = "x=\"y\"" })' 2> "$dir/logfmt"
 check "logfmt lines" grep -q '^ts=[0-9T:.-]*Z level=warn msg="hello there" a="b c" n=1 q="x=\\"y\\""$' "$dir/logfmt"
+if command -v script > /dev/null; then # util-linux: run under a pseudo-terminal
+    script -qc "'$WEFT' -e 'weft.log.warn(\"on a tty\", { k = 1 })'" /dev/null > "$dir/tty" 2>&1
+    check "logfmt is the default when stderr is a terminal" grep -q '^ts=.* level=warn msg="on a tty" k=1' "$dir/tty"
+fi
 "$WEFT" --log-format json -e 'weft.log.warn("j")' 2> "$dir/json"
 check "--log-format json" grep -q '^{"ts":".*","level":"warn","msg":"j"}$' "$dir/json"
 "$WEFT" --log-format yaml -e '' 2> /dev/null

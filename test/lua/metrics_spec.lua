@@ -203,6 +203,20 @@ describe("weft.calls", function()
         assert.matches("unknown event", raised(weft.on, "bogus", print))
     end)
 
+    it("announces plugin loads to reload hooks and counts them", function()
+        local got = {}
+        local off = weft.on("reload", function(e) got[#got + 1] = e end)
+        local before = value("weft_plugin_loads_total", { plugin = "secrets/vault", outcome = "ok" }) or 0
+        weft.secrets.use("vault", { addr = "http://127.0.0.1:1" })
+        assert.is_false(pcall(weft.secrets.use, "no-such-plugin"))
+        off()
+        assert.are.equal(2, #got)
+        assert.are.same({ "secrets/vault", true }, { got[1].plugin, got[1].ok })
+        assert.are.same({ "secrets/no-such-plugin", false }, { got[2].plugin, got[2].ok })
+        assert.are.equal(before + 1, value("weft_plugin_loads_total", { plugin = "secrets/vault", outcome = "ok" }))
+        assert.are.equal(1, value("weft_plugin_loads_total", { plugin = "secrets/no-such-plugin", outcome = "failed" }))
+    end)
+
     it("counts exact attempts and retries through weft.retry.run", function()
         local p = uniq("prov")
         local policy = weft.retry.policy { base = 0.001, cap = 0.001, seed = 2 }
