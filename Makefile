@@ -25,7 +25,7 @@ build-san: deps
 	cmake --build $(SAN_BUILD) -j $(JOBS)
 
 example: build
-	$(BUILD)/weft run $(EXAMPLE)
+	$(BUILD)/weft --log-level warn run --summary $(EXAMPLE)
 
 test-plain: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 2

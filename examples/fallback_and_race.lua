@@ -6,7 +6,7 @@
 --   2. race: ask all three at once, keep the first answer, cancel the rest,
 --      and never wait more than 2 s.
 --
---   weft run examples/fallback_and_race.lua ["your question"]
+--   weft run --summary examples/fallback_and_race.lua ["your question"]
 --
 -- The mock is told to fail the way real providers do: OpenAI answers 429
 -- (with Retry-After) then 503, Anthropic is slow (400 ms).
@@ -38,17 +38,17 @@ local function post(url, headers, body)
 end
 
 local providers = {
-    { name = "openai", ask = function(q)
+    { name = "openai", model = "gpt-4o-mini", ask = function(q)
         local v = post(mock.url .. "/v1/chat/completions", { authorization = "Bearer " .. keys.openai },
             { model = "gpt-4o-mini", messages = { { role = "user", content = q } } })
         return { text = v.choices[1].message.content, input = v.usage.prompt_tokens, output = v.usage.completion_tokens }
     end },
-    { name = "anthropic", ask = function(q)
+    { name = "anthropic", model = "claude-3-5-haiku-latest", ask = function(q)
         local v = post(mock.url .. "/v1/messages", { ["x-api-key"] = keys.anthropic, ["anthropic-version"] = "2023-06-01" },
             { model = "claude-3-5-haiku-latest", max_tokens = 256, messages = { { role = "user", content = q } } })
         return { text = v.content[1].text, input = v.usage.input_tokens, output = v.usage.output_tokens }
     end },
-    { name = "gemini", ask = function(q)
+    { name = "gemini", model = "gemini-2.0-flash", ask = function(q)
         local v = post(mock.url .. "/v1beta/models/gemini-2.0-flash:generateContent", { ["x-goog-api-key"] = keys.gemini },
             { contents = { { role = "user", parts = { { text = q } } } } })
         return { text = v.candidates[1].content.parts[1].text, input = v.usageMetadata.promptTokenCount,
@@ -56,11 +56,26 @@ local providers = {
     end },
 }
 
+-- Every ask is recorded as a call (metrics, logs with a call id, and the
+-- table `weft run --summary` prints at exit), priced in USD per 1M tokens.
+weft.calls.set_prices("openai", { ["gpt-4o-mini"] = { input = 0.15, output = 0.60 } })
+weft.calls.set_prices("anthropic", { ["claude-3-5-haiku-latest"] = { input = 0.80, output = 4.00 } })
+weft.calls.set_prices("gemini", { ["gemini-2.0-flash"] = { input = 0.10, output = 0.40 } })
+local function ask(p, q)
+    local call = weft.calls.begin { provider = p.name, model = p.model, operation = "chat" }
+    call:attempt()
+    local ok, r = pcall(p.ask, q)
+    if ok then call:usage(r.input, r.output) end
+    call:finish(not ok and r or nil)
+    if not ok then error(r, 0) end
+    return r
+end
+
 -- 1. Fallback chain
 print("fallback:")
 for _, p in ipairs(providers) do
     local t0 = weft.now()
-    local ok, r = pcall(p.ask, question)
+    local ok, r = pcall(ask, p, question)
     local ms = (weft.now() - t0) * 1000
     if ok then
         print(("  %-9s answered in %4.0f ms (%d tokens in, %d out): %s"):format(p.name, ms, r.input, r.output, r.text))
@@ -71,7 +86,7 @@ end
 
 -- 2. Race: first good answer wins, the others are cancelled
 local attempts = {}
-for i, p in ipairs(providers) do attempts[i] = function() return p.ask(question), p.name end end
+for i, p in ipairs(providers) do attempts[i] = function() return ask(p, question), p.name end end
 local t0 = weft.now()
 local r, i = weft.timeout(2, function() return weft.any(attempts) end)
 print(("race:\n  %-9s won in %4.0f ms: %s"):format(providers[i].name, (weft.now() - t0) * 1000, r.text))

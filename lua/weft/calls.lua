@@ -438,7 +438,8 @@ function Call:finish(err)
     else
         fields.error = type(err) == "table" and err.message or tostring(err)
         fields.status = type(err) == "table" and err.status or nil
-        log.warn("call failed", fields)
+        -- a cancelled call (the loser of a race, Ctrl-C) is no failure to warn about
+        if outcome == "cancelled" then log.info("call cancelled", fields) else log.warn("call failed", fields) end
         M.emit("error", event(self, { duration = d, outcome = outcome, error = err }))
     end
     if self.co and current[self.co] == self then current[self.co] = self.parent end
