@@ -275,13 +275,40 @@ static void put(struct buf *b, const char *s, size_t n) {
 
 static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
 
-/* HELP text: escape \ and newline. Label values: also ". */
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one
+ * (overlong forms, surrogates and code points above U+10FFFF included). */
+static int utf8_len(const unsigned char *p) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    int n = c >= 0xc2 && c <= 0xdf ? 2 : (c & 0xf0) == 0xe0 ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!n) return 0;
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if (n == 3 && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))) return 0;
+    if (n == 4 && ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))) return 0;
+    return n;
+}
+
+/* HELP text: escape \ and newline. Label values: also ". A byte that is
+ * not valid UTF-8 becomes U+FFFD: the text format is UTF-8, and one bad
+ * model name must not make every scrape fail. */
 static void put_escaped(struct buf *b, const char *s, int quote) {
-    for (const char *p = s; *p; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
         if (*p == '\\') puts_(b, "\\\\");
         else if (*p == '\n') puts_(b, "\\n");
         else if (quote && *p == '"') puts_(b, "\\\"");
-        else put(b, p, 1);
+        else {
+            int n = utf8_len(p);
+            if (n) {
+                put(b, (const char *)p, (size_t)n);
+                p += n;
+            } else {
+                puts_(b, "\xef\xbf\xbd");
+                p++;
+            }
+            continue;
+        }
+        p++;
     }
 }
 

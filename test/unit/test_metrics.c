@@ -97,12 +97,20 @@ static void test_escaping(void) {
     weft_series_add(weft_metric_series(m, v1), 2);
     const char *v2[] = {"", "ünïcode"};
     weft_series_add(weft_metric_series(m, v2), 0.5);
+    /* invalid UTF-8 (stray bytes, a truncated sequence, an overlong '/')
+     * becomes U+FFFD instead of breaking the whole exposition */
+    const char *v3[] = {"bad\xff\xfeok", "cut\xe2\x82"};
+    weft_series_add(weft_metric_series(m, v3), 1);
+    const char *v4[] = {"\xc0\xaf", "\xf0\x9f\x98\x80"};
+    weft_series_add(weft_metric_series(m, v4), 1);
     char *t = text();
     /* HELP escapes \ and newline only; label values also escape " */
     CHECK_LINE(t, "# HELP t_req_total Help with \\\\ backslash\\nand newline \"quoted\".");
     CHECK_LINE(t, "# TYPE t_req_total counter");
     CHECK_LINE(t, "t_req_total{path=\"a\\\"b\",who=\"c\\\\d\\ne\"} 2");
     CHECK_LINE(t, "t_req_total{path=\"\",who=\"ünïcode\"} 0.5");
+    CHECK_LINE(t, "t_req_total{path=\"bad\xef\xbf\xbd\xef\xbf\xbdok\",who=\"cut\xef\xbf\xbd\xef\xbf\xbd\"} 1");
+    CHECK_LINE(t, "t_req_total{path=\"\xef\xbf\xbd\xef\xbf\xbd\",who=\"\xf0\x9f\x98\x80\"} 1");
     free(t);
     weft_metrics_reset();
 }
