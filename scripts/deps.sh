@@ -9,7 +9,7 @@ PKGS="build-essential cmake pkg-config \
 luajit2 libluajit2-5.1-dev lua-cjson lua-cjson-dev libev-dev \
 libcurl4-openssl-dev libhiredis-dev libedit-dev libhttp-parser-dev \
 redis-server nginx wrk hyperfine prometheus lua-busted \
-valgrind strace openssl ca-certificates tmux"
+valgrind strace openssl ca-certificates tmux clang"
 
 missing=""
 for p in $PKGS; do
