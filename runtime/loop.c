@@ -24,6 +24,7 @@ int luaopen_weft_retry(lua_State *L);
 int luaopen_weft_breaker(lua_State *L);
 int luaopen_weft_secrets(lua_State *L);
 int luaopen_weft_metrics(lua_State *L);
+int luaopen_weft_sse(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -39,6 +40,7 @@ static const luaL_Reg preloads[] = {
     {"weft._breaker", luaopen_weft_breaker},
     {"weft._secrets", luaopen_weft_secrets},
     {"weft._metrics", luaopen_weft_metrics},
+    {"weft._sse", luaopen_weft_sse},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };
