@@ -220,7 +220,7 @@ M.stats = T.stats
 -- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock, ...
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
                limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
-               secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls" }
+               secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls", plugins = "weft.plugins" }
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]
