@@ -145,8 +145,9 @@ end
 
 -- A token bucket of success lines: rate per second, burst = rate.
 local function sample_admit()
+    if sample.rate == math.huge then return true end
     local t = clock()
-    if sample.last then
+    if sample.last and t > sample.last then
         sample.tokens = math.min(sample.rate, sample.tokens + (t - sample.last) * sample.rate)
     end
     sample.last = t

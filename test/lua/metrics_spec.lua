@@ -251,6 +251,12 @@ describe("weft.calls", function()
         a:finish()
     end)
 
+    it("logs every success line at an unlimited rate, even with a clock that stands still", function()
+        local before = value("weft_log_lines_sampled_out_total") or 0
+        for _ = 1, 50 do calls.begin { provider = "s" }:finish() end
+        assert.are.equal(before, value("weft_log_lines_sampled_out_total") or 0)
+    end)
+
     it("samples success lines above the configured rate, never failures", function()
         calls.configure { success_lines_per_second = 2 }
         local before = value("weft_log_lines_sampled_out_total") or 0
