@@ -118,31 +118,17 @@ void weft_log_write(int level, const char *msg, size_t msglen,
                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                       tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level]);
     if (hn < 0) return;
-    if (logfmt) {
-        /* msg is always quoted (JSON string escaping is valid logfmt);
-         * the fields come rendered by the caller. */
-        size_t qn = weft_json_quote(NULL, 0, msg, msglen);
-        size_t total = (size_t)hn + qn + fieldslen + 1;
-        char stackbuf[1024];
-        char *line = total <= sizeof stackbuf ? stackbuf : malloc(total);
-        if (!line) return;
-        size_t o = (size_t)hn;
-        memcpy(line, head, o);
-        o += weft_json_quote(line + o, qn, msg, msglen);
-        if (fields_json && fieldslen) {
-            memcpy(line + o, fields_json, fieldslen);
-            o += fieldslen;
-        }
-        line[o++] = '\n';
-        weft_log_emit(line, o);
-        if (line != stackbuf) free(line);
-        return;
-    }
 
-    /* Fields: the members of the object, without its braces. */
+    /* What follows msg: in logfmt the caller's rendered " k=v" text as
+     * given; in JSON the members of the fields object without its braces,
+     * after a comma. msg itself is JSON-quoted in both (valid logfmt). */
     const char *fb = NULL;
     size_t fl = 0;
-    if (fields_json && fieldslen >= 2) {
+    const char *sep = "";
+    if (logfmt) {
+        fb = fields_json;
+        fl = fields_json ? fieldslen : 0;
+    } else if (fields_json && fieldslen >= 2) {
         const char *open = memchr(fields_json, '{', fieldslen);
         const char *close = fields_json + fieldslen;
         while (close > fields_json && close[-1] != '}') close--;
@@ -150,11 +136,13 @@ void weft_log_write(int level, const char *msg, size_t msglen,
             fb = open + 1;
             fl = (size_t)(close - 1 - fb);
             while (fl > 0 && (*fb == ' ' || *fb == '\n')) { fb++; fl--; }
+            sep = ",";
         }
     }
+    const char *tail = logfmt ? "\n" : "}\n";
 
     size_t qn = weft_json_quote(NULL, 0, msg, msglen);
-    size_t total = (size_t)hn + qn + (fl ? fl + 1 : 0) + 2;
+    size_t total = (size_t)hn + qn + strlen(sep) + fl + strlen(tail);
     char stackbuf[1024];
     char *line = total <= sizeof stackbuf ? stackbuf : malloc(total);
     if (!line) return;
@@ -162,12 +150,13 @@ void weft_log_write(int level, const char *msg, size_t msglen,
     memcpy(line, head, o);
     o += weft_json_quote(line + o, qn, msg, msglen);
     if (fl) {
-        line[o++] = ',';
+        memcpy(line + o, sep, strlen(sep));
+        o += strlen(sep);
         memcpy(line + o, fb, fl);
         o += fl;
     }
-    line[o++] = '}';
-    line[o++] = '\n';
+    memcpy(line + o, tail, strlen(tail));
+    o += strlen(tail);
     weft_log_emit(line, o);
     if (line != stackbuf) free(line);
 }
