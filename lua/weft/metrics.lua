@@ -116,6 +116,7 @@ end
 ---@param labels? table<string, string>
 ---@return number?
 function M.value(name, labels)
+    run_collectors()
     local m = C.snapshot()[name]
     if not m then return nil end
     for _, s in pairs(m.series) do

@@ -110,6 +110,10 @@ describe("weft.metrics", function()
         assert.truthy(res.body:find("\n" .. name .. " 3\n", 1, true))
         assert.are.equal(404, weft.http.request { url = base .. "/other" }.status)
         assert.are.equal(405, weft.http.request { url = base .. "/metrics", method = "POST", body = "" }.status)
+        local head = weft.http.request { url = base .. "/metrics", method = "HEAD" }
+        assert.are.equal(200, head.status)
+        assert.are.equal("", head.body)
+        assert.matches("expected a table", raised(metrics.serve, "9464"))
         srv:close()
         assert.matches("HOST:PORT", raised(metrics.serve_address, "nonsense"))
         assert.matches("HOST:PORT", raised(metrics.serve_address, "127.0.0.1:99999"))
@@ -231,6 +235,42 @@ describe("weft.calls", function()
         assert.are.equal(13, value("weft_attempts_total", L))
         assert.are.equal(3, value("weft_retries_total", L))
         assert.are.equal(10, value("weft_calls_total", { provider = p, outcome = "success" }))
+    end)
+
+    it("records a cancelled call as cancelled and a programming error as error", function()
+        calls.set_clock(nil)
+        local p = uniq("prov")
+        local policy = weft.retry.policy { base = 0.001, seed = 1 }
+        local t = weft.spawn(function()
+            return weft.retry.run(policy, function() weft.sleep(30) end, { provider = p, model = "m" })
+        end)
+        weft.sleep(0.01)
+        t:cancel()
+        assert.are.equal("cancelled", select(2, pcall(t.wait, t)).kind)
+        assert.are.equal(1, value("weft_calls_total", { provider = p, outcome = "cancelled" }))
+        assert.are.equal(0, value("weft_retries_total", { provider = p }) or 0)
+        -- a bug in the attempt function: never retried, raised as it was, counted as "error"
+        local err = raised(weft.retry.run, policy, function() local x = nil; return x.field end, { provider = p })
+        assert.matches("attempt to index", tostring(err))
+        assert.are.equal(1, value("weft_calls_total", { provider = p, outcome = "error" }))
+        assert.are.equal(1, value("weft_attempts_total", { provider = p, model = "unknown" }))
+        assert.is_nil(weft.log.bound())
+    end)
+
+    it("counts limiter queueing as waiting, not as weft's overhead", function()
+        calls.set_clock(nil)
+        local p = uniq("prov")
+        local lim = weft.limiter.new { rps = 10, burst = 1, name = p }
+        local c = calls.begin { provider = p, model = "m" }
+        c:attempt()
+        lim:acquire()
+        lim:acquire() -- waits about 0.1 s for the next token
+        c:finish()
+        assert.is_true(c.waited >= 0.09, c.waited)
+        local snap = metrics.snapshot()
+        for _, s in ipairs(snap.weft_overhead_seconds.series) do
+            if s.labels.provider == p then assert.is_true(s.sum < c.waited, s.sum) end
+        end
     end)
 
     it("binds the call's id to the task's log lines while it runs", function()
