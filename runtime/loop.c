@@ -25,6 +25,7 @@ int luaopen_weft_breaker(lua_State *L);
 int luaopen_weft_secrets(lua_State *L);
 int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_sse(lua_State *L);
+int luaopen_weft_watch(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -41,6 +42,7 @@ static const luaL_Reg preloads[] = {
     {"weft._secrets", luaopen_weft_secrets},
     {"weft._metrics", luaopen_weft_metrics},
     {"weft._sse", luaopen_weft_sse},
+    {"weft._watch", luaopen_weft_watch},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };

@@ -213,6 +213,40 @@ function M.on(event, fn)
     return require("weft.calls").on(event, fn)
 end
 
+--- The model `name` ("provider/model" or an alias from weft.configure):
+--- an object with :complete(req), :stream(req, on_event), :embed(texts)
+--- and :usage(). See weft.model (lua/weft/model.lua) for the forms.
+---@param name string
+---@param opts? table request defaults
+---@return weft.Model
+function M.model(name, opts)
+    local ok, m = pcall(require("weft.model").model, name, opts)
+    if not ok then error(m, 2) end
+    return m
+end
+
+--- Configure providers (base URL, secret, limits, retry, breaker,
+--- timeouts, prices, plugin options) and model aliases.
+---@param cfg {providers?: table, models?: table}
+function M.configure(cfg)
+    local info = debug.getinfo(2, "Sl")
+    local where
+    if info and info.source:sub(1, 1) == "@" then
+        where = { file = info.source:sub(2), line = info.currentline }
+    end
+    local mod = require "weft.model"
+    local ok, err = pcall(mod.configure, cfg, where and mod.source_of(where.file, where.line))
+    if not ok then error(err, 2) end
+end
+
+--- Load plugin files again now: all, or those named `name`. A broken
+--- version never replaces the one serving. Returns {[kind/name] = true
+--- (reloaded) | false (unchanged) | error message}.
+---@param name? string
+function M.reload(name)
+    return require("weft.plugins").reload(name)
+end
+
 --- Counters of the scheduler: live tasks and registry references.
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats

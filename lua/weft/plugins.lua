@@ -28,8 +28,8 @@ local json = require "weft.json"
 local errors = require "weft.error"
 local log = require "weft.log"
 
-local type, pairs, ipairs, tostring, setmetatable, getmetatable, loadfile, setfenv, pcall, error =
-    type, pairs, ipairs, tostring, setmetatable, getmetatable, loadfile, setfenv, pcall, error
+local type, pairs, ipairs, tostring, setmetatable, getmetatable, loadfile, loadstring, setfenv, pcall, error =
+    type, pairs, ipairs, tostring, setmetatable, getmetatable, loadfile, loadstring, setfenv, pcall, error
 
 local M = {}
 
@@ -143,6 +143,27 @@ function M.validate(p, expect_kind)
         for _, fn in ipairs { "encode", "decode", "classify" } do
             if type(p[fn]) ~= "function" then return nil, "a provider must have function " .. fn end
         end
+        if p.event ~= nil and type(p.event) ~= "function" then return nil, "event must be a function" end
+        local caps = p.capabilities
+        if caps ~= nil and type(caps) ~= "table" then return nil, "capabilities must be a table" end
+        if caps and caps.stream and type(p.event) ~= "function" then
+            return nil, "a provider that can stream must have function event"
+        end
+        for _, f in ipairs { "base_url", "secret" } do
+            if p[f] ~= nil and p[f] ~= false and type(p[f]) ~= "string" then
+                return nil, f .. " must be a string (or false)"
+            end
+        end
+        if type(p.base_url) == "string" and not p.base_url:match("^https?://") then
+            return nil, "base_url must start with http:// or https://"
+        end
+        local a = p.auth
+        if a ~= nil and (type(a) ~= "table" or (a.header == nil and a.query == nil)
+                         or (a.header ~= nil and type(a.header) ~= "string")
+                         or (a.format ~= nil and (type(a.format) ~= "string" or not a.format:find("{}", 1, true)))) then
+            return nil, "auth must be {header = NAME, format = \"... {} ...\"} or {query = NAME}"
+        end
+        if p.prices ~= nil and type(p.prices) ~= "table" then return nil, "prices must be a table" end
     end
     return true
 end
@@ -154,21 +175,51 @@ end
 ---@param expect_kind? string
 ---@return table? plugin
 ---@return string? err
-function M.load_file(path, expect_kind)
-    local label = path:match("([^/]+)%.lua$") or path
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then return nil, err end
+    local s = f:read("*a")
+    f:close()
+    return s
+end
+
+-- A plugin that `extends` another gets the functions and fields it does
+-- not define from it (loaded in its own sandbox, uncounted).
+local function inherit(p, kind, depth)
+    if type(p) ~= "table" or p.extends == nil then return p end
+    if type(p.extends) ~= "string" then error("extends must be the name of a plugin", 0) end
+    if depth > 4 then error("extends: chain too long (a cycle?)", 0) end
+    local path = M.find(p.kind or kind or "provider", p.extends)
+    if not path then error("extends: no plugin '" .. p.extends .. "'", 0) end
     local chunk, err = loadfile(path)
+    if not chunk then error("extends: " .. err, 0) end
+    setfenv(chunk, sandbox())
+    local base = inherit(chunk(), kind, depth + 1)
+    if type(base) ~= "table" then error("extends: " .. path .. " does not return a table", 0) end
+    for k, v in pairs(base) do
+        if p[k] == nil then p[k] = v end
+    end
+    return p
+end
+
+function M.load_file(path, expect_kind, check, source)
+    local label = path:match("([^/]+)%.lua$") or path
+    local chunk, err
+    if source then chunk, err = loadstring(source, "@" .. path) else chunk, err = loadfile(path) end
     if not chunk then
         calls.plugin_loaded(label, false, err)
         return nil, err
     end
     setfenv(chunk, sandbox())
     local ok, p = pcall(chunk)
+    if ok then ok, p = pcall(inherit, p, expect_kind, 0) end
     if not ok then
         local msg = ("%s: error while loading: %s"):format(path, tostring(p))
         calls.plugin_loaded(label, false, msg)
         return nil, msg
     end
     local valid, why = M.validate(p, expect_kind)
+    if valid and check then valid, why = check(p) end
     if not valid then
         local msg = ("%s: %s"):format(path, why)
         calls.plugin_loaded(label, false, msg)
@@ -208,6 +259,126 @@ function M.configure(p, cfg, where)
         end
     end
     return out
+end
+
+------------------------------------------------------------ the registry
+
+-- Loaded plugins by "kind/name": {kind=, name=, path=, plugin=, n=, source=,
+-- failures=, checks={}, watch=}. `plugin` is swapped (one assignment) when
+-- a new version has been loaded and validated; a call holds the table it
+-- started with, so it finishes on that version.
+local registry = {}
+M.registry = registry
+
+--- Watch plugin files for changes (ev_stat) and reload them (default on).
+M.watching = true
+
+local reload_entry
+
+local function watch(e)
+    if not M.watching then return end
+    local ok, w = pcall(require("weft._watch").new, e.path, 1)
+    if not ok then
+        log.warn("plugin file not watched", { plugin = e.kind .. "/" .. e.name, error = tostring(w) })
+        return
+    end
+    e.watch = w
+    require("weft._task").spawn(function()
+        while e.watch == w do
+            local changed = w:wait()
+            if not changed then return end -- closed, or the process is ending
+            reload_entry(e)
+        end
+    end)
+end
+
+--- The registry entry of plugin `name` of `kind`, loading it on first use
+--- (so a file dropped into a plugin directory is usable at once). Returns
+--- the entry, or nil and why not.
+---@param kind "provider"|"policy"
+---@param name string
+---@return table? entry
+---@return string? err
+function M.get(kind, name)
+    local key = kind .. "/" .. name
+    local e = registry[key]
+    if e then return e end
+    local path, looked = M.find(kind, name)
+    if not path then return nil, ("no %s plugin '%s' (looked in %s)"):format(kind, name, looked) end
+    local src, rerr = read_file(path)
+    if not src then return nil, path .. ": " .. tostring(rerr) end
+    local p, err = M.load_file(path, kind, nil, src)
+    if not p then return nil, err end
+    if p.name ~= name then
+        return nil, ("%s: declares name '%s', expected '%s'"):format(path, p.name, name)
+    end
+    e = { kind = kind, name = name, path = path, plugin = p, n = 1, source = src, failures = 0, checks = {} }
+    registry[key] = e
+    watch(e)
+    return e
+end
+
+--- Add a check every new version of entry `e` must pass before it is
+--- swapped in (the model layer checks that the configurations using it
+--- still hold). `fn(plugin)` returns true or nil and a message.
+function M.add_check(e, fn)
+    e.checks[#e.checks + 1] = fn
+end
+
+-- Load the file of `e` again; swap it in when it is good and different.
+reload_entry = function(e)
+    local label = e.kind .. "/" .. e.name
+    local src, rerr = read_file(e.path)
+    if not src then
+        e.failures = e.failures + 1
+        calls.plugin_loaded(label, false, e.path .. ": " .. tostring(rerr) .. " (the loaded version keeps serving)")
+        return nil, rerr
+    end
+    if src == e.source then return false, "unchanged" end
+    local p, err = M.load_file(e.path, e.kind, function(np)
+        if np.name ~= e.name then return nil, ("declares name '%s', expected '%s'"):format(np.name, e.name) end
+        for _, check in ipairs(e.checks) do
+            local ok, why = check(np)
+            if not ok then return nil, why end
+        end
+        return true
+    end, src)
+    if not p then
+        e.failures = e.failures + 1
+        return nil, err
+    end
+    e.plugin, e.source, e.n = p, src, e.n + 1
+    log.info("plugin reloaded", { plugin = label, version = p.version, load = e.n })
+    return true
+end
+
+--- Load plugin files again now: all loaded plugins, or those named `name`
+--- ("openai" or "provider/openai"). Returns {[kind/name] = true | false
+--- (unchanged) | error message}. A broken file never replaces the loaded
+--- version.
+---@param name? string
+---@return table<string, boolean|string>
+function M.reload(name)
+    local out = {}
+    for key, e in pairs(registry) do
+        if name == nil or name == key or name == e.name then
+            local ok, err = reload_entry(e)
+            out[key] = ok and true or (ok == false and false or err)
+        end
+    end
+    return out
+end
+
+--- Forget every loaded plugin (and stop watching): tests and `weft check`.
+function M.reset()
+    for key, e in pairs(registry) do
+        if e.watch then
+            local w = e.watch
+            e.watch = nil
+            w:close()
+        end
+        registry[key] = nil
+    end
 end
 
 return M

@@ -1,0 +1,189 @@
+--- Provider: Anthropic (Messages API).
+---
+--- A pure codec (plugin API 1). Wire format: POST /v1/messages with
+--- `anthropic-version`, {model, max_tokens (required), system, messages
+--- (content blocks), temperature, top_p, stop_sequences, tools}; the answer's
+--- content blocks (text, tool_use), stop_reason and usage {input_tokens,
+--- output_tokens}; streams of named events (message_start,
+--- content_block_start/delta/stop, message_delta, message_stop, ping,
+--- error) where `message_stop` is the terminator; errors {"type":"error",
+--- "error":{type, message}}. Anthropic has no embeddings endpoint: embed is
+--- refused with kind invalid_request before anything is sent.
+local json = weft.json
+
+local FINISH = { end_turn = "stop", stop_sequence = "stop", max_tokens = "length", tool_use = "tool_calls",
+                 pause_turn = "stop", refusal = "content_filter" }
+
+-- Anthropic's error types -> weft's kinds
+local KINDS = {
+    invalid_request_error = "invalid_request", authentication_error = "auth", permission_error = "auth",
+    not_found_error = "invalid_request", request_too_large = "invalid_request",
+    rate_limit_error = "rate_limited", api_error = "transient", overloaded_error = "transient",
+    timeout_error = "timeout", billing_error = "quota_exhausted",
+}
+
+local function str(v) if type(v) == "string" then return v end end
+
+local function decode_args(s)
+    if s == nil or s == "" then return json.object({}) end
+    local ok, v = pcall(json.decode, s)
+    if ok and type(v) == "table" then return v end
+    return json.object({})
+end
+
+local function messages(req)
+    local system = req.system
+    local out = {}
+    for _, m in ipairs(req.messages) do
+        if m.role == "system" then
+            system = system and (system .. "\n\n" .. m.content) or m.content
+        elseif m.role == "tool" then
+            -- a tool result is a user turn holding a tool_result block
+            out[#out + 1] = { role = "user", content = { { type = "tool_result", tool_use_id = m.tool_call_id,
+                                                          content = m.content } } }
+        elseif m.tool_calls then
+            local blocks = {}
+            if m.content and m.content ~= "" then blocks[1] = { type = "text", text = m.content } end
+            for _, tc in ipairs(m.tool_calls) do
+                blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = tc.name, input = decode_args(tc.arguments) }
+            end
+            out[#out + 1] = { role = "assistant", content = blocks }
+        else
+            out[#out + 1] = { role = m.role, content = m.content }
+        end
+    end
+    return out, system
+end
+
+local function wire_tools(tools)
+    local out = {}
+    for i, t in ipairs(tools) do
+        local f = t["function"] or t -- OpenAI-style {type=function, function={...}} accepted too
+        out[i] = { name = f.name, description = f.description, input_schema = f.parameters or f.input_schema }
+    end
+    return out
+end
+
+local function kind_of(status, e)
+    local t = str(e.type)
+    if t == "invalid_request_error" and str(e.message) and e.message:find("credit balance", 1, true) then
+        return "quota_exhausted"
+    end
+    if t and KINDS[t] then return KINDS[t] end
+    if status == 429 then return "rate_limited" end
+    if status == 401 or status == 403 then return "auth" end
+    if status and (status >= 500 or status == 408 or status == 409) then return "transient" end
+    return status and "invalid_request" or "transient"
+end
+
+return {
+    api = 1,
+    name = "anthropic",
+    kind = "provider",
+    version = "1.0.0",
+    base_url = "https://api.anthropic.com",
+    secret = "env:ANTHROPIC_API_KEY",
+    auth = { header = "x-api-key", format = "{}" },
+    capabilities = { complete = true, stream = true, embed = false },
+    prices = {
+        ["claude-3-5-haiku-latest"] = { input = 0.80, output = 4.00 },
+        ["claude-sonnet-4-5"] = { input = 3.00, output = 15.00 },
+        ["claude-haiku-4-5"] = { input = 1.00, output = 5.00 },
+    },
+    schema = {
+        version = { type = "string", default = "2023-06-01" },     -- the anthropic-version header
+        default_max_tokens = { type = "number", default = 1024 },  -- max_tokens is required by the API
+        beta = { type = "string" },                               -- anthropic-beta header
+    },
+
+    encode = function(op, req, cfg)
+        local headers = { ["anthropic-version"] = cfg.version }
+        if cfg.beta then headers["anthropic-beta"] = cfg.beta end
+        local msgs, system = messages(req)
+        local stop = req.stop
+        if type(stop) == "string" then stop = { stop } end
+        local body = {
+            model = req.model, max_tokens = req.max_tokens or cfg.default_max_tokens, system = system,
+            messages = msgs, temperature = req.temperature, top_p = req.top_p, stop_sequences = stop,
+            tool_choice = req.tool_choice,
+        }
+        if req.tools then body.tools = wire_tools(req.tools) end
+        if op == "stream" then body.stream = true end
+        for k, v in pairs(req.extra or {}) do body[k] = v end
+        return { path = "/v1/messages", headers = headers, body = body }
+    end,
+
+    decode = function(op, body, req, cfg)
+        if type(body.content) ~= "table" then return nil, "no content array in the answer" end
+        local text, tools = {}, {}
+        for _, b in ipairs(body.content) do
+            if b.type == "text" then
+                text[#text + 1] = str(b.text) or ""
+            elseif b.type == "tool_use" then
+                tools[#tools + 1] = { id = str(b.id), name = str(b.name), arguments = json.encode(b.input or json.object({})) }
+            end
+        end
+        local u = type(body.usage) == "table" and body.usage or {}
+        return {
+            text = table.concat(text),
+            finish_reason = FINISH[body.stop_reason] or str(body.stop_reason) or "stop",
+            tool_calls = #tools > 0 and tools or nil,
+            usage = { input = tonumber(u.input_tokens) or 0, output = tonumber(u.output_tokens) or 0 },
+            model = str(body.model), id = str(body.id),
+        }
+    end,
+
+    classify = function(status, headers, body, cfg)
+        local ok, v = pcall(json.decode, body)
+        local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
+        return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
+    end,
+
+    event = function(ev, st, req, cfg)
+        local t = ev.event
+        if t == "ping" then return nil end
+        if t == "message_stop" then return { done = true } end
+        local ok, v = pcall(json.decode, ev.data)
+        if not ok or type(v) ~= "table" then return nil end
+        if t == "error" or v.type == "error" then
+            local e = type(v.error) == "table" and v.error or {}
+            return { error = { kind = kind_of(nil, e), message = str(e.message) or "error in stream" } }
+        end
+        if t == "message_start" and type(v.message) == "table" then
+            local u = type(v.message.usage) == "table" and v.message.usage or {}
+            st.input = tonumber(u.input_tokens) or 0
+            st.output = tonumber(u.output_tokens) or 0
+            return { usage = { input = st.input, output = st.output }, model = str(v.message.model) }
+        end
+        if t == "content_block_start" and type(v.content_block) == "table" and v.content_block.type == "tool_use" then
+            st.tools = st.tools or {}
+            st.blocks = st.blocks or {}
+            local tc = { id = str(v.content_block.id), name = str(v.content_block.name), arguments = "" }
+            st.tools[#st.tools + 1] = tc
+            st.blocks[v.index] = tc
+            return { tool_calls = st.tools }
+        end
+        if t == "content_block_delta" and type(v.delta) == "table" then
+            if v.delta.type == "text_delta" then return { text = str(v.delta.text) } end
+            if v.delta.type == "input_json_delta" and st.blocks and st.blocks[v.index] then
+                local tc = st.blocks[v.index]
+                tc.arguments = tc.arguments .. (str(v.delta.partial_json) or "")
+                return { tool_calls = st.tools }
+            end
+            return nil
+        end
+        if t == "message_delta" then
+            local out = {}
+            if type(v.usage) == "table" then
+                st.output = tonumber(v.usage.output_tokens) or st.output
+                if tonumber(v.usage.input_tokens) then st.input = tonumber(v.usage.input_tokens) end
+                out.usage = { input = st.input or 0, output = st.output or 0 }
+            end
+            if type(v.delta) == "table" and str(v.delta.stop_reason) then
+                out.finish_reason = FINISH[v.delta.stop_reason] or v.delta.stop_reason
+            end
+            return out
+        end
+        return nil
+    end,
+}

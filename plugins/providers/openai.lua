@@ -1,0 +1,209 @@
+--- Provider: OpenAI (Chat Completions, Embeddings).
+---
+--- A pure codec (plugin API 1): it turns weft's normalized requests into
+--- OpenAI's wire format and OpenAI's answers, errors and stream chunks back
+--- into weft's forms. No I/O, no secret values: the host sends, and puts
+--- the key where `auth` says.
+---
+--- Wire format: POST /v1/chat/completions {model, messages, max_tokens,
+--- temperature, top_p, stop, tools, tool_choice, stream, stream_options};
+--- the answer's choices[1].message and usage {prompt_tokens,
+--- completion_tokens}; a stream of `data: {chunk}` lines ended by
+--- `data: [DONE]`; errors {"error": {message, type, code}}; POST
+--- /v1/embeddings {model, input} -> data[i].embedding.
+local json = weft.json
+local null = json.null
+
+local FINISH = { stop = "stop", length = "length", tool_calls = "tool_calls", function_call = "tool_calls",
+                 content_filter = "content_filter" }
+
+local function str(v) if type(v) == "string" then return v end end
+
+-- Normalized tool calls {id, name, arguments} -> OpenAI's.
+local function wire_tool_calls(list)
+    local out = {}
+    for i, tc in ipairs(list) do
+        out[i] = { id = tc.id, type = "function",
+                   ["function"] = { name = tc.name, arguments = tc.arguments or "{}" } }
+    end
+    return out
+end
+
+local function messages(req)
+    local out = {}
+    if req.system then out[1] = { role = "system", content = req.system } end
+    for _, m in ipairs(req.messages) do
+        local w = { role = m.role, content = m.content }
+        if m.name then w.name = m.name end
+        if m.tool_call_id then w.tool_call_id = m.tool_call_id end
+        if m.tool_calls then
+            w.tool_calls = wire_tool_calls(m.tool_calls)
+            if w.content == nil then w.content = null end
+        end
+        out[#out + 1] = w
+    end
+    return out
+end
+
+-- Normalized tools {name, description, parameters} (or OpenAI's own
+-- {type="function", function={...}}, passed through).
+local function wire_tools(tools)
+    local out = {}
+    for i, t in ipairs(tools) do
+        if t.type then
+            out[i] = t
+        else
+            out[i] = { type = "function", ["function"] = { name = t.name, description = t.description,
+                                                          parameters = t.parameters } }
+        end
+    end
+    return out
+end
+
+local function tool_calls_of(list)
+    if type(list) ~= "table" then return nil end
+    local out = {}
+    for i, tc in ipairs(list) do
+        local f = type(tc["function"]) == "table" and tc["function"] or {}
+        out[i] = { id = str(tc.id), name = str(f.name), arguments = str(f.arguments) or "" }
+    end
+    return #out > 0 and out or nil
+end
+
+local KIND_BY_STATUS = { [400] = "invalid_request", [401] = "auth", [403] = "auth", [404] = "invalid_request",
+                         [408] = "transient", [409] = "transient", [413] = "invalid_request",
+                         [422] = "invalid_request", [429] = "rate_limited" }
+
+local function kind_of(status, e)
+    local code, etype = str(e.code), str(e.type)
+    if code == "insufficient_quota" or etype == "insufficient_quota" then return "quota_exhausted" end
+    if code == "invalid_api_key" then return "auth" end
+    if code == "context_length_exceeded" then return "invalid_request" end
+    if status then
+        if KIND_BY_STATUS[status] then return KIND_BY_STATUS[status] end
+        if status >= 500 then return "transient" end
+        return "invalid_request"
+    end
+    -- an error inside a 200 stream
+    if etype == "invalid_request_error" then return "invalid_request" end
+    return "transient"
+end
+
+return {
+    api = 1,
+    name = "openai",
+    kind = "provider",
+    version = "1.0.0",
+    base_url = "https://api.openai.com",
+    secret = "env:OPENAI_API_KEY",
+    auth = { header = "authorization", format = "Bearer {}" },
+    capabilities = { complete = true, stream = true, embed = true },
+    -- per 1M tokens, USD (list prices; override with `prices` in the configuration)
+    prices = {
+        ["gpt-4o-mini"] = { input = 0.15, output = 0.60 },
+        ["gpt-4o"] = { input = 2.50, output = 10.00 },
+        ["gpt-4.1-mini"] = { input = 0.40, output = 1.60 },
+        ["text-embedding-3-small"] = { input = 0.02, output = 0 },
+    },
+    schema = {
+        chat_path = { type = "string", default = "/v1/chat/completions" },
+        embeddings_path = { type = "string", default = "/v1/embeddings" },
+        organization = { type = "string" },
+        project = { type = "string" },
+        stream_usage = { type = "boolean", default = true },   -- ask for the usage chunk at the end of a stream
+        max_tokens_field = { type = "string", default = "max_tokens" }, -- or "max_completion_tokens"
+        embedding_dimensions = { type = "number" },
+    },
+
+    encode = function(op, req, cfg)
+        local headers = {}
+        if cfg.organization then headers["openai-organization"] = cfg.organization end
+        if cfg.project then headers["openai-project"] = cfg.project end
+        if req.id then headers["x-client-request-id"] = req.id end
+        if op == "embed" then
+            return { path = cfg.embeddings_path, headers = headers,
+                     body = { model = req.model, input = req.input, dimensions = cfg.embedding_dimensions } }
+        end
+        local body = {
+            model = req.model, messages = messages(req), temperature = req.temperature, top_p = req.top_p,
+            stop = req.stop, tool_choice = req.tool_choice,
+        }
+        if req.max_tokens then body[cfg.max_tokens_field] = req.max_tokens end
+        if req.tools then body.tools = wire_tools(req.tools) end
+        if op == "stream" then
+            body.stream = true
+            if cfg.stream_usage then body.stream_options = { include_usage = true } end
+        end
+        for k, v in pairs(req.extra or {}) do body[k] = v end
+        return { path = cfg.chat_path, headers = headers, body = body }
+    end,
+
+    decode = function(op, body, req, cfg)
+        if op == "embed" then
+            if type(body.data) ~= "table" then return nil, "no data array in the embeddings answer" end
+            local vectors = {}
+            for i, d in ipairs(body.data) do
+                local idx = (tonumber(d.index) or (i - 1)) + 1
+                if type(d.embedding) ~= "table" then return nil, "data[" .. i .. "].embedding is not an array" end
+                vectors[idx] = d.embedding
+            end
+            local u = type(body.usage) == "table" and body.usage or {}
+            return { vectors = vectors, model = str(body.model),
+                     usage = { input = tonumber(u.prompt_tokens) or 0, output = 0 } }
+        end
+        local choice = type(body.choices) == "table" and body.choices[1]
+        if type(choice) ~= "table" or type(choice.message) ~= "table" then
+            return nil, "no choices[1].message in the answer"
+        end
+        local u = type(body.usage) == "table" and body.usage or {}
+        return {
+            text = str(choice.message.content) or "",
+            finish_reason = FINISH[choice.finish_reason] or str(choice.finish_reason) or "stop",
+            tool_calls = tool_calls_of(choice.message.tool_calls),
+            usage = { input = tonumber(u.prompt_tokens) or 0, output = tonumber(u.completion_tokens) or 0 },
+            model = str(body.model), id = str(body.id),
+        }
+    end,
+
+    classify = function(status, headers, body, cfg)
+        local ok, v = pcall(json.decode, body)
+        local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
+        return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
+    end,
+
+    -- One server-sent event of a stream: `data: {chunk}` or `data: [DONE]`.
+    event = function(ev, st, req, cfg)
+        if ev.data == "[DONE]" then return { done = true } end
+        local v = json.decode(ev.data)
+        if type(v) ~= "table" then return nil end
+        if type(v.error) == "table" then
+            return { error = { kind = kind_of(nil, v.error), message = str(v.error.message) or "error in stream" } }
+        end
+        local out = {}
+        if type(v.usage) == "table" then
+            out.usage = { input = tonumber(v.usage.prompt_tokens) or 0, output = tonumber(v.usage.completion_tokens) or 0 }
+        end
+        local c = type(v.choices) == "table" and v.choices[1]
+        if type(c) == "table" then
+            local d = type(c.delta) == "table" and c.delta or {}
+            out.text = str(d.content)
+            if type(d.tool_calls) == "table" then
+                -- deltas of tool calls: the first piece has id and name, later ones add arguments
+                st.tools = st.tools or {}
+                for _, tc in ipairs(d.tool_calls) do
+                    local i = (tonumber(tc.index) or 0) + 1
+                    local f = type(tc["function"]) == "table" and tc["function"] or {}
+                    local cur = st.tools[i] or { arguments = "" }
+                    st.tools[i] = cur
+                    cur.id = cur.id or str(tc.id)
+                    cur.name = cur.name or str(f.name)
+                    cur.arguments = cur.arguments .. (str(f.arguments) or "")
+                end
+                out.tool_calls = st.tools
+            end
+            if str(c.finish_reason) then out.finish_reason = FINISH[c.finish_reason] or c.finish_reason end
+        end
+        out.model = str(v.model)
+        return out
+    end,
+}
