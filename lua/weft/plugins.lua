@@ -204,6 +204,7 @@ end
 
 function M.load_file(path, expect_kind, check, source)
     local label = path:match("([^/]+)%.lua$") or path
+    if expect_kind then label = expect_kind .. "/" .. label end
     local chunk, err
     if source then chunk, err = loadstring(source, "@" .. path) else chunk, err = loadfile(path) end
     if not chunk then
@@ -363,7 +364,7 @@ function M.reload(name)
     for key, e in pairs(registry) do
         if name == nil or name == key or name == e.name then
             local ok, err = reload_entry(e)
-            out[key] = ok and true or (ok == false and false or err)
+            if ok == nil then out[key] = err else out[key] = ok end
         end
     end
     return out

@@ -64,16 +64,18 @@ local function wire_tools(tools)
     return out
 end
 
+-- The status decides for HTTP errors; the error type for errors inside a
+-- stream (status nil) and for what the status cannot tell apart.
 local function kind_of(status, e)
     local t = str(e.type)
-    if t == "invalid_request_error" and str(e.message) and e.message:find("credit balance", 1, true) then
+    if t == "billing_error" or (str(e.message) and e.message:find("credit balance", 1, true)) then
         return "quota_exhausted"
     end
-    if t and KINDS[t] then return KINDS[t] end
+    if not status then return t and KINDS[t] or "transient" end
     if status == 429 then return "rate_limited" end
     if status == 401 or status == 403 then return "auth" end
-    if status and (status >= 500 or status == 408 or status == 409) then return "transient" end
-    return status and "invalid_request" or "transient"
+    if status == 408 or status == 409 or status >= 500 then return "transient" end
+    return "invalid_request"
 end
 
 return {

@@ -1,0 +1,590 @@
+-- model_spec.lua: weft.model / weft.configure, the call pipeline and the
+-- provider plugins, against weft mock in its three dialects (and
+-- openai_compatible): exact texts and usage, streams, embeddings, every
+-- error kind, attempts under faults, rate-limit headers adapting the
+-- limiter, token reconciliation, metrics, mid-stream failures, config
+-- errors naming key and line, hot reload.
+local model = require "weft.model"
+local plugins = require "weft.plugins"
+local mockmod = weft.mock
+local value = weft.metrics.value
+local json = weft.json
+
+local keys = mockmod.DEFAULT_KEYS
+local count = mockmod.count_tokens
+
+local MODELS = {
+    openai = "gpt-4o-mini", anthropic = "claude-3-5-haiku-latest", gemini = "gemini-2.0-flash",
+    compat = "llama-3-8b",
+}
+local DIALECT = { openai = "openai", anthropic = "anthropic", gemini = "gemini", compat = "openai" }
+local NAMES = { "openai", "anthropic", "gemini", "compat" }
+
+local mock
+local n = 0
+
+-- Configure the four providers against `mock`, with fast retries.
+local function setup(extra)
+    model.reset()
+    n = n + 1
+    local providers = {}
+    for _, name in ipairs(NAMES) do
+        local d = DIALECT[name]
+        providers[name] = {
+            plugin = name == "compat" and "openai_compatible" or nil,
+            base_url = mock.url,
+            secret = weft.secrets.value("spec-" .. name .. n, keys[d]),
+            retry = { base = 0.001, cap = 0.005, seed = 7 },
+            breaker = false,
+        }
+        for k, v in pairs(extra and extra[name] or {}) do providers[name][k] = v end
+    end
+    weft.configure { providers = providers }
+end
+
+local function m(name) return weft.model(name .. "/" .. MODELS[name]) end
+
+-- input tokens the mock counts for one user message: OpenAI 3 per message
+-- and 3 to prime the reply, Anthropic 3 per message, Gemini the text only
+local OVERHEAD = { openai = 6, compat = 6, anthropic = 3, gemini = 0 }
+local function input_of(text, name) return count(text) + OVERHEAD[name or "anthropic"] end
+
+describe("weft.model against weft mock", function()
+    before_each(function()
+        mock = mockmod.start { port = 0 }
+        setup()
+    end)
+    after_each(function() mock:close() end)
+
+    it("completes in every dialect with the exact text and usage", function()
+        local q = "What is the capital of France?"
+        local want, out_tokens = mockmod.answer(q)
+        for _, name in ipairs(NAMES) do
+            local r = m(name):complete(q)
+            assert.are.equal(want, r.text, name)
+            assert.are.equal("stop", r.finish_reason, name)
+            assert.are.equal(input_of(q, name), r.usage.input, name)
+            assert.are.equal(out_tokens, r.usage.output, name)
+            assert.are.equal(1, r.attempts, name)
+            assert.are.equal(name, r.provider)
+            assert.are.equal(MODELS[name], r.model)
+            assert.are.equal("1.0.0", r.plugin_version)
+            assert.is_true(r.latency > 0)
+            assert.is_string(r.call_id)
+        end
+        assert.are.equal(4, mock:stats().requests)
+    end)
+
+    it("takes system prompts, messages, max_tokens and stop to the wire", function()
+        for _, name in ipairs(NAMES) do
+            local r = m(name):complete { system = "Be brief.", max_tokens = 3, temperature = 0, stop = { "zz" },
+                                         messages = { { role = "user", content = "one two three four five" } } }
+            assert.are.equal("length", r.finish_reason, name)
+            assert.are.equal(3, r.usage.output, name)
+            assert.are.equal(mockmod.answer("one two three four five", 3), r.text, name)
+        end
+        local log = mock:requests()
+        local oa = json.decode(log[1].body)
+        assert.are.same({ role = "system", content = "Be brief." }, oa.messages[1])
+        assert.are.equal(3, oa.max_tokens)
+        local an = json.decode(log[2].body)
+        assert.are.equal("Be brief.", an.system)
+        assert.are.same({ "zz" }, an.stop_sequences)
+        local ge = json.decode(log[3].body)
+        assert.are.equal("Be brief.", ge.systemInstruction.parts[1].text)
+        assert.are.equal(3, ge.generationConfig.maxOutputTokens)
+    end)
+
+    it("refuses a bad request before sending anything", function()
+        for _, req in ipairs { 42, {}, { messages = { { role = "robot", content = "x" } } }, { prompt = "x", max_tokns = 3 } } do
+            local ok, err = pcall(m("openai").complete, m("openai"), req)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+        end
+        assert.matches("unknown request field 'max_tokns'", select(2, pcall(m("openai").complete, m("openai"), { prompt = "x", max_tokns = 3 })).message)
+        assert.are.equal(0, mock:stats().requests)
+    end)
+
+    it("streams in every dialect: the pieces make the text, usage and the end mark arrive", function()
+        local q = "Tell me about the weather in Paris today"
+        local want, out_tokens = mockmod.answer(q)
+        for _, name in ipairs(NAMES) do
+            local pieces = {}
+            local r = m(name):stream(q, function(ev)
+                assert.are.equal("text", ev.type)
+                pieces[#pieces + 1] = ev.text
+            end)
+            assert.is_true(#pieces > 1, name)
+            assert.are.equal(want, table.concat(pieces), name)
+            assert.are.equal(want, r.text, name)
+            assert.are.equal("stop", r.finish_reason, name)
+            assert.are.equal(input_of(q, name), r.usage.input, name)
+            assert.are.equal(out_tokens, r.usage.output, name)
+        end
+        assert.are.equal(4, value("weft_calls_total", { provider = "gemini", operation = "stream", outcome = "success" })
+            + value("weft_calls_total", { provider = "openai", operation = "stream", outcome = "success" })
+            + value("weft_calls_total", { provider = "anthropic", operation = "stream", outcome = "success" })
+            + value("weft_calls_total", { provider = "compat", operation = "stream", outcome = "success" }))
+    end)
+
+    it("stops a stream when on_event returns false", function()
+        local got = 0
+        local r = m("openai"):stream("one two three four five six", function() got = got + 1 return false end)
+        assert.are.equal(1, got)
+        assert.is_true(r.aborted)
+    end)
+
+    it("embeds with OpenAI, Gemini and openai_compatible; Anthropic has no embeddings", function()
+        local texts = { "alpha beta", "gamma" }
+        for _, name in ipairs { "openai", "gemini", "compat" } do
+            local r = m(name):embed(texts)
+            assert.are.equal(2, #r.vectors, name)
+            for i, t in ipairs(texts) do
+                local want = mockmod.embedding(t, #r.vectors[i])
+                for j = 1, #want do assert.is_true(math.abs(want[j] - r.vectors[i][j]) < 1e-6, name) end
+            end
+        end
+        local r = m("openai"):embed("alpha beta")
+        assert.are.equal(count("alpha beta"), r.usage.input)
+        local before = mock:stats().requests
+        local ok, err = pcall(m("anthropic").embed, m("anthropic"), texts)
+        assert.is_false(ok)
+        assert.are.equal("invalid_request", err.kind)
+        assert.matches("cannot embed", err.message)
+        assert.are.equal(before, mock:stats().requests)
+    end)
+
+    it("maps every error status to its kind in every dialect", function()
+        setup { openai = { retry = { max_attempts = 1 } }, anthropic = { retry = { max_attempts = 1 } },
+                gemini = { retry = { max_attempts = 1 } }, compat = { retry = { max_attempts = 1 } } }
+        local cases = { [400] = "invalid_request", [401] = "auth", [403] = "auth", [404] = "invalid_request",
+                        [422] = "invalid_request", [429] = "rate_limited", [500] = "transient", [503] = "transient",
+                        [529] = "transient" }
+        for _, name in ipairs(NAMES) do
+            for status, kind in pairs(cases) do
+                mock:set_faults { { dialect = DIALECT[name], sequence = { status } } }
+                local ok, err = pcall(m(name).complete, m(name), "hi")
+                assert.is_false(ok)
+                assert.are.equal(kind, err.kind, name .. " " .. status)
+                assert.are.equal(status, err.status)
+                assert.are.equal(name, err.provider)
+                assert.are.equal(1, err.attempts)
+            end
+        end
+    end)
+
+    it("maps malformed bodies, truncation, hangs and quotas", function()
+        setup { openai = { retry = { max_attempts = 1 }, timeout = 0.3 }, anthropic = { retry = { max_attempts = 1 } },
+                gemini = { retry = { max_attempts = 1 } } }
+        for _, name in ipairs { "openai", "anthropic", "gemini" } do
+            mock:set_faults { { dialect = name, sequence = { "malformed" } } }
+            local ok, err = pcall(m(name).complete, m(name), "hi")
+            assert.is_false(ok)
+            assert.are.equal("integration", err.kind, name)
+            mock:set_faults { { dialect = name, sequence = { "truncate" } } }
+            ok, err = pcall(m(name).complete, m(name), "hi")
+            assert.are.equal("transient", err.kind, name)
+        end
+        mock:set_faults { { dialect = "openai", sequence = { "hang" } } }
+        local t0 = weft.now()
+        local ok, err = pcall(m("openai").complete, m("openai"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("timeout", err.kind)
+        assert.is_true(weft.now() - t0 >= 0.3)
+        mock:close()
+        mock = mockmod.start { port = 0, limits = { quota = 1 } }
+        setup()
+        for _, name in ipairs { "openai", "anthropic", "gemini" } do
+            m(name):complete("hi")
+            local ok2, err2 = pcall(m(name).complete, m(name), "hi")
+            assert.is_false(ok2)
+            assert.are.equal("quota_exhausted", err2.kind, name)
+            assert.are.equal(1, err2.attempts, name) -- never retried
+        end
+    end)
+
+    it("makes exactly the attempts the faults call for", function()
+        local function retries()
+            local total = 0
+            for _, name in ipairs(NAMES) do
+                for _, kind in ipairs { "rate_limited", "transient", "auth" } do
+                    total = total + (value("weft_retries_total", { provider = name, reason = kind }) or 0)
+                end
+            end
+            return total
+        end
+        local before = retries()
+        for _, name in ipairs(NAMES) do
+            mock:reset()
+            mock:set_faults { { dialect = DIALECT[name], sequence = { 429, 503, "ok" }, retry_after = 0.01 } }
+            local r = m(name):complete("hi")
+            assert.are.equal(3, r.attempts, name)
+            assert.are.equal(3, mock:stats().requests, name)
+            mock:reset()
+            mock:set_faults { { dialect = DIALECT[name], sequence = { 500, 500, 500, 500, 500 } } }
+            local ok, err = pcall(m(name).complete, m(name), "hi")
+            assert.is_false(ok)
+            assert.are.equal(4, err.attempts, name)
+            assert.are.equal(4, mock:stats().requests, name)
+            mock:reset()
+            mock:set_faults { { dialect = DIALECT[name], sequence = { 401 } } }
+            ok, err = pcall(m(name).complete, m(name), "hi")
+            assert.are.equal("auth", err.kind)
+            assert.are.equal(1, err.attempts, name) -- never retried by the policy
+            assert.are.equal(1, mock:stats().requests, name)
+        end
+        -- 2 retries (429, 503) + 3 (500 x 4 attempts) per provider
+        assert.are.equal(before + 4 * 5, retries())
+    end)
+
+    it("waits at least the Retry-After of a 429", function()
+        mock:set_faults { { dialect = "openai", sequence = { 429, "ok" }, retry_after = 1 } }
+        local t0 = weft.now()
+        local r = m("openai"):complete("hi")
+        assert.are.equal(2, r.attempts)
+        assert.is_true(weft.now() - t0 >= 1.0)
+    end)
+
+    it("adapts the limiter to the provider's rate-limit headers", function()
+        mock:close()
+        mock = mockmod.start { port = 0, limits = { rpm = 50, tpm = 100000 } }
+        setup { openai = { limits = { rpm = 1000 } }, anthropic = { limits = { rpm = 1000 } } }
+        for _, name in ipairs { "openai", "anthropic" } do
+            m(name):complete("hi")
+            local level = model.provider(name).limiter:state().limits.rpm.level
+            -- the mock allowed 50 a minute and reports 49 left: the local
+            -- bucket (1000) drops to that, plus what refilled since
+            assert.is_true(level >= 49 and level < 60, name .. " level " .. level)
+        end
+        assert.are.equal(49, value("weft_quota_remaining", { provider = "openai", unit = "requests" }))
+    end)
+
+    it("reconciles the token estimate with the usage reported", function()
+        setup { openai = { limits = { tpd = 1000000 } }, gemini = { limits = { tpd = 1000000 } } }
+        for _, name in ipairs { "openai", "gemini" } do
+            local lim = model.provider(name).limiter
+            local before = lim:state().limits.tpd.level
+            local r = m(name):complete("How many tokens does this use?")
+            local used = before - lim:state().limits.tpd.level
+            -- the estimate held 256 output tokens; only what was used stays taken
+            assert.is_true(math.abs(used - (r.usage.input + r.usage.output)) < 1, name .. " used " .. used)
+        end
+    end)
+
+    it("records calls, tokens and cost in the metrics and in model:usage()", function()
+        local mm = m("openai")
+        local before = value("weft_calls_total", { provider = "openai", model = MODELS.openai, operation = "complete",
+                                                   outcome = "success" }) or 0
+        local bad_before = value("weft_calls_total", { provider = "openai", model = MODELS.openai, operation = "complete",
+                                                       outcome = "invalid_request" }) or 0
+        local tin = value("weft_tokens_total", { provider = "openai", model = MODELS.openai, direction = "input" }) or 0
+        local r1 = mm:complete("one")
+        local r2 = mm:complete("one two")
+        mock:set_faults { { dialect = "openai", sequence = { 400 } } }
+        pcall(mm.complete, mm, "x")
+        assert.are.equal(before + 2, value("weft_calls_total", { provider = "openai", model = MODELS.openai,
+                                                                operation = "complete", outcome = "success" }))
+        assert.are.equal(bad_before + 1, value("weft_calls_total", { provider = "openai", model = MODELS.openai,
+                                                                    operation = "complete", outcome = "invalid_request" }))
+        assert.are.equal(tin + r1.usage.input + r2.usage.input,
+            value("weft_tokens_total", { provider = "openai", model = MODELS.openai, direction = "input" }))
+        local u = mm:usage()
+        assert.are.equal(3, u.calls)
+        assert.are.equal(1, u.errors)
+        assert.are.equal(r1.usage.input + r2.usage.input, u.input_tokens)
+        assert.are.equal(r1.usage.output + r2.usage.output, u.output_tokens)
+        local want = ((r1.usage.input + r2.usage.input) * 0.15 + (r1.usage.output + r2.usage.output) * 0.60) / 1e6
+        assert.is_true(math.abs(u.cost - want) < 1e-12)
+        assert.is_true(math.abs(r1.cost - (r1.usage.input * 0.15 + r1.usage.output * 0.60) / 1e6) < 1e-12)
+    end)
+
+    it("retries a stream that fails before its first event", function()
+        for _, name in ipairs(NAMES) do
+            mock:set_faults { { dialect = DIALECT[name], sequence = { 503, "ok" } } }
+            local got = {}
+            local r = m(name):stream("hello there", function(ev) got[#got + 1] = ev.text end)
+            assert.are.equal(2, r.attempts, name)
+            assert.are.equal(mockmod.answer("hello there"), table.concat(got), name)
+        end
+    end)
+
+    it("fails a stream broken after delivery with kind transient and the partial text, never retried", function()
+        local q = "one two three four five six seven eight nine ten"
+        for _, name in ipairs(NAMES) do
+            for _, fault in ipairs { "mid_stream_error", "truncate", "reset_mid_body" } do
+                mock:reset()
+                mock:set_faults { { dialect = DIALECT[name], sequence = { fault } } }
+                local got = {}
+                local ok, err = pcall(m(name).stream, m(name), q, function(ev) got[#got + 1] = ev.text end)
+                assert.is_false(ok, name .. " " .. fault)
+                assert.are.equal("transient", err.kind, name .. " " .. fault)
+                assert.is_true(#got > 0)
+                assert.are.equal(table.concat(got), err.partial.text, name .. " " .. fault)
+                assert.is_true(#err.partial.text < #mockmod.answer(q))
+                assert.are.equal(1, err.attempts)
+                assert.are.equal(1, mock:stats().requests, name .. " " .. fault)
+                assert.is_false(err.should_retry)
+            end
+        end
+    end)
+
+    it("keeps the partial usage of a broken stream", function()
+        mock:set_faults { { dialect = "anthropic", sequence = { "mid_stream_error" } } }
+        local ok, err = pcall(m("anthropic").stream, m("anthropic"), "one two three four five six", function() end)
+        assert.is_false(ok)
+        assert.are.equal(input_of("one two three four five six"), err.partial.usage.input)
+        assert.are.equal("transient", err.cause_kind)
+    end)
+
+    it("never puts the key in an error, a result or the log", function()
+        mock:set_faults { { dialect = "openai", sequence = { 401 } } }
+        local ok, err = pcall(m("openai").complete, m("openai"), "hi")
+        assert.is_false(ok)
+        assert.is_nil(tostring(err):find(keys.openai, 1, true))
+        assert.is_nil(json.encode(m("gemini"):complete("hi")):find(keys.gemini, 1, true))
+    end)
+end)
+
+describe("weft.configure", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir) == 0)
+    teardown(function() os.execute("rm -rf " .. dir) end)
+
+    local function config_file(text)
+        local p = dir .. "/cfg" .. math.random(1e9) .. ".lua"
+        local f = assert(io.open(p, "w"))
+        f:write(text)
+        f:close()
+        return p
+    end
+
+    local function load_error(text)
+        model.reset()
+        local p = config_file(text)
+        local ok, err = pcall(model.load_config, p)
+        assert.is_false(ok)
+        return err, p
+    end
+
+    it("names the key and the line of a bad setting", function()
+        local err, p = load_error([[
+return {
+    providers = {
+        openai = {
+            secret = "env:OPENAI_API_KEY",
+            limits = {
+                rpm = 500,
+                tpmm = 1000,
+            },
+        },
+    },
+}
+]])
+        assert.are.equal(p .. ":7: config: providers.openai.limits.tpmm: unknown limit", err)
+        err, p = load_error([[
+return {
+    providers = {
+        anthropic = {
+            timeout = 30,
+            verison = "2023-06-01",
+        },
+    },
+}
+]])
+        assert.matches(p .. ":5: config: providers.anthropic.verison: unknown key 'verison'", err, 1, true)
+        err, p = load_error([[
+return {
+    providers = {
+        mine = { plugin = "openai_compatible" },
+    },
+}
+]])
+        assert.matches(p .. ":3: config: providers.mine.base_url: required", err, 1, true)
+        err, p = load_error([[
+return {
+    providers = { openai = { retry = { max_attempts = 0 } } },
+}
+]])
+        assert.matches(p .. ":2: config: providers.openai.retry:", err, 1, true)
+        err, p = load_error("return { providers = {}, models = { fast = 'nobody/x' } }")
+        assert.matches("models.fast: unknown provider 'nobody'", err, 1, true)
+        err, p = load_error("return { provider = {} }")
+        assert.matches(p .. ":1: config: provider: unknown key", err, 1, true)
+        err = load_error("return { providers = { openai = { limits = { rpm = -1 } } } }")
+        assert.matches("providers.openai.limits.rpm: must be a positive number", err, 1, true)
+        err = load_error("return { providers = { x = { plugin = 'nothere' } } }")
+        assert.matches("providers.x.plugin: no provider plugin 'nothere'", err, 1, true)
+    end)
+
+    it("reports the line of a weft.configure call in a script", function()
+        model.reset()
+        local ok, err = pcall(function()
+            weft.configure {
+                providers = { openai = { timeout = "soon" } },
+            }
+        end)
+        assert.is_false(ok)
+        assert.matches("model_spec.lua:%d+: config: providers.openai.timeout: must be a number", err)
+    end)
+
+    it("resolves aliases with request defaults and switches providers by config only", function()
+        local mock = mockmod.start { port = 0 }
+        local function use(provider, id)
+            model.reset()
+            weft.configure {
+                providers = {
+                    openai = { base_url = mock.url, secret = weft.secrets.value("a1", keys.openai) },
+                    gemini = { base_url = mock.url, secret = weft.secrets.value("a2", keys.gemini) },
+                },
+                models = { main = { provider = provider, model = id, max_tokens = 2 } },
+            }
+            return weft.model("main"):complete("one two three four")
+        end
+        local a, b = use("openai", "gpt-4o-mini"), use("gemini", "gemini-2.0-flash")
+        assert.are.equal("openai", a.provider)
+        assert.are.equal("gemini", b.provider)
+        assert.are.equal(2, a.usage.output)
+        assert.are.equal(a.text, b.text)
+        mock:close()
+        assert.matches("unknown model 'nope'", select(2, pcall(weft.model, "nope")))
+        assert.matches("unknown provider 'zz'", select(2, pcall(weft.model, "zz/m")))
+    end)
+
+    it("fails a call with kind auth when the key is not set, naming the variable only", function()
+        model.reset()
+        weft.configure { providers = { openai = { base_url = "http://127.0.0.1:9", secret = "env:WEFT_SPEC_UNSET_KEY" } } }
+        local ok, err = pcall(weft.model("openai/gpt-4o-mini").complete, weft.model("openai/gpt-4o-mini"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("auth", err.kind)
+        assert.matches("WEFT_SPEC_UNSET_KEY", tostring(err))
+    end)
+end)
+
+describe("provider plugins: versions and hot reload", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/providers") == 0)
+    plugins.add_dir(dir)
+    teardown(function()
+        plugins.reset()
+        os.execute("rm -rf " .. dir)
+    end)
+
+    -- a provider that speaks OpenAI's dialect, tagged with a version
+    local function plugin_text(version, broken)
+        return ([[
+return {
+    api = 1, name = "%s", kind = "provider", version = %q, extends = "openai",
+    base_url = false, secret = false,
+    %s
+}
+]]):format("hot", version, broken or "")
+    end
+
+    -- write through a temporary file and rename, as editors and deploys do
+    local function install(name, text)
+        local tmp = dir .. "/providers/." .. name .. ".tmp"
+        local f = assert(io.open(tmp, "w"))
+        f:write(text)
+        f:close()
+        assert(os.rename(tmp, dir .. "/providers/" .. name .. ".lua"))
+    end
+
+    local mock
+    before_each(function()
+        mock = mockmod.start { port = 0 }
+        plugins.reset()
+        model.reset()
+    end)
+    after_each(function() mock:close() end)
+
+    local function configure()
+        weft.configure { providers = { hot = { base_url = mock.url, secret = weft.secrets.value("hot", keys.openai),
+                                               retry = { base = 0.001 } } } }
+    end
+
+    it("makes a plugin file dropped in a plugin directory usable without a restart", function()
+        local ok = pcall(weft.model, "hot/x")
+        assert.is_false(ok)
+        install("hot", plugin_text("v1"))
+        configure()
+        assert.are.equal("v1", weft.model("hot/x"):complete("hi").plugin_version)
+    end)
+
+    it("finishes calls in flight on their version; new calls get the new one", function()
+        install("hot", plugin_text("v1"))
+        configure()
+        mock:set_faults { { dialect = "openai", stream_delay_ms = 20 } }
+        local mm = weft.model("hot/x")
+        local t = weft.spawn(function()
+            return mm:stream("one two three four five six seven eight", function() end)
+        end)
+        weft.sleep(0.03)
+        install("hot", plugin_text("v2"))
+        assert.are.same({ ["provider/hot"] = true }, weft.reload("hot"))
+        mock:set_faults {}
+        assert.are.equal("v2", mm:complete("hi").plugin_version)
+        local r = t:wait()
+        assert.are.equal("v1", r.plugin_version)
+        assert.are.equal(mockmod.answer("one two three four five six seven eight"), r.text)
+    end)
+
+    it("never serves a broken version: syntax, load error, failed validation, bad config", function()
+        install("hot", plugin_text("v1"))
+        configure()
+        local mm = weft.model("hot/x")
+        assert.are.equal("v1", mm:complete("hi").plugin_version)
+        local broken = {
+            plugin_text("v2", "this is not lua"),
+            plugin_text("v3", "x = nil .. 1,"),
+            plugin_text("v4", "api = 9,"),
+            plugin_text("v5", "schema = { needed = { type = 'string', required = true } },"),
+            plugin_text("v6", "encode = 42,"),
+        }
+        for i, text in ipairs(broken) do
+            local failed = value("weft_plugin_loads_total", { plugin = "provider/hot", outcome = "failed" }) or 0
+            install("hot", text)
+            local res = weft.reload("hot")
+            assert.is_string(res["provider/hot"], "broken " .. i)
+            assert.are.equal(failed + 1, value("weft_plugin_loads_total", { plugin = "provider/hot", outcome = "failed" }))
+            assert.are.equal("v1", mm:complete("hi").plugin_version, "broken " .. i)
+        end
+        install("hot", plugin_text("v7"))
+        assert.is_true(weft.reload()["provider/hot"])
+        assert.are.equal("v7", mm:complete("hi").plugin_version)
+        assert.is_false(weft.reload()["provider/hot"]) -- unchanged
+    end)
+
+    it("reloads a changed file by itself (ev_stat)", function()
+        install("hot", plugin_text("v1"))
+        configure()
+        local mm = weft.model("hot/x")
+        assert.are.equal("v1", mm:complete("hi").plugin_version)
+        install("hot", plugin_text("v2"))
+        local seen
+        for _ = 1, 200 do -- the watcher polls once a second where inotify is missing
+            weft.sleep(0.05)
+            seen = mm:complete("hi").plugin_version
+            if seen == "v2" then break end
+        end
+        assert.are.equal("v2", seen)
+        local failed = value("weft_plugin_loads_total", { plugin = "provider/hot", outcome = "failed" }) or 0
+        install("hot", plugin_text("v3", "syntax error here"))
+        for _ = 1, 200 do
+            weft.sleep(0.05)
+            if (value("weft_plugin_loads_total", { plugin = "provider/hot", outcome = "failed" }) or 0) > failed then break end
+        end
+        assert.are.equal(failed + 1, value("weft_plugin_loads_total", { plugin = "provider/hot", outcome = "failed" }))
+        assert.are.equal("v2", mm:complete("hi").plugin_version)
+    end)
+
+    it("keeps plugins in their sandbox", function()
+        install("hot", plugin_text("v1", "encode = function() return os.execute('true') end,"))
+        configure()
+        local ok, err = pcall(weft.model("hot/x").complete, weft.model("hot/x"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("integration", err.kind)
+        assert.matches("encode failed", err.message)
+    end)
+end)
