@@ -26,6 +26,8 @@ static const char USAGE[] =
     "                         run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
     "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini); --help\n"
+    "  check PLUGIN.lua...    validate plugin files (API version, schema, functions, and a\n"
+    "                         round trip through the normalized forms); exit 1 on findings\n"
     "  version                print the versions of weft and its libraries\n"
     "  help                   print this help\n"
     "\n"
@@ -37,6 +39,9 @@ static const char USAGE[] =
     "run options:\n"
     "  --metrics HOST:PORT    serve Prometheus metrics on http://HOST:PORT/metrics while\n"
     "                         the script runs (HOST defaults to 127.0.0.1)\n"
+    "  --config FILE          configure providers and models from FILE (Lua returning\n"
+    "                         {providers = ..., models = ...}) before the script starts\n"
+    "  --plugins DIR          search DIR for plugins first (repeatable); also $WEFT_PLUGIN_PATH\n"
     "  --summary              print a summary of the calls made at exit (the default\n"
     "                         when stderr is a terminal); --no-summary: never\n"
     "\n"
@@ -179,12 +184,17 @@ int main(int argc, char **argv) {
     int is_run = strcmp(cmd, "run") == 0;
     int is_eval = strcmp(cmd, "-e") == 0;
     int is_mock = strcmp(cmd, "mock") == 0;
+    int is_check = strcmp(cmd, "check") == 0;
+    if (is_check) is_mock = 2; /* like mock: a Lua main with the rest of the arguments */
     if (!is_run && !is_eval && !is_mock) {
         fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
         return 2;
     }
     /* run options, between `run` and the script path */
     const char *metrics_addr = NULL;
+    const char *config_path = NULL;
+    const char *plugin_dirs[16];
+    int nplugin_dirs = 0;
     int summary = -1; /* -1: when stderr is a terminal */
     if (is_run) {
         while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) == 0) {
@@ -199,6 +209,21 @@ int main(int argc, char **argv) {
             } else if (strncmp(o, "--metrics=", 10) == 0) {
                 metrics_addr = o + 10;
                 i++;
+            } else if (strcmp(o, "--config") == 0 || strcmp(o, "--plugins") == 0) {
+                if (i + 2 >= argc) {
+                    fprintf(stderr, "weft: %s needs %s\n", o, o[2] == 'c' ? "a file" : "a directory");
+                    return 2;
+                }
+                if (o[2] == 'c') {
+                    config_path = argv[i + 2];
+                } else {
+                    if (nplugin_dirs == 16) {
+                        fprintf(stderr, "weft: at most 16 --plugins directories\n");
+                        return 2;
+                    }
+                    plugin_dirs[nplugin_dirs++] = argv[i + 2];
+                }
+                i += 2;
             } else if (strcmp(o, "--summary") == 0) {
                 summary = 1;
                 i++;
@@ -247,7 +272,30 @@ int main(int argc, char **argv) {
     lua_setglobal(L, "weft");
 
     static const char mock_chunk[] = "return require('weft.mock.cli').main(...)";
-    int lrc = is_mock  ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
+    static const char check_chunk[] = "return require('weft.check').main(...)";
+    /* --plugins: the first given is searched first (add_dir puts in front) */
+    for (int d = nplugin_dirs - 1; d >= 0; d--) {
+        if (call_lua(L, "weft.plugins", "add_dir", plugin_dirs[d]) != 0) {
+            fprintf(stderr, "weft: --plugins %s: %s\n", plugin_dirs[d], lua_tostring(L, -1));
+            rc = 2;
+            goto out;
+        }
+        lua_pop(L, 1);
+    }
+    if (config_path) {
+        if (call_lua(L, "weft.model", "load_config", config_path) != 0) {
+            size_t elen;
+            const char *e = lua_tolstring(L, -1, &elen);
+            fputs("weft: ", stderr);
+            print_redacted(e, elen);
+            fputc('\n', stderr);
+            rc = 2;
+            goto out;
+        }
+        lua_pop(L, 1);
+    }
+    int lrc = is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")
+              : is_mock  ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
               : is_run ? luaL_loadfile(L, argv[script_index])
                        : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),
                                          "=(command line)");

@@ -102,6 +102,7 @@ local M = {}
 ---@field provider string configured provider name
 ---@field model string
 ---@field latency number seconds, whole call
+---@field ttft? number seconds to the first streamed data (stream)
 ---@field attempts integer
 ---@field call_id string
 ---@field cost? number USD when the price is known
@@ -428,6 +429,22 @@ function M.load_config(path)
     M.configure(cfg, source_of(path, 1))
 end
 
+--- The current configuration: {providers = {name = {...}}, models =
+--- {alias = {provider=, model=, defaults=}}} (copies; secrets stay handles
+--- or references).
+function M.config()
+    local out = { providers = {}, models = {} }
+    for name, raw in pairs(provider_cfg) do
+        local c = {}
+        for k, v in pairs(raw) do c[k] = v end
+        out.providers[name] = c
+    end
+    for alias, a in pairs(model_alias) do
+        out.models[alias] = { provider = a.provider, model = a.model, defaults = a.defaults }
+    end
+    return out
+end
+
 --- Forget the configuration (tests).
 function M.reset()
     provider_cfg, model_alias, instances, by_model = {}, {}, {}, {}
@@ -711,6 +728,7 @@ local function run(self, op, req, on_event)
     out.plugin_version = p.version and tostring(p.version) or tostring(entry.n)
     call:finish()
     out.latency = now() - t0
+    out.ttft = call.ttft
     out.cost = call.cost
     account(inst.name .. "/" .. req.model, call, false)
     return out

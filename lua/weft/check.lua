@@ -1,0 +1,265 @@
+--- weft check PLUGIN.lua...: validate plugin files and print findings.
+---
+--- For every file: it must load in the sandbox and pass validation (API
+--- version, name, kind, schema, functions); its configuration defaults
+--- must satisfy its schema. A provider is then driven through the
+--- normalized forms: `encode` of a set of normalized requests (a plain
+--- prompt, system + multi-turn, tools and a tool result, stop and
+--- max_tokens, a stream, an embedding when it can) must give a path and a
+--- JSON-encodable body; and with fixtures (the plugin's `fixtures` field or
+--- a `NAME.fixtures.lua` file beside it: recorded answers, streams and
+--- errors of the real service) `decode`, `event` and `classify` must give
+--- the normalized results and error kinds the fixtures expect.
+---
+--- Exit status: 0 when every file is fine (warnings allowed), 1 when one
+--- has an error, 2 on usage errors.
+local plugins = require "weft.plugins"
+local json = require "weft.json"
+local errors = require "weft.error"
+local SSE = require "weft._sse"
+
+local M = {}
+
+local REQUESTS = {
+    { "a plain prompt", { messages = { { role = "user", content = "Hello" } } } },
+    { "system prompt and several turns", {
+        system = "Be brief.",
+        messages = { { role = "user", content = "Hi" }, { role = "assistant", content = "Hello!" },
+                     { role = "user", content = "How are you?" } } } },
+    { "max_tokens, temperature, top_p and stop", {
+        messages = { { role = "user", content = "Count" } }, max_tokens = 5, temperature = 0.2, top_p = 0.9,
+        stop = { "\n\n" } } },
+    { "tools, a tool call and its result", {
+        messages = {
+            { role = "user", content = "Weather in Paris?" },
+            { role = "assistant", tool_calls = { { id = "call_1", name = "weather", arguments = '{"city":"Paris"}' } } },
+            { role = "tool", tool_call_id = "call_1", name = "weather", content = '{"c":21}' },
+        },
+        tools = { { name = "weather", description = "Current weather", parameters = {
+            type = "object", properties = { city = { type = "string" } }, required = { "city" } } } } } },
+}
+
+local function finder()
+    local out = { errors = 0, warnings = 0, lines = {} }
+    function out.ok(msg) out.lines[#out.lines + 1] = "  ok       " .. msg end
+    function out.warn(msg)
+        out.warnings = out.warnings + 1
+        out.lines[#out.lines + 1] = "  warning  " .. msg
+    end
+    function out.err(msg)
+        out.errors = out.errors + 1
+        out.lines[#out.lines + 1] = "  error    " .. msg
+    end
+    return out
+end
+
+local function copy(t)
+    if type(t) ~= "table" then return t end
+    local c = {}
+    for k, v in pairs(t) do c[k] = copy(v) end
+    return c
+end
+
+local function fixtures_of(path, p)
+    if type(p.fixtures) == "table" then return p.fixtures, "the plugin's fixtures" end
+    local fpath = path:gsub("%.lua$", "") .. ".fixtures.lua"
+    local chunk = loadfile(fpath)
+    if not chunk and type(p.extends) == "string" then
+        -- a plugin that extends another is checked against its fixtures
+        fpath = (path:match("^(.*)/[^/]+$") or ".") .. "/" .. p.extends .. ".fixtures.lua"
+        chunk = loadfile(fpath)
+    end
+    if not chunk then return nil end
+    setfenv(chunk, plugins.sandbox())
+    local ok, f = pcall(chunk)
+    if ok and type(f) == "table" then return f, fpath end
+    return nil, fpath .. ": " .. tostring(f)
+end
+
+-- Compare a normalized result with what a fixture expects.
+local function expect(F, what, got, want)
+    if not want then return true end
+    for k, v in pairs(want) do
+        local g = got[k]
+        if type(v) == "table" and type(g) == "table" then
+            for k2, v2 in pairs(v) do
+                if g[k2] ~= v2 then
+                    F.err(("%s: %s.%s is %s, the fixture expects %s"):format(what, k, k2, tostring(g[k2]), tostring(v2)))
+                    return false
+                end
+            end
+        elseif k == "count" then
+            if #(got.vectors or {}) ~= v then
+                F.err(("%s: %d vectors, the fixture expects %d"):format(what, #(got.vectors or {}), v))
+                return false
+            end
+        elseif g ~= v then
+            F.err(("%s: %s is %s, the fixture expects %s"):format(what, k, tostring(g), tostring(v)))
+            return false
+        end
+    end
+    return true
+end
+
+local function check_result(F, what, r, op)
+    if type(r) ~= "table" then
+        F.err(what .. ": decode returned " .. type(r) .. ", not a result table")
+        return false
+    end
+    if op == "embed" then
+        if type(r.vectors) ~= "table" or type(r.vectors[1]) ~= "table" or type(r.vectors[1][1]) ~= "number" then
+            F.err(what .. ": vectors must be a list of number lists")
+            return false
+        end
+        return true
+    end
+    if type(r.text) ~= "string" then F.err(what .. ": text must be a string") return false end
+    if type(r.finish_reason) ~= "string" then F.err(what .. ": finish_reason must be a string") return false end
+    if r.usage ~= nil and (type(r.usage) ~= "table" or type(r.usage.input) ~= "number" or type(r.usage.output) ~= "number") then
+        F.err(what .. ": usage must be {input = n, output = n}")
+        return false
+    end
+    return true
+end
+
+local function check_provider(F, path, p)
+    local ok, cfg = pcall(plugins.configure, p, {})
+    local fx, fxwhere = fixtures_of(path, p)
+    if not ok then
+        if fx and type(fx.config) == "table" then
+            ok, cfg = pcall(plugins.configure, p, fx.config)
+        end
+        if not ok then
+            F.err("configuration: " .. tostring(cfg))
+            return
+        end
+    elseif fx and type(fx.config) == "table" then
+        cfg = plugins.configure(p, fx.config)
+    end
+    F.ok("configuration defaults satisfy the schema")
+    if p.base_url == nil then F.warn("no default base_url: every configuration must give one") end
+    if p.secret == nil then F.warn("no default secret reference (say secret = false for services without keys)") end
+    local caps = p.capabilities or { complete = true }
+    local ops = {}
+    if caps.complete ~= false then ops[#ops + 1] = "complete" end
+    if caps.stream then ops[#ops + 1] = "stream" end
+    for _, op in ipairs(ops) do
+        for _, c in ipairs(REQUESTS) do
+            local req = copy(c[2])
+            req.model = "fixture-model"
+            local before = json.encode(req)
+            local ok2, enc = pcall(p.encode, op, req, cfg)
+            local what = ("encode %s (%s)"):format(op, c[1])
+            if not ok2 then
+                F.err(what .. ": " .. tostring(enc))
+            elseif type(enc) ~= "table" or type(enc.path) ~= "string" or enc.path:sub(1, 1) ~= "/" then
+                F.err(what .. ": must return {path = \"/...\", body = ...}")
+            elseif enc.headers ~= nil and type(enc.headers) ~= "table" then
+                F.err(what .. ": headers must be a table")
+            else
+                local ok3, body = pcall(function() return type(enc.body) == "table" and json.encode(enc.body) or enc.body end)
+                if not ok3 or type(body) ~= "string" then
+                    F.err(what .. ": the body does not encode as JSON: " .. tostring(body))
+                elseif json.encode(req) ~= before then
+                    F.err(what .. ": encode changed the request it was given")
+                else
+                    F.ok(what)
+                end
+            end
+        end
+    end
+    if caps.embed then
+        local ok2, enc = pcall(p.encode, "embed", { model = "fixture-model", input = { "a", "b" } }, cfg)
+        if ok2 and type(enc) == "table" and type(enc.path) == "string" then F.ok("encode embed")
+        else F.err("encode embed: " .. tostring(enc)) end
+    end
+    if not fx then
+        F.warn((fxwhere or "no fixtures") .. ": decode, event and classify not exercised (add NAME.fixtures.lua)")
+        return
+    end
+    F.ok("fixtures from " .. fxwhere)
+    for _, op in ipairs { "complete", "embed" } do
+        local f = fx[op]
+        if f then
+            local ok2, body = pcall(json.decode, f.body)
+            local ok3, r, why = pcall(p.decode, op, ok2 and body or {}, { model = "fixture-model", messages = {} }, cfg)
+            local what = "decode " .. op
+            if not ok3 then F.err(what .. ": " .. tostring(r))
+            elseif r == nil then F.err(what .. ": " .. tostring(why))
+            elseif check_result(F, what, r, op) and expect(F, what, r, f.expect) then F.ok(what) end
+        end
+    end
+    if fx.stream then
+        local what = "stream events"
+        local st, out = {}, { text = {} }
+        local ok2, err = pcall(function()
+            local parser = SSE.new()
+            for _, ev in ipairs(parser:feed(fx.stream.body)) do
+                local d = p.event(ev, st, { model = "fixture-model", messages = {} }, cfg)
+                if d then
+                    if d.error then error("the fixture stream holds an error: " .. tostring(d.error.message), 0) end
+                    if d.text then out.text[#out.text + 1] = d.text end
+                    if d.usage then out.usage = d.usage end
+                    if d.finish_reason then out.finish_reason = d.finish_reason end
+                    if d.done then out.done = true end
+                end
+            end
+        end)
+        local r = { text = table.concat(out.text), usage = out.usage, finish_reason = out.finish_reason or "?" }
+        if not ok2 then F.err(what .. ": " .. tostring(err))
+        elseif not out.done then F.err(what .. ": the stream never reached its end mark (done)")
+        elseif check_result(F, what, r, "stream") and expect(F, what, r, fx.stream.expect) then F.ok(what) end
+    end
+    for i, e in ipairs(fx.errors or {}) do
+        local what = ("classify %d (HTTP %d)"):format(i, e.status)
+        local ok2, c = pcall(p.classify, e.status, e.headers or {}, e.body or "", cfg)
+        if not ok2 then F.err(what .. ": " .. tostring(c))
+        elseif type(c) ~= "table" or not errors.KINDS[c.kind] then
+            F.err(what .. ": must return {kind = <a weft error kind>, message = ...}")
+        elseif e.kind and c.kind ~= e.kind then
+            F.err(("%s: kind %s, the fixture expects %s"):format(what, c.kind, e.kind))
+        else
+            F.ok(what .. " -> " .. c.kind)
+        end
+    end
+end
+
+--- Check one file; returns the findings {errors=, warnings=, lines=}.
+---@param path string
+function M.file(path)
+    local F = finder()
+    if path:match("%.fixtures%.lua$") then
+        F.ok("fixtures: checked with the plugin they belong to")
+        return F
+    end
+    local p, err = plugins.load_file(path)
+    if not p then
+        F.err(err)
+        return F
+    end
+    F.ok(("loads in the sandbox: %s %s, version %s, plugin API %d (this weft loads %d to %d)"):format(
+        p.kind, p.name, tostring(p.version or "-"), p.api, plugins.API_MIN, plugins.API))
+    if p.version == nil then F.warn("no version: results and logs cannot tell versions apart") end
+    if p.kind == "provider" then check_provider(F, path, p) end
+    return F
+end
+
+function M.main(...)
+    local files = { ... }
+    if #files == 0 or files[1] == "--help" or files[1] == "-h" then
+        io.stderr:write("usage: weft check PLUGIN.lua...\n")
+        return #files == 0 and 2 or 0
+    end
+    plugins.watching = false
+    local failed = 0
+    for _, path in ipairs(files) do
+        local F = M.file(path)
+        print(path)
+        for _, l in ipairs(F.lines) do print(l) end
+        print(("  %s: %d error(s), %d warning(s)"):format(F.errors == 0 and "PASS" or "FAIL", F.errors, F.warnings))
+        if F.errors > 0 then failed = failed + 1 end
+    end
+    return failed > 0 and 1 or 0
+end
+
+return M
