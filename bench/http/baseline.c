@@ -112,7 +112,7 @@ static void drain(void) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: bench_baseline N C URL BODY_FILE\n");
+        fprintf(stderr, "usage: bench_baseline N C URL BODY_FILE [HEADER...]\n");
         return 2;
     }
     total = atol(argv[1]);
@@ -135,6 +135,7 @@ int main(int argc, char **argv) {
     ev_timer_init(&timer, timer_cb, 0., 0.);
     headers = curl_slist_append(NULL, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:");
+    for (int a = 5; a < argc; a++) headers = curl_slist_append(headers, argv[a]); /* e.g. auth */
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -71,6 +71,39 @@ function M.start_server(cmd)
     return srv
 end
 
+--- `weft mock` in its own process (extra command-line arguments in
+--- `args`). Returns {url=, close=function}; it is stopped by close() or
+--- when this process ends (its guard reads our pipe until EOF).
+function M.start_mock(args)
+    local out = os.tmpname()
+    local pipe = assert(io.popen(("sh -c '%s mock --port 0 %s > %s 2>/dev/null & pid=$!; cat > /dev/null; kill $pid'")
+        :format(M.WEFT, args or "", out), "w"))
+    local url
+    local deadline = weft.now() + 10
+    while not url do
+        local f = io.open(out, "r")
+        local line = f and f:read("*l")
+        if f then f:close() end
+        url = line and line:match("^(http://[%d%.:]+)")
+        if not url then
+            if weft.now() > deadline then
+                pipe:close()
+                error("weft mock did not start")
+            end
+            weft.sleep(0.02)
+        end
+    end
+    local srv = { url = url }
+    function srv.close()
+        if pipe then
+            pipe:close()
+            pipe = nil
+            os.remove(out)
+        end
+    end
+    return srv
+end
+
 --- The fault-injecting server (test/integration/faultserver.c).
 function M.faultserver()
     return M.start_server(HELPERS .. "/faultserver")

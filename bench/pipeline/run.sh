@@ -1,0 +1,61 @@
+#!/bin/bash
+# bench/pipeline/run.sh: the whole call pipeline (weft.model: limiter,
+# breaker, retry bookkeeping, the openai plugin's encode/decode in Lua,
+# host auth, metrics and call records) against a raw libcurl-multi C
+# client sending the same bytes (the plugin's body, the same key header),
+# same run, same `weft mock` server in its own process.
+#
+#   bench/pipeline/run.sh [BUILD_DIR]      (default: build)
+#   env: N (20000) C (64) PAIRS (5)
+#
+# Prints per run calls/s and client CPU per call ((user+sys)/N of the
+# client process), then the medians and the median of the per-pair ratios
+# weft/baseline (target <= 1.3). Loopback only; every step has a timeout.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+WEFT="$build/weft"
+BASE="$build/bench/bench_baseline"
+N=${N:-20000} C=${C:-64} PAIRS=${PAIRS:-5}
+for f in "$WEFT" "$BASE"; do [ -x "$f" ] || { echo "missing $f: build first (make build)" >&2; exit 1; }; done
+
+dir=$(mktemp -d)
+mock_pid=
+trap '[ -n "$mock_pid" ] && kill $mock_pid 2>/dev/null; rm -rf "$dir"' EXIT
+WEFT_LOG=warn "$WEFT" mock --port 0 --profile "$here/profile.lua" > "$dir/url" &
+mock_pid=$!
+for _ in $(seq 100); do url=$(head -1 "$dir/url"); [ -n "$url" ] && break; sleep 0.05; done
+[ -n "$url" ] || { echo "weft mock did not start" >&2; exit 1; }
+WEFT_LOG=warn "$WEFT" run "$here/client.lua" body "$dir/body.json"
+KEY=$(WEFT_LOG=off "$WEFT" -e 'print(weft.mock.DEFAULT_KEYS.openai)')
+echo "target: weft mock $url (own process), body $(wc -c < "$dir/body.json") bytes, N=$N C=$C, $PAIRS pairs"
+
+measure() { # name n c -> "calls_per_s cpu_us_per_call"
+    local name=$1 n=$2 c=$3 out
+    if [ "$name" = weft ]; then
+        out=$( { WEFT_LOG=warn /usr/bin/time -f "TIME %U %S %e" timeout 300 "$WEFT" run "$here/client.lua" "$n" "$c" "$url"; } 2>&1 )
+    else
+        out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$BASE" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY"; } 2>&1 )
+    fi
+    echo "$out" | awk -v n="$n" '/^TIME/ { printf "%.0f %.1f\n", n / $4, ($2 + $3) * 1e6 / n }
+                                 / failed/ { if ($4 != 0) { print "FAILED: " $0 > "/dev/stderr"; exit 1 } }'
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+measure weft 2000 "$C" > /dev/null   # warm-up
+measure baseline 2000 "$C" > /dev/null
+printf "%-5s %-9s %10s %15s\n" pair client "calls/s" "CPU us/call"
+: > "$dir/w"; : > "$dir/b"; : > "$dir/r"; : > "$dir/wr"; : > "$dir/br"
+for i in $(seq "$PAIRS"); do
+    read -r wr wc < <(measure weft "$N" "$C")
+    read -r br bc < <(measure baseline "$N" "$C")
+    printf "%-5s %-9s %10s %15s\n" "$i" weft "$wr" "$wc"
+    printf "%-5s %-9s %10s %15s\n" "$i" baseline "$br" "$bc"
+    echo "$wc" >> "$dir/w"; echo "$bc" >> "$dir/b"; echo "$wr" >> "$dir/wr"; echo "$br" >> "$dir/br"
+    awk -v a="$wc" -v b="$bc" 'BEGIN { printf "%.3f\n", a / b }' >> "$dir/r"
+done
+echo
+echo "median calls/s:          weft pipeline $(median < "$dir/wr"), baseline $(median < "$dir/br")"
+echo "median CPU us/call:      weft pipeline $(median < "$dir/w"), baseline $(median < "$dir/b")"
+echo "median ratio pipeline/baseline CPU per call: $(median < "$dir/r") (target <= 1.3)"
