@@ -26,6 +26,7 @@ int luaopen_weft_secrets(lua_State *L);
 int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_sse(lua_State *L);
 int luaopen_weft_watch(lua_State *L);
+int luaopen_weft_json(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -43,6 +44,7 @@ static const luaL_Reg preloads[] = {
     {"weft._metrics", luaopen_weft_metrics},
     {"weft._sse", luaopen_weft_sse},
     {"weft._watch", luaopen_weft_watch},
+    {"weft._json", luaopen_weft_json},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };

@@ -20,8 +20,37 @@ if arg[1] == "body" then
     return
 end
 
+local mode = "pipeline"
+if arg[1] == "http" then
+    -- the same request through weft.http alone (no pipeline): the middle figure
+    mode = table.remove(arg, 1)
+end
 local N, C, URL = tonumber(arg[1]), tonumber(arg[2]), arg[3]
-assert(N and C and URL, "usage: weft run client.lua N C MOCK_URL")
+assert(N and C and URL, "usage: weft run client.lua [http] N C MOCK_URL")
+
+if mode == "http" then
+    local p = require("weft.plugins").load_file(require("weft.plugins").find("provider", "openai"), "provider")
+    local body = weft.json.encode(p.encode("complete", { model = "gpt-4o-mini", max_tokens = 64,
+        messages = { { role = "user", content = PROMPT } } }, require("weft.plugins").configure(p, {})).body)
+    local opts = { method = "POST", url = URL .. "/v1/chat/completions", body = body,
+                   headers = { ["content-type"] = "application/json",
+                               authorization = "Bearer " .. weft.mock.DEFAULT_KEYS.openai } }
+    local started, done, failed = 0, 0, 0
+    local workers = {}
+    for i = 1, C do
+        workers[i] = function()
+            while started < N do
+                started = started + 1
+                if weft.http.request(opts).status ~= 200 then failed = failed + 1 end
+                done = done + 1
+            end
+        end
+    end
+    weft.all(workers)
+    print(("weft: %d requests, %d failed"):format(done, failed))
+    if failed > 0 then os.exit(1) end
+    return
+end
 
 weft.configure { providers = { openai = {
     base_url = URL, secret = weft.secrets.value("bench-key", weft.mock.DEFAULT_KEYS.openai),

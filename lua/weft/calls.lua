@@ -165,7 +165,7 @@ local summary = {}   -- "provider/model" -> aggregate
 local summary_order = {}
 
 local function aggregate(c)
-    local key = c.provider .. "/" .. c.model
+    local key = c.series.key
     local a = summary[key]
     if not a then
         a = { provider = c.provider, model = c.model, calls = 0, errors = {}, nerrors = 0, lat = {}, seen = 0,
@@ -297,6 +297,28 @@ Call.__index = Call
 ---@field id? string a call id to use (default: generated)
 ---@field price? {input: number, output: number} USD per 1M tokens (else the provider's price table)
 
+-- Series handles by provider, model and operation: a cached handle costs
+-- a fraction of a lookup by label values, and a call touches eight.
+local series_cache = {}
+local function series_of(p, m, op)
+    local bp = series_cache[p]
+    if not bp then bp = {} series_cache[p] = bp end
+    local bm = bp[m]
+    if not bm then bm = {} bp[m] = bm end
+    local s = bm[op]
+    if not s then
+        s = {
+            attempts = std.attempts:labels(p, m, op),
+            latency = std.latency:labels(p, m, op), overhead = std.overhead:labels(p, m, op),
+            calls = {}, key = p .. "/" .. m, p = p, m = m, op = op,
+            -- ttft, tokens_in, tokens_out, cost: made on first use (a model
+            -- without a price must not show a cost series)
+        }
+        bm[op] = s
+    end
+    return s
+end
+
 --- Open a call in the current task.
 ---@param opts? weft.CallOptions
 ---@return weft.Call
@@ -313,6 +335,7 @@ function M.begin(opts)
         start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
         co = running(),
     }, Call)
+    c.series = series_of(c.provider, c.model, c.operation)
     c.parent = c.co and current[c.co]
     if c.co then current[c.co] = c end
     c.log_fields = { call_id = c.id, provider = c.provider, model = c.model }
@@ -338,9 +361,9 @@ end
 --- An attempt starts.
 function Call:attempt()
     self.attempts = self.attempts + 1
-    std.attempts:inc(1, self.provider, self.model, self.operation)
+    self.series.attempts:inc()
     if self.attempts > 1 then log.debug("attempt", { attempt = self.attempts }) end
-    M.emit("request", event(self))
+    if hooks.request[1] then M.emit("request", event(self)) end
 end
 
 --- The last attempt failed with `err` and the call retries after `delay` s.
@@ -352,7 +375,7 @@ function Call:retry(err, delay)
     std.retries:inc(1, self.provider, self.model, self.operation, kind)
     log.info("retry", { attempt = self.attempts + 1, delay = delay, reason = kind,
                         status = type(err) == "table" and err.status or nil })
-    M.emit("retry", event(self, { error = err, delay = delay, reason = kind }))
+    if hooks.retry[1] then M.emit("retry", event(self, { error = err, delay = delay, reason = kind })) end
 end
 
 --- Time spent on the wire (weft.http adds it).
@@ -364,7 +387,9 @@ function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end en
 function Call:first_token()
     if self.ttft then return end
     self.ttft = clock() - self.start
-    std.ttft:observe(self.ttft, self.provider, self.model, self.operation)
+    local ser = self.series
+    if not ser.ttft then ser.ttft = std.ttft:labels(ser.p, ser.m, ser.op) end
+    ser.ttft:observe(self.ttft)
 end
 
 --- Token usage of the call (added up over calls to usage). Records the
@@ -375,13 +400,21 @@ end
 function Call:usage(input, output)
     input, output = tonumber(input) or 0, tonumber(output) or 0
     self.tokens_in, self.tokens_out = self.tokens_in + input, self.tokens_out + output
-    if input > 0 then std.tokens:inc(input, self.provider, self.model, "input") end
-    if output > 0 then std.tokens:inc(output, self.provider, self.model, "output") end
+    local ser = self.series
+    if input > 0 then
+        if not ser.tokens_in then ser.tokens_in = std.tokens:labels(ser.p, ser.m, "input") end
+        ser.tokens_in:inc(input)
+    end
+    if output > 0 then
+        if not ser.tokens_out then ser.tokens_out = std.tokens:labels(ser.p, ser.m, "output") end
+        ser.tokens_out:inc(output)
+    end
     local p = self.price or price_of(self.provider, self.model)
     if p then
         local usd = (input * p.input + output * p.output) / 1e6
         self.cost = (self.cost or 0) + usd
-        std.cost:inc(usd, self.provider, self.model)
+        if not ser.cost then ser.cost = std.cost:labels(ser.p, ser.m) end
+        ser.cost:inc(usd)
     else
         local key = self.provider .. "/" .. self.model
         if not warned[key] then
@@ -417,10 +450,16 @@ function Call:finish(err)
     local d = clock() - self.start
     local outcome = "success"
     if err ~= nil then outcome = type(err) == "table" and err.kind or "error" end
-    std.calls:inc(1, self.provider, self.model, self.operation, outcome)
-    std.latency:observe(d, self.provider, self.model, self.operation)
+    local ser = self.series
+    local by = ser.calls[outcome]
+    if not by then
+        by = std.calls:labels(self.provider, self.model, self.operation, outcome)
+        ser.calls[outcome] = by
+    end
+    by:inc()
+    ser.latency:observe(d)
     local overhead = d - self.wire - self.waited
-    std.overhead:observe(overhead > 0 and overhead or 0, self.provider, self.model, self.operation)
+    ser.overhead:observe(overhead > 0 and overhead or 0)
     record_summary(self, outcome, d)
     local fields = { duration = d, attempts = self.attempts, outcome = outcome, operation = self.operation }
     if self.tokens_in > 0 or self.tokens_out > 0 then
@@ -435,13 +474,13 @@ function Call:finish(err)
             sample.skipped = sample.skipped + 1
             std.log_sampled:inc()
         end
-        M.emit("response", event(self, { duration = d, outcome = outcome }))
+        if hooks.response[1] then M.emit("response", event(self, { duration = d, outcome = outcome })) end
     else
         fields.error = type(err) == "table" and err.message or tostring(err)
         fields.status = type(err) == "table" and err.status or nil
         -- a cancelled call (the loser of a race, Ctrl-C) is no failure to warn about
         if outcome == "cancelled" then log.info("call cancelled", fields) else log.warn("call failed", fields) end
-        M.emit("error", event(self, { duration = d, outcome = outcome, error = err }))
+        if hooks.error[1] then M.emit("error", event(self, { duration = d, outcome = outcome, error = err })) end
     end
     if self.co and current[self.co] == self then current[self.co] = self.parent end
     if log.bound() == self.log_fields then log.bind(self.prev_log) end

@@ -38,6 +38,7 @@ local MAX_DEPTH = 1000
 local INT_LIMIT = 2 ^ 53
 
 local decoder = cjson.new()
+local has_empty = require("weft._json").has_empty
 decoder.decode_invalid_numbers(false)
 decoder.decode_max_depth(MAX_DEPTH)
 
@@ -377,7 +378,7 @@ function M.decode(s)
     if type(s) ~= "string" then
         error("json.decode: expected a string, got " .. type(s), 2)
     end
-    local needs_marks = find(s, "[%[{]%s*[%]}]")
+    local needs_marks = has_empty(s)
     local text = needs_marks and protect_empty_arrays(s) or s
     local ok, v = pcall(decoder.decode, text)
     if not ok then

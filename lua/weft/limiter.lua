@@ -147,28 +147,42 @@ end
 --- Retry-After. Returns the hint (seconds) it applied, if any.
 ---@param headers table<string, string|string[]>
 ---@param status? integer
+local hint_of
+local OBSERVED = {
+    -- unit, remaining header (OpenAI, Anthropic), reset header (OpenAI, Anthropic)
+    { "requests", "x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining",
+      "x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset" },
+    { "tokens", "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining",
+      "x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset" },
+}
+
+local function first(v)
+    if type(v) == "table" then return v[1] end
+    return v
+end
+
 function Limiter:observe(headers, status)
-    local hint = require "weft._retry".hint
-    local function h(name)
-        local v = headers[name]
-        if type(v) == "table" then v = v[1] end
-        return v
-    end
-    for _, unit in ipairs { "requests", "tokens" } do
-        local rem = tonumber(h("x-ratelimit-remaining-" .. unit) or h("anthropic-ratelimit-" .. unit .. "-remaining"))
+    hint_of = hint_of or require("weft._retry").hint
+    for i = 1, 2 do
+        local o = OBSERVED[i]
+        local rem = headers[o[2]] or headers[o[3]]
         if rem then
-            local r = h("x-ratelimit-reset-" .. unit)
-            local reset = r and hint("x-ratelimit-reset-" .. unit, r)
-            if not reset then
-                local a = h("anthropic-ratelimit-" .. unit .. "-reset")
-                reset = a and hint("anthropic-ratelimit-" .. unit .. "-reset", a)
+            rem = tonumber(first(rem))
+            if rem then
+                local reset
+                local r = headers[o[4]]
+                if r then reset = hint_of(o[4], first(r)) end
+                if not reset then
+                    local a = headers[o[5]]
+                    reset = a and hint_of(o[5], first(a))
+                end
+                self.c:observe(o[1], rem, reset or 0)
             end
-            self.c:observe(unit, rem, reset or 0)
         end
     end
     if status == 429 then
-        local ms, ra = h("retry-after-ms"), h("retry-after")
-        local wait = (ms and hint("retry-after-ms", ms)) or (ra and hint("retry-after", ra))
+        local ms, ra = first(headers["retry-after-ms"]), first(headers["retry-after"])
+        local wait = (ms and hint_of("retry-after-ms", ms)) or (ra and hint_of("retry-after", ra))
         if wait then
             self.c:backoff(wait)
             return wait
