@@ -38,28 +38,32 @@ function M.done()
     end
 end
 
+-- Wait (sleeping, never blocking the loop) up to 10 s for the first line
+-- of file `out` to match `pattern`; returns the capture.
+local function first_line(out, pipe, pattern, what)
+    local deadline = weft.now() + 10
+    while true do
+        local f = io.open(out, "r")
+        local line = f and f:read("*l")
+        if f then f:close() end
+        local v = line and line:match(pattern)
+        if v then return v end
+        if weft.now() > deadline then
+            pipe:close()
+            os.remove(out)
+            error(what .. " did not start")
+        end
+        weft.sleep(0.02)
+    end
+end
+
 --- Start a helper server printing "PORT <n>" as its first line. Returns
 --- {port=, close=function}. Waits (sleeping, never blocking the loop) up to
 --- 10 s for the port line.
 function M.start_server(cmd)
     local out = os.tmpname()
     local pipe = assert(io.popen(cmd .. " > " .. out, "w"))
-    local port
-    local deadline = weft.now() + 10
-    while not port do
-        local f = io.open(out, "r")
-        local line = f and f:read("*l")
-        if f then f:close() end
-        port = line and tonumber(line:match("^PORT (%d+)"))
-        if not port then
-            if weft.now() > deadline then
-                pipe:close()
-                os.remove(out)
-                error("server did not start: " .. cmd)
-            end
-            weft.sleep(0.02)
-        end
-    end
+    local port = tonumber(first_line(out, pipe, "^PORT (%d+)", cmd))
     local srv = { port = port, url = "http://127.0.0.1:" .. port }
     function srv.close()
         if pipe then
@@ -78,22 +82,7 @@ function M.start_mock(args)
     local out = os.tmpname()
     local pipe = assert(io.popen(("sh -c '%s mock --port 0 %s > %s 2>/dev/null & pid=$!; cat > /dev/null; kill $pid'")
         :format(M.WEFT, args or "", out), "w"))
-    local url
-    local deadline = weft.now() + 10
-    while not url do
-        local f = io.open(out, "r")
-        local line = f and f:read("*l")
-        if f then f:close() end
-        url = line and line:match("^(http://[%d%.:]+)")
-        if not url then
-            if weft.now() > deadline then
-                pipe:close()
-                error("weft mock did not start")
-            end
-            weft.sleep(0.02)
-        end
-    end
-    local srv = { url = url }
+    local srv = { url = first_line(out, pipe, "^(http://[%d%.:]+)", "weft mock") }
     function srv.close()
         if pipe then
             pipe:close()
