@@ -9,8 +9,10 @@
 #   env: N (20000) C (64) PAIRS (5)
 #
 # Prints per run calls/s and client CPU per call ((user+sys)/N of the
-# client process), then the medians and the median of the per-pair ratios
-# weft/baseline (target <= 1.3). Loopback only; every step has a timeout.
+# client process) for the pipeline, for the same request through weft.http
+# alone (what the pipeline adds is the difference), and for the baseline;
+# then the medians and the median of the per-run ratios to the baseline
+# (target <= 1.3). Loopback only; every step has a timeout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -23,7 +25,7 @@ for f in "$WEFT" "$BASE"; do [ -x "$f" ] || { echo "missing $f: build first (mak
 dir=$(mktemp -d)
 mock_pid=
 trap '[ -n "$mock_pid" ] && kill $mock_pid 2>/dev/null; rm -rf "$dir"' EXIT
-WEFT_LOG=warn "$WEFT" mock --port 0 --profile "$here/profile.lua" > "$dir/url" &
+WEFT_LOG=warn "$WEFT" mock --port 0 --profile "$here/profile.lua" > "$dir/url" 2> "$dir/mock.err" &
 mock_pid=$!
 for _ in $(seq 100); do url=$(head -1 "$dir/url"); [ -n "$url" ] && break; sleep 0.05; done
 [ -n "$url" ] || { echo "weft mock did not start" >&2; exit 1; }
@@ -35,6 +37,8 @@ measure() { # name n c -> "calls_per_s cpu_us_per_call"
     local name=$1 n=$2 c=$3 out
     if [ "$name" = weft ]; then
         out=$( { WEFT_LOG=warn /usr/bin/time -f "TIME %U %S %e" timeout 300 "$WEFT" run "$here/client.lua" "$n" "$c" "$url"; } 2>&1 )
+    elif [ "$name" = http ]; then
+        out=$( { WEFT_LOG=warn /usr/bin/time -f "TIME %U %S %e" timeout 300 "$WEFT" run "$here/client.lua" http "$n" "$c" "$url"; } 2>&1 )
     else
         out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$BASE" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY"; } 2>&1 )
     fi
@@ -46,16 +50,21 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 measure weft 2000 "$C" > /dev/null   # warm-up
 measure baseline 2000 "$C" > /dev/null
 printf "%-5s %-9s %10s %15s\n" pair client "calls/s" "CPU us/call"
-: > "$dir/w"; : > "$dir/b"; : > "$dir/r"; : > "$dir/wr"; : > "$dir/br"
+: > "$dir/w"; : > "$dir/b"; : > "$dir/r"; : > "$dir/wr"; : > "$dir/br"; : > "$dir/h"; : > "$dir/hr"
 for i in $(seq "$PAIRS"); do
     read -r wr wc < <(measure weft "$N" "$C")
+    read -r hr hc < <(measure http "$N" "$C")
     read -r br bc < <(measure baseline "$N" "$C")
-    printf "%-5s %-9s %10s %15s\n" "$i" weft "$wr" "$wc"
+    printf "%-5s %-9s %10s %15s\n" "$i" pipeline "$wr" "$wc"
+    printf "%-5s %-9s %10s %15s\n" "$i" weft.http "$hr" "$hc"
     printf "%-5s %-9s %10s %15s\n" "$i" baseline "$br" "$bc"
     echo "$wc" >> "$dir/w"; echo "$bc" >> "$dir/b"; echo "$wr" >> "$dir/wr"; echo "$br" >> "$dir/br"
+    echo "$hc" >> "$dir/h"
     awk -v a="$wc" -v b="$bc" 'BEGIN { printf "%.3f\n", a / b }' >> "$dir/r"
+    awk -v a="$hc" -v b="$bc" 'BEGIN { printf "%.3f\n", a / b }' >> "$dir/hr"
 done
 echo
 echo "median calls/s:          weft pipeline $(median < "$dir/wr"), baseline $(median < "$dir/br")"
-echo "median CPU us/call:      weft pipeline $(median < "$dir/w"), baseline $(median < "$dir/b")"
+echo "median CPU us/call:      weft pipeline $(median < "$dir/w"), weft.http alone $(median < "$dir/h"), baseline $(median < "$dir/b")"
+echo "median ratio weft.http/baseline CPU per call: $(median < "$dir/hr")"
 echo "median ratio pipeline/baseline CPU per call: $(median < "$dir/r") (target <= 1.3)"

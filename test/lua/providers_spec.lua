@@ -1,0 +1,224 @@
+-- providers_spec.lua: the shipped provider plugins as pure codecs, on
+-- hand-written wire data the mock does not produce: tool calls (request
+-- and answer, whole and streamed), and the error bodies that decide a kind
+-- beyond the status (quota, key invalid, overloaded).
+local plugins = require "weft.plugins"
+local json = weft.json
+
+local function load(name)
+    local p = assert(plugins.load_file(assert(plugins.find("provider", name)), "provider"))
+    return p, plugins.configure(p, {})
+end
+
+local TOOL_REQ = {
+    model = "m",
+    messages = {
+        { role = "user", content = "Weather in Paris?" },
+        { role = "assistant", tool_calls = { { id = "call_1", name = "weather", arguments = '{"city":"Paris"}' } } },
+        { role = "tool", tool_call_id = "call_1", name = "weather", content = '{"c":21}' },
+    },
+    tools = { { name = "weather", description = "Current weather",
+                parameters = { type = "object", properties = { city = { type = "string" } } } } },
+}
+
+local function events(p, cfg, raw)
+    local parser = require("weft._sse").new()
+    local st, out = {}, { text = {} }
+    for _, ev in ipairs(parser:feed(raw)) do
+        local d = p.event(ev, st, TOOL_REQ, cfg)
+        if d then
+            if d.text then out.text[#out.text + 1] = d.text end
+            if d.tool_calls then out.tool_calls = d.tool_calls end
+            if d.usage then out.usage = d.usage end
+            if d.finish_reason then out.finish_reason = d.finish_reason end
+            if d.done then out.done = true end
+            if d.error then out.error = d.error end
+        end
+    end
+    out.text = table.concat(out.text)
+    return out
+end
+
+describe("openai codec", function()
+    local p, cfg = load("openai")
+
+    it("encodes tools, tool calls and tool results in OpenAI's shapes", function()
+        local b = p.encode("complete", TOOL_REQ, cfg).body
+        assert.are.equal("function", b.tools[1].type)
+        assert.are.equal("weather", b.tools[1]["function"].name)
+        local a = b.messages[2]
+        assert.are.equal("assistant", a.role)
+        assert.are.equal(json.null, a.content)
+        assert.are.same({ id = "call_1", type = "function", ["function"] = { name = "weather", arguments = '{"city":"Paris"}' } },
+            a.tool_calls[1])
+        assert.are.same({ role = "tool", tool_call_id = "call_1", name = "weather", content = '{"c":21}' }, b.messages[3])
+        assert.is_nil(b.stream)
+        local s = p.encode("stream", TOOL_REQ, cfg).body
+        assert.is_true(s.stream)
+        assert.is_true(s.stream_options.include_usage)
+    end)
+
+    it("decodes a tool call answer", function()
+        local body = json.decode([[{"id":"c1","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,
+            "tool_calls":[{"id":"call_9","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}}]},
+            "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":40,"completion_tokens":12}}]])
+        local r = p.decode("complete", body, TOOL_REQ, cfg)
+        assert.are.equal("", r.text)
+        assert.are.equal("tool_calls", r.finish_reason)
+        assert.are.same({ { id = "call_9", name = "weather", arguments = '{"city":"Oslo"}' } }, r.tool_calls)
+        assert.are.same({ input = 40, output = 12 }, r.usage)
+    end)
+
+    it("assembles streamed tool call arguments", function()
+        local out = events(p, cfg, table.concat {
+            'data: {"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_9","type":"function","function":{"name":"weather","arguments":""}}]},"finish_reason":null}]}\n\n',
+            'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"city\\":"}}]},"finish_reason":null}]}\n\n',
+            'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\\"Oslo\\"}"}}]},"finish_reason":null}]}\n\n',
+            'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+            'data: {"choices":[],"usage":{"prompt_tokens":40,"completion_tokens":12}}\n\n',
+            "data: [DONE]\n\n",
+        })
+        assert.is_true(out.done)
+        assert.are.equal("tool_calls", out.finish_reason)
+        assert.are.same({ { id = "call_9", name = "weather", arguments = '{"city":"Oslo"}' } }, out.tool_calls)
+        assert.are.same({ input = 40, output = 12 }, out.usage)
+    end)
+
+    it("tells a spent quota and a bad key from other errors", function()
+        local quota = [[{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}]]
+        assert.are.equal("quota_exhausted", p.classify(429, {}, quota, cfg).kind)
+        assert.are.equal("rate_limited", p.classify(429, {}, [[{"error":{"message":"Rate limit","type":"requests"}}]], cfg).kind)
+        assert.are.equal("auth", p.classify(401, {}, [[{"error":{"code":"invalid_api_key","message":"bad"}}]], cfg).kind)
+        assert.are.equal("invalid_request", p.classify(400, {}, [[{"error":{"code":"context_length_exceeded","message":"too long"}}]], cfg).kind)
+        assert.are.equal("transient", p.classify(502, {}, "<html>bad gateway</html>", cfg).kind)
+        assert.are.equal("bad", p.classify(401, {}, [[{"error":{"code":"invalid_api_key","message":"bad"}}]], cfg).message)
+    end)
+end)
+
+describe("anthropic codec", function()
+    local p, cfg = load("anthropic")
+
+    it("encodes tools as input_schema, tool calls as tool_use blocks and results as tool_result", function()
+        local b = p.encode("complete", TOOL_REQ, cfg).body
+        assert.are.equal(1024, b.max_tokens) -- required by the API: the schema default
+        assert.are.equal("object", b.tools[1].input_schema.type)
+        assert.are.equal("tool_use", b.messages[2].content[1].type)
+        assert.are.equal("Paris", b.messages[2].content[1].input.city)
+        assert.are.same({ role = "user", content = { { type = "tool_result", tool_use_id = "call_1", content = '{"c":21}' } } },
+            b.messages[3])
+        local s = p.encode("complete", { model = "m", messages = { { role = "system", content = "Be brief." },
+                                                                   { role = "user", content = "hi" } }, stop = "END" }, cfg).body
+        assert.are.equal("Be brief.", s.system)
+        assert.are.equal(1, #s.messages)
+        assert.are.same({ "END" }, s.stop_sequences)
+    end)
+
+    it("decodes text and tool_use blocks", function()
+        local body = json.decode([[{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[
+            {"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"weather","input":{"city":"Oslo"}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":50,"output_tokens":20}}]])
+        local r = p.decode("complete", body, TOOL_REQ, cfg)
+        assert.are.equal("Let me check.", r.text)
+        assert.are.equal("tool_calls", r.finish_reason)
+        assert.are.equal("toolu_1", r.tool_calls[1].id)
+        assert.are.same({ city = "Oslo" }, json.decode(r.tool_calls[1].arguments))
+        assert.are.same({ input = 50, output = 20 }, r.usage)
+    end)
+
+    it("assembles streamed tool input and reads usage from message_start and message_delta", function()
+        local function ev(name, data) return "event: " .. name .. "\ndata: " .. data .. "\n\n" end
+        local out = events(p, cfg, table.concat {
+            ev("message_start", '{"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":50,"output_tokens":1}}}'),
+            ev("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
+            ev("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}'),
+            ev("content_block_start", '{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"weather","input":{}}}'),
+            ev("content_block_delta", '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"city\\": "}}'),
+            ev("content_block_delta", '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\\"Oslo\\"}"}}'),
+            ev("ping", '{"type":"ping"}'),
+            ev("message_delta", '{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":20}}'),
+            ev("message_stop", '{"type":"message_stop"}'),
+        })
+        assert.is_true(out.done)
+        assert.are.equal("Checking.", out.text)
+        assert.are.equal("tool_calls", out.finish_reason)
+        assert.are.same({ { id = "toolu_1", name = "weather", arguments = '{"city": "Oslo"}' } }, out.tool_calls)
+        assert.are.same({ input = 50, output = 20 }, out.usage)
+    end)
+
+    it("classifies by status, and by error type inside a stream", function()
+        assert.are.equal("transient", p.classify(529, {}, [[{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}]], cfg).kind)
+        assert.are.equal("quota_exhausted", p.classify(400, {}, [[{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low"}}]], cfg).kind)
+        assert.are.equal("auth", p.classify(401, {}, [[{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}]], cfg).kind)
+        local out = events(p, cfg, 'event: error\ndata: {"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}\n\n')
+        assert.are.same({ kind = "rate_limited", message = "slow down" }, out.error)
+    end)
+
+    it("has no embeddings", function()
+        assert.is_false(p.capabilities.embed)
+    end)
+end)
+
+describe("gemini codec", function()
+    local p, cfg = load("gemini")
+
+    it("encodes roles, system instruction, tools and tool results", function()
+        local b = p.encode("complete", TOOL_REQ, cfg).body
+        assert.are.equal("user", b.contents[1].role)
+        assert.are.equal("model", b.contents[2].role)
+        assert.are.equal("weather", b.contents[2].parts[1].functionCall.name)
+        assert.are.equal("Paris", b.contents[2].parts[1].functionCall.args.city)
+        assert.are.equal("weather", b.contents[3].parts[1].functionResponse.name)
+        assert.are.equal("weather", b.tools[1].functionDeclarations[1].name)
+        local s = p.encode("stream", { model = "gemini-2.0-flash", system = "Be brief.", max_tokens = 5,
+                                       messages = { { role = "user", content = "hi" } } }, cfg)
+        assert.are.equal("/v1beta/models/gemini-2.0-flash:streamGenerateContent", s.path)
+        assert.are.equal("alt=sse", s.query)
+        assert.are.equal("Be brief.", s.body.systemInstruction.parts[1].text)
+        assert.are.equal(5, s.body.generationConfig.maxOutputTokens)
+    end)
+
+    it("decodes function calls and blocked prompts", function()
+        local body = json.decode([[{"candidates":[{"content":{"role":"model","parts":[{"functionCall":{"name":"weather","args":{"city":"Oslo"}}}]},
+            "finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":5}}]])
+        local r = p.decode("complete", body, TOOL_REQ, cfg)
+        assert.are.equal("weather", r.tool_calls[1].name)
+        assert.are.same({ city = "Oslo" }, json.decode(r.tool_calls[1].arguments))
+        assert.are.same({ input = 30, output = 5 }, r.usage)
+        local blocked = p.decode("complete", json.decode([[{"promptFeedback":{"blockReason":"SAFETY"}}]]), TOOL_REQ, cfg)
+        assert.are.equal("content_filter", blocked.finish_reason)
+    end)
+
+    it("ends a stream only with a finishReason", function()
+        local out = events(p, cfg, 'data: {"candidates":[{"content":{"parts":[{"text":"Hel"}],"role":"model"}}]}\r\n\r\n')
+        assert.is_nil(out.done)
+        out = events(p, cfg, 'data: {"candidates":[{"content":{"parts":[{"text":"Hel"}],"role":"model"}}]}\r\n\r\n'
+            .. 'data: {"candidates":[{"content":{"parts":[{"text":"lo"}],"role":"model"},"finishReason":"MAX_TOKENS"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2}}\r\n\r\n')
+        assert.is_true(out.done)
+        assert.are.equal("Hello", out.text)
+        assert.are.equal("length", out.finish_reason)
+    end)
+
+    it("tells an invalid key and a daily quota apart from other 400s and 429s", function()
+        local badkey = [[{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}]]
+        assert.are.equal("auth", p.classify(400, {}, badkey, cfg).kind)
+        assert.are.equal("invalid_request", p.classify(400, {}, [[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]], cfg).kind)
+        local daily = [[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}]]
+        assert.are.equal("quota_exhausted", p.classify(429, {}, daily, cfg).kind)
+        assert.are.equal("rate_limited", p.classify(429, {}, [[{"error":{"code":429,"message":"slow","status":"RESOURCE_EXHAUSTED"}}]], cfg).kind)
+        assert.are.equal("timeout", p.classify(504, {}, [[{"error":{"code":504,"message":"late","status":"DEADLINE_EXCEEDED"}}]], cfg).kind)
+    end)
+end)
+
+describe("openai_compatible", function()
+    it("inherits the openai codec and needs a base URL", function()
+        local p, cfg = load("openai_compatible")
+        assert.are.equal("openai", load("openai").name)
+        assert.is_false(p.base_url)
+        assert.is_false(p.secret)
+        assert.are.equal("/v1/chat/completions", p.encode("complete", TOOL_REQ, cfg).path)
+        local alt = plugins.configure(p, { chat_path = "/api/chat", stream_usage = false })
+        local enc = p.encode("stream", TOOL_REQ, alt)
+        assert.are.equal("/api/chat", enc.path)
+        assert.is_nil(enc.body.stream_options)
+    end)
+end)
