@@ -185,12 +185,15 @@ end
 
 -- A plugin that `extends` another gets the functions and fields it does
 -- not define from it (loaded in its own sandbox, uncounted).
+local loading_deps -- files a load in progress inherited from
+
 local function inherit(p, kind, depth)
     if type(p) ~= "table" or p.extends == nil then return p end
     if type(p.extends) ~= "string" then error("extends must be the name of a plugin", 0) end
     if depth > 4 then error("extends: chain too long (a cycle?)", 0) end
     local path = M.find(p.kind or kind or "provider", p.extends)
     if not path then error("extends: no plugin '" .. p.extends .. "'", 0) end
+    if loading_deps then loading_deps[#loading_deps + 1] = path end
     local chunk, err = loadfile(path)
     if not chunk then error("extends: " .. err, 0) end
     setfenv(chunk, sandbox())
@@ -202,7 +205,7 @@ local function inherit(p, kind, depth)
     return p
 end
 
-function M.load_file(path, expect_kind, check, source)
+function M.load_file(path, expect_kind, check, source, deps)
     local label = path:match("([^/]+)%.lua$") or path
     if expect_kind then label = expect_kind .. "/" .. label end
     local chunk, err
@@ -213,7 +216,11 @@ function M.load_file(path, expect_kind, check, source)
     end
     setfenv(chunk, sandbox())
     local ok, p = pcall(chunk)
-    if ok then ok, p = pcall(inherit, p, expect_kind, 0) end
+    if ok then
+        loading_deps = deps
+        ok, p = pcall(inherit, p, expect_kind, 0)
+        loading_deps = nil
+    end
     if not ok then
         local msg = ("%s: error while loading: %s"):format(path, tostring(p))
         calls.plugin_loaded(label, false, msg)
@@ -276,21 +283,30 @@ M.watching = true
 
 local reload_entry
 
-local function watch(e)
-    if not M.watching then return end
-    local ok, w = pcall(require("weft._watch").new, e.path, 1)
+-- Watch `path` (the plugin's file, or one it extends) for entry `e`.
+local function watch(e, path)
+    if not M.watching or e.watches[path] then return end
+    local ok, w = pcall(require("weft._watch").new, path, 1)
     if not ok then
         log.warn("plugin file not watched", { plugin = e.kind .. "/" .. e.name, error = tostring(w) })
         return
     end
-    e.watch = w
+    e.watches[path] = w
     require("weft._task").spawn(function()
-        while e.watch == w do
+        while e.watches[path] == w do
             local changed = w:wait()
             if not changed then return end -- closed, or the process is ending
             reload_entry(e)
         end
     end)
+end
+
+-- What decides whether a reload changes anything: the file's text and the
+-- texts of the files it extends.
+local function fingerprint(src, deps)
+    local parts = { src }
+    for _, d in ipairs(deps) do parts[#parts + 1] = read_file(d) or "" end
+    return table.concat(parts, "\0")
 end
 
 --- The registry entry of plugin `name` of `kind`, loading it on first use
@@ -308,14 +324,17 @@ function M.get(kind, name)
     if not path then return nil, ("no %s plugin '%s' (looked in %s)"):format(kind, name, looked) end
     local src, rerr = read_file(path)
     if not src then return nil, path .. ": " .. tostring(rerr) end
-    local p, err = M.load_file(path, kind, nil, src)
+    local deps = {}
+    local p, err = M.load_file(path, kind, nil, src, deps)
     if not p then return nil, err end
     if p.name ~= name then
         return nil, ("%s: declares name '%s', expected '%s'"):format(path, p.name, name)
     end
-    e = { kind = kind, name = name, path = path, plugin = p, n = 1, source = src, failures = 0, checks = {} }
+    e = { kind = kind, name = name, path = path, plugin = p, n = 1, source = fingerprint(src, deps), deps = deps,
+          failures = 0, checks = {}, watches = {} }
     registry[key] = e
-    watch(e)
+    watch(e, path)
+    for _, d in ipairs(deps) do watch(e, d) end
     return e
 end
 
@@ -335,7 +354,8 @@ reload_entry = function(e)
         calls.plugin_loaded(label, false, e.path .. ": " .. tostring(rerr) .. " (the loaded version keeps serving)")
         return nil, rerr
     end
-    if src == e.source then return false, "unchanged" end
+    if fingerprint(src, e.deps) == e.source then return false, "unchanged" end
+    local deps = {}
     local p, err = M.load_file(e.path, e.kind, function(np)
         if np.name ~= e.name then return nil, ("declares name '%s', expected '%s'"):format(np.name, e.name) end
         for _, check in ipairs(e.checks) do
@@ -343,12 +363,13 @@ reload_entry = function(e)
             if not ok then return nil, why end
         end
         return true
-    end, src)
+    end, src, deps)
     if not p then
         e.failures = e.failures + 1
         return nil, err
     end
-    e.plugin, e.source, e.n = p, src, e.n + 1
+    for _, d in ipairs(deps) do watch(e, d) end
+    e.plugin, e.source, e.deps, e.n = p, fingerprint(src, deps), deps, e.n + 1
     log.info("plugin reloaded", { plugin = label, version = p.version, load = e.n })
     return true
 end
@@ -373,11 +394,9 @@ end
 --- Forget every loaded plugin (and stop watching): tests and `weft check`.
 function M.reset()
     for key, e in pairs(registry) do
-        if e.watch then
-            local w = e.watch
-            e.watch = nil
-            w:close()
-        end
+        local ws = e.watches
+        e.watches = {}
+        for _, w in pairs(ws) do w:close() end
         registry[key] = nil
     end
 end

@@ -579,6 +579,29 @@ return {
         assert.are.equal("v2", mm:complete("hi").plugin_version)
     end)
 
+    it("reloads a plugin when a plugin it extends changes", function()
+        install("base", ([[
+return { api = 1, name = "base", kind = "provider", version = "b1", extends = "openai", base_url = false, secret = false }
+]]))
+        install("hot", [[
+return { api = 1, name = "hot", kind = "provider", extends = "base" }
+]])
+        configure()
+        local mm = weft.model("hot/x")
+        assert.are.equal("b1", mm:complete("hi").plugin_version)
+        install("base", [[
+return { api = 1, name = "base", kind = "provider", version = "b2", extends = "openai", base_url = false, secret = false }
+]])
+        local seen
+        for _ = 1, 200 do
+            weft.sleep(0.05)
+            seen = mm:complete("hi").plugin_version
+            if seen == "b2" then break end
+        end
+        assert.are.equal("b2", seen)
+        assert.is_false(weft.reload("hot")["provider/hot"]) -- nothing changed since
+    end)
+
     it("keeps plugins in their sandbox", function()
         install("hot", plugin_text("v1", "encode = function() return os.execute('true') end,"))
         configure()
