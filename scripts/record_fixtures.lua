@@ -52,6 +52,22 @@ local function post(d, path, body)
     return http.request { method = "POST", url = mock.url .. path, headers = h, body = json.encode(body) }
 end
 
+-- the rate-limit headers of an answer, as a Lua table constructor
+local function limit_headers(h)
+    local keys = {}
+    for k in pairs(h) do
+        if k:find("ratelimit", 1, true) or k:find("^retry%-after") then keys[#keys + 1] = k end
+    end
+    table.sort(keys)
+    local out = {}
+    for _, k in ipairs(keys) do
+        local v = h[k]
+        if type(v) == "table" then v = v[1] end
+        out[#out + 1] = ("[%q] = %q"):format(k, v)
+    end
+    return "{ " .. table.concat(out, ", ") .. " }"
+end
+
 local function long(s)
     local eq = ""
     while s:find("]" .. eq .. "]", 1, true) do eq = eq .. "=" end
@@ -63,8 +79,8 @@ for name, d in pairs(D) do
     local usage = ("{ input = %d, output = %d }"):format(weft.mock.count_tokens(Q) + d.input, out_tokens)
     local parts = { "-- Recorded from weft mock by scripts/record_fixtures.lua; replayed by `weft check`.", "return {" }
     local c = post(d, d.complete[1], d.complete[2])
-    parts[#parts + 1] = ("    complete = { body = %s,\n        expect = { text = %q, finish_reason = \"stop\", usage = %s } },"):format(
-        long(c.body), text, usage)
+    parts[#parts + 1] = ("    complete = { headers = %s, body = %s,\n        expect = { text = %q, finish_reason = \"stop\", usage = %s } },"):format(
+        limit_headers(c.headers), long(c.body), text, usage)
     local s = post(d, d.stream[1], d.stream[2])
     parts[#parts + 1] = ("    stream = { body = %s,\n        expect = { text = %q, finish_reason = \"stop\", usage = %s } },"):format(
         long(s.body), text, usage)
@@ -80,7 +96,8 @@ for name, d in pairs(D) do
         mock:set_faults { { dialect = name, sequence = { st } } }
         local r = post(d, d.complete[1], d.complete[2])
         assert(r.status == st, name .. " " .. st)
-        parts[#parts + 1] = ("        { status = %d, kind = %q, body = %s },"):format(st, d.statuses[st], long(r.body))
+        parts[#parts + 1] = ("        { status = %d, kind = %q, headers = %s, body = %s },"):format(st, d.statuses[st],
+            limit_headers(r.headers), long(r.body))
     end
     mock:set_faults {}
     parts[#parts + 1] = "    },"

@@ -210,6 +210,32 @@ local function check_provider(F, path, p)
         elseif not out.done then F.err(what .. ": the stream never reached its end mark (done)")
         elseif check_result(F, what, r, "stream") and expect(F, what, r, fx.stream.expect) then F.ok(what) end
     end
+    if p.rate_limits then
+        local samples = {}
+        if fx.complete and fx.complete.headers then samples[#samples + 1] = { 200, fx.complete.headers, "" } end
+        for _, e in ipairs(fx.errors or {}) do
+            if e.status == 429 then samples[#samples + 1] = { 429, e.headers or {}, e.body or "" } end
+        end
+        for _, sm in ipairs(samples) do
+            local what = ("rate_limits (HTTP %d)"):format(sm[1])
+            local ok2, rl = pcall(p.rate_limits, sm[1], sm[2], sm[3], cfg)
+            local bad
+            if not ok2 then bad = tostring(rl)
+            elseif rl ~= nil and type(rl) ~= "table" then bad = "must return a table or nil"
+            elseif rl then
+                for _, unit in ipairs { "requests", "tokens" } do
+                    local u = rl[unit]
+                    if u ~= nil and (type(u) ~= "table" or type(u.remaining) ~= "number"
+                                     or (u.reset ~= nil and type(u.reset) ~= "number")) then
+                        bad = unit .. " must be {remaining = n, reset = seconds}"
+                    end
+                end
+                if rl.retry_after ~= nil and type(rl.retry_after) ~= "number" then bad = "retry_after must be seconds" end
+                if sm[1] == 429 and rl.retry_after == nil then bad = "a 429 gave no retry_after" end
+            end
+            if bad then F.err(what .. ": " .. bad) else F.ok(what) end
+        end
+    end
     for i, e in ipairs(fx.errors or {}) do
         local what = ("classify %d (HTTP %d)"):format(i, e.status)
         local ok2, c = pcall(p.classify, e.status, e.headers or {}, e.body or "", cfg)

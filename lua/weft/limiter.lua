@@ -190,6 +190,21 @@ function Limiter:observe(headers, status)
     end
 end
 
+--- Apply what a provider plugin read from an answer's rate-limit headers:
+--- {requests = {remaining=, reset=}, tokens = {remaining=, reset=},
+--- retry_after = seconds}. Each part is optional.
+---@param rl {requests?: {remaining?: number, reset?: number}, tokens?: {remaining?: number, reset?: number}, retry_after?: number}
+function Limiter:apply(rl)
+    for i = 1, 2 do
+        local unit = OBSERVED[i][1]
+        local u = rl[unit]
+        local rem = type(u) == "table" and tonumber(u.remaining)
+        if rem then self.c:observe(unit, rem, tonumber(u.reset) or 0) end
+    end
+    local wait = tonumber(rl.retry_after)
+    if wait and wait > 0 then self.c:backoff(wait) end
+end
+
 --- Introspection: levels of every limit, queue length per priority, next
 --- admission time (seconds from now), admitted and refused counts.
 function Limiter:state()

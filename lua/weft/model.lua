@@ -531,6 +531,26 @@ local function plugin_call(ctx, fname, ...)
     return a, b
 end
 
+-- Feed the answer's rate-limit state to the limiter and the quota gauge:
+-- the plugin reads its provider's headers (rate_limits), else the host's
+-- reading of the common ones (x-ratelimit-*, anthropic-ratelimit-*).
+local quota_gauge = require("weft.metrics").std.quota
+local function observe_limits(ctx, res, body)
+    local inst = ctx.inst
+    local f = ctx.plugin.rate_limits
+    if not f then
+        inst.limiter:observe(res.headers, res.status)
+        return
+    end
+    local rl = plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg)
+    if type(rl) ~= "table" then return end
+    inst.limiter:apply(rl)
+    for _, unit in ipairs { "requests", "tokens" } do
+        local u = rl[unit]
+        if type(u) == "table" and tonumber(u.remaining) then quota_gauge:set(tonumber(u.remaining), inst.name, unit) end
+    end
+end
+
 -- A non-2xx answer -> the error the plugin classifies it as.
 local function http_failure(ctx, res, body)
     local c = plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg)
@@ -631,7 +651,7 @@ local function send(ctx, remaining)
             end
             error(res, 0)
         end
-        inst.limiter:observe(res.headers, res.status)
+        observe_limits(ctx, res, errbody)
         if res.status >= 300 then http_failure(ctx, res, errbody or "") end
         if st.error then stream_error(ctx, st, st.error.kind, st.error.message) end
         if not st.done and not st.aborted then
@@ -643,7 +663,7 @@ local function send(ctx, remaining)
         return out
     end
     local res = http.request(opts)
-    inst.limiter:observe(res.headers, res.status)
+    observe_limits(ctx, res, res.status >= 300 and res.body or nil)
     if res.status >= 300 then http_failure(ctx, res, res.body) end
     local ok, decoded = pcall(json.decode, res.body)
     if not ok or type(decoded) ~= "table" then

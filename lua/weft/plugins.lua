@@ -19,7 +19,8 @@
 ---
 --- The file runs in its own environment: the safe parts of the standard
 --- library (string, table, math, os.time/clock/date, pairs, pcall, ...),
---- and `weft` limited to json, error and log. No io, os.execute, debug,
+--- and `weft` limited to json, error, log and time (parsing of durations
+--- and dates in rate-limit headers). No io, os.execute, debug,
 --- load/loadstring/dofile/require, no globals shared with the script or
 --- other plugins. Loads are counted in weft_plugin_loads_total and
 --- announced to "reload" hooks.
@@ -40,6 +41,20 @@ M.API_MIN = 1
 local KINDS = { provider = "providers", policy = "policies" }
 local SCHEMA_TYPES = { string = true, number = true, boolean = true, table = true, ["function"] = true }
 
+-- Time parsing for rate-limit headers (runtime/retry.c), for plugins:
+-- seconds, or nil when the text is not of that form.
+local hint = require("weft._retry").hint
+local TIME = {
+    --- A Go-style duration ("1m30s", "6ms", "0.5s") in seconds.
+    duration = function(s) return type(s) == "string" and hint("retrydelay", s) or nil end,
+    --- Seconds from now until an RFC 3339 time (0 when past).
+    until_rfc3339 = function(s) return type(s) == "string" and hint("anthropic-ratelimit-x-reset", s) or nil end,
+    --- A Retry-After value (seconds or an HTTP date) in seconds.
+    retry_after = function(s) return type(s) == "string" and hint("retry-after", s) or nil end,
+    --- A retry-after-ms value in seconds.
+    retry_after_ms = function(s) return type(s) == "string" and hint("retry-after-ms", s) or nil end,
+}
+
 local function copy(t)
     local c = {}
     for k, v in pairs(t) do c[k] = v end
@@ -58,7 +73,7 @@ local function sandbox()
         getmetatable = function(v) if type(v) == "string" then return nil end return getmetatable(v) end,
         string = copy(string), table = copy(table), math = copy(math),
         os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
-        weft = { json = copy(json), error = copy(errors), log = copy(log) },
+        weft = { json = copy(json), error = copy(errors), log = copy(log), time = copy(TIME) },
     }
     env._G = env
     return env
@@ -144,6 +159,7 @@ function M.validate(p, expect_kind)
             if type(p[fn]) ~= "function" then return nil, "a provider must have function " .. fn end
         end
         if p.event ~= nil and type(p.event) ~= "function" then return nil, "event must be a function" end
+        if p.rate_limits ~= nil and type(p.rate_limits) ~= "function" then return nil, "rate_limits must be a function" end
         local caps = p.capabilities
         if caps ~= nil and type(caps) ~= "table" then return nil, "capabilities must be a table" end
         if caps and caps.stream and type(p.event) ~= "function" then

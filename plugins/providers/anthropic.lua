@@ -141,6 +141,21 @@ return {
         return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
     end,
 
+    -- anthropic-ratelimit-{requests,tokens}-{remaining,reset} (resets are
+    -- RFC 3339 times); on a 429 or 529, retry-after.
+    rate_limits = function(status, headers, body, cfg)
+        local t = weft.time
+        local out = {}
+        for _, unit in ipairs { "requests", "tokens" } do
+            local rem = tonumber(headers["anthropic-ratelimit-" .. unit .. "-remaining"])
+            if rem then
+                out[unit] = { remaining = rem, reset = t.until_rfc3339(headers["anthropic-ratelimit-" .. unit .. "-reset"]) }
+            end
+        end
+        if status == 429 then out.retry_after = t.retry_after(headers["retry-after"]) end
+        return out
+    end,
+
     event = function(ev, st, req, cfg)
         local t = ev.event
         if t == "ping" then return nil end

@@ -175,6 +175,20 @@ return {
         return { kind = kind_of(status, e, body), message = str(e.message) or ("HTTP " .. status), code = str(e.status) }
     end,
 
+    -- Gemini sends no rate-limit headers; a 429 says how long to wait in
+    -- its body (RetryInfo.retryDelay, e.g. "17s").
+    rate_limits = function(status, headers, body, cfg)
+        if status ~= 429 then return nil end
+        local ok, v = pcall(json.decode, body)
+        local details = ok and type(v) == "table" and type(v.error) == "table" and v.error.details
+        for _, d in ipairs(type(details) == "table" and details or {}) do
+            if type(d) == "table" and type(d.retryDelay) == "string" then
+                return { retry_after = weft.time.duration(d.retryDelay) }
+            end
+        end
+        return { retry_after = weft.time.retry_after(headers["retry-after"]) }
+    end,
+
     -- Each event is a whole GenerateContentResponse; the usage in each is
     -- cumulative. The stream has no terminator: a finishReason marks it done.
     event = function(ev, st, req, cfg)

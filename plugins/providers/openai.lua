@@ -171,6 +171,21 @@ return {
         return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
     end,
 
+    -- x-ratelimit-{remaining,reset}-{requests,tokens} (resets are Go
+    -- durations such as "6m0s"); on a 429, retry-after-ms / retry-after.
+    rate_limits = function(status, headers, body, cfg)
+        local t = weft.time
+        local out = {}
+        for _, unit in ipairs { "requests", "tokens" } do
+            local rem = tonumber(headers["x-ratelimit-remaining-" .. unit])
+            if rem then out[unit] = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-" .. unit]) } end
+        end
+        if status == 429 then
+            out.retry_after = t.retry_after_ms(headers["retry-after-ms"]) or t.retry_after(headers["retry-after"])
+        end
+        return out
+    end,
+
     -- One server-sent event of a stream: `data: {chunk}` or `data: [DONE]`.
     event = function(ev, st, req, cfg)
         if ev.data == "[DONE]" then return { done = true } end

@@ -209,6 +209,35 @@ describe("gemini codec", function()
     end)
 end)
 
+describe("rate_limits", function()
+    it("reads OpenAI's headers: remaining, Go-duration resets, retry-after-ms on a 429", function()
+        local p, cfg = load("openai")
+        local rl = p.rate_limits(200, { ["x-ratelimit-remaining-requests"] = "499", ["x-ratelimit-reset-requests"] = "1m30s",
+                                        ["x-ratelimit-remaining-tokens"] = "1000", ["x-ratelimit-reset-tokens"] = "6ms" }, "", cfg)
+        assert.are.same({ requests = { remaining = 499, reset = 90 }, tokens = { remaining = 1000, reset = 0.006 } }, rl)
+        assert.are.equal(1.5, p.rate_limits(429, { ["retry-after-ms"] = "1500", ["retry-after"] = "2" }, "", cfg).retry_after)
+        assert.are.equal(2, p.rate_limits(429, { ["retry-after"] = "2" }, "", cfg).retry_after)
+        assert.is_nil(p.rate_limits(200, { ["retry-after"] = "2" }, "", cfg).retry_after)
+    end)
+
+    it("reads Anthropic's headers: RFC 3339 resets", function()
+        local p, cfg = load("anthropic")
+        local soon = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 30)
+        local rl = p.rate_limits(200, { ["anthropic-ratelimit-requests-remaining"] = "49",
+                                        ["anthropic-ratelimit-requests-reset"] = soon }, "", cfg)
+        assert.are.equal(49, rl.requests.remaining)
+        assert.is_true(rl.requests.reset > 25 and rl.requests.reset <= 30)
+        assert.are.equal(7, p.rate_limits(429, { ["retry-after"] = "7" }, "", cfg).retry_after)
+    end)
+
+    it("reads Gemini's RetryInfo from a 429 body", function()
+        local p, cfg = load("gemini")
+        local body = [[{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"17s"}]}}]]
+        assert.are.same({ retry_after = 17 }, p.rate_limits(429, {}, body, cfg))
+        assert.is_nil(p.rate_limits(200, {}, "", cfg))
+    end)
+end)
+
 describe("openai_compatible", function()
     it("inherits the openai codec and needs a base URL", function()
         local p, cfg = load("openai_compatible")
