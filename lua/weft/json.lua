@@ -1,8 +1,10 @@
 --- weft.json: JSON with deliberate choices, on top of Debian's lua-cjson.
 ---
---- Decoding is lua-cjson (C); encoding is done here, because upstream
---- lua-cjson 2.1.0 cannot keep an empty array apart from an empty object,
---- escapes "/" as "\/" and keeps only 14 significant digits. The choices:
+--- Decoding is lua-cjson (C); encoding is weft's own (runtime/lua_json.c for
+--- the compact form, this file for pretty/sorted output and for the error
+--- messages), because upstream lua-cjson 2.1.0 cannot keep an empty array
+--- apart from an empty object, escapes "/" as "\/" and keeps only 14
+--- significant digits. The choices:
 ---
 --- * null: JSON `null` decodes to `json.null` (a sentinel, the same value as
 ---   `cjson.null`), so object keys and array positions are never lost;
@@ -82,6 +84,8 @@ end
 
 --- A shared, read-only empty array.
 M.empty_array = setmetatable({}, EMPTY_MT)
+
+local cencode = require("weft._json").encoder(ARRAY_MT, OBJECT_MT, EMPTY_MT, M.null)
 
 --- True when `t` is marked as an array (by json.array or decode).
 ---@return boolean
@@ -293,6 +297,12 @@ end
 ---@param opts? weft.json.EncodeOptions
 ---@return string
 function M.encode(v, opts)
+    if opts == nil then
+        -- the C encoder (same rules); nil means it refused: the Lua one
+        -- below raises the error that names the path
+        local s = cencode(v)
+        if s then return s end
+    end
     local st = { buf = {}, n = 0, stack = {}, seen = {} }
     if opts ~= nil then
         if type(opts) ~= "table" then error("json.encode: options must be a table", 2) end

@@ -125,3 +125,64 @@ describe("cjson", function()
         assert.are.equal(2, cjson.decode("[1,2]")[2])
     end)
 end)
+
+describe("the C encoder", function()
+    -- json.encode(v) runs the C encoder; json.encode(v, {}) the Lua one.
+    local json = weft.json
+    local seed = 12345
+    local function rnd(n) -- deterministic LCG: failures reproduce
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n
+    end
+    local NUMBERS = { 0, -0.0, 1, -1, 42, 2 ^ 53 - 1, -(2 ^ 53 - 1), 2 ^ 53, 2 ^ 60, 0.1, 1 / 3, -2.5e-300, 1e300,
+                      123456789.125, 3.14159265358979 }
+    local function str()
+        local t = {}
+        for i = 1, rnd(12) do t[i] = string.char(rnd(4) == 0 and rnd(256) or (32 + rnd(95))) end
+        return table.concat(t)
+    end
+    local function value(depth)
+        local k = rnd(depth > 4 and 5 or 9)
+        if k == 0 then return str()
+        elseif k == 1 then return NUMBERS[rnd(#NUMBERS) + 1]
+        elseif k == 2 then return rnd(2) == 0
+        elseif k == 3 then return json.null
+        elseif k == 4 then return rnd(1000) - 500
+        elseif k == 5 or k == 6 then
+            local t = {}
+            for i = 1, rnd(5) do t[i] = value(depth + 1) end
+            if #t == 0 and rnd(2) == 0 then return json.array(t) end
+            return t
+        elseif k == 7 then
+            local t = {}
+            for _ = 1, rnd(5) do t[str()] = value(depth + 1) end
+            if rnd(3) == 0 then return json.object(t) end
+            return t
+        else
+            return rnd(2) == 0 and json.empty_array or json.array { value(depth + 1) }
+        end
+    end
+
+    it("writes exactly what the Lua encoder writes, for 5000 random documents", function()
+        for i = 1, 5000 do
+            local v = value(0)
+            local c, l = json.encode(v), json.encode(v, {})
+            if c ~= l then
+                error(("document %d: C %q, Lua %q"):format(i, c, l))
+            end
+        end
+    end)
+
+    it("leaves every refusal to the Lua encoder's messages", function()
+        local cyc = {}
+        cyc.self = cyc
+        for _, bad in ipairs { { 1, nil, 3 }, { 1, x = 2 }, { [1.5] = 1 }, { a = 0 / 0 }, { f = print }, cyc, { [true] = 1 } } do
+            local ok1, e1 = pcall(json.encode, bad)
+            local ok2, e2 = pcall(json.encode, bad, {})
+            assert.is_false(ok1)
+            assert.is_false(ok2)
+            assert.are.equal(e2, e1)
+        end
+    end)
+end)
+
