@@ -16,9 +16,7 @@
 local C = require "weft._breaker"
 local errors = require "weft.error"
 
-local type, pcall, error, select, unpack = type, pcall, error, select, unpack
-
-local function pack(...) return { n = select("#", ...), ... } end
+local type, pcall, error = type, pcall, error
 
 local M = {}
 
@@ -57,6 +55,18 @@ end
 
 ---@class weft.Breaker
 
+-- Record the outcome of pcall(fn, ...) and pass its results on (varargs:
+-- no table per call).
+local function settle(c, ok, ...)
+    if ok then
+        c:record(true)
+        return ...
+    end
+    local e = ...
+    c:record(not (errors.is(e) and UNHEALTHY[e.kind]))
+    error(e, 0)
+end
+
 --- Call fn(...) through the breaker; raises kind circuit_open while open.
 function Breaker:call(fn, ...)
     local ok, retry_in = self.c:allow()
@@ -64,14 +74,7 @@ function Breaker:call(fn, ...)
         error(errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name),
             { retry_after = retry_in }), 0)
     end
-    local r = pack(pcall(fn, ...))
-    if r[1] then
-        self.c:record(true)
-        return unpack(r, 2, r.n)
-    end
-    local e = r[2]
-    self.c:record(not (errors.is(e) and UNHEALTHY[e.kind]))
-    error(e, 0)
+    return settle(self.c, pcall(fn, ...))
 end
 
 --- {state=, calls=, failures=, transitions=, rejected=, retry_in=, name=}

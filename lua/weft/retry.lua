@@ -31,14 +31,12 @@
 local C = require "weft._retry"
 local errors = require "weft.error"
 
-local type, pcall, error, tonumber, tostring, select, unpack = type, pcall, error, tonumber,
-    tostring, select, unpack
+local type, pcall, error, tonumber, tostring = type, pcall, error, tonumber, tostring
 local T = require "weft._task"
 local now, sleep = T.now, T.sleep
 
 local M = {}
 
-local function pack(...) return { n = select("#", ...), ... } end
 
 ---@class weft.RetryPolicyOptions
 ---@field base? number first backoff ceiling in seconds (0.5)
@@ -69,6 +67,65 @@ end
 
 local calls -- weft.calls, loaded on first use
 
+-- One run's state: a table per run instead of result tables per attempt
+-- and closures (the attempt loop is a tail call through `after`).
+local run_attempt
+
+local function fail(s, e)
+    if s.budget then s.budget:finish() end
+    if s.own then s.call:finish(e) end
+    error(e, 0)
+end
+
+local function after(s, ok, ...)
+    if ok then
+        if s.budget then s.budget:finish() end
+        if s.own then s.call:finish() end
+        return ...
+    end
+    local err = ...
+    if not errors.is(err) then
+        -- a programming error, not a failed call: never retried
+        fail(s, err)
+    end
+    local attempt, deadline, policy, budget = s.attempt, s.deadline, s.policy, s.budget
+    err.attempts = attempt
+    local left = deadline and (deadline - now()) or nil
+    local action, delay = policy.c:decide(err.kind, attempt, now() - s.start, err.retry_after,
+                                           left, err.should_retry, s.prev)
+    local stats = policy.stats
+    if action == "retry" and budget and not budget:take() then
+        stats.budget_denied = stats.budget_denied + 1
+        action = "budget"
+    end
+    if action ~= "retry" then
+        stats.gave_up = stats.gave_up + 1
+        if action == "rate_limited" then
+            fail(s, errors.new("rate_limited",
+                ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
+                    (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
+                { retry_after = delay, attempts = attempt, status = err.status, cause = err }))
+        end
+        fail(s, err)
+    end
+    stats.retries = stats.retries + 1
+    s.call:retry(err, delay)
+    local slept = now()
+    local _, serr = sleep(delay)
+    s.call:wait_time(now() - slept)
+    if budget then budget:release() end
+    if serr then fail(s, serr) end
+    s.prev = delay
+    s.attempt = attempt + 1
+    return run_attempt(s)
+end
+
+run_attempt = function(s)
+    s.call:attempt()
+    local deadline = s.deadline
+    return after(s, pcall(s.fn, s.attempt, deadline and (deadline - now()) or nil))
+end
+
 --- Run fn(attempt, remaining) until it returns, retrying failures by the
 --- policy; `remaining` is the seconds left before the deadline (nil when
 --- none): pass it on as the attempt's own timeout so a deadline holds
@@ -82,7 +139,6 @@ function M.run(policy, fn, opts)
     if type(fn) ~= "function" then error("weft.retry.run: expected a function", 2) end
     opts = opts or {}
     calls = calls or require "weft.calls"
-    local deadline = opts.deadline or (opts.timeout and now() + opts.timeout)
     local call = opts.call
     local own = call == nil
     if own then
@@ -90,57 +146,12 @@ function M.run(policy, fn, opts)
                              price = opts.price, id = opts.call_id }
     end
     local budget = policy.budget
-    local stats = policy.stats
-    stats.calls = stats.calls + 1
+    policy.stats.calls = policy.stats.calls + 1
     if budget then budget:begin() end
-    local start = now()
-    local attempt, prev = 1, 0
-    local function fail(e)
-        if budget then budget:finish() end
-        if own then call:finish(e) end
-        error(e, 0)
-    end
-    while true do
-        call:attempt()
-        local r = pack(pcall(fn, attempt, deadline and (deadline - now()) or nil))
-        if r[1] then
-            if budget then budget:finish() end
-            if own then call:finish() end
-            return unpack(r, 2, r.n)
-        end
-        local err = r[2]
-        if not errors.is(err) then
-            -- a programming error, not a failed call: never retried
-            fail(err)
-        end
-        err.attempts = attempt
-        local left = deadline and (deadline - now()) or nil
-        local action, delay = policy.c:decide(err.kind, attempt, now() - start, err.retry_after,
-                                               left, err.should_retry, prev)
-        if action == "retry" and budget and not budget:take() then
-            stats.budget_denied = stats.budget_denied + 1
-            action = "budget"
-        end
-        if action ~= "retry" then
-            stats.gave_up = stats.gave_up + 1
-            if action == "rate_limited" then
-                fail(errors.new("rate_limited",
-                    ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
-                        (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
-                    { retry_after = delay, attempts = attempt, status = err.status, cause = err }))
-            end
-            fail(err)
-        end
-        stats.retries = stats.retries + 1
-        call:retry(err, delay)
-        local slept = now()
-        local _, serr = sleep(delay)
-        call:wait_time(now() - slept)
-        if budget then budget:release() end
-        if serr then fail(serr) end
-        prev = delay
-        attempt = attempt + 1
-    end
+    return run_attempt {
+        policy = policy, fn = fn, call = call, own = own, budget = budget,
+        deadline = opts.deadline or (opts.timeout and now() + opts.timeout), start = now(), attempt = 1, prev = 0,
+    }
 end
 
 local function header(h, name)
