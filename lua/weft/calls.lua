@@ -424,10 +424,9 @@ function Call:usage(input, output)
     end
 end
 
-local function header(h, name)
-    local v = h[name]
-    if type(v) == "table" then v = v[1] end
-    return v
+local QUOTA_HEADERS = {}
+for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
+    QUOTA_HEADERS[#QUOTA_HEADERS + 1] = { unit, "x-ratelimit-remaining-" .. unit, "anthropic-ratelimit-" .. unit .. "-remaining" }
 end
 
 --- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
@@ -435,10 +434,21 @@ end
 ---@param headers table
 function Call:observe_headers(headers)
     if type(headers) ~= "table" then return end
-    for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
-        local v = tonumber(header(headers, "x-ratelimit-remaining-" .. unit)
-            or header(headers, "anthropic-ratelimit-" .. unit .. "-remaining"))
-        if v then std.quota:set(v, self.provider, unit) end
+    for i = 1, #QUOTA_HEADERS do
+        local q = QUOTA_HEADERS[i]
+        local v = headers[q[2]] or headers[q[3]]
+        if v then
+            v = tonumber(type(v) == "table" and v[1] or v)
+            if v then
+                local ser = self.series
+                local g = ser[q]
+                if not g then
+                    g = std.quota:labels(self.provider, q[1])
+                    ser[q] = g
+                end
+                g:set(v)
+            end
+        end
     end
 end
 
