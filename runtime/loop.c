@@ -27,6 +27,7 @@ int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_sse(lua_State *L);
 int luaopen_weft_watch(lua_State *L);
 int luaopen_weft_json(lua_State *L);
+int luaopen_weft_repl(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -45,6 +46,7 @@ static const luaL_Reg preloads[] = {
     {"weft._sse", luaopen_weft_sse},
     {"weft._watch", luaopen_weft_watch},
     {"weft._json", luaopen_weft_json},
+    {"weft._repl", luaopen_weft_repl},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };
@@ -157,6 +159,7 @@ void weft_loop_interrupt(struct weft_loop *loop) {
 
 static void signal_cb(struct ev_loop *ev, ev_signal *w, int revents) {
     struct weft_loop *loop = w->data;
+    if (w->signum == SIGINT && loop->on_sigint && loop->on_sigint(loop->on_sigint_ud)) return;
     loop->interrupted++;
     if (loop->interrupted == 1) {
         weft_log(WEFT_LOG_WARN, "%s: cancelling all tasks (again to force exit)",

@@ -37,6 +37,10 @@ struct weft_loop {
     int nrefs;                 /* registry refs held through weft_ref */
     int ntasks;                /* live tasks */
     int interrupted;           /* number of SIGINT/SIGTERM received */
+    int (*on_sigint)(void *ud); /* when set, SIGINT goes here first (the
+                                  REPL cancels the running line); returning
+                                  1 means handled: no cancel-all */
+    void *on_sigint_ud;
     int draining;              /* inside weft_loop_drain (no re-entry) */
     int log_level;             /* minimum level written by log.c */
     char *home;                /* directory holding lua/ and plugins/, owned */

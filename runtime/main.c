@@ -26,6 +26,8 @@ static const char USAGE[] =
     "                         run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
     "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini); --help\n"
+    "  repl [--config FILE] [--plugins DIR] [--mock]\n"
+    "                         interactive Lua on the event loop (each line is a task); --help\n"
     "  check PLUGIN.lua...    validate plugin files (API version, schema, functions, and a\n"
     "                         round trip through the normalized forms); exit 1 on findings\n"
     "  version                print the versions of weft and its libraries\n"
@@ -186,6 +188,7 @@ int main(int argc, char **argv) {
     int is_mock = strcmp(cmd, "mock") == 0;
     int is_check = strcmp(cmd, "check") == 0;
     if (is_check) is_mock = 2; /* like mock: a Lua main with the rest of the arguments */
+    if (strcmp(cmd, "repl") == 0) is_mock = 3;
     if (!is_run && !is_eval && !is_mock) {
         fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
         return 2;
@@ -273,6 +276,7 @@ int main(int argc, char **argv) {
 
     static const char mock_chunk[] = "return require('weft.mock.cli').main(...)";
     static const char check_chunk[] = "return require('weft.check').main(...)";
+    static const char repl_chunk[] = "return require('weft.repl').main(...)";
     /* --plugins: the first given is searched first (add_dir puts in front) */
     for (int d = nplugin_dirs - 1; d >= 0; d--) {
         if (call_lua(L, "weft.plugins", "add_dir", plugin_dirs[d]) != 0) {
@@ -294,7 +298,8 @@ int main(int argc, char **argv) {
         }
         lua_pop(L, 1);
     }
-    int lrc = is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")
+    int lrc = is_mock == 3 ? luaL_loadbuffer(L, repl_chunk, sizeof repl_chunk - 1, "=weft repl")
+              : is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")
               : is_mock  ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
               : is_run ? luaL_loadfile(L, argv[script_index])
                        : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),

@@ -255,6 +255,8 @@ M.stats = T.stats
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
                limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
                secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls", plugins = "weft.plugins" }
+-- The names of the lazily loaded submodules (the REPL completes them).
+M._lazy = lazy
 setmetatable(M, {
     __index = function(t, k)
         local name = lazy[k]

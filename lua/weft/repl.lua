@@ -1,0 +1,392 @@
+--- weft.repl: `weft repl [--config FILE] [--plugins DIR] [--mock] [--history FILE]`.
+---
+--- An async-aware REPL on the event loop: each line runs in its own task
+--- (a call that waits just works, like top-level await), Ctrl-C cancels the
+--- running line, tasks started with weft.spawn keep running between lines,
+--- and the loop keeps turning while a line is typed (timers, hot reloads).
+--- Expressions print their values; tables are pretty-printed (depth, width,
+--- cycles); secret handles print as <secret NAME>; errors print kind and
+--- message (`:trace` shows the last traceback). Incomplete chunks continue
+--- on the next line. History is kept in $XDG_STATE_HOME/weft/history
+--- (~/.local/state/weft/history). With a pipe as input, lines run in order
+--- without prompts.
+local C = require "weft._repl"
+local errors = require "weft.error"
+
+local M = {}
+
+local USAGE = [[
+usage: weft repl [--config FILE] [--plugins DIR] [--mock] [--history FILE|--no-history]
+  --config FILE    configure providers and models from FILE (as weft run --config)
+  --plugins DIR    search DIR for plugins first (repeatable)
+  --mock           start weft mock in this process and configure openai, anthropic and
+                   gemini against it (no API key needed)
+  --history FILE   where the history is kept (default $XDG_STATE_HOME/weft/history)
+]]
+
+local HELP = [[
+Lines are Lua; each runs in its own task (waiting calls just work). Expressions print their
+value. Ctrl-C cancels the running line; Ctrl-D on an empty line quits.
+  :help                this text
+  :models              configured providers and model aliases
+  :plugins             loaded plugins and their versions
+  :reload [plugin]     load plugin files again now (a broken file never replaces a good one)
+  :limits              the providers' rate limiters: levels, queues, admitted/refused
+  :metrics [filter]    Prometheus text, only lines containing filter when given
+  :log LEVEL           debug, info, warn, error or off
+  :time EXPR           run EXPR and print how long it took
+  :trace               the traceback of the last error
+  :quit                leave (also Ctrl-D)]]
+
+------------------------------------------------------------- printing
+
+local function is_ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil end
+
+--- Render a value for the prompt: strings quoted, tables pretty-printed
+--- up to `depth` levels and `width` entries per table, cycles marked; a
+--- table that fits on one line (`line`, 72 columns) is written on one.
+---@param v any
+---@param opts? {depth?: integer, width?: integer, line?: integer}
+function M.show(v, opts)
+    opts = opts or {}
+    local max_depth, max_width = opts.depth or 4, opts.width or 40
+    local line = opts.line or 72
+    local out, seen = {}, {}
+    local function put(s) out[#out + 1] = s end
+    local function show(x, depth, indent)
+        local t = type(x)
+        if t == "string" then
+            put(("%q"):format(x):gsub("\\\n", "\\n"))
+        elseif t ~= "table" then
+            put(tostring(x))
+        elseif seen[x] then
+            put("<cycle>")
+        elseif depth >= max_depth then
+            put(next(x) == nil and "{}" or "{...}")
+        else
+            local mt = getmetatable(x)
+            if mt and mt.__tostring and not (errors.is(x)) then
+                put(tostring(x))
+                return
+            end
+            seen[x] = true
+            local keys, n = {}, #x
+            for k in pairs(x) do
+                if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+            end
+            table.sort(keys, function(a, b)
+                if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+                return type(a) < type(b)
+            end)
+            if n == 0 and #keys == 0 then
+                put("{}")
+                seen[x] = nil
+                return
+            end
+            -- one line when it fits
+            local total = n + #keys
+            if total <= max_width then
+                local mark = #out
+                put("{ ")
+                for i = 1, n do
+                    show(x[i], depth + 1, indent)
+                    put(", ")
+                end
+                for _, k in ipairs(keys) do
+                    if is_ident(k) then put(k) else put("[") show(k, max_depth, indent) put("]") end
+                    put(" = ")
+                    show(x[k], depth + 1, indent)
+                    put(", ")
+                end
+                out[#out] = " }"
+                local text = table.concat(out, "", mark + 1)
+                if #text + #indent <= line and not text:find("\n", 1, true) then
+                    for j = #out, mark + 2, -1 do out[j] = nil end
+                    out[mark + 1] = text
+                    seen[x] = nil
+                    return
+                end
+                for j = #out, mark + 1, -1 do out[j] = nil end
+            end
+            local inner = indent .. "  "
+            put("{\n")
+            local shown = 0
+            for i = 1, n do
+                if shown >= max_width then break end
+                put(inner)
+                show(x[i], depth + 1, inner)
+                put(",\n")
+                shown = shown + 1
+            end
+            for _, k in ipairs(keys) do
+                if shown >= max_width then break end
+                put(inner)
+                if is_ident(k) then put(k) else put("[") show(k, max_depth, inner) put("]") end
+                put(" = ")
+                show(x[k], depth + 1, inner)
+                put(",\n")
+                shown = shown + 1
+            end
+            if total > shown then put(inner .. ("... (%d more)\n"):format(total - shown)) end
+            put(indent .. "}")
+            seen[x] = nil
+        end
+    end
+    show(v, 0, "")
+    return table.concat(out)
+end
+
+------------------------------------------------------------- commands
+
+local last_trace
+
+local function report(err)
+    if errors.is(err) then
+        print(("error: %s"):format(tostring(err)))
+        last_trace = err.traceback
+    else
+        print("error: " .. tostring(err))
+    end
+end
+
+local function providers()
+    return require("weft.model").config().providers
+end
+
+local commands = {}
+
+function commands.help() print(HELP) end
+
+function commands.models()
+    local cfg = require("weft.model").config()
+    local names = {}
+    for name in pairs(cfg.providers) do names[#names + 1] = name end
+    table.sort(names)
+    if #names == 0 then print("no providers configured (weft.configure{...}, --config, --mock)") end
+    for _, name in ipairs(names) do
+        local p = cfg.providers[name]
+        print(("provider %-12s plugin %-18s %s"):format(name, p.plugin or name, p.base_url or "(plugin default URL)"))
+    end
+    local aliases = {}
+    for a in pairs(cfg.models) do aliases[#aliases + 1] = a end
+    table.sort(aliases)
+    for _, a in ipairs(aliases) do
+        local m = cfg.models[a]
+        print(("model    %-12s = %s/%s"):format(a, m.provider, m.model))
+    end
+end
+
+function commands.plugins()
+    local reg = require("weft.plugins").registry
+    local keys = {}
+    for k in pairs(reg) do keys[#keys + 1] = k end
+    table.sort(keys)
+    if #keys == 0 then print("no plugin loaded yet (they load on first use)") end
+    for _, k in ipairs(keys) do
+        local e = reg[k]
+        print(("%-28s version %-10s loads %d, failed reloads %d  %s"):format(k, tostring(e.plugin.version or "-"),
+            e.n, e.failures, e.path))
+    end
+end
+
+function commands.reload(arg)
+    local res = weft.reload(arg ~= "" and arg or nil)
+    local keys = {}
+    for k in pairs(res) do keys[#keys + 1] = k end
+    table.sort(keys)
+    if #keys == 0 then print(arg ~= "" and ("no loaded plugin named " .. arg) or "no plugin loaded yet") end
+    for _, k in ipairs(keys) do
+        local v = res[k]
+        print(("%-28s %s"):format(k, v == true and "reloaded" or v == false and "unchanged" or ("failed: " .. tostring(v))))
+    end
+end
+
+function commands.limits()
+    local model = require "weft.model"
+    local names = {}
+    for name in pairs(providers()) do names[#names + 1] = name end
+    table.sort(names)
+    if #names == 0 then print("no providers configured") end
+    for _, name in ipairs(names) do
+        local ok, inst = pcall(model.provider, name)
+        if ok then
+            local st = inst.limiter:state()
+            local parts = {}
+            for lname, l in pairs(st.limits) do
+                parts[#parts + 1] = ("%s %.1f"):format(lname, l.level)
+            end
+            table.sort(parts)
+            local q = 0
+            for _, v in ipairs(st.queue) do q = q + v end
+            print(("%-12s %s; waiting %d; admitted %d, refused %d"):format(name, table.concat(parts, ", "), q,
+                st.admitted or 0, st.refused or 0))
+        end
+    end
+end
+
+function commands.metrics(filter)
+    for line in weft.metrics.text():gmatch("[^\n]+") do
+        if filter == "" or line:find(filter, 1, true) then print(line) end
+    end
+end
+
+function commands.log(level)
+    local ok, err = pcall(weft.log.level, level)
+    if not ok then print("error: " .. tostring(err)) else print("log level " .. level) end
+end
+
+function commands.trace() print(last_trace or "no traceback") end
+
+------------------------------------------------------------- running lines
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local function compile(src)
+    local fn, err = loadstring("return " .. src, "=stdin")
+    if fn then return fn end
+    fn, err = loadstring(src, "=stdin")
+    if fn then return fn end
+    return nil, err
+end
+
+local function incomplete(err)
+    return err:find("'<eof>'$") ~= nil or err:find("<eof>$") ~= nil
+end
+
+-- Run fn in its own task; Ctrl-C (r:running) cancels it. Prints results.
+local function run(r, fn, timed)
+    local t0 = weft.now()
+    local task = weft.spawn(function() return pack(fn()) end)
+    r:running(task)
+    local ok, res = pcall(task.wait, task)
+    r:running(nil)
+    if not ok then
+        if errors.is(res) and res.kind == "cancelled" then
+            print("cancelled")
+        else
+            if errors.is(res) and not res.traceback then res.traceback = task:traceback() end
+            if not errors.is(res) then last_trace = task:traceback() end
+            report(res)
+        end
+    else
+        for i = 1, res.n do print(M.show(res[i])) end
+    end
+    if timed then print(("%.3f ms"):format((weft.now() - t0) * 1000)) end
+end
+
+local function state_dir()
+    local base = os.getenv("XDG_STATE_HOME")
+    if not base or base == "" then
+        local home = os.getenv("HOME")
+        if not home then return nil end
+        base = home .. "/.local/state"
+    end
+    return base .. "/weft"
+end
+
+-- `--mock`: the mock in this process, the three dialects configured against it.
+local function start_mock()
+    local mock = weft.mock.start {}
+    local keys = weft.mock.DEFAULT_KEYS
+    local ps = {}
+    for _, d in ipairs { "openai", "anthropic", "gemini" } do
+        ps[d] = { base_url = mock.url, secret = weft.secrets.value("mock-" .. d, keys[d]) }
+    end
+    weft.configure {
+        providers = ps,
+        models = { gpt = "openai/gpt-4o-mini", claude = "anthropic/claude-3-5-haiku-latest",
+                   gemini = "gemini/gemini-2.0-flash" },
+    }
+    return mock
+end
+
+function M.main(...)
+    local args = { ... }
+    local history, mock_wanted, no_history = nil, false, false
+    local i = 1
+    while i <= #args do
+        local a = args[i]
+        if a == "--config" or a == "--plugins" or a == "--history" then
+            local v = args[i + 1]
+            if not v then
+                io.stderr:write("weft repl: " .. a .. " needs a value\n" .. USAGE)
+                return 2
+            end
+            if a == "--config" then
+                local ok, err = pcall(require("weft.model").load_config, v)
+                if not ok then
+                    io.stderr:write("weft: " .. tostring(err) .. "\n")
+                    return 2
+                end
+            elseif a == "--plugins" then
+                require("weft.plugins").add_dir(v)
+            else
+                history = v
+            end
+            i = i + 2
+        elseif a == "--mock" then
+            mock_wanted, i = true, i + 1
+        elseif a == "--no-history" then
+            no_history, i = true, i + 1
+        elseif a == "--help" or a == "-h" then
+            io.stdout:write(USAGE)
+            return 0
+        else
+            io.stderr:write("weft repl: unknown option " .. a .. "\n" .. USAGE)
+            return 2
+        end
+    end
+    if not history and not no_history then
+        local dir = state_dir()
+        if dir then
+            os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+            history = dir .. "/history"
+        end
+    end
+    local mock = mock_wanted and start_mock() or nil
+    if mock then rawset(_G, "mock", mock) end -- mock:set_faults{...}, mock:stats() at the prompt
+    local r = C.open { history = not no_history and history or nil }
+    local tty = r:tty()
+    if tty then
+        print(("weft %s REPL. :help for commands, Ctrl-D to quit.%s"):format(weft._VERSION,
+            mock and (" Mock provider at " .. mock.url .. " (models gpt, claude, gemini).") or ""))
+    end
+    local buf
+    while true do
+        local line = r:read(buf and ">> " or "> ")
+        if line == nil then break end
+        if not buf and line:match("^%s*:") then
+            r:add_history(line)
+            local cmd, rest = line:match("^%s*:(%a*)%s*(.-)%s*$")
+            if cmd == "quit" or cmd == "q" then break end
+            if cmd == "time" then
+                local fn, err = compile(rest)
+                if fn then run(r, fn, true) else print("error: " .. err) end
+            elseif commands[cmd] then
+                local ok, err = pcall(commands[cmd], rest)
+                if not ok then report(err) end
+            else
+                print("unknown command :" .. tostring(cmd) .. " (:help lists them)")
+            end
+        elseif line:match("^%s*$") and not buf then
+            -- nothing
+        else
+            local src = buf and (buf .. "\n" .. line) or line
+            local fn, err = compile(src)
+            if not fn and incomplete(err) then
+                buf = src
+            else
+                buf = nil
+                r:add_history(src)
+                if fn then run(r, fn) else print("error: " .. err) end
+            end
+        end
+    end
+    r:close()
+    if mock then mock:close() end
+    -- tasks started at the prompt end with the REPL
+    C.exit()
+    return 0
+end
+
+return M

@@ -1,0 +1,443 @@
+/* lua_repl.c -- weft._repl: line input for `weft repl` on the event loop.
+ *
+ *   local r = _repl.open { history = PATH }  -- at most one at a time
+ *   local line = r:read(prompt)   -- suspends the calling task until a whole
+ *                                 -- line arrives; nil at end of input
+ *   r:add_history(line)           -- and saved to PATH on close
+ *   r:running(task | nil)         -- the task Ctrl-C cancels (the line that runs)
+ *   r:tty()                       -- true when stdin is a terminal
+ *   r:close()
+ *
+ * On a terminal, libedit's callback interface reads keys from an ev_io
+ * watcher, so timers, reloads and background tasks go on while a line is
+ * typed. The line handler removes itself (libedit otherwise leaves the
+ * terminal cooked with no prompt); read() installs it again with the next
+ * prompt. Without a terminal (a pipe), lines are read directly from the
+ * descriptor: libedit's callback mode loses lines there (TOOLCHAIN.md).
+ *
+ * Tab completion walks the Lua globals with raw access only (no Lua code
+ * runs inside the libev callback): `weft.mo<TAB>` completes from the table's
+ * keys, its metatable's __index table and, when present, its `_lazy` table
+ * of names (weft's lazily loaded modules).
+ *
+ * SIGINT while a line runs cancels that line's task; at the prompt it drops
+ * the line being typed. Either way the REPL goes on.
+ */
+
+#include <errno.h>
+#include <ev.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "loop.h"
+#include "task.h"
+
+#define REPL_MT "weft.repl"
+
+struct repl {
+    struct weft_loop *loop;
+    lua_State *L;              /* main state: completion reads its globals */
+    ev_io io;
+    struct weft_wait wait;
+    struct weft_task *waiter;  /* task suspended in read() */
+    struct weft_task *running; /* task Ctrl-C cancels */
+    int running_ref;           /* keeps it alive */
+    int tty;
+    int open;
+    int installed;             /* libedit line handler installed */
+    int eof;
+    char *history;             /* file, or NULL */
+    /* lines that arrived with nobody waiting (pipe input, or a tty line) */
+    char *buf;
+    size_t len, cap;
+};
+
+static struct repl *current; /* libedit's state is global: one REPL */
+
+/* ------------------------------------------------------------ lines */
+
+static int buf_append(struct repl *r, const char *s, size_t n) {
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *p = realloc(r->buf, cap);
+        if (!p) return -1;
+        r->buf = p;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+    r->buf[r->len] = '\0';
+    return 0;
+}
+
+/* Hand the waiting task a complete line from the buffer (or nil at EOF).
+ * Returns 1 when the waiter was woken. */
+static int deliver(struct repl *r) {
+    if (!r->waiter) return 0;
+    char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+    struct weft_task *t = r->waiter;
+    if (nl) {
+        size_t n = (size_t)(nl - r->buf);
+        lua_pushlstring(t->co, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
+        memmove(r->buf, nl + 1, r->len - n - 1);
+        r->len -= n + 1;
+    } else if (r->eof) {
+        if (r->len) {
+            lua_pushlstring(t->co, r->buf, r->len); /* a last line without newline */
+            r->len = 0;
+        } else {
+            lua_pushnil(t->co);
+        }
+    } else {
+        return 0;
+    }
+    r->waiter = NULL;
+    ev_io_stop(r->loop->ev, &r->io);
+    weft_task_wake(t, 1);
+    return 1;
+}
+
+static void on_line(char *line) {
+    struct repl *r = current;
+    if (!r) {
+        free(line);
+        return;
+    }
+    rl_callback_handler_remove();
+    r->installed = 0;
+    if (line) {
+        buf_append(r, line, strlen(line));
+        buf_append(r, "\n", 1);
+        free(line);
+    } else {
+        r->eof = 1; /* Ctrl-D on an empty line */
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    deliver(r);
+}
+
+static void io_cb(struct ev_loop *ev, ev_io *w, int revents) {
+    (void)ev;
+    (void)revents;
+    struct repl *r = (struct repl *)((char *)w - offsetof(struct repl, io));
+    if (r->tty) {
+        if (r->installed) rl_callback_read_char();
+        return;
+    }
+    char tmp[4096];
+    ssize_t n = read(r->io.fd, tmp, sizeof tmp);
+    if (n > 0) {
+        buf_append(r, tmp, (size_t)n);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        r->eof = 1;
+    }
+    deliver(r);
+}
+
+static void read_cancel(struct weft_wait *w) {
+    struct repl *r = (struct repl *)((char *)w - offsetof(struct repl, wait));
+    r->waiter = NULL;
+    ev_io_stop(r->loop->ev, &r->io);
+    if (r->installed) {
+        rl_callback_handler_remove();
+        r->installed = 0;
+    }
+}
+
+/* ------------------------------------------------------- completion */
+
+static char **candidates;
+static size_t ncand, icand;
+
+static void add_candidate(const char *s) {
+    char **p = realloc(candidates, (ncand + 1) * sizeof *p);
+    if (!p) return;
+    candidates = p;
+    candidates[ncand] = strdup(s);
+    if (candidates[ncand]) ncand++;
+}
+
+/* keys of the table at the top of the stack starting with `part`, as
+ * prefix .. key */
+static void keys_of(lua_State *L, const char *prefix, size_t plen, const char *part, size_t partlen) {
+    char full[512];
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        size_t kl;
+        const char *k = lua_tolstring(L, -1, &kl);
+        if (kl < partlen || strncmp(k, part, partlen) != 0) continue;
+        if (k[0] == '_' && partlen == 0) continue; /* private fields only when asked for */
+        if (plen + kl + 1 > sizeof full) continue;
+        memcpy(full, prefix, plen);
+        memcpy(full + plen, k, kl + 1);
+        int dup = 0;
+        for (size_t i = 0; i < ncand && !dup; i++) dup = strcmp(candidates[i], full) == 0;
+        if (!dup) add_candidate(full);
+    }
+}
+
+static void collect(const char *text) {
+    lua_State *L = current->L;
+    int top = lua_gettop(L);
+    const char *last = NULL;
+    for (const char *p = text; *p; p++)
+        if (*p == '.' || *p == ':') last = p;
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    if (last) {
+        /* walk the path before the last separator with raw access */
+        const char *p = text;
+        while (p < last) {
+            const char *q = p;
+            while (q < last && *q != '.' && *q != ':') q++;
+            lua_pushlstring(L, p, (size_t)(q - p));
+            lua_rawget(L, -2);
+            if (!lua_istable(L, -1)) {
+                /* userdata with a metatable (a limiter, a task): its methods */
+                if (lua_getmetatable(L, -1)) {
+                    lua_getfield(L, -1, "__index");
+                    lua_remove(L, -2);
+                    lua_remove(L, -2);
+                }
+            }
+            lua_remove(L, -2);
+            if (!lua_istable(L, -1)) {
+                lua_settop(L, top);
+                return;
+            }
+            p = q + 1;
+        }
+    }
+    const char *part = last ? last + 1 : text;
+    size_t plen = (size_t)(part - text), partlen = strlen(part);
+    keys_of(L, text, plen, part, partlen);
+    if (lua_getmetatable(L, -1)) {
+        lua_getfield(L, -1, "__index");
+        if (lua_istable(L, -1)) keys_of(L, text, plen, part, partlen);
+        lua_pop(L, 2);
+    }
+    lua_getfield(L, -1, "_lazy"); /* raw enough: weft's lazy names are a plain field */
+    if (lua_istable(L, -1)) keys_of(L, text, plen, part, partlen);
+    lua_settop(L, top);
+}
+
+static char *generator(const char *text, int state) {
+    if (state == 0) {
+        for (size_t i = 0; i < ncand; i++) free(candidates[i]);
+        ncand = icand = 0;
+        if (current && current->L) collect(text);
+    }
+    if (icand < ncand) {
+        char *s = candidates[icand];
+        candidates[icand++] = NULL;
+        return s;
+    }
+    return NULL;
+}
+
+static char **complete(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* never fall back to file names */
+    return rl_completion_matches(text, generator);
+}
+
+/* ------------------------------------------------------------ SIGINT */
+
+static int on_sigint(void *ud) {
+    struct repl *r = ud;
+    if (r->running) {
+        weft_task_cancel(r->running, "interrupted");
+        return 1;
+    }
+    if (r->tty && r->installed) {
+        /* drop the line being typed and show a fresh prompt */
+        fputs("^C\n", stdout);
+        fflush(stdout);
+        char *prompt = rl_prompt ? strdup(rl_prompt) : NULL;
+        rl_callback_handler_remove();
+        rl_callback_handler_install(prompt ? prompt : "> ", on_line);
+        free(prompt);
+        return 1;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- Lua */
+
+static struct repl *check(lua_State *L) {
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
+    if (!r->open) luaL_error(L, "repl: closed");
+    return r;
+}
+
+static int l_open(lua_State *L) {
+    if (current) return luaL_error(L, "weft._repl.open: a REPL is already open");
+    luaL_checktype(L, 1, LUA_TTABLE);
+    struct weft_loop *loop = weft_loop_get(L);
+    struct repl *r = lua_newuserdata(L, sizeof *r);
+    memset(r, 0, sizeof *r);
+    r->loop = loop;
+    r->L = loop->L;
+    r->running_ref = LUA_NOREF;
+    r->tty = isatty(STDIN_FILENO);
+    r->wait.cancel = read_cancel;
+    r->wait.what = "input";
+    lua_getfield(L, 1, "history");
+    if (lua_isstring(L, -1)) r->history = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "tty");
+    if (lua_isboolean(L, -1)) r->tty = r->tty && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, REPL_MT);
+    lua_setmetatable(L, -2);
+    ev_io_init(&r->io, io_cb, STDIN_FILENO, EV_READ);
+    if (r->tty) {
+        rl_readline_name = "weft";
+        rl_attempted_completion_function = complete;
+        rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]}";
+        using_history();
+        stifle_history(1000);
+        if (r->history) read_history(r->history);
+    }
+    r->open = 1;
+    current = r;
+    loop->on_sigint = on_sigint;
+    loop->on_sigint_ud = r;
+    return 1;
+}
+
+static int l_read(lua_State *L) {
+    struct repl *r = check(L);
+    const char *prompt = luaL_optstring(L, 2, "> ");
+    if (r->waiter) return luaL_error(L, "repl:read: another task is reading");
+    struct weft_task *t = weft_task_check_current(L, "repl:read");
+    /* a line already buffered (pipe input) */
+    char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+    if (nl || r->eof) {
+        if (nl) {
+            size_t n = (size_t)(nl - r->buf);
+            lua_pushlstring(L, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
+            memmove(r->buf, nl + 1, r->len - n - 1);
+            r->len -= n + 1;
+        } else if (r->len) {
+            lua_pushlstring(L, r->buf, r->len);
+            r->len = 0;
+        } else {
+            lua_pushnil(L);
+        }
+        return 1;
+    }
+    if (r->tty) {
+        rl_callback_handler_install(prompt, on_line);
+        r->installed = 1;
+    }
+    r->waiter = t;
+    ev_io_start(r->loop->ev, &r->io);
+    return weft_task_suspend(L, t, &r->wait);
+}
+
+static int l_add_history(lua_State *L) {
+    struct repl *r = check(L);
+    const char *line = luaL_checkstring(L, 2);
+    if (r->tty && *line) add_history(line);
+    return 0;
+}
+
+static int l_running(lua_State *L) {
+    struct repl *r = check(L);
+    if (r->running_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, r->running_ref);
+        r->running_ref = LUA_NOREF;
+    }
+    r->running = NULL;
+    if (!lua_isnoneornil(L, 2)) {
+        r->running = weft_task_check(L, 2);
+        lua_pushvalue(L, 2);
+        r->running_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return 0;
+}
+
+static int l_tty(lua_State *L) {
+    lua_pushboolean(L, check(L)->tty);
+    return 1;
+}
+
+static void shut(lua_State *L, struct repl *r) {
+    if (!r->open) return;
+    r->open = 0;
+    if (r->installed) {
+        rl_callback_handler_remove();
+        r->installed = 0;
+    }
+    ev_io_stop(r->loop->ev, &r->io);
+    if (r->tty && r->history) write_history(r->history);
+    if (r->running_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, r->running_ref);
+    r->running_ref = LUA_NOREF;
+    r->running = NULL;
+    if (r->loop->on_sigint_ud == r) {
+        r->loop->on_sigint = NULL;
+        r->loop->on_sigint_ud = NULL;
+    }
+    free(r->history);
+    r->history = NULL;
+    free(r->buf);
+    r->buf = NULL;
+    r->len = r->cap = 0;
+    for (size_t i = 0; i < ncand; i++) free(candidates[i]);
+    free(candidates);
+    candidates = NULL;
+    ncand = icand = 0;
+    if (current == r) current = NULL;
+}
+
+static int l_close(lua_State *L) {
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
+    if (r->waiter) return luaL_error(L, "repl:close: a task is reading");
+    shut(L, r);
+    return 0;
+}
+
+static int l_gc(lua_State *L) {
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
+    shut(L, r);
+    return 0;
+}
+
+/* _repl.exit(): cancel every task (the ones started at the prompt) so the
+ * process ends with the REPL. */
+static int l_exit(lua_State *L) {
+    weft_loop_interrupt(weft_loop_get(L));
+    return 0;
+}
+
+int luaopen_weft_repl(lua_State *L);
+int luaopen_weft_repl(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"read", l_read}, {"add_history", l_add_history}, {"running", l_running},
+        {"tty", l_tty}, {"close", l_close}, {NULL, NULL},
+    };
+    luaL_newmetatable(L, REPL_MT);
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_open);
+    lua_setfield(L, -2, "open");
+    lua_pushcfunction(L, l_exit);
+    lua_setfield(L, -2, "exit");
+    return 1;
+}
