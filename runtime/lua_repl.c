@@ -256,6 +256,10 @@ static char **complete(const char *text, int start, int end) {
 static int on_sigint(void *ud) {
     struct repl *r = ud;
     if (r->running) {
+        if (r->tty) {
+            fputc('\n', stdout); /* after the terminal's ^C echo */
+            fflush(stdout);
+        }
         weft_task_cancel(r->running, "interrupted");
         return 1;
     }
