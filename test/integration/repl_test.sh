@@ -47,6 +47,16 @@ check ":log sets the level" grep -qx 'log level warn' "$dir/cmds.out"
 check ":plugins lists loaded plugins with versions" grep -q '^provider/anthropic *version 1.0.0' "$dir/cmds.out"
 check ":quit ends the REPL" bash -c "! grep -q 'after quit' '$dir/cmds.out'"
 
+# the same two runs under memcheck (plain builds): the REPL's C side leaks nothing
+if [ -n "${WEFT_MEMCHECK:-}" ]; then
+    printf '%s\n' 'x = 1' 'function f()' 'return x' 'end' 'f()' ':models' 'weft.model("gpt"):complete("hi").text' \
+        'weft.model("claude"):stream("a b", function() end).text' ':limits' 'error("boom")' \
+        | WEFT_LOG=off "$WEFT_MEMCHECK" -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            "$WEFT" repl --mock --no-history > "$dir/vg.out" 2>&1
+    check "the REPL under memcheck: no errors, no definite leaks" [ $? = 0 ]
+    check "... and it ran the lines" grep -qx '"echo: a b"' "$dir/vg.out"
+fi
+
 # ---- a terminal
 mkdir -p "$dir/plugins/providers" "$dir/state"
 mk_plugin() { # version: the mistral example with its answers tagged
