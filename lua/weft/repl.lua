@@ -241,16 +241,23 @@ function commands.trace() print(last_trace or "no traceback") end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
-local function compile(src)
-    local fn, err = loadstring("return " .. src, "=stdin")
-    if fn then return fn end
-    fn, err = loadstring(src, "=stdin")
-    if fn then return fn end
-    return nil, err
+local function incomplete(err)
+    return err ~= nil and (err:find("'<eof>'$") ~= nil or err:find("<eof>$") ~= nil)
 end
 
-local function incomplete(err)
-    return err:find("'<eof>'$") ~= nil or err:find("<eof>$") ~= nil
+-- Compile a line (or the lines so far): an expression first, then a
+-- statement. Returns fn, or nil, err, is_incomplete.
+local function compile(src)
+    local fn, eerr = loadstring("return " .. src, "=stdin")
+    if fn then
+        -- run it as `select(1, ...)`: every value kept, and a call in the
+        -- line is no tail call, so error("x") still says stdin:1
+        return loadstring("return select(1, " .. src .. "\n)", "=stdin") or fn
+    end
+    local serr
+    fn, serr = loadstring(src, "=stdin")
+    if fn then return fn end
+    return nil, serr, incomplete(serr) or incomplete(eerr)
 end
 
 -- Run fn in its own task; Ctrl-C (r:running) cancels it. Prints results.
@@ -372,8 +379,8 @@ function M.main(...)
             -- nothing
         else
             local src = buf and (buf .. "\n" .. line) or line
-            local fn, err = compile(src)
-            if not fn and incomplete(err) then
+            local fn, err, more = compile(src)
+            if not fn and more then
                 buf = src
             else
                 buf = nil

@@ -25,7 +25,7 @@ check() {
 printf '%s\n' 'x = 20 + 1' 'x * 2' 'function f(a)' '  return a .. "!"' 'end' 'f("hi")' \
     'error(weft.error.new("rate_limited", "slow down"))' \
     '{ key = weft.secrets.value("piped", os.getenv("WEFT_CANARY_KEY")), n = 1 }' \
-    'weft.sleep(0.01) or "slept"' ':nope' \
+    'weft.sleep(0.01) or "slept"' ':nope' 'error("boom")' ':trace' \
     | WEFT_LOG=off "$WEFT" repl --no-history > "$dir/pipe.out" 2>&1
 check "piped lines run in order; an expression prints its value" grep -qx '42' "$dir/pipe.out"
 check "a multi-line function over a pipe" grep -qx '"hi!"' "$dir/pipe.out"
@@ -33,6 +33,8 @@ check "an error prints kind and message" grep -qx 'error: rate_limited: slow dow
 check "a secret handle prints as <secret NAME>" grep -qx '{ key = <secret piped>, n = 1 }' "$dir/pipe.out"
 check "a waiting call works at top level" grep -qx '"slept"' "$dir/pipe.out"
 check "unknown commands are reported" grep -q 'unknown command :nope' "$dir/pipe.out"
+check "an error says where in the line it was raised" grep -qx 'error: stdin:1: boom' "$dir/pipe.out"
+check ":trace shows its traceback" grep -q "stdin:1: in function" "$dir/pipe.out"
 check "no prompt without a terminal" bash -c "! grep -q '^> ' '$dir/pipe.out'"
 printf '%s\n' ':models' 'weft.model("claude"):complete("hi").usage' ':limits' ':metrics weft_calls_total{' \
     ':time weft.sleep(0.05)' ':log warn' ':plugins' ':quit' 'print("after quit")' \
@@ -96,6 +98,11 @@ check "Ctrl-C cancels a slow call" wait_for '^cancelled$' 50
 type_line '6 * 7'
 check "... and the prompt comes back" wait_for '^42$' 50
 check "... the call did not finish" bash -c "! screen | grep -q 'not cancelled'"
+T send-keys -t repl -l 'print("typed but dropped")'
+T send-keys -t repl C-c
+type_line '1 + 2'
+check "Ctrl-C at the prompt drops the line being typed" wait_for '^3$' 50
+check "... without running it" bash -c "! screen | grep -qx 'typed but dropped'"
 type_line 'ticks = 0; weft.spawn(function() while true do ticks = ticks + 1; weft.sleep(0.02) end end)'
 sleep 1 # at the prompt: the loop keeps turning
 type_line 'ticks >= 20'
