@@ -336,6 +336,43 @@ describe("weft.model against weft mock", function()
         assert.are.equal("transient", err.cause_kind)
     end)
 
+    it("holds a request's timeout across attempts", function()
+        mock:set_faults { { dialect = "openai", latency = 800 } }
+        local t0 = weft.now()
+        local ok, err = pcall(m("openai").complete, m("openai"), { prompt = "hi", timeout = 0.5 })
+        assert.is_false(ok)
+        assert.are.equal("timeout", err.kind)
+        assert.is_true(weft.now() - t0 >= 0.5)
+        -- the attempt got the whole 0.5 s; no time was left for another
+        assert.are.equal(1, err.attempts)
+        local sent = mock:stats().requests
+        ok, err = pcall(m("openai").complete, m("openai"), { prompt = "hi", deadline = weft.now() - 1 })
+        assert.is_false(ok)
+        assert.are.equal(sent, mock:stats().requests) -- nothing is sent past the deadline
+        assert.are.equal("timeout", err.kind)
+    end)
+
+    it("serves higher priority first when the limiter queues", function()
+        setup { openai = { limits = { rps = 2, burst = 1 } } }
+        local order = {}
+        local mm = m("openai")
+        mm:complete("warm") -- takes the burst
+        local tasks = {}
+        for i, p in ipairs { "low", "low", "high", "normal" } do
+            tasks[i] = weft.spawn(function()
+                mm:complete { prompt = "p" .. i, priority = p }
+                order[#order + 1] = p
+            end)
+        end
+        for _, t in ipairs(tasks) do t:wait() end
+        assert.are.same({ "high", "normal", "low", "low" }, order)
+    end)
+
+    it("uses the request id as the call id", function()
+        local r = m("gemini"):complete { prompt = "hi", id = "req-spec-1" }
+        assert.are.equal("req-spec-1", r.call_id)
+    end)
+
     it("never puts the key in an error, a result or the log", function()
         mock:set_faults { { dialect = "openai", sequence = { 401 } } }
         local ok, err = pcall(m("openai").complete, m("openai"), "hi")
