@@ -327,7 +327,7 @@ function M.begin(opts)
     if type(opts) ~= "table" then error("weft.calls.begin: expected a table", 2) end
     seq = seq + 1
     local c = setmetatable({
-        id = opts.id or fmt("%s-%d", prefix, seq),
+        id = opts.id or (prefix .. "-" .. seq),
         provider = tostring(opts.provider or "unknown"),
         model = tostring(opts.model or "unknown"),
         operation = tostring(opts.operation or "call"),

@@ -176,10 +176,10 @@ return {
     rate_limits = function(status, headers, body, cfg)
         local t = weft.time
         local out = {}
-        for _, unit in ipairs { "requests", "tokens" } do
-            local rem = tonumber(headers["x-ratelimit-remaining-" .. unit])
-            if rem then out[unit] = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-" .. unit]) } end
-        end
+        local rem = tonumber(headers["x-ratelimit-remaining-requests"])
+        if rem then out.requests = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-requests"]) } end
+        rem = tonumber(headers["x-ratelimit-remaining-tokens"])
+        if rem then out.tokens = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-tokens"]) } end
         if status == 429 then
             out.retry_after = t.retry_after_ms(headers["retry-after-ms"]) or t.retry_after(headers["retry-after"])
         end
