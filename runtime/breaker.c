@@ -77,6 +77,17 @@ int weft_breaker_allow(struct weft_breaker *br, double *retry_in) {
     return 1;
 }
 
+int weft_breaker_peek(struct weft_breaker *br, double *retry_in) {
+    double now = weft_clock_now(br->clock);
+    if (retry_in) *retry_in = 0;
+    if (br->state == WEFT_BREAKER_OPEN && now - br->opened_at < br->cooldown) {
+        if (retry_in) *retry_in = br->cooldown - (now - br->opened_at);
+        br->rejected++;
+        return 0;
+    }
+    return 1;
+}
+
 void weft_breaker_record(struct weft_breaker *br, int ok) {
     double now = weft_clock_now(br->clock);
     if (br->state == WEFT_BREAKER_HALF_OPEN) {

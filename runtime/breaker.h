@@ -48,6 +48,12 @@ void weft_breaker_init(struct weft_breaker *br, const struct weft_clock *clock);
  * seconds until the breaker lets a probe through. */
 int weft_breaker_allow(struct weft_breaker *br, double *retry_in);
 
+/* Look without taking a probe: 0 when the breaker is open and its
+ * cool-down has not run out (the call is refused: counted as rejected,
+ * *retry_in set), 1 otherwise. Lets a caller refuse before queueing in a
+ * rate limiter; the call itself still goes through weft_breaker_allow. */
+int weft_breaker_peek(struct weft_breaker *br, double *retry_in);
+
 /* Record the outcome of an allowed call (ok: 1 success, 0 failure). */
 void weft_breaker_record(struct weft_breaker *br, int ok);
 

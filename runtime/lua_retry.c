@@ -195,6 +195,15 @@ static int l_br_allow(lua_State *L) {
     return 2;
 }
 
+static int l_br_peek(lua_State *L) {
+    double retry_in;
+    int ok = weft_breaker_peek(&check_breaker(L)->br, &retry_in);
+    lua_pushboolean(L, ok);
+    if (ok) return 1;
+    lua_pushnumber(L, retry_in);
+    return 2;
+}
+
 static int l_br_record(lua_State *L) {
     weft_breaker_record(&check_breaker(L)->br, lua_toboolean(L, 2));
     return 0;
@@ -248,7 +257,7 @@ int luaopen_weft_retry(lua_State *L) {
 
 int luaopen_weft_breaker(lua_State *L);
 int luaopen_weft_breaker(lua_State *L) {
-    static const luaL_Reg m[] = {{"allow", l_br_allow}, {"record", l_br_record}, {"state", l_br_state}, {NULL, NULL}};
+    static const luaL_Reg m[] = {{"allow", l_br_allow}, {"peek", l_br_peek}, {"record", l_br_record}, {"state", l_br_state}, {NULL, NULL}};
     register_mt(L, BREAKER_MT, m);
     lua_newtable(L);
     lua_pushcfunction(L, l_breaker_new);

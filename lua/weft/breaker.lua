@@ -77,6 +77,16 @@ function Breaker:call(fn, ...)
     return settle(self.c, pcall(fn, ...))
 end
 
+--- Raise kind circuit_open when the breaker is open (without taking a
+--- half-open probe): lets a caller refuse before waiting in a queue.
+function Breaker:check()
+    local ok, retry_in = self.c:peek()
+    if not ok then
+        error(errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name),
+            { retry_after = retry_in }), 0)
+    end
+end
+
 --- {state=, calls=, failures=, transitions=, rejected=, retry_in=, name=}
 function Breaker:state()
     return self.c:state()

@@ -19,8 +19,9 @@
 --- 1. resolves `provider/model` to the provider's configuration and the
 ---    current version of its plugin (held for the whole call: a reload
 ---    while it runs does not change it);
---- 2. admission: the provider's rate limiter (requests and estimated
----    tokens, priority queue, deadline), then its circuit breaker;
+--- 2. admission: an open circuit breaker refuses at once; then the rate
+---    limiter (requests and estimated tokens, priority queue, deadline);
+---    then the call goes through the breaker;
 --- 3. encode (plugin), 4. send with auth rendered by the host from the
 ---    secrets store, timeouts enforced; 5. classify (plugin) into the error
 ---    taxonomy, rate-limit headers and Retry-After fed to the limiter;
@@ -678,8 +679,12 @@ local function send(ctx, remaining)
     return out
 end
 
+-- Admission as DESIGN.md orders it: an open breaker refuses at once (no
+-- wait in the limiter's queue), then the limiter admits, then the call
+-- goes through the breaker (which may take a half-open probe).
 local function attempt(ctx, _, remaining)
     local inst = ctx.inst
+    if inst.breaker then inst.breaker:check() end
     inst.limiter:acquire(ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
     if inst.breaker then return inst.breaker:call(send, ctx, remaining) end
     return send(ctx, remaining)

@@ -368,6 +368,23 @@ describe("weft.model against weft mock", function()
         assert.are.same({ "high", "normal", "low", "low" }, order)
     end)
 
+    it("refuses at once while the breaker is open, without waiting in the limiter", function()
+        setup { openai = { breaker = { min_calls = 2, threshold = 0.5, cooldown = 60 }, retry = { max_attempts = 1 },
+                           limits = { rpm = 1000 } } }
+        mock:set_faults { { dialect = "openai", sequence = { 503, 503 } } }
+        for _ = 1, 2 do pcall(m("openai").complete, m("openai"), "hi") end
+        local inst = model.provider("openai")
+        assert.are.equal("open", inst.breaker:state().state)
+        local admitted = inst.limiter:state().admitted
+        local sent = mock:stats().requests
+        local ok, err = pcall(m("openai").complete, m("openai"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("circuit_open", err.kind)
+        assert.is_true(err.retry_after > 59)
+        assert.are.equal(admitted, inst.limiter:state().admitted) -- never queued or admitted
+        assert.are.equal(sent, mock:stats().requests)
+    end)
+
     it("uses the request id as the call id", function()
         local r = m("gemini"):complete { prompt = "hi", id = "req-spec-1" }
         assert.are.equal("req-spec-1", r.call_id)

@@ -351,6 +351,16 @@ static void test_breaker_transitions(void) {
     double retry_in;
     CHECK_EQ_INT(weft_breaker_allow(&br, &retry_in), 0);
     CHECK(NEAR(retry_in, 10));
+    /* peek refuses while open (counted), takes no probe, changes no state */
+    unsigned rejected = br.rejected;
+    fake_now = 105;
+    CHECK_EQ_INT(weft_breaker_peek(&br, &retry_in), 0);
+    CHECK(NEAR(retry_in, 5));
+    CHECK_EQ_INT(br.rejected, rejected + 1);
+    fake_now = 110;
+    CHECK_EQ_INT(weft_breaker_peek(&br, NULL), 1);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_OPEN); /* allow() moves it to half-open, not peek */
+    fake_now = 100;
     fake_now = 109.9;
     CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 0);
     fake_now = 110;
