@@ -36,6 +36,7 @@
 #include <editline/readline.h>
 
 #include "loop.h"
+#include "luax.h"
 #include "task.h"
 
 #define REPL_MT "weft.repl"
@@ -431,13 +432,7 @@ int luaopen_weft_repl(lua_State *L) {
         {"read", l_read}, {"add_history", l_add_history}, {"running", l_running},
         {"tty", l_tty}, {"close", l_close}, {NULL, NULL},
     };
-    luaL_newmetatable(L, REPL_MT);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    weft_register_class(L, REPL_MT, methods, l_gc, NULL);
     lua_newtable(L);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");

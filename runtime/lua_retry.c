@@ -230,12 +230,7 @@ static int l_br_state(lua_State *L) {
 }
 
 static void register_mt(lua_State *L, const char *name, const luaL_Reg *methods) {
-    if (luaL_newmetatable(L, name)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    weft_register_class(L, name, methods, NULL, NULL);
 }
 
 int luaopen_weft_retry(lua_State *L);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "loop.h"
+#include "luax.h"
 #include "task.h"
 
 #define WATCH_MT "weft.watch"
@@ -125,15 +126,7 @@ int luaopen_weft_watch(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"wait", l_wait}, {"close", l_close}, {NULL, NULL},
     };
-    luaL_newmetatable(L, WATCH_MT);
-    lua_newtable(L);
-    luaL_register(L, NULL, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    weft_register_class(L, WATCH_MT, methods, l_gc, l_tostring);
     lua_newtable(L);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "new");

@@ -283,3 +283,21 @@ int weft_is_http_token(const char *s, size_t n) {
     }
     return 1;
 }
+
+void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                         lua_CFunction tostring) {
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        if (gc) {
+            lua_pushcfunction(L, gc);
+            lua_setfield(L, -2, "__gc");
+        }
+        if (tostring) {
+            lua_pushcfunction(L, tostring);
+            lua_setfield(L, -2, "__tostring");
+        }
+    }
+    lua_pop(L, 1);
+}

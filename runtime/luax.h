@@ -55,6 +55,12 @@ void weft_push_headers(lua_State *L, const char *pairs, size_t len);
 int weft_is_http_token(const char *s, size_t n);
 
 /* Register the error metatable and module weft._error. */
+/* Register the metatable `name` of a userdata class: __index = a table of
+ * `methods`, plus __gc and __tostring when given (NULL: none). Leaves the
+ * stack as it was. */
+void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                         lua_CFunction tostring);
+
 int luaopen_weft_error(lua_State *L);
 
 #endif
