@@ -350,6 +350,9 @@ function M.main(...)
             history = dir .. "/history"
         end
     end
+    -- info lines (secrets loaded, every call) would bury the answers at the
+    -- prompt: warn unless WEFT_LOG says otherwise (`:log info` brings them back)
+    if not os.getenv("WEFT_LOG") and weft.log.level() == "info" then weft.log.level("warn") end
     local mock = mock_wanted and start_mock() or nil
     if mock then rawset(_G, "mock", mock) end -- mock:set_faults{...}, mock:stats() at the prompt
     local r = C.open { history = not no_history and history or nil }
