@@ -350,7 +350,7 @@ static struct weft_secret *opt_secret(lua_State *L, int idx, const char *k, cons
     struct weft_secret *s = weft_lua_check_secret(L, lua_gettop(L));
     lua_pop(L, 1); /* the handle stays referenced by the options table */
     if (!weft_secret_valid(s, weft_clock_now(NULL)))
-        luaL_error(L, "weft.http.request: secret %s is not loaded or has expired", s->name);
+        weft_raise_error(L, "auth", "weft.http.request: secret %s is not loaded or has expired", s->name);
     return s;
 }
 

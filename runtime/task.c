@@ -257,6 +257,10 @@ static void finish(struct weft_task *t, int ok) {
 
     if (t->joiners) wake_joiners(t);
     release_if_idle(t);
+    /* A script whose main task failed is over: cancel what it started and
+     * close its servers (interrupt hooks), so the process ends and reports
+     * the error instead of serving on after it. */
+    if (t->is_main && !ok) weft_loop_interrupt(loop);
 }
 
 /* --------------------------------------------------------------- resume */

@@ -16,6 +16,7 @@ local T = require "weft._task"
 local now = T.now
 local floor = math.floor
 local calls = require "weft.calls"
+local errors = require "weft.error"
 local std = require("weft.metrics").std
 local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] = "5xx" }
 
@@ -98,10 +99,26 @@ local request1
 function M.request(opts)
     if type(opts) ~= "table" or (opts.auth == nil and opts.tls == nil) then return request1(opts) end
     local used = request_secrets(opts)
-    for _, h in ipairs(used) do
-        if type(h) == "userdata" and secrets().is(h) then secrets().ensure(h) end
+    -- Every secret must be loaded when the host renders it. A refresh waits
+    -- (single flight), and on a slow or busy host a short-lived token loaded
+    -- by someone else's refresh can expire again before this task renders
+    -- it: then load it again and send again (three rounds at most; a token
+    -- that cannot outlive that fails with kind auth).
+    local res
+    for round = 1, 3 do
+        for _, h in ipairs(used) do
+            if type(h) == "userdata" and secrets().is(h) and not h.loaded then secrets().refresh(h) end
+        end
+        local ok, r = pcall(request1, opts)
+        if ok then
+            res = r
+            break
+        end
+        if round == 3 or not (errors.is(r) and r.kind == "auth"
+                              and tostring(r.message):find("is not loaded or has expired", 1, true)) then
+            error(r, 0)
+        end
     end
-    local res = request1(opts)
     if res.status == 401 and opts.auth then
         -- The provider rejected the credential: count it, load it again
         -- once and retry once (never a loop).
@@ -209,7 +226,6 @@ end
 
 
 
-local errors = require "weft.error"
 
 local function on_handler_error(e)
     if errors.is(e) and e.kind == "cancelled" then return e end

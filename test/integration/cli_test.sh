@@ -93,5 +93,18 @@ check "WEFT_LOG=debug shows debug lines" grep -q '"msg":"shown"' "$dir/dbg.err"
 "$WEFT" -l error -e 'weft.log.warn("no")' 2> "$dir/quiet.err"
 check "-l error hides warnings" bash -c "[ ! -s '$dir/quiet.err' ]"
 
+# A failed script ends the process even with a server and a task still
+# running (they used to keep it alive, serving on, after the error).
+cat > "$dir/fails.lua" <<'LUA'
+local srv = weft.http.serve { handler = function() return { status = 200 } end }
+weft.spawn(function() while true do weft.sleep(0.05) end end)
+weft.sleep(0.05)
+error("the script failed")
+LUA
+timeout 60 "$WEFT" run "$dir/fails.lua" > /dev/null 2> "$dir/fails.err"
+rc=$?
+check "a failed script exits 1 although a server and a task were running" [ "$rc" = 1 ]
+check "... reporting the error" grep -q 'the script failed' "$dir/fails.err"
+
 echo "1..$n"
 [ "$fails" = 0 ]
