@@ -78,27 +78,34 @@ static int buf_append(struct repl *r, const char *s, size_t n) {
     return 0;
 }
 
-/* Hand the waiting task a complete line from the buffer (or nil at EOF).
- * Returns 1 when the waiter was woken. */
-static int deliver(struct repl *r) {
-    if (!r->waiter) return 0;
+/* Push the next complete line of the buffer onto co (nil at the end of
+ * input; a last line without a newline counts). Returns 0 when no line is
+ * complete yet (nothing pushed). */
+static int take_line(struct repl *r, lua_State *co) {
     char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
-    struct weft_task *t = r->waiter;
     if (nl) {
         size_t n = (size_t)(nl - r->buf);
-        lua_pushlstring(t->co, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
+        lua_pushlstring(co, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
         memmove(r->buf, nl + 1, r->len - n - 1);
         r->len -= n + 1;
-    } else if (r->eof) {
-        if (r->len) {
-            lua_pushlstring(t->co, r->buf, r->len); /* a last line without newline */
-            r->len = 0;
-        } else {
-            lua_pushnil(t->co);
-        }
-    } else {
-        return 0;
+        return 1;
     }
+    if (!r->eof) return 0;
+    if (r->len) {
+        lua_pushlstring(co, r->buf, r->len);
+        r->len = 0;
+    } else {
+        lua_pushnil(co);
+    }
+    return 1;
+}
+
+/* Hand the waiting task a line, when one is complete. Returns 1 when the
+ * waiter was woken. */
+static int deliver(struct repl *r) {
+    if (!r->waiter) return 0;
+    struct weft_task *t = r->waiter;
+    if (!take_line(r, t->co)) return 0;
     r->waiter = NULL;
     ev_io_stop(r->loop->ev, &r->io);
     weft_task_wake(t, 1);
@@ -326,22 +333,7 @@ static int l_read(lua_State *L) {
     const char *prompt = luaL_optstring(L, 2, "> ");
     if (r->waiter) return luaL_error(L, "repl:read: another task is reading");
     struct weft_task *t = weft_task_check_current(L, "repl:read");
-    /* a line already buffered (pipe input) */
-    char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
-    if (nl || r->eof) {
-        if (nl) {
-            size_t n = (size_t)(nl - r->buf);
-            lua_pushlstring(L, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
-            memmove(r->buf, nl + 1, r->len - n - 1);
-            r->len -= n + 1;
-        } else if (r->len) {
-            lua_pushlstring(L, r->buf, r->len);
-            r->len = 0;
-        } else {
-            lua_pushnil(L);
-        }
-        return 1;
-    }
+    if (take_line(r, L)) return 1; /* a line already buffered (pipe input, type-ahead) */
     if (r->tty) {
         rl_callback_handler_install(prompt, on_line);
         r->installed = 1;

@@ -504,12 +504,6 @@ end
 
 ------------------------------------------------------------ the pipeline
 
-local function header(h, name)
-    local v = h[name]
-    if type(v) == "table" then v = v[1] end
-    return v
-end
-
 local function excerpt(s)
     s = tostring(s or ""):sub(1, 200)
     return require("weft.secrets").redact(s)
@@ -559,10 +553,8 @@ local function http_failure(ctx, res, body)
     local kind = errors.KINDS[c.kind] and c.kind or "integration"
     local e = errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(c.message or body)), {
         status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = c.code,
-        retry_after = tonumber(c.retry_after) or retry.hint(res),
+        retry_after = tonumber(c.retry_after) or retry.hint(res), should_retry = retry.should_retry(res.headers),
     })
-    local sr = header(res.headers, "x-should-retry")
-    if sr == "true" then e.should_retry = true elseif sr == "false" then e.should_retry = false end
     error(e, 0)
 end
 

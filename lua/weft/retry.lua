@@ -204,12 +204,19 @@ function M.http_error(res, provider)
         kind = "invalid_request"
     end
     local msg = body:match('"message"%s*:%s*"(.-)"') or ("HTTP " .. st)
-    local sr = header(res.headers, "x-should-retry")
-    local e = errors.new(kind, ("HTTP %d: %s"):format(st, msg:sub(1, 200)), {
-        status = st, provider = provider, retry_after = M.hint(res),
+    return errors.new(kind, ("HTTP %d: %s"):format(st, msg:sub(1, 200)), {
+        status = st, provider = provider, retry_after = M.hint(res), should_retry = M.should_retry(res.headers),
     })
-    if sr == "true" then e.should_retry = true elseif sr == "false" then e.should_retry = false end
-    return e
+end
+
+--- The server's own say on retrying (`x-should-retry: true|false`, as
+--- OpenAI and Anthropic send it): true, false, or nil when it says nothing.
+---@param headers table
+---@return boolean?
+function M.should_retry(headers)
+    local v = header(headers, "x-should-retry")
+    if v == "true" then return true elseif v == "false" then return false end
+    return nil
 end
 
 return M
