@@ -385,6 +385,67 @@ describe("weft.model against weft mock", function()
         assert.are.equal(sent, mock:stats().requests)
     end)
 
+    it("reports a stream cancelled midway as cancelled, not as a broken stream", function()
+        mock:set_faults { { dialect = "anthropic", stream_delay_ms = 30 } }
+        local got = 0
+        local t = weft.spawn(function()
+            return m("anthropic"):stream("one two three four five six seven eight", function() got = got + 1 end)
+        end)
+        while got == 0 do weft.sleep(0.01) end
+        t:cancel()
+        local ok, err = pcall(t.wait, t)
+        assert.is_false(ok)
+        assert.are.equal("cancelled", err.kind)
+        assert.are.equal(1, mock:stats().requests) -- and not retried
+        assert.are.equal(1, value("weft_calls_total", { provider = "anthropic", operation = "stream", outcome = "cancelled" }))
+    end)
+
+    it("passes an error raised by on_event to the caller as is, without retrying", function()
+        local ok, err = pcall(m("openai").stream, m("openai"), "one two three", function() error("consumer broke") end)
+        assert.is_false(ok)
+        assert.matches("consumer broke", tostring(err))
+        assert.is_false(weft.error.is(err))
+        assert.are.equal(1, mock:stats().requests)
+    end)
+
+    it("refuses bad embedding input before sending", function()
+        for _, bad in ipairs { {}, 42, { "a", 7 } } do
+            local ok, err = pcall(m("openai").embed, m("openai"), bad)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+        end
+        assert.are.equal(0, mock:stats().requests)
+    end)
+
+    it("follows the server's x-should-retry both ways", function()
+        local seen = 0
+        local answers = {
+            { status = 503, hdr = "false" }, -- retryable kind, server says no
+            { status = 400, hdr = "true" },  -- final kind, server says yes
+            { status = 200 },
+        }
+        local srv = weft.http.serve { handler = function()
+            seen = seen + 1
+            local a = answers[seen] or answers[3]
+            if a.status == 200 then
+                return { status = 200, headers = { ["content-type"] = "application/json" }, body =
+                    [[{"choices":[{"message":{"content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}]] }
+            end
+            return { status = a.status, headers = { ["x-should-retry"] = a.hdr }, body = [[{"error":{"message":"no"}}]] }
+        end }
+        setup { openai = { base_url = "http://127.0.0.1:" .. srv.port } }
+        local ok, err = pcall(m("openai").complete, m("openai"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        assert.is_false(err.should_retry)
+        assert.are.equal(1, err.attempts)
+        local r = m("openai"):complete("hi") -- the 400 says retry: the next attempt succeeds
+        assert.are.equal("fine", r.text)
+        assert.are.equal(2, r.attempts)
+        assert.are.equal(3, seen)
+        srv:close()
+    end)
+
     it("uses the request id as the call id", function()
         local r = m("gemini"):complete { prompt = "hi", id = "req-spec-1" }
         assert.are.equal("req-spec-1", r.call_id)
@@ -654,6 +715,17 @@ return { api = 1, name = "base", kind = "provider", version = "b2", extends = "o
         end
         assert.are.equal("b2", seen)
         assert.is_false(weft.reload("hot")["provider/hot"]) -- nothing changed since
+    end)
+
+    it("turns a decode that cannot read the answer into an integration error, not retried", function()
+        install("hot", plugin_text("v1", "decode = function() return nil, 'no text field here' end,"))
+        configure()
+        local ok, err = pcall(weft.model("hot/x").complete, weft.model("hot/x"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("integration", err.kind)
+        assert.matches("no text field here", err.message)
+        assert.are.equal(1, err.attempts)
+        assert.are.equal(1, mock:stats().requests)
     end)
 
     it("keeps plugins in their sandbox", function()
