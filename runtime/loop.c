@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 
 #include "log.h"
 #include "luax.h"
+#include "signals.h"
 #include "task.h"
 
 int luaopen_cjson(lua_State *L);
@@ -87,6 +90,8 @@ void weft_loop_drain(struct weft_loop *loop) {
 
 static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
     weft_loop_drain(w->data);
+    /* The loop is about to wait: waiting is not stalling (signals.h). */
+    weft_signals_idle();
 }
 
 static void idle_cb(struct ev_loop *ev, ev_idle *w, int revents) {
@@ -145,6 +150,61 @@ static void run_hooks(struct weft_hook **list) {
 
 /* -------------------------------------------------------------- signals */
 
+/* SIGINT/SIGTERM reach signal_cb when the loop gets control; signals.c's
+ * handler covers the time it does not (Lua that never yields). Half-way
+ * through its grace period that handler calls stall_fn, which sets a Lua
+ * hook: interpreted code then stops at its next instruction with a
+ * `cancelled` error, its task fails and the loop gets control after all.
+ * JIT-compiled loops never see a hook (TOOLCHAIN.md); for them the grace
+ * exit remains. The hook is one-shot (like luajit.c's SIGINT handler) so
+ * that the code handling the error runs normally, and it puts back the
+ * hook it replaced (the plugin budget's count hook, lua_budget.c). A stall
+ * that lands while lua_budget.c is itself switching hooks may leave the
+ * wrong one of the two in place for that call; it only happens after the
+ * loop has been stuck for half the grace period, and the grace exit still
+ * follows if the loop does not get control. */
+
+static _Atomic(lua_State *) stall_L; /* main state of the live loop, or NULL */
+static lua_Hook stall_prev;          /* the hook stall_fn replaced */
+static int stall_prev_mask, stall_prev_count;
+static volatile sig_atomic_t stall_signum;
+static int stall_fired;              /* stall_hook raised since the last signal_cb */
+
+static void stall_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, stall_prev, stall_prev_mask, stall_prev_count);
+    stall_fired = 1;
+    weft_raise_error(L, "cancelled", "interrupted by %s: Lua code did not yield",
+                     stall_signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* Runs in the signal handler. lua_gethook* only read the global state;
+ * lua_sethook stores the hook and switches the interpreter's dispatch
+ * table, which is what LuaJIT's own standalone interpreter does from its
+ * SIGINT handler. */
+static void stall_fn(int signum) {
+    lua_State *L = atomic_load(&stall_L);
+    if (!L || lua_gethook(L) == stall_hook) return;
+    stall_prev = lua_gethook(L);
+    stall_prev_mask = lua_gethookmask(L);
+    stall_prev_count = lua_gethookcount(L);
+    stall_signum = signum;
+    lua_sethook(L, stall_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* The loop has control again: a stall hook that has not fired yet is not
+ * needed any more. */
+static void stall_unhook(lua_State *L) {
+    if (lua_gethook(L) == stall_hook) lua_sethook(L, stall_prev, stall_prev_mask, stall_prev_count);
+}
+
+/* Active from the first cancel-all signal on, at the highest priority so it
+ * runs before any other callback of the iteration: Lua is about to run, the
+ * grace timer starts again (prepare_cb stops it before the next wait). */
+static void leash_cb(struct ev_loop *ev, ev_check *w, int revents) {
+    weft_signals_busy();
+}
+
 void weft_loop_interrupt(struct weft_loop *loop) {
     /* Cancel from a snapshot of ids: cancelling may finish tasks (unlinking
      * them) but never frees another live task's struct synchronously. */
@@ -159,13 +219,33 @@ void weft_loop_interrupt(struct weft_loop *loop) {
 
 static void signal_cb(struct ev_loop *ev, ev_signal *w, int revents) {
     struct weft_loop *loop = w->data;
-    if (w->signum == SIGINT && loop->on_sigint && loop->on_sigint(loop->on_sigint_ud)) return;
+    stall_unhook(loop->L);
+    int fired = stall_fired;
+    stall_fired = 0;
+    /* With the REPL open, a stall hook that fired has already interrupted
+     * the stuck line (the REPL printed it cancelled and shows a new prompt):
+     * the SIGINT is spent. */
+    if (w->signum == SIGINT && loop->on_sigint &&
+        (fired || loop->on_sigint(loop->on_sigint_ud))) {
+        weft_signals_ack(w->signum, 0); /* the REPL took it: the next one is a first again */
+        return;
+    }
+    /* From here on the clean shutdown runs: Lua stays on the grace leash
+     * and any further signal ends the process at once (signals.c). */
+    weft_signals_ack(w->signum, 1);
+    if (!ev_is_active(&loop->leash)) {
+        ev_check_start(ev, &loop->leash);
+        ev_unref(ev); /* the leash keeps nothing alive */
+    }
     loop->interrupted++;
     if (loop->interrupted == 1) {
+        loop->interrupt_signum = w->signum;
         weft_log(WEFT_LOG_WARN, "%s: cancelling all tasks (again to force exit)",
                  w->signum == SIGINT ? "SIGINT" : "SIGTERM");
         weft_loop_interrupt(loop);
     } else {
+        /* Only reached when signals.c's handler is not installed (it exits
+         * on a second signal itself). */
         ev_break(ev, EVBREAK_ALL);
     }
 }
@@ -264,12 +344,25 @@ struct weft_loop *weft_loop_new(struct ev_loop *ev, const char *home) {
     loop->sigterm.data = loop;
     ev_signal_start(loop->ev, &loop->sigterm);
     ev_unref(loop->ev);
+    /* ev_signal_start has just installed libev's own handler: put the one of
+     * signals.h back in front (it forwards to libev with ev_feed_signal). */
+    if (weft_signals_install() != 0)
+        weft_log(WEFT_LOG_WARN, "cannot install the signal handlers (%s): Lua code that never "
+                 "yields will not be interruptible", strerror(errno));
+    atomic_store(&stall_L, L);
+    weft_signals_on_stall(stall_fn);
+    ev_check_init(&loop->leash, leash_cb);
+    ev_set_priority(&loop->leash, EV_MAXPRI);
+    loop->leash.data = loop;
     return loop;
 }
 
 int weft_loop_run(struct weft_loop *loop) {
     weft_loop_drain(loop);
     ev_run(loop->ev, 0);
+    /* The loop is over (possibly right after a leash_cb): what follows is
+     * the host's own teardown, not policed by the grace timer. */
+    weft_signals_idle();
     return 0;
 }
 
@@ -323,7 +416,14 @@ int weft_loop_free(struct weft_loop *loop) {
     ev_ref(loop->ev);
     ev_signal_stop(loop->ev, &loop->sigint);
     ev_ref(loop->ev);
-    ev_signal_stop(loop->ev, &loop->sigterm);
+    ev_signal_stop(loop->ev, &loop->sigterm); /* SIGINT/SIGTERM: default action again */
+    if (ev_is_active(&loop->leash)) {
+        ev_ref(loop->ev);
+        ev_check_stop(loop->ev, &loop->leash);
+    }
+    /* No stall hook may be set on a state being closed. */
+    lua_State *expected = L;
+    if (atomic_compare_exchange_strong(&stall_L, &expected, NULL)) weft_signals_reset();
     lua_close(L);
     int leaked = loop->nrefs;
     free(loop->home);

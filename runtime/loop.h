@@ -28,7 +28,10 @@ struct weft_loop {
     ev_idle idle;              /* active while the run queue is non-empty so
                                   the poll does not block */
     ev_signal sigint;          /* SIGINT: cancel everything, exit 130 */
-    ev_signal sigterm;         /* SIGTERM: same as SIGINT */
+    ev_signal sigterm;         /* SIGTERM: same, exit 143 */
+    ev_check leash;            /* active from the first signal on: restarts
+                                  the grace timer of signals.h after each
+                                  poll (prepare stops it before the next) */
     struct weft_task *runq_head; /* tasks ready to resume, FIFO */
     struct weft_task *runq_tail;
     struct weft_task *tasks;   /* every live (not finished) task */
@@ -36,7 +39,9 @@ struct weft_loop {
     struct weft_hook *interrupt_hooks; /* run on SIGINT/SIGTERM */
     int nrefs;                 /* registry refs held through weft_ref */
     int ntasks;                /* live tasks */
-    int interrupted;           /* number of SIGINT/SIGTERM received */
+    int interrupted;           /* number of SIGINT/SIGTERM handled by the
+                                  loop with a cancel-all */
+    int interrupt_signum;      /* the first of them: exit status 128 + it */
     int (*on_sigint)(void *ud); /* when set, SIGINT goes here first (the
                                   REPL cancels the running line); returning
                                   1 means handled: no cancel-all */
@@ -89,7 +94,16 @@ int weft_loop_on_interrupt(struct weft_loop *loop, weft_hook_fn fn, void *ud);
  * fn and ud). Returns 0 when found, -1 otherwise. */
 int weft_loop_remove_hook(struct weft_loop *loop, weft_hook_fn fn, void *ud);
 
-/* Cancel every live task and run the interrupt hooks, as on SIGINT. */
+/* Cancel every live task and run the interrupt hooks, as on SIGINT.
+ *
+ * Signals: weft_loop_new installs the handlers of signals.h, so SIGINT and
+ * SIGTERM are honoured even while Lua code never yields. The first one,
+ * once the loop gets control, cancels every task (the REPL may take
+ * SIGINT instead, see on_sigint) and the process should exit with status
+ * 128 + interrupt_signum. If the loop does not get control within the
+ * grace period (half of it: interpreted Lua is stopped by a hook raising a
+ * `cancelled` error), or a second signal arrives, the process exits at
+ * once with that status. */
 void weft_loop_interrupt(struct weft_loop *loop);
 
 /* Locate weft's data directory (holding lua/ and plugins/): $WEFT_HOME,

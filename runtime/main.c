@@ -1,5 +1,6 @@
 /* main.c -- the weft command line. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -15,6 +16,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "secrets.h"
+#include "signals.h"
 #include "luax.h"
 #include "task.h"
 
@@ -48,7 +50,10 @@ static const char USAGE[] =
     "                         when stderr is a terminal); --no-summary: never\n"
     "\n"
     "Scripts see the global `weft` (also require \"weft\") and `arg` as luajit sets it.\n"
-    "SIGINT cancels all running tasks and exits with status 130.\n";
+    "SIGINT or SIGTERM cancels all running tasks; weft then exits with status 130\n"
+    "(SIGINT) or 143 (SIGTERM). When Lua code keeps the event loop from handling the\n"
+    "signal for $WEFT_SIGNAL_GRACE seconds (default 2), also while the tasks are being\n"
+    "cancelled, or when a second signal arrives, weft exits at once with that status.\n";
 
 static void print_version(void) {
     const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
@@ -122,8 +127,23 @@ static int report_load_error(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+    /* First of all, so that SIGINT/SIGTERM during start-up and while the
+     * configuration file runs are honoured too (signals.h). */
+    if (weft_signals_install() != 0)
+        fprintf(stderr, "weft: cannot install the signal handlers: %s\n", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+
+    const char *envgrace = getenv("WEFT_SIGNAL_GRACE");
+    if (envgrace && *envgrace) {
+        char *end;
+        double g = strtod(envgrace, &end);
+        if (*end != '\0' || weft_signals_set_grace(g) != 0) {
+            fprintf(stderr, "weft: WEFT_SIGNAL_GRACE=%s is not a number of seconds in (0, 3600]\n",
+                    envgrace);
+            return 2;
+        }
+    }
 
     const char *envlevel = getenv("WEFT_LOG");
     if (envlevel && *envlevel) {
@@ -318,6 +338,7 @@ int main(int argc, char **argv) {
         }
         lua_pop(L, 1); /* the server (weft.metrics keeps it); the chunk stays */
     }
+    if (weft_signals_pending()) goto out; /* a signal during start-up: nothing to cancel yet */
     int nargs = 0;
     for (int a = script_index + 1; a < argc; a++, nargs++) lua_pushstring(L, argv[a]);
     struct weft_task *main_task = weft_task_spawn(L, nargs); /* [task] */
@@ -326,7 +347,7 @@ int main(int argc, char **argv) {
     weft_loop_run(loop);
 
     if (loop->interrupted) {
-        rc = 130;
+        rc = 128 + loop->interrupt_signum; /* 130 for SIGINT, 143 for SIGTERM */
     } else if (main_task->state == WEFT_TASK_DONE) {
         rc = 0;
         /* `weft mock` reports usage errors as its main function's result. */
@@ -370,6 +391,14 @@ int main(int argc, char **argv) {
     }
 
 out:;
+    /* A signal the loop has not handled (during start-up, or after the loop
+     * ended): the start-up's error, if any, was its doing (the stall hook of
+     * loop.c raises in the configuration file); report the signal. */
+    int early = weft_signals_pending();
+    if (early) {
+        weft_log(WEFT_LOG_WARN, "%s: exiting", early == SIGINT ? "SIGINT" : "SIGTERM");
+        rc = 128 + early;
+    }
     int leaked = weft_loop_free(loop);
     if (leaked != 0 && getenv("WEFT_CHECK_REFS")) {
         fprintf(stderr, "weft: internal: %d registry references leaked at shutdown\n", leaked);
