@@ -1,12 +1,19 @@
 /* http_server.c -- HTTP/1.1 server: libev for I/O, http-parser for parsing.
  *
  * Connection states:
- *   READ    parsing a request (http-parser callbacks only copy bytes)
+ *   READ    parsing a request (http-parser callbacks only copy bytes); while
+ *           `paused` (output above the high watermark) neither reading nor
+ *           parsing what `pend` holds
  *   HANDLE  a complete request is with the owner; no reading (pipelined
  *           bytes wait in `pend`)
  *   LINGER  an error answer was sent and the write side shut; input is read
  *           and discarded until EOF or a short timer, so the client gets to
  *           read the answer instead of a reset
+ *
+ * Connections are counted per client address (struct addr, in a small hash
+ * table) and the idle ones (see http_server.h) are kept on two lists, the
+ * server's and their address's, longest idle first, so that making room for
+ * a newcomer costs a bounded walk instead of a scan of every connection.
  */
 #include "http_server.h"
 
@@ -15,18 +22,23 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <http_parser.h>
 
 #define READ_CHUNK 16384
-#define HIGH_WATER (256 * 1024)
-#define LOW_WATER (64 * 1024)
+#define HIGH_WATER WEFT_HTTP_SERVER_OUT_HIGH
+#define LOW_WATER WEFT_HTTP_SERVER_OUT_LOW
 #define LINGER_SECONDS 2.0
+#define EVICT_SCAN 64          /* idle connections looked at to pick a victim */
+#define KEEP_BUFFER (64 * 1024) /* larger buffers are freed between requests */
+#define ADDR_KEY 17            /* family byte + 16 address bytes */
 
 enum cstate { C_READ, C_HANDLE, C_LINGER };
 
@@ -65,8 +77,21 @@ struct weft_http_conn {
     int streaming;
     void *req_ud;              /* owner's pointer while a request is open */
     int active;                /* a request is with the owner */
+    int paused;                /* READ but not reading: output above HIGH_WATER */
     char remote[64];
+    struct addr *addr;         /* its client address (counts it) */
+    int idle;                  /* on the idle lists */
+    struct weft_http_conn *iprev, *inext; /* server's idle list */
+    struct weft_http_conn *aprev, *anext; /* its address's idle list */
     struct weft_http_conn *prev, *next;
+};
+
+/* One client address with open connections; freed with its last one. */
+struct addr {
+    unsigned char key[ADDR_KEY];
+    int count;                 /* open connections */
+    struct weft_http_conn *idle_head, *idle_tail; /* longest idle first */
+    struct addr *next;         /* hash chain */
 };
 
 struct weft_http_server {
@@ -82,7 +107,13 @@ struct weft_http_server {
     struct weft_http_conn *conns;
     int nconns;
     int nactive;
-    unsigned long accepted, requests, rejected;
+    int npaused;
+    unsigned long accepted, requests, rejected, evicted;
+    struct weft_http_conn *idle_head, *idle_tail; /* longest idle first */
+    struct addr **buckets;     /* client addresses, chained */
+    size_t nbuckets;           /* a power of two */
+    size_t naddrs;
+    uint64_t seed;             /* of the address hash */
 };
 
 static http_parser_settings settings;
@@ -91,7 +122,8 @@ static http_parser_settings settings;
 
 static int grow(char **p, size_t *cap, size_t need) {
     if (need <= *cap) return 0;
-    size_t n = *cap ? *cap : 512;
+    /* Small first: ten thousand idle connections each hold a few of these. */
+    size_t n = *cap ? *cap : 64;
     while (n < need) n *= 2;
     char *np = realloc(*p, n);
     if (!np) return -1;
@@ -105,6 +137,15 @@ static int append(char **p, size_t *len, size_t *cap, const char *d, size_t n) {
     memcpy(*p + *len, d, n);
     *len += n;
     return 0;
+}
+
+/* Free a buffer that grew past `keep` once it is empty, so a connection
+ * does not hold the peak of one large request or response for its life. */
+static void trim(char **p, size_t *cap, size_t keep) {
+    if (*cap <= keep) return;
+    free(*p);
+    *p = NULL;
+    *cap = 0;
 }
 
 const char *weft_http_reason(int status) {
@@ -141,6 +182,134 @@ const char *weft_http_reason(int status) {
     }
 }
 
+/* ---------------------------------------------- client addresses */
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Seeded, so a client choosing its addresses cannot aim at one chain. */
+static size_t addr_hash(const struct weft_http_server *s, const unsigned char *key) {
+    uint64_t w[2];
+    memcpy(w, key + 1, sizeof w);
+    uint64_t h = mix64(s->seed ^ key[0]);
+    h = mix64(h ^ w[0]);
+    h = mix64(h ^ w[1]);
+    return (size_t)h & (s->nbuckets - 1);
+}
+
+/* The counting key of a peer: family byte + address; IPv6 by its /64
+ * prefix (one host usually owns a whole /64), IPv4-mapped IPv6 as IPv4. */
+static void addr_key(const struct sockaddr *sa, unsigned char *key) {
+    memset(key, 0, ADDR_KEY);
+    if (sa->sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            key[0] = 4;
+            memcpy(key + 1, a->s6_addr + 12, 4);
+        } else {
+            key[0] = 6;
+            memcpy(key + 1, a->s6_addr, 8);
+        }
+    }
+}
+
+static struct addr *addr_find(const struct weft_http_server *s, const unsigned char *key) {
+    for (struct addr *a = s->buckets[addr_hash(s, key)]; a; a = a->next)
+        if (memcmp(a->key, key, ADDR_KEY) == 0) return a;
+    return NULL;
+}
+
+/* Double the buckets once there are more addresses than buckets; on
+ * failure the table keeps working with longer chains. */
+static void addr_rehash(struct weft_http_server *s) {
+    size_t n = s->nbuckets * 2;
+    struct addr **nb = calloc(n, sizeof *nb);
+    if (!nb) return;
+    struct addr **old = s->buckets;
+    size_t oldn = s->nbuckets;
+    s->buckets = nb;
+    s->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        while (old[i]) {
+            struct addr *a = old[i];
+            old[i] = a->next;
+            size_t h = addr_hash(s, a->key);
+            a->next = nb[h];
+            nb[h] = a;
+        }
+    }
+    free(old);
+}
+
+/* The entry of `key`, created with count 0 when missing; NULL when out of
+ * memory. */
+static struct addr *addr_get(struct weft_http_server *s, const unsigned char *key) {
+    struct addr *a = addr_find(s, key);
+    if (a) return a;
+    a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    memcpy(a->key, key, ADDR_KEY);
+    size_t h = addr_hash(s, key);
+    a->next = s->buckets[h];
+    s->buckets[h] = a;
+    if (++s->naddrs > s->nbuckets) addr_rehash(s);
+    return a;
+}
+
+static void addr_release(struct weft_http_server *s, struct addr *a) {
+    if (--a->count > 0) return;
+    struct addr **pp = &s->buckets[addr_hash(s, a->key)];
+    while (*pp != a) pp = &(*pp)->next;
+    *pp = a->next;
+    s->naddrs--;
+    free(a);
+}
+
+/* ------------------------------------------------------------ idle lists */
+
+/* Waiting for a request head: at the tail of both lists (longest idle
+ * first). No-op when already there, so a partial head keeps its place. */
+static void idle_add(struct weft_http_conn *c) {
+    if (c->idle) return;
+    struct weft_http_server *s = c->s;
+    struct addr *a = c->addr;
+    c->idle = 1;
+    c->inext = NULL;
+    c->iprev = s->idle_tail;
+    if (s->idle_tail) s->idle_tail->inext = c;
+    else s->idle_head = c;
+    s->idle_tail = c;
+    c->anext = NULL;
+    c->aprev = a->idle_tail;
+    if (a->idle_tail) a->idle_tail->anext = c;
+    else a->idle_head = c;
+    a->idle_tail = c;
+}
+
+static void idle_remove(struct weft_http_conn *c) {
+    if (!c->idle) return;
+    struct weft_http_server *s = c->s;
+    struct addr *a = c->addr;
+    c->idle = 0;
+    if (c->iprev) c->iprev->inext = c->inext;
+    else s->idle_head = c->inext;
+    if (c->inext) c->inext->iprev = c->iprev;
+    else s->idle_tail = c->iprev;
+    if (c->aprev) c->aprev->anext = c->anext;
+    else a->idle_head = c->anext;
+    if (c->anext) c->anext->aprev = c->aprev;
+    else a->idle_tail = c->aprev;
+    c->iprev = c->inext = c->aprev = c->anext = NULL;
+}
+
 /* ------------------------------------------------------- connections */
 
 static void conn_free(struct weft_http_conn *c, int notify) {
@@ -150,11 +319,14 @@ static void conn_free(struct weft_http_conn *c, int notify) {
     ev_io_stop(ev, &c->wio);
     ev_timer_stop(ev, &c->timer);
     close(c->fd);
+    idle_remove(c);
+    addr_release(s, c->addr);
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
     if (c->active) s->nactive--;
+    if (c->paused) s->npaused--;
     void *req_ud = c->active ? c->req_ud : NULL;
     free(c->url);
     free(c->hdr);
@@ -175,6 +347,11 @@ static void set_timer(struct weft_http_conn *c, double sec) {
 
 static void begin_linger(struct weft_http_conn *c) {
     shutdown(c->fd, SHUT_WR);
+    idle_remove(c);
+    if (c->paused) {
+        c->paused = 0;
+        c->s->npaused--;
+    }
     c->state = C_LINGER;
     ev_io_stop(c->s->ev, &c->wio);
     ev_io_start(c->s->ev, &c->rio);
@@ -184,8 +361,13 @@ static void begin_linger(struct weft_http_conn *c) {
     set_timer(c, quick ? 1e-6 : LINGER_SECONDS);
 }
 
-/* Write as much buffered output as the socket takes. Returns 0, or -1 when
- * the connection broke (the caller decides how to free it). */
+static size_t pending_out(const struct weft_http_conn *c) { return c->out_len - c->out_off; }
+
+static void resume_input(struct weft_http_conn *c);
+
+/* Write as much buffered output as the socket takes; a paused connection
+ * whose output fell below the low watermark reads again. Returns 0, or -1
+ * when the connection broke (the caller decides how to free it). */
 static int flush(struct weft_http_conn *c) {
     while (c->out_off < c->out_len) {
         ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
@@ -193,22 +375,30 @@ static int flush(struct weft_http_conn *c) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (!ev_is_active(&c->wio)) ev_io_start(c->s->ev, &c->wio);
-                return 0;
+                break;
             }
             return -1;
         }
         c->out_off += (size_t)w;
     }
-    c->out_off = c->out_len = 0;
-    if (ev_is_active(&c->wio)) ev_io_stop(c->s->ev, &c->wio);
-    if (c->close_when_flushed) {
-        c->close_when_flushed = 0;
-        begin_linger(c);
+    if (c->out_off == c->out_len) {
+        c->out_off = c->out_len = 0;
+        trim(&c->out, &c->out_cap, KEEP_BUFFER);
+        if (ev_is_active(&c->wio)) ev_io_stop(c->s->ev, &c->wio);
+        if (c->close_when_flushed) {
+            c->close_when_flushed = 0;
+            begin_linger(c);
+            return 0;
+        }
+    }
+    if (c->paused && pending_out(c) < LOW_WATER) {
+        c->paused = 0;
+        c->s->npaused--;
+        /* Closing (server closed meanwhile): linger once drained instead. */
+        if (!c->close_when_flushed) resume_input(c);
     }
     return 0;
 }
-
-static size_t pending_out(const struct weft_http_conn *c) { return c->out_len - c->out_off; }
 
 static void reset_message(struct weft_http_conn *c) {
     c->url_len = c->hdr_len = c->body_len = c->head_bytes = 0;
@@ -219,6 +409,7 @@ static void reset_message(struct weft_http_conn *c) {
 
 /* Send a small error answer and close gracefully. */
 static void send_error(struct weft_http_conn *c, int status) {
+    idle_remove(c);
     char buf[256];
     const char *reason = weft_http_reason(status);
     int n = snprintf(buf, sizeof buf,
@@ -268,20 +459,10 @@ static void feed(struct weft_http_conn *c, const char *p, size_t n, int from_pen
     if (from_pend) c->pend_off += np;
 }
 
-/* Back to reading after a response was queued completely. */
-static void next_request(struct weft_http_conn *c) {
+/* Wait for the next request: idle, reading, keep-alive timer. */
+static void resume_input(struct weft_http_conn *c) {
     struct weft_http_server *s = c->s;
-    c->active = 0;
-    c->req_ud = NULL;
-    c->streaming = c->chunked = 0;
-    s->nactive--;
-    if (!c->keep_alive || s->closing) {
-        if (pending_out(c) == 0) begin_linger(c);
-        else c->close_when_flushed = 1;
-        return;
-    }
-    reset_message(c);
-    c->state = C_READ;
+    idle_add(c);
     ev_io_start(s->ev, &c->rio);
     set_timer(c, s->o.keepalive_timeout);
     /* Pipelined bytes already read: parse them on the next iteration (not
@@ -289,9 +470,40 @@ static void next_request(struct weft_http_conn *c) {
     if (c->pend_off < c->pend_len) ev_feed_event(s->ev, &c->rio, EV_READ);
 }
 
+/* Back to reading after a response was queued completely, unless the
+ * client is not reading its answers: then the connection pauses until
+ * flush() sees the output below the low watermark. Its keep-alive timer
+ * runs meanwhile (restarted by each write the client lets through). */
+static void next_request(struct weft_http_conn *c) {
+    struct weft_http_server *s = c->s;
+    c->active = 0;
+    c->req_ud = NULL;
+    c->streaming = c->chunked = 0;
+    s->nactive--;
+    /* The request's buffers were the owner's during on_request only. */
+    trim(&c->body, &c->body_cap, KEEP_BUFFER);
+    trim(&c->hdr, &c->hdr_cap, KEEP_BUFFER);
+    trim(&c->url, &c->url_cap, KEEP_BUFFER);
+    if (!c->keep_alive || s->closing) {
+        if (pending_out(c) == 0) begin_linger(c);
+        else c->close_when_flushed = 1;
+        return;
+    }
+    reset_message(c);
+    c->state = C_READ;
+    if (pending_out(c) > HIGH_WATER) {
+        c->paused = 1;
+        s->npaused++;
+        set_timer(c, s->o.keepalive_timeout);
+        return;
+    }
+    resume_input(c);
+}
+
 static void dispatch(struct weft_http_conn *c) {
     struct weft_http_server *s = c->s;
     http_parser *p = &c->parser;
+    idle_remove(c);
     c->state = C_HANDLE;
     ev_io_stop(s->ev, &c->rio);
     ev_timer_stop(s->ev, &c->timer);
@@ -377,6 +589,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 
 static int on_headers_complete(http_parser *p) {
     struct weft_http_conn *c = p->data;
+    idle_remove(c); /* a whole head: no longer evictable */
     if (c->in_field) {
         /* a field without a value callback: empty value */
         if (append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
@@ -419,7 +632,7 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_free(c, 1);
         return;
     }
-    if (c->state != C_READ) return;
+    if (c->state != C_READ || c->paused) return;
     if (c->pend_off < c->pend_len) {
         feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, 1);
         return;
@@ -440,6 +653,8 @@ static void write_cb(struct ev_loop *ev, ev_io *w, int revents) {
         conn_free(c, 1);
         return;
     }
+    /* Still paused, but the client reads: give it its keep-alive time again. */
+    if (c->paused) set_timer(c, c->s->o.keepalive_timeout);
     if (c->above_high && pending_out(c) < LOW_WATER) {
         c->above_high = 0;
         if (c->active && c->req_ud) c->s->cb.on_writable(c->req_ud);
@@ -452,12 +667,18 @@ static void conn_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     else conn_free(c, 1);
 }
 
-static void conn_new(struct weft_http_server *s, int fd, const struct sockaddr *sa) {
+/* A new connection from `sa` (counted at the address of `key`). Returns 0,
+ * or -1 when out of memory (the caller closes fd). */
+static int conn_new(struct weft_http_server *s, int fd, const struct sockaddr *sa,
+                    const unsigned char *key) {
     struct weft_http_conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        return;
+    struct addr *a = c ? addr_get(s, key) : NULL;
+    if (!a) {
+        free(c);
+        return -1;
     }
+    a->count++;
+    c->addr = a;
     c->s = s;
     c->fd = fd;
     int one = 1;
@@ -489,8 +710,44 @@ static void conn_new(struct weft_http_server *s, int fd, const struct sockaddr *
     s->conns = c;
     s->nconns++;
     s->accepted++;
+    idle_add(c);
     ev_io_start(s->ev, &c->rio);
     set_timer(c, s->o.header_timeout);
+    return 0;
+}
+
+/* Evictable: idle (waiting for a head it has not received whole), with no
+ * unsent output and no pipelined bytes still to parse. */
+static int evictable(const struct weft_http_conn *c) {
+    return pending_out(c) == 0 && c->pend_off >= c->pend_len;
+}
+
+static void evict(struct weft_http_conn *c) {
+    c->s->evicted++;
+    conn_free(c, 0); /* idle: no request with the owner */
+}
+
+/* Make room for a connection from `key` (see "Connection caps" in the
+ * header). Returns 0 when it may be added, -1 when it must be refused. */
+static int admit(struct weft_http_server *s, const unsigned char *key) {
+    struct addr *a = addr_find(s, key);
+    if (a && a->count >= s->o.max_connections_per_address) {
+        struct weft_http_conn *v = a->idle_head;
+        for (int n = 0; v && n < EVICT_SCAN && !evictable(v); n++) v = v->anext;
+        if (!v || !evictable(v)) return -1;
+        evict(v); /* may free `a` */
+    }
+    if (s->nconns >= s->o.max_connections) {
+        /* The longest idle connection of the most connected address among
+         * the EVICT_SCAN longest idle ones. */
+        struct weft_http_conn *best = NULL;
+        int n = 0;
+        for (struct weft_http_conn *v = s->idle_head; v && n < EVICT_SCAN; v = v->inext, n++)
+            if (evictable(v) && (!best || v->addr->count > best->addr->count)) best = v;
+        if (!best) return -1;
+        evict(best);
+    }
+    return 0;
 }
 
 /* The listener of a background server is unref'd: the loop may exit while
@@ -527,12 +784,12 @@ static void accept_cb(struct ev_loop *ev, ev_io *w, int revents) {
             }
             return;
         }
-        if (s->nconns >= s->o.max_connections) {
+        unsigned char key[ADDR_KEY];
+        addr_key((struct sockaddr *)&ss, key);
+        if (admit(s, key) != 0 || conn_new(s, fd, (struct sockaddr *)&ss, key) != 0) {
             close(fd);
             s->rejected++;
-            continue;
         }
-        conn_new(s, fd, (struct sockaddr *)&ss);
     }
 }
 
@@ -583,11 +840,18 @@ struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
         return NULL;
     }
     struct weft_http_server *s = calloc(1, sizeof *s);
-    if (!s) {
+    if (s) {
+        s->nbuckets = 64;
+        s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+    }
+    if (!s || !s->buckets) {
+        free(s);
         close(fd);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (getrandom(&s->seed, sizeof s->seed, GRND_NONBLOCK) != (ssize_t)sizeof s->seed)
+        s->seed = (uint64_t)(ev_time() * 1e9) ^ (uint64_t)(uintptr_t)s;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     getsockname(fd, (struct sockaddr *)&ss, &len);
@@ -597,6 +861,10 @@ struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
     s->fd = fd;
     s->o = *o;
     s->o.host = NULL; /* not kept */
+    if (s->o.max_connections_per_address <= 0) {
+        s->o.max_connections_per_address = s->o.max_connections / 4;
+        if (s->o.max_connections_per_address < 1) s->o.max_connections_per_address = 1;
+    }
     s->cb = *cb;
     s->ud = ud;
     ev_io_init(&s->lio, accept_cb, fd, EV_READ);
@@ -619,8 +887,13 @@ void weft_http_server_close(struct weft_http_server *s) {
     struct weft_http_conn *c = s->conns;
     while (c) {
         struct weft_http_conn *next = c->next;
-        if (c->state == C_READ && !c->got_bytes && pending_out(c) == 0) conn_free(c, 0);
-        else c->keep_alive = 0;
+        if (c->state == C_READ && !c->got_bytes && pending_out(c) == 0) {
+            conn_free(c, 0);
+        } else {
+            c->keep_alive = 0;
+            /* paused: no request to finish, so close once the output is out */
+            if (c->paused) c->close_when_flushed = 1;
+        }
         c = next;
     }
 }
@@ -629,6 +902,7 @@ void weft_http_server_free(struct weft_http_server *s) {
     if (!s) return;
     weft_http_server_close(s);
     while (s->conns) conn_free(s->conns, 1);
+    free(s->buckets); /* every address went with its last connection */
     free(s);
 }
 
@@ -638,6 +912,8 @@ void weft_http_server_stats(const struct weft_http_server *s, struct weft_http_s
     st->requests = s->requests;
     st->active = s->nactive;
     st->rejected = s->rejected;
+    st->evicted = s->evicted;
+    st->paused = s->npaused;
 }
 
 void weft_http_conn_set_ud(struct weft_http_conn *c, void *req_ud) { c->req_ud = req_ud; }
@@ -647,6 +923,14 @@ int weft_http_conn_is_head(const struct weft_http_conn *c) { return c->is_head; 
 /* Queue bytes and try to write; -1 (connection freed, no on_gone) when the
  * connection broke. */
 static int queue(struct weft_http_conn *c, const char *p, size_t n) {
+    /* Move the unsent rest to the front instead of growing: a client that
+     * reads slowly but never lets the output drain whole would otherwise
+     * push the buffer's end forward without bound. */
+    if (c->out_off > 0 && c->out_len + n > c->out_cap) {
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
     if (append(&c->out, &c->out_len, &c->out_cap, p, n) != 0) {
         conn_free(c, 0);
         return -1;

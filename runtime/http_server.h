@@ -13,6 +13,31 @@
  * an error response the connection is closed gracefully (write side shut,
  * input drained briefly) so the client reads the answer.
  *
+ * Output backpressure: once a response is queued, a connection whose unsent
+ * output is above WEFT_HTTP_SERVER_OUT_HIGH is paused: it neither reads nor
+ * parses the pipelined requests it already holds, so no new request reaches
+ * the owner, until the client has read enough for the output to drop below
+ * WEFT_HTTP_SERVER_OUT_LOW (the same watermarks weft_http_conn_write uses for
+ * a streaming response). A paused connection whose client reads nothing for
+ * keepalive_timeout is closed. With at most one request with the owner per
+ * connection and at most one read (16 KiB) of input held beyond it, the
+ * memory of a connection is bounded whatever the client sends: about
+ * max_header + max_body + 16 KiB + OUT_HIGH + the last response queued.
+ *
+ * Connection caps: at most max_connections connections, and at most
+ * max_connections_per_address from one client address (an IPv6 address
+ * counts by its /64 prefix, an IPv4-mapped one as the IPv4 address). A
+ * connection is idle while it waits for a request head it has not received
+ * whole (a new connection, a keep-alive one between requests, a slow or
+ * stalled partial head), has no unsent output and is not paused. A new
+ * connection from an address at its cap replaces that address's longest
+ * idle connection; one arriving at the total cap replaces, among the 64
+ * longest idle connections, the longest idle one of the address that has the
+ * most connections. Either is counted as evicted. When there is nothing idle
+ * to replace, the newcomer is closed at once (counted as rejected). So a
+ * flood of idle connections, from one address or from many, cannot keep a
+ * client that sends its request out.
+ *
  * Callbacks are called from libev callbacks only (never from inside
  * http-parser), so the owner may run Lua there. This module knows nothing
  * of Lua.
@@ -23,6 +48,12 @@
 #include <stddef.h>
 
 #include <ev.h>
+
+/* Unsent output, in bytes, above which a connection stops reading (and
+ * weft_http_conn_write reports 1), and below which it reads again (and
+ * on_writable is called). */
+#define WEFT_HTTP_SERVER_OUT_HIGH (256 * 1024)
+#define WEFT_HTTP_SERVER_OUT_LOW (64 * 1024)
 
 struct weft_http_server;
 struct weft_http_conn;
@@ -62,7 +93,9 @@ struct weft_http_server_opts {
     size_t max_body;           /* request body, bytes */
     double header_timeout;     /* seconds to receive a whole request */
     double keepalive_timeout;  /* idle seconds between requests */
-    int max_connections;       /* above it new connections are closed at once */
+    int max_connections;       /* open connections at most (see "Connection caps") */
+    int max_connections_per_address; /* from one client address at most;
+                                  0: max_connections / 4, at least 1 */
     int backlog;
     int background;            /* the listener does not keep the loop alive
                                   (a /metrics endpoint beside a script) */
@@ -73,11 +106,16 @@ struct weft_http_server_stats {
     unsigned long accepted;    /* since start */
     unsigned long requests;    /* dispatched since start */
     int active;                /* requests being answered now */
-    unsigned long rejected;    /* connections closed because of max_connections */
+    unsigned long rejected;    /* new connections closed at once: at a cap with
+                                  nothing idle to evict */
+    unsigned long evicted;     /* idle connections closed to make room for new ones */
+    int paused;                /* connections not read now: output above the
+                                  high watermark */
 };
 
-/* Bind and listen. Returns the server, or NULL with a message in err.
- * Owned by the caller; free with weft_http_server_free. */
+/* Bind and listen. Returns the server, or NULL with a message in err
+ * (address unusable, out of memory). Owned by the caller; free with
+ * weft_http_server_free. */
 struct weft_http_server *weft_http_server_new(struct ev_loop *ev,
                                               const struct weft_http_server_opts *o,
                                               const struct weft_http_server_callbacks *cb,
@@ -111,8 +149,8 @@ int weft_http_conn_start(struct weft_http_conn *c, int status, const char *head_
                          size_t head_len);
 
 /* Queue body bytes of a streaming response. Returns 1 when the buffered
- * output is above the high watermark (wait for on_writable), 0 when not,
- * -1 when the connection is gone. */
+ * output is above WEFT_HTTP_SERVER_OUT_HIGH (wait for on_writable), 0 when
+ * not, -1 when the connection is gone. */
 int weft_http_conn_write(struct weft_http_conn *c, const char *p, size_t n);
 
 /* End a streaming response. Returns 0 or -1. */

@@ -3,6 +3,9 @@
  *   local srv = _http_server.serve{host=, port=, handler=, ...}
  *   srv.port, srv.host, srv:close(), srv:stats()
  *
+ * srv:stats() -> {connections=, accepted=, requests=, active=, rejected=,
+ * evicted=, paused=} (struct weft_http_server_stats).
+ *
  * Each request spawns a task running handler(req, res) (lua/weft/http.lua
  * wraps the user's handler so that res:_complete(ok, value) is called when
  * it returns or fails). res:start/write/finish stream a response;
@@ -424,6 +427,22 @@ static lua_Number opt_num(lua_State *L, const char *k, lua_Number def, lua_Numbe
     return v;
 }
 
+/* An optional positive integer option (a count); raises with the option's
+ * name when it is anything else or above max. */
+static int opt_count(lua_State *L, const char *k, int def, int max) {
+    lua_getfield(L, 1, k);
+    int v = def;
+    if (!lua_isnil(L, -1)) {
+        lua_Number n = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || !(n >= 1 && n <= max) || n != (lua_Number)(int)n)
+            luaL_error(L, "weft.http.serve: %s must be an integer from 1 to %d, got %s", k, max,
+                       lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        v = (int)n;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 /* _http_server.serve(opts) -> server | nil, err */
 static int l_serve(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -443,8 +462,10 @@ static int l_serve(lua_State *L) {
     o.max_body = (size_t)opt_num(L, "max_body_size", 16 * 1024 * 1024, 0, 4.0e9);
     o.header_timeout = opt_num(L, "header_timeout", 30, 0.001, 86400);
     o.keepalive_timeout = opt_num(L, "keepalive_timeout", 60, 0.001, 86400);
-    o.max_connections = (int)opt_num(L, "max_connections", 10000, 1, 1e6);
-    o.backlog = (int)opt_num(L, "backlog", 511, 1, 65535);
+    o.max_connections = opt_count(L, "max_connections", 10000, 1000000);
+    /* 0: the server's default, a quarter of max_connections */
+    o.max_connections_per_address = opt_count(L, "max_connections_per_address", 0, 1000000);
+    o.backlog = opt_count(L, "backlog", 511, 65535);
     lua_getfield(L, 1, "background");
     o.background = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -491,7 +512,7 @@ static int l_server_stats(lua_State *L) {
     struct lserver *ls = check_server(L);
     struct weft_http_server_stats st = {0};
     if (ls->s) weft_http_server_stats(ls->s, &st);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, st.connections);
     lua_setfield(L, -2, "connections");
     lua_pushnumber(L, (lua_Number)st.accepted);
@@ -502,6 +523,10 @@ static int l_server_stats(lua_State *L) {
     lua_setfield(L, -2, "active");
     lua_pushnumber(L, (lua_Number)st.rejected);
     lua_setfield(L, -2, "rejected");
+    lua_pushnumber(L, (lua_Number)st.evicted);
+    lua_setfield(L, -2, "evicted");
+    lua_pushinteger(L, st.paused);
+    lua_setfield(L, -2, "paused");
     return 1;
 }
 

@@ -51,8 +51,8 @@ local REQUEST_KEYS = {
 }
 local SERVE_KEYS = {
     handler = true, host = true, port = true, max_header_size = true, max_body_size = true,
-    header_timeout = true, keepalive_timeout = true, max_connections = true, backlog = true,
-    background = true,
+    header_timeout = true, keepalive_timeout = true, max_connections = true,
+    max_connections_per_address = true, backlog = true, background = true,
 }
 
 local function shallow_copy(t)
@@ -258,6 +258,23 @@ end
 --- falsy value once the client is gone), `res:finish()`; `res:abort()`
 --- drops the connection with a TCP reset. A handler that raises gets a 500
 --- (or an aborted stream) and is logged.
+---
+--- Limits (options, all optional): `max_header_size` (bytes, default 64 KiB;
+--- 431 above), `max_body_size` (bytes, default 16 MiB; 413 above),
+--- `header_timeout` (seconds to receive a request, default 30; 408),
+--- `keepalive_timeout` (idle seconds between requests, default 60),
+--- `max_connections` (default 10000) and `max_connections_per_address`
+--- (default a quarter of max_connections; an IPv6 client counts by its /64).
+--- At either cap a new connection replaces an idle one that has not sent a
+--- whole request head (the longest idle, of the most connected address),
+--- or is closed at once when none is idle. A client that pipelines requests
+--- without reading the answers is not read from while more than 256 KiB of
+--- its answers are unsent (reading resumes below 64 KiB), so no client can
+--- make the server buffer without bound. `srv:stats()` returns
+--- `{connections=, accepted=, requests=, active=, rejected=, evicted=,
+--- paused=}`: open connections, accepted since start, requests dispatched,
+--- handlers running, newcomers closed at a cap, idle connections evicted,
+--- connections paused for unread output.
 ---@param opts weft.http.ServeOptions
 ---@return userdata server
 function M.serve(opts)
