@@ -88,6 +88,13 @@ int weft_breaker_peek(struct weft_breaker *br, double *retry_in) {
     return 1;
 }
 
+void weft_breaker_release(struct weft_breaker *br) {
+    /* Only HALF_OPEN hands out slots. A call allowed before the breaker
+     * opened that ends now cannot be told from a probe; like record(), this
+     * counts it as one (at worst one extra probe goes through). */
+    if (br->state == WEFT_BREAKER_HALF_OPEN && br->probes_out > 0) br->probes_out--;
+}
+
 void weft_breaker_record(struct weft_breaker *br, int ok) {
     double now = weft_clock_now(br->clock);
     if (br->state == WEFT_BREAKER_HALF_OPEN) {

@@ -3,6 +3,13 @@
  * fails calls at once for `cooldown` seconds; then HALF_OPEN lets `probes`
  * calls through: all succeed -> CLOSED (window cleared), one fails -> OPEN
  * again. Time comes from an injectable clock. No Lua, no libev.
+ *
+ * Every allowed call ends in exactly one of weft_breaker_record (a verdict
+ * on the provider's health: success or failure) or weft_breaker_release (no
+ * verdict: a rate limit, a bad request, a cancelled call). A released call
+ * counts nowhere: not in the window (it would dilute the failure share, so
+ * a provider failing every call it does not rate-limit could stay closed)
+ * and not as a half-open probe, whose slot it gives back for the next call.
  */
 #ifndef WEFT_BREAKER_H
 #define WEFT_BREAKER_H
@@ -29,7 +36,7 @@ struct weft_breaker {
     unsigned probes;           /* HALF_OPEN calls let through (1) */
     enum weft_breaker_state state;
     double opened_at;
-    unsigned probes_out;       /* probes let through, not yet recorded */
+    unsigned probes_out;       /* probes let through, not yet recorded or released */
     unsigned probes_ok;
     unsigned long transitions;
     unsigned long rejected;
@@ -56,6 +63,10 @@ int weft_breaker_peek(struct weft_breaker *br, double *retry_in);
 
 /* Record the outcome of an allowed call (ok: 1 success, 0 failure). */
 void weft_breaker_record(struct weft_breaker *br, int ok);
+
+/* End an allowed call without a verdict on health: nothing is counted; in
+ * HALF_OPEN its probe slot is free again (the state does not change). */
+void weft_breaker_release(struct weft_breaker *br);
 
 /* Calls and failures in the current window. */
 void weft_breaker_counts(struct weft_breaker *br, unsigned *calls, unsigned *failures);

@@ -222,6 +222,17 @@ void weft_limiter_reconcile(struct weft_limiter *l, double estimated, double act
     }
 }
 
+void weft_limiter_refund(struct weft_limiter *l, double requests, double tokens) {
+    double now = weft_clock_now(l->clock);
+    for (int i = 0; i < l->ndims; i++) {
+        struct weft_limit_dim *d = &l->dims[i];
+        refill(d, now);
+        d->level += cost_in(d, requests, tokens);
+        if (d->level > d->burst) d->level = d->burst;
+    }
+    l->refunded++;
+}
+
 void weft_limiter_observe(struct weft_limiter *l, enum weft_limit_unit unit, double remaining,
                           double reset_in) {
     double now = weft_clock_now(l->clock);

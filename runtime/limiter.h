@@ -66,6 +66,7 @@ struct weft_limiter {
     int *qlen;                 /* queue length per level */
     int queued;                /* total */
     unsigned long admitted, refused;
+    unsigned long refunded;    /* admissions given back (weft_limiter_refund) */
 };
 
 enum weft_limiter_result {
@@ -106,6 +107,13 @@ void weft_limiter_cancel(struct weft_limiter *l, struct weft_limiter_waiter *w);
 /* Correct the token estimate of an admitted call: refund when actual <
  * estimated, debit when more. */
 void weft_limiter_reconcile(struct weft_limiter *l, double estimated, double actual);
+
+/* Give back what an admitted call took and did not use (it was refused
+ * after admission, say, so it never reached the provider): every dimension
+ * gets its units back, up to its burst; a Retry-After block stays. The
+ * next waiter may then go (the owner pumps). Counted in `refunded`
+ * (`admitted` keeps counting admissions). */
+void weft_limiter_refund(struct weft_limiter *l, double requests, double tokens);
 
 /* Provider report for the dimensions of `unit` (see the rule above). */
 void weft_limiter_observe(struct weft_limiter *l, enum weft_limit_unit unit, double remaining,

@@ -2,8 +2,8 @@
  *
  *   local l = _limiter.new(dims, nprio, aging)   -- dims: {{name=, unit=, limit=, period=, burst=}...}
  *   l:acquire(requests, tokens, prio, deadline)  -- true | nil, err (rate_limited)
- *   l:reconcile(estimated, actual), l:observe(unit, remaining, reset_in),
- *   l:backoff(seconds), l:state()
+ *   l:reconcile(estimated, actual), l:refund(requests, tokens),
+ *   l:observe(unit, remaining, reset_in), l:backoff(seconds), l:state()
  *
  * A queued acquire suspends its task on a struct lwaiter (malloc'd, owned
  * by the waiting operation; freed when admitted, expired or cancelled).
@@ -228,6 +228,16 @@ static int l_reconcile(lua_State *L) {
     return 0;
 }
 
+/* l:refund(requests, tokens): an admitted call gives its cost back. */
+static int l_refund(lua_State *L) {
+    struct llimiter *ll = check(L);
+    double requests = luaL_optnumber(L, 2, 1), tokens = luaL_optnumber(L, 3, 0);
+    if (!(requests >= 0) || !(tokens >= 0)) return luaL_error(L, "limiter:refund: cost must be >= 0");
+    weft_limiter_refund(ll->l, requests, tokens);
+    schedule(ll); /* the units go to the next waiter */
+    return 0;
+}
+
 static int l_observe(lua_State *L) {
     struct llimiter *ll = check(L);
     const char *unit = luaL_checkstring(L, 2);
@@ -245,12 +255,12 @@ static int l_backoff(lua_State *L) {
 }
 
 /* l:state() -> {limits = {name = {level=, limit=, period=, burst=, unit=}}, queue = {n1, n2, ...},
- *               queued=, next_admit=, admitted=, refused=} */
+ *               queued=, next_admit=, admitted=, refused=, refunded=} */
 static int l_state(lua_State *L) {
     struct llimiter *ll = check(L);
     struct weft_limiter *l = ll->l;
     weft_limiter_refresh(l);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_createtable(L, 0, l->ndims);
     for (int i = 0; i < l->ndims; i++) {
         struct weft_limit_dim *d = &l->dims[i];
@@ -287,6 +297,8 @@ static int l_state(lua_State *L) {
     lua_setfield(L, -2, "admitted");
     lua_pushnumber(L, (lua_Number)l->refused);
     lua_setfield(L, -2, "refused");
+    lua_pushnumber(L, (lua_Number)l->refunded);
+    lua_setfield(L, -2, "refunded");
     return 1;
 }
 
@@ -306,8 +318,9 @@ static int l_gc(lua_State *L) {
 int luaopen_weft_limiter(lua_State *L);
 int luaopen_weft_limiter(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"acquire", l_acquire}, {"reconcile", l_reconcile}, {"observe", l_observe},
-        {"backoff", l_backoff}, {"state", l_state},         {NULL, NULL},
+        {"acquire", l_acquire}, {"reconcile", l_reconcile}, {"refund", l_refund},
+        {"observe", l_observe}, {"backoff", l_backoff},     {"state", l_state},
+        {NULL, NULL},
     };
     if (luaL_newmetatable(L, LIMITER_MT)) {
         lua_newtable(L);

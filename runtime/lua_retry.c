@@ -209,6 +209,12 @@ static int l_br_record(lua_State *L) {
     return 0;
 }
 
+/* br:release(): the allowed call ended without a verdict on health */
+static int l_br_release(lua_State *L) {
+    weft_breaker_release(&check_breaker(L)->br);
+    return 0;
+}
+
 static int l_br_state(lua_State *L) {
     struct lbreaker *lb = check_breaker(L);
     unsigned calls, fails;
@@ -252,7 +258,8 @@ int luaopen_weft_retry(lua_State *L) {
 
 int luaopen_weft_breaker(lua_State *L);
 int luaopen_weft_breaker(lua_State *L) {
-    static const luaL_Reg m[] = {{"allow", l_br_allow}, {"peek", l_br_peek}, {"record", l_br_record}, {"state", l_br_state}, {NULL, NULL}};
+    static const luaL_Reg m[] = {{"allow", l_br_allow}, {"peek", l_br_peek}, {"record", l_br_record},
+                                 {"release", l_br_release}, {"state", l_br_state}, {NULL, NULL}};
     register_mt(L, BREAKER_MT, m);
     lua_newtable(L);
     lua_pushcfunction(L, l_breaker_new);

@@ -9,10 +9,26 @@
 --- `threshold` with at least `min_calls` calls; while open, calls fail at
 --- once with kind `circuit_open` (retry_after = the cool-down left); after
 --- `cooldown` seconds `probes` calls go through (half-open): all succeed ->
---- closed, one fails -> open again. A failure is an error of kind
---- transient, timeout or rate_limited; other errors (auth, invalid_request,
---- ...) say nothing about the provider's health and count as successes.
---- Every state change is logged.
+--- closed, one fails -> open again. Every state change is logged.
+---
+--- What a call's outcome says about the provider's health:
+--- * success: it returned.
+--- * failure: an error of kind `transient` or `timeout` (the provider is
+---   down, overloaded or slow: what the breaker protects against).
+--- * no verdict (neutral): every other outcome. `rate_limited` is the
+---   provider working as agreed (the limiter handles it: Retry-After blocks
+---   the limit); `quota_exhausted`, `invalid_request` and `auth` are about
+---   the account or the request; `cancelled` and the host's own kinds are
+---   the caller's decisions; `integration` (an answer the plugin cannot
+---   read, or a plugin that fails) is about the plugin, is never retried,
+---   and must reach the caller with its excerpt rather than turn every
+---   call into `circuit_open` until the cool-down ends; a Lua error that is
+---   not an error value is a bug in the caller. A neutral call counts
+---   nowhere: not as a success in the window (that would dilute the
+---   failure share: a provider timing out on every call it does not
+---   rate-limit would stay closed while it rate-limits more than half of
+---   them) and not as a half-open probe (its slot goes to the next call;
+---   the breaker stays half-open).
 local C = require "weft._breaker"
 local errors = require "weft.error"
 
@@ -23,7 +39,8 @@ local M = {}
 local Breaker = {}
 Breaker.__index = Breaker
 
-local UNHEALTHY = { transient = true, timeout = true, rate_limited = true }
+-- The kinds that are a verdict of failure; any other error is neutral.
+local FAILURE = { transient = true, timeout = true }
 
 ---@class weft.BreakerOptions
 ---@field name? string
@@ -63,17 +80,36 @@ local function settle(c, ok, ...)
         return ...
     end
     local e = ...
-    c:record(not (errors.is(e) and UNHEALTHY[e.kind]))
+    if errors.is(e) and FAILURE[e.kind] then c:record(false) else c:release() end
     error(e, 0)
 end
 
+local function refused(self, retry_in)
+    return errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name), { retry_after = retry_in })
+end
+
 --- Call fn(...) through the breaker; raises kind circuit_open while open.
+--- The same as admit() then run(fn, ...).
 function Breaker:call(fn, ...)
     local ok, retry_in = self.c:allow()
-    if not ok then
-        error(errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name),
-            { retry_after = retry_in }), 0)
-    end
+    if not ok then error(refused(self, retry_in), 0) end
+    return settle(self.c, pcall(fn, ...))
+end
+
+--- The first half of call(), for a caller that must undo something when
+--- the breaker refuses: true when the call may go (half-open: it is a
+--- probe), else nil and the circuit_open error value (counted as
+--- rejected). Every true must be followed by exactly one run().
+---@return true|nil, table?
+function Breaker:admit()
+    local ok, retry_in = self.c:allow()
+    if not ok then return nil, refused(self, retry_in) end
+    return true
+end
+
+--- The second half of call(): fn(...) with its outcome recorded, after
+--- admit() returned true.
+function Breaker:run(fn, ...)
     return settle(self.c, pcall(fn, ...))
 end
 
@@ -81,10 +117,7 @@ end
 --- half-open probe): lets a caller refuse before waiting in a queue.
 function Breaker:check()
     local ok, retry_in = self.c:peek()
-    if not ok then
-        error(errors.new("circuit_open", ("circuit breaker %s is open"):format(self.name),
-            { retry_after = retry_in }), 0)
-    end
+    if not ok then error(refused(self, retry_in), 0) end
 end
 
 --- {state=, calls=, failures=, transitions=, rejected=, retry_in=, name=}

@@ -5,6 +5,7 @@
 --- lim:acquire { tokens = 1200 }                 -- waits until every limit admits it
 --- lim:acquire(1, { priority = "high", timeout = 2 })
 --- lim:reconcile(1200, 873)                     -- the answer used 873 tokens
+--- lim:refund { tokens = 1200 }                  -- admitted, then not sent: give it all back
 --- lim:observe(res.headers)                     -- tighten to what the provider reports
 --- ```
 ---
@@ -105,6 +106,15 @@ end
 ---@class weft.Limiter
 ---@field c userdata
 
+-- requests, tokens of a cost: a number of requests (default 1) or
+-- {requests=, tokens=}. Misuse is reported at the method's caller.
+local function cost_of(cost, method)
+    if cost == nil then return 1, 0 end
+    if type(cost) == "number" then return cost, 0 end
+    if type(cost) == "table" then return cost.requests or 1, cost.tokens or 0 end
+    error("limiter:" .. method .. ": cost must be a number or {requests=, tokens=}", 3)
+end
+
 --- Wait until the limits admit `cost` (a number of requests, default 1, or
 --- {requests=, tokens=}). opts: priority ("high"|"normal"|"low"|integer),
 --- timeout (seconds) or deadline (a weft.now() time). Raises kind
@@ -112,14 +122,7 @@ end
 ---@param cost? number|{requests?: number, tokens?: number}
 ---@param opts? {priority?: string|integer, timeout?: number, deadline?: number}
 function Limiter:acquire(cost, opts)
-    local requests, tokens = 1, 0
-    if type(cost) == "number" then
-        requests = cost
-    elseif type(cost) == "table" then
-        requests, tokens = cost.requests or 1, cost.tokens or 0
-    elseif cost ~= nil then
-        error("limiter:acquire: cost must be a number or {requests=, tokens=}", 2)
-    end
+    local requests, tokens = cost_of(cost, "acquire")
     local prio, deadline = 2, 0
     if opts then
         local p = opts.priority
@@ -140,6 +143,16 @@ end
 --- Correct the token estimate of an admitted call.
 function Limiter:reconcile(estimated, actual)
     self.c:reconcile(estimated, actual)
+end
+
+--- Give back the cost of an admitted call that did not go out (refused
+--- after admission, say, by a circuit breaker that opened while it waited):
+--- the units return to every limit (up to its burst) and the next waiter
+--- may take them. `cost` as for acquire: a number of requests (default 1)
+--- or {requests=, tokens=}. Counted in state().refunded.
+---@param cost? number|{requests?: number, tokens?: number}
+function Limiter:refund(cost)
+    self.c:refund(cost_of(cost, "refund"))
 end
 
 --- Tighten the local state to what the provider reports in its headers
@@ -206,7 +219,7 @@ function Limiter:apply(rl)
 end
 
 --- Introspection: levels of every limit, queue length per priority, next
---- admission time (seconds from now), admitted and refused counts.
+--- admission time (seconds from now), admitted, refused and refunded counts.
 function Limiter:state()
     return self.c:state()
 end

@@ -676,10 +676,19 @@ end
 -- goes through the breaker (which may take a half-open probe).
 local function attempt(ctx, _, remaining)
     local inst = ctx.inst
-    if inst.breaker then inst.breaker:check() end
+    local br = inst.breaker
+    if br then br:check() end
     inst.limiter:acquire(ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
-    if inst.breaker then return inst.breaker:call(send, ctx, remaining) end
-    return send(ctx, remaining)
+    if not br then return send(ctx, remaining) end
+    local ok, refused = br:admit()
+    if not ok then
+        -- It opened (or its half-open probe is out) while this call waited
+        -- in the queue: the admitted request goes to the next waiter. The
+        -- estimated tokens come back in run(), as for every failed call.
+        inst.limiter:refund(ctx.cost.requests)
+        error(refused, 0)
+    end
+    return br:run(send, ctx, remaining)
 end
 
 local function account(key, call, failed)

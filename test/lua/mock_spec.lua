@@ -1,6 +1,7 @@
 -- mock_spec.lua: weft mock, dialect by dialect, through weft.http.
 local http, json = weft.http, weft.json
 local mock_mod = weft.mock
+local hint = require("weft._retry").hint -- seconds from a rate-limit header
 
 local PROMPT = "Say hello to weft"
 local ANSWER = "echo: Say hello to weft"
@@ -301,6 +302,52 @@ describe("weft mock", function()
             local r = chat { max_tokens = 20 }
             assert.are.equal(429, r.status)
             assert.are.equal("tokens", json.decode(r.body).error.type)
+        end)
+
+        it("counts fixed windows: Retry-After is the time until the window resets", function()
+            m:close()
+            m = mock_mod.start { port = 0, limits = { rpm = 2, window = "fixed" } }
+            local before = weft.now()
+            assert.are.equal(200, chat().status)   -- the key's first request starts the grid
+            local after_first = weft.now()
+            assert.are.equal(200, chat().status)
+            local asked = weft.now()
+            local r = chat()
+            local got = weft.now()
+            assert.are.equal(429, r.status)
+            -- the window ends 60 s after the first request was counted (a
+            -- token bucket would say 30 s: one request back)
+            local wait = tonumber(r.headers["retry-after-ms"]) / 1000
+            assert.is_true(got + wait >= before + 60, "Retry-After points before the window's end")
+            assert.is_true(asked + wait <= after_first + 60 + 0.002, "Retry-After points past the window's end")
+            assert.are.equal("60", r.headers["retry-after"])
+            assert.are.equal("0", r.headers["x-ratelimit-remaining-requests"])
+            local reset = hint("x-ratelimit-reset-requests", r.headers["x-ratelimit-reset-requests"])
+            assert.is_true(reset > 59 and reset <= 60)
+            -- Anthropic's Retry-After (whole seconds) says the same
+            assert.are.equal(200, claude().status)
+            assert.are.equal(200, claude().status)
+            local a = claude()
+            assert.are.equal(429, a.status)
+            assert.are.equal("60", a.headers["retry-after"])
+        end)
+
+        it("gives a fixed window's whole limit back at once when the next one begins", function()
+            m:close()
+            m = mock_mod.start { port = 0, limits = { rps = 3, window = "fixed" } }
+            for _ = 1, 3 do assert.are.equal(200, chat().status) end
+            local r = chat()
+            assert.are.equal(429, r.status)
+            local wait = tonumber(r.headers["retry-after-ms"]) / 1000
+            assert.is_true(wait > 0 and wait <= 1)
+            weft.sleep(wait) -- the window's end, as the server said
+            for _ = 1, 3 do assert.are.equal(200, chat().status) end
+        end)
+
+        it("refuses an unknown window", function()
+            local ok, err = pcall(mock_mod.start, { port = 0, limits = { rpm = 2, window = "sliding" } })
+            assert.is_false(ok)
+            assert.matches("limits.window must be", err)
         end)
 
         it("tells quota exhaustion apart from a short-term limit", function()

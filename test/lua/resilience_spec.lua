@@ -47,6 +47,22 @@ describe("weft.limiter", function()
         assert.is_true(lvl >= 700 and lvl < 701)
     end)
 
+    it("takes back the cost of an admitted call that did not go out", function()
+        local lim = weft.limiter.new { rpm = 1, tpd = 1000 }
+        lim:acquire { tokens = 400 }
+        local t = weft.spawn(function() return lim:acquire { tokens = 400 } end)
+        weft.sleep(0) -- let it start: it queues, the next request is a minute away
+        assert.are.equal(1, lim:state().queued)
+        lim:refund { tokens = 400 } -- the first call never went out
+        assert.is_true(t:wait()) -- its request went to the waiter at once
+        local st = lim:state()
+        assert.are.equal(1, st.refunded)
+        assert.are.equal(2, st.admitted)
+        assert.is_true(st.limits.tpd.level >= 600 and st.limits.tpd.level < 601)
+        assert.matches("cost must be", raised(lim.refund, lim, "one"))
+        assert.matches("cost must be", raised(lim.refund, lim, -1))
+    end)
+
     it("tightens to provider headers and to a 429's Retry-After", function()
         local lim = weft.limiter.new { rpm = 100, tpm = 100000 }
         lim:observe({ ["x-ratelimit-remaining-requests"] = "7", ["x-ratelimit-reset-requests"] = "6m0s",
@@ -168,18 +184,81 @@ describe("weft.retry", function()
 end)
 
 describe("weft.breaker", function()
-    it("opens on transient failures, not on request errors", function()
+    local function failing(kind)
+        return function() error(E.new(kind, kind), 0) end
+    end
+    local NEUTRAL = { "rate_limited", "quota_exhausted", "invalid_request", "auth", "cancelled", "integration",
+                      "circuit_open", "budget_exceeded" }
+
+    it("opens on transient failures and timeouts, not on request errors", function()
         local br = weft.breaker.new { min_calls = 3, threshold = 0.5, cooldown = 60 }
-        for _ = 1, 5 do pcall(br.call, br, function() error(E.new("invalid_request", "bad"), 0) end) end
+        for _ = 1, 5 do pcall(br.call, br, failing("invalid_request")) end
         assert.are.equal("closed", br:state().state)
-        for _ = 1, 3 do pcall(br.call, br, function() error(E.new("transient", "down"), 0) end) end
-        -- 3 of 8 failed: below 50%
+        assert.are.equal(0, br:state().calls) -- no verdict: not in the window
+        for _ = 1, 3 do br:call(function() return 1 end) end
+        for _ = 1, 2 do pcall(br.call, br, failing("transient")) end
+        -- 2 of 5 failed: below 50%
         assert.are.equal("closed", br:state().state)
-        for _ = 1, 3 do pcall(br.call, br, function() error(E.new("timeout", "slow"), 0) end) end
+        pcall(br.call, br, failing("timeout"))
         assert.are.equal("open", br:state().state)
         local err = raised(br.call, br, function() return 1 end)
         assert.are.equal("circuit_open", err.kind)
         assert.is_true(err.retry_after > 59)
+    end)
+
+    it("counts no neutral kind, however many: it stays closed and they do not dilute failures", function()
+        for _, kind in ipairs(NEUTRAL) do
+            local br = weft.breaker.new { min_calls = 3, threshold = 0.5, cooldown = 60 }
+            for _ = 1, 20 do
+                local err = raised(br.call, br, failing(kind))
+                assert.are.equal(kind, err.kind) -- passed on unchanged
+            end
+            local st = br:state()
+            assert.are.equal("closed", st.state, kind)
+            assert.are.same({ 0, 0 }, { st.calls, st.failures }, kind)
+            -- 3 timeouts among 20 neutral outcomes are 3 failures of 3
+            for _ = 1, 3 do pcall(br.call, br, failing("timeout")) end
+            assert.are.equal("open", br:state().state, kind)
+        end
+        -- a Lua error that is not an error value (a bug) says nothing either
+        local br = weft.breaker.new { min_calls = 1, threshold = 0.5, cooldown = 60 }
+        assert.matches("bug", raised(br.call, br, function() error("bug") end))
+        assert.are.equal(0, br:state().calls)
+    end)
+
+    it("gives a half-open probe back when it ends neutral: never stuck half-open", function()
+        for _, kind in ipairs(NEUTRAL) do
+            local br = weft.breaker.new { min_calls = 1, threshold = 0.5, cooldown = 0.01, probes = 1 }
+            pcall(br.call, br, failing("transient"))
+            assert.are.equal("open", br:state().state, kind)
+            weft.sleep(0.02)
+            -- the probe is out while it runs: another call is refused
+            local inner
+            raised(br.call, br, function()
+                inner = raised(br.call, br, function() return 1 end)
+                error(E.new(kind, "neutral probe"), 0)
+            end)
+            assert.are.equal("circuit_open", inner.kind, kind)
+            -- ended neutral: still half-open, and the slot is free again
+            assert.are.equal("half_open", br:state().state, kind)
+            for _ = 1, 3 do raised(br.call, br, failing(kind)) end
+            assert.are.equal("half_open", br:state().state, kind)
+            assert.are.equal(7, br:call(function() return 7 end), kind)
+            assert.are.equal("closed", br:state().state, kind)
+        end
+    end)
+
+    it("splits call into admit and run, for callers that undo something on a refusal", function()
+        local br = weft.breaker.new { min_calls = 1, threshold = 0.5, cooldown = 60 }
+        assert.is_true(br:admit())
+        assert.are.equal(3, br:run(function(a, b) return a + b end, 1, 2))
+        assert.is_true(br:admit())
+        raised(br.run, br, failing("timeout"))
+        local ok, err = br:admit()
+        assert.is_nil(ok)
+        assert.are.equal("circuit_open", err.kind)
+        assert.is_true(err.retry_after > 59)
+        assert.are.equal(1, br:state().rejected)
     end)
 
     it("passes results through, trailing nils included", function()

@@ -182,6 +182,41 @@ static void test_limiter_adaptation(void) {
     weft_limiter_free(l);
 }
 
+static void test_limiter_refund(void) {
+    /* An admitted call that never went out (a breaker refused it after the
+     * queue) gives its units back: the waiter behind it goes at once, not
+     * a period later. */
+    fake_now = 0;
+    struct weft_limiter *l = weft_limiter_new(1, 0, &fake_clock);
+    weft_limiter_add(l, "rpm", WEFT_UNIT_REQUESTS, 60, 60, 1);
+    weft_limiter_add(l, "tpm", WEFT_UNIT_TOKENS, 1000, 60, 0);
+    double wait;
+    struct weft_limiter_waiter a = waiter(1, 300, 0, "a"), b = waiter(1, 300, 0, "b");
+    CHECK_EQ_INT(weft_limiter_acquire(l, &a, &wait), WEFT_LIMITER_ADMITTED);
+    CHECK_EQ_INT(weft_limiter_acquire(l, &b, &wait), WEFT_LIMITER_QUEUED);
+    CHECK(NEAR(wait, 1)); /* one request a second, burst 1 */
+    fake_now = 0.25;
+    weft_limiter_refund(l, 1, 300);
+    CHECK(NEAR(l->dims[0].level, 1)); /* 0.25 refilled + 1 back, capped at the burst */
+    CHECK(NEAR(l->dims[1].level, 1000));
+    CHECK_EQ_INT(l->refunded, 1);
+    CHECK_EQ_INT(l->admitted, 1);
+    order[0] = '\0';
+    double at = weft_limiter_pump(l, admit_cb, expire_cb, NULL);
+    CHECK_EQ_STR(order, "b");
+    CHECK(at < 0);
+    CHECK(NEAR(l->dims[0].level, 0));
+    CHECK(NEAR(l->dims[1].level, 700));
+    /* only what was taken comes back: a refund never raises a level past
+     * its burst, and does not lift a Retry-After block */
+    weft_limiter_backoff(l, 5);
+    weft_limiter_refund(l, 3, 5000);
+    CHECK(NEAR(l->dims[0].level, 1));
+    CHECK(NEAR(l->dims[1].level, 1000));
+    CHECK(NEAR(weft_limiter_wait_for(l, 1, 0), 5));
+    weft_limiter_free(l);
+}
+
 static void test_limiter_accuracy(void) {
     /* 100/s with burst 100 held for 20 s admits 100 + 2000 (the burst
      * first), and no 1-second window sees more than rate + burst. */
@@ -389,17 +424,69 @@ static void test_breaker_transitions(void) {
     CHECK_EQ_INT(br.state, WEFT_BREAKER_CLOSED);
 }
 
+static void test_breaker_release(void) {
+    /* A call without a verdict (429, bad request, cancelled...) counts
+     * nowhere: the window holds only verdicts. */
+    fake_now = 100;
+    struct weft_breaker br;
+    weft_breaker_init(&br, &fake_clock);
+    br.min_calls = 4;
+    br.threshold = 0.5;
+    br.cooldown = 10;
+    br.probes = 1;
+    for (int i = 0; i < 50; i++) {
+        CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 1);
+        weft_breaker_release(&br);
+    }
+    unsigned calls, fails;
+    weft_breaker_counts(&br, &calls, &fails);
+    CHECK_EQ_INT(calls, 0);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_CLOSED);
+    /* ...so they do not dilute failures: 4 timeouts among 50 releases open */
+    for (int i = 0; i < 4; i++) {
+        weft_breaker_allow(&br, NULL);
+        weft_breaker_record(&br, 0);
+    }
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_OPEN);
+    /* half-open: a released probe frees its slot and changes nothing */
+    fake_now = 110;
+    CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 1);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_HALF_OPEN);
+    CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 0); /* the slot is taken */
+    weft_breaker_release(&br);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_HALF_OPEN);
+    CHECK_EQ_INT(br.probes_out, 0);
+    CHECK_EQ_INT(br.probes_ok, 0);
+    for (int i = 0; i < 3; i++) { /* never stuck: each release lets the next probe go */
+        CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 1);
+        weft_breaker_release(&br);
+    }
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_HALF_OPEN);
+    /* and the probe with a verdict still decides */
+    CHECK_EQ_INT(weft_breaker_allow(&br, NULL), 1);
+    weft_breaker_record(&br, 1);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_CLOSED);
+    /* a release while open (a call from before it opened) changes nothing */
+    for (int i = 0; i < 4; i++) weft_breaker_record(&br, 0);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_OPEN);
+    weft_breaker_release(&br);
+    CHECK_EQ_INT(br.state, WEFT_BREAKER_OPEN);
+    CHECK_EQ_INT(br.probes_out, 0);
+}
+
 int main(void) {
     RUN(test_limiter_burst_then_rate);
     RUN(test_limiter_all_dimensions_must_admit);
     RUN(test_limiter_priority_fifo_and_aging);
     RUN(test_limiter_deadline_while_queued);
     RUN(test_limiter_adaptation);
+    RUN(test_limiter_refund);
     RUN(test_limiter_accuracy);
     RUN(test_retry_backoff_sequences);
     RUN(test_retry_decisions);
     RUN(test_retry_hints);
     RUN(test_retry_budget);
     RUN(test_breaker_transitions);
+    RUN(test_breaker_release);
     return DONE();
 }

@@ -98,7 +98,7 @@ local function limit_headers(ctx, h)
         h["anthropic-ratelimit-" .. prefix .. "-limit"] = tostring(floor(bk.limit))
         h["anthropic-ratelimit-" .. prefix .. "-remaining"] = tostring(max(0, floor(bk.level)))
         h["anthropic-ratelimit-" .. prefix .. "-reset"] =
-            common.rfc3339(t + ceil((bk.limit - bk.level) / (bk.limit / bk.period)))
+            common.rfc3339(t + ceil(common.reset_in(bk)))
     end
     put("requests", b.requests)
     put("tokens", b.tokens)

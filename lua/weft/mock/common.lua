@@ -93,6 +93,16 @@ function M.float32_base64(v)
     return M.base64(ffi.string(buf, 4 * #v))
 end
 
+--- Seconds until a limit of the mock (see weft.mock: `limit`, `period`,
+--- `level` at time `t`; `fixed` with the window's `start`) is whole again:
+--- a token bucket refilled, or the end of a fixed window something was
+--- used in. The x-ratelimit-reset-* headers report it.
+function M.reset_in(b)
+    if b.level >= b.limit then return 0 end
+    if b.fixed then return b.start + b.period - b.t end
+    return (b.limit - b.level) / (b.limit / b.period)
+end
+
 --- A Go time.Duration string, as OpenAI's reset headers use: "12ms",
 --- "1.5s", "6m0s", "1h2m3s".
 function M.go_duration(seconds)

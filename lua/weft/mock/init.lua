@@ -16,6 +16,18 @@
 --- print(mock:stats().requests)
 --- mock:close()
 --- ```
+---
+--- Rate limits (`limits`, per key and dialect): `rps`, `rpm`, `rpd`
+--- (requests per second, minute, day), `tpm` (input tokens plus the
+--- max_tokens asked, per minute), `quota` (requests before the dialect's
+--- quota-exhausted answer). `window` chooses how every limit counts:
+--- "bucket" (the default) is a token bucket refilling continuously, as
+--- OpenAI and Anthropic describe theirs; "fixed" counts in consecutive
+--- windows of the limit's period on a grid that starts with the key's
+--- first request, all of it coming back when the next window begins. A
+--- request beyond a limit gets the dialect's 429 with Retry-After (and
+--- OpenAI's retry-after-ms, Gemini's retryDelay) = the time until it would
+--- be admitted: for a full fixed window, until the window resets.
 local json = require "weft.json"
 local http = require "weft.http"
 local errors = require "weft.error"
@@ -46,26 +58,35 @@ M.common = common
 
 ----------------------------------------------------------- rate limits
 
--- A token bucket per (key, dimension): `limit` per `period` seconds.
-local function bucket(limit, period, now)
-    return { limit = limit, period = period, level = limit, t = now }
+-- One limit of a key: `limit` units per `period` seconds, in one of two
+-- shapes (the `window` option). A token bucket ("bucket", the default)
+-- refills continuously; `level` is what is available. A fixed window
+-- ("fixed") counts units in consecutive windows of `period` seconds on a
+-- grid that starts with the key's first request; `level` is what is left
+-- in the current window, which began at `start`, and everything comes back
+-- at once when the next window begins.
+local function bucket(limit, period, now, fixed)
+    return { limit = limit, period = period, level = limit, t = now, fixed = fixed or nil,
+             start = fixed and now or nil }
 end
 
 local function refill(b, now)
-    local rate = b.limit / b.period
-    b.level = min(b.limit, b.level + (now - b.t) * rate)
+    if b.fixed then
+        if now >= b.start + b.period then
+            b.start = b.start + floor((now - b.start) / b.period) * b.period
+            b.level = b.limit
+        end
+    else
+        b.level = min(b.limit, b.level + (now - b.t) * (b.limit / b.period))
+    end
     b.t = now
 end
 
 -- Seconds until `need` is available, 0 when it is now.
 local function wait_for(b, need)
     if b.level >= need then return 0 end
+    if b.fixed then return b.start + b.period - b.t end
     return (need - b.level) / (b.limit / b.period)
-end
-
--- Seconds until the bucket is full again.
-local function reset_in(b)
-    return (b.limit - b.level) / (b.limit / b.period)
 end
 
 --------------------------------------------------------------- faults
@@ -218,11 +239,12 @@ function Mock:_admit(dialect, key, tokens, st)
     local t = now()
     local b = self.buckets[dialect .. "\0" .. key]
     if not b then
+        local fixed = self.window == "fixed"
         b = {
-            requests = bucket(lim.rpm, 60, t),
-            tokens = bucket(lim.tpm, 60, t),
-            daily = lim.rpd and bucket(lim.rpd, 86400, t) or nil,
-            second = lim.rps and bucket(lim.rps, 1, t) or nil,
+            requests = bucket(lim.rpm, 60, t, fixed),
+            tokens = bucket(lim.tpm, 60, t, fixed),
+            daily = lim.rpd and bucket(lim.rpd, 86400, t, fixed) or nil,
+            second = lim.rps and bucket(lim.rps, 1, t, fixed) or nil,
         }
         self.buckets[dialect .. "\0" .. key] = b
     end
@@ -257,7 +279,9 @@ function Mock:_admit(dialect, key, tokens, st)
     return nil
 end
 
-M.reset_in = reset_in
+--- Seconds until a limit is whole again (the x-ratelimit-reset-* value):
+--- a bucket refilled, or the end of a fixed window something was used in.
+M.reset_in = common.reset_in
 
 -- Admin endpoints: /_mock/faults, /_mock/stats, /_mock/reset, /_mock/requests.
 function Mock:_admin(req)
@@ -421,7 +445,7 @@ end
 ---@field host? string default "127.0.0.1"
 ---@field port? integer default 0 (ephemeral)
 ---@field keys? {openai?: string, anthropic?: string, gemini?: string} expected keys (defaults: M.DEFAULT_KEYS)
----@field limits? {rps?: number, rpm?: number, tpm?: number, rpd?: number, quota?: integer} per key and dialect
+---@field limits? {rps?: number, rpm?: number, tpm?: number, rpd?: number, quota?: integer, window?: "bucket"|"fixed"} per key and dialect (see the module's notes)
 ---@field faults? table[] fault rules (see set_faults)
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
@@ -440,6 +464,10 @@ function M.start(opts)
     local lim = opts.limits or {}
     self.limits = { rpm = lim.rpm or 10000, tpm = lim.tpm or 10000000, rpd = lim.rpd, rps = lim.rps,
                     quota = lim.quota }
+    if lim.window ~= nil and lim.window ~= "bucket" and lim.window ~= "fixed" then
+        error("weft.mock.start: limits.window must be \"bucket\" or \"fixed\"", 2)
+    end
+    self.window = lim.window or "bucket"
     for k, v in pairs(self.limits) do
         if type(v) ~= "number" or v <= 0 then error("weft.mock.start: limits." .. k .. " must be a positive number", 2) end
     end

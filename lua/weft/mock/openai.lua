@@ -125,10 +125,8 @@ local function limit_headers(ctx, h)
     h["x-ratelimit-limit-tokens"] = tostring(floor(b.tokens.limit))
     h["x-ratelimit-remaining-requests"] = tostring(max(0, floor(b.requests.level)))
     h["x-ratelimit-remaining-tokens"] = tostring(max(0, floor(b.tokens.level)))
-    local rate_r = b.requests.limit / b.requests.period
-    local rate_t = b.tokens.limit / b.tokens.period
-    h["x-ratelimit-reset-requests"] = common.go_duration((b.requests.limit - b.requests.level) / rate_r)
-    h["x-ratelimit-reset-tokens"] = common.go_duration((b.tokens.limit - b.tokens.level) / rate_t)
+    h["x-ratelimit-reset-requests"] = common.go_duration(common.reset_in(b.requests))
+    h["x-ratelimit-reset-tokens"] = common.go_duration(common.reset_in(b.tokens))
     return h
 end
 
