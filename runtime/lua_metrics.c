@@ -3,7 +3,7 @@
  *   local m = _metrics.new("counter"|"gauge"|"histogram", name, help, {labels}, buckets)
  *   m:inc(v, ...), m:set(v, ...), m:observe(v, ...)   -- label values as trailing args
  *   local s = m:labels(...)  -- a series handle: s:inc(v), s:set(v), s:observe(v)
- *   _metrics.text(), _metrics.snapshot()
+ *   _metrics.text(), _metrics.snapshot()   -- loaded secret values redacted in both
  * Series handles point into the registry, which never frees a series while
  * the process runs, so a handle cached in Lua stays valid.
  */
@@ -15,6 +15,7 @@
 #include <lua.h>
 
 #include "metrics.h"
+#include "secrets.h"
 
 #define METRIC_MT "weft.metric"
 #define SERIES_MT "weft.metric.series"
@@ -178,26 +179,40 @@ static int l_text(lua_State *L) {
     return 1;
 }
 
-/* snapshot() -> {name = {type=, help=, labels={...}, series={{labels={k=v}, value=|buckets=,sum=,count=}}}} */
+/* Push a registry text as Lua is shown it: redacted (metrics.h) when any
+ * secret is loaded. */
+static void push_shown(lua_State *L, const char *s, int redact) {
+    char *copy = NULL;
+    const char *r = redact ? weft_metrics_redact(s, &copy) : s;
+    if (!r) luaL_error(L, "out of memory");
+    lua_pushstring(L, r);
+    free(copy);
+}
+
+/* snapshot() -> {name = {type=, help=, labels={...}, series={{labels={k=v}, value=|buckets=,sum=,count=}}}}
+ * Names, help and label values are redacted as in the text exposition. */
 static int l_snapshot(lua_State *L) {
     static const char *const types[] = {"counter", "gauge", "histogram"};
     int n = weft_metrics_count();
+    int redact = weft_secrets_loaded() > 0;
     lua_createtable(L, 0, n);
     for (int i = 0; i < n; i++) {
         struct weft_metric *m = weft_metrics_at(i);
-        lua_createtable(L, 0, 4);
+        push_shown(L, m->name, redact);                      /* [snap, name] */
+        lua_createtable(L, 0, 4);                            /* [snap, name, metric] */
         lua_pushstring(L, types[m->type]);
         lua_setfield(L, -2, "type");
-        lua_pushstring(L, m->help);
+        push_shown(L, m->help, redact);
         lua_setfield(L, -2, "help");
-        lua_createtable(L, m->norder, 0);
+        lua_createtable(L, m->norder, 0);                    /* [snap, name, metric, series] */
         for (int k = 0; k < m->norder; k++) {
             struct weft_series *s = m->order[k];
-            lua_createtable(L, 0, 4);
-            lua_createtable(L, 0, m->nlabels);
+            lua_createtable(L, 0, 4);                        /* [..., series, one] */
+            lua_createtable(L, 0, m->nlabels);               /* [..., series, one, labels] */
             for (int j = 0; j < m->nlabels; j++) {
-                lua_pushstring(L, s->values[j]);
-                lua_setfield(L, -2, m->labels[j]);
+                push_shown(L, m->labels[j], redact);
+                push_shown(L, s->values[j], redact);
+                lua_rawset(L, -3);
             }
             lua_setfield(L, -2, "labels");
             if (m->type == WEFT_HISTOGRAM) {
@@ -223,8 +238,8 @@ static int l_snapshot(lua_State *L) {
             }
             lua_rawseti(L, -2, k + 1);
         }
-        lua_setfield(L, -2, "series");
-        lua_setfield(L, -2, m->name);
+        lua_setfield(L, -2, "series");                       /* [snap, name, metric] */
+        lua_rawset(L, -3);                                   /* [snap] */
     }
     return 1;
 }

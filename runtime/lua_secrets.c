@@ -68,7 +68,12 @@ static int store(lua_State *L, struct weft_secret *s, const char *v, size_t len,
     const char *why = NULL;
     double expires = ttl > 0 ? weft_clock_now(NULL) + ttl : 0;
     int was = s->value != NULL;
-    if (weft_secret_set(s, v, len, expires, &why) != 0) return fail(L, s, "secret %s %s", why);
+    /* The same value again (a file not rotated yet, a command printing the
+     * same key): only its expiry moves. The version changes only with the
+     * value, so a caller can tell whether a refresh gave anything new
+     * (weft.http resends after a 401 only then) without seeing the value. */
+    if (was && s->len == len && memcmp(s->value, v, len) == 0) s->expires = expires;
+    else if (weft_secret_set(s, v, len, expires, &why) != 0) return fail(L, s, "secret %s %s", why);
     if (was) s->refreshes++;
     else s->loads++;
     weft_log(WEFT_LOG_INFO, "secret %s %s", s->name, was ? "refreshed" : "loaded");

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "secrets.h"
+
 const double WEFT_BUCKETS_LATENCY[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                        0.5,   1,      2.5,   5,    10,    30,   60,  120, 300};
 const int WEFT_BUCKETS_LATENCY_N = (int)(sizeof WEFT_BUCKETS_LATENCY / sizeof(double));
@@ -327,15 +329,17 @@ static void put_number(struct buf *b, double v) {
     puts_(b, n);
 }
 
-static void put_labels(struct buf *b, struct weft_metric *m, struct weft_series *s,
-                       const char *le) {
+/* Label values are passed in already redacted (one redaction per series,
+ * not one per histogram bucket line). */
+static void put_labels(struct buf *b, struct weft_metric *m, const char *const *names,
+                       const char *const *values, const char *le) {
     if (m->nlabels == 0 && !le) return;
     puts_(b, "{");
     for (int i = 0; i < m->nlabels; i++) {
         if (i) puts_(b, ",");
-        puts_(b, m->labels[i]);
+        puts_(b, names[i]);
         puts_(b, "=\"");
-        put_escaped(b, s->values[i], 1);
+        put_escaped(b, values[i], 1);
         puts_(b, "\"");
     }
     if (le) {
@@ -347,28 +351,90 @@ static void put_labels(struct buf *b, struct weft_metric *m, struct weft_series 
     puts_(b, "}");
 }
 
+const char *weft_metrics_redact(const char *s, char **copy) {
+    char *red;
+    size_t n;
+    *copy = NULL;
+    if (weft_secrets_redact(s, strlen(s), &red, &n) != 0) return NULL;
+    if (!red) return s;
+    /* the redacted text comes with a length, not a terminating NUL */
+    char *z = realloc(red, n + 1);
+    if (!z) {
+        free(red);
+        return NULL;
+    }
+    z[n] = '\0';
+    *copy = z;
+    return z;
+}
+
+/* The texts of one metric or series as exposed: each either the
+ * registry's own string or a redacted copy listed in `copies`. */
+struct shown {
+    char *copies[2 + 2 * WEFT_METRIC_MAX_LABELS];
+    int ncopies;
+    int oom;
+};
+
+static const char *show(struct shown *sh, const char *s) {
+    char *copy;
+    const char *r = weft_metrics_redact(s, &copy);
+    if (!r) {
+        sh->oom = 1;
+        return "";
+    }
+    if (copy) sh->copies[sh->ncopies++] = copy;
+    return r;
+}
+
+static void shown_free(struct shown *sh) {
+    for (int i = 0; i < sh->ncopies; i++) free(sh->copies[i]);
+    sh->ncopies = 0;
+}
+
+/* Every text that came from outside (metric and label names, HELP, label
+ * values) passes through secret redaction here, at exposition time and
+ * before escaping: a value loaded as a secret after its series was
+ * created is still replaced, and the escaping applies to the result, so
+ * the exposition stays valid (a name that matched a secret does not: a
+ * broken line is better than a leaked value). No loaded secret, no work. */
 int weft_metrics_text(char **out, size_t *len) {
     struct buf b = {0};
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    for (int i = 0; i < nmetrics; i++) {
+    int redact = weft_secrets_loaded() > 0;
+    for (int i = 0; i < nmetrics && !b.oom; i++) {
         struct weft_metric *m = metrics[i];
+        struct shown mk = {0}, sk = {0};
+        const char *name = m->name, *help = m->help;
+        const char *lnames[WEFT_METRIC_MAX_LABELS], *vals[WEFT_METRIC_MAX_LABELS];
+        for (int j = 0; j < m->nlabels; j++) lnames[j] = m->labels[j];
+        if (redact) {
+            name = show(&mk, m->name);
+            help = show(&mk, m->help);
+            for (int j = 0; j < m->nlabels; j++) lnames[j] = show(&mk, m->labels[j]);
+            b.oom |= mk.oom;
+        }
         puts_(&b, "# HELP ");
-        puts_(&b, m->name);
+        puts_(&b, name);
         puts_(&b, " ");
-        put_escaped(&b, m->help, 0);
+        put_escaped(&b, help, 0);
         puts_(&b, "\n# TYPE ");
-        puts_(&b, m->name);
+        puts_(&b, name);
         puts_(&b, " ");
         puts_(&b, types[m->type]);
         puts_(&b, "\n");
-        for (int k = 0; k < m->norder; k++) {
+        for (int k = 0; k < m->norder && !b.oom; k++) {
             struct weft_series *s = m->order[k];
+            for (int j = 0; j < m->nlabels; j++)
+                vals[j] = redact ? show(&sk, s->values[j]) : s->values[j];
+            b.oom |= sk.oom;
             if (m->type != WEFT_HISTOGRAM) {
-                puts_(&b, m->name);
-                put_labels(&b, m, s, NULL);
+                puts_(&b, name);
+                put_labels(&b, m, lnames, vals, NULL);
                 puts_(&b, " ");
                 put_number(&b, s->value);
                 puts_(&b, "\n");
+                shown_free(&sk);
                 continue;
             }
             double cum = 0;
@@ -383,26 +449,28 @@ int weft_metrics_text(char **out, size_t *len) {
                     snprintf(le, sizeof le, "+Inf");
                 }
                 cum += s->buckets[j];
-                puts_(&b, m->name);
+                puts_(&b, name);
                 puts_(&b, "_bucket");
-                put_labels(&b, m, s, le);
+                put_labels(&b, m, lnames, vals, le);
                 puts_(&b, " ");
                 put_number(&b, cum);
                 puts_(&b, "\n");
             }
-            puts_(&b, m->name);
+            puts_(&b, name);
             puts_(&b, "_sum");
-            put_labels(&b, m, s, NULL);
+            put_labels(&b, m, lnames, vals, NULL);
             puts_(&b, " ");
             put_number(&b, s->sum);
             puts_(&b, "\n");
-            puts_(&b, m->name);
+            puts_(&b, name);
             puts_(&b, "_count");
-            put_labels(&b, m, s, NULL);
+            put_labels(&b, m, lnames, vals, NULL);
             puts_(&b, " ");
             put_number(&b, s->count);
             puts_(&b, "\n");
+            shown_free(&sk);
         }
+        shown_free(&mk);
     }
     if (b.oom) {
         free(b.p);

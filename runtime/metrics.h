@@ -9,6 +9,12 @@
  * Histogram buckets are fixed at creation (WEFT_BUCKETS_LATENCY for
  * seconds from 1 ms to 5 minutes, WEFT_BUCKETS_TOKENS for token counts).
  *
+ * Secret values never reach a scrape: every text that came from outside
+ * (metric and label names, HELP, label values) passes through the secrets
+ * store's redaction (secrets.h) when it is exposed -- not when it is
+ * stored, so a value loaded as a secret after its series was created is
+ * still replaced by <secret NAME>.
+ *
  * The registry is process-wide and single-threaded (the loop's thread).
  * Nothing here knows Lua.
  */
@@ -76,8 +82,16 @@ void weft_series_observe(struct weft_metric *m, struct weft_series *s, double v)
 void weft_metric_set_max_series(struct weft_metric *m, int max);
 
 /* Render every metric as Prometheus text into a malloc'd buffer (*out,
- * *len). Returns 0, or -1 on allocation failure. */
+ * *len), names, HELP and label values redacted. Returns 0, or -1 on
+ * allocation failure (redaction's included: nothing unredacted is
+ * returned). */
 int weft_metrics_text(char **out, size_t *len);
+
+/* `s` as the registry shows it, with every loaded secret value replaced by
+ * <secret NAME>: `s` itself when nothing matched (*copy = NULL), or a
+ * malloc'd copy (also stored in *copy; the caller frees it). NULL on
+ * allocation failure. For the bindings that expose registry texts. */
+const char *weft_metrics_redact(const char *s, char **copy);
 
 /* Number of registered metrics; the i-th (creation order). */
 int weft_metrics_count(void);

@@ -61,7 +61,10 @@ local function shallow_copy(t)
     return c
 end
 
--- Secrets used by a request (auth and tls), to refresh when expired.
+-- Secrets used by a request: those of its auth placements (rendered into
+-- headers, the query or basic auth: what a 401 rejects), then those of its
+-- tls options. All are loaded again when expired; only the first
+-- `nauth` are looked at after a 401.
 local function request_secrets(opts)
     local list = {}
     local a = opts.auth
@@ -77,12 +80,13 @@ local function request_secrets(opts)
             end
         end
     end
+    local nauth = #list
     if type(opts.tls) == "table" then
         list[#list + 1] = opts.tls.cert
         list[#list + 1] = opts.tls.key
         list[#list + 1] = opts.tls.ca
     end
-    return list
+    return list, nauth
 end
 
 local secrets_mod
@@ -93,21 +97,47 @@ end
 
 local request1
 
+-- After a 401: count the rejection of each auth secret once, load again
+-- those whose source can give a new value, and say whether any value now
+-- differs from the one sent (`sent`: handle -> version at sending). A
+-- value loaded by someone else while this request was on the wire counts
+-- too; an env: secret is never loaded again (the same value would be
+-- sent again), and a refresh that read the same value changes nothing.
+local function renew_rejected(used, nauth, sent)
+    local S = secrets()
+    local seen, changed = {}, false
+    for i = 1, nauth do
+        local h = used[i]
+        if type(h) == "userdata" and S.is(h) and not seen[h.name] then
+            seen[h.name] = true
+            h:_rejected()
+            std.secrets:inc(1, "rejected")
+            if h.version == sent[h] and S.refreshable(h) then pcall(S.refresh, h) end
+            if h.version ~= sent[h] and h.loaded then changed = true end
+        end
+    end
+    return changed
+end
+
 --- Send a request and wait for the response.
 ---@param opts weft.http.RequestOptions
 ---@return weft.http.Response
 function M.request(opts)
     if type(opts) ~= "table" or (opts.auth == nil and opts.tls == nil) then return request1(opts) end
-    local used = request_secrets(opts)
+    local used, nauth = request_secrets(opts)
     -- Every secret must be loaded when the host renders it. A refresh waits
     -- (single flight), and on a slow or busy host a short-lived token loaded
     -- by someone else's refresh can expire again before this task renders
     -- it: then load it again and send again (three rounds at most; a token
     -- that cannot outlive that fails with kind auth).
-    local res
+    local res, sent
     for round = 1, 3 do
+        sent = {}
         for _, h in ipairs(used) do
-            if type(h) == "userdata" and secrets().is(h) and not h.loaded then secrets().refresh(h) end
+            if type(h) == "userdata" and secrets().is(h) then
+                if not h.loaded then secrets().refresh(h) end
+                sent[h] = h.version
+            end
         end
         local ok, r = pcall(request1, opts)
         if ok then
@@ -119,19 +149,9 @@ function M.request(opts)
             error(r, 0)
         end
     end
-    if res.status == 401 and opts.auth then
-        -- The provider rejected the credential: count it, load it again
-        -- once and retry once (never a loop).
-        local refreshed = false
-        for _, h in ipairs(used) do
-            if type(h) == "userdata" and secrets().is(h) then
-                h:_rejected()
-                std.secrets:inc(1, "rejected")
-                if pcall(secrets().refresh, h) then refreshed = true end
-            end
-        end
-        if refreshed then res = request1(opts) end
-    end
+    -- The provider rejected the credential: resend once (never a loop),
+    -- and only with a value other than the one it rejected.
+    if res.status == 401 and nauth > 0 and renew_rejected(used, nauth, sent) then res = request1(opts) end
     return res
 end
 

@@ -15,7 +15,13 @@
 --- whose labels are all "other", and weft_metrics_overflow_total{metric=}
 --- counts them. Registering a name again with the same type and labels
 --- returns the same metric (a reloaded plugin keeps its series).
+---
+--- A loaded secret's value never shows in the exposition or a snapshot:
+--- names, help and label values read `<secret NAME>` wherever they hold
+--- one (redacted when exposed, so a value loaded as a secret after its
+--- series was created is replaced too).
 local C = require "weft._metrics"
+local redact = require("weft._secrets").redact
 
 local type, error, pairs, pcall, tostring, tonumber = type, error, pairs, pcall, tostring, tonumber
 
@@ -111,18 +117,19 @@ function M.snapshot()
 end
 
 --- The value of one series in a snapshot (nil when absent): for a
---- histogram its count. `labels` lists the label values to match.
+--- histogram its count. `labels` lists the label values to match (a
+--- secret's value among them matches its redacted form).
 ---@param name string
 ---@param labels? table<string, string>
 ---@return number?
 function M.value(name, labels)
     run_collectors()
-    local m = C.snapshot()[name]
+    local m = C.snapshot()[redact(name)]
     if not m then return nil end
     for _, s in pairs(m.series) do
         local match = true
         for k, v in pairs(labels or {}) do
-            if s.labels[k] ~= tostring(v) then match = false break end
+            if s.labels[redact(k)] ~= redact(tostring(v)) then match = false break end
         end
         if match then return s.value or s.count end
     end

@@ -9,11 +9,29 @@
 --- message (`:trace` shows the last traceback). Incomplete chunks continue
 --- on the next line. History is kept in $XDG_STATE_HOME/weft/history
 --- (~/.local/state/weft/history). With a pipe as input, lines run in order
---- without prompts.
+--- without prompts. Everything the REPL prints (values, errors, tracebacks,
+--- command output, and `print` in the lines it runs) has loaded secret
+--- values replaced by <secret NAME>, as in logs and `weft run`'s errors.
 local C = require "weft._repl"
 local errors = require "weft.error"
+local redact = require("weft._secrets").redact
+
+local select, tostring, concat, rawget, rawset = select, tostring, table.concat, rawget, rawset
+local stdout, stderr = io.stdout, io.stderr
 
 local M = {}
+
+-- The REPL's only way out to the terminal: print's arguments, redacted.
+-- It is also `print` while the REPL runs, so a line that prints a secret's
+-- value (os.getenv of a loaded env: secret, say) shows <secret NAME>.
+local function print(...)
+    local n = select("#", ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    stdout:write(redact(concat(parts, "\t")), "\n")
+end
+
+local function warn(text) stderr:write(redact(text)) end
 
 local USAGE = [[
 usage: weft repl [--config FILE] [--plugins DIR] [--mock] [--history FILE|--no-history]
@@ -42,9 +60,10 @@ value. Ctrl-C cancels the running line; Ctrl-D on an empty line quits.
 
 local function is_ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil end
 
---- Render a value for the prompt: strings quoted, tables pretty-printed
---- up to `depth` levels and `width` entries per table, cycles marked; a
---- table that fits on one line (`line`, 72 columns) is written on one.
+--- Render a value for the prompt: strings quoted (loaded secret values in
+--- them replaced by <secret NAME>), tables pretty-printed up to `depth`
+--- levels and `width` entries per table, cycles marked; a table that fits
+--- on one line (`line`, 72 columns) is written on one.
 ---@param v any
 ---@param opts? {depth?: integer, width?: integer, line?: integer}
 function M.show(v, opts)
@@ -56,7 +75,9 @@ function M.show(v, opts)
     local function show(x, depth, indent)
         local t = type(x)
         if t == "string" then
-            put(("%q"):format(x):gsub("\\\n", "\\n"))
+            -- redacted before quoting: %q escapes a value with quotes or
+            -- newlines in it into a form redaction would not find
+            put(("%q"):format(redact(x)):gsub("\\\n", "\\n"))
         elseif t ~= "table" then
             put(tostring(x))
         elseif seen[x] then
@@ -316,13 +337,13 @@ function M.main(...)
         if a == "--config" or a == "--plugins" or a == "--history" then
             local v = args[i + 1]
             if not v then
-                io.stderr:write("weft repl: " .. a .. " needs a value\n" .. USAGE)
+                warn("weft repl: " .. a .. " needs a value\n" .. USAGE)
                 return 2
             end
             if a == "--config" then
                 local ok, err = pcall(require("weft.model").load_config, v)
                 if not ok then
-                    io.stderr:write("weft: " .. tostring(err) .. "\n")
+                    warn("weft: " .. tostring(err) .. "\n")
                     return 2
                 end
             elseif a == "--plugins" then
@@ -336,10 +357,10 @@ function M.main(...)
         elseif a == "--no-history" then
             no_history, i = true, i + 1
         elseif a == "--help" or a == "-h" then
-            io.stdout:write(USAGE)
+            stdout:write(USAGE)
             return 0
         else
-            io.stderr:write("weft repl: unknown option " .. a .. "\n" .. USAGE)
+            warn("weft repl: unknown option " .. a .. "\n" .. USAGE)
             return 2
         end
     end
@@ -355,6 +376,8 @@ function M.main(...)
     if not os.getenv("WEFT_LOG") and weft.log.level() == "info" then weft.log.level("warn") end
     local mock = mock_wanted and start_mock() or nil
     if mock then rawset(_G, "mock", mock) end -- mock:set_faults{...}, mock:stats() at the prompt
+    local global_print = rawget(_G, "print")
+    rawset(_G, "print", print) -- the lines' print is redacted too, until the REPL ends
     local r = C.open { history = not no_history and history or nil }
     local tty = r:tty()
     if tty then
@@ -393,6 +416,7 @@ function M.main(...)
         end
     end
     r:close()
+    rawset(_G, "print", global_print)
     if mock then mock:close() end
     -- tasks started at the prompt end with the REPL
     C.exit()

@@ -13,7 +13,9 @@
 --- registered with `weft.secrets.register_source(name, fn)`, where
 --- `fn(rest, opts)` returns value[, ttl] or raises. `opts.ttl` (seconds)
 --- makes any secret expire; an expired secret is loaded again before its
---- next use, and a provider's 401 triggers one refresh-and-retry.
+--- next use. After a provider's 401, weft.http loads the secret again when
+--- its source can give a new value (not `env:`: the environment does not
+--- change from outside) and resends once, only when the value changed.
 --- A handle prints as `<secret NAME>`, cannot be concatenated, is refused
 --- by weft.json, and has no function returning its value. Every log line
 --- and error message has loaded values (raw, base64, URL- and JSON-escaped)
@@ -238,10 +240,24 @@ function M.ensure(h)
     return h
 end
 
---- Load a handle again now (after a provider rejected it, say).
+--- Load a handle again now (after a provider rejected it, say). Whether
+--- that gave a new value shows in `h.version`, which changes only then.
+---@param h userdata
+---@return userdata h
 function M.refresh(h)
     refresh(h)
     return h
+end
+
+--- True when loading `h` again could give a different value: its source is
+--- a file, a command, a function (OAuth2 tokens) or a source plugin. False
+--- for `env:` (the process environment does not change from outside) and
+--- for values set by code (weft.secrets.value), which have no source.
+---@param h userdata
+---@return boolean
+function M.refreshable(h)
+    local spec = specs[h]
+    return spec ~= nil and spec.source ~= "env"
 end
 
 --- True for a secret handle.

@@ -54,7 +54,8 @@ call("gpt-4o-mini", "stream", true)                  -- time to first token
 call("gpt-unpriced", "chat")                         -- no price: one warning, no cost
 call("gpt-unpriced", "chat")
 
--- A rejected key: counted, refreshed once, retried once (a plain request, no call).
+-- A rejected key: counted and refreshed once; the refresh reads the same key, so
+-- nothing is resent (a plain request, no call).
 local bad = weft.secrets.derived("wrong-key", function() return "sk-not-the-key" end) -- a second load
 local res = http.request { method = "POST", url = url .. "/v1/chat/completions", body = chat("gpt-4o-mini"),
     headers = { ["content-type"] = "application/json" }, auth = { secret = bad, format = "Bearer {}" } }

@@ -68,7 +68,7 @@ check "tokens out (11 calls x 3)" has 'weft_tokens_total{provider="openai",model
 check "cost from the price table" has 'weft_cost_usd_total{provider="openai",model="gpt-4o-mini"} 3.135e-05'
 check "no cost without a price" bash -c "! grep -q 'weft_cost_usd_total{provider=\"openai\",model=\"gpt-unpriced\"' '$dir/metrics.txt'"
 check "HTTP requests by status class (10 chat + 1 stream + 2 unpriced)" has 'weft_http_requests_total{method="POST",outcome="2xx"} 13'
-check "HTTP 4xx answers (a 400, a 401 and its retry)" has 'weft_http_requests_total{method="POST",outcome="4xx"} 3'
+check "HTTP 4xx answers (a 400 and a 401, not resent: its refresh read the same key)" has 'weft_http_requests_total{method="POST",outcome="4xx"} 2'
 check "HTTP 5xx answers" has 'weft_http_requests_total{method="POST",outcome="5xx"} 3'
 check "quota remaining from the provider's headers" grep -q '^weft_quota_remaining{provider="openai",unit="requests"} [0-9]' "$dir/metrics.txt"
 check "limiter level" grep -q '^weft_limiter_level{limiter="openai",limit="rps"} [0-9]' "$dir/metrics.txt"

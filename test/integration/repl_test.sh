@@ -1,7 +1,8 @@
 #!/bin/bash
 # repl_test.sh: `weft repl` in a real terminal (tmux) and with a pipe.
 #  - pipe: lines run in order without prompts; values, multi-line chunks,
-#    errors with their kind, secrets printed as handles;
+#    errors with their kind, secrets printed as handles; loaded secret
+#    values redacted from everything printed;
 #  - terminal (`weft repl --mock` in tmux): a completion call returns text;
 #    a multi-line function; tab completion (weft.mod<TAB>); Ctrl-C cancels a
 #    slow call and the prompt comes back; history persists across two
@@ -36,6 +37,25 @@ check "unknown commands are reported" grep -q 'unknown command :nope' "$dir/pipe
 check "an error says where in the line it was raised" grep -qx 'error: stdin:1: boom' "$dir/pipe.out"
 check ":trace shows its traceback" grep -q "stdin:1: in function" "$dir/pipe.out"
 check "no prompt without a terminal" bash -c "! grep -q '^> ' '$dir/pipe.out'"
+# every printed text is redacted: a value, print, an error, its traceback,
+# a compile error quoting the line, :metrics, a value with a quote and a tab
+# (which %q would escape past redaction)
+printf '%s\n' 'key = weft.secret("env:WEFT_CANARY_KEY")' 'os.getenv("WEFT_CANARY_KEY")' \
+    'print("raw:", os.getenv("WEFT_CANARY_KEY"))' '{ auth = "Bearer " .. os.getenv("WEFT_CANARY_KEY") }' \
+    'error("failed with " .. os.getenv("WEFT_CANARY_KEY"))' ':trace' \
+    "\"$WEFT_CANARY_KEY\" \"$WEFT_CANARY_KEY\"" \
+    'weft.metrics.counter("repl_keyed_total", "Keyed.", { "key" }):inc(1, os.getenv("WEFT_CANARY_KEY"))' \
+    ':metrics repl_keyed_total{' 'q = weft.secrets.value("quoted", "wq\"uo\tte-Zx81")' '"wq\"uo\tte-Zx81"' \
+    | WEFT_LOG=off "$WEFT" repl --no-history > "$dir/redact.out" 2>&1
+S='<secret env:WEFT_CANARY_KEY>'
+check "a loaded secret's value never prints" bash -c "! grep -qF -- '$WEFT_CANARY_KEY' '$dir/redact.out'"
+check "... an expression's value reads <secret NAME>" grep -qxF "\"$S\"" "$dir/redact.out"
+check "... so does print in a line" grep -qxF "raw:	$S" "$dir/redact.out"
+check "... and a string in a table" grep -qxF "{ auth = \"Bearer $S\" }" "$dir/redact.out"
+check "... an error message" grep -qxF "error: stdin:1: failed with $S" "$dir/redact.out"
+check "... a compile error quoting the line" grep -qF "near '\"$S\"'" "$dir/redact.out"
+check "... :metrics" grep -qxF "repl_keyed_total{key=\"$S\"} 1" "$dir/redact.out"
+check "... a value %q would escape" bash -c "grep -qx '\"<secret quoted>\"' '$dir/redact.out' && ! grep -q 'te-Zx81' '$dir/redact.out'"
 printf '%s\n' ':models' 'weft.model("claude"):complete("hi").usage' ':limits' ':metrics weft_calls_total{' \
     ':time weft.sleep(0.05)' ':log warn' ':plugins' ':quit' 'print("after quit")' \
     | WEFT_LOG=off "$WEFT" repl --mock --no-history > "$dir/cmds.out" 2>&1

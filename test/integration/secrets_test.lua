@@ -1,5 +1,6 @@
 -- secrets_test.lua: sources, auth injection, OAuth2 (expiry, single flight,
--- 401 -> one refresh), the Vault source against a local fake. Canary values
+-- 401 -> one refresh), the Vault source against a local fake, a 401 resent
+-- only with a new value. Canary values
 -- come from the environment ctest sets (WEFT_CANARY_*); no output of this
 -- test may contain them (the canary check greps every test's output).
 local t = require "support"
@@ -151,7 +152,84 @@ do
     vault:close()
 end
 
--- 5. Redaction of every loaded value in logs and errors.
+-- 5. A 401 is resent only with a new value: an env: secret is not loaded
+-- again at all (the environment cannot change from outside), a file: secret
+-- is, and the request goes again only when the file held a new key.
+do
+    local NEW = assert(os.getenv("WEFT_CANARY_TOKEN"), "run through ctest")
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local path = dir .. "/key"
+    local function write_key(v)
+        local f = assert(io.open(path, "w"))
+        f:write(v, "\n")
+        f:close()
+    end
+    write_key(KEY)
+    os.execute("chmod 600 " .. path)
+    -- accepts only NEW; the first rejection of the old key may rotate the file
+    local hits, rotate = 0, false
+    local srv = http.serve { handler = function(req)
+        hits = hits + 1
+        if req.headers.authorization == "Bearer " .. NEW then return { status = 200, body = "ok" } end
+        if rotate then
+            rotate = false
+            write_key(NEW)
+        end
+        return { status = 401, body = "{}" }
+    end }
+    local url = "http://127.0.0.1:" .. srv.port .. "/v1"
+    local function send(h)
+        hits = 0
+        return http.request { url = url, auth = { secret = h, format = "Bearer {}" } }
+    end
+
+    local env = weft.secret("env:WEFT_CANARY_KEY")
+    local ev, version = env.events, env.version
+    local r = send(env)
+    check(r.status == 401 and hits == 1, "env: a 401 is not sent again with the same key", hits .. " requests")
+    check(env.events.rejected == ev.rejected + 1, "... the rejection is counted", env.events.rejected)
+    check(env.events.refreshed == ev.refreshed and env.version == version, "... and the variable is not read again",
+        env.events.refreshed)
+
+    local file = weft.secret("file:" .. path)
+    ev, version = file.events, file.version
+    r = send(file)
+    check(r.status == 401 and hits == 1, "file: unchanged, a 401 is not sent again", hits .. " requests")
+    check(file.events.refreshed == ev.refreshed + 1, "... the file was read again", file.events.refreshed)
+    check(file.version == version, "... and the same key left the version as it was", file.version)
+
+    rotate = true
+    r = send(file)
+    check(r.status == 200 and hits == 2, "file: rotated after the 401, the request goes again with the new key",
+        r.status .. ", " .. hits .. " requests")
+    check(file.version == version + 1, "... one new version", file.version)
+    check(send(file).status == 200 and hits == 1, "... which the next request sends at once", hits)
+
+    -- someone else loaded a new value while the request was on the wire:
+    -- resent without reading the file again
+    write_key(KEY)
+    weft.secrets.refresh(file)
+    local slow = http.serve { handler = function(req)
+        hits = hits + 1
+        if req.headers.authorization == "Bearer " .. NEW then return { status = 200, body = "ok" } end
+        write_key(NEW)
+        weft.secrets.refresh(file)
+        return { status = 401, body = "{}" }
+    end }
+    hits = 0
+    ev = file.events
+    r = http.request { url = "http://127.0.0.1:" .. slow.port .. "/", auth = { secret = file, format = "Bearer {}" } }
+    check(r.status == 200 and hits == 2, "a value loaded by another task meanwhile is sent again",
+        r.status .. ", " .. hits .. " requests")
+    check(file.events.refreshed == ev.refreshed + 1, "... without loading it once more", file.events.refreshed)
+    slow:close()
+    srv:close()
+    os.execute("rm -rf " .. dir)
+end
+
+-- 6. Redaction of every loaded value in logs and errors.
 do
     local log = weft.log
     log.warn("this line mentions " .. os.getenv("WEFT_CANARY_KEY") .. " in passing")

@@ -118,6 +118,43 @@ describe("weft.metrics", function()
         assert.matches("HOST:PORT", raised(metrics.serve_address, "nonsense"))
         assert.matches("HOST:PORT", raised(metrics.serve_address, "127.0.0.1:99999"))
     end)
+
+    it("never exposes a loaded secret's value: label values and help read <secret NAME>", function()
+        -- the canary (test/canaries.txt) is used as a label value and in a
+        -- help text before it is loaded as a secret: redaction happens when
+        -- the registry is exposed, not when the series is made
+        local KEY = assert(os.getenv("WEFT_CANARY_KEY"), "run through ctest")
+        local name, hname = uniq("leak") .. "_total", uniq("leak_h") .. "_seconds"
+        local c = metrics.counter(name, "Keyed by " .. KEY .. ".", { "key", "route" })
+        c:inc(2, KEY, "a")
+        c:inc(1, "Bearer " .. KEY, "b")
+        metrics.histogram(hname, "H.", { "key" }):observe(0.2, KEY)
+        local key = weft.secret("env:WEFT_CANARY_KEY")
+        local shown = "<secret env:WEFT_CANARY_KEY>"
+        c:inc(1, KEY, "a") -- the same series as before: it counts on
+        local t = metrics.text()
+        assert.is_nil(t:find(KEY, 1, true))
+        assert.truthy(t:find("# HELP " .. name .. " Keyed by " .. shown .. ".\n", 1, true))
+        assert.truthy(t:find(name .. '{key="' .. shown .. '",route="a"} 3\n', 1, true))
+        assert.truthy(t:find(name .. '{key="Bearer ' .. shown .. '",route="b"} 1\n', 1, true))
+        assert.truthy(t:find(hname .. '_count{key="' .. shown .. '"} 1\n', 1, true))
+        -- the snapshot handed to Lua, and value() given the raw label value
+        local snap = metrics.snapshot()
+        assert.are.equal("Keyed by " .. shown .. ".", snap[name].help)
+        for _, series in ipairs(snap[name].series) do
+            assert.is_nil(series.labels.key:find(KEY, 1, true))
+        end
+        assert.are.equal(3, value(name, { key = KEY, route = "a" }))
+        assert.are.equal(3, value(name, { key = shown, route = "a" }))
+        -- the HTTP endpoint
+        local srv = metrics.serve { port = 0 }
+        local res = weft.http.request { url = "http://127.0.0.1:" .. srv.port .. "/metrics" }
+        srv:close()
+        assert.are.equal(200, res.status)
+        assert.is_nil(res.body:find(KEY, 1, true))
+        assert.truthy(res.body:find(name .. '{key="' .. shown .. '",route="a"} 3\n', 1, true))
+        assert.truthy(key.loaded) -- kept alive (and so loaded) until here
+    end)
 end)
 
 describe("weft.calls", function()

@@ -1,12 +1,14 @@
 /* test_metrics.c -- the metrics registry and its Prometheus exposition:
  * histogram bucketing at and around the bounds, label value escaping,
- * the cardinality cap, name validation, number formatting. */
+ * the cardinality cap, name validation, number formatting, redaction of
+ * secret values. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
 #include "metrics.h"
+#include "secrets.h"
 
 static char *text(void) {
     char *t = NULL;
@@ -115,6 +117,58 @@ static void test_escaping(void) {
     weft_metrics_reset();
 }
 
+/* A secret's value used as a label value or in HELP never reaches the
+ * exposition, even when the secret was loaded after the series was
+ * created; the replacement is escaped like any label value, and the
+ * value is replaced before escaping (a value with a quote in it). */
+static void test_redaction(void) {
+    const char *labels[] = {"key", "plain"};
+    const char *why = NULL;
+    struct weft_metric *m = weft_metric_register(
+        WEFT_COUNTER, "t_keyed_total", "Counted by key wcanary-help-Zr4Yp1", labels, 2, NULL, 0, &why);
+    CHECK(m != NULL);
+    const char *v1[] = {"wcanary-label-Xq9Lm2", "a"};
+    weft_series_add(weft_metric_series(m, v1), 1);
+    const char *v2[] = {"pre wcanary-quo\"te-Mk3 post", "b"};
+    weft_series_add(weft_metric_series(m, v2), 2);
+    const char *hl[] = {"who"};
+    struct weft_metric *h =
+        weft_metric_register(WEFT_HISTOGRAM, "t_keyed_seconds", "H.", hl, 1, NULL, 0, &why);
+    const char *hv[] = {"wcanary-label-Xq9Lm2"};
+    weft_series_observe(h, weft_metric_series(h, hv), 0.3);
+
+    /* loaded only now: the series already exist */
+    struct weft_secret *s1 = weft_secret_get("env:T_LABEL");
+    struct weft_secret *s2 = weft_secret_get("t\"quoted");
+    struct weft_secret *s3 = weft_secret_get("help");
+    CHECK(weft_secret_set(s1, "wcanary-label-Xq9Lm2", 20, 0, &why) == 0);
+    CHECK(weft_secret_set(s2, "wcanary-quo\"te-Mk3", 18, 0, &why) == 0);
+    CHECK(weft_secret_set(s3, "wcanary-help-Zr4Yp1", 19, 0, &why) == 0);
+    char *t = text();
+    CHECK(strstr(t, "wcanary") == NULL);
+    CHECK_LINE(t, "# HELP t_keyed_total Counted by key <secret help>");
+    CHECK_LINE(t, "t_keyed_total{key=\"<secret env:T_LABEL>\",plain=\"a\"} 1");
+    CHECK_LINE(t, "t_keyed_total{key=\"pre <secret t\\\"quoted> post\",plain=\"b\"} 2");
+    CHECK_LINE(t, "t_keyed_seconds_bucket{who=\"<secret env:T_LABEL>\",le=\"0.5\"} 1");
+    CHECK_LINE(t, "t_keyed_seconds_count{who=\"<secret env:T_LABEL>\"} 1");
+    free(t);
+    /* the helper the bindings use */
+    char *copy;
+    CHECK_EQ_STR(weft_metrics_redact("x wcanary-label-Xq9Lm2", &copy), "x <secret env:T_LABEL>");
+    free(copy);
+    const char *plain = "nothing secret";
+    CHECK(weft_metrics_redact(plain, &copy) == plain && copy == NULL);
+    /* released: the values are no longer redacted (nor held) */
+    weft_secret_release(s1);
+    weft_secret_release(s2);
+    weft_secret_release(s3);
+    t = text();
+    CHECK_LINE(t, "t_keyed_total{key=\"wcanary-label-Xq9Lm2\",plain=\"a\"} 1");
+    free(t);
+    weft_secrets_shutdown();
+    weft_metrics_reset();
+}
+
 static void test_cardinality_cap(void) {
     const char *labels[] = {"user"};
     const char *why = NULL;
@@ -193,6 +247,7 @@ static void test_names_and_types(void) {
 int main(void) {
     RUN(test_buckets);
     RUN(test_escaping);
+    RUN(test_redaction);
     RUN(test_cardinality_cap);
     RUN(test_names_and_types);
     weft_metrics_reset();

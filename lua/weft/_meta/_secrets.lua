@@ -7,7 +7,7 @@ local S = {}
 ---@class weft.SecretHandle : userdata
 ---@field name string the reference
 ---@field loaded boolean a value is loaded and not expired
----@field version number increments on every load
+---@field version number changes when a load gives a new value (not when it reads the same one again)
 ---@field expires_in number|nil seconds left
 ---@field events {loaded: number, refreshed: number, rejected: number}
 
