@@ -46,7 +46,8 @@ struct weft_xfer {
     struct weft_http_client *c;
     CURL *easy;
     int custom_ca;              /* CA options set: reset before reuse */
-    struct curl_slist *headers; /* owned */
+    struct curl_slist *headers; /* owned (weft_http_request.headers); a
+                                   header_list stays its owner's */
     struct weft_http_callbacks cb;
     void *ud;
     ev_timer idle;              /* idle timeout, active when idle_ms > 0 */
@@ -54,6 +55,7 @@ struct weft_xfer {
     long timeout_ms;
     long connect_timeout_ms;
     int status;                 /* last status line seen */
+    int sends;                  /* CURLOPT_PREREQFUNCTION calls */
     int aborted;                /* on_data returned -1 */
     int bad_scheme;             /* not http(s)://: never handed to curl, the
                                    idle timer reports it on the next turn */
@@ -79,6 +81,9 @@ static void xfer_release(struct weft_xfer *x) {
     struct weft_http_client *c = x->c;
     if (x->idle_ms > 0 || x->bad_scheme) ev_timer_stop(c->ev, &x->idle);
     if (!x->bad_scheme) curl_multi_remove_handle(c->multi, x->easy);
+    /* The header list is freed now (or by its owner right after on_done):
+     * the idle handle must not keep pointing at it. */
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
     if (c->npool < POOL_MAX) {
         c->pool_ca[c->npool] = (unsigned char)x->custom_ca;
         c->pool[c->npool++] = x->easy;
@@ -118,6 +123,7 @@ static void xfer_finish(struct weft_xfer *x, CURLcode rc, const char *forced_rea
     char where[300];
     o.curl_code = (long)rc;
     o.status = x->status;
+    o.sends = x->sends;
     const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
 
     if (forced_reason && strcmp(forced_reason, "idle_timeout") == 0) {
@@ -286,6 +292,269 @@ static void drain_info(struct weft_http_client *c) {
     }
 }
 
+/* -------------------------------------------------------- header lists */
+
+/* One line of a struct weft_headers: the curl node and its text in one
+ * allocation. */
+struct hline {
+    struct curl_slist node;     /* first member: what curl reads */
+    size_t len;                 /* bytes of text, without the NUL */
+    int secret;                 /* zeroed before free */
+    char text[];                /* node.data points here */
+};
+
+void weft_headers_init(struct weft_headers *h) {
+    memset(h, 0, sizeof *h);
+}
+
+int weft_headers_add(struct weft_headers *h, int secret, size_t n, const char *const p[],
+                     const size_t len[]) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += len[i];
+    struct hline *l = malloc(sizeof *l + total + 1);
+    if (!l) return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(l->text + o, p[i], len[i]);
+        o += len[i];
+    }
+    l->text[o] = '\0';
+    l->len = total;
+    l->secret = secret;
+    l->node.data = l->text;
+    l->node.next = NULL;
+    if (h->last) h->last->next = &l->node;
+    else h->first = &l->node;
+    h->last = &l->node;
+    h->count++;
+    return 0;
+}
+
+int weft_headers_has(const struct weft_headers *h, const char *name, size_t nlen) {
+    for (const struct curl_slist *n = h->first; n; n = n->next) {
+        size_t k = strcspn(n->data, ":;");
+        if (k == nlen && strncasecmp(n->data, name, nlen) == 0) return 1;
+    }
+    return 0;
+}
+
+void weft_headers_clear(struct weft_headers *h) {
+    struct curl_slist *n = h->first;
+    while (n) {
+        struct curl_slist *next = n->next;
+        struct hline *l = (struct hline *)n;
+        if (l->secret) explicit_bzero(l->text, l->len);
+        if (h->on_free) h->on_free(l->text, l->len, l->secret);
+        free(l);
+        n = next;
+    }
+    h->first = h->last = NULL;
+    h->count = 0;
+}
+
+/* ------------------------------------------------- URLs on an origin */
+
+static int is_pchar(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("-._~!$&'()*+,;=:@", ch) != NULL);
+}
+
+static int is_hex(unsigned char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* 0 when s holds only path (or, with `query`, query) characters and
+ * well-formed %XX escapes; -1 with a message naming the first bad byte. */
+static int check_chars(const char *s, int query, char *err, size_t errlen) {
+    const char *what = query ? "query" : "path";
+    for (size_t i = 0; s[i]; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (!is_hex((unsigned char)s[i + 1]) || !is_hex((unsigned char)s[i + 2])) {
+                snprintf(err, errlen, "the request %s has a '%%' that does not start a %%XX escape "
+                         "(offset %zu)", what, i);
+                return -1;
+            }
+            i += 2;
+        } else if (!is_pchar(ch) && ch != '/' && !(query && ch == '?')) {
+            snprintf(err, errlen, "the request %s has a character not allowed in a URL %s "
+                     "(byte 0x%02x at offset %zu): encode it", what, what, ch, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when the path has a "." or ".." segment, also spelt %2e. */
+static int has_dot_segment(const char *path) {
+    const char *p = path;
+    while (*p) {
+        if (*p == '/') {
+            p++;
+            continue;
+        }
+        int dots = 0, other = 0;
+        while (*p && *p != '/') {
+            if (*p == '.') {
+                dots++;
+                p++;
+            } else if (p[0] == '%' && p[1] == '2' && (p[2] == 'e' || p[2] == 'E')) {
+                dots++;
+                p += 3;
+            } else {
+                other = 1;
+                p++;
+            }
+        }
+        if (!other && (dots == 1 || dots == 2)) return 1;
+    }
+    return 0;
+}
+
+/* The parts of a URL compared by the origin check; strings from curl. */
+struct urlparts {
+    char *scheme, *host, *port, *path;
+    int userinfo;               /* has a user name or a password */
+    int extra;                  /* has a query or a fragment */
+};
+
+static void parts_free(struct urlparts *p) {
+    curl_free(p->scheme);
+    curl_free(p->host);
+    curl_free(p->port);
+    curl_free(p->path);
+    memset(p, 0, sizeof *p);
+}
+
+/* Parse url (an http or https URL) into *p; -1 with a message naming
+ * `what` on failure. On success, *u keeps the parsed handle when u is not
+ * NULL (the caller frees it). */
+static int parts_parse(const char *url, const char *what, struct urlparts *p, CURLU **u, char *err,
+                       size_t errlen) {
+    memset(p, 0, sizeof *p);
+    CURLU *h = curl_url();
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    CURLUcode rc = curl_url_set(h, CURLUPART_URL, url, 0);
+    if (rc != CURLUE_OK) {
+        snprintf(err, errlen, "%s is not a valid URL (%s)", what, curl_url_strerror(rc));
+        curl_url_cleanup(h);
+        return -1;
+    }
+    char *user = NULL, *pw = NULL, *q = NULL, *frag = NULL;
+    if (curl_url_get(h, CURLUPART_SCHEME, &p->scheme, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_HOST, &p->host, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_PORT, &p->port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_PATH, &p->path, 0) != CURLUE_OK) {
+        snprintf(err, errlen, "%s is not a valid URL (no scheme, host, port or path)", what);
+        goto fail;
+    }
+    p->userinfo = curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+                  curl_url_get(h, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
+    p->extra = curl_url_get(h, CURLUPART_QUERY, &q, 0) == CURLUE_OK ||
+               curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK;
+    if (user) explicit_bzero(user, strlen(user));
+    if (pw) explicit_bzero(pw, strlen(pw));
+    if (q) explicit_bzero(q, strlen(q));
+    curl_free(user);
+    curl_free(pw);
+    curl_free(q);
+    curl_free(frag);
+    if (strcmp(p->scheme, "http") != 0 && strcmp(p->scheme, "https") != 0) {
+        snprintf(err, errlen, "%s is not an http:// or https:// URL", what);
+        goto fail;
+    }
+    if (u) *u = h;
+    else curl_url_cleanup(h);
+    return 0;
+fail:
+    parts_free(p);
+    curl_url_cleanup(h);
+    return -1;
+}
+
+/* Length of the origin's path prefix without its trailing slashes. */
+static size_t prefix_len(const char *path) {
+    size_t n = strlen(path);
+    while (n > 0 && path[n - 1] == '/') n--;
+    return n;
+}
+
+CURLU *weft_http_origin_url(const char *origin, const char *path, const char *query, char *err,
+                            size_t errlen) {
+    if (!path || path[0] != '/') {
+        snprintf(err, errlen, "the request path must begin with '/'");
+        return NULL;
+    }
+    if (check_chars(path, 0, err, errlen) != 0) return NULL;
+    if (has_dot_segment(path)) {
+        snprintf(err, errlen, "the request path has a '.' or '..' segment");
+        return NULL;
+    }
+    if (query && check_chars(query, 1, err, errlen) != 0) return NULL;
+    struct urlparts o;
+    CURLU *u = NULL;
+    if (!origin || parts_parse(origin, "the origin", &o, &u, err, errlen) != 0) {
+        if (!origin) snprintf(err, errlen, "no origin");
+        return NULL;
+    }
+    if (o.userinfo || o.extra) {
+        snprintf(err, errlen, "the origin must be scheme://host[:port][/path], without %s",
+                 o.userinfo ? "user info" : "a query or fragment");
+        parts_free(&o);
+        curl_url_cleanup(u);
+        return NULL;
+    }
+    size_t plen = prefix_len(o.path), rlen = strlen(path);
+    char *full = malloc(plen + rlen + 1);
+    CURLUcode rc = CURLUE_OUT_OF_MEMORY;
+    if (full) {
+        memcpy(full, o.path, plen);
+        memcpy(full + plen, path, rlen + 1);
+        rc = curl_url_set(u, CURLUPART_PATH, full, 0);
+        free(full);
+    }
+    if (rc == CURLUE_OK) rc = curl_url_set(u, CURLUPART_QUERY, query && *query ? query : NULL, 0);
+    parts_free(&o);
+    if (rc != CURLUE_OK) {
+        snprintf(err, errlen, "cannot build the request URL (%s)", curl_url_strerror(rc));
+        curl_url_cleanup(u);
+        return NULL;
+    }
+    return u;
+}
+
+int weft_http_origin_check(const char *origin, const char *url, char *err, size_t errlen) {
+    struct urlparts o, r;
+    if (parts_parse(origin, "the origin", &o, NULL, err, errlen) != 0) return -1;
+    if (parts_parse(url, "the request URL", &r, NULL, err, errlen) != 0) {
+        parts_free(&o);
+        return -1;
+    }
+    size_t plen = prefix_len(o.path);
+    int rc = -1;
+    if (strcmp(r.scheme, o.scheme) != 0)
+        snprintf(err, errlen, "the request URL has scheme %s, the origin %s", r.scheme, o.scheme);
+    else if (strcasecmp(r.host, o.host) != 0)
+        snprintf(err, errlen, "the request URL goes to host %s, not to the origin's host %s",
+                 r.host, o.host);
+    else if (strcmp(r.port, o.port) != 0)
+        snprintf(err, errlen, "the request URL goes to port %s, not to the origin's port %s",
+                 r.port, o.port);
+    else if (r.userinfo)
+        snprintf(err, errlen, "the request URL has user info");
+    else if (strncmp(r.path, o.path, plen) != 0 || r.path[plen] != '/')
+        snprintf(err, errlen, "the request URL's path is outside the origin's path %.*s",
+                 (int)plen, o.path);
+    else
+        rc = 0;
+    parts_free(&o);
+    parts_free(&r);
+    return rc;
+}
+
 /* ------------------------------------------------------ libev <-> curl */
 
 static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -404,6 +673,17 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *userp) {
     return n;
 }
 
+/* CURLOPT_PREREQFUNCTION: called right before each time the request is
+ * sent, including libcurl's own resend on a fresh connection when a reused
+ * one turned out dead (multi.c sends that transfer back to CONNECT, and
+ * every pass through DO calls this). */
+static int prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port) {
+    struct weft_xfer *x = userp;
+    x->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *userp) {
     struct weft_xfer *x = userp;
     size_t n = size * nmemb;
@@ -467,6 +747,10 @@ void weft_http_client_stats(const struct weft_http_client *c, struct weft_http_s
 struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_http_request *req,
                                   const struct weft_http_callbacks *cb, void *ud, char *err,
                                   size_t errlen) {
+    if (req->headers && req->header_list) {
+        snprintf(err, errlen, "headers and header_list are exclusive");
+        return NULL;
+    }
     struct weft_xfer *x = calloc(1, sizeof *x);
     if (!x) {
         snprintf(err, errlen, "out of memory");
@@ -515,6 +799,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
         curl_easy_setopt(e, CURLOPT_USERAGENT, "weft/" WEFT_VERSION);
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+        curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
         if (req->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
         if (req->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, req->ca_path);
         /* Mutual TLS and CA from memory: blobs copied by curl, no files. */
@@ -537,6 +822,7 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
@@ -561,7 +847,8 @@ struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_
                          method && strcmp(method, "GET") != 0 ? method : NULL);
     }
     x->headers = req->headers;
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+                     req->header_list ? req->header_list->first : x->headers);
 
     if (req->idle_timeout_ms > 0) {
         x->idle_ms = req->idle_timeout_ms;

@@ -21,6 +21,67 @@
 struct weft_http_client;
 struct weft_xfer;
 
+/* ------------------------------------------------------- header lists */
+
+/* Request header lines that own their memory. The nodes are plain
+ * struct curl_slist (curl only reads a CURLOPT_HTTPHEADER list: `data` and
+ * `next`), allocated here together with their text, so a list can say
+ * which lines hold a rendered secret: those are zeroed before they are
+ * freed. Embed one (zero-initialized or weft_headers_init) in the object
+ * that owns the request and clear it on every path that ends it; a
+ * transfer only borrows it (weft_http_request.header_list). */
+struct weft_headers {
+    struct curl_slist *first;   /* the lines in order, for CURLOPT_HTTPHEADER */
+    struct curl_slist *last;
+    int count;
+    /* Test hook, NULL normally: called for each line just before its
+     * memory is freed (after a secret line was zeroed), with the line's
+     * buffer and its length. */
+    void (*on_free)(const char *line, size_t len, int secret);
+};
+
+/* An empty list (the same as zero-initialized). */
+void weft_headers_init(struct weft_headers *h);
+
+/* Append one line, the concatenation of the n pieces p[i] of len[i] bytes
+ * ("Name: value" in curl's syntax; "Name:" removes a header curl would add,
+ * "Name;" sends it empty). The pieces are copied straight into the line,
+ * so a secret needs no other copy; `secret` marks the line for zeroing.
+ * Returns 0, or -1 when out of memory (the list is unchanged). Lines are
+ * not checked here: the caller refuses CR, LF and NUL. */
+int weft_headers_add(struct weft_headers *h, int secret, size_t n, const char *const p[],
+                     const size_t len[]);
+
+/* 1 when a line's header name (the text before its ':' or ';') equals
+ * name[0..nlen) without regard to case, else 0. */
+int weft_headers_has(const struct weft_headers *h, const char *name, size_t nlen);
+
+/* Free every line, zeroing the secret ones first; the list is empty
+ * afterwards and may be reused. Safe on an empty list and to call twice. */
+void weft_headers_clear(struct weft_headers *h);
+
+/* ------------------------------------------------- URLs on an origin */
+
+/* Build the URL of a request on a configured origin with curl's URL API.
+ * `origin` is "http(s)://host[:port][/prefix]" (no user info, query or
+ * fragment); `path` must begin with "/" and hold only RFC 3986 path
+ * characters (letters, digits, "-._~!$&'()*+,;=:@/" and %XX escapes) with
+ * no "." or ".." segment (also escaped); it is appended to the origin's own
+ * path without doubling the slash between them. `query` (NULL or "": none)
+ * goes after "?" and may hold only query characters (the path's, "?" and
+ * %XX). Nothing is encoded: anything else is refused, the caller encodes.
+ * Returns a new handle (free it with curl_url_cleanup), or NULL with a
+ * message in err that names what was wrong (never quoting the query). */
+CURLU *weft_http_origin_url(const char *origin, const char *path, const char *query, char *err,
+                            size_t errlen);
+
+/* Parse `url` again and compare it with `origin`: same scheme, same host
+ * (without regard to case), same port (default ports filled in), no user
+ * info, and a path within the origin's path prefix. Returns 0 when it
+ * matches, -1 with a message in err otherwise (the message names the
+ * parts that differ, never the URL's query, which may hold a credential). */
+int weft_http_origin_check(const char *origin, const char *url, char *err, size_t errlen);
+
 /* How a transfer ended. `kind` is NULL on success, otherwise a name of the
  * weft error taxonomy ("transient", "timeout", "auth", "invalid_request",
  * "integration"); `reason` a short machine-readable cause ("refused",
@@ -33,6 +94,11 @@ struct weft_http_outcome {
     const char *message;
     long curl_code;             /* CURLcode of the transfer */
     int status;                 /* last HTTP status seen, 0 if none */
+    int sends;                  /* times the request was sent: 1 normally,
+                                   2+ when libcurl sent it again by itself on
+                                   a fresh connection (a reused connection
+                                   died before any response byte), 0 when it
+                                   never got as far as sending */
 };
 
 /* Callbacks of one transfer. All are called from inside libcurl or libev
@@ -55,9 +121,13 @@ struct weft_http_callbacks {
 
 struct weft_http_request {
     const char *method;         /* NULL: GET, or POST when has_body */
-    const char *url;
+    const char *url;            /* copied by curl */
     struct curl_slist *headers; /* "Name: value" lines; ownership passes to
                                    the transfer on success of start */
+    const struct weft_headers *header_list; /* instead of headers: borrowed,
+                                   must stay valid until on_done or
+                                   weft_http_cancel (the owner clears it
+                                   then); never both */
     const char *body;           /* not copied: must stay valid until on_done
                                    or weft_http_cancel */
     size_t body_len;
@@ -94,9 +164,10 @@ void weft_http_client_free(struct weft_http_client *c);
 
 /* Start a transfer. Returns it, or NULL with a message in err (size
  * errlen) when curl refuses the options (out of memory, bad CA path on
- * some builds). Invalid URLs are reported through on_done with kind
- * invalid_request, like every other failure. The transfer belongs to the
- * client until on_done or weft_http_cancel. */
+ * some builds, both headers and header_list given). Invalid URLs are
+ * reported through on_done with kind invalid_request, like every other
+ * failure. The transfer belongs to the client until on_done or
+ * weft_http_cancel. */
 struct weft_xfer *weft_http_start(struct weft_http_client *c, const struct weft_http_request *req,
                                   const struct weft_http_callbacks *cb, void *ud, char *err,
                                   size_t errlen);

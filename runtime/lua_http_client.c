@@ -12,8 +12,31 @@
  * back into curl: CURLM_RECURSIVE_API_CALL); they copy bytes into C buffers
  * and wake the task.
  *
- * Ownership: struct lxfer is the userdata (owned by Lua). While the
- * transfer runs, the request body string is anchored by body_ref and the
+ * Options beyond weft.http.RequestOptions (lua/weft/http.lua):
+ *   origin, path, query  instead of url: the URL is built on the configured
+ *       origin with curl's URL API (path must begin with "/", holds only
+ *       path characters, no dot segment; query goes after "?", without it)
+ *       and, complete with any auth.query parameter, parsed again and
+ *       compared with the origin (scheme, host, port, path prefix). Any
+ *       problem: nil, err {kind="integration", reason="origin"}; nothing
+ *       is sent. url together with origin is a misuse (raises).
+ *   redact = true  response header values and the non-streamed body pass
+ *       through weft_secrets_redact before they become Lua strings
+ *       (streamed chunks do not).
+ *   stream = true  deliver "data" events (set by weft.http for on_data).
+ * A header that opts.auth renders (default "authorization"; "Authorization"
+ * for basic) must not also be in opts.headers, nor be rendered twice: nil,
+ * err {kind="integration", reason="auth_header"}. The response table and
+ * transport errors carry `sends`: how many times the request went out (2+
+ * when libcurl resent it on a fresh connection by itself, 0 when it never
+ * got that far).
+ *
+ * Ownership: struct lxfer is the userdata (owned by Lua), created before
+ * the options are read so that it owns what they produce: the header lines
+ * (some holding a rendered secret: zeroed when freed) and the URL being
+ * built. A Lua error while reading options leaves them to __gc. While the
+ * transfer runs, curl borrows the header lines (freed when it ends or is
+ * cancelled), the request body string is anchored by body_ref and the
  * lxfer is on its client's `active` list. The client (struct lclient) is
  * owned by the loop and freed by a close hook, which first detaches every
  * active lxfer.
@@ -53,7 +76,7 @@ struct lclient {
     struct lxfer *active;      /* transfers in flight, for the close hook */
 };
 
-enum xstate { X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
+enum xstate { X_NEW, X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
 
 struct lxfer {
     struct weft_xfer *x;       /* the transfer while running, else NULL */
@@ -62,7 +85,24 @@ struct lxfer {
     struct weft_wait wait;     /* embedded: the task waiting in wait() */
     struct weft_task *waiter;
     int body_ref;              /* anchors the request body string */
-    int url_ref;               /* opts.url (before auth), for err.url */
+    int url_ref;               /* opts.url, or the URL built on opts.origin
+                                  (before auth), for err.url */
+    struct weft_headers hdrs;  /* request header lines, owned; borrowed by
+                                  the transfer while it runs; cleared (the
+                                  secret ones zeroed) when it ends, is
+                                  cancelled, or by __gc */
+    CURLU *cu;                 /* URL being built on opts.origin; owned,
+                                  freed once curl has copied the URL */
+    char *authq;               /* auth.query parameters, encoded: owned,
+                                  zeroed when freed */
+    size_t authq_len, authq_cap;
+    char *url;                 /* the URL handed to curl (it may hold a
+                                  secret): owned, zeroed and freed right
+                                  after start */
+    size_t url_cap;
+    int redact;                /* opts.redact: headers and body through
+                                  weft_secrets_redact before Lua sees them */
+    int sends;                 /* from the outcome: times the request was sent */
     int head_ref;              /* cached head table (streaming) */
     int stream;
     int paused;
@@ -160,6 +200,8 @@ static void on_done(void *ud, const struct weft_http_outcome *o) {
     struct lxfer *lx = ud;
     lx->x = NULL;
     active_unlink(lx);
+    weft_headers_clear(&lx->hdrs); /* curl is done with them */
+    lx->sends = o->sends;
     if (o->kind) {
         lx->state = X_FAILED;
         lx->err_kind = o->kind;
@@ -186,6 +228,8 @@ static void client_close_hook(void *ud) {
         lx->x = NULL;
         if (lx->state == X_RUNNING) lx->state = X_CANCELLED;
     }
+    /* Cancels the transfers; their header lines stay with each lxfer,
+     * whose __gc clears them (zeroing the secret ones). */
     weft_http_client_free(lc->c);
     lua_State *L = lc->loop->L;
     lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
@@ -252,43 +296,25 @@ static const char *opt_string(lua_State *L, const char *k, size_t *len) {
     return s;
 }
 
-/* Append "name: value" to *list; raises on invalid input after freeing
- * the list built so far. */
-static void add_header(lua_State *L, struct curl_slist **list, const char *name, size_t nlen,
-                       int vidx) {
+/* Append "name: value" (a header from opts.headers) to the transfer's
+ * list; raises on invalid input (the list stays with lx, freed by __gc). */
+static void add_header(lua_State *L, struct lxfer *lx, const char *name, size_t nlen, int vidx) {
     size_t vlen;
-    if (lua_type(L, vidx) != LUA_TSTRING) {
-        curl_slist_free_all(*list);
+    if (lua_type(L, vidx) != LUA_TSTRING)
         luaL_error(L, "weft.http.request: header '%s' value must be a string, got %s", name,
                    luaL_typename(L, vidx));
-    }
     const char *v = lua_tolstring(L, vidx, &vlen);
-    if (has_crlf_nul(v, vlen)) {
-        curl_slist_free_all(*list);
+    if (has_crlf_nul(v, vlen))
         luaL_error(L, "weft.http.request: header '%s' value contains CR, LF or NUL", name);
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, name, nlen);
     /* An empty value needs "Name;" in curl's syntax. */
-    if (vlen == 0) {
-        luaL_addchar(&b, ';');
-    } else {
-        luaL_addlstring(&b, ": ", 2);
-        luaL_addlstring(&b, v, vlen);
-    }
-    luaL_pushresult(&b);
-    struct curl_slist *nl = curl_slist_append(*list, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (!nl) {
-        curl_slist_free_all(*list);
+    const char *p[3] = {name, vlen ? ": " : ";", v};
+    const size_t len[3] = {nlen, vlen ? 2 : 1, vlen};
+    if (weft_headers_add(&lx->hdrs, 0, 3, p, len) != 0)
         luaL_error(L, "weft.http.request: out of memory");
-    }
-    *list = nl;
 }
 
-static struct curl_slist *build_headers(lua_State *L, int has_body) {
-    struct curl_slist *list = NULL;
+/* opts.headers into lx->hdrs. Returns 1 when a Content-Type was given. */
+static int build_headers(lua_State *L, struct lxfer *lx) {
     int has_ctype = 0;
     lua_getfield(L, 1, "headers");
     int hidx = lua_gettop(L);
@@ -299,43 +325,46 @@ static struct curl_slist *build_headers(lua_State *L, int has_body) {
         lua_pushnil(L);
         while (lua_next(L, hidx)) {               /* [.., headers, k, v] */
             size_t nlen;
-            if (lua_type(L, -2) != LUA_TSTRING) {
-                curl_slist_free_all(list);
+            if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_error(L, "weft.http.request: header names must be strings");
-            }
             const char *name = lua_tolstring(L, -2, &nlen);
-            if (!weft_is_http_token(name, nlen)) {
-                curl_slist_free_all(list);
+            if (!weft_is_http_token(name, nlen))
                 luaL_error(L, "weft.http.request: invalid header name '%s'", name);
-            }
             if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0) has_ctype = 1;
             if (lua_istable(L, -1)) {
                 int n = (int)lua_objlen(L, -1);
                 for (int i = 1; i <= n; i++) {
                     lua_rawgeti(L, -1, i);
-                    add_header(L, &list, name, nlen, lua_gettop(L));
+                    add_header(L, lx, name, nlen, lua_gettop(L));
                     lua_pop(L, 1);
                 }
             } else {
-                add_header(L, &list, name, nlen, lua_gettop(L));
+                add_header(L, lx, name, nlen, lua_gettop(L));
             }
             lua_pop(L, 1);                         /* [.., headers, k] */
         }
     }
     lua_pop(L, 1);
-    struct curl_slist *nl = list;
-    /* No 100-continue round trip; no form content type made up by curl. */
-    if (has_body) nl = curl_slist_append(nl, "Expect:");
-    if (nl && has_body && !has_ctype) nl = curl_slist_append(nl, "Content-Type:");
-    if (has_body && !nl) {
-        curl_slist_free_all(list);
-        luaL_error(L, "weft.http.request: out of memory");
-    }
-    return has_body ? nl : list;
+    return has_ctype;
 }
 
+/* Push nil and an error value {kind=, reason=, message=}; returns 2. */
+static int push_fail(lua_State *L, const char *kind, const char *reason, const char *msg) {
+    lua_pushnil(L);
+    weft_push_error(L, kind, "weft.http.request: %s", msg);
+    lua_pushstring(L, reason);
+    lua_setfield(L, -2, "reason");
+    return 2;
+}
 
 /* ------------------------------------------------------------- auth */
+
+/* 1 when the secret is loaded and not expired, else raises kind auth. */
+static void check_loaded(lua_State *L, struct weft_secret *s) {
+    if (!weft_secret_valid(s, weft_clock_now(NULL)))
+        weft_raise_error(L, "auth", "weft.http.request: secret %s is not loaded or has expired",
+                         s->name);
+}
 
 /* The secret in field `k` of the table at idx (a handle), or NULL when the
  * field is absent; raises on anything else or an unusable secret. */
@@ -349,8 +378,7 @@ static struct weft_secret *opt_secret(lua_State *L, int idx, const char *k, cons
         luaL_error(L, "weft.http.request: %s.%s must be a secret handle (weft.secret(...))", where, k);
     struct weft_secret *s = weft_lua_check_secret(L, lua_gettop(L));
     lua_pop(L, 1); /* the handle stays referenced by the options table */
-    if (!weft_secret_valid(s, weft_clock_now(NULL)))
-        weft_raise_error(L, "auth", "weft.http.request: secret %s is not loaded or has expired", s->name);
+    check_loaded(L, s);
     return s;
 }
 
@@ -361,41 +389,94 @@ static void zfree(char *p, size_t n) {
     }
 }
 
-/* Append "Name: prefix{value}suffix" to *list (value never in Lua). */
-static void add_secret_header(lua_State *L, struct curl_slist **list, const char *name,
+/* The header an auth item renders must not come from opts.headers too
+ * (nor from an earlier auth item): the credential header is the host's.
+ * Returns 0, or 2 with nil, err (integration, auth_header) pushed. */
+static int auth_header_free(lua_State *L, struct lxfer *lx, const char *name) {
+    if (!weft_headers_has(&lx->hdrs, name, strlen(name))) return 0;
+    char msg[300];
+    snprintf(msg, sizeof msg, "header '%.100s' carries the credential (auth) and must not also be "
+             "given in headers", name);
+    return push_fail(L, "integration", "auth_header", msg);
+}
+
+/* Add the secret line "Name: prefix{value}suffix" (format has "{}" once)
+ * to lx->hdrs; the value goes from the store into the line only. */
+static void add_secret_header(lua_State *L, struct lxfer *lx, const char *name,
                               const char *format, struct weft_secret *s, const char *value,
                               size_t vlen) {
     const char *hole = strstr(format, "{}");
     if (!hole || strstr(hole + 2, "{}"))
         luaL_error(L, "weft.http.request: auth.format must contain {} exactly once");
+    if (has_crlf_nul(format, strlen(format)))
+        luaL_error(L, "weft.http.request: auth.format contains CR, LF or NUL");
     if (memchr(value, '\r', vlen) || memchr(value, '\n', vlen))
         luaL_error(L, "weft.http.request: secret %s contains CR or LF; refused in a header", s->name);
-    size_t n = strlen(name) + 2 + strlen(format) + vlen + 1;
-    char *line = malloc(n);
-    if (!line) {
-        luaL_error(L, "out of memory");
-        return;
-    }
-    int k = snprintf(line, n, "%s: %.*s", name, (int)(hole - format), format);
-    memcpy(line + k, value, vlen);
-    snprintf(line + k + vlen, n - (size_t)k - vlen, "%s", hole + 2);
-    struct curl_slist *nl = curl_slist_append(*list, line);
-    zfree(line, n);
-    if (!nl) luaL_error(L, "out of memory");
-    *list = nl;
+    const char *p[5] = {name, ": ", format, value, hole + 2};
+    const size_t len[5] = {strlen(name), 2, (size_t)(hole - format), vlen, strlen(hole + 2)};
+    if (weft_headers_add(&lx->hdrs, 1, 5, p, len) != 0) luaL_error(L, "out of memory");
 }
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Render opts.auth (a table or a list of tables) into headers and, for a
- * query placement, a new URL (*url_out, malloc'd, to be zeroed). */
-static void apply_auth(lua_State *L, struct curl_slist **list, const char *url, char **url_out,
-                       size_t *url_out_len) {
+/* Percent-encode s into o (room for 3 * n bytes): RFC 3986 unreserved
+ * bytes stay, every other byte becomes %XX in upper case -- the URL form
+ * secrets.c redacts (curl's CURLU_URLENCODE writes lower case and '+'). */
+static size_t pct_encode(char *o, const char *s, size_t n) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            o[j++] = (char)ch;
+        } else {
+            o[j++] = '%';
+            o[j++] = hex[ch >> 4];
+            o[j++] = hex[ch & 15];
+        }
+    }
+    return j;
+}
+
+/* Append "name=<value, percent-encoded>" to lx->authq ('&' between
+ * parameters). The parameters are appended to the URL as text, not with
+ * curl_url_set: that would lower-case the escapes (CURLU_URLENCODE also
+ * writes '+' for a space), which is not the form secrets.c redacts, and
+ * each call leaves copies of the value inside libcurl that are freed
+ * without being zeroed. This buffer is zeroed whenever it is freed. */
+static void add_secret_query(lua_State *L, struct lxfer *lx, const char *name,
+                             struct weft_secret *s) {
+    size_t nlen = strlen(name);
+    size_t need = lx->authq_len + 1 + 3 * nlen + 1 + 3 * s->len + 1;
+    if (need > lx->authq_cap) {
+        char *nb = malloc(need);
+        if (!nb) luaL_error(L, "out of memory");
+        if (lx->authq) memcpy(nb, lx->authq, lx->authq_len);
+        zfree(lx->authq, lx->authq_cap);
+        lx->authq = nb;
+        lx->authq_cap = need;
+    }
+    char *q = lx->authq;
+    size_t o = lx->authq_len;
+    if (o) q[o++] = '&';
+    o += pct_encode(q + o, name, nlen);
+    q[o++] = '=';
+    o += pct_encode(q + o, s->value, s->len);
+    q[o] = '\0';
+    lx->authq_len = o;
+}
+
+/* Render opts.auth (a table or a list of tables) into secret header lines
+ * of lx->hdrs and query parameters in lx->authq. Raises on misuse or an
+ * unusable secret; returns 0, or 2 with nil, err pushed (a credential
+ * header also given in opts.headers). */
+static int apply_auth(lua_State *L, struct lxfer *lx) {
     lua_getfield(L, 1, "auth");
     int a = lua_gettop(L);
     if (lua_isnil(L, a)) {
         lua_pop(L, 1);
-        return;
+        return 0;
     }
     if (!lua_istable(L, a)) luaL_error(L, "weft.http.request: auth must be a table");
     int n = (int)lua_objlen(L, a);
@@ -411,33 +492,33 @@ static void apply_auth(lua_State *L, struct curl_slist **list, const char *url, 
         if (lua_istable(L, -1)) {
             int b = lua_gettop(L);
             struct weft_secret *pw = opt_secret(L, b, "password", "auth.basic");
-            if (!pw) {
-                luaL_error(L, "weft.http.request: auth.basic.password must be a secret handle");
-                return;
-            }
+            if (!pw)
+                return luaL_error(L, "weft.http.request: auth.basic.password must be a secret "
+                                     "handle");
             lua_getfield(L, b, "user");
             size_t ulen = 0;
             const char *user = NULL;
-            struct weft_secret *us = NULL;
-            if (lua_type(L, -1) == LUA_TSTRING) user = lua_tolstring(L, -1, &ulen);
-            else if (lua_isuserdata(L, -1)) {
-                us = weft_lua_check_secret(L, lua_gettop(L));
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                user = lua_tolstring(L, -1, &ulen);
+            } else if (lua_isuserdata(L, -1)) {
+                struct weft_secret *us = weft_lua_check_secret(L, lua_gettop(L));
+                check_loaded(L, us);
                 user = us->value;
                 ulen = us->len;
             }
-            if (!user) {
-                luaL_error(L, "weft.http.request: auth.basic.user must be a string or a secret");
-                return;
-            }
+            if (!user)
+                return luaL_error(L, "weft.http.request: auth.basic.user must be a string or a "
+                                     "secret");
+            int r = auth_header_free(L, lx, "Authorization");
+            if (r) return r;
             size_t plain_len = ulen + 1 + pw->len;
-            char *plain = malloc(plain_len);
             size_t enc_len = 4 * ((plain_len + 2) / 3) + 1;
+            char *plain = malloc(plain_len);
             char *enc = malloc(enc_len);
             if (!plain || !enc) {
                 free(plain);
                 free(enc);
-                luaL_error(L, "out of memory");
-                return;
+                return luaL_error(L, "out of memory");
             }
             memcpy(plain, user, ulen);
             plain[ulen] = ':';
@@ -452,50 +533,33 @@ static void apply_auth(lua_State *L, struct curl_slist **list, const char *url, 
                 enc[j++] = q + 1 < plain_len ? B64[(v >> 6) & 63] : '=';
                 enc[j++] = q + 2 < plain_len ? B64[v & 63] : '=';
             }
-            add_secret_header(L, list, "Authorization", "Basic {}", pw, enc, j);
             zfree(plain, plain_len);
+            const char *p[3] = {"Authorization", ": Basic ", enc};
+            const size_t len[3] = {13, 8, j};
+            int rc = weft_headers_add(&lx->hdrs, 1, 3, p, len);
             zfree(enc, enc_len);
-            lua_pop(L, 2);
+            if (rc != 0) return luaL_error(L, "out of memory");
+            lua_pop(L, 2);                                  /* [.., auth, (item)] */
         } else {
             lua_pop(L, 1);
             struct weft_secret *s = opt_secret(L, t, "secret", "auth");
-            if (!s) {
-                luaL_error(L, "weft.http.request: auth.secret must be a secret handle");
-                return;
-            }
+            if (!s) return luaL_error(L, "weft.http.request: auth.secret must be a secret handle");
             lua_getfield(L, t, "query");
             const char *q = lua_tostring(L, -1);
             if (q) {
                 if (!weft_is_http_token(q, strlen(q)))
-                    luaL_error(L, "weft.http.request: auth.query must be a parameter name");
-                const char *base = *url_out ? *url_out : url;
-                size_t cap = strlen(base) + strlen(q) + 3 * s->len + 3;
-                char *u = malloc(cap);
-                if (!u) {
-                    luaL_error(L, "out of memory");
-                    return;
-                }
-                size_t o = (size_t)snprintf(u, cap, "%s%c%s=", base, strchr(base, '?') ? '&' : '?', q);
-                for (size_t c = 0; c < s->len; c++) {
-                    unsigned char ch = (unsigned char)s->value[c];
-                    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                        ch == '-' || ch == '_' || ch == '.' || ch == '~')
-                        u[o++] = (char)ch;
-                    else
-                        o += (size_t)snprintf(u + o, 4, "%%%02X", ch);
-                }
-                u[o] = '\0';
-                if (*url_out) zfree(*url_out, *url_out_len);
-                *url_out = u;
-                *url_out_len = cap;
+                    return luaL_error(L, "weft.http.request: auth.query must be a parameter name");
+                add_secret_query(L, lx, q, s);
             } else {
                 lua_getfield(L, t, "header");
                 const char *h = luaL_optstring(L, -1, "authorization");
                 if (!weft_is_http_token(h, strlen(h)))
-                    luaL_error(L, "weft.http.request: auth.header must be a header name");
+                    return luaL_error(L, "weft.http.request: auth.header must be a header name");
                 lua_getfield(L, t, "format");
                 const char *f = luaL_optstring(L, -1, "{}");
-                add_secret_header(L, list, h, f, s, s->value, s->len);
+                int r = auth_header_free(L, lx, h);
+                if (r) return r;
+                add_secret_header(L, lx, h, f, s, s->value, s->len);
                 lua_pop(L, 2);
             }
             lua_pop(L, 1);
@@ -503,6 +567,7 @@ static void apply_auth(lua_State *L, struct curl_slist **list, const char *url, 
         if (!single) lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    return 0;
 }
 
 /* ---------------------------------------------------------- Lua API */
@@ -518,25 +583,96 @@ static void push_invalid_url(lua_State *L, const char *why) {
     lua_setfield(L, -2, "reason");
 }
 
+/* Zero and free the URL string handed to curl and the auth query (they
+ * may hold a secret; curl keeps its own copy of the URL). */
+static void free_url(struct lxfer *lx) {
+    zfree(lx->url, lx->url_cap);
+    zfree(lx->authq, lx->authq_cap);
+    lx->url = lx->authq = NULL;
+    lx->url_cap = lx->authq_cap = lx->authq_len = 0;
+    if (lx->cu) {
+        curl_url_cleanup(lx->cu);
+        lx->cu = NULL;
+    }
+}
+
+/* The final URL into lx->url: lx->cu (made from `url` when only auth
+ * query parameters need it), without a fragment, then lx->authq. Returns
+ * 0, or 2 with nil, err pushed (a URL curl cannot parse). */
+static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
+    if (!lx->cu) {
+        lx->cu = curl_url();
+        if (!lx->cu) return luaL_error(L, "out of memory");
+        CURLUcode rc = curl_url_set(lx->cu, CURLUPART_URL, url, 0);
+        if (rc != CURLUE_OK) {
+            push_invalid_url(L, curl_url_strerror(rc));
+            return 2;
+        }
+    }
+    /* A parameter written after a fragment would never be sent. */
+    char *base = NULL, *q = NULL;
+    if (curl_url_set(lx->cu, CURLUPART_FRAGMENT, NULL, 0) != CURLUE_OK ||
+        curl_url_get(lx->cu, CURLUPART_URL, &base, 0) != CURLUE_OK)
+        return luaL_error(L, "weft.http.request: out of memory");
+    int has_query = curl_url_get(lx->cu, CURLUPART_QUERY, &q, 0) == CURLUE_OK && q && *q;
+    curl_free(q);
+    size_t blen = strlen(base);
+    lx->url_cap = blen + 1 + lx->authq_len + 1;
+    lx->url = malloc(lx->url_cap);
+    if (!lx->url) {
+        curl_free(base);
+        lx->url_cap = 0;
+        return luaL_error(L, "out of memory");
+    }
+    memcpy(lx->url, base, blen);
+    curl_free(base);
+    if (lx->authq_len) {
+        lx->url[blen++] = has_query ? '&' : '?';
+        memcpy(lx->url + blen, lx->authq, lx->authq_len);
+        blen += lx->authq_len;
+    }
+    lx->url[blen] = '\0';
+    return 0;
+}
+
 /* _http_client.start(opts) -> xfer | nil, err */
 static int l_start(lua_State *L) {
     if (!lua_istable(L, 1))
         return luaL_error(L, "weft.http.request: expected a table of options, got %s",
                           luaL_typename(L, 1));
     lua_settop(L, 1);
+    /* The transfer object comes first: what is built below and must be
+     * freed (header lines, some holding a secret; the URL being built) is
+     * owned by it, so a Lua error anywhere leaves it to __gc. */
+    struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, lx] */
+    memset(lx, 0, sizeof *lx);
+    lx->body_ref = LUA_NOREF;
+    lx->head_ref = LUA_NOREF;
+    lx->url_ref = LUA_NOREF;
+    lx->state = X_NEW;
+    luaL_getmetatable(L, XFER_MT);
+    lua_setmetatable(L, -2);
+    int lx_idx = lua_gettop(L);
+
     struct weft_http_request req;
     memset(&req, 0, sizeof req);
-
     size_t ulen = 0;
     req.url = opt_string(L, "url", &ulen);
-    if (!req.url) return luaL_error(L, "weft.http.request: url is required");
+    const char *origin = opt_string(L, "origin", NULL);
+    const char *path = opt_string(L, "path", NULL);
+    const char *query = opt_string(L, "query", NULL);
+    if (origin && req.url)
+        return luaL_error(L, "weft.http.request: give url or origin (with path), not both");
+    if (!origin && (path || query))
+        return luaL_error(L, "weft.http.request: path and query go with origin");
+    if (!req.url && !origin) return luaL_error(L, "weft.http.request: url is required");
 
     size_t mlen = 0;
     req.method = opt_string(L, "method", &mlen);
     if (req.method && !weft_is_http_token(req.method, mlen))
         return luaL_error(L, "weft.http.request: invalid method '%s'", req.method);
 
-    lua_getfield(L, 1, "body");
+    lua_getfield(L, 1, "body");                             /* [opts, lx, body] */
     int body_idx = lua_gettop(L);
     if (!lua_isnil(L, body_idx)) {
         if (lua_type(L, body_idx) != LUA_TSTRING)
@@ -567,33 +703,59 @@ static int l_start(lua_State *L) {
     lua_getfield(L, 1, "stream");
     int stream = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "redact");
+    lx->redact = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (!stream) req.max_body = (curl_off_t)max_body;
+    lx->stream = stream;
+    lx->max_body = (size_t)max_body;
 
-    /* Cheap up-front URL checks; curl reports the rest asynchronously. */
-    if (ulen < 8 || (strncasecmp(req.url, "http://", 7) != 0 &&
-                     strncasecmp(req.url, "https://", 8) != 0)) {
-        push_invalid_url(L, "only http:// and https:// URLs are supported");
-        return 2;
-    }
-    for (size_t i = 0; i < ulen; i++) {
-        unsigned char ch = (unsigned char)req.url[i];
-        if (ch <= 0x20 || ch == 0x7f) {
-            push_invalid_url(L, "URL contains a space or control character");
+    char err[512];
+    if (origin) {
+        /* The URL is built on the configured origin; the path and query
+         * cannot move it elsewhere (checked again once it is complete). */
+        lx->cu = weft_http_origin_url(origin, path, query, err, sizeof err);
+        if (!lx->cu) return push_fail(L, "integration", "origin", err);
+        char *shown = NULL;                     /* err.url: before auth.query */
+        if (curl_url_get(lx->cu, CURLUPART_URL, &shown, 0) != CURLUE_OK)
+            return luaL_error(L, "weft.http.request: out of memory");
+        lua_pushstring(L, shown);
+        curl_free(shown);
+        lx->url_ref = weft_ref(L);
+    } else {
+        /* Cheap up-front URL checks; curl reports the rest asynchronously. */
+        if (ulen < 8 || (strncasecmp(req.url, "http://", 7) != 0 &&
+                         strncasecmp(req.url, "https://", 8) != 0)) {
+            push_invalid_url(L, "only http:// and https:// URLs are supported");
             return 2;
         }
+        for (size_t i = 0; i < ulen; i++) {
+            unsigned char ch = (unsigned char)req.url[i];
+            if (ch <= 0x20 || ch == 0x7f) {
+                push_invalid_url(L, "URL contains a space or control character");
+                return 2;
+            }
+        }
+        lua_getfield(L, 1, "url");
+        lx->url_ref = weft_ref(L);
     }
 
     struct lclient *lc = get_client(L);
     if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
 
-    req.headers = build_headers(L, req.has_body);
+    int has_ctype = build_headers(L, lx);
     /* Credentials are rendered here, by the host, from secret handles; the
-     * values go from the store to curl without becoming Lua strings. On a
-     * Lua error below the header list leaks (an error here is a misuse). */
-    char *auth_url = NULL;
-    size_t auth_url_len = 0;
-    apply_auth(L, &req.headers, req.url, &auth_url, &auth_url_len);
-    if (auth_url) req.url = auth_url;
+     * values go from the store to curl without becoming Lua strings. */
+    int r = apply_auth(L, lx);
+    if (r) return r;
+    /* No 100-continue round trip; no form content type made up by curl. */
+    if (req.has_body) {
+        const char *p1[1] = {"Expect:"}, *p2[1] = {"Content-Type:"};
+        const size_t l1[1] = {7}, l2[1] = {13};
+        if (weft_headers_add(&lx->hdrs, 0, 1, p1, l1) != 0 ||
+            (!has_ctype && weft_headers_add(&lx->hdrs, 0, 1, p2, l2) != 0))
+            return luaL_error(L, "weft.http.request: out of memory");
+    }
     lua_getfield(L, 1, "tls");
     if (!lua_isnil(L, -1)) {
         int tt = lua_gettop(L);
@@ -609,23 +771,20 @@ static int l_start(lua_State *L) {
     }
     lua_pop(L, 1);
 
-    struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, body, lx] */
-    memset(lx, 0, sizeof *lx);
-    lx->body_ref = LUA_NOREF;
-    lx->head_ref = LUA_NOREF;
-    lx->url_ref = LUA_NOREF;
-    lx->stream = stream;
-    lx->max_body = (size_t)max_body;
-    luaL_getmetatable(L, XFER_MT);
-    lua_setmetatable(L, -2);
-
-    char err[256];
-    lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
-    if (auth_url) zfree(auth_url, auth_url_len); /* curl keeps its own copy */
-    if (!lx->x) {
-        curl_slist_free_all(req.headers);
-        return luaL_error(L, "weft.http.request: %s", err);
+    if (lx->cu || lx->authq) {
+        r = final_url(L, lx, req.url);
+        if (r) return r;
+        /* The backstop: the complete URL, parsed again, is on the origin. */
+        if (origin && weft_http_origin_check(origin, lx->url, err, sizeof err) != 0) {
+            free_url(lx);
+            return push_fail(L, "integration", "origin", err);
+        }
+        req.url = lx->url;
     }
+    req.header_list = &lx->hdrs;
+    lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
+    free_url(lx); /* curl keeps its own copy */
+    if (!lx->x) return luaL_error(L, "weft.http.request: %s", err);
     lx->state = X_RUNNING;
     lx->lc = lc;
     lx->next = lc->active;
@@ -635,8 +794,7 @@ static int l_start(lua_State *L) {
         lua_pushvalue(L, body_idx);
         lx->body_ref = weft_ref(L);
     }
-    lua_getfield(L, 1, "url");
-    lx->url_ref = weft_ref(L);
+    lua_pushvalue(L, lx_idx);
     return 1;
 }
 
@@ -680,6 +838,8 @@ static void stop_xfer(struct lxfer *lx) {
         lx->x = NULL;
     }
     active_unlink(lx);
+    /* Only once curl let go of the transfer (or it never started). */
+    weft_headers_clear(&lx->hdrs);
 }
 
 static void wait_cancel(struct weft_wait *w) {
@@ -693,12 +853,34 @@ static void push_version(lua_State *L, int v) {
     lua_pushnumber(L, v == 10 ? 1.0 : v == 11 ? 1.1 : (double)v / 10.0);
 }
 
+/* Push s[0..n) as a Lua string, through redaction when lx->redact. */
+static void push_bytes(lua_State *L, struct lxfer *lx, const char *s, size_t n) {
+    char *red = NULL;
+    size_t rlen = 0;
+    if (lx->redact && n > 0 && weft_secrets_redact(s, n, &red, &rlen) != 0)
+        luaL_error(L, "weft.http.request: out of memory (redaction)");
+    if (red) {
+        lua_pushlstring(L, red, rlen);
+        free(red);
+    } else {
+        lua_pushlstring(L, s, n);
+    }
+}
+
 /* {status=, headers=, http_version=} */
 static void push_head(lua_State *L, struct lxfer *lx) {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, lx->status);
     lua_setfield(L, -2, "status");
-    weft_push_headers(L, lx->hbuf ? lx->hbuf : "", lx->hlen);
+    const char *h = lx->hbuf ? lx->hbuf : "";
+    size_t hlen = lx->hlen;
+    char *red = NULL;
+    /* One pass over the whole "name\0value\0" block: a secret holds no
+     * NUL, so no match spans two fields and the layout survives. */
+    if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &hlen) != 0)
+        luaL_error(L, "weft.http.request: out of memory (redaction)");
+    weft_push_headers(L, red ? red : h, red ? hlen : lx->hlen);
+    free(red);
     lua_setfield(L, -2, "headers");
     push_version(L, lx->version);
     lua_setfield(L, -2, "http_version");
@@ -745,8 +927,11 @@ static int l_wait(lua_State *L) {
         lua_pushliteral(L, "done");
         push_head(L, lx);                                   /* [.., "done", resp] */
         if (lx->stream) lua_pushliteral(L, "");
-        else lua_pushlstring(L, lx->buf ? lx->buf : "", lx->len);
+        else push_bytes(L, lx, lx->buf ? lx->buf : "", lx->len);
         lua_setfield(L, -2, "body");
+        lua_pushinteger(L, lx->sends);
+        lua_setfield(L, -2, "sends");
+        if (lx->redact && lx->buf) explicit_bzero(lx->buf, lx->len); /* it may hold a secret */
         free(lx->buf);
         lx->buf = NULL;
         lx->len = lx->cap = 0;
@@ -762,6 +947,8 @@ static int l_wait(lua_State *L) {
         }
         lua_pushinteger(L, lx->curl_code);
         lua_setfield(L, -2, "curl_code");
+        lua_pushinteger(L, lx->sends);
+        lua_setfield(L, -2, "sends");
         if (lx->url_ref != LUA_NOREF) {
             weft_getref(L, lx->url_ref);
             strip_userinfo(L);
@@ -796,7 +983,8 @@ static int l_cancel(lua_State *L) {
 
 static int l_gc(lua_State *L) {
     struct lxfer *lx = check_xfer(L, 1);
-    stop_xfer(lx);
+    stop_xfer(lx);              /* also clears the header lines */
+    free_url(lx);
     release_refs(L, lx);
     free(lx->buf);
     free(lx->hbuf);
@@ -806,7 +994,8 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_tostring(lua_State *L) {
-    static const char *const names[] = {"running", "done", "failed", "cancelled", "delivered"};
+    static const char *const names[] = {"new", "running", "done", "failed", "cancelled",
+                                        "delivered"};
     struct lxfer *lx = check_xfer(L, 1);
     lua_pushfstring(L, "weft.http.xfer (%s)", names[lx->state]);
     return 1;

@@ -16,7 +16,12 @@ static void zero_free(char *p, size_t len, int locked) {
     free(p);
 }
 
+/* Bumped whenever the set of loaded values changes (set, clear, free):
+ * the redaction index below is rebuilt when it no longer matches. */
+static unsigned long generation = 1;
+
 static void clear_value(struct weft_secret *s) {
+    if (s->value) generation++;
     zero_free(s->value, s->len, s->locked);
     zero_free(s->b64, s->b64len, s->locked);
     zero_free(s->url, s->urllen, s->locked);
@@ -159,6 +164,7 @@ int weft_secret_set(struct weft_secret *s, const char *value, size_t len, double
     }
     s->expires = expires > 0 ? expires : 0;
     s->version++;
+    generation++;
     return 0;
 }
 
@@ -172,68 +178,170 @@ int weft_secrets_loaded(void) {
     return n;
 }
 
-/* Does `needle` (len n >= 4) occur in text? Short values (< 4 bytes) are
- * not redacted: they would blank out ordinary words. */
-int weft_secrets_redact(const char *in, size_t len, char **out, size_t *outlen) {
-    *out = NULL;
-    *outlen = 0;
-    char *cur = NULL;
-    size_t curlen = len;
-    const char *text = in;
+/* ----------------------------------------------------------- redaction
+ *
+ * One pass over the text for every pattern (each loaded value of 4 bytes
+ * or more, and its base64, URL- and JSON-escaped forms when they differ
+ * from it): Wu-Manber, with blocks of B = 2 bytes hashed into 4096 slots.
+ * m is the shortest pattern's length (at most 255). The scan looks at the
+ * block that ends a window of m bytes; shift[] says how far the window may
+ * move without skipping a possible start (m - 1 for a block found in no
+ * pattern's first m bytes), and a shift of 0 means "some pattern's first m
+ * bytes end with this block": the patterns chained from head[] for it are
+ * compared in full. API keys are 20..200 bytes, so the window usually
+ * jumps dozens of bytes at a time; text without a loaded value costs a
+ * fraction of a byte-by-byte pass, however many secrets are loaded.
+ * Chosen over Aho-Corasick: its automaton is states x 256 entries (MBs for
+ * 40 patterns of 50 bytes), it visits every byte, and it is rebuilt on
+ * every rotation; this index is 12 KiB plus one entry per pattern and
+ * points into the secrets' own buffers (no copy of a value).
+ *
+ * The index is rebuilt on the first redaction after the set of loaded
+ * values changed (a generation counter bumped by every set, clear and
+ * free). Overlaps resolve leftmost-longest; a tie goes to the first secret
+ * in creation order, then value before base64, URL, JSON form. */
+
+#define RX_BITS 12
+#define RX_SLOTS (1u << RX_BITS)
+#define RX_MAXWIN 255           /* shifts are bytes */
+
+struct rxpat {
+    const char *p;              /* a secret's value or one of its forms */
+    size_t len;
+    const char *name;           /* the secret's name, for "<secret NAME>" */
+    int next;                   /* next pattern in the same head[] chain, -1 */
+};
+
+static struct {
+    unsigned long gen;          /* generation built for; 0: never */
+    struct rxpat *pats;         /* owned; points into the secrets */
+    int npats, cap;
+    size_t m;                   /* window: shortest pattern, <= RX_MAXWIN */
+    unsigned char shift[RX_SLOTS];
+    short head[RX_SLOTS];       /* first candidate pattern, -1: none */
+} rx;
+
+static inline unsigned rx_hash(unsigned char a, unsigned char b) {
+    return (((unsigned)a << 4) ^ b) & (RX_SLOTS - 1);
+}
+
+static int rx_add(const char *p, size_t len, const char *name) {
+    if (rx.npats == rx.cap) {
+        int cap = rx.cap ? rx.cap * 2 : 16;
+        if (cap > 32767) return -1; /* head[] holds shorts */
+        struct rxpat *n = realloc(rx.pats, (size_t)cap * sizeof *n);
+        if (!n) return -1;
+        rx.pats = n;
+        rx.cap = cap;
+    }
+    rx.pats[rx.npats++] = (struct rxpat){p, len, name, -1};
+    return 0;
+}
+
+static int rx_build(void) {
+    rx.npats = 0;
+    rx.m = RX_MAXWIN;
     for (int i = 0; i < nall; i++) {
         struct weft_secret *s = all[i];
-        if (!s->value || s->len < 4) continue;
+        if (!s->value || s->len < 4) continue; /* short values would blank out words */
         const char *forms[4] = {s->value, s->b64, s->url, s->json};
         size_t lens[4] = {s->len, s->b64len, s->urllen, s->jsonlen};
         for (int f = 0; f < 4; f++) {
-            if (!forms[f] || lens[f] < 4 || (f > 0 && lens[f] == s->len && memcmp(forms[f], s->value, s->len) == 0))
-                continue;
-            if (!memmem(text, curlen, forms[f], lens[f])) continue;
-            /* rebuild: replace every occurrence */
-            size_t rlen = strlen(s->name) + 10;
-            char *repl = malloc(rlen + 1);
-            if (!repl) goto fail;
-            rlen = (size_t)snprintf(repl, rlen + 1, "<secret %s>", s->name);
-            size_t cap = curlen + 64, o = 0;
-            char *buf = malloc(cap);
-            if (!buf) {
-                free(repl);
-                goto fail;
-            }
-            const char *p = text, *end = text + curlen;
-            while (p < end) {
-                const char *m = memmem(p, (size_t)(end - p), forms[f], lens[f]);
-                size_t chunk = m ? (size_t)(m - p) : (size_t)(end - p);
-                size_t need = o + chunk + (m ? rlen : 0);
-                if (need > cap) {
-                    while (cap < need) cap *= 2;
-                    char *nb = realloc(buf, cap);
-                    if (!nb) {
-                        free(buf);
-                        free(repl);
-                        goto fail;
-                    }
-                    buf = nb;
-                }
-                memcpy(buf + o, p, chunk);
-                o += chunk;
-                if (!m) break;
-                memcpy(buf + o, repl, rlen);
-                o += rlen;
-                p = m + lens[f];
-            }
-            free(repl);
-            if (cur) zero_free(cur, curlen, 0);
-            cur = buf;
-            curlen = o;
-            text = cur;
+            if (!forms[f] || lens[f] < 4) continue;
+            if (f > 0 && lens[f] == s->len && memcmp(forms[f], s->value, s->len) == 0) continue;
+            if (rx_add(forms[f], lens[f], s->name) != 0) return -1;
+            if (lens[f] < rx.m) rx.m = lens[f];
         }
     }
-    *out = cur;
-    *outlen = cur ? curlen : 0;
+    size_t m = rx.m;
+    memset(rx.shift, (int)(m - 1), sizeof rx.shift);
+    memset(rx.head, 0xff, sizeof rx.head);
+    /* Chains are built back to front so that each lists patterns in
+     * creation order (the tie-break). */
+    for (int k = rx.npats - 1; k >= 0; k--) {
+        const unsigned char *p = (const unsigned char *)rx.pats[k].p;
+        for (size_t j = 1; j < m; j++) {
+            unsigned h = rx_hash(p[j - 1], p[j]);
+            if (m - 1 - j < rx.shift[h]) rx.shift[h] = (unsigned char)(m - 1 - j);
+        }
+        unsigned h = rx_hash(p[m - 2], p[m - 1]);
+        rx.pats[k].next = rx.head[h];
+        rx.head[h] = (short)k;
+    }
+    rx.gen = generation;
+    return 0;
+}
+
+/* Append n bytes to the output, growing it. */
+static int rx_out(char **buf, size_t *o, size_t *cap, const char *p, size_t n) {
+    if (*o + n > *cap) {
+        size_t c = *cap;
+        while (c < *o + n) c *= 2;
+        char *nb = realloc(*buf, c);
+        if (!nb) return -1;
+        *buf = nb;
+        *cap = c;
+    }
+    memcpy(*buf + *o, p, n);
+    *o += n;
+    return 0;
+}
+
+int weft_secrets_redact(const char *in, size_t len, char **out, size_t *outlen) {
+    *out = NULL;
+    *outlen = 0;
+    if (rx.gen != generation && rx_build() != 0) {
+        rx.gen = 0;
+        return -1;
+    }
+    if (rx.npats == 0 || len < rx.m) return 0;
+    const unsigned char *t = (const unsigned char *)in;
+    const size_t m = rx.m;
+    char *buf = NULL;
+    size_t o = 0, cap = 0;
+    size_t last = 0;                /* input copied up to here */
+    size_t pos = m - 1;             /* last byte of the window */
+    while (pos < len) {
+        unsigned h = rx_hash(t[pos - 1], t[pos]);
+        size_t sh = rx.shift[h];
+        if (sh) {
+            pos += sh;
+            continue;
+        }
+        size_t start = pos - (m - 1);
+        const struct rxpat *best = NULL;
+        for (int k = rx.head[h]; k >= 0; k = rx.pats[k].next) {
+            const struct rxpat *c = &rx.pats[k];
+            if (c->len <= len - start && (!best || c->len > best->len) &&
+                memcmp(t + start, c->p, c->len) == 0)
+                best = c;
+        }
+        if (!best) {
+            pos++;
+            continue;
+        }
+        if (!buf) {
+            cap = len + 64;
+            buf = malloc(cap);
+            if (!buf) return -1;
+        }
+        size_t nlen = strlen(best->name);
+        if (rx_out(&buf, &o, &cap, in + last, start - last) != 0 ||
+            rx_out(&buf, &o, &cap, "<secret ", 8) != 0 ||
+            rx_out(&buf, &o, &cap, best->name, nlen) != 0 || rx_out(&buf, &o, &cap, ">", 1) != 0)
+            goto fail;
+        last = start + best->len;
+        pos = last + m - 1;
+    }
+    if (!buf) return 0;
+    if (rx_out(&buf, &o, &cap, in + last, len - last) != 0) goto fail;
+    *out = buf;
+    *outlen = o;
     return 0;
 fail:
-    if (cur) zero_free(cur, curlen, 0);
+    /* Only redacted text is in buf; cleared all the same. */
+    explicit_bzero(buf, o);
+    free(buf);
     return -1;
 }
 
@@ -246,4 +354,8 @@ void weft_secrets_shutdown(void) {
     free(all);
     all = NULL;
     capall = 0;
+    free(rx.pats);
+    rx.pats = NULL;
+    rx.npats = rx.cap = 0;
+    rx.gen = 0;
 }

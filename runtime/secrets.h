@@ -48,9 +48,15 @@ int weft_secret_set(struct weft_secret *s, const char *value, size_t len, double
 /* 1 when a value is loaded and not expired at `now` (monotonic). */
 int weft_secret_valid(const struct weft_secret *s, double now);
 
-/* Redact `in` into a malloc'd copy (*out, *outlen); returns 0, or -1 on
- * allocation failure (then *out is NULL). When nothing matches, *out is
- * NULL and 0 is returned: use the input as is. */
+/* Redact `in` into a malloc'd copy (*out, *outlen; the caller frees it):
+ * every occurrence of a loaded value of 4 bytes or more (expired or not),
+ * or of its base64, URL- or JSON-escaped form, becomes "<secret NAME>".
+ * Overlapping occurrences resolve leftmost-longest (a tie: the secret
+ * created first). One pass over the text whatever the number of secrets;
+ * an index of the values is rebuilt on the first call after a value was
+ * set, cleared or freed. When nothing is loaded or nothing matches, *out
+ * is NULL and 0 is returned without allocating: use the input as is.
+ * Returns -1 on allocation failure (then *out is NULL). */
 int weft_secrets_redact(const char *in, size_t len, char **out, size_t *outlen);
 
 /* Number of secrets with a value loaded. */

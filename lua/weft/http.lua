@@ -47,7 +47,8 @@ local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] =
 local REQUEST_KEYS = {
     url = true, method = true, headers = true, body = true, timeout = true,
     connect_timeout = true, idle_timeout = true, max_body = true, ca_file = true,
-    ca_path = true, on_data = true, auth = true, tls = true,
+    ca_path = true, on_data = true, auth = true, tls = true, origin = true, path = true, query = true,
+    redact = true,
 }
 local SERVE_KEYS = {
     handler = true, host = true, port = true, max_header_size = true, max_body_size = true,

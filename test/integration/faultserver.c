@@ -20,6 +20,13 @@
  *   /held, /release, /count   hold requests until /release; count them
  *   /stream?n=N&ms=M    chunked "data: i\n\n" events (i = 1..N), M ms apart
  *   /drip?bytes=N&ms=M  Content-Length N, then one byte every M ms
+ *   /once[?rst=1]       answered (200 JSON: {"seen": /once requests so far,
+ *                       "connections": accepted so far}) only as the first
+ *                       request of its connection; as a later request on a
+ *                       kept-alive connection it is read, then the
+ *                       connection is closed (rst=1: reset) without an
+ *                       answer -- what a server's idle-connection reaper
+ *                       does to a client reusing a connection
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,11 +61,13 @@ struct conn {
     double interval;
     int held;
     int head;                   /* current request is HEAD: no body */
+    unsigned long nreq;         /* requests read on this connection */
     struct conn *hnext;         /* held list */
 };
 
 static struct ev_loop *loop;
 static unsigned long accepted;
+static unsigned long once_seen;     /* /once requests read */
 static struct conn *held_head;
 static int held_count;
 
@@ -306,6 +315,19 @@ static int route(struct conn *c, const char *method, char *target, char *headers
     } else if (strcmp(path, "/close") == 0) {
         conn_close(c);
         return -1;
+    } else if (strcmp(path, "/once") == 0) {
+        once_seen++;
+        if (c->nreq > 1) {
+            if (qparam(query, "rst", 0)) {
+                struct linger lg = {1, 0};
+                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            }
+            conn_close(c);
+            return -1;
+        }
+        int n = snprintf(tmp, sizeof tmp, "{\"seen\":%lu,\"connections\":%lu}", once_seen,
+                         accepted);
+        respond(c, 200, "application/json", tmp, (size_t)n, NULL);
     } else if (strcmp(path, "/hang") == 0) {
         /* never answer; the connection stays until the client leaves */
     } else if (strcmp(path, "/slow") == 0) {
@@ -388,6 +410,7 @@ static void try_parse(struct conn *c) {
         char *body = malloc(clen + 1);
         memcpy(body, c->in + head_len, clen);
         size_t consumed = head_len + clen;
+        c->nreq++;
         memmove(c->in, c->in + consumed, c->in_len - consumed);
         c->in_len -= consumed;
         int rc = route(c, method, target, headers, hlen, body, clen);

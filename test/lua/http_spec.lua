@@ -169,3 +169,241 @@ describe("weft.http.serve misuse", function()
         a:close()
     end)
 end)
+
+-- The plugin boundary in the HTTP client (weft._http_client directly: the
+-- options origin/path/query/redact are the host's, not weft.http's).
+local C = require "weft._http_client"
+local S = require "weft._secrets"
+
+-- start + the wait loop of weft.http.request: response | nil, err.
+local function raw(opts)
+    local x, err = C.start(opts)
+    if not x then return nil, err end
+    while true do
+        local ev, a = x:wait()
+        if ev == "done" then return a end
+        if ev == nil and a ~= nil then return nil, a end
+    end
+end
+
+local function secret(name, value, ttl)
+    local h = S.handle(name)
+    assert(h:_set(value, ttl))
+    return h
+end
+
+-- test/integration/faultserver.c in its own process; it exits when the
+-- pipe to its stdin closes.
+local function faultserver()
+    local helpers = assert(os.getenv("WEFT_TEST_HELPERS"), "WEFT_TEST_HELPERS is not set (run through ctest)")
+    local out = os.tmpname()
+    local pipe = assert(io.popen(helpers .. "/faultserver > " .. out, "w"))
+    local port
+    for _ = 1, 500 do
+        local f = io.open(out, "r")
+        local line = f and f:read("*l")
+        if f then f:close() end
+        port = line and tonumber(line:match("^PORT (%d+)"))
+        if port then break end
+        weft.sleep(0.02)
+    end
+    assert(port, "faultserver did not start")
+    return { url = "http://127.0.0.1:" .. port, close = function() pipe:close(); os.remove(out) end }
+end
+
+describe("weft._http_client on a configured origin", function()
+    local srv, thief, base, seen, stolen
+    local KEY = "sk-spec-0123456789abcdef"
+    local key
+
+    before_each(function()
+        seen, stolen = {}, {}
+        key = secret("spec:origin-key", KEY)
+        srv = http.serve {
+            port = 0,
+            handler = function(req)
+                seen[#seen + 1] = req
+                local echo = req.headers["x-api-key"] or ""
+                return { status = 200, headers = { ["x-echo"] = echo },
+                         body = json.encode { path = req.path, query = req.query, echo = echo } }
+            end,
+        }
+        thief = http.serve { port = 0, handler = function(req) stolen[#stolen + 1] = req; return {} end }
+        base = "http://127.0.0.1:" .. srv.port
+    end)
+
+    after_each(function()
+        srv:close()
+        thief:close()
+    end)
+
+    it("builds the URL on the origin's path, with path and query", function()
+        local r = assert(raw { origin = base .. "/prefix/", path = "/v1/x", query = "a=1&b=2" })
+        assert.are.equal(200, r.status)
+        assert.are.equal("/prefix/v1/x", seen[1].path)
+        assert.are.equal("a=1&b=2", seen[1].query)
+        assert.are.equal(1, r.sends)
+        r = assert(raw { origin = base, path = "/v1/models/claude@2024:rawPredict" })
+        assert.are.equal("/v1/models/claude@2024:rawPredict", seen[2].path)
+    end)
+
+    it("refuses a path or query that is not one, sends nothing, never names the credential", function()
+        local bad = {
+            "@127.0.0.1:" .. thief.port .. "/steal", "v1/x", "", "/a#b", "/a b", "/a\r\nx-evil: 1",
+            "/../x", "/v1/%2e%2e/admin", "/a\\b", "/a?b=1",
+        }
+        for _, p in ipairs(bad) do
+            local r, err = raw { origin = base, path = p, auth = { secret = key, format = "Bearer {}" } }
+            assert.is_nil(r, p)
+            assert.are.equal("integration", err.kind, p)
+            assert.are.equal("origin", err.reason, p)
+            assert.is_nil(tostring(err):find(KEY, 1, true))
+        end
+        local r, err = raw { origin = base, path = "/x", query = "a=1#frag" }
+        assert.is_nil(r)
+        assert.are.equal("origin", err.reason)
+        assert.matches("query", err.message)
+        r, err = raw { origin = "http://user:pw@127.0.0.1:" .. srv.port, path = "/x" }
+        assert.are.equal("origin", err.reason)
+        assert.matches("user info", err.message)
+        assert.are.same({}, seen)
+        assert.are.same({}, stolen)
+    end)
+
+    it("keeps a path that only looks like an authority on the origin", function()
+        local r = assert(raw { origin = base, path = "//127.0.0.1:" .. thief.port .. "/steal",
+                               auth = { secret = key, header = "x-api-key" } })
+        assert.are.same({}, stolen)
+        assert.are.equal(1, #seen)
+        assert.are.equal(200, r.status)
+    end)
+
+    it("refuses url together with origin, and path without origin", function()
+        local ok, err = pcall(C.start, { url = base .. "/x", origin = base, path = "/x" })
+        assert.is_false(ok)
+        assert.matches("not both", tostring(err))
+        ok, err = pcall(C.start, { url = base .. "/x", path = "/x" })
+        assert.is_false(ok)
+        assert.matches("origin", tostring(err))
+    end)
+
+    it("appends auth.query to the origin URL, encoded", function()
+        local odd = secret("spec:odd", "s3cr/t v+l&x=1")
+        local r = assert(raw { origin = base, path = "/q", query = "a=1", auth = { secret = odd, query = "key" } })
+        assert.are.equal(200, r.status)
+        assert.are.equal("a=1&key=s3cr%2Ft%20v%2Bl%26x%3D1", seen[1].query)
+        r = assert(raw { origin = base, path = "/q", auth = { secret = odd, query = "key" } })
+        assert.are.equal("key=s3cr%2Ft%20v%2Bl%26x%3D1", seen[2].query)
+        -- a plain URL too, with its fragment dropped rather than hiding the parameter
+        r = assert(raw { url = base .. "/q?x=1#frag", auth = { secret = odd, query = "key" } })
+        assert.are.equal("x=1&key=s3cr%2Ft%20v%2Bl%26x%3D1", seen[3].query)
+    end)
+
+    it("refuses a credential header that the caller gives too", function()
+        local cases = {
+            { headers = { Authorization = "Bearer plugin" }, auth = { secret = key, format = "Bearer {}" } },
+            { headers = { AUTHORIZATION = "x" }, auth = { secret = key } },
+            { headers = { ["X-Api-Key"] = "plugin" }, auth = { secret = key, header = "x-api-key" } },
+            { headers = { authorization = "x" }, auth = { basic = { user = "u", password = key } } },
+            { auth = { { secret = key, header = "x-api-key" }, { secret = key, header = "X-API-KEY" } } },
+        }
+        for i, c in ipairs(cases) do
+            c.origin, c.path = base, "/x"
+            local r, err = raw(c)
+            assert.is_nil(r, i)
+            assert.are.equal("integration", err.kind, i)
+            assert.are.equal("auth_header", err.reason, i)
+        end
+        assert.are.same({}, seen)
+    end)
+
+    it("frees the header lines when a secret is unusable after another was rendered", function()
+        -- (under ASan the leak of the first rendered line fails the run)
+        local a = secret("spec:a", "aaaa-first-secret")
+        local unloaded = S.handle("spec:never-loaded")
+        local expired = secret("spec:expired", "bbbb-expired-secret", 1e-9)
+        for _, b in ipairs { unloaded, expired } do
+            for _ = 1, 50 do
+                local ok, err = pcall(C.start, { origin = base, path = "/x", headers = { ["x-plain"] = "1" },
+                    auth = { { secret = a, header = "x-a" }, { secret = b, header = "x-b" } } })
+                assert.is_false(ok)
+                assert.are.equal("auth", err.kind)
+            end
+        end
+        collectgarbage()
+        collectgarbage()
+        assert.are.equal(0, C.stats().in_flight)
+        assert.are.same({}, seen)
+    end)
+
+    it("redacts loaded secrets from response headers and body when asked", function()
+        local auth = { secret = key, header = "x-api-key" }
+        local r = assert(raw { origin = base, path = "/x", auth = auth })
+        assert.are.equal(KEY, r.headers["x-echo"])
+        assert.are.equal(KEY, json.decode(r.body).echo)
+        r = assert(raw { origin = base, path = "/x", auth = auth, redact = true })
+        assert.are.equal("<secret spec:origin-key>", r.headers["x-echo"])
+        assert.are.equal("<secret spec:origin-key>", json.decode(r.body).echo)
+        assert.is_nil(r.body:find(KEY, 1, true))
+        -- streamed: the head is redacted, the chunks are the pipeline's job
+        local x = assert(C.start { origin = base, path = "/x", auth = auth, redact = true, stream = true })
+        local head, body = nil, {}
+        while true do
+            local ev, a, b = x:wait()
+            if ev == "data" then
+                head = b
+                body[#body + 1] = a
+            elseif ev == "done" then
+                break
+            elseif ev == nil and a ~= nil then
+                error(a)
+            end
+        end
+        assert.are.equal("<secret spec:origin-key>", head.headers["x-echo"])
+        assert.are.equal(KEY, json.decode(table.concat(body)).echo)
+    end)
+
+    it("redacts through weft._secrets.redact, every form, untouched text as is", function()
+        assert.are.equal("k=<secret spec:origin-key>;", S.redact("k=" .. KEY .. ";"))
+        local plain = string.rep("nothing to see here ", 50)
+        assert.are.equal(plain, S.redact(plain))
+    end)
+end)
+
+describe("weft.http.request sends", function()
+    local fs
+    setup(function() fs = faultserver() end)
+    teardown(function() fs.close() end)
+
+    it("is 1 normally, 2 when libcurl resent the request on a fresh connection", function()
+        local r = http.request { url = fs.url .. "/once" }
+        assert.are.equal(200, r.status)
+        assert.are.equal(1, r.sends)
+        assert.are.equal(1, json.decode(r.body).seen)
+        -- same kept-alive connection: the server reads it and drops it
+        r = http.request { url = fs.url .. "/once" }
+        assert.are.equal(200, r.status)
+        assert.are.equal(2, r.sends)
+        assert.are.equal(3, json.decode(r.body).seen) -- the server saw it twice
+        r = http.request { url = fs.url .. "/once?rst=1" }
+        assert.are.equal(2, r.sends)
+        assert.are.equal(5, json.decode(r.body).seen)
+    end)
+
+    it("is on transport errors too", function()
+        assert.are.equal(200, http.request { url = fs.url .. "/ok" }.status)
+        local ok, err = pcall(http.request, { url = fs.url .. "/close" })
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        assert.are.equal(2, err.sends)
+        ok, err = pcall(http.request, { url = fs.url .. "/close" }) -- a fresh connection
+        assert.are.equal(1, err.sends)
+        local port = http.serve { port = 0, handler = function() return {} end }
+        local p = port.port
+        port:close()
+        weft.sleep(0.01)
+        ok, err = pcall(http.request, { url = "http://127.0.0.1:" .. p .. "/", timeout = 2 })
+        assert.are.equal("transient", err.kind)
+        assert.are.equal(0, err.sends)
+    end)
+end)

@@ -6,7 +6,9 @@
  * a close with no answer, a stall after the head (idle timeout), an
  * interim 1xx head before the final one, a chunked body over max_body, a
  * large body read with pause/resume backpressure, and freeing the client
- * with transfers in flight.
+ * with transfers in flight. Also: the header list that owns its lines
+ * (secret ones zeroed), URLs built on an origin, and libcurl's own resend
+ * of a request on a reused connection that turned out dead (`sends`).
  *
  * The server is a child forked at the start of main (before curl or libev
  * allocate anything) that forks once more per connection and does blocking
@@ -19,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +34,8 @@
 
 static struct ev_loop *ev;
 static int port;
+static volatile unsigned long *once_seen; /* shared with the server: /once
+                                             requests read */
 
 /* -------------------------------------------------------- raw server */
 
@@ -46,6 +51,8 @@ static void write_all(int fd, const char *p, size_t n) {
 
 static void say(int fd, const char *s) { write_all(fd, s, strlen(s)); }
 
+static char last_head[16384]; /* the last request head read (server side) */
+
 /* Read a request head (and a Content-Length body, answering Expect).
  * Returns 0 at EOF. */
 static int read_request(int fd, char *path, size_t pathlen) {
@@ -60,6 +67,8 @@ static int read_request(int fd, char *path, size_t pathlen) {
         buf[len] = '\0';
         end = strstr(buf, "\r\n\r\n");
     }
+    memcpy(last_head, buf, (size_t)(end - buf));
+    last_head[end - buf] = '\0';
     const char *sp = strchr(buf, ' ');
     if (!sp) return 0;
     size_t i = 0;
@@ -92,10 +101,27 @@ static void rst_close(int fd) {
 
 static void serve_conn(int fd) {
     char path[256];
+    int nreq = 0;
     alarm(30); /* never outlive a broken test run */
     while (read_request(fd, path, sizeof path)) {
+        nreq++;
         if (strcmp(path, "/ok") == 0) {
             say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        } else if (strcmp(path, "/once") == 0) {
+            /* Answered as the first request of a connection; as a later
+             * one, read and dropped with the connection. */
+            __atomic_add_fetch(once_seen, 1, __ATOMIC_SEQ_CST);
+            if (nreq > 1) {
+                close(fd);
+                _exit(0);
+            }
+            say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce");
+        } else if (strcmp(path, "/echo-head") == 0) {
+            char h[128];
+            size_t n = strlen(last_head);
+            snprintf(h, sizeof h, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", n);
+            say(fd, h);
+            write_all(fd, last_head, n);
         } else if (strcmp(path, "/reset") == 0) {
             say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
             char b[100];
@@ -154,6 +180,13 @@ static void serve_conn(int fd) {
 
 /* Listen on 127.0.0.1, port 0; fork the acceptor. */
 static pid_t start_server(void) {
+    once_seen = mmap(NULL, sizeof *once_seen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                     -1, 0);
+    if (once_seen == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    *once_seen = 0;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -197,6 +230,7 @@ struct result {
     char kind[32];
     char reason[32];
     char message[512];
+    int sends;
     char headers[1024];             /* "name=value;" of the current head */
     unsigned char *body;            /* malloc'd */
     size_t len, cap;
@@ -247,6 +281,7 @@ static void c_done(void *ud, const struct weft_http_outcome *o) {
     struct result *r = ud;
     r->done++;
     r->curl_code = o->curl_code;
+    r->sends = o->sends;
     snprintf(r->kind, sizeof r->kind, "%s", o->kind ? o->kind : "");
     snprintf(r->reason, sizeof r->reason, "%s", o->reason ? o->reason : "");
     snprintf(r->message, sizeof r->message, "%s", o->message ? o->message : "");
@@ -621,6 +656,7 @@ static void test_refused(void) {
     char expect[64];
     snprintf(expect, sizeof expect, "connection refused by 127.0.0.1:%d", closed_port);
     CHECK_EQ_STR(r.message, expect);
+    CHECK_EQ_INT(r.sends, 0); /* never sent */
     result_free(&r);
     weft_http_client_free(c);
 }
@@ -645,6 +681,251 @@ static void test_bad_urls(void) {
     weft_http_client_free(c);
 }
 
+/* ------------------------------------------------- header lists */
+
+static int freed_lines, freed_secret_bytes, freed_plain_intact;
+
+static void on_free_hook(const char *line, size_t len, int secret) {
+    freed_lines++;
+    if (secret) {
+        for (size_t i = 0; i < len; i++) freed_secret_bytes += line[i] != 0;
+    } else if (len > 0 && line[0] == 'X') {
+        freed_plain_intact++;
+    }
+}
+
+/* Lines own their text; the name lookup ignores case; clear zeroes the
+ * secret lines (seen through the hook, before free) and leaves an empty
+ * list, twice over. */
+static void test_header_list(void) {
+    struct weft_headers h;
+    weft_headers_init(&h);
+    const char *p1[1] = {"X-Plain: 1"};
+    const size_t l1[1] = {10};
+    CHECK_EQ_INT(weft_headers_add(&h, 0, 1, p1, l1), 0);
+    char key[] = "sk-test-123456";
+    const char *p2[4] = {"Authorization", ": ", "Bearer ", key};
+    const size_t l2[4] = {13, 2, 7, strlen(key)};
+    CHECK_EQ_INT(weft_headers_add(&h, 1, 4, p2, l2), 0);
+    memset(key, '#', strlen(key)); /* the line is a copy */
+    const char *p3[1] = {"X-Empty;"};
+    const size_t l3[1] = {8};
+    CHECK_EQ_INT(weft_headers_add(&h, 0, 1, p3, l3), 0);
+    CHECK_EQ_INT(h.count, 3);
+    CHECK_EQ_STR(h.first->data, "X-Plain: 1");
+    CHECK_EQ_STR(h.first->next->data, "Authorization: Bearer sk-test-123456");
+    CHECK_EQ_STR(h.last->data, "X-Empty;");
+    CHECK(h.last->next == NULL);
+    CHECK_EQ_INT(weft_headers_has(&h, "authorization", 13), 1);
+    CHECK_EQ_INT(weft_headers_has(&h, "AUTHORIZATION", 13), 1);
+    CHECK_EQ_INT(weft_headers_has(&h, "x-empty", 7), 1);
+    CHECK_EQ_INT(weft_headers_has(&h, "x-plai", 6), 0);
+    CHECK_EQ_INT(weft_headers_has(&h, "x-plain-2", 9), 0);
+    freed_lines = freed_secret_bytes = freed_plain_intact = 0;
+    h.on_free = on_free_hook;
+    weft_headers_clear(&h);
+    CHECK_EQ_INT(freed_lines, 3);
+    CHECK_EQ_INT(freed_secret_bytes, 0);
+    CHECK_EQ_INT(freed_plain_intact, 2);
+    CHECK(h.first == NULL && h.last == NULL);
+    CHECK_EQ_INT(h.count, 0);
+    weft_headers_clear(&h);
+    CHECK_EQ_INT(freed_lines, 3);
+    CHECK_EQ_INT(weft_headers_add(&h, 0, 1, p1, l1), 0); /* reusable */
+    CHECK_EQ_INT(h.count, 1);
+    weft_headers_clear(&h);
+}
+
+/* A borrowed header list goes out with the request (the server echoes the
+ * head), stays with its owner, and is cleared by it after on_done. */
+static void test_header_list_transfer(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct weft_headers h = {0};
+    const char *p1[1] = {"X-Plain: visible"};
+    const size_t l1[1] = {16};
+    const char *p2[2] = {"X-Api-Key: ", "sk-secret-42"};
+    const size_t l2[2] = {11, 12};
+    weft_headers_add(&h, 0, 1, p1, l1);
+    weft_headers_add(&h, 1, 2, p2, l2);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/echo-head", port);
+    struct weft_http_request req = {.url = url, .timeout_ms = 10000, .header_list = &h};
+    struct result r;
+    result_init(&r);
+    char err[256];
+    CHECK(weft_http_start(c, &req, &cli_cb, &r, err, sizeof err) != NULL);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK(r.body && memmem(r.body, r.len, "X-Plain: visible", 16) != NULL);
+    CHECK(r.body && memmem(r.body, r.len, "X-Api-Key: sk-secret-42", 23) != NULL);
+    CHECK_EQ_INT(h.count, 2); /* still the owner's */
+    freed_lines = freed_secret_bytes = freed_plain_intact = 0;
+    h.on_free = on_free_hook;
+    weft_headers_clear(&h);
+    CHECK_EQ_INT(freed_lines, 2);
+    CHECK_EQ_INT(freed_secret_bytes, 0);
+    result_free(&r);
+
+    /* both forms at once: refused, nothing leaks */
+    struct weft_headers h2 = {0};
+    weft_headers_add(&h2, 0, 1, p1, l1);
+    req.header_list = &h2;
+    req.headers = curl_slist_append(NULL, "X-Other: 1");
+    result_init(&r);
+    CHECK(weft_http_start(c, &req, &cli_cb, &r, err, sizeof err) == NULL);
+    CHECK(strstr(err, "exclusive") != NULL);
+    curl_slist_free_all(req.headers);
+    weft_headers_clear(&h2);
+    weft_http_client_free(c);
+}
+
+/* ------------------------------------------- libcurl's own resend */
+
+/* The second request on a kept-alive connection is read by the server,
+ * which then drops the connection: libcurl sends it again on a fresh one
+ * by itself. sends says so (2), and the server did see it twice. */
+static void test_resend_counted(void) {
+    struct weft_http_client *c = weft_http_client_new(ev);
+    *once_seen = 0;
+    struct result r;
+    result_init(&r);
+    start(c, &r, "/once", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.sends, 1);
+    CHECK_EQ_INT(*once_seen, 1);
+    result_free(&r);
+
+    result_init(&r);
+    start(c, &r, "/once", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "");
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.sends, 2);
+    CHECK_EQ_INT(*once_seen, 3);
+    result_free(&r);
+
+    /* A failure after a resend says so too: /nothing on a reused
+     * connection, then on the fresh one. */
+    result_init(&r);
+    start(c, &r, "/ok", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_INT(r.sends, 1);
+    result_free(&r);
+    result_init(&r);
+    start(c, &r, "/nothing", 10000);
+    run_until(&r.done, 20);
+    CHECK_EQ_STR(r.kind, "transient");
+    CHECK_EQ_INT(r.sends, 2);
+    result_free(&r);
+    weft_http_client_free(c);
+}
+
+/* ------------------------------------------------ URLs on an origin */
+
+static void test_origin_url(void) {
+    static const struct {
+        const char *origin, *path, *query, *expect; /* expect: URL, or "!" + part of the error */
+    } cases[] = {
+        {"https://api.openai.com", "/v1/chat/completions", NULL,
+         "https://api.openai.com/v1/chat/completions"},
+        {"http://127.0.0.1:8080/prefix", "/v1/x", "a=1&b=2",
+         "http://127.0.0.1:8080/prefix/v1/x?a=1&b=2"},
+        {"http://127.0.0.1:8080/prefix/", "/v1/x", "", "http://127.0.0.1:8080/prefix/v1/x"},
+        {"https://h.example/", "/x", NULL, "https://h.example/x"},
+        {"https://h.example", "/", NULL, "https://h.example/"},
+        {"https://eu.example/v1", "/projects/p/models/claude-3@20240620:rawPredict", "alt=sse",
+         "https://eu.example/v1/projects/p/models/claude-3@20240620:rawPredict?alt=sse"},
+        /* curl writes escapes in lower case */
+        {"https://h.example", "/a%2Fb/..c/.d", "q=%2A?x", "https://h.example/a%2fb/..c/.d?q=%2a?x"},
+        {"https://h.example", "v1/x", NULL, "!must begin with '/'"},
+        {"http://127.0.0.1:8080", "@127.0.0.1:9/steal", NULL, "!must begin with '/'"},
+        {"https://h.example", "", NULL, "!must begin with '/'"},
+        {"https://h.example", "/a#b", NULL, "!byte 0x23 at offset 2"},
+        {"https://h.example", "/a?b", NULL, "!byte 0x3f"},
+        {"https://h.example", "/a b", NULL, "!byte 0x20"},
+        {"https://h.example", "/a\r\nHost: x", NULL, "!byte 0x0d"},
+        {"https://h.example", "/a\\b", NULL, "!byte 0x5c"},
+        {"https://h.example", "/caf\xc3\xa9", NULL, "!byte 0xc3"},
+        {"https://h.example", "/%zz", NULL, "!%XX escape"},
+        {"https://h.example", "/a%2", NULL, "!%XX escape"},
+        {"https://h.example", "/../x", NULL, "!segment"},
+        {"https://h.example", "/v1/./x", NULL, "!segment"},
+        {"https://h.example", "/v1/%2e%2E/x", NULL, "!segment"},
+        {"https://h.example", "/v1/..", NULL, "!segment"},
+        {"https://h.example", "/x", "a#b", "!byte 0x23"},
+        {"https://h.example", "/x", "a b", "!query"},
+        {"ftp://h.example", "/x", NULL, "!not an http:// or https:// URL"},
+        {"http://user:pw@h.example", "/x", NULL, "!user info"},
+        {"http://h.example/?q=1", "/x", NULL, "!query or fragment"},
+        {"not a url", "/x", NULL, "!the origin is not a valid URL"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256] = "";
+        CURLU *u =
+            weft_http_origin_url(cases[i].origin, cases[i].path, cases[i].query, err, sizeof err);
+        const char *exp = cases[i].expect;
+        if (exp[0] == '!') {
+            CHECK(u == NULL);
+            CHECK(strstr(err, exp + 1) != NULL);
+            if (u || !strstr(err, exp + 1))
+                fprintf(stdout, "# case %zu: expected error with \"%s\", got \"%s\"\n", i,
+                        exp + 1, err);
+            curl_url_cleanup(u);
+            continue;
+        }
+        CHECK(u != NULL);
+        if (!u) {
+            fprintf(stdout, "# case %zu: %s\n", i, err);
+            continue;
+        }
+        char *url = NULL;
+        CHECK(curl_url_get(u, CURLUPART_URL, &url, 0) == CURLUE_OK);
+        CHECK_EQ_STR(url, exp);
+        CHECK_EQ_INT(weft_http_origin_check(cases[i].origin, url, err, sizeof err), 0);
+        curl_free(url);
+        curl_url_cleanup(u);
+    }
+}
+
+static void test_origin_check(void) {
+    static const struct {
+        const char *origin, *url, *expect; /* expect: NULL = accepted, or part of the error */
+    } cases[] = {
+        {"https://api.openai.com", "https://api.openai.com/v1/x?key=abc", NULL},
+        {"https://api.openai.com", "https://api.openai.com:443/v1/x", NULL},
+        {"https://API.OpenAI.com", "https://api.openai.com/v1/x", NULL},
+        {"http://h/prefix/", "http://h/prefix/v1", NULL},
+        {"http://127.0.0.1:8080", "http://127.0.0.1:8081/x", "port 8081"},
+        /* base_url .. path, the concatenation this replaces */
+        {"http://127.0.0.1:8080", "http://127.0.0.1:8080@127.0.0.1:9/steal", "port 9"},
+        {"https://api.openai.com", "https://api.openai.com.evil.example/x",
+         "host api.openai.com.evil"},
+        {"https://api.openai.com", "http://api.openai.com/x", "scheme http"},
+        {"https://api.openai.com", "https://api.openai.com:8443/x", "port 8443"},
+        {"http://h/prefix", "http://h/prefixevil/x", "outside the origin's path /prefix"},
+        {"http://h/prefix", "http://h/other", "outside"},
+        {"http://h", "http://u:p@h/x", "user info"},
+        {"http://h", "http://evil/x?key=SECRETVALUE", "host evil"},
+        {"http://h", "not a url", "the request URL is not a valid URL"},
+        {"http://h", "file:///etc/passwd", "not"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256] = "";
+        int rc = weft_http_origin_check(cases[i].origin, cases[i].url, err, sizeof err);
+        if (!cases[i].expect) {
+            CHECK_EQ_INT(rc, 0);
+            if (rc) fprintf(stdout, "# case %zu: %s\n", i, err);
+        } else {
+            CHECK_EQ_INT(rc, -1);
+            CHECK(strstr(err, cases[i].expect) != NULL);
+            if (!strstr(err, cases[i].expect)) fprintf(stdout, "# case %zu: %s\n", i, err);
+            CHECK(strstr(err, "SECRETVALUE") == NULL);
+        }
+    }
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     pid_t server = start_server();
@@ -664,6 +945,11 @@ int main(void) {
     RUN(test_many);
     RUN(test_refused);
     RUN(test_bad_urls);
+    RUN(test_header_list);
+    RUN(test_header_list_transfer);
+    RUN(test_resend_counted);
+    RUN(test_origin_url);
+    RUN(test_origin_check);
     kill(server, SIGKILL);
     waitpid(server, NULL, 0);
     ev_loop_destroy(ev);

@@ -8,13 +8,32 @@ local client = {}
 ---@class weft._http_client.Xfer : userdata
 local Xfer = {}
 
---- Start a transfer (see weft.http.RequestOptions, plus `stream`).
+---@class weft._http_client.StartOptions : weft.http.RequestOptions
+---@field url? string absent when origin is given
+---@field origin? string the configured base URL, "http(s)://host[:port][/prefix]" (no user info, query or fragment)
+---@field path? string with origin: begins with "/", only URL path characters (letters, digits, "-._~!$&'()*+,;=:@/", %XX), no "." or ".." segment; appended to the origin's path
+---@field query? string with origin: the query without "?", only query characters; auth.query parameters are appended after it
+---@field redact? boolean response header values and the (non-streamed) body pass through secret redaction before they become Lua strings
+---@field stream? boolean deliver "data" events (weft.http sets it for on_data)
+
+---@class weft._http_client.Response : weft.http.Response
+---@field sends integer times the request went out: 1 normally, 2+ when libcurl resent it by itself on a fresh connection (a reused one died before any response byte)
+
+--- Start a transfer. Errors returned (not raised): kind "invalid_request"
+--- reason "bad_url" (url unusable); kind "integration" reason "origin"
+--- (origin/path/query unusable, or the built URL parsed again is not on the
+--- origin: nothing is sent); kind "integration" reason "auth_header" (a
+--- header that auth renders is also in headers, or rendered twice). Raises
+--- on misuse (url with origin, path without origin, bad types) and kind
+--- "auth" for a secret not loaded or expired.
+---@param opts weft._http_client.StartOptions
 ---@return weft._http_client.Xfer|nil xfer
----@return weft.Error|nil err invalid URL
+---@return weft.Error|nil err
 function client.start(opts) end
 
---- "data", chunk, head | "done", response | nil, err; returns nothing when
---- it only woke up (call it again).
+--- "data", chunk, head | "done", response (weft._http_client.Response) |
+--- nil, err (transport errors carry `sends`, 0 when never sent); returns
+--- nothing when it only woke up (call it again).
 function Xfer:wait() end
 
 --- Stop and free the transfer; true when it was still running.
