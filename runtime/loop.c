@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "budget.h"
 #include "log.h"
 #include "luax.h"
 #include "signals.h"
@@ -31,6 +32,7 @@ int luaopen_weft_sse(lua_State *L);
 int luaopen_weft_watch(lua_State *L);
 int luaopen_weft_json(lua_State *L);
 int luaopen_weft_repl(lua_State *L);
+int luaopen_weft_budget(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -50,6 +52,7 @@ static const luaL_Reg preloads[] = {
     {"weft._watch", luaopen_weft_watch},
     {"weft._json", luaopen_weft_json},
     {"weft._repl", luaopen_weft_repl},
+    {"weft._budget", luaopen_weft_budget},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };
@@ -311,8 +314,10 @@ struct weft_loop *weft_loop_new(struct ev_loop *ev, const char *home) {
     }
     loop->home = home ? strdup(home) : weft_loop_find_home();
     loop->L = luaL_newstate();
-    if (!loop->L || !loop->home) {
+    if (loop->L) loop->budget = weft_budget_install(loop->L);
+    if (!loop->L || !loop->home || !loop->budget) {
         if (loop->L) lua_close(loop->L);
+        weft_budget_free(loop->budget);
         free(loop->home);
         free(loop);
         return NULL;
@@ -425,6 +430,7 @@ int weft_loop_free(struct weft_loop *loop) {
     lua_State *expected = L;
     if (atomic_compare_exchange_strong(&stall_L, &expected, NULL)) weft_signals_reset();
     lua_close(L);
+    weft_budget_free(loop->budget); /* the allocator's state: after lua_close */
     int leaked = loop->nrefs;
     free(loop->home);
     free(loop);

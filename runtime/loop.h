@@ -12,6 +12,7 @@
 #include <lua.h>
 
 struct weft_task;
+struct weft_budget;
 
 typedef void (*weft_hook_fn)(void *ud);
 
@@ -49,6 +50,8 @@ struct weft_loop {
     int draining;              /* inside weft_loop_drain (no re-entry) */
     int log_level;             /* minimum level written by log.c */
     char *home;                /* directory holding lua/ and plugins/, owned */
+    struct weft_budget *budget; /* wraps the state's allocator (budget.h); owned,
+                                  freed after lua_close */
 };
 
 /* Create the host: a libev loop (the default loop when `ev` is NULL), a new

@@ -222,6 +222,10 @@ int luaopen_weft_error(lua_State *L) {
         lua_setfield(L, -2, "__tostring");
         lua_pushliteral(L, "weft.error");
         lua_setfield(L, -2, "__name");
+        /* protected: getmetatable gives the name, setmetatable refuses
+         * (plugins must not change how every error prints) */
+        lua_pushliteral(L, "weft.error");
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
@@ -298,6 +302,8 @@ void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods
             lua_pushcfunction(L, tostring);
             lua_setfield(L, -2, "__tostring");
         }
+        lua_pushstring(L, name);              /* protected, like the error's */
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
 }

@@ -366,6 +366,17 @@ function Call:attempt()
     if hooks.request[1] then M.emit("request", event(self)) end
 end
 
+--- libcurl sent the request of the current attempt `n` more times by
+--- itself (a reused connection was dead): the server saw them, so they
+--- count as attempts.
+---@param n integer
+function Call:resent(n)
+    self.attempts = self.attempts + n
+    self.series.attempts:inc(n)
+    std.resends:inc(n, self.provider, self.model, self.operation)
+    log.debug("request sent again by libcurl on a fresh connection", { sends = n + 1 })
+end
+
 --- The last attempt failed with `err` and the call retries after `delay` s.
 ---@param err weft.Error
 ---@param delay number

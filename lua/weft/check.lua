@@ -70,8 +70,7 @@ local function fixtures_of(path, p)
         chunk = loadfile(fpath)
     end
     if not chunk then return nil end
-    setfenv(chunk, plugins.sandbox())
-    local ok, f = pcall(chunk)
+    local ok, f = pcall(plugins.run_chunk, chunk, fpath)
     if ok and type(f) == "table" then return f, fpath end
     return nil, fpath .. ": " .. tostring(f)
 end
@@ -122,6 +121,32 @@ local function check_result(F, what, r, op)
     return true
 end
 
+-- A plugin function under its budget, its results as plain host copies:
+-- true, results... or false, why (weft.plugins.call).
+local function call(p, fname, ...)
+    local res = { plugins.call(p, fname, ...) }
+    if not res[1] then return false, res[2] end
+    for i = 2, 3 do
+        if res[i] ~= nil then
+            local c, why = plugins.plain(res[i])
+            if c == nil then return false, fname .. " returned something that is not plain data: " .. why end
+            res[i] = c
+        end
+    end
+    return true, res[2], res[3]
+end
+
+-- The name of a header encode sets that the host would refuse, if any.
+local HOST_HEADERS = plugins.HOST_HEADERS
+local function host_header(p, headers)
+    if type(headers) ~= "table" then return nil end
+    local own = type(p.auth) == "table" and type(p.auth.header) == "string" and p.auth.header:lower()
+    for k in pairs(headers) do
+        local lk = type(k) == "string" and k:lower()
+        if lk and (HOST_HEADERS[lk] or lk == own) then return lk end
+    end
+end
+
 local function check_provider(F, path, p)
     local ok, cfg = pcall(plugins.configure, p, {})
     local fx, fxwhere = fixtures_of(path, p)
@@ -148,16 +173,21 @@ local function check_provider(F, path, p)
             local req = copy(c[2])
             req.model = "fixture-model"
             local before = json.encode(req)
-            local ok2, enc = pcall(p.encode, op, req, cfg)
+            local ok2, enc = call(p, "encode", op, req, cfg)
             local what = ("encode %s (%s)"):format(op, c[1])
+            local hbad = ok2 and type(enc) == "table" and host_header(p, enc.headers)
             if not ok2 then
                 F.err(what .. ": " .. tostring(enc))
             elseif type(enc) ~= "table" or type(enc.path) ~= "string" or enc.path:sub(1, 1) ~= "/" then
                 F.err(what .. ": must return {path = \"/...\", body = ...}")
+            elseif plugins.bad_path(enc.path) or (enc.query ~= nil and plugins.bad_query(enc.query)) then
+                F.err(what .. ": the host would refuse it: " .. (plugins.bad_path(enc.path) or plugins.bad_query(enc.query)))
             elseif enc.headers ~= nil and type(enc.headers) ~= "table" then
                 F.err(what .. ": headers must be a table")
+            elseif hbad then
+                F.err(what .. ": the host would refuse it: header '" .. hbad .. "' is the host's")
             else
-                local ok3, body = pcall(function() return type(enc.body) == "table" and json.encode(enc.body) or enc.body end)
+                local ok3, body = plugins.guard(p.name, "encoding the body", function() return type(enc.body) == "table" and json.encode(enc.body) or enc.body end)
                 if not ok3 or type(body) ~= "string" then
                     F.err(what .. ": the body does not encode as JSON: " .. tostring(body))
                 elseif json.encode(req) ~= before then
@@ -169,7 +199,7 @@ local function check_provider(F, path, p)
         end
     end
     if caps.embed then
-        local ok2, enc = pcall(p.encode, "embed", { model = "fixture-model", input = { "a", "b" } }, cfg)
+        local ok2, enc = call(p, "encode", "embed", { model = "fixture-model", input = { "a", "b" } }, cfg)
         if ok2 and type(enc) == "table" and type(enc.path) == "string" then F.ok("encode embed")
         else F.err("encode embed: " .. tostring(enc)) end
     end
@@ -182,7 +212,7 @@ local function check_provider(F, path, p)
         local f = fx[op]
         if f then
             local ok2, body = pcall(json.decode, f.body)
-            local ok3, r, why = pcall(p.decode, op, ok2 and body or {}, { model = "fixture-model", messages = {} }, cfg)
+            local ok3, r, why = call(p, "decode", op, ok2 and body or {}, { model = "fixture-model", messages = {} }, cfg)
             local what = "decode " .. op
             if not ok3 then F.err(what .. ": " .. tostring(r))
             elseif r == nil then F.err(what .. ": " .. tostring(why))
@@ -195,7 +225,8 @@ local function check_provider(F, path, p)
         local ok2, err = pcall(function()
             local parser = SSE.new()
             for _, ev in ipairs(parser:feed(fx.stream.body)) do
-                local d = p.event(ev, st, { model = "fixture-model", messages = {} }, cfg)
+                local okd, d = call(p, "event", ev, st, { model = "fixture-model", messages = {} }, cfg)
+                if not okd then error(d, 0) end
                 if d then
                     if d.error then error("the fixture stream holds an error: " .. tostring(d.error.message), 0) end
                     if d.text then out.text[#out.text + 1] = d.text end
@@ -218,7 +249,7 @@ local function check_provider(F, path, p)
         end
         for _, sm in ipairs(samples) do
             local what = ("rate_limits (HTTP %d)"):format(sm[1])
-            local ok2, rl = pcall(p.rate_limits, sm[1], sm[2], sm[3], cfg)
+            local ok2, rl = call(p, "rate_limits", sm[1], sm[2], sm[3], cfg)
             local bad
             if not ok2 then bad = tostring(rl)
             elseif rl ~= nil and type(rl) ~= "table" then bad = "must return a table or nil"
@@ -238,7 +269,7 @@ local function check_provider(F, path, p)
     end
     for i, e in ipairs(fx.errors or {}) do
         local what = ("classify %d (HTTP %d)"):format(i, e.status)
-        local ok2, c = pcall(p.classify, e.status, e.headers or {}, e.body or "", cfg)
+        local ok2, c = call(p, "classify", e.status, e.headers or {}, e.body or "", cfg)
         if not ok2 then F.err(what .. ": " .. tostring(c))
         elseif type(c) ~= "table" or not errors.KINDS[c.kind] then
             F.err(what .. ": must return {kind = <a weft error kind>, message = ...}")

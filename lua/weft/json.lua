@@ -30,7 +30,15 @@
 local cjson = require "cjson"
 
 local type, pairs, next, error, tostring, tonumber = type, pairs, next, error, tostring, tonumber
-local getmetatable, setmetatable, rawget, pcall, select = getmetatable, setmetatable, rawget, pcall, select
+-- The marks' metatables are protected (__metatable): getmetatable on a
+-- marked table gives their name, and they cannot be read or replaced from
+-- a plugin's sandbox. This module reads and sets them raw.
+local getmetatable, raw_setmetatable = debug.getmetatable, debug.setmetatable
+local function setmetatable(t, mt)
+    raw_setmetatable(t, mt) -- returns true, not t
+    return t
+end
+local rawget, pcall, select = rawget, pcall, select
 local concat, sort = table.concat, table.sort
 local find, gsub, format, sub, byte, rep = string.find, string.gsub, string.format, string.sub,
     string.byte, string.rep
@@ -49,10 +57,10 @@ local M = {}
 --- The JSON null sentinel (equal to cjson.null).
 M.null = cjson.null
 
-local ARRAY_MT = { __name = "weft.json.array" }
-local OBJECT_MT = { __name = "weft.json.object" }
+local ARRAY_MT = { __name = "weft.json.array", __metatable = "weft.json.array" }
+local OBJECT_MT = { __name = "weft.json.object", __metatable = "weft.json.object" }
 local EMPTY_MT = {
-    __name = "weft.json.empty_array",
+    __name = "weft.json.empty_array", __metatable = "weft.json.empty_array",
     __newindex = function() error("json.empty_array is read-only; use json.array()", 2) end,
 }
 
@@ -84,6 +92,11 @@ end
 
 --- A shared, read-only empty array.
 M.empty_array = setmetatable({}, EMPTY_MT)
+
+-- For the plugin sandbox (weft.plugins): its own read-only empty array,
+-- and the marks, to keep them on plain copies of plugin data.
+function M._new_empty_array() return setmetatable({}, EMPTY_MT) end
+M._ARRAY_MT, M._OBJECT_MT, M._EMPTY_MT = ARRAY_MT, OBJECT_MT, EMPTY_MT
 
 local cencode = require("weft._json").encoder(ARRAY_MT, OBJECT_MT, EMPTY_MT, M.null)
 

@@ -124,11 +124,63 @@ local HOST_KEYS = {
     limits = "table", retry = "table", breaker = "table|boolean", timeout = "number",
     connect_timeout = "number", idle_timeout = "number", prices = "table",
 }
-local LIMIT_KEYS = { rps = true, rpm = true, rpd = true, tps = true, tpm = true, tpd = true, burst = true,
-                     priorities = true, aging = true }
-local RETRY_KEYS = { base = true, cap = true, multiplier = true, jitter = true, max_attempts = true,
-                     max_elapsed = true, hint_cap = true, seed = true, budget = true }
-local BREAKER_KEYS = { threshold = true, min_calls = true, window = true, cooldown = true, probes = true }
+-- Numeric options and their ranges: NaN, infinities, zero where a rate or
+-- a period is meant, fractions where a count is meant, and values so far
+-- out that they can only be a mistake are refused at configure time.
+-- A rate's smallest value is one a day; its largest a billion per unit.
+local function rate(per) return { min = per / 86400, max = 1e9, desc = "a rate" } end
+local LIMIT_KEYS = {
+    rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
+    burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
+}
+local RETRY_KEYS = {
+    base = { min = 0, max = 3600 }, cap = { min = 0, max = 86400 }, multiplier = { min = 1, max = 100 },
+    jitter = true, max_attempts = { min = 1, max = 1000, int = true }, max_elapsed = { min = 0, max = 1e9 },
+    hint_cap = { min = 0, max = 1e9 }, seed = { min = 0, max = 9e15, int = true }, budget = true,
+}
+local BREAKER_KEYS = {
+    threshold = { min = 0.0001, max = 1 }, min_calls = { min = 1, max = 1e9, int = true },
+    window = { min = 0.01, max = 86400 }, cooldown = { min = 0, max = 86400 }, probes = { min = 1, max = 1000, int = true },
+}
+local TIMEOUT_RULE = { min = 0.001, max = 86400 }
+local PRICE_RULE = { min = 0, max = 1e6 }
+
+-- nil when `v` satisfies `rule` ({min=, max=, int=}), else why not.
+local function number_rule(v, rule)
+    if type(v) ~= "number" then return "must be a number, got " .. type(v) end
+    if v ~= v then return "must be a number, got NaN" end
+    if v == math.huge or v == -math.huge then return "must be finite" end
+    if rule.int and v ~= math.floor(v) then return format("must be a whole number, got %s", tostring(v)) end
+    if v < rule.min or v > rule.max then
+        if rule.desc == "a rate" then
+            return format("must be a rate between one a day (%.6g) and %g, got %s", rule.min, rule.max, tostring(v))
+        end
+        return format("must be between %g and %g, got %s", rule.min, rule.max, tostring(v))
+    end
+end
+
+-- nil when an auth placement is well-formed, else {key, why}.
+local function bad_auth(a)
+    for k in pairs(a) do
+        if k ~= "header" and k ~= "format" and k ~= "query" then return { k, "unknown key (header, format, query)" } end
+    end
+    if a.header == nil and a.query == nil then return { nil, "must be {header = NAME, format = \"... {} ...\"} or {query = NAME}" } end
+    if a.header ~= nil and a.query ~= nil then return { nil, "header and query: give one of them" } end
+    for _, k in ipairs { "header", "query" } do
+        local v = a[k]
+        if v ~= nil and (type(v) ~= "string" or not v:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$")) then
+            return { k, "must be a " .. (k == "header" and "header" or "parameter") .. " name, got " ..
+                (type(v) == "string" and format("%q", v) or type(v)) }
+        end
+    end
+    local f = a.format
+    if f ~= nil then
+        if type(f) ~= "string" then return { "format", "must be a string with {} once, got " .. type(f) } end
+        local first = f:find("{}", 1, true)
+        if not first or f:find("{}", first + 2, true) then return { "format", "must contain {} exactly once" } end
+        if f:find("[%z\r\n]") then return { "format", "must not contain CR, LF or NUL" } end
+    end
+end
 local MODEL_KEYS = { provider = true, model = true, system = true, max_tokens = true, temperature = true,
                      top_p = true, stop = true, priority = true, timeout = true, extra = true }
 
@@ -232,31 +284,44 @@ local function check_provider(name, raw, where)
         config_error(where, { "providers", name, "secret" }, "must be a reference such as env:NAME, got " .. raw.secret)
     end
     for k, v in pairs(raw.limits or {}) do
-        if not LIMIT_KEYS[k] then config_error(where, { "providers", name, "limits", k }, "unknown limit") end
-        if type(v) ~= "number" or v <= 0 then
-            config_error(where, { "providers", name, "limits", k }, "must be a positive number")
-        end
+        local rule = LIMIT_KEYS[k]
+        if not rule then config_error(where, { "providers", name, "limits", k }, "unknown limit") end
+        local why = number_rule(v, rule)
+        if why then config_error(where, { "providers", name, "limits", k }, why) end
     end
-    for k in pairs(raw.retry or {}) do
-        if not RETRY_KEYS[k] then config_error(where, { "providers", name, "retry", k }, "unknown retry option") end
+    for k, v in pairs(raw.retry or {}) do
+        local rule = RETRY_KEYS[k]
+        if not rule then config_error(where, { "providers", name, "retry", k }, "unknown retry option") end
+        local why = type(rule) == "table" and number_rule(v, rule)
+        if why then config_error(where, { "providers", name, "retry", k }, why) end
     end
     if type(raw.breaker) == "table" then
-        for k in pairs(raw.breaker) do
-            if not BREAKER_KEYS[k] then config_error(where, { "providers", name, "breaker", k }, "unknown breaker option") end
+        for k, v in pairs(raw.breaker) do
+            local rule = BREAKER_KEYS[k]
+            if not rule then config_error(where, { "providers", name, "breaker", k }, "unknown breaker option") end
+            local why = number_rule(v, rule)
+            if why then config_error(where, { "providers", name, "breaker", k }, why) end
         end
     end
     for _, k in ipairs { "timeout", "connect_timeout", "idle_timeout" } do
-        if raw[k] ~= nil and raw[k] <= 0 then config_error(where, { "providers", name, k }, "must be > 0") end
+        local why = raw[k] ~= nil and number_rule(raw[k], TIMEOUT_RULE)
+        if why then config_error(where, { "providers", name, k }, why) end
     end
     if raw.auth then
-        local a = raw.auth
-        if (a.header == nil and a.query == nil) or (a.format ~= nil and (type(a.format) ~= "string" or not a.format:find("{}", 1, true))) then
-            config_error(where, { "providers", name, "auth" }, "must be {header = NAME, format = \"... {} ...\"} or {query = NAME}")
-        end
+        local why = bad_auth(raw.auth)
+        if why then config_error(where, { "providers", name, "auth", why[1] }, why[2]) end
     end
     for model, pr in pairs(raw.prices or {}) do
-        if type(pr) ~= "table" or type(pr.input) ~= "number" or type(pr.output) ~= "number" or pr.input < 0 or pr.output < 0 then
-            config_error(where, { "providers", name, "prices", model }, "must be {input = USD per 1M tokens, output = ...}")
+        local ok = type(pr) == "table"
+        if ok then
+            for pk, pv in pairs(pr) do
+                if (pk ~= "input" and pk ~= "output") or number_rule(pv, PRICE_RULE) then ok = false end
+            end
+            ok = ok and pr.input ~= nil and pr.output ~= nil
+        end
+        if not ok then
+            config_error(where, { "providers", name, "prices", model },
+                "must be {input = USD per 1M tokens, output = ...}, finite numbers >= 0")
         end
     end
     local _, perr = plugin_config(p, raw)
@@ -504,9 +569,11 @@ end
 
 ------------------------------------------------------------ the pipeline
 
-local function excerpt(s)
-    s = tostring(s or ""):sub(1, 200)
-    return require("weft.secrets").redact(s)
+local redact = require("weft._secrets").redact
+local plain = plugins.plain
+
+local function excerpt(s, n)
+    return redact(tostring(s or ""):sub(1, n or 200))
 end
 
 -- An error value of the call's provider and model.
@@ -516,15 +583,98 @@ local function fail(ctx, kind, msg, fields)
     error(errors.new(kind, msg, fields), 0)
 end
 
--- Call a plugin function; its failure is an integration error naming it.
+local function plugin_name(ctx)
+    local p = ctx.plugin
+    return format("provider plugin %s (%s)", p.name, tostring(p.version or "?"))
+end
+
+-- A plugin broke the contract: an integration error naming it.
+local function plugin_fail(ctx, what, fields)
+    fail(ctx, "integration", excerpt(plugin_name(ctx) .. ": " .. what, 600), fields)
+end
+
+-- Call a plugin function under its budget (weft.plugins.call): its
+-- failure, whatever it raised, is an integration error naming it.
 local function plugin_call(ctx, fname, ...)
-    local ok, a, b = pcall(ctx.plugin[fname], ...)
-    if not ok then
-        fail(ctx, "integration", format("provider plugin %s (%s): %s failed: %s", ctx.plugin.name,
-            tostring(ctx.plugin.version), fname, excerpt(a)))
-    end
+    local ok, a, b = plugins.call(ctx.plugin, fname, ...)
+    if not ok then fail(ctx, "integration", excerpt(a, 600)) end
     return a, b
 end
+
+-- What a plugin function returned, as the host's own plain copy (raw
+-- reads: no metamethod of the plugin runs), or an integration error.
+local function plain_result(ctx, fname, v)
+    if v == nil then return nil end
+    local c, why = plain(v)
+    if c == nil then plugin_fail(ctx, fname .. " returned something that is not plain data: " .. why) end
+    return c
+end
+
+------------------------------------------------------------ the request
+
+-- Headers that carry credentials or decide the connection are the host's
+-- (and so is the configured auth header of the provider).
+local HOST_HEADERS = plugins.HOST_HEADERS
+local bad_path, bad_query = plugins.bad_path, plugins.bad_query
+local refused_total = require("weft.metrics").std.plugin_refused
+
+-- A request of a plugin the host will not send: logged and counted.
+local function refused(ctx, reason, what)
+    log.warn("plugin request refused", { plugin = ctx.plugin.name, provider = ctx.inst.name, reason = reason,
+                                         detail = excerpt(what) })
+    refused_total:inc(1, ctx.plugin.name, reason)
+end
+
+-- The request encode describes -> the options of weft.http.request on the
+-- provider's configured origin. Everything a plugin returned is read raw
+-- and checked; nothing is sent when something is wrong.
+local function request_of(ctx, enc, auth)
+    if type(enc) ~= "table" then plugin_fail(ctx, "encode must return {path=, body=, ...}, got " .. type(enc)) end
+    local path, query, method = rawget(enc, "path"), rawget(enc, "query"), rawget(enc, "method")
+    local why = bad_path(path) or (query ~= nil and bad_query(query)) or nil
+    if why then
+        refused(ctx, "path", why)
+        plugin_fail(ctx, "encode: refused: " .. why .. " (the origin is the configured base_url)")
+    end
+    if method ~= nil and (type(method) ~= "string" or not method:match("^%u+$") or #method > 16) then
+        plugin_fail(ctx, "encode: method must be an upper-case HTTP method")
+    end
+    local op = ctx.op
+    local headers = { ["content-type"] = "application/json", accept = op == "stream" and "text/event-stream" or "application/json" }
+    local eh = rawget(enc, "headers")
+    if eh ~= nil then
+        if type(eh) ~= "table" then plugin_fail(ctx, "encode: headers must be a table") end
+        local own = auth and auth.header and auth.header:lower()
+        for k, v in next, eh do
+            if type(k) ~= "string" or not k:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") then
+                plugin_fail(ctx, "encode: header names must be HTTP tokens")
+            end
+            local lk = k:lower()
+            if HOST_HEADERS[lk] or lk == own then
+                refused(ctx, "header", "header " .. lk)
+                plugin_fail(ctx, "encode: refused: header '" .. lk .. "' is the host's (credentials and the connection are not the plugin's)")
+            end
+            if type(v) ~= "string" or v:find("[%z\r\n]") then
+                plugin_fail(ctx, "encode: header '" .. lk .. "' must be a string without CR, LF or NUL")
+            end
+            headers[lk] = v
+        end
+    end
+    local body = rawget(enc, "body")
+    if type(body) == "table" then
+        -- the host's encoder on the plugin's tables: under the plugin's
+        -- budget, so nothing of the plugin runs unbounded
+        local ok, text = plugins.guard(ctx.plugin.name, plugin_name(ctx) .. ": encoding the body", json.encode, body)
+        if not ok then plugin_fail(ctx, "encode: the body cannot be sent as JSON: " .. tostring(text):gsub("^.-: encoding the body failed: ", "")) end
+        body = text
+    elseif body ~= nil and type(body) ~= "string" then
+        plugin_fail(ctx, "encode: body must be a table or a string, got " .. type(body))
+    end
+    return { method = method or "POST", origin = ctx.inst.base_url, path = path, query = query,
+             headers = headers, body = body, auth = auth, redact = true }
+end
+
+------------------------------------------------------------ the answer
 
 -- Feed the answer's rate-limit state to the limiter and the quota gauge:
 -- the plugin reads its provider's headers (rate_limits), else the host's
@@ -532,57 +682,117 @@ end
 local quota_gauge = require("weft.metrics").std.quota
 local function observe_limits(ctx, res, body)
     local inst = ctx.inst
-    local f = ctx.plugin.rate_limits
-    if not f then
+    if not ctx.plugin.rate_limits then
         inst.limiter:observe(res.headers, res.status)
         return
     end
-    local rl = plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg)
+    local rl = plain_result(ctx, "rate_limits", plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg))
     if type(rl) ~= "table" then return end
     inst.limiter:apply(rl)
     for _, unit in ipairs { "requests", "tokens" } do
         local u = rl[unit]
-        if type(u) == "table" and tonumber(u.remaining) then quota_gauge:set(tonumber(u.remaining), inst.name, unit) end
+        local rem = type(u) == "table" and tonumber(u.remaining)
+        if rem and rem == rem then quota_gauge:set(rem, inst.name, unit) end
     end
 end
 
--- A non-2xx answer -> the error the plugin classifies it as.
+-- A non-2xx answer -> the error the plugin classifies it as. The host's
+-- own readings of the headers are taken before the plugin sees them.
 local function http_failure(ctx, res, body)
-    local c = plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg)
+    local hint, should = retry.hint(res), retry.should_retry(res.headers)
+    local c = plain_result(ctx, "classify", plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg))
     if type(c) ~= "table" then c = {} end
-    local kind = errors.KINDS[c.kind] and c.kind or "integration"
-    local e = errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(c.message or body)), {
-        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = c.code,
-        retry_after = tonumber(c.retry_after) or retry.hint(res), should_retry = retry.should_retry(res.headers),
-    })
-    error(e, 0)
+    local kind = (type(c.kind) == "string" and errors.KINDS[c.kind]) and c.kind or "integration"
+    local ra = tonumber(c.retry_after)
+    if ra and not (ra >= 0 and ra < huge) then ra = nil end
+    local code = c.code
+    if type(code) ~= "string" and type(code) ~= "number" then code = nil end
+    local msg = type(c.message) == "string" and c.message or body
+    error(errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(msg)), {
+        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code,
+        retry_after = ra or hint, should_retry = should, sends = res.sends,
+    }), 0)
 end
 
-local function apply_usage(out, u)
-    if type(u) == "table" then
-        out.usage = { input = tonumber(u.input) or 0, output = tonumber(u.output) or 0 }
+local function usage_of(u)
+    if type(u) ~= "table" then return nil end
+    local i, o = tonumber(u.input) or 0, tonumber(u.output) or 0
+    if not (i >= 0 and i < huge) then i = 0 end
+    if not (o >= 0 and o < huge) then o = 0 end
+    return { input = i, output = o }
+end
+
+-- Tool calls as the host hands them on: {id?, name, arguments} strings.
+local function tool_calls_of(ctx, fname, list)
+    if list == nil then return nil end
+    if type(list) ~= "table" then plugin_fail(ctx, fname .. ": tool_calls must be a list") end
+    local out = {}
+    for i, tc in ipairs(list) do
+        if type(tc) ~= "table" or (tc.id ~= nil and type(tc.id) ~= "string") or (tc.name ~= nil and type(tc.name) ~= "string")
+           or (tc.arguments ~= nil and type(tc.arguments) ~= "string") then
+            plugin_fail(ctx, fname .. ": tool_calls[" .. i .. "] must be {id=, name=, arguments=} strings")
+        end
+        out[i] = { id = tc.id, name = tc.name, arguments = tc.arguments or "" }
     end
+    return out
+end
+
+local function opt_string(ctx, fname, t, k)
+    local v = t[k]
+    if v ~= nil and type(v) ~= "string" then plugin_fail(ctx, format("%s: %s must be a string, got %s", fname, k, type(v))) end
+    return v
+end
+
+-- decode's result (already a plain copy) checked in place: the fields the
+-- host knows have their types; others are the plugin's and pass as data.
+local function checked_result(ctx, out)
+    opt_string(ctx, "decode", out, "text")
+    opt_string(ctx, "decode", out, "finish_reason")
+    opt_string(ctx, "decode", out, "model")
+    opt_string(ctx, "decode", out, "id")
+    out.usage = usage_of(out.usage)
+    out.tool_calls = tool_calls_of(ctx, "decode", out.tool_calls)
+    local vs = out.vectors
+    if vs ~= nil then
+        if type(vs) ~= "table" then plugin_fail(ctx, "decode: vectors must be a list") end
+        for i = 1, #vs do
+            local v = vs[i]
+            if type(v) ~= "table" then plugin_fail(ctx, "decode: vectors[" .. i .. "] must be a list of numbers") end
+            for j = 1, #v do
+                if type(v[j]) ~= "number" then plugin_fail(ctx, "decode: vectors[" .. i .. "] must be a list of numbers") end
+            end
+        end
+    end
+    return out
 end
 
 -- One streamed event: decode, deliver text, keep usage and the end mark.
+-- The event's strings are redacted before the plugin sees them.
 local function on_stream_event(ctx, ev, st)
-    local d = plugin_call(ctx, "event", ev, st.plugin_state, ctx.req, ctx.pcfg)
+    ev.data = redact(ev.data)
+    if ev.event then ev.event = redact(ev.event) end
+    if ev.id then ev.id = redact(ev.id) end
+    local d = plugin_call(ctx, "event", ev, st.plugin_state, ctx.preq, ctx.pcfg)
     if d == nil then return end
-    if type(d) ~= "table" then fail(ctx, "integration", "plugin event() must return a table or nil") end
+    if type(d) ~= "table" then plugin_fail(ctx, "event must return a table or nil") end
+    d = plain_result(ctx, "event", d)
     if d.error then
         local e = type(d.error) == "table" and d.error or {}
-        st.error = { kind = errors.KINDS[e.kind] and e.kind or "transient", message = tostring(e.message or "error in stream") }
+        st.error = { kind = (type(e.kind) == "string" and errors.KINDS[e.kind]) and e.kind or "transient",
+                     message = type(e.message) == "string" and e.message or "error in stream" }
         return false
     end
-    if d.usage then apply_usage(st, d.usage) end
-    if d.tool_calls then st.tool_calls = d.tool_calls end
-    if d.finish_reason then st.finish_reason = d.finish_reason end
-    if d.model then st.model = d.model end
+    if d.usage then st.usage = usage_of(d.usage) end
+    if d.tool_calls then st.tool_calls = tool_calls_of(ctx, "event", d.tool_calls) end
+    if d.finish_reason then st.finish_reason = opt_string(ctx, "event", d, "finish_reason") end
+    if d.model then st.model = opt_string(ctx, "event", d, "model") end
     if d.done then st.done = true end
-    if type(d.text) == "string" and d.text ~= "" then
-        st.text[#st.text + 1] = d.text
+    local text = d.text
+    if text ~= nil and type(text) ~= "string" then plugin_fail(ctx, "event: text must be a string") end
+    if text and text ~= "" then
+        st.text[#st.text + 1] = text
         ctx.delivered = true
-        if ctx.on_event({ type = "text", text = d.text }) == false then
+        if ctx.on_event({ type = "text", text = text }) == false then
             st.aborted = true
             return false
         end
@@ -599,26 +809,22 @@ local function stream_error(ctx, st, kind, msg)
     fail(ctx, kind, msg, { partial = partial })
 end
 
+-- libcurl sends a request again by itself when a reused connection turns
+-- out dead before any answer: what the server saw counts as attempts.
+local function count_resends(ctx, n)
+    if type(n) == "number" and n > 1 then ctx.call:resent(n - 1) end
+end
+
 -- One attempt: encode, send, classify, decode.
 local function send(ctx, remaining)
     local inst, p, req = ctx.inst, ctx.plugin, ctx.req
     local op = ctx.op
-    local enc = plugin_call(ctx, "encode", op, req, ctx.pcfg)
-    if type(enc) ~= "table" or type(enc.path) ~= "string" then
-        fail(ctx, "integration", "provider plugin " .. p.name .. ": encode must return {path=, body=, ...}")
-    end
-    local headers = { ["content-type"] = "application/json", accept = op == "stream" and "text/event-stream" or "application/json" }
-    for k, v in pairs(enc.headers or {}) do headers[k] = v end
-    local body = enc.body
-    if type(body) == "table" then body = json.encode(body) end
-    local url = inst.base_url .. enc.path
-    if enc.query then url = url .. "?" .. enc.query end
     local auth = auth_of(inst, p)
+    local opts = request_of(ctx, plugin_call(ctx, "encode", op, ctx.preq, ctx.pcfg), auth)
     local timeout = inst.timeout
     if remaining and remaining < timeout then timeout = remaining end
     if timeout <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
-    local opts = { method = enc.method or "POST", url = url, headers = headers, body = body, auth = auth,
-                   timeout = timeout, connect_timeout = inst.connect_timeout }
+    opts.timeout, opts.connect_timeout = timeout, inst.connect_timeout
     local st
     if op == "stream" then
         st = { text = {}, plugin_state = {} }
@@ -637,6 +843,7 @@ local function send(ctx, remaining)
         end
         local ok, res = pcall(http.request, opts)
         if not ok then
+            if errors.is(res) then count_resends(ctx, res.sends) end
             if errors.is(res) and res.kind ~= "cancelled" then
                 res.provider, res.model = inst.name, req.model
                 if st.error then stream_error(ctx, st, st.error.kind, st.error.message) end
@@ -644,6 +851,8 @@ local function send(ctx, remaining)
             end
             error(res, 0)
         end
+        count_resends(ctx, res.sends)
+        errbody = errbody and redact(errbody)
         observe_limits(ctx, res, errbody)
         if res.status >= 300 then http_failure(ctx, res, errbody or "") end
         if st.error then stream_error(ctx, st, st.error.kind, st.error.message) end
@@ -651,44 +860,73 @@ local function send(ctx, remaining)
             stream_error(ctx, st, "transient", "the stream ended before its end marker")
         end
         local out = { text = concat(st.text), tool_calls = st.tool_calls, finish_reason = st.finish_reason or (st.aborted and "aborted") or "stop",
-                      model = st.model, aborted = st.aborted or nil }
-        apply_usage(out, st.usage)
+                      model = st.model, aborted = st.aborted or nil, usage = st.usage }
         return out
     end
-    local res = http.request(opts)
+    local ok, res = pcall(http.request, opts)
+    if not ok then
+        if errors.is(res) then count_resends(ctx, res.sends) end
+        error(res, 0)
+    end
+    count_resends(ctx, res.sends)
     observe_limits(ctx, res, res.status >= 300 and res.body or nil)
     if res.status >= 300 then http_failure(ctx, res, res.body) end
-    local ok, decoded = pcall(json.decode, res.body)
-    if not ok or type(decoded) ~= "table" then
+    local dok, decoded = pcall(json.decode, res.body)
+    if not dok or type(decoded) ~= "table" then
         fail(ctx, "integration", format("%s answered %d with a body that is not JSON: %s", p.name, res.status, excerpt(res.body)),
             { status = res.status })
     end
-    local out, why = plugin_call(ctx, "decode", op, decoded, req, ctx.pcfg)
+    local out, why = plugin_call(ctx, "decode", op, decoded, ctx.preq, ctx.pcfg)
     if type(out) ~= "table" then
-        fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name, tostring(why or "decode returned nothing"),
-            excerpt(res.body)), { status = res.status })
+        fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name,
+            type(why) == "string" and excerpt(why) or "decode returned nothing", excerpt(res.body)), { status = res.status })
     end
-    return out
+    return checked_result(ctx, plain_result(ctx, "decode", out))
 end
 
 -- Admission as DESIGN.md orders it: an open breaker refuses at once (no
 -- wait in the limiter's queue), then the limiter admits, then the call
 -- goes through the breaker (which may take a half-open probe).
-local function attempt(ctx, _, remaining)
+-- The part of an attempt after the limiter admitted it.
+local function admitted(ctx, br, remaining, t0)
     local inst = ctx.inst
-    local br = inst.breaker
-    if br then br:check() end
-    inst.limiter:acquire(ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
+    if remaining then
+        -- the time left after the queue; none left is the caller's deadline,
+        -- not the provider's health: refused before the breaker counts it
+        remaining = remaining - (now() - t0)
+        if remaining <= 0 then
+            inst.limiter:refund(ctx.cost.requests)
+            fail(ctx, "timeout", "deadline reached before the attempt")
+        end
+    end
     if not br then return send(ctx, remaining) end
     local ok, refused = br:admit()
     if not ok then
         -- It opened (or its half-open probe is out) while this call waited
-        -- in the queue: the admitted request goes to the next waiter. The
-        -- estimated tokens come back in run(), as for every failed call.
+        -- in the queue: the admitted request goes to the next waiter (the
+        -- tokens come back in attempt, as for every failed attempt).
         inst.limiter:refund(ctx.cost.requests)
         error(refused, 0)
     end
     return br:run(send, ctx, remaining)
+end
+
+local function attempt(ctx, _, remaining)
+    local inst = ctx.inst
+    local br = inst.breaker
+    if br then br:check() end
+    local t0 = remaining and now()
+    inst.limiter:acquire(ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
+    -- This attempt now holds the estimated tokens: a failed attempt gives
+    -- back what it did not use (all of it, but a broken stream's partial
+    -- usage), so retries do not count the estimate again and again.
+    local ok, out = pcall(admitted, ctx, br, remaining, t0)
+    if not ok then
+        local u = type(out) == "table" and out.partial and out.partial.usage
+        inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
+        error(out, 0)
+    end
+    return out
 end
 
 local function account(key, call, failed)
@@ -717,20 +955,26 @@ local function run(self, op, req, on_event)
         local err
         pcfg, err = plugin_config(p, inst.raw)
         if not pcfg then bad("providers." .. inst.name .. ": " .. err) end
+        -- the plugin's own copy: nothing of the user's configuration tables
+        pcfg, err = plain(pcfg)
+        if not pcfg then bad("providers." .. inst.name .. ": the plugin options are not plain data: " .. err) end
         inst.cfgs[p] = pcfg
     end
+    -- The plugin sees a copy of the request: the caller's tables are never
+    -- handed to plugin code (which could change them).
+    local preq, perr = plain(req)
+    if not preq then bad("the request is not plain data (" .. perr .. ")") end
     local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
-    local ctx = { inst = inst, plugin = p, pcfg = pcfg, op = op, req = req, on_event = on_event, deadline = deadline }
+    local ctx = { inst = inst, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
+                  deadline = deadline }
     local est = estimate(req)
     ctx.cost = { requests = 1, tokens = est }
     local call = calls.begin { provider = inst.name, model = req.model, operation = op, id = req.id }
+    ctx.call = call
     local t0 = now()
     local ok, out = pcall(retry.run, inst.policy, function(n, remaining) return attempt(ctx, n, remaining) end,
         { call = call, deadline = deadline })
     if not ok then
-        -- admitted tokens were not used (or are unknown): give them back
-        inst.limiter:reconcile(est, (type(out) == "table" and out.partial and out.partial.usage)
-            and (out.partial.usage.input + out.partial.usage.output) or 0)
         if errors.is(out) then
             out.provider = out.provider or inst.name
             out.model = out.model or req.model

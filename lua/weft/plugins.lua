@@ -61,24 +61,243 @@ local function copy(t)
     return c
 end
 
--- A fresh environment per load: copies, so one plugin cannot change what
--- another sees (string's metatable is shared by the VM and stays so).
-local function sandbox()
+------------------------------------------------------------ the boundary
+
+-- Plugin code is untrusted (DESIGN.md, "The plugin boundary"): it runs
+-- with the JIT off (so the budget's count hook fires in it), under an
+-- instruction and allocation budget per call (runtime/budget.h), in an
+-- environment where every table is its own copy, and the host reads what
+-- it returns only as plain data, with raw access, so no metamethod of a
+-- plugin ever runs outside its budget.
+local budget = require "weft._budget"
+local bcall, tripped = budget.call, budget.tripped
+local jit_off = jit and jit.off or function() end
+local next, rawget, rawset, rawequal, select = next, rawget, rawset, rawequal, select
+local raw_getmetatable = debug.getmetatable
+
+local BUDGET_ERR = "plugin budget exceeded"
+
+-- pcall/xpcall for plugins: a budget that ran out stays out, whatever the
+-- plugin catches (the error is raised again outside its handler).
+local function after(ok, ...)
+    if tripped() then error(BUDGET_ERR, 0) end
+    return ok, ...
+end
+local function sandbox_pcall(f, ...) return after(pcall(f, ...)) end
+local function sandbox_xpcall(f, h, ...) return after(xpcall(f, h, ...)) end
+
+-- A copy of a host table for one sandbox: tables copied all the way down
+-- (functions are shared: they are immutable and their upvalues are out of
+-- reach without debug), metatables kept as they are (the host's are
+-- protected with __metatable, so a plugin can neither read nor replace
+-- them).
+local function deep_copy(t, seen)
+    seen = seen or {}
+    if seen[t] then return seen[t] end
+    local c = {}
+    seen[t] = c
+    for k, v in next, t do
+        if type(v) == "table" then v = deep_copy(v, seen) end
+        if type(k) == "table" then k = deep_copy(k, seen) end
+        rawset(c, k, v)
+    end
+    local mt = raw_getmetatable(t)
+    if mt then debug.setmetatable(c, mt) end
+    return c
+end
+M.deep_copy = deep_copy
+
+-- Lines a plugin may write: emitting only (no level or format changes),
+-- each line naming the plugin.
+local function plugin_log(label)
+    local out = {}
+    for _, level in ipairs { "debug", "info", "warn", "error" } do
+        local emit = log[level]
+        out[level] = function(msg, fields)
+            local f = { plugin = label }
+            if type(fields) == "table" then
+                for k, v in next, fields do
+                    if type(k) == "string" and k ~= "plugin" then f[k] = v end
+                end
+            end
+            emit(type(msg) == "string" and msg or tostring(msg), f)
+        end
+    end
+    return out
+end
+
+local function sandbox_json()
+    local j = {}
+    for _, k in ipairs { "encode", "decode", "pretty", "array", "object", "is_array", "null" } do j[k] = json[k] end
+    j.empty_array = json._new_empty_array() -- its own: a write cannot reach the host's
+    return j
+end
+
+-- A fresh environment per load: nothing in it is shared with the host,
+-- the script or another plugin (the string metatable is the VM's, shared
+-- by everyone: not handed out).
+local function sandbox(label)
+    local str = copy(string)
+    str.dump = nil
+    local mth = copy(math)
+    mth.randomseed = nil -- the host's generator (retry jitter) is not the plugin's to reseed
     local env = {
-        assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
-        xpcall = xpcall, select = select, tonumber = tonumber, tostring = tostring, type = type,
-        unpack = unpack, rawequal = rawequal, rawget = rawget, rawset = rawset,
-        setmetatable = setmetatable,
-        -- the string metatable is the VM's, shared by everyone: not handed out
+        assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+        pcall = sandbox_pcall, xpcall = sandbox_xpcall, select = select, tonumber = tonumber,
+        tostring = tostring, type = type, unpack = unpack, rawequal = rawequal, rawget = rawget,
+        rawset = rawset, setmetatable = setmetatable,
         getmetatable = function(v) if type(v) == "string" then return nil end return getmetatable(v) end,
-        string = copy(string), table = copy(table), math = copy(math),
+        string = str, table = copy(table), math = mth,
         os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime },
-        weft = { json = copy(json), error = copy(errors), log = copy(log), time = copy(TIME) },
+        weft = {
+            json = sandbox_json(),
+            error = deep_copy { new = errors.new, is = errors.is, raise = errors.raise, KINDS = errors.KINDS },
+            log = plugin_log(label or "plugin"),
+            time = copy(TIME),
+        },
     }
     env._G = env
     return env
 end
 M.sandbox = sandbox
+
+-- What an error a plugin raised says, without running any of its code
+-- (no __tostring, no __index): strings as they are, weft error values by
+-- their message, anything else by its type.
+local function error_text(e)
+    if type(e) == "string" then return e end
+    if type(e) == "number" then return tostring(e) end
+    if errors.is(e) then
+        local m = rawget(e, "message")
+        return type(m) == "string" and m or "error"
+    end
+    return "(a " .. type(e) .. " raised as an error)"
+end
+
+local function mb(n) return ("%g MB"):format(math.floor(n / 1048576 * 10 + 0.5) / 10) end
+
+-- The result of a budgeted call: true, results... or nil, message. A
+-- budget that ran out is counted for `plugin`.
+local budget_total
+local function budget_result(plugin, what, ok, ...)
+    if ok then return true, ... end
+    local e, trip, limit = ...
+    if trip then
+        budget_total = budget_total or require("weft.metrics").std.plugin_budget
+        budget_total:inc(1, plugin, trip)
+    end
+    if trip == "instructions" then
+        return nil, (("%s exceeded its CPU budget (%d instructions)"):format(what, limit):gsub("^ ", ""))
+    elseif trip == "memory" then
+        return nil, (("%s exceeded its memory budget (%s allocated)"):format(what, mb(limit)):gsub("^ ", ""))
+    end
+    return nil, what .. " failed: " .. error_text(e)
+end
+
+--- Call plugin function `fname` of plugin `p` under the budget. Returns
+--- true and its results, or nil and a message naming the plugin, the
+--- function and the limit it ran into (no secret and no plugin code runs
+--- to make it).
+---@param p table a loaded plugin (host view)
+---@param fname string
+function M.call(p, fname, ...)
+    local f = rawget(p, fname)
+    local what = ("%s plugin %s (%s): %s"):format(p.kind or "provider", tostring(p.name), tostring(p.version or "?"), fname)
+    if type(f) ~= "function" then return nil, what .. " is not a function" end
+    return budget_result(tostring(p.name), what, bcall(f, ...))
+end
+
+--- Run `f(...)` (host code handling plugin data, such as encoding a body a
+--- plugin returned) under the budget, so a metamethod of the plugin it
+--- meets runs bounded too. Same returns as M.call; `what` names it.
+function M.guard(plugin, what, f, ...)
+    return budget_result(plugin, what, bcall(f, ...))
+end
+
+--- The instruction and memory limits of one plugin call: get, or set and
+--- get ({instructions = N, memory = BYTES}).
+---@param limits? {instructions?: number, memory?: number}
+---@return {instructions: number, memory: number}
+function M.budget(limits)
+    return budget.limits(limits)
+end
+
+--- Headers a plugin may not set: they carry credentials or decide the
+--- connection (the provider's configured auth header is refused too).
+M.HOST_HEADERS = {
+    authorization = true, ["proxy-authorization"] = true, ["x-api-key"] = true, ["x-goog-api-key"] = true,
+    cookie = true, host = true, ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
+}
+
+--- nil when `path` is one a plugin may ask for, else why not: absolute,
+--- RFC 3986 path characters only (minus '@'), well-formed %-escapes, no
+--- '//' at the start, no dot segments. The origin is always the
+--- configured base_url; the path can only add to its path.
+---@param path any
+---@return string? why
+function M.bad_path(path)
+    if type(path) ~= "string" then return "path must be a string, got " .. type(path) end
+    if path:byte(1) ~= 47 then return "path must start with /" end
+    if #path > 8192 then return "path is longer than 8192 bytes" end
+    if path:byte(2) == 47 then return "path must not start with //" end
+    local at = path:find("[^%w%-%._~!%$&'%(%)%*%+,;=:/%%]")
+    if at then return ("path has a character that is not allowed (byte %d at %d)"):format(path:byte(at), at) end
+    for pos in path:gmatch("()%%") do
+        if not path:sub(pos + 1, pos + 2):match("^%x%x$") then return "path has a malformed %-escape" end
+    end
+    for seg in path:gmatch("/([^/]*)") do
+        if seg == "." or seg == ".." then return "path has a dot segment" end
+    end
+end
+
+--- nil when `q` is a query a plugin may send (without "?"), else why not.
+---@param q any
+---@return string? why
+function M.bad_query(q)
+    if type(q) ~= "string" then return "query must be a string, got " .. type(q) end
+    if #q > 8192 then return "query is longer than 8192 bytes" end
+    local at = q:find("[^%w%-%._~!%$&'%(%)%*%+,;=:/%?@%%]")
+    if at then return ("query has a character that is not allowed (byte %d at %d)"):format(q:byte(at), at) end
+    for pos in q:gmatch("()%%") do
+        if not q:sub(pos + 1, pos + 2):match("^%x%x$") then return "query has a malformed %-escape" end
+    end
+end
+
+local PLAIN_DEPTH = 64
+
+-- Plain data from a value a plugin made: tables copied with raw access
+-- (metatables dropped), strings, numbers, booleans and json.null kept,
+-- functions kept only when `functions` is set (the plugin table itself).
+-- Cycles keep their shape. Raises (a string) on anything else.
+local function plain(v, functions, seen, depth)
+    local tv = type(v)
+    if tv ~= "table" then
+        if tv == "string" or tv == "number" or tv == "boolean" or tv == "nil" or v == json.null then return v end
+        if tv == "function" and functions then return v end
+        error("a " .. tv .. " is not plain data", 0)
+    end
+    if seen[v] then return seen[v] end
+    if depth > PLAIN_DEPTH then error("nested deeper than " .. PLAIN_DEPTH, 0) end
+    local c = {}
+    seen[v] = c
+    for k, x in next, v do
+        rawset(c, plain(k, false, seen, depth + 1), plain(x, functions, seen, depth + 1))
+    end
+    local mt = raw_getmetatable(v)
+    if mt ~= nil and (mt == json._ARRAY_MT or mt == json._OBJECT_MT or mt == json._EMPTY_MT) then
+        debug.setmetatable(c, mt)
+    end
+    return c
+end
+
+--- A host copy of a plugin's value as plain data, or nil and why not.
+---@return any copy
+---@return string? err
+function M.plain(v, functions)
+    local ok, c = pcall(plain, v, functions, {}, 1)
+    if not ok then return nil, tostring(c) end
+    return c
+end
 
 --- Directories searched, in order: `--plugins DIR` / WEFT_PLUGIN_PATH
 --- entries (colon-separated), the user's ~/.config/weft/plugins, and the
@@ -203,6 +422,25 @@ end
 -- not define from it (loaded in its own sandbox, uncounted).
 local loading_deps -- files a load in progress inherited from
 
+-- Run a plugin file's chunk: a fresh sandbox, the JIT off for every
+-- function it defines (so the budget's count hook fires in them), under
+-- the budget. Returns the host's view of what it returned: a plain copy
+-- read with raw access (its functions are the plugin's; later writes of
+-- the plugin to its own module table do not reach the host). Raises a
+-- message on failure.
+local function run_chunk(chunk, label)
+    setfenv(chunk, sandbox(label))
+    jit_off(chunk, true)
+    local ok, v = budget_result(label, "", bcall(chunk))
+    if not ok then error((v:gsub("^ failed: ", "")), 0) end
+    if type(v) ~= "table" then return v end
+    local view, err = M.plain(v, true)
+    if view == nil then error("the table it returns is not plain data: " .. err, 0) end
+    return view
+end
+
+M.run_chunk = run_chunk
+
 local function inherit(p, kind, depth)
     if type(p) ~= "table" or p.extends == nil then return p end
     if type(p.extends) ~= "string" then error("extends must be the name of a plugin", 0) end
@@ -212,8 +450,9 @@ local function inherit(p, kind, depth)
     if loading_deps then loading_deps[#loading_deps + 1] = path end
     local chunk, err = loadfile(path)
     if not chunk then error("extends: " .. err, 0) end
-    setfenv(chunk, sandbox())
-    local base = inherit(chunk(), kind, depth + 1)
+    local ok, base = pcall(run_chunk, chunk, path:match("([^/]+)%.lua$") or path)
+    if not ok then error("extends: " .. path .. ": " .. tostring(base), 0) end
+    base = inherit(base, kind, depth + 1)
     if type(base) ~= "table" then error("extends: " .. path .. " does not return a table", 0) end
     for k, v in pairs(base) do
         if p[k] == nil then p[k] = v end
@@ -230,8 +469,7 @@ function M.load_file(path, expect_kind, check, source, deps)
         calls.plugin_loaded(label, false, err)
         return nil, err
     end
-    setfenv(chunk, sandbox())
-    local ok, p = pcall(chunk)
+    local ok, p = pcall(run_chunk, chunk, label)
     if ok then
         loading_deps = deps
         ok, p = pcall(inherit, p, expect_kind, 0)

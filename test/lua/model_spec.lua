@@ -271,6 +271,38 @@ describe("weft.model against weft mock", function()
         end
     end)
 
+    it("counts a request libcurl sent again by itself on a fresh connection as an attempt", function()
+        setup { openai = { retry = { max_attempts = 1 } } }
+        local mm = m("openai")
+        mm:complete("warm up a kept-alive connection")
+        local labels = { provider = "openai", model = MODELS.openai, operation = "complete" }
+        local before = value("weft_http_resends_total", labels) or 0
+        -- the reused connection is reset before any answer: libcurl sends
+        -- the request again on a new one, and the server sees both
+        mock:set_faults { { dialect = "openai", sequence = { "reset", "ok" } } }
+        local n0 = mock:stats().requests
+        local r = mm:complete("again")
+        assert.are.equal(2, mock:stats().requests - n0)
+        assert.are.equal(2, r.attempts)
+        assert.are.equal(before + 1, value("weft_http_resends_total", labels))
+    end)
+
+    it("gives back the estimate of every failed attempt, so retries do not hold tokens", function()
+        setup { openai = { limits = { tpd = 1000000 } } }
+        local lim = model.provider("openai").limiter
+        local before = lim:state().limits.tpd.level
+        mock:set_faults { { dialect = "openai", sequence = { 503, 429, "ok" } } }
+        local r = m("openai"):complete("How many tokens does this use?")
+        assert.are.equal(3, r.attempts)
+        local used = before - lim:state().limits.tpd.level
+        assert.is_true(math.abs(used - (r.usage.input + r.usage.output)) < 1, "used " .. used)
+        -- a call that fails on every attempt keeps nothing
+        before = lim:state().limits.tpd.level
+        mock:set_faults { { dialect = "openai", sequence = { 503, 503, 503, 503, 503, 503 } } }
+        assert.is_false((pcall(m("openai").complete, m("openai"), "x")))
+        assert.is_true(math.abs(before - lim:state().limits.tpd.level) < 1)
+    end)
+
     it("records calls, tokens and cost in the metrics and in model:usage()", function()
         local mm = m("openai")
         local before = value("weft_calls_total", { provider = "openai", model = MODELS.openai, operation = "complete",
@@ -521,15 +553,47 @@ return {
     providers = { openai = { retry = { max_attempts = 0 } } },
 }
 ]])
-        assert.matches(p .. ":2: config: providers.openai.retry:", err, 1, true)
+        assert.matches(p .. ":2: config: providers.openai.retry.max_attempts: must be between 1 and 1000, got 0", err, 1, true)
         err, p = load_error("return { providers = {}, models = { fast = 'nobody/x' } }")
         assert.matches("models.fast: unknown provider 'nobody'", err, 1, true)
         err, p = load_error("return { provider = {} }")
         assert.matches(p .. ":1: config: provider: unknown key", err, 1, true)
         err = load_error("return { providers = { openai = { limits = { rpm = -1 } } } }")
-        assert.matches("providers.openai.limits.rpm: must be a positive number", err, 1, true)
+        assert.matches("providers.openai.limits.rpm: must be a rate between one a day", err, 1, true)
         err = load_error("return { providers = { x = { plugin = 'nothere' } } }")
         assert.matches("providers.x.plugin: no provider plugin 'nothere'", err, 1, true)
+    end)
+
+    it("refuses NaN, infinite, zero and absurd values naming the key and the line", function()
+        local cases = {
+            { "timeout = 0/0", "providers.openai.timeout: must be a number, got NaN" },
+            { "connect_timeout = 1/0", "providers.openai.connect_timeout: must be finite" },
+            { "idle_timeout = 0", "providers.openai.idle_timeout: must be between 0.001 and 86400, got 0" },
+            { "timeout = 1e12", "providers.openai.timeout: must be between 0.001 and 86400" },
+            { "limits = { rpm = 1e-300 }", "providers.openai.limits.rpm: must be a rate between one a day" },
+            { "limits = { rpd = 0.5 }", "providers.openai.limits.rpd: must be a rate between one a day" },
+            { "limits = { tpm = 0/0 }", "providers.openai.limits.tpm: must be a number, got NaN" },
+            { "limits = { rps = 1/0 }", "providers.openai.limits.rps: must be finite" },
+            { "limits = { rpm = 60, priorities = 2.5 }", "providers.openai.limits.priorities: must be a whole number, got 2.5" },
+            { "retry = { max_attempts = 1.5 }", "providers.openai.retry.max_attempts: must be a whole number, got 1.5" },
+            { "retry = { base = 0/0 }", "providers.openai.retry.base: must be a number, got NaN" },
+            { "retry = { cap = -1 }", "providers.openai.retry.cap: must be between 0 and 86400, got -1" },
+            { "breaker = { min_calls = 2.5 }", "providers.openai.breaker.min_calls: must be a whole number" },
+            { "breaker = { threshold = 0/0 }", "providers.openai.breaker.threshold: must be a number, got NaN" },
+            { "prices = { m = { input = 0/0, output = 1 } }", "providers.openai.prices.m: must be {input = USD per 1M tokens" },
+            { "prices = { m = { input = 1, output = 1/0 } }", "providers.openai.prices.m: must be {input" },
+            { "prices = { m = { input = 1 } }", "providers.openai.prices.m: must be {input" },
+            { "auth = { header = 5 }", "providers.openai.auth.header: must be a header name, got number" },
+            { "auth = { header = 'bad header' }", "providers.openai.auth.header: must be a header name" },
+            { "auth = { header = 'x-k', format = 'no hole' }", "providers.openai.auth.format: must contain {} exactly once" },
+            { "auth = { header = 'x-k', format = '{} {}' }", "providers.openai.auth.format: must contain {} exactly once" },
+            { "auth = { query = 'k', header = 'x' }", "providers.openai.auth: header and query: give one of them" },
+            { "auth = { heder = 'x' }", "providers.openai.auth.heder: unknown key" },
+        }
+        for _, c in ipairs(cases) do
+            local err, p = load_error(("return {\n    providers = {\n        openai = { %s },\n    },\n}\n"):format(c[1]))
+            assert.matches(p .. ":3: config: " .. c[2], err, 1, true)
+        end
     end)
 
     it("reports the line of a weft.configure call in a script", function()

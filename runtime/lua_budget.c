@@ -1,0 +1,150 @@
+/* lua_budget.c -- weft._budget: calls into untrusted Lua under the budget
+ * of budget.h.
+ *
+ *   ok, ... = _budget.call(fn, ...)
+ *       like pcall(fn, ...) under the current limits; on failure
+ *       false, err, trip, limit -- trip is "instructions" or "memory" when
+ *       the budget ended the call (err is then the error the plugin saw),
+ *       nil when fn failed on its own.
+ *   _budget.limits([{instructions = N, memory = BYTES}]) -> the limits
+ *       (sets the defaults for later calls when given).
+ *   _budget.tripped() -> true when the running budgeted call is over its
+ *       budget (the sandbox's pcall re-raises then). Allocates nothing.
+ *   _budget.stats() -> {calls=, trips_instructions=, trips_memory=}
+ *
+ * A call made while another budgeted call runs (a plugin calling a host
+ * function that calls plugin code) runs inside the outer budget.
+ */
+#include <math.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "budget.h"
+
+static struct weft_budget *get(lua_State *L) {
+    struct weft_budget *b = weft_budget_of(L);
+    if (!b) luaL_error(L, "weft._budget: this Lua state has no budget allocator");
+    return b;
+}
+
+/* The count hook: every `step` instructions of interpreted code. Raising
+ * here ends the call (the message is the plugin's to see; the host reads
+ * b->tripped). Once tripped, every later period raises again. */
+static void count_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    struct weft_budget *b = weft_budget_of(L);
+    if (!b || !b->active) return;
+    b->used += b->step;
+    if (b->tripped || b->used >= b->instructions) {
+        if (!b->tripped) b->tripped = WEFT_BUDGET_INSTRUCTIONS;
+        luaL_error(L, "plugin budget exceeded");
+    }
+}
+
+static int l_call(lua_State *L) {
+    struct weft_budget *b = get(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    if (b->active) {                       /* nested: the outer budget */
+        int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+        lua_pushboolean(L, rc == 0);
+        lua_insert(L, 1);
+        return lua_gettop(L);
+    }
+    b->active = 1;
+    b->tripped = WEFT_BUDGET_OK;
+    b->used = 0;
+    b->allocated = 0;
+    b->instructions = b->default_instructions;
+    b->memory = b->default_memory;
+    b->step = b->instructions < 10000 ? (int)b->instructions : 10000;
+    if (b->step < 1) b->step = 1;
+    lua_Hook oh = lua_gethook(L);
+    int omask = lua_gethookmask(L), ocount = lua_gethookcount(L);
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, b->step);
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+    lua_sethook(L, oh, omask, ocount);
+    b->active = 0;
+    b->calls++;
+    if (rc == 0) {
+        lua_pushboolean(L, 1);
+        lua_insert(L, 1);
+        return lua_gettop(L);
+    }
+    /* [err] */
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);                     /* [false, err] */
+    switch (b->tripped) {
+    case WEFT_BUDGET_INSTRUCTIONS:
+        b->trips_instructions++;
+        lua_pushliteral(L, "instructions");
+        lua_pushnumber(L, b->instructions);
+        return 4;
+    case WEFT_BUDGET_MEMORY:
+        b->trips_memory++;
+        lua_pushliteral(L, "memory");
+        lua_pushnumber(L, (lua_Number)b->memory);
+        return 4;
+    default:
+        return 2;
+    }
+}
+
+static int l_tripped(lua_State *L) {
+    struct weft_budget *b = weft_budget_of(L);
+    lua_pushboolean(L, b && b->active && b->tripped != WEFT_BUDGET_OK);
+    return 1;
+}
+
+static int l_limits(lua_State *L) {
+    struct weft_budget *b = get(L);
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_getfield(L, 1, "instructions");
+        if (!lua_isnil(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !(n >= 1000) || !isfinite(n))
+                return luaL_error(L, "plugin budget: instructions must be a number >= 1000");
+            b->default_instructions = floor(n);
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, 1, "memory");
+        if (!lua_isnil(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !(n >= 65536) || !(n <= 1e15))
+                return luaL_error(L, "plugin budget: memory must be a number of bytes >= 65536");
+            b->default_memory = (size_t)n;
+        }
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, b->default_instructions);
+    lua_setfield(L, -2, "instructions");
+    lua_pushnumber(L, (lua_Number)b->default_memory);
+    lua_setfield(L, -2, "memory");
+    return 1;
+}
+
+static int l_stats(lua_State *L) {
+    struct weft_budget *b = get(L);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)b->calls);
+    lua_setfield(L, -2, "calls");
+    lua_pushnumber(L, (lua_Number)b->trips_instructions);
+    lua_setfield(L, -2, "trips_instructions");
+    lua_pushnumber(L, (lua_Number)b->trips_memory);
+    lua_setfield(L, -2, "trips_memory");
+    return 1;
+}
+
+int luaopen_weft_budget(lua_State *L);
+int luaopen_weft_budget(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"call", l_call}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
+        {NULL, NULL},
+    };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    return 1;
+}
