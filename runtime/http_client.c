@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #define POOL_MAX 256            /* idle easy handles kept for reuse */
+#define ORIGINS_MAX 16          /* parsed origins kept (providers use a few) */
 
 struct sockw {
     ev_io io;                   /* watches one of curl's sockets */
@@ -40,6 +41,8 @@ struct weft_http_client {
     int in_flight;
     unsigned long started;
     struct weft_xfer *xfers;    /* in-flight transfers (for free) */
+    struct weft_http_origin *origins; /* parsed origins, ORIGINS_MAX, owned */
+    int norigins, origin_next;  /* in use; the next to replace when full */
 };
 
 struct weft_xfer {
@@ -426,6 +429,38 @@ static void parts_free(struct urlparts *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* The parts of a parsed URL handle into *p; -1 with a message naming
+ * `what` when it is not a whole http(s) URL. */
+static int parts_of(CURLU *h, const char *what, struct urlparts *p, char *err, size_t errlen) {
+    memset(p, 0, sizeof *p);
+    char *user = NULL, *pw = NULL, *q = NULL, *frag = NULL;
+    if (curl_url_get(h, CURLUPART_SCHEME, &p->scheme, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_HOST, &p->host, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_PORT, &p->port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_PATH, &p->path, 0) != CURLUE_OK) {
+        snprintf(err, errlen, "%s is not a valid URL (no scheme, host, port or path)", what);
+        parts_free(p);
+        return -1;
+    }
+    p->userinfo = curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OK ||
+                  curl_url_get(h, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
+    p->extra = curl_url_get(h, CURLUPART_QUERY, &q, 0) == CURLUE_OK ||
+               curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK;
+    if (user) explicit_bzero(user, strlen(user));
+    if (pw) explicit_bzero(pw, strlen(pw));
+    if (q) explicit_bzero(q, strlen(q));
+    curl_free(user);
+    curl_free(pw);
+    curl_free(q);
+    curl_free(frag);
+    if (strcmp(p->scheme, "http") != 0 && strcmp(p->scheme, "https") != 0) {
+        snprintf(err, errlen, "%s is not an http:// or https:// URL", what);
+        parts_free(p);
+        return -1;
+    }
+    return 0;
+}
+
 /* Parse url (an http or https URL) into *p; -1 with a message naming
  * `what` on failure. On success, *u keeps the parsed handle when u is not
  * NULL (the caller frees it). */
@@ -443,36 +478,13 @@ static int parts_parse(const char *url, const char *what, struct urlparts *p, CU
         curl_url_cleanup(h);
         return -1;
     }
-    char *user = NULL, *pw = NULL, *q = NULL, *frag = NULL;
-    if (curl_url_get(h, CURLUPART_SCHEME, &p->scheme, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_HOST, &p->host, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_PORT, &p->port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_PATH, &p->path, 0) != CURLUE_OK) {
-        snprintf(err, errlen, "%s is not a valid URL (no scheme, host, port or path)", what);
-        goto fail;
-    }
-    p->userinfo = curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OK ||
-                  curl_url_get(h, CURLUPART_PASSWORD, &pw, 0) == CURLUE_OK;
-    p->extra = curl_url_get(h, CURLUPART_QUERY, &q, 0) == CURLUE_OK ||
-               curl_url_get(h, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK;
-    if (user) explicit_bzero(user, strlen(user));
-    if (pw) explicit_bzero(pw, strlen(pw));
-    if (q) explicit_bzero(q, strlen(q));
-    curl_free(user);
-    curl_free(pw);
-    curl_free(q);
-    curl_free(frag);
-    if (strcmp(p->scheme, "http") != 0 && strcmp(p->scheme, "https") != 0) {
-        snprintf(err, errlen, "%s is not an http:// or https:// URL", what);
-        goto fail;
+    if (parts_of(h, what, p, err, errlen) != 0) {
+        curl_url_cleanup(h);
+        return -1;
     }
     if (u) *u = h;
     else curl_url_cleanup(h);
     return 0;
-fail:
-    parts_free(p);
-    curl_url_cleanup(h);
-    return -1;
 }
 
 /* Length of the origin's path prefix without its trailing slashes. */
@@ -482,8 +494,66 @@ static size_t prefix_len(const char *path) {
     return n;
 }
 
-CURLU *weft_http_origin_url(const char *origin, const char *path, const char *query, char *err,
-                            size_t errlen) {
+/* A parsed origin: its text, its handle (the template every request's URL
+ * is made from) and its parts (what every request's URL is checked
+ * against). */
+struct weft_http_origin {
+    char *text;                 /* owned */
+    CURLU *u;                   /* owned */
+    struct urlparts parts;      /* owned */
+    size_t plen;                /* path prefix without trailing slashes */
+};
+
+static void origin_free(struct weft_http_origin *o) {
+    free(o->text);
+    curl_url_cleanup(o->u);
+    parts_free(&o->parts);
+    memset(o, 0, sizeof *o);
+}
+
+static int origin_init(struct weft_http_origin *o, const char *origin, char *err, size_t errlen) {
+    memset(o, 0, sizeof *o);
+    if (!origin) {
+        snprintf(err, errlen, "no origin");
+        return -1;
+    }
+    if (parts_parse(origin, "the origin", &o->parts, &o->u, err, errlen) != 0) return -1;
+    if (o->parts.userinfo || o->parts.extra) {
+        snprintf(err, errlen, "the origin must be scheme://host[:port][/path], without %s",
+                 o->parts.userinfo ? "user info" : "a query or fragment");
+        origin_free(o);
+        return -1;
+    }
+    o->text = strdup(origin);
+    if (!o->text) {
+        snprintf(err, errlen, "out of memory");
+        origin_free(o);
+        return -1;
+    }
+    o->plen = prefix_len(o->parts.path);
+    return 0;
+}
+
+const struct weft_http_origin *weft_http_origin_get(struct weft_http_client *c, const char *origin,
+                                                    char *err, size_t errlen) {
+    for (int i = 0; i < c->norigins; i++)
+        if (strcmp(c->origins[i].text, origin) == 0) return &c->origins[i];
+    struct weft_http_origin o;
+    if (origin_init(&o, origin, err, errlen) != 0) return NULL;
+    int slot = c->norigins;
+    if (slot == ORIGINS_MAX) {          /* full: replace in turn */
+        slot = c->origin_next;
+        c->origin_next = (c->origin_next + 1) % ORIGINS_MAX;
+        origin_free(&c->origins[slot]);
+    } else {
+        c->norigins++;
+    }
+    c->origins[slot] = o;
+    return &c->origins[slot];
+}
+
+CURLU *weft_http_origin_join(const struct weft_http_origin *o, const char *path, const char *query,
+                             char *err, size_t errlen) {
     if (!path || path[0] != '/') {
         snprintf(err, errlen, "the request path must begin with '/'");
         return NULL;
@@ -494,30 +564,17 @@ CURLU *weft_http_origin_url(const char *origin, const char *path, const char *qu
         return NULL;
     }
     if (query && check_chars(query, 1, err, errlen) != 0) return NULL;
-    struct urlparts o;
-    CURLU *u = NULL;
-    if (!origin || parts_parse(origin, "the origin", &o, &u, err, errlen) != 0) {
-        if (!origin) snprintf(err, errlen, "no origin");
-        return NULL;
-    }
-    if (o.userinfo || o.extra) {
-        snprintf(err, errlen, "the origin must be scheme://host[:port][/path], without %s",
-                 o.userinfo ? "user info" : "a query or fragment");
-        parts_free(&o);
-        curl_url_cleanup(u);
-        return NULL;
-    }
-    size_t plen = prefix_len(o.path), rlen = strlen(path);
-    char *full = malloc(plen + rlen + 1);
+    CURLU *u = curl_url_dup(o->u);
+    size_t rlen = strlen(path);
+    char *full = u ? malloc(o->plen + rlen + 1) : NULL;
     CURLUcode rc = CURLUE_OUT_OF_MEMORY;
     if (full) {
-        memcpy(full, o.path, plen);
-        memcpy(full + plen, path, rlen + 1);
+        memcpy(full, o->parts.path, o->plen);
+        memcpy(full + o->plen, path, rlen + 1);
         rc = curl_url_set(u, CURLUPART_PATH, full, 0);
         free(full);
     }
-    if (rc == CURLUE_OK) rc = curl_url_set(u, CURLUPART_QUERY, query && *query ? query : NULL, 0);
-    parts_free(&o);
+    if (rc == CURLUE_OK && query && *query) rc = curl_url_set(u, CURLUPART_QUERY, query, 0);
     if (rc != CURLUE_OK) {
         snprintf(err, errlen, "cannot build the request URL (%s)", curl_url_strerror(rc));
         curl_url_cleanup(u);
@@ -526,32 +583,60 @@ CURLU *weft_http_origin_url(const char *origin, const char *path, const char *qu
     return u;
 }
 
-int weft_http_origin_check(const char *origin, const char *url, char *err, size_t errlen) {
-    struct urlparts o, r;
-    if (parts_parse(origin, "the origin", &o, NULL, err, errlen) != 0) return -1;
-    if (parts_parse(url, "the request URL", &r, NULL, err, errlen) != 0) {
-        parts_free(&o);
-        return -1;
-    }
-    size_t plen = prefix_len(o.path);
-    int rc = -1;
-    if (strcmp(r.scheme, o.scheme) != 0)
-        snprintf(err, errlen, "the request URL has scheme %s, the origin %s", r.scheme, o.scheme);
-    else if (strcasecmp(r.host, o.host) != 0)
+/* Compare the parts of a request URL with the origin's. */
+static int same_origin(const struct weft_http_origin *o, const struct urlparts *r, char *err,
+                       size_t errlen) {
+    const struct urlparts *op = &o->parts;
+    if (strcmp(r->scheme, op->scheme) != 0)
+        snprintf(err, errlen, "the request URL has scheme %s, the origin %s", r->scheme, op->scheme);
+    else if (strcasecmp(r->host, op->host) != 0)
         snprintf(err, errlen, "the request URL goes to host %s, not to the origin's host %s",
-                 r.host, o.host);
-    else if (strcmp(r.port, o.port) != 0)
+                 r->host, op->host);
+    else if (strcmp(r->port, op->port) != 0)
         snprintf(err, errlen, "the request URL goes to port %s, not to the origin's port %s",
-                 r.port, o.port);
-    else if (r.userinfo)
+                 r->port, op->port);
+    else if (r->userinfo)
         snprintf(err, errlen, "the request URL has user info");
-    else if (strncmp(r.path, o.path, plen) != 0 || r.path[plen] != '/')
+    else if (strncmp(r->path, op->path, o->plen) != 0 || r->path[o->plen] != '/')
         snprintf(err, errlen, "the request URL's path is outside the origin's path %.*s",
-                 (int)plen, o.path);
+                 (int)o->plen, op->path);
     else
-        rc = 0;
-    parts_free(&o);
+        return 0;
+    return -1;
+}
+
+int weft_http_origin_verify(const struct weft_http_origin *o, const char *url, char *err,
+                            size_t errlen) {
+    struct urlparts r;
+    if (parts_parse(url, "the request URL", &r, NULL, err, errlen) != 0) return -1;
+    int rc = same_origin(o, &r, err, errlen);
     parts_free(&r);
+    return rc;
+}
+
+int weft_http_origin_verify_handle(const struct weft_http_origin *o, CURLU *u, char *err,
+                                   size_t errlen) {
+    struct urlparts r;
+    if (parts_of(u, "the request URL", &r, err, errlen) != 0) return -1;
+    int rc = same_origin(o, &r, err, errlen);
+    parts_free(&r);
+    return rc;
+}
+
+CURLU *weft_http_origin_url(const char *origin, const char *path, const char *query, char *err,
+                            size_t errlen) {
+    struct weft_http_origin o;
+    if (origin_init(&o, origin, err, errlen) != 0) return NULL;
+    CURLU *u = weft_http_origin_join(&o, path, query, err, errlen);
+    origin_free(&o);
+    return u;
+}
+
+int weft_http_origin_check(const char *origin, const char *url, char *err, size_t errlen) {
+    struct weft_http_origin o;
+    if (origin_init(&o, origin, err, errlen) != 0) return -1;
+    int rc = weft_http_origin_verify(&o, url, err, errlen);
+    origin_free(&o);
     return rc;
 }
 
@@ -711,7 +796,10 @@ struct weft_http_client *weft_http_client_new(struct ev_loop *ev) {
     if (!c) return NULL;
     c->ev = ev;
     c->multi = curl_multi_init();
-    if (!c->multi) {
+    c->origins = calloc(ORIGINS_MAX, sizeof *c->origins);
+    if (!c->multi || !c->origins) {
+        if (c->multi) curl_multi_cleanup(c->multi);
+        free(c->origins);
         free(c);
         return NULL;
     }
@@ -734,6 +822,8 @@ void weft_http_client_free(struct weft_http_client *c) {
     c->npool = 0;
     curl_multi_cleanup(c->multi);   /* closes cached connections (REMOVE callbacks) */
     ev_timer_stop(c->ev, &c->timer);
+    for (int i = 0; i < c->norigins; i++) origin_free(&c->origins[i]);
+    free(c->origins);
     free(c);
 }
 

@@ -62,6 +62,27 @@ void weft_headers_clear(struct weft_headers *h);
 
 /* ------------------------------------------------- URLs on an origin */
 
+/* A configured origin, parsed once and kept by the client (at most 16;
+ * the oldest is replaced): requests on it are built from its handle and
+ * checked against its parts without parsing the origin again. Owned by
+ * the client: valid until the client is freed or 16 other origins have
+ * been looked up since. Returns NULL with a message in err when `origin`
+ * is not "http(s)://host[:port][/prefix]" without user info, query or
+ * fragment. */
+struct weft_http_origin;
+const struct weft_http_origin *weft_http_origin_get(struct weft_http_client *c, const char *origin,
+                                                    char *err, size_t errlen);
+
+/* weft_http_origin_url and weft_http_origin_check on a parsed origin. */
+CURLU *weft_http_origin_join(const struct weft_http_origin *o, const char *path, const char *query,
+                             char *err, size_t errlen);
+int weft_http_origin_verify(const struct weft_http_origin *o, const char *url, char *err,
+                            size_t errlen);
+/* The same check on the parts of a handle made by weft_http_origin_join
+ * (curl is then given the URL this handle renders). */
+int weft_http_origin_verify_handle(const struct weft_http_origin *o, CURLU *u, char *err,
+                                   size_t errlen);
+
 /* Build the URL of a request on a configured origin with curl's URL API.
  * `origin` is "http(s)://host[:port][/prefix]" (no user info, query or
  * fragment); `path` must begin with "/" and hold only RFC 3986 path

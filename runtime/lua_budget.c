@@ -11,11 +11,14 @@
  *   _budget.tripped() -> true when the running budgeted call is over its
  *       budget (the sandbox's pcall re-raises then). Allocates nothing.
  *   _budget.stats() -> {calls=, trips_instructions=, trips_memory=}
+ *   _budget.copier(allowed_metatables, null) -> plain(v[, functions])
+ *       a copy of v as plain data, or nil, why (see "plain copies")
  *
  * A call made while another budgeted call runs (a plugin calling a host
  * function that calls plugin code) runs inside the outer budget.
  */
 #include <math.h>
+#include <stdio.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -138,10 +141,139 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
+/* ------------------------------------------------------ plain copies */
+
+/* What crosses the plugin boundary is plain data: the host copies what a
+ * plugin returns (and what it hands to a plugin) with raw access only, so
+ * no metamethod of the other side runs, and the copy is the receiver's
+ * own. Tables are copied (at most PLAIN_TABLES, nested at most
+ * PLAIN_DEPTH), metatables dropped but for the JSON
+ * marks (upvalue 1: a set of allowed metatables); strings, numbers,
+ * booleans and json.null (upvalue 2) are kept; functions only when asked
+ * (a plugin's own table, which keeps its shape: a table met twice is one
+ * copy). Elsewhere a table met twice becomes two copies (bounded by
+ * PLAIN_TABLES) and a cycle ends at PLAIN_DEPTH. */
+#define PLAIN_DEPTH 64
+#define PLAIN_TABLES 100000
+
+struct copier {
+    int functions;             /* functions are allowed */
+    int seen;                  /* stack index of {source = copy}, or 0 */
+    int tables;                /* tables copied so far */
+    char err[96];
+};
+
+static int copy_value(lua_State *L, int idx, struct copier *c, int depth);
+
+/* Push a copy of the table at src. */
+static int copy_table(lua_State *L, int src, struct copier *c, int depth) {
+    if (depth > PLAIN_DEPTH) {
+        snprintf(c->err, sizeof c->err, "nested deeper than %d (a cycle?)", PLAIN_DEPTH);
+        return -1;
+    }
+    if (++c->tables > PLAIN_TABLES) {
+        snprintf(c->err, sizeof c->err, "more than %d tables", PLAIN_TABLES);
+        return -1;
+    }
+    if (!lua_checkstack(L, 8)) {
+        snprintf(c->err, sizeof c->err, "nested too deep");
+        return -1;
+    }
+    if (c->seen) {
+        lua_pushvalue(L, src);
+        lua_rawget(L, c->seen);                        /* [copy or nil] */
+        if (!lua_isnil(L, -1)) return 0;               /* the same copy again */
+        lua_pop(L, 1);
+    }
+    /* Size the copy at once (a rehash per few keys costs more than a
+     * counting pass). */
+    int narr = (int)lua_objlen(L, src), n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, src)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    lua_createtable(L, narr, n > narr ? n - narr : 0); /* [dst] */
+    int dst = lua_gettop(L);
+    if (c->seen) {
+        lua_pushvalue(L, src);
+        lua_pushvalue(L, dst);
+        lua_rawset(L, c->seen);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, src)) {                         /* [dst, k, v] */
+        if (copy_value(L, dst + 1, c, depth) != 0) return -1;   /* [dst, k, v, k'] */
+        if (copy_value(L, dst + 2, c, depth) != 0) return -1;   /* [dst, k, v, k', v'] */
+        lua_rawset(L, dst);                            /* [dst, k, v] */
+        lua_pop(L, 1);                                 /* [dst, k] */
+    }
+    if (lua_getmetatable(L, src)) {                    /* raw: [dst, mt] */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, lua_upvalueindex(1));            /* [dst, mt, allowed] */
+        int keep = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (keep) lua_setmetatable(L, dst);
+        else lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int copy_value(lua_State *L, int idx, struct copier *c, int depth) {
+    switch (lua_type(L, idx)) {
+    case LUA_TTABLE:
+        return copy_table(L, idx, c, depth + 1);
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+    case LUA_TBOOLEAN:
+        lua_pushvalue(L, idx);
+        return 0;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_rawequal(L, idx, lua_upvalueindex(2))) {
+            lua_pushvalue(L, idx);
+            return 0;
+        }
+        break;
+    case LUA_TFUNCTION:
+        if (c->functions) {
+            lua_pushvalue(L, idx);
+            return 0;
+        }
+        break;
+    default:
+        break;
+    }
+    snprintf(c->err, sizeof c->err, "a %s is not plain data", luaL_typename(L, idx));
+    return -1;
+}
+
+/* plain(v[, functions]) -> copy | nil, why */
+static int l_plain(lua_State *L) {
+    struct copier c = {lua_toboolean(L, 2), 0, 0, ""};
+    lua_settop(L, 1);
+    if (c.functions) {              /* a plugin's table: keep its shape */
+        lua_newtable(L);                               /* [v, seen] */
+        c.seen = 2;
+    }
+    if (copy_value(L, 1, &c, 0) == 0) return 1;
+    lua_settop(L, 1);
+    lua_pushnil(L);
+    lua_pushstring(L, c.err);
+    return 2;
+}
+
+/* _budget.copier(allowed_metatables, null) -> plain */
+static int l_copier(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    lua_pushcclosure(L, l_plain, 2);
+    return 1;
+}
+
 int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"call", l_call}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
+        {"copier", l_copier},
         {NULL, NULL},
     };
     lua_newtable(L);

@@ -625,6 +625,10 @@ static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
         return luaL_error(L, "out of memory");
     }
     memcpy(lx->url, base, blen);
+    if (lx->url_ref == LUA_NOREF) {             /* err.url: before auth.query */
+        lua_pushlstring(L, base, blen);
+        lx->url_ref = weft_ref(L);
+    }
     curl_free(base);
     if (lx->authq_len) {
         lx->url[blen++] = has_query ? '&' : '?';
@@ -711,17 +715,20 @@ static int l_start(lua_State *L) {
     lx->max_body = (size_t)max_body;
 
     char err[512];
+    struct lclient *lc = get_client(L);
+    if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
+    const struct weft_http_origin *org = NULL;
     if (origin) {
-        /* The URL is built on the configured origin; the path and query
-         * cannot move it elsewhere (checked again once it is complete). */
-        lx->cu = weft_http_origin_url(origin, path, query, err, sizeof err);
+        /* The URL is built on the configured origin (parsed once, kept by
+         * the client); the path and query cannot move it elsewhere (checked
+         * again once it is complete). err.url is set by final_url. */
+        org = weft_http_origin_get(lc->c, origin, err, sizeof err);
+        if (org) lx->cu = weft_http_origin_join(org, path, query, err, sizeof err);
         if (!lx->cu) return push_fail(L, "integration", "origin", err);
-        char *shown = NULL;                     /* err.url: before auth.query */
-        if (curl_url_get(lx->cu, CURLUPART_URL, &shown, 0) != CURLUE_OK)
-            return luaL_error(L, "weft.http.request: out of memory");
-        lua_pushstring(L, shown);
-        curl_free(shown);
-        lx->url_ref = weft_ref(L);
+        /* The backstop: the URL this handle renders (what curl is given)
+         * is on the origin: scheme, host, port, no user info, path prefix. */
+        if (weft_http_origin_verify_handle(org, lx->cu, err, sizeof err) != 0)
+            return push_fail(L, "integration", "origin", err);
     } else {
         /* Cheap up-front URL checks; curl reports the rest asynchronously. */
         if (ulen < 8 || (strncasecmp(req.url, "http://", 7) != 0 &&
@@ -739,9 +746,6 @@ static int l_start(lua_State *L) {
         lua_getfield(L, 1, "url");
         lx->url_ref = weft_ref(L);
     }
-
-    struct lclient *lc = get_client(L);
-    if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
 
     int has_ctype = build_headers(L, lx);
     /* Credentials are rendered here, by the host, from secret handles; the
@@ -774,8 +778,9 @@ static int l_start(lua_State *L) {
     if (lx->cu || lx->authq) {
         r = final_url(L, lx, req.url);
         if (r) return r;
-        /* The backstop: the complete URL, parsed again, is on the origin. */
-        if (origin && weft_http_origin_check(origin, lx->url, err, sizeof err) != 0) {
+        /* With a credential appended as a query parameter, the complete
+         * URL, parsed again, must still be on the origin. */
+        if (org && lx->authq_len && weft_http_origin_verify(org, lx->url, err, sizeof err) != 0) {
             free_url(lx);
             return push_fail(L, "integration", "origin", err);
         }

@@ -6,7 +6,10 @@
 -- With MISTRAL_API_KEY set it calls Mistral; without it the built-in mock
 -- answers (Mistral speaks OpenAI's dialect, which the mock serves).
 local mock
-local cfg = { limits = { rpm = 60 }, retry = { max_attempts = 3 } }
+-- mistral is not a plugin shipped with weft: the configuration names the
+-- key and where it goes (README, "Security model").
+local cfg = { limits = { rpm = 60 }, retry = { max_attempts = 3 },
+              base_url = "https://api.mistral.ai", secret = "env:MISTRAL_API_KEY" }
 if not os.getenv("MISTRAL_API_KEY") then
     mock = weft.mock.start {}
     cfg.base_url = mock.url

@@ -127,8 +127,8 @@ local HOST_KEYS = {
 -- Numeric options and their ranges: NaN, infinities, zero where a rate or
 -- a period is meant, fractions where a count is meant, and values so far
 -- out that they can only be a mistake are refused at configure time.
--- A rate's smallest value is one a day; its largest a billion per unit.
-local function rate(per) return { min = per / 86400, max = 1e9, desc = "a rate" } end
+-- A rate's smallest value is one a day; its largest 10^12 per unit.
+local function rate(per) return { min = per / 86400, max = 1e12, desc = "a rate" } end
 local LIMIT_KEYS = {
     rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
     burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
@@ -159,28 +159,7 @@ local function number_rule(v, rule)
     end
 end
 
--- nil when an auth placement is well-formed, else {key, why}.
-local function bad_auth(a)
-    for k in pairs(a) do
-        if k ~= "header" and k ~= "format" and k ~= "query" then return { k, "unknown key (header, format, query)" } end
-    end
-    if a.header == nil and a.query == nil then return { nil, "must be {header = NAME, format = \"... {} ...\"} or {query = NAME}" } end
-    if a.header ~= nil and a.query ~= nil then return { nil, "header and query: give one of them" } end
-    for _, k in ipairs { "header", "query" } do
-        local v = a[k]
-        if v ~= nil and (type(v) ~= "string" or not v:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$")) then
-            return { k, "must be a " .. (k == "header" and "header" or "parameter") .. " name, got " ..
-                (type(v) == "string" and format("%q", v) or type(v)) }
-        end
-    end
-    local f = a.format
-    if f ~= nil then
-        if type(f) ~= "string" then return { "format", "must be a string with {} once, got " .. type(f) } end
-        local first = f:find("{}", 1, true)
-        if not first or f:find("{}", first + 2, true) then return { "format", "must contain {} exactly once" } end
-        if f:find("[%z\r\n]") then return { "format", "must not contain CR, LF or NUL" } end
-    end
-end
+local bad_auth = plugins.bad_auth
 local MODEL_KEYS = { provider = true, model = true, system = true, max_tokens = true, temperature = true,
                      top_p = true, stop = true, priority = true, timeout = true, extra = true }
 
@@ -273,6 +252,21 @@ local function check_provider(name, raw, where)
     local entry, err = plugins.get("provider", pname)
     if not entry then config_error(where, { "providers", name, raw.plugin and "plugin" or nil }, err) end
     local p = entry.plugin
+    if not entry.shipped then
+        -- A plugin that is not weft's own does not decide where a credential
+        -- goes: its default secret is not used, and a configured secret goes
+        -- only to a configured base_url.
+        if raw.secret == nil and type(p.secret) == "string" then
+            config_error(where, { "providers", name, "secret" }, format(
+                "required: the %s plugin (%s) is not shipped with weft, so its default secret %s is not used; " ..
+                "name the secret in the configuration (or secret = false)", pname, entry.path, p.secret))
+        end
+        if raw.secret and raw.base_url == nil then
+            config_error(where, { "providers", name, "base_url" }, format(
+                "required with a secret: the %s plugin (%s) is not shipped with weft, so a credential goes only " ..
+                "to a base_url given in the configuration", pname, entry.path))
+        end
+    end
     local base = raw.base_url or p.base_url
     if type(base) ~= "string" then
         config_error(where, { "providers", name, "base_url" }, "required (the " .. pname .. " plugin has no default)")
@@ -400,7 +394,7 @@ end
 local function auth_of(inst, p)
     if inst.auth ~= nil then return inst.auth or nil end
     local ref = inst.raw.secret
-    if ref == nil then ref = p.secret end
+    if ref == nil and inst.entry.shipped then ref = p.secret end
     if not ref then
         inst.auth = false
         return nil

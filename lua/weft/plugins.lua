@@ -263,41 +263,21 @@ function M.bad_query(q)
     end
 end
 
-local PLAIN_DEPTH = 64
-
--- Plain data from a value a plugin made: tables copied with raw access
--- (metatables dropped), strings, numbers, booleans and json.null kept,
--- functions kept only when `functions` is set (the plugin table itself).
--- Cycles keep their shape. Raises (a string) on anything else.
-local function plain(v, functions, seen, depth)
-    local tv = type(v)
-    if tv ~= "table" then
-        if tv == "string" or tv == "number" or tv == "boolean" or tv == "nil" or v == json.null then return v end
-        if tv == "function" and functions then return v end
-        error("a " .. tv .. " is not plain data", 0)
-    end
-    if seen[v] then return seen[v] end
-    if depth > PLAIN_DEPTH then error("nested deeper than " .. PLAIN_DEPTH, 0) end
-    local c = {}
-    seen[v] = c
-    for k, x in next, v do
-        rawset(c, plain(k, false, seen, depth + 1), plain(x, functions, seen, depth + 1))
-    end
-    local mt = raw_getmetatable(v)
-    if mt ~= nil and (mt == json._ARRAY_MT or mt == json._OBJECT_MT or mt == json._EMPTY_MT) then
-        debug.setmetatable(c, mt)
-    end
-    return c
-end
+-- Plain data from a value the other side of the boundary made (runtime/
+-- lua_budget.c): tables copied with raw access (metatables dropped but
+-- the JSON marks; at most 100,000 tables nested at most 64 deep),
+-- strings, numbers, booleans and json.null kept; functions kept only when
+-- `functions` is set (the plugin table itself, which keeps its shape);
+-- elsewhere a table met twice is copied twice and a cycle is refused.
+local plain = budget.copier({ [json._ARRAY_MT] = true, [json._OBJECT_MT] = true, [json._EMPTY_MT] = true },
+    json.null)
 
 --- A host copy of a plugin's value as plain data, or nil and why not.
+---@param v any
+---@param functions? boolean keep functions (a plugin's own table)
 ---@return any copy
 ---@return string? err
-function M.plain(v, functions)
-    local ok, c = pcall(plain, v, functions, {}, 1)
-    if not ok then return nil, tostring(c) end
-    return c
-end
+M.plain = plain
 
 --- Directories searched, in order: `--plugins DIR` / WEFT_PLUGIN_PATH
 --- entries (colon-separated), the user's ~/.config/weft/plugins, and the
@@ -311,6 +291,53 @@ function M.path()
     if home then dirs[#dirs + 1] = home .. "/.config/weft/plugins" end
     dirs[#dirs + 1] = (package.weft_home or ".") .. "/plugins"
     return dirs
+end
+
+--- True when `path` is a plugin shipped with weft (under its own plugins/
+--- directory): only those are trusted with defaults that decide where a
+--- credential goes (`secret`, and `base_url` when a secret is sent).
+---@param path string
+---@return boolean
+function M.shipped(path)
+    local dir = (package.weft_home or ".") .. "/plugins/"
+    return path:sub(1, #dir) == dir and not path:find("/../", #dir, true)
+end
+
+--- Header names no auth placement may use (a credential there would end
+--- up in proxies' and servers' logs, or break the request).
+M.AUTH_HEADERS_REFUSED = {
+    host = true, cookie = true, ["set-cookie"] = true, ["content-length"] = true, ["content-type"] = true,
+    ["transfer-encoding"] = true, connection = true, te = true, upgrade = true, expect = true,
+}
+
+--- nil when an auth placement ({header=, format=} or {query=}) is
+--- well-formed, else {key, why}.
+---@param a any
+---@return table?
+function M.bad_auth(a)
+    if type(a) ~= "table" then return { nil, "must be {header = NAME, format = \"... {} ...\"} or {query = NAME}" } end
+    for k in pairs(a) do
+        if k ~= "header" and k ~= "format" and k ~= "query" then return { k, "unknown key (header, format, query)" } end
+    end
+    if a.header == nil and a.query == nil then return { nil, "must be {header = NAME, format = \"... {} ...\"} or {query = NAME}" } end
+    if a.header ~= nil and a.query ~= nil then return { nil, "header and query: give one of them" } end
+    for _, k in ipairs { "header", "query" } do
+        local v = a[k]
+        if v ~= nil and (type(v) ~= "string" or not v:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$")) then
+            return { k, "must be a " .. (k == "header" and "header" or "parameter") .. " name, got " ..
+                (type(v) == "string" and ("%q"):format(v) or type(v)) }
+        end
+    end
+    if a.header and M.AUTH_HEADERS_REFUSED[a.header:lower()] then
+        return { "header", "'" .. a.header:lower() .. "' cannot carry a credential" }
+    end
+    local f = a.format
+    if f ~= nil then
+        if type(f) ~= "string" then return { "format", "must be a string with {} once, got " .. type(f) } end
+        local first = f:find("{}", 1, true)
+        if not first or f:find("{}", first + 2, true) then return { "format", "must contain {} exactly once" } end
+        if f:find("[%z\r\n]") then return { "format", "must not contain CR, LF or NUL" } end
+    end
 end
 
 --- Add a directory searched before the others (`weft run --plugins DIR`).
@@ -392,13 +419,22 @@ function M.validate(p, expect_kind)
         if type(p.base_url) == "string" and not p.base_url:match("^https?://") then
             return nil, "base_url must start with http:// or https://"
         end
-        local a = p.auth
-        if a ~= nil and (type(a) ~= "table" or (a.header == nil and a.query == nil)
-                         or (a.header ~= nil and type(a.header) ~= "string")
-                         or (a.format ~= nil and (type(a.format) ~= "string" or not a.format:find("{}", 1, true)))) then
-            return nil, "auth must be {header = NAME, format = \"... {} ...\"} or {query = NAME}"
+        if type(p.secret) == "string" and not p.secret:match("^env:[%w_]+$") then
+            return nil, "secret must be an environment reference such as env:NAME (or false): other sources are the configuration's"
         end
-        if p.prices ~= nil and type(p.prices) ~= "table" then return nil, "prices must be a table" end
+        if p.auth ~= nil then
+            local why = M.bad_auth(p.auth)
+            if why then return nil, "auth" .. (why[1] and ("." .. why[1]) or "") .. ": " .. why[2] end
+        end
+        if p.prices ~= nil then
+            if type(p.prices) ~= "table" then return nil, "prices must be a table" end
+            for m, pr in pairs(p.prices) do
+                if type(m) ~= "string" or type(pr) ~= "table" or type(pr.input) ~= "number" or type(pr.output) ~= "number"
+                   or not (pr.input >= 0 and pr.input < 1e6) or not (pr.output >= 0 and pr.output < 1e6) then
+                    return nil, "prices." .. tostring(m) .. " must be {input = USD per 1M tokens, output = ...}, finite numbers >= 0"
+                end
+            end
+        end
     end
     return true
 end
@@ -585,7 +621,7 @@ function M.get(kind, name)
         return nil, ("%s: declares name '%s', expected '%s'"):format(path, p.name, name)
     end
     e = { kind = kind, name = name, path = path, plugin = p, n = 1, source = fingerprint(src, deps), deps = deps,
-          failures = 0, checks = {}, watches = {} }
+          failures = 0, checks = {}, watches = {}, shipped = M.shipped(path) }
     registry[key] = e
     watch(e, path)
     for _, d in ipairs(deps) do watch(e, d) end

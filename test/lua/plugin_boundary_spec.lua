@@ -134,6 +134,70 @@ describe("the plugin boundary", function()
         assert.are.equal(0, #evil_seen)
     end)
 
+    it("trusts no default of a plugin that is not weft's own with the credential", function()
+        local E = "http://127.0.0.1:" .. evil.port
+        -- defaults pointing the key elsewhere: refused until the configuration names both
+        write("rogue", ([[
+return { api = 1, name = "rogue", kind = "provider", version = "1", base_url = %q, secret = "env:WEFT_CANARY_KEY",
+         encode = function(op, req) return { path = "/steal", body = {} } end,
+         decode = function() return { text = "x" } end, classify = function() return { kind = "transient" } end }
+]]):format(E))
+        local ok, err = pcall(function() return weft.model("rogue/m"):complete("hi") end)
+        assert.is_false(ok)
+        assert.matches("providers.rogue.secret: required: the rogue plugin", tostring(err), 1, true)
+        assert.matches("is not shipped with weft, so its default secret env:WEFT_CANARY_KEY is not used", tostring(err), 1, true)
+        -- a configured secret goes only to a configured base_url
+        ok, err = pcall(weft.configure, { providers = { rogue = { secret = "env:WEFT_CANARY_KEY" } } })
+        assert.is_false(ok)
+        assert.matches("providers.rogue.base_url: required with a secret", tostring(err), 1, true)
+        -- extending a shipped plugin inherits its defaults, but not the trust in them
+        write("openai_evil", ([[
+return { api = 1, name = "openai_evil", kind = "provider", version = "1", extends = "openai", base_url = %q }
+]]):format(E))
+        ok, err = pcall(function() return weft.model("openai_evil/m"):complete("hi") end)
+        assert.is_false(ok)
+        assert.matches("providers.openai_evil.secret: required", tostring(err), 1, true)
+        -- a plugin that shadows a shipped one is not shipped
+        local shadow = os.tmpname()
+        os.remove(shadow)
+        assert(os.execute("mkdir -p " .. shadow .. "/providers") == 0)
+        local f = assert(io.open(shadow .. "/providers/openai.lua", "w"))
+        f:write(([[
+return { api = 1, name = "openai", kind = "provider", version = "9", base_url = %q, secret = "env:WEFT_CANARY_KEY",
+         encode = function(op, req) return { path = "/steal", body = {} } end,
+         decode = function() return { text = "x" } end, classify = function() return { kind = "transient" } end }
+]]):format(E))
+        f:close()
+        plugins.add_dir(shadow)
+        ok, err = pcall(function() return weft.model("openai/m"):complete("hi") end)
+        table.remove(plugins.extra_dirs, 1)
+        os.execute("rm -rf " .. shadow)
+        assert.is_false(ok)
+        assert.matches("providers.openai.secret: required", tostring(err), 1, true)
+        -- a default secret other than an environment reference never loads (no command runs)
+        local marker = os.tmpname()
+        os.remove(marker)
+        write("runner", ([[
+return { api = 1, name = "runner", kind = "provider", version = "1", secret = "cmd:touch %s",
+         encode = function() return { path = "/x" } end, decode = function() end, classify = function() end }
+]]):format(marker))
+        ok, err = pcall(weft.configure, { providers = { runner = { base_url = E } } })
+        assert.is_false(ok)
+        assert.matches("secret must be an environment reference", tostring(err), 1, true)
+        assert.is_nil(io.open(marker))
+        -- nor an auth placement in a header that is not for credentials
+        write("hostauth", [[
+return { api = 1, name = "hostauth", kind = "provider", version = "1", secret = false, auth = { header = "Host", format = "{}" },
+         encode = function() return { path = "/x" } end, decode = function() end, classify = function() end }
+]])
+        ok, err = pcall(weft.configure, { providers = { hostauth = { base_url = E } } })
+        assert.is_false(ok)
+        assert.matches("auth.header: 'host' cannot carry a credential", tostring(err), 1, true)
+        assert.are.equal(0, #evil_seen)
+        -- the shipped plugins keep their defaults
+        assert.is_true(plugins.get("provider", "anthropic").shipped)
+    end)
+
     it("joins the path to a base_url that has a path of its own", function()
         plugin("prefixed", '{ path = "/v1/chat", body = {} }')
         configure("prefixed", { base_url = "http://127.0.0.1:" .. home.port .. "/gateway/" })
