@@ -8,6 +8,7 @@
 
 #define DEFAULT_INSTRUCTIONS 10e6        /* ~20-50 ms of interpreted Lua */
 #define DEFAULT_MEMORY (64u << 20)       /* bytes asked for during one call */
+#define DEFAULT_TIME 0.25                /* seconds of one call */
 #define MAX_STEP 10000                   /* hook period: overshoot <= this */
 
 /* The allocator of every state with a budget. Outside a budgeted call it
@@ -35,6 +36,7 @@ struct weft_budget *weft_budget_install(lua_State *L) {
     b->orig = lua_getallocf(L, &b->orig_ud);
     b->default_instructions = DEFAULT_INSTRUCTIONS;
     b->default_memory = DEFAULT_MEMORY;
+    b->default_time = DEFAULT_TIME;
     lua_setallocf(L, budget_alloc, b);
     return b;
 }

@@ -11,6 +11,12 @@
  *   every function they define (lua/weft/plugins.lua does jit.off(chunk,
  *   true)); the hook is only armed during budgeted calls, so the rest of
  *   the host keeps the JIT and an unhooked interpreter.
+ * - time: the same hook reads the monotonic clock; a call past its time
+ *   limit ends too. This catches what instructions do not count: cheap
+ *   loops around expensive C calls (string.find over megabytes, sorts).
+ *   The hook's period starts at 200 instructions and shrinks (down to
+ *   10) when one period took over a millisecond, so such a loop is caught
+ *   within about the time of fifty of its C calls, then ten.
  * - memory: the state's allocator is wrapped once, when the state is
  *   created; during a budgeted call it adds up every byte the call asks
  *   for (gross growth, not net: deterministic whatever the collector does)
@@ -36,6 +42,7 @@ enum weft_budget_trip {
     WEFT_BUDGET_OK = 0,
     WEFT_BUDGET_INSTRUCTIONS,   /* the instruction limit was reached */
     WEFT_BUDGET_MEMORY,         /* an allocation would have passed the limit */
+    WEFT_BUDGET_TIME,           /* the call ran longer than its time limit */
 };
 
 struct weft_budget {
@@ -48,10 +55,13 @@ struct weft_budget {
     int step;                  /* hook period in instructions */
     size_t memory;             /* allocation limit (bytes) for the call */
     size_t allocated;          /* bytes asked for during the call */
+    double deadline;           /* monotonic time the call must end by */
+    double last;               /* time of the previous hook */
     /* defaults for new calls, and counters */
     double default_instructions;
     size_t default_memory;
-    unsigned long calls, trips_instructions, trips_memory;
+    double default_time;       /* seconds */
+    unsigned long calls, trips_instructions, trips_memory, trips_time;
 };
 
 /* Wrap the allocator of `L` (call right after the state is created, before

@@ -4,9 +4,11 @@
  *   ok, ... = _budget.call(fn, ...)
  *       like pcall(fn, ...) under the current limits; on failure
  *       false, err, trip, limit -- trip is "instructions" or "memory" when
- *       the budget ended the call (err is then the error the plugin saw),
+ *       the budget ended the call ("time": limit in seconds; err is then the
+ *       error the plugin saw),
  *       nil when fn failed on its own.
- *   _budget.limits([{instructions = N, memory = BYTES}]) -> the limits
+ *   _budget.limits([{instructions = N, memory = BYTES, time = SECONDS}])
+ *       -> the limits
  *       (sets the defaults for later calls when given).
  *   _budget.tripped() -> true when the running budgeted call is over its
  *       budget (the sandbox's pcall re-raises then). Allocates nothing.
@@ -19,11 +21,26 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
 #include "budget.h"
+
+/* The first hook period, in instructions: short enough that a loop around
+ * slow C calls (each a handful of instructions) is looked at within a few
+ * hundred of them, long enough that a codec call (a few thousand
+ * instructions) sees only a few hooks. */
+#define FIRST_STEP 200
+
+/* The hook reads the coarse monotonic clock (vDSO, a few ns; its ~4 ms
+ * resolution is plenty for limits of tenths of seconds). */
+static double coarse_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static struct weft_budget *get(lua_State *L) {
     struct weft_budget *b = weft_budget_of(L);
@@ -39,10 +56,18 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     struct weft_budget *b = weft_budget_of(L);
     if (!b || !b->active) return;
     b->used += b->step;
-    if (b->tripped || b->used >= b->instructions) {
-        if (!b->tripped) b->tripped = WEFT_BUDGET_INSTRUCTIONS;
-        luaL_error(L, "plugin budget exceeded");
+    double now = coarse_now();
+    if (!b->tripped) {
+        if (b->used >= b->instructions) b->tripped = WEFT_BUDGET_INSTRUCTIONS;
+        else if (now >= b->deadline) b->tripped = WEFT_BUDGET_TIME;
     }
+    if (b->tripped) luaL_error(L, "plugin budget exceeded");
+    if (now - b->last > 0.001 && b->step > 10) {
+        /* a period took long: C calls between instructions; look sooner */
+        b->step /= 10;
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, b->step);
+    }
+    b->last = now;
 }
 
 static int l_call(lua_State *L) {
@@ -61,7 +86,9 @@ static int l_call(lua_State *L) {
     b->allocated = 0;
     b->instructions = b->default_instructions;
     b->memory = b->default_memory;
-    b->step = b->instructions < 10000 ? (int)b->instructions : 10000;
+    b->last = coarse_now();
+    b->deadline = b->last + b->default_time;
+    b->step = b->instructions < FIRST_STEP ? (int)b->instructions : FIRST_STEP;
     if (b->step < 1) b->step = 1;
     lua_Hook oh = lua_gethook(L);
     int omask = lua_gethookmask(L), ocount = lua_gethookcount(L);
@@ -89,6 +116,11 @@ static int l_call(lua_State *L) {
         lua_pushliteral(L, "memory");
         lua_pushnumber(L, (lua_Number)b->memory);
         return 4;
+    case WEFT_BUDGET_TIME:
+        b->trips_time++;
+        lua_pushliteral(L, "time");
+        lua_pushnumber(L, b->default_time);
+        return 4;
     default:
         return 2;
     }
@@ -112,6 +144,14 @@ static int l_limits(lua_State *L) {
             b->default_instructions = floor(n);
         }
         lua_pop(L, 1);
+        lua_getfield(L, 1, "time");
+        if (!lua_isnil(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !(n >= 0.001) || !(n <= 3600))
+                return luaL_error(L, "plugin budget: time must be a number of seconds from 0.001 to 3600");
+            b->default_time = n;
+        }
+        lua_pop(L, 1);
         lua_getfield(L, 1, "memory");
         if (!lua_isnil(L, -1)) {
             lua_Number n = lua_tonumber(L, -1);
@@ -121,9 +161,11 @@ static int l_limits(lua_State *L) {
         }
         lua_pop(L, 1);
     }
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushnumber(L, b->default_instructions);
     lua_setfield(L, -2, "instructions");
+    lua_pushnumber(L, b->default_time);
+    lua_setfield(L, -2, "time");
     lua_pushnumber(L, (lua_Number)b->default_memory);
     lua_setfield(L, -2, "memory");
     return 1;
@@ -138,6 +180,8 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "trips_instructions");
     lua_pushnumber(L, (lua_Number)b->trips_memory);
     lua_setfield(L, -2, "trips_memory");
+    lua_pushnumber(L, (lua_Number)b->trips_time);
+    lua_setfield(L, -2, "trips_time");
     return 1;
 }
 

@@ -45,17 +45,22 @@ static int l_has_empty(lua_State *L) {
 
 /* ------------------------------------------------------------- encoder */
 
+/* The output grows through the Lua state's allocator, so that encoding
+ * inside a plugin's budgeted call (budget.h) is bounded by its allocation
+ * limit like everything else it does. */
 struct buf {
     char *p;
     size_t len, cap;
     int oom;
+    lua_Alloc alloc;
+    void *ud;
 };
 
 static int reserve(struct buf *b, size_t more) {
     if (b->len + more <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + more) cap *= 2;
-    char *np = realloc(b->p, cap);
+    char *np = b->alloc(b->ud, b->p, b->cap, cap);
     if (!np) {
         b->oom = 1;
         return -1;
@@ -218,10 +223,11 @@ static int encode_value(lua_State *L, struct buf *b, int idx, int depth) {
 static int l_encode(lua_State *L) {
     lua_settop(L, 1);
     struct buf b = {0};
+    b.alloc = lua_getallocf(L, &b.ud);
     int rc = encode_value(L, &b, 1, 0);
     if (rc == 0 && !b.oom) lua_pushlstring(L, b.p ? b.p : "", b.len);
     else lua_pushnil(L);
-    free(b.p);
+    if (b.p) b.alloc(b.ud, b.p, b.cap, 0);
     return 1;
 }
 

@@ -52,7 +52,7 @@ local SSE = require "weft._sse"
 
 local type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, next =
     type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, next
-local now = T.now
+local now, sleep = T.now, T.sleep
 local ceil, huge = math.ceil, math.huge
 local format, concat = string.format, table.concat
 
@@ -670,9 +670,32 @@ end
 
 ------------------------------------------------------------ the answer
 
+-- What a plugin is handed of an answer's headers: its own copy per call
+-- (a plugin cannot change what the host or its next function reads).
+local function headers_for(h)
+    local c = {}
+    for k, v in next, h do
+        if type(v) == "table" then
+            local a = {}
+            for i = 1, #v do a[i] = v[i] end
+            v = a
+        end
+        c[k] = v
+    end
+    return c
+end
+
+-- A seconds value from a plugin the host can act on, else nil.
+local function seconds(v, max)
+    v = tonumber(v)
+    if v and v >= 0 and v <= max then return v end
+end
+
 -- Feed the answer's rate-limit state to the limiter and the quota gauge:
 -- the plugin reads its provider's headers (rate_limits), else the host's
--- reading of the common ones (x-ratelimit-*, anthropic-ratelimit-*).
+-- reading of the common ones (x-ratelimit-*, anthropic-ratelimit-*). Only
+-- sane numbers reach the limiter: a plugin cannot block its provider for
+-- ever with an infinite reset or a negative remaining.
 local quota_gauge = require("weft.metrics").std.quota
 local function observe_limits(ctx, res, body)
     local inst = ctx.inst
@@ -680,32 +703,80 @@ local function observe_limits(ctx, res, body)
         inst.limiter:observe(res.headers, res.status)
         return
     end
-    local rl = plain_result(ctx, "rate_limits", plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg))
+    local rl = plain_result(ctx, "rate_limits",
+        plugin_call(ctx, "rate_limits", res.status, headers_for(res.headers), body or "", ctx.pcfg))
     if type(rl) ~= "table" then return end
-    inst.limiter:apply(rl)
+    local sane = { retry_after = seconds(rl.retry_after, 86400) }
     for _, unit in ipairs { "requests", "tokens" } do
         local u = rl[unit]
-        local rem = type(u) == "table" and tonumber(u.remaining)
-        if rem and rem == rem then quota_gauge:set(rem, inst.name, unit) end
+        local rem = type(u) == "table" and seconds(u.remaining, 1e15)
+        if rem then
+            sane[unit] = { remaining = rem, reset = seconds(u.reset, 86400 * 31) }
+            quota_gauge:set(rem, inst.name, unit)
+        end
     end
+    inst.limiter:apply(sane)
 end
 
 -- A non-2xx answer -> the error the plugin classifies it as. The host's
--- own readings of the headers are taken before the plugin sees them.
+-- readings of the headers (ctx.hint, ctx.should_retry) were taken before
+-- any plugin saw them.
 local function http_failure(ctx, res, body)
-    local hint, should = retry.hint(res), retry.should_retry(res.headers)
-    local c = plain_result(ctx, "classify", plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg))
+    local c = plain_result(ctx, "classify",
+        plugin_call(ctx, "classify", res.status, headers_for(res.headers), body, ctx.pcfg))
     if type(c) ~= "table" then c = {} end
     local kind = (type(c.kind) == "string" and errors.KINDS[c.kind]) and c.kind or "integration"
-    local ra = tonumber(c.retry_after)
-    if ra and not (ra >= 0 and ra < huge) then ra = nil end
+    local ra = seconds(c.retry_after, 86400)
     local code = c.code
     if type(code) ~= "string" and type(code) ~= "number" then code = nil end
     local msg = type(c.message) == "string" and c.message or body
     error(errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(msg)), {
         status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code,
-        retry_after = ra or hint, should_retry = should, sends = res.sends,
+        retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
     }), 0)
+end
+
+-- The host's own readings of an answer, before any plugin sees it.
+local function host_readings(ctx, res)
+    if res.status >= 300 then
+        ctx.hint, ctx.should_retry = retry.hint(res), retry.should_retry(res.headers)
+    else
+        ctx.hint, ctx.should_retry = nil, nil
+    end
+end
+
+-- Redaction happens on bytes; a JSON text may also spell a secret with
+-- \u escapes, which only shows once decoded. Strings of a decoded value
+-- (the host's own table) are redacted in place; true when one changed.
+local function redact_decoded(v, depth)
+    local changed = false
+    if depth > 64 then return false end
+    for k, x in next, v do
+        if type(x) == "string" then
+            local r = redact(x)
+            if r ~= x then
+                v[k] = r
+                changed = true
+            end
+        elseif type(x) == "table" then
+            changed = redact_decoded(x, depth + 1) or changed
+        end
+        if type(k) == "string" and redact(k) ~= k then
+            v[k] = nil
+            v[redact(k)] = x
+            changed = true
+        end
+    end
+    return changed
+end
+
+-- A JSON text for a plugin: redacted as bytes (done already) and, when it
+-- holds \u escapes, as decoded strings too (then written again).
+local function redact_json_text(s)
+    if type(s) ~= "string" or not s:find("\\u", 1, true) then return s end
+    local ok, d = pcall(json.decode, s)
+    if ok and type(d) == "table" and redact_decoded(d, 0) then return json.encode(d) end
+    return s
 end
 
 local function usage_of(u)
@@ -763,7 +834,7 @@ end
 -- One streamed event: decode, deliver text, keep usage and the end mark.
 -- The event's strings are redacted before the plugin sees them.
 local function on_stream_event(ctx, ev, st)
-    ev.data = redact(ev.data)
+    ev.data = redact_json_text(redact(ev.data))
     if ev.event then ev.event = redact(ev.event) end
     if ev.id then ev.id = redact(ev.id) end
     local d = plugin_call(ctx, "event", ev, st.plugin_state, ctx.preq, ctx.pcfg)
@@ -809,6 +880,14 @@ local function count_resends(ctx, n)
     if type(n) == "number" and n > 1 then ctx.call:resent(n - 1) end
 end
 
+-- An error body of a stream is kept up to this many bytes; when cut there,
+-- its last CUT_GUARD bytes are dropped too (a secret cut in two would not
+-- be recognized by redaction).
+local ERRBODY_MAX, CUT_GUARD = 65536, 4096
+-- Events of one chunk are decoded in one go; past this many seconds the
+-- task lets the loop run before going on.
+local EVENT_SLICE = 0.01
+
 -- One attempt: encode, send, classify, decode.
 local function send(ctx, remaining)
     local inst, p, req = ctx.inst, ctx.plugin, ctx.req
@@ -823,18 +902,30 @@ local function send(ctx, remaining)
     if op == "stream" then
         st = { text = {}, plugin_state = {} }
         local parser = SSE.new()
-        local errbody
+        local errbody, cut
         opts.idle_timeout = inst.idle_timeout
         opts.on_data = function(chunk, head)
             if head.status >= 300 then
                 errbody = (errbody or "") .. chunk
-                return #errbody < 65536
+                if #errbody >= ERRBODY_MAX then
+                    cut = true
+                    return false
+                end
+                return
             end
             local evs = parser:feed(chunk)
+            local t0 = now()
             for i = 1, #evs do
                 if on_stream_event(ctx, evs[i], st) == false then return false end
+                if i < #evs and now() - t0 > EVENT_SLICE then
+                    -- many events at once: other tasks run between them
+                    local _, err = sleep(0)
+                    if err then error(err, 0) end
+                    t0 = now()
+                end
             end
         end
+        ctx.sent = true
         local ok, res = pcall(http.request, opts)
         if not ok then
             if errors.is(res) then count_resends(ctx, res.sends) end
@@ -846,7 +937,11 @@ local function send(ctx, remaining)
             error(res, 0)
         end
         count_resends(ctx, res.sends)
-        errbody = errbody and redact(errbody)
+        host_readings(ctx, res)
+        if errbody then
+            if cut then errbody = errbody:sub(1, -CUT_GUARD - 1) end
+            errbody = redact_json_text(redact(errbody))
+        end
         observe_limits(ctx, res, errbody)
         if res.status >= 300 then http_failure(ctx, res, errbody or "") end
         if st.error then stream_error(ctx, st, st.error.kind, st.error.message) end
@@ -857,19 +952,26 @@ local function send(ctx, remaining)
                       model = st.model, aborted = st.aborted or nil, usage = st.usage }
         return out
     end
+    ctx.sent = true
     local ok, res = pcall(http.request, opts)
     if not ok then
         if errors.is(res) then count_resends(ctx, res.sends) end
         error(res, 0)
     end
     count_resends(ctx, res.sends)
-    observe_limits(ctx, res, res.status >= 300 and res.body or nil)
-    if res.status >= 300 then http_failure(ctx, res, res.body) end
+    host_readings(ctx, res)
+    if res.status >= 300 then
+        local body = redact_json_text(res.body)
+        observe_limits(ctx, res, body)
+        http_failure(ctx, res, body)
+    end
+    observe_limits(ctx, res, nil)
     local dok, decoded = pcall(json.decode, res.body)
     if not dok or type(decoded) ~= "table" then
         fail(ctx, "integration", format("%s answered %d with a body that is not JSON: %s", p.name, res.status, excerpt(res.body)),
             { status = res.status })
     end
+    if res.body:find("\\u", 1, true) then redact_decoded(decoded, 0) end
     local out, why = plugin_call(ctx, "decode", op, decoded, ctx.preq, ctx.pcfg)
     if type(out) ~= "table" then
         fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name,
@@ -888,20 +990,13 @@ local function admitted(ctx, br, remaining, t0)
         -- the time left after the queue; none left is the caller's deadline,
         -- not the provider's health: refused before the breaker counts it
         remaining = remaining - (now() - t0)
-        if remaining <= 0 then
-            inst.limiter:refund(ctx.cost.requests)
-            fail(ctx, "timeout", "deadline reached before the attempt")
-        end
+        if remaining <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
     end
     if not br then return send(ctx, remaining) end
     local ok, refused = br:admit()
-    if not ok then
-        -- It opened (or its half-open probe is out) while this call waited
-        -- in the queue: the admitted request goes to the next waiter (the
-        -- tokens come back in attempt, as for every failed attempt).
-        inst.limiter:refund(ctx.cost.requests)
-        error(refused, 0)
-    end
+    -- It opened (or its half-open probe is out) while this call waited in
+    -- the queue: the admitted request goes to the next waiter (attempt).
+    if not ok then error(refused, 0) end
     return br:run(send, ctx, remaining)
 end
 
@@ -911,13 +1006,17 @@ local function attempt(ctx, _, remaining)
     if br then br:check() end
     local t0 = remaining and now()
     inst.limiter:acquire(ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
-    -- This attempt now holds the estimated tokens: a failed attempt gives
-    -- back what it did not use (all of it, but a broken stream's partial
-    -- usage), so retries do not count the estimate again and again.
+    -- This attempt now holds a request and the estimated tokens: a failed
+    -- attempt gives back the tokens it did not use (all of them, but a
+    -- broken stream's partial usage), so retries do not count the estimate
+    -- again and again, and the request when nothing was sent (refused by
+    -- the breaker or the deadline, a plugin's encode that failed).
+    ctx.sent = false
     local ok, out = pcall(admitted, ctx, br, remaining, t0)
     if not ok then
         local u = type(out) == "table" and out.partial and out.partial.usage
         inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
+        if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
         error(out, 0)
     end
     return out

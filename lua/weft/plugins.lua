@@ -190,6 +190,8 @@ local function budget_result(plugin, what, ok, ...)
         return nil, (("%s exceeded its CPU budget (%d instructions)"):format(what, limit):gsub("^ ", ""))
     elseif trip == "memory" then
         return nil, (("%s exceeded its memory budget (%s allocated)"):format(what, mb(limit)):gsub("^ ", ""))
+    elseif trip == "time" then
+        return nil, (("%s exceeded its time budget (%g ms)"):format(what, limit * 1000):gsub("^ ", ""))
     end
     return nil, what .. " failed: " .. error_text(e)
 end
@@ -214,10 +216,10 @@ function M.guard(plugin, what, f, ...)
     return budget_result(plugin, what, bcall(f, ...))
 end
 
---- The instruction and memory limits of one plugin call: get, or set and
---- get ({instructions = N, memory = BYTES}).
----@param limits? {instructions?: number, memory?: number}
----@return {instructions: number, memory: number}
+--- The limits of one plugin call: get, or set and get ({instructions = N
+--- (10 M), memory = BYTES asked for (64 MB), time = SECONDS (0.25)}).
+---@param limits? {instructions?: number, memory?: number, time?: number}
+---@return {instructions: number, memory: number, time: number}
 function M.budget(limits)
     return budget.limits(limits)
 end

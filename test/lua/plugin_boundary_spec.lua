@@ -220,15 +220,22 @@ return { api = 1, name = "hostauth", kind = "provider", version = "1", secret = 
             assert.are.equal("integration", err.kind, path)
             assert.is_nil(tostring(err):find(CANARY, 1, true))
         end
-        -- what a parser makes of the rest stays on the configured origin
-        for _, path in ipairs { "//" .. E .. "/x", "/x@" .. E, "/x#@" .. E } do
-            local ok, res = send(path)
-            if ok then assert.are.equal(200, res.status, path) end
+        -- a fragment or a blank is refused; what a parser makes of '//' and
+        -- '@' inside a path stays on the configured origin (the Lua side
+        -- refuses them before this, see above)
+        for _, c in ipairs { { "/x#@" .. E }, { "/x", "a=1#@" .. E }, { "/x y" } } do
+            local ok, err = send(c[1], c[2])
+            assert.is_false(ok, c[1])
+            assert.are.equal("integration", err.kind)
         end
-        local ok = send("/x", "a=1#@" .. E)
+        for _, path in ipairs { "//" .. E .. "/x", "/x@" .. E } do
+            local ok, res = send(path)
+            assert.is_true(ok, path)
+            assert.are.equal(200, res.status, path)
+        end
         assert.are.equal(0, #evil_seen)
-        for _, r in ipairs(home_seen) do assert.is_nil(r.path:find(":" .. evil.port .. "@", 1, true)) end
-        local _ = ok
+        assert.are.equal(2, #home_seen)
+        assert.are.equal("//" .. E .. "/x", home_seen[1].path)
     end)
 
     it("keeps the credential headers for the host: a plugin setting one is refused and counted", function()
@@ -261,11 +268,16 @@ return { api = 1, name = "hostauth", kind = "provider", version = "1", secret = 
         home, home_seen = recorder(function(req, res)
             local key = req.headers.authorization or "?"
             local echo = { ["content-type"] = "application/json", ["x-echo"] = key, ["set-cookie"] = "k=" .. key }
+            -- the same key spelt with JSON \u escapes ("-" as \u002d): only decoding shows it
+            local function uesc(t) return (json.encode(t):gsub("%-", "\\u002d")) end
             if req.path == "/fail" then return { status = 500, headers = echo, body = json.encode { error = key } } end
+            if req.path == "/ufail" then return { status = 500, headers = echo, body = uesc { error = key } } end
+            if req.path == "/uesc" then return { status = 200, headers = echo, body = uesc { echo = key } } end
             if req.path == "/stream" then
                 echo["content-type"] = "text/event-stream"
                 res:start(200, echo)
                 res:write("data: " .. json.encode { text = "a " .. key } .. "\n\n")
+                res:write("data: " .. uesc { text = "u " .. key } .. "\n\n")
                 res:write("event: " .. key .. "\nid: " .. key .. "\ndata: " .. json.encode { text = "b" } .. "\n\n")
                 res:write("data: [DONE]\n\n")
                 res:finish()
@@ -289,7 +301,7 @@ return {
     capabilities = { complete = true, stream = true },
     encode = function(op, req)
         local prompt = req.messages[#req.messages].content
-        local path = op == "stream" and "/stream" or (prompt == "fail" and "/fail" or "/ok")
+        local path = op == "stream" and "/stream" or ({ fail = "/fail", ufail = "/ufail", uesc = "/uesc" })[prompt] or "/ok"
         return { path = path, body = { model = req.model, seen = SEEN.all } }
     end,
     decode = function(op, body) add(body) return { text = body.echo, usage = { input = 1, output = 1 } } end,
@@ -311,11 +323,14 @@ return {
         assert.are.equal("Bearer <secret env:WEFT_CANARY_KEY>", r.text)
         local text = {}
         r = m:stream("2", function(ev) text[#text + 1] = ev.text end)
-        assert.are.equal("a Bearer <secret env:WEFT_CANARY_KEY>b", table.concat(text))
-        local ok, err = pcall(function() return m:complete("fail") end)
-        assert.is_false(ok)
-        assert.are.equal("invalid_request", err.kind)
-        assert.is_nil(err.message:find(CANARY, 1, true))
+        assert.are.equal("a Bearer <secret env:WEFT_CANARY_KEY>u Bearer <secret env:WEFT_CANARY_KEY>b", table.concat(text))
+        for _, prompt in ipairs { "fail", "ufail" } do
+            local ok, err = pcall(function() return m:complete(prompt) end)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+            assert.is_nil(err.message:find(CANARY, 1, true))
+        end
+        assert.are.equal("Bearer <secret env:WEFT_CANARY_KEY>", m:complete("uesc").text)
         -- the next call sends everything the plugin kept
         m:complete("4")
         local sent = home_seen[#home_seen].body

@@ -209,6 +209,124 @@ describe("the plugin budget", function()
         end
     end)
 
+    it("ends cheap loops around expensive C calls with the time limit", function()
+        plugins.budget { time = 0.1 }
+        variant("finder", "encode", [[function()
+            local s = string.rep("a", 8 * 1024 * 1024)
+            for _ = 1, 1e6 do s:find("b", 1, true) end
+        end]])
+        variant("sorter", "encode", [[function()
+            local t = {}
+            for i = 1, 100000 do t[i] = (i * 7919) % 100003 end
+            for _ = 1, 1e6 do table.sort(t) end
+        end]])
+        for _, name in ipairs { "finder", "sorter" } do
+            configure(mock, name)
+            local t0 = weft.now()
+            local err = fails(name)
+            print(("\n# %s ended after %.3f s (time budget 0.1 s)"):format(name, weft.now() - t0))
+            assert.are.equal("integration", err.kind)
+            assert.matches(name .. " (1): encode exceeded its time budget (100 ms)", err.message, 1, true)
+        end
+        assert.are.equal(1, weft.metrics.value("weft_plugin_budget_exceeded_total", { plugin = "finder", limit = "time" }))
+    end)
+
+    it("bounds the host's encoding of what a plugin returns by the plugin's budget", function()
+        plugins.budget { memory = 8 * 1024 * 1024 }
+        variant("dag", "encode", [[function(op, req)
+            local t = { string.rep("x", 64) }
+            for _ = 1, 30 do t = { t, t } end
+            return { path = "/v1/chat/completions", body = { model = req.model, messages = req.messages, x = t } }
+        end]])
+        configure(mock, "dag")
+        local err = fails("dag")
+        assert.are.equal("integration", err.kind)
+        assert.matches("dag (1): encode: the body cannot be sent as JSON", err.message, 1, true)
+        assert.matches("memory budget", err.message, 1, true)
+        assert.are.equal(0, mock:stats().requests)
+    end)
+
+    it("reads the answer's headers before a plugin can change them, and gives each function its own copy", function()
+        variant("poison", "rate_limits", [[function(status, headers)
+            setmetatable(headers, { __index = function() while true do end end })
+            headers["retry-after"] = "86400"
+            headers["x-should-retry"] = "false"
+        end]])
+        configure(mock, "poison")
+        mock:set_faults { { dialect = "openai", sequence = { 503, "ok" } } }
+        weft.configure { providers = { poison = { plugin = "poison", base_url = mock.url,
+            secret = weft.secrets.value("bud-poison2", KEY), retry = { max_attempts = 2, base = 0.001, cap = 0.01 },
+            breaker = false } } }
+        local t0 = weft.now()
+        local r = weft.model("poison/gpt-4o-mini"):complete("x")
+        -- retried at once (503 is transient) despite the plugin's edits
+        assert.are.equal(2, r.attempts)
+        assert.is_true(weft.now() - t0 < 60)
+        assert.is_nil(weft.metrics.value("weft_plugin_budget_exceeded_total", { plugin = "poison", limit = "instructions" }))
+    end)
+
+    it("lets other tasks run between the events of a long chunk", function()
+        plugins.budget { time = 1 }
+        -- 40 events in one chunk, each costing the plugin ~20 ms
+        local srv = weft.http.serve { host = "127.0.0.1", port = 0, background = true, handler = function(req, res)
+            res:start(200, { ["content-type"] = "text/event-stream" })
+            local parts = {}
+            for i = 1, 40 do parts[i] = 'data: {"choices":[{"delta":{"content":"x"}}]}\n\n' end
+            parts[#parts + 1] = "data: [DONE]\n\n"
+            res:write(table.concat(parts))
+            res:finish()
+        end }
+        variant("slowevent", "event", [[function(ev, st)
+            local t0 = os.clock()
+            while os.clock() - t0 < 0.02 do end
+            if ev.data == "[DONE]" then return { done = true } end
+            return { text = "x" }
+        end]])
+        weft.configure { providers = { slowevent = { plugin = "slowevent", base_url = "http://127.0.0.1:" .. srv.port,
+            secret = weft.secrets.value("bud-se", KEY), retry = { max_attempts = 1 }, breaker = false } } }
+        local ticks, running = 0, true
+        local ticker = weft.spawn(function()
+            while running do
+                weft.sleep(0.001)
+                ticks = ticks + 1
+            end
+        end)
+        weft.sleep(0.01)
+        local before = ticks
+        local r = weft.model("slowevent/m"):stream("x", function() end)
+        local during = ticks - before
+        running = false
+        ticker:wait()
+        srv:close()
+        print(("\n# 40 events of ~20 ms in one chunk: the other task ran %d times meanwhile"):format(during))
+        assert.are.equal(40, #r.text)
+        assert.is_true(during >= 10, "the other task ran " .. during .. " times")
+    end)
+
+    it("keeps plugin rate-limit readings sane, and gives back what an attempt that sent nothing took", function()
+        variant("wild", "rate_limits", [[function()
+            return { requests = { remaining = -1 / 0, reset = 1e308 }, tokens = { remaining = 0 / 0 }, retry_after = 1e300 }
+        end]])
+        configure(mock, "wild")
+        local m = weft.model("wild/gpt-4o-mini")
+        m:complete("1")
+        local t0 = weft.now()
+        m:complete("2")   -- not blocked by the plugin's readings
+        assert.is_true(weft.now() - t0 < 30)
+        -- a plugin whose encode fails does not use up its provider's limit
+        variant("flaky", "encode", [[function(op, req)
+            if req.messages[1].content == "bad" then error("cannot encode") end
+            return { path = "/v1/chat/completions", body = { model = req.model, messages = req.messages } }
+        end]])
+        weft.configure { providers = { flaky = { plugin = "flaky", base_url = mock.url, limits = { rpd = 3 },
+            secret = weft.secrets.value("bud-flaky", KEY), retry = { max_attempts = 1 }, breaker = false } } }
+        local f = weft.model("flaky/gpt-4o-mini")
+        for _ = 1, 5 do assert.is_false((pcall(f.complete, f, "bad"))) end
+        assert.is_string(f:complete({ prompt = "good", timeout = 5 }).text)
+        -- three bad calls and one good: only the good one was counted
+        assert.are.equal(2, math.floor(model.provider("flaky").limiter:state().limits.rpd.level))
+    end)
+
     it("runs codecs with the JIT off, at a small measured cost", function()
         local B = require "weft._budget"
         local src = "return function(b) local c = b.choices[1] return { text = c.message.content, n = #b.choices } end"
