@@ -109,12 +109,26 @@ M.deep_copy = deep_copy
 
 -- Lines a plugin may write: emitting only (no level or format changes),
 -- each line naming the plugin.
+-- At most LOG_RATE lines a second per plugin load reach the log (a plugin
+-- in a loop would flood it within its budget); the lines left out are
+-- counted on the next line that gets through (`dropped`).
+local LOG_RATE = 100
+
 local function plugin_log(label)
     local out = {}
+    local second, n, dropped = -1, 0, 0
     for _, level in ipairs { "debug", "info", "warn", "error" } do
         local emit = log[level]
         out[level] = function(msg, fields)
+            local t = math.floor(os.time())
+            if t ~= second then second, n = t, 0 end
+            n = n + 1
+            if n > LOG_RATE then
+                dropped = dropped + 1
+                return
+            end
             local f = { plugin = label }
+            if dropped > 0 then f.dropped, dropped = dropped, 0 end
             if type(fields) == "table" then
                 for k, v in next, fields do
                     if type(k) == "string" and k ~= "plugin" then f[k] = v end
@@ -138,6 +152,9 @@ end
 -- by everyone: not handed out).
 local function sandbox(label)
     local str = copy(string)
+    -- not in its string table (it stays reachable as a method through the
+    -- VM's one string metatable; it only gives bytecode, and nothing in a
+    -- sandbox loads bytecode)
     str.dump = nil
     local mth = copy(math)
     mth.randomseed = nil -- the host's generator (retry jitter) is not the plugin's to reseed
