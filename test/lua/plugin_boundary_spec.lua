@@ -12,16 +12,9 @@ local json = weft.json
 
 local CANARY = assert(os.getenv("WEFT_CANARY_KEY"), "run through ctest (WEFT_CANARY_KEY)")
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir .. "/providers") == 0)
-plugins.add_dir(dir)
+local pd = require "plugin_dir" ()
+local write = pd.write
 
-local function write(name, text)
-    local f = assert(io.open(dir .. "/providers/" .. name .. ".lua", "w"))
-    f:write(text)
-    f:close()
-end
 
 -- A server that records every request it gets; `answer(req, res)` may
 -- answer (default: 200 with a small JSON body).
@@ -73,7 +66,7 @@ describe("the plugin boundary", function()
         evil:close()
         plugins.reset()
     end)
-    teardown(function() os.execute("rm -rf " .. dir) end)
+    teardown(pd.remove)
 
     local function configure(name, extra)
         local cfg = { base_url = "http://127.0.0.1:" .. home.port, secret = "env:WEFT_CANARY_KEY",

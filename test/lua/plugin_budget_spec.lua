@@ -8,18 +8,11 @@ local model = require "weft.model"
 local plugins = require "weft.plugins"
 local json = weft.json
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir .. "/providers") == 0)
-plugins.add_dir(dir)
+local pd = require "plugin_dir" ()
+local write = pd.write
 
 local KEY = weft.mock.DEFAULT_KEYS.openai
 
-local function write(name, text)
-    local f = assert(io.open(dir .. "/providers/" .. name .. ".lua", "w"))
-    f:write(text)
-    f:close()
-end
 
 -- The openai plugin with one function replaced by `fn` (source text).
 local function variant(name, fname, fn, load)
@@ -59,7 +52,7 @@ describe("the plugin budget", function()
         plugins.budget(saved)
         plugins.reset()
     end)
-    teardown(function() os.execute("rm -rf " .. dir) end)
+    teardown(pd.remove)
 
     it("ends an endless encode with an integration error while another task's calls go on", function()
         variant("spin", "encode", "function() while true do end end")

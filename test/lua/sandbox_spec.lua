@@ -8,16 +8,9 @@ local plugins = require "weft.plugins"
 local errors = require "weft.error"
 local json = weft.json
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir .. "/providers") == 0)
-plugins.add_dir(dir)
+local pd = require "plugin_dir" ()
+local write = pd.write
 
-local function write(name, text)
-    local f = assert(io.open(dir .. "/providers/" .. name .. ".lua", "w"))
-    f:write(text)
-    f:close()
-end
 
 local MARK = "__weft_escape_mark"
 local KEY = weft.mock.DEFAULT_KEYS.openai
@@ -84,7 +77,7 @@ describe("the plugin sandbox", function()
         mock:close()
         plugins.reset()
     end)
-    teardown(function() os.execute("rm -rf " .. dir) end)
+    teardown(pd.remove)
 
     local function call(name, req)
         weft.configure { providers = { [name] = { base_url = mock.url, secret = weft.secrets.value("sb-" .. name, KEY),
