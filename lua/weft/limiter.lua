@@ -218,6 +218,19 @@ function Limiter:apply(rl)
     if wait and wait > 0 then self.c:backoff(wait) end
 end
 
+--- One reading of the provider's state: `remaining` units of `unit`
+--- ("requests" or "tokens") until `reset` seconds from now, and/or a wait
+--- of `retry_after` seconds before the next request (apply without a
+--- table per answer).
+---@param unit? "requests"|"tokens"
+---@param remaining? number
+---@param reset? number
+---@param retry_after? number
+function Limiter:report(unit, remaining, reset, retry_after)
+    if unit and remaining then self.c:observe(unit, remaining, reset or 0) end
+    if retry_after and retry_after > 0 then self.c:backoff(retry_after) end
+end
+
 --- Introspection: levels of every limit, queue length per priority, next
 --- admission time (seconds from now), admitted, refused and refunded counts.
 function Limiter:state()

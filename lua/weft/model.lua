@@ -670,24 +670,11 @@ end
 
 ------------------------------------------------------------ the answer
 
--- What a plugin is handed of an answer's headers: its own copy per call
--- (a plugin cannot change what the host or its next function reads).
-local function headers_for(h)
-    local c = {}
-    for k, v in next, h do
-        if type(v) == "table" then
-            local a = {}
-            for i = 1, #v do a[i] = v[i] end
-            v = a
-        end
-        c[k] = v
-    end
-    return c
-end
-
--- A seconds value from a plugin the host can act on, else nil.
+-- A seconds value from a plugin the host can act on, else nil (numbers
+-- and numeric strings only: nothing of the plugin runs to convert it).
 local function seconds(v, max)
-    v = tonumber(v)
+    local tv = type(v)
+    if tv == "string" then v = tonumber(v) elseif tv ~= "number" then return nil end
     if v and v >= 0 and v <= max then return v end
 end
 
@@ -703,27 +690,29 @@ local function observe_limits(ctx, res, body)
         inst.limiter:observe(res.headers, res.status)
         return
     end
-    local rl = plain_result(ctx, "rate_limits",
-        plugin_call(ctx, "rate_limits", res.status, headers_for(res.headers), body or "", ctx.pcfg))
+    local rl = plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg)
     if type(rl) ~= "table" then return end
-    local sane = { retry_after = seconds(rl.retry_after, 86400) }
+    -- read raw (no metamethod of the plugin runs), numbers only
+    local lim = inst.limiter
     for _, unit in ipairs { "requests", "tokens" } do
-        local u = rl[unit]
-        local rem = type(u) == "table" and seconds(u.remaining, 1e15)
+        local u = rawget(rl, unit)
+        local rem = type(u) == "table" and seconds(rawget(u, "remaining"), 1e15)
         if rem then
-            sane[unit] = { remaining = rem, reset = seconds(u.reset, 86400 * 31) }
+            lim:report(unit, rem, seconds(rawget(u, "reset"), 86400 * 31))
             quota_gauge:set(rem, inst.name, unit)
         end
     end
-    inst.limiter:apply(sane)
+    local wait = seconds(rawget(rl, "retry_after"), 86400)
+    if wait then lim:report(nil, nil, nil, wait) end
 end
 
 -- A non-2xx answer -> the error the plugin classifies it as. The host's
--- readings of the headers (ctx.hint, ctx.should_retry) were taken before
--- any plugin saw them.
+-- readings of the headers (ctx.hint, ctx.should_retry; the call's quota
+-- headers in weft.http) were all taken before any plugin saw the table:
+-- whatever a plugin does to it, the host does not read it again.
 local function http_failure(ctx, res, body)
     local c = plain_result(ctx, "classify",
-        plugin_call(ctx, "classify", res.status, headers_for(res.headers), body, ctx.pcfg))
+        plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg))
     if type(c) ~= "table" then c = {} end
     local kind = (type(c.kind) == "string" and errors.KINDS[c.kind]) and c.kind or "integration"
     local ra = seconds(c.retry_after, 86400)
@@ -808,17 +797,33 @@ local function opt_string(ctx, fname, t, k)
     return v
 end
 
--- decode's result (already a plain copy) checked in place: the fields the
--- host knows have their types; others are the plugin's and pass as data.
+-- decode's result as the host's own table: the fields the host knows,
+-- read raw and checked; any other field is the plugin's and is copied as
+-- plain data.
+local RESULT_FIELDS = { text = true, finish_reason = true, model = true, id = true, usage = true,
+                        tool_calls = true, vectors = true }
+local function raw_string(ctx, fname, t, k)
+    local v = rawget(t, k)
+    if v ~= nil and type(v) ~= "string" then plugin_fail(ctx, format("%s: %s must be a string, got %s", fname, k, type(v))) end
+    return v
+end
+local function raw_usage(u)
+    if type(u) ~= "table" then return nil end
+    local i, o = seconds(rawget(u, "input"), 1e15) or 0, seconds(rawget(u, "output"), 1e15) or 0
+    return { input = i, output = o }
+end
+
 local function checked_result(ctx, out)
-    opt_string(ctx, "decode", out, "text")
-    opt_string(ctx, "decode", out, "finish_reason")
-    opt_string(ctx, "decode", out, "model")
-    opt_string(ctx, "decode", out, "id")
-    out.usage = usage_of(out.usage)
-    out.tool_calls = tool_calls_of(ctx, "decode", out.tool_calls)
-    local vs = out.vectors
+    local r = {
+        text = raw_string(ctx, "decode", out, "text"), finish_reason = raw_string(ctx, "decode", out, "finish_reason"),
+        model = raw_string(ctx, "decode", out, "model"), id = raw_string(ctx, "decode", out, "id"),
+        usage = raw_usage(rawget(out, "usage")),
+    }
+    local tc = rawget(out, "tool_calls")
+    if tc ~= nil then r.tool_calls = tool_calls_of(ctx, "decode", plain_result(ctx, "decode", tc)) end
+    local vs = rawget(out, "vectors")
     if vs ~= nil then
+        vs = plain_result(ctx, "decode", vs)
         if type(vs) ~= "table" then plugin_fail(ctx, "decode: vectors must be a list") end
         for i = 1, #vs do
             local v = vs[i]
@@ -827,8 +832,15 @@ local function checked_result(ctx, out)
                 if type(v[j]) ~= "number" then plugin_fail(ctx, "decode: vectors[" .. i .. "] must be a list of numbers") end
             end
         end
+        r.vectors = vs
     end
-    return out
+    for k, v in next, out do
+        if not RESULT_FIELDS[k] then
+            if type(k) ~= "string" then plugin_fail(ctx, "decode: result keys must be strings") end
+            r[k] = plain_result(ctx, "decode", v)
+        end
+    end
+    return r
 end
 
 -- One streamed event: decode, deliver text, keep usage and the end mark.
@@ -977,7 +989,7 @@ local function send(ctx, remaining)
         fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name,
             type(why) == "string" and excerpt(why) or "decode returned nothing", excerpt(res.body)), { status = res.status })
     end
-    return checked_result(ctx, plain_result(ctx, "decode", out))
+    return checked_result(ctx, out)
 end
 
 -- Admission as DESIGN.md orders it: an open breaker refuses at once (no

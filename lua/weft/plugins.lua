@@ -259,6 +259,8 @@ function M.bad_path(path)
     if path:byte(1) ~= 47 then return "path must start with /" end
     if #path > 8192 then return "path is longer than 8192 bytes" end
     if path:byte(2) == 47 then return "path must not start with //" end
+    -- the usual path: letters, digits and "/_-.:" without a "/." anywhere
+    if not path:find("[^%w/_%-%.:]") and not path:find("/.", 1, true) then return nil end
     local at = path:find("[^%w%-%._~!%$&'%(%)%*%+,;=:/%%]")
     if at then return ("path has a character that is not allowed (byte %d at %d)"):format(path:byte(at), at) end
     for pos in path:gmatch("()%%") do

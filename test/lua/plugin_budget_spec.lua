@@ -239,7 +239,7 @@ describe("the plugin budget", function()
         assert.are.equal(0, mock:stats().requests)
     end)
 
-    it("reads the answer's headers before a plugin can change them, and gives each function its own copy", function()
+    it("reads the answer's headers before a plugin can change them", function()
         variant("poison", "rate_limits", [[function(status, headers)
             setmetatable(headers, { __index = function() while true do end end })
             headers["retry-after"] = "86400"
