@@ -67,7 +67,8 @@ describe("the plugin budget", function()
                 good = good + 1
             end
         end)
-        weft.sleep(0.05)
+        -- until the other task has had calls answered (a condition, not a time)
+        while good < 3 do weft.sleep(0.001) end
         local before = good
         local t0 = weft.now()
         local err = fails("spin")
@@ -76,7 +77,8 @@ describe("the plugin budget", function()
         assert.are.equal("integration", err.kind)
         assert.matches("provider plugin spin", err.message, 1, true)
         assert.matches("encode exceeded its CPU budget (10000000 instructions)", err.message, 1, true)
-        weft.sleep(0.05)
+        -- and it goes on after the runaway call
+        while good <= before do weft.sleep(0.001) end
         done = true
         other:wait()
         assert.is_true(before > 0 and good > before, ("the other task's calls: %d before, %d after"):format(before, good))
