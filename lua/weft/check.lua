@@ -137,13 +137,12 @@ local function call(p, fname, ...)
 end
 
 -- The name of a header encode sets that the host would refuse, if any.
-local HOST_HEADERS = plugins.HOST_HEADERS
 local function host_header(p, headers)
     if type(headers) ~= "table" then return nil end
-    local own = type(p.auth) == "table" and type(p.auth.header) == "string" and p.auth.header:lower()
+    local own = type(p.auth) == "table" and type(p.auth.header) == "string" and p.auth.header or nil
     for k in pairs(headers) do
         local lk = type(k) == "string" and k:lower()
-        if lk and (HOST_HEADERS[lk] or lk == own) then return lk end
+        if lk and plugins.host_owned(lk, own) then return lk end
     end
 end
 

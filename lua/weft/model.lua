@@ -606,9 +606,6 @@ end
 
 ------------------------------------------------------------ the request
 
--- Headers that carry credentials or decide the connection are the host's
--- (and so is the configured auth header of the provider).
-local HOST_HEADERS = plugins.HOST_HEADERS
 local bad_path, bad_query = plugins.bad_path, plugins.bad_query
 local refused_total = require("weft.metrics").std.plugin_refused
 
@@ -638,13 +635,13 @@ local function request_of(ctx, enc, auth)
     local eh = rawget(enc, "headers")
     if eh ~= nil then
         if type(eh) ~= "table" then plugin_fail(ctx, "encode: headers must be a table") end
-        local own = auth and auth.header and auth.header:lower()
+        local own = auth and auth.header
         for k, v in next, eh do
             if type(k) ~= "string" or not k:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") then
                 plugin_fail(ctx, "encode: header names must be HTTP tokens")
             end
             local lk = k:lower()
-            if HOST_HEADERS[lk] or lk == own then
+            if plugins.host_owned(lk, own) then -- credentials and the connection are the host's
                 refused(ctx, "header", "header " .. lk)
                 plugin_fail(ctx, "encode: refused: header '" .. lk .. "' is the host's (credentials and the connection are not the plugin's)")
             end

@@ -248,6 +248,15 @@ M.HOST_HEADERS = {
     cookie = true, host = true, ["content-length"] = true, ["transfer-encoding"] = true, connection = true,
 }
 
+--- True when a plugin may not set header `lname` (lower case): one of
+--- HOST_HEADERS, or `auth_header`, where the provider's credential goes.
+---@param lname string
+---@param auth_header? string
+---@return boolean
+function M.host_owned(lname, auth_header)
+    return M.HOST_HEADERS[lname] == true or (auth_header ~= nil and lname == auth_header:lower())
+end
+
 --- nil when `path` is one a plugin may ask for, else why not: absolute,
 --- RFC 3986 path characters only (minus '@'), well-formed %-escapes, no
 --- '//' at the start, no dot segments. The origin is always the
