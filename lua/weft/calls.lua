@@ -55,18 +55,18 @@ end
 
 ------------------------------------------------------------------ hooks
 
-local EVENTS = { request = true, response = true, retry = true, error = true, reload = true }
+local EVENTS = { request = true, response = true, retry = true, error = true, reload = true, escalate = true }
 local hooks = {}
 for e in pairs(EVENTS) do hooks[e] = {} end
 
 --- Subscribe fn(event_table) to an event. Returns a function that
 --- unsubscribes it.
----@param event "request"|"response"|"retry"|"error"|"reload"
+---@param event "request"|"response"|"retry"|"error"|"reload"|"escalate"
 ---@param fn fun(ev: table)
 ---@return fun()
 function M.on(event, fn)
     if not EVENTS[event] then
-        error("weft.on: unknown event " .. tostring(event) .. " (request, response, retry, error, reload)", 2)
+        error("weft.on: unknown event " .. tostring(event) .. " (request, response, retry, error, reload, escalate)", 2)
     end
     if type(fn) ~= "function" then error("weft.on: expected a function", 2) end
     local list = hooks[event]
@@ -125,6 +125,11 @@ local function price_of(provider, model)
     local t = prices[provider]
     return t and t[model]
 end
+
+--- The price of provider/model ({input=, output=} USD per 1M tokens), or nil.
+---@param provider string
+---@param model string
+function M.price(provider, model) return price_of(provider, model) end
 
 ------------------------------------------------------------------ sampling
 

@@ -203,10 +203,12 @@ function M.secret(ref, opts)
 end
 
 --- Subscribe fn(event) to "request" (an attempt starts), "response" (a
---- call succeeded), "retry", "error" (a call failed) or "reload" (a plugin
---- loaded or failed to). A hook that raises is logged and the call goes on.
+--- call succeeded), "retry", "error" (a call failed), "reload" (a plugin
+--- loaded or failed to) or "escalate" (a policy met a failure a human
+--- should know of, such as a rejected key: {policy=, target=, kind=,
+--- message=, call_id=}). A hook that raises is logged and the call goes on.
 --- Returns a function that unsubscribes.
----@param event "request"|"response"|"retry"|"error"|"reload"
+---@param event "request"|"response"|"retry"|"error"|"reload"|"escalate"
 ---@param fn fun(ev: table)
 ---@return fun()
 function M.on(event, fn)

@@ -58,6 +58,9 @@ local format, concat = string.format, table.concat
 
 local M = {}
 
+--- Bumped by every configure/reset (policies re-resolve their targets).
+M.generation = 0
+
 ---@class weft.Message
 ---@field role "system"|"user"|"assistant"|"tool"
 ---@field content? string
@@ -114,7 +117,7 @@ local M = {}
 local REQUEST_KEYS = {
     messages = true, prompt = true, system = true, max_tokens = true, temperature = true, top_p = true,
     stop = true, tools = true, tool_choice = true, id = true, priority = true, deadline = true, timeout = true,
-    extra = true,
+    extra = true, tags = true, metadata = true,
 }
 local ROLES = { system = true, user = true, assistant = true, tool = true }
 
@@ -161,7 +164,11 @@ end
 
 local bad_auth = plugins.bad_auth
 local MODEL_KEYS = { provider = true, model = true, system = true, max_tokens = true, temperature = true,
-                     top_p = true, stop = true, priority = true, timeout = true, extra = true }
+                     top_p = true, stop = true, priority = true, timeout = true, extra = true, tags = true,
+                     metadata = true }
+-- the request defaults among them (a policy model's other keys are its options)
+local DEFAULT_KEYS = {}
+for k in pairs(MODEL_KEYS) do if k ~= "provider" and k ~= "model" then DEFAULT_KEYS[k] = true end end
 
 -- configured providers (raw, validated) and the instances built from them
 local provider_cfg, model_alias = {}, {}
@@ -450,10 +457,24 @@ function M.configure(cfg, where)
         built[name] = build(name, raw, where)
     end
     local aliases = {}
+    local policies = {}
     for alias, m in pairs(cfg.models or {}) do
         local path = { "models", alias }
         if type(m) == "string" then m = { model = m } end
         if type(m) ~= "table" then config_error(where, path, "must be \"provider/model\" or a table") end
+        if m.policy ~= nil then
+            if type(alias) ~= "string" or alias:find("/", 1, true) then
+                config_error(where, path, "a policy model's name is an alias without /")
+            end
+            local spec = require("weft.policy").check(alias, m, DEFAULT_KEYS, function(sub, msg)
+                local full = { "models", alias }
+                for _, k in ipairs(sub) do full[#full + 1] = k end
+                config_error(where, full, msg)
+            end)
+            aliases[alias] = { policy = spec, defaults = spec.defaults }
+            policies[#policies + 1] = alias
+            goto next_model
+        end
         for k in pairs(m) do
             if not MODEL_KEYS[k] then config_error(where, { "models", alias, k }, "unknown key") end
         end
@@ -470,12 +491,34 @@ function M.configure(cfg, where)
             if k ~= "provider" and k ~= "model" then defaults[k] = v end
         end
         aliases[alias] = { provider = prov, model = id, defaults = defaults }
+        ::next_model::
     end
+    -- a policy's targets: known models, and no cycle through policies
+    local function lookup(name) local a = aliases[name] or model_alias[name] return a and a.policy end
+    table.sort(policies)
+    for _, alias in ipairs(policies) do
+        for i, t in ipairs(aliases[alias].policy.targets) do
+            local known = aliases[t.name] or model_alias[t.name]
+            if not known then
+                local prov = t.name:match("^([^/]+)/.+$")
+                if not prov then
+                    config_error(where, { "models", alias, "targets", tostring(i) },
+                        "unknown model '" .. t.name .. "' (not an alias; expected \"provider/model\")")
+                elseif not (built[prov] or provider_cfg[prov] or plugins.find("provider", prov)) then
+                    config_error(where, { "models", alias, "targets", tostring(i) }, "unknown provider '" .. prov .. "'")
+                end
+            end
+        end
+    end
+    require("weft.policy").check_cycles(policies, lookup, function(alias, msg)
+        config_error(where, { "models", alias, "targets" }, msg)
+    end)
     for name, inst in pairs(built) do
         provider_cfg[name] = inst.raw
         instances[name] = inst
     end
     for alias, a in pairs(aliases) do model_alias[alias] = a end
+    M.generation = M.generation + 1
 end
 
 --- Load a configuration file: Lua returning {providers=, models=}.
@@ -500,7 +543,13 @@ function M.config()
         out.providers[name] = c
     end
     for alias, a in pairs(model_alias) do
-        out.models[alias] = { provider = a.provider, model = a.model, defaults = a.defaults }
+        if a.policy then
+            local targets = {}
+            for i, t in ipairs(a.policy.targets) do targets[i] = t.name end
+            out.models[alias] = { policy = a.policy.policy, targets = targets, defaults = a.defaults }
+        else
+            out.models[alias] = { provider = a.provider, model = a.model, defaults = a.defaults }
+        end
     end
     return out
 end
@@ -508,6 +557,7 @@ end
 --- Forget the configuration (tests).
 function M.reset()
     provider_cfg, model_alias, instances, by_model = {}, {}, {}, {}
+    M.generation = M.generation + 1
 end
 
 ------------------------------------------------------------ requests
@@ -549,6 +599,8 @@ local function normalize(req, defaults, model)
     if r.tools ~= nil and type(r.tools) ~= "table" then bad("tools must be a list") end
     if r.extra ~= nil and type(r.extra) ~= "table" then bad("extra must be a table") end
     if r.id ~= nil and type(r.id) ~= "string" then bad("id must be a string") end
+    if r.tags ~= nil and type(r.tags) ~= "table" then bad("tags must be a list of strings") end
+    if r.metadata ~= nil and type(r.metadata) ~= "table" then bad("metadata must be a table") end
     return r
 end
 
@@ -1172,6 +1224,16 @@ function M.model(name, opts)
     if a then
         prov, id = a.provider, a.model
         for k, v in pairs(a.defaults) do defaults[k] = v end
+        if a.policy then
+            if opts ~= nil then
+                if type(opts) ~= "table" then error("weft.model: opts must be a table", 2) end
+                for k, v in pairs(opts) do
+                    if not DEFAULT_KEYS[k] then error("weft.model: unknown option '" .. tostring(k) .. "'", 2) end
+                    defaults[k] = v
+                end
+            end
+            return require("weft.policy").model(a.policy, defaults, normalize)
+        end
     else
         prov, id = name:match("^([^/]+)/(.+)$")
         if not prov then

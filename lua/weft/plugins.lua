@@ -401,6 +401,12 @@ function M.find(kind, name)
     return nil, table.concat(tried, ", ")
 end
 
+-- Keys of a policy model's configuration that are the host's: the policy,
+-- its targets and the request defaults.
+local POLICY_HOST_KEYS = { policy = true, targets = true, provider = true, model = true, system = true,
+    max_tokens = true, temperature = true, top_p = true, stop = true, priority = true, timeout = true,
+    extra = true, tags = true, metadata = true }
+
 --- Check a loaded plugin table. Returns true, or nil and what is wrong.
 ---@param p any
 ---@param expect_kind? string
@@ -427,6 +433,15 @@ function M.validate(p, expect_kind)
             end
             if s.default ~= nil and type(s.default) ~= s.type then
                 return nil, ("schema.%s: default is a %s, not a %s"):format(k, type(s.default), s.type)
+            end
+        end
+    end
+    if p.kind == "policy" then
+        if type(p.run) ~= "function" then return nil, "a policy must have function run(req, targets, api, cfg, state)" end
+        if p.check ~= nil and type(p.check) ~= "function" then return nil, "check must be a function" end
+        for k in pairs(p.schema or {}) do
+            if POLICY_HOST_KEYS[k] then
+                return nil, ("schema.%s: a policy option may not be named like a key of the host's (%s)"):format(k, k)
             end
         end
     end

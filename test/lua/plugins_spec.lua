@@ -77,7 +77,7 @@ describe("weft.plugins", function()
             leaked_global = "from probe"
             string.upper = function() return "hijacked" end
             weft.json.encode = function() return "hijacked" end
-            return { api = 1, name = "probe", kind = "policy", seen = {
+            return { api = 1, name = "probe", kind = "policy", run = function() end, seen = {
                 io = io, execute = os.execute, popen = io and io.popen, debug = debug, require = require,
                 load = load, loadstring = loadstring, dofile = dofile, loadfile = loadfile,
                 strmt = getmetatable(""), setfenv = setfenv, getfenv = getfenv, package = package,
@@ -92,7 +92,7 @@ describe("weft.plugins", function()
         assert.are.equal("ABC", ("abc"):upper())
         assert.are.equal('{"a":1}', weft.json.encode { a = 1 })
         local q = assert(plugins.load_file(write("policies/other.lua",
-            "return { api = 1, name = 'other', kind = 'policy', g = leaked_global }")))
+            "return { api = 1, name = 'other', kind = 'policy', run = function() end, g = leaked_global }")))
         assert.is_nil(q.g)
     end)
 

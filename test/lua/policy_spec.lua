@@ -1,0 +1,518 @@
+-- policy_spec.lua: orchestration policies (plugins/policies/*.lua) as
+-- AIModels against weft mock fault profiles, with exact counts: fallback,
+-- hedge, balance, router, priority, composition, configuration errors.
+local model = require "weft.model"
+local policy = require "weft.policy"
+local mockmod = weft.mock
+local value = weft.metrics.value
+local keys = mockmod.DEFAULT_KEYS
+
+local OPENAI, ANTHROPIC, GEMINI = "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest", "gemini/gemini-2.0-flash"
+
+local mock
+local n = 0
+
+local function decisions(policy_name, target, reason)
+    return value("weft_policy_decisions_total", { policy = policy_name, target = target, reason = reason }) or 0
+end
+
+-- Providers openai, anthropic, gemini on `mock` (fast retries, no retry
+-- budget, no breaker unless given), and the models `models`.
+local function setup(models, extra)
+    model.reset()
+    policy.reset()
+    n = n + 1
+    local providers = {}
+    for _, d in ipairs { "openai", "anthropic", "gemini" } do
+        providers[d] = {
+            base_url = mock.url,
+            secret = weft.secrets.value("policy-" .. d .. n, keys[d]),
+            retry = { base = 0.001, cap = 0.002, max_attempts = 3, budget = false, seed = 3 },
+            breaker = false,
+        }
+        for k, v in pairs(extra and extra[d] or {}) do providers[d][k] = v end
+    end
+    weft.configure { providers = providers, models = models }
+end
+
+local function by_dialect(d) return mock:stats().by_dialect[d] or 0 end
+
+-- Wait (bounded) until cond() holds.
+local function eventually(cond, what)
+    for _ = 1, 500 do
+        if cond() then return end
+        weft.sleep(0.01)
+    end
+    error("never happened: " .. what)
+end
+
+describe("policy models", function()
+    before_each(function() mock = mockmod.start { port = 0 } end)
+    after_each(function() mock:close() end)
+
+    describe("fallback", function()
+        it("answers every call from the second target when the first always fails with 503", function()
+            -- a fresh name per spec: the metrics registry outlives model.reset()
+            local name = "fb503_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } }
+            mock:set_faults { { dialect = "openai", probability = { [503] = 1 } } }
+            local m = weft.model(name)
+            for _ = 1, 100 do
+                local r = m:complete("Hello there")
+                assert.are.equal("anthropic", r.provider)
+                assert.are.equal("echo: Hello there", r.text)
+                assert.are.equal(2, #r.route)
+                assert.are.equal(OPENAI, r.route[1].target)
+                assert.are.equal("transient", r.route[1].outcome)
+                assert.are.equal(3, r.route[1].attempts)
+                assert.are.equal("success", r.route[2].outcome)
+                assert.are.equal("transient", r.route[2].reason)
+            end
+            -- exactly what the first target's retry policy allows: 3 attempts a call
+            assert.are.equal(300, by_dialect("openai"))
+            assert.are.equal(100, by_dialect("anthropic"))
+            assert.are.equal(100, decisions(name, OPENAI, "first"))
+            assert.are.equal(100, decisions(name, ANTHROPIC, "transient"))
+            local u = m:usage()
+            assert.are.equal(100, u.calls)
+            assert.are.equal(0, u.errors)
+            assert.is_true(u.input_tokens > 0)
+        end)
+
+        it("does not fall back on auth, and escalates exactly once", function()
+            local name = "fbauth_" .. n
+            setup({ [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } },
+                { openai = { secret = weft.secrets.value("policy-wrong" .. n, "sk-wrong-key") } })
+            local seen = {}
+            local off = weft.on("escalate", function(ev) seen[#seen + 1] = ev end)
+            local ok, err = pcall(weft.model(name).complete, weft.model(name), "Hi")
+            off()
+            assert.is_false(ok)
+            assert.are.equal("auth", err.kind)
+            assert.are.equal(0, by_dialect("anthropic"))
+            assert.are.equal(1, #seen)
+            assert.are.equal(name, seen[1].policy)
+            assert.are.equal(OPENAI, seen[1].target)
+            assert.are.equal("auth", seen[1].kind)
+            assert.are.equal(1, #err.route)
+            assert.are.equal("auth", err.route[1].outcome)
+        end)
+
+        it("falls back on auth when configured, still escalating", function()
+            local name = "fbauth2_" .. n
+            setup({ [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC }, on_auth = true } },
+                { openai = { secret = weft.secrets.value("policy-wrong" .. n, "sk-wrong-key") } })
+            local seen = 0
+            local off = weft.on("escalate", function() seen = seen + 1 end)
+            local r = weft.model(name):complete("Hi")
+            off()
+            assert.are.equal("anthropic", r.provider)
+            assert.are.equal(1, seen)
+            assert.are.equal("auth", r.route[2].reason)
+        end)
+
+        it("stops at an error kind it does not move on for", function()
+            local name = "fbstop_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } }
+            mock:set_faults { { dialect = "openai", sequence = { 400 } } }
+            local ok, err = pcall(weft.model(name).complete, weft.model(name), "Hi")
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+            assert.are.equal(0, by_dialect("anthropic"))
+        end)
+
+        it("rewrites the request with transform and tries once more before moving on", function()
+            local name = "fbtransform_" .. n
+            local seen
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC },
+                               on = { "transient", "invalid_request" },
+                               transform = function(req, err)
+                                   seen = err.kind
+                                   return { messages = { req.messages[#req.messages] } }
+                               end } }
+            mock:set_faults { { dialect = "openai", sequence = { 400 } } }
+            local r = weft.model(name):complete { messages = {
+                { role = "user", content = "old" }, { role = "assistant", content = "x" },
+                { role = "user", content = "new" } } }
+            assert.are.equal("openai", r.provider)
+            assert.are.equal("invalid_request", seen)
+            assert.are.equal("transform", r.route[2].reason)
+            assert.are.equal(2, by_dialect("openai"))
+            local second = weft.json.decode(mock:requests()[2].body)
+            assert.are.equal(1, #second.messages)
+            assert.are.equal("new", second.messages[1].content)
+        end)
+
+        it("streams: a cut stream with continue = delivered text + the continuation, both in route and parts", function()
+            local name = "fbcont_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC }, stream_failure = "continue" } }
+            mock:set_faults { { dialect = "openai", sequence = { "reset_mid_body" } } }
+            local got = {}
+            local r = weft.model(name):stream("one two three four five six", function(ev)
+                if ev.type == "text" then got[#got + 1] = ev.text end
+            end)
+            assert.are.equal(2, #r.route)
+            assert.are.equal("transient", r.route[1].outcome)
+            assert.are.equal("stream_continue", r.route[2].reason)
+            assert.are.equal(2, #r.parts)
+            assert.are.equal(OPENAI, r.parts[1].target)
+            assert.are.equal(ANTHROPIC, r.parts[2].target)
+            assert.is_true(#r.parts[1].text > 0)
+            assert.are.equal(r.parts[1].text .. r.parts[2].text, r.text)
+            assert.are.equal(r.text, table.concat(got))
+            -- the second target got the delivered text as the assistant's start
+            local last = mock:requests()
+            local body = weft.json.decode(last[#last].body)
+            assert.are.equal("assistant", body.messages[#body.messages].role)
+            assert.are.equal(r.parts[1].text, body.messages[#body.messages].content)
+        end)
+
+        it("streams: restart tells the caller and keeps only the new text", function()
+            local name = "fbrestart_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC }, stream_failure = "restart" } }
+            mock:set_faults { { dialect = "openai", sequence = { "reset_mid_body" } } }
+            local restarts, got = 0, {}
+            local r = weft.model(name):stream("one two three four five six", function(ev)
+                if ev.type == "restart" then restarts, got = restarts + 1, {} end
+                if ev.type == "text" then got[#got + 1] = ev.text end
+            end)
+            assert.are.equal(1, restarts)
+            assert.are.equal("echo: one two three four five six", r.text)
+            assert.are.equal(r.text, table.concat(got))
+            assert.is_true(r.parts[1].discarded)
+        end)
+
+        it("streams: error (the default) raises with the partial text", function()
+            local name = "fberr_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } }
+            mock:set_faults { { dialect = "openai", sequence = { "reset_mid_body" } } }
+            local ok, err = pcall(weft.model(name).stream, weft.model(name), "one two three four five six", function() end)
+            assert.is_false(ok)
+            assert.is_true(#err.partial.text > 0)
+            assert.are.equal(0, by_dialect("anthropic"))
+        end)
+    end)
+
+    describe("hedge", function()
+        it("answers from the second target when the first is slow, and cancels the first", function()
+            local name = "hedge_" .. n
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.1, budget = 1 } }
+            mock:set_faults { { dialect = "openai", latency = 2000 } }
+            local t0 = weft.now()
+            local r = weft.model(name):complete("Hi")
+            assert.are.equal("anthropic", r.provider)
+            assert.is_true(weft.now() - t0 >= 0.1)
+            assert.are.equal("cancelled", r.route[1].outcome)
+            assert.are.equal("hedge", r.route[2].reason)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "hedge"))
+        end)
+
+        it("keeps hedges within the budget: at most 10% + 1 of 200 calls", function()
+            local name = "hedgebudget_" .. n
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.01, budget = 0.1 } }
+            mock:set_faults { { dialect = "openai", latency = 60 } }
+            local m = weft.model(name)
+            local tasks = {}
+            for w = 1, 20 do
+                tasks[w] = weft.spawn(function()
+                    for _ = 1, 10 do m:complete("Hi") end
+                end)
+            end
+            for _, t in ipairs(tasks) do t:wait() end
+            local hedges = decisions(name, ANTHROPIC, "hedge")
+            local refused = decisions(name, ANTHROPIC, "hedge_budget_exhausted")
+            print(("\n# hedge budget: %d hedges, %d refused by the budget, of 200 calls"):format(hedges, refused))
+            assert.is_true(hedges <= 21, "hedges " .. hedges)
+            assert.is_true(hedges >= 1)
+            assert.is_true(refused >= 1)
+            assert.are.equal(hedges, by_dialect("anthropic"))
+        end)
+    end)
+
+    describe("balance", function()
+        it("weights 3:1 over 4,000 calls give shares within 2 points of 75/25", function()
+            local name = "weighted_" .. n
+            setup { [name] = { policy = "balance", strategy = "weighted",
+                               targets = { { model = OPENAI, weight = 3 }, { model = ANTHROPIC, weight = 1 } } } }
+            math.randomseed(11)
+            local m = weft.model(name)
+            local count = {}
+            for _ = 1, 4000 do
+                local r = m:complete("x")
+                count[r.provider] = (count[r.provider] or 0) + 1
+            end
+            local share = count.openai / 4000
+            assert.is_true(math.abs(share - 0.75) <= 0.02, "share " .. share)
+            assert.are.equal(count.openai, by_dialect("openai"))
+            assert.are.equal(count.openai, decisions(name, OPENAI, "weighted"))
+        end)
+
+        it("lowest latency sends at least 90% of the last 100 of 300 calls to the faster target", function()
+            local name = "latency_" .. n
+            setup { [name] = { policy = "balance", strategy = "latency", targets = { OPENAI, ANTHROPIC } } }
+            mock:set_faults { { dialect = "openai", latency = 20 } }
+            math.randomseed(5)
+            local m = weft.model(name)
+            local fast = 0
+            for i = 1, 300 do
+                local r = m:complete("x")
+                if i > 200 and r.provider == "anthropic" then fast = fast + 1 end
+            end
+            assert.is_true(fast >= 90, "fast " .. fast)
+        end)
+
+        it("round robin alternates; least in flight prefers the idle target", function()
+            local rr, lif = "rr_" .. n, "lif_" .. n
+            setup { [rr] = { policy = "balance", strategy = "round_robin", targets = { OPENAI, ANTHROPIC } },
+                    [lif] = { policy = "balance", strategy = "least_in_flight", targets = { OPENAI, ANTHROPIC } } }
+            local seq = {}
+            for i = 1, 4 do seq[i] = weft.model(rr):complete("x").provider end
+            assert.are.same({ "openai", "anthropic", "openai", "anthropic" }, seq)
+            mock:set_faults { { dialect = "openai", latency = 300 } }
+            local m = weft.model(lif)
+            local first = weft.spawn(function() return m:complete("x").provider end)
+            weft.sleep(0.05)
+            assert.are.equal("anthropic", m:complete("y").provider)
+            first:wait()
+        end)
+
+        it("skips a target whose breaker is open until its cooldown, then uses it again", function()
+            local name = "brk_" .. n
+            setup({ [name] = { policy = "balance", strategy = "round_robin", failover = false, targets = { OPENAI, ANTHROPIC } } },
+                { openai = { retry = { max_attempts = 1, budget = false }, breaker = { min_calls = 2, threshold = 0.5, cooldown = 0.5 } } })
+            mock:set_faults { { dialect = "openai", sequence = { 503, 503 } } }
+            local direct = weft.model(OPENAI)
+            for _ = 1, 2 do pcall(direct.complete, direct, "x") end
+            assert.are.equal("open", model.provider("openai").breaker:state().state)
+            local opened = weft.now()
+            local m = weft.model(name)
+            local before = by_dialect("openai")
+            local k = 0
+            while weft.now() - opened < 0.4 do
+                assert.are.equal("anthropic", m:complete("x").provider)
+                k = k + 1
+            end
+            assert.is_true(k > 0)
+            assert.are.equal(before, by_dialect("openai"))
+            eventually(function() return model.provider("openai").breaker:state().retry_in <= 0 end, "cooldown over")
+            local saw = false
+            for _ = 1, 4 do if m:complete("x").provider == "openai" then saw = true end end
+            assert.is_true(saw)
+        end)
+
+        it("waits for the first target back when all are cooling down and the deadline allows", function()
+            local name = "cool_" .. n
+            local br = { min_calls = 1, threshold = 0.5, cooldown = 0.3 }
+            setup({ [name] = { policy = "balance", targets = { OPENAI, ANTHROPIC } } },
+                { openai = { retry = { max_attempts = 1, budget = false }, breaker = br },
+                  anthropic = { retry = { max_attempts = 1, budget = false }, breaker = br } })
+            mock:set_faults { { sequence = { 503, 503 } } }
+            pcall(weft.model(OPENAI).complete, weft.model(OPENAI), "x")
+            pcall(weft.model(ANTHROPIC).complete, weft.model(ANTHROPIC), "x")
+            assert.are.equal("open", model.provider("openai").breaker:state().state)
+            assert.are.equal("open", model.provider("anthropic").breaker:state().state)
+            local left = model.provider("openai").breaker:state().retry_in
+            local t0 = weft.now()
+            local r = weft.model(name):complete { prompt = "x", timeout = 5 }
+            assert.is_true(weft.now() - t0 >= math.min(left, model.provider("anthropic").breaker:state().retry_in or left) - 0.01)
+            assert.are.equal("echo: x", r.text)
+            assert.are.equal(1, decisions(name, "-", "wait_for_cooldown"))
+        end)
+
+        it("fails at once with circuit_open when the deadline is too short to wait", function()
+            local name = "cool2_" .. n
+            local br = { min_calls = 1, threshold = 0.5, cooldown = 30 }
+            setup({ [name] = { policy = "balance", targets = { OPENAI, ANTHROPIC } } },
+                { openai = { retry = { max_attempts = 1, budget = false }, breaker = br },
+                  anthropic = { retry = { max_attempts = 1, budget = false }, breaker = br } })
+            mock:set_faults { { sequence = { 503, 503 } } }
+            pcall(weft.model(OPENAI).complete, weft.model(OPENAI), "x")
+            pcall(weft.model(ANTHROPIC).complete, weft.model(ANTHROPIC), "x")
+            local ok, err = pcall(weft.model(name).complete, weft.model(name), { prompt = "x", timeout = 5 })
+            assert.is_false(ok)
+            assert.are.equal("circuit_open", err.kind)
+            assert.are.equal(2, mock:stats().requests)
+        end)
+    end)
+
+    describe("router", function()
+        local function routed(rules, extra)
+            local name = "router_" .. n + 1
+            local cfg = { policy = "router", targets = { OPENAI, ANTHROPIC, GEMINI }, default = OPENAI, rules = rules }
+            for k, v in pairs(extra or {}) do cfg[k] = v end
+            setup { [name] = cfg }
+            return name, weft.model(name)
+        end
+
+        it("routes by estimated tokens", function()
+            local name, m = routed { { target = GEMINI, when = { tokens_over = 50 } } }
+            assert.are.equal("openai", m:complete("short").provider)
+            assert.are.equal("gemini", m:complete(string.rep("long text ", 40)).provider)
+            assert.are.equal(1, decisions(name, GEMINI, "rule1"))
+            assert.are.equal(1, decisions(name, OPENAI, "default"))
+        end)
+
+        it("routes by tools present", function()
+            local name, m = routed { { target = ANTHROPIC, when = { tools = true }, name = "tools" } }
+            local tools = { { name = "get_weather", description = "w", parameters = { type = "object", properties = {} } } }
+            assert.are.equal("anthropic", m:complete({ prompt = "x", tools = tools }).provider)
+            assert.are.equal("openai", m:complete("x").provider)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "tools"))
+        end)
+
+        it("routes by tag, metadata and priority", function()
+            local name, m = routed {
+                { target = ANTHROPIC, when = { tag = "vip" }, name = "vip" },
+                { target = GEMINI, when = { metadata = { team = "search" } }, name = "team" },
+                { target = ANTHROPIC, when = { priority = { "high", "critical" } }, name = "prio" },
+            }
+            assert.are.equal("anthropic", m:complete({ prompt = "x", tags = { "a", "vip" } }).provider)
+            assert.are.equal("gemini", m:complete({ prompt = "x", metadata = { team = "search" } }).provider)
+            assert.are.equal("anthropic", m:complete({ prompt = "x", priority = "high" }).provider)
+            assert.are.equal("openai", m:complete({ prompt = "x", metadata = { team = "ads" } }).provider)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "vip"))
+            assert.are.equal(1, decisions(name, GEMINI, "team"))
+            assert.are.equal(1, decisions(name, ANTHROPIC, "prio"))
+            assert.are.equal(1, decisions(name, OPENAI, "default"))
+        end)
+
+        it("routes by a Lua predicate run in the host", function()
+            local calls = 0
+            local name, m = routed { { target = GEMINI, name = "pred", when = { predicate = function(req)
+                calls = calls + 1
+                return #req.messages > 1
+            end } } }
+            assert.are.equal("openai", m:complete("x").provider)
+            assert.are.equal("gemini", m:complete({ messages = { { role = "user", content = "a" },
+                { role = "assistant", content = "b" }, { role = "user", content = "c" } } }).provider)
+            assert.are.equal(2, calls)
+            assert.are.equal(1, decisions(name, GEMINI, "pred"))
+        end)
+
+        it("routes on target state: breaker open, limiter wait past the deadline, price", function()
+            local name = "router_state_" .. n + 1
+            setup({ [name] = { policy = "router", targets = { OPENAI, ANTHROPIC, GEMINI }, default = GEMINI, rules = {
+                        { target = OPENAI, when = { healthy = true }, name = "healthy" },
+                        { target = ANTHROPIC, when = { within_deadline = true }, name = "in_time" },
+                        { target = GEMINI, when = { max_price = 0.01 }, name = "cheap" },
+                    } } },
+                { openai = { retry = { max_attempts = 1, budget = false }, breaker = { min_calls = 1, threshold = 0.5, cooldown = 30 } },
+                  anthropic = { limits = { rpm = 1 } } })
+            local m = weft.model(name)
+            assert.are.equal("openai", m:complete("x").provider)
+            mock:set_faults { { dialect = "openai", sequence = { 503 } } }
+            pcall(weft.model(OPENAI).complete, weft.model(OPENAI), "x")
+            -- openai's breaker is open: the next healthy rule does not match
+            assert.are.equal("anthropic", m:complete({ prompt = "x", timeout = 5 }).provider)
+            -- anthropic's one request a minute is used: its wait is past a 5 s deadline
+            assert.are.equal("gemini", m:complete({ prompt = "x", timeout = 5 }).provider)
+            assert.are.equal(1, decisions(name, OPENAI, "healthy"))
+            assert.are.equal(1, decisions(name, ANTHROPIC, "in_time"))
+            assert.are.equal(0, decisions(name, GEMINI, "cheap")) -- gemini's price is above 0.01
+            assert.are.equal(1, decisions(name, GEMINI, "default"))
+        end)
+
+        it("refuses rules that name no target or an unknown condition", function()
+            local ok, err = pcall(setup, { r = { policy = "router", targets = { OPENAI }, rules = { { target = "x/y", when = {} } } } })
+            assert.is_false(ok)
+            assert.matches("rules%[1%]%.target is not one of the targets", tostring(err))
+            ok, err = pcall(setup, { r = { policy = "router", targets = { OPENAI }, rules = { { target = 1, when = { color = "red" } } } } })
+            assert.is_false(ok)
+            assert.matches("when%.color is not a condition", tostring(err))
+        end)
+    end)
+
+    describe("priority", function()
+        it("sends high priority to the reserved target, the rest to the cheapest", function()
+            local name = "prio_" .. n + 1
+            setup { [name] = { policy = "priority", high = { ANTHROPIC }, targets = { ANTHROPIC, OPENAI, GEMINI } } }
+            local m = weft.model(name)
+            assert.are.equal("anthropic", m:complete({ prompt = "x", priority = "high" }).provider)
+            -- gemini-2.0-flash is cheaper than gpt-4o-mini in the shipped price tables
+            local cheap = m:complete({ prompt = "x", priority = "low" }).provider
+            local p1, p2 = weft.calls.price("openai", "gpt-4o-mini"), weft.calls.price("gemini", "gemini-2.0-flash")
+            assert.are.equal((p2.input + p2.output) < (p1.input + p1.output) and "gemini" or "openai", cheap)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "high_priority"))
+            assert.are.equal(1, decisions(name, cheap == "gemini" and GEMINI or OPENAI, "cheapest"))
+        end)
+
+        it("orders the cheap target's queue by priority: normal before low", function()
+            local name = "prioq_" .. n + 1
+            setup({ [name] = { policy = "priority", high = { ANTHROPIC }, targets = { ANTHROPIC, GEMINI } } },
+                { gemini = { limits = { rps = 5, burst = 1 } } })
+            local m = weft.model(name)
+            m:complete({ prompt = "warm", priority = "low" }) -- takes the one token
+            local order = {}
+            local tasks = {}
+            for i = 1, 3 do
+                tasks[#tasks + 1] = weft.spawn(function()
+                    m:complete({ prompt = "low" .. i, priority = "low" })
+                    order[#order + 1] = "low"
+                end)
+            end
+            weft.sleep(0)
+            tasks[#tasks + 1] = weft.spawn(function()
+                m:complete({ prompt = "normal", priority = "normal" })
+                order[#order + 1] = "normal"
+            end)
+            for _, t in ipairs(tasks) do t:wait() end
+            assert.are.equal("normal", order[1])
+            assert.are.equal(5, decisions(name, GEMINI, "cheapest"))
+        end)
+    end)
+
+    describe("composition and configuration", function()
+        it("fallback over hedge over two providers", function()
+            local h, f = "inner_" .. n + 1, "outer_" .. n + 1
+            setup { [h] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.05, budget = 1 },
+                    [f] = { policy = "fallback", targets = { h, GEMINI } } }
+            mock:set_faults { { dialect = "openai", latency = 1000 } }
+            local r = weft.model(f):complete("Hi")
+            assert.are.equal("anthropic", r.provider)
+            assert.are.equal(h, r.route[1].target)
+            assert.are.equal("success", r.route[1].outcome)
+            assert.are.equal(2, #r.route[1].route)
+            assert.are.equal(ANTHROPIC, r.route[1].route[2].target)
+            -- both fail: the outer moves on to gemini
+            mock:set_faults { { dialect = "openai", probability = { [503] = 1 } }, { dialect = "anthropic", probability = { [503] = 1 } } }
+            r = weft.model(f):complete("Hi")
+            assert.are.equal("gemini", r.provider)
+            assert.are.equal("transient", r.route[2].reason)
+        end)
+
+        it("refuses a cycle with its path, and unknown targets, options and policies", function()
+            local ok, err = pcall(weft.configure, { models = {
+                a = { policy = "fallback", targets = { "b", OPENAI } },
+                b = { policy = "hedge", targets = { "c", OPENAI } },
+                c = { policy = "fallback", targets = { "a" } } } })
+            assert.is_false(ok)
+            assert.matches("cycle: a %-> b %-> c %-> a", tostring(err))
+            ok, err = pcall(weft.configure, { models = { a = { policy = "fallback", targets = { "nope" } } } })
+            assert.is_false(ok)
+            assert.matches("models%.a%.targets%.1: unknown model 'nope'", tostring(err))
+            ok, err = pcall(weft.configure, { models = { a = { policy = "fallback", targets = { OPENAI }, color = 1 } } })
+            assert.is_false(ok)
+            assert.matches("models%.a%.color: unknown key 'color'", tostring(err))
+            ok, err = pcall(weft.configure, { models = { a = { policy = "fallback", targets = { OPENAI }, on_auth = "yes" } } })
+            assert.is_false(ok)
+            assert.matches("models%.a%.on_auth: on_auth must be a boolean", tostring(err))
+            ok, err = pcall(weft.configure, { models = { a = { policy = "nosuch", targets = { OPENAI } } } })
+            assert.is_false(ok)
+            assert.matches("no policy plugin 'nosuch'", tostring(err))
+            ok, err = pcall(weft.configure, { models = { a = { policy = "hedge", targets = { OPENAI } } } })
+            assert.is_false(ok)
+            assert.matches("hedge needs at least two targets", tostring(err))
+        end)
+
+        it("names the line of a bad key in a configuration file", function()
+            local path = os.tmpname()
+            local f = io.open(path, "w")
+            f:write("return {\n  models = {\n    smart = { policy = \"fallback\",\n      targets = { \"openai/gpt-4o-mini\" },\n      stream_failure = \"sometimes\" },\n  },\n}\n")
+            f:close()
+            local ok, err = pcall(model.load_config, path)
+            os.remove(path)
+            assert.is_false(ok)
+            assert.matches(":3: config: models%.smart: stream_failure must be error, restart or continue", tostring(err))
+        end)
+    end)
+end)
