@@ -4,8 +4,12 @@
  *   READ    parsing a request (http-parser callbacks only copy bytes); while
  *           `paused` (output above the high watermark) neither reading nor
  *           parsing what `pend` holds
- *   HANDLE  a complete request is with the owner; no reading (pipelined
- *           bytes wait in `pend`)
+ *   HANDLE  a complete request is with the owner. The connection still
+ *           reads, so that a client that goes away is noticed while its
+ *           request is being handled (EOF or a read error frees the
+ *           connection and tells the owner with on_gone, nginx's 499): what
+ *           arrives meanwhile (a pipelined request) is kept, unparsed, in
+ *           `pend`, and reading stops while PEND_MAX bytes wait there
  *   LINGER  an error answer was sent and the write side shut; input is read
  *           and discarded until EOF or a short timer, so the client gets to
  *           read the answer instead of a reset
@@ -38,6 +42,7 @@
 #define LINGER_SECONDS 2.0
 #define EVICT_SCAN 64          /* idle connections looked at to pick a victim */
 #define KEEP_BUFFER (64 * 1024) /* larger buffers are freed between requests */
+#define PEND_MAX WEFT_HTTP_SERVER_IN_HELD
 #define ADDR_KEY 17            /* family byte + 16 address bytes */
 
 enum cstate { C_READ, C_HANDLE, C_LINGER };
@@ -64,6 +69,8 @@ struct weft_http_conn {
     /* input read past the end of the current request */
     char *pend;
     size_t pend_len, pend_off, pend_cap;
+    int input_lost;            /* input could not be kept (out of memory): no
+                                  request is parsed after the current one */
     /* output */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -429,11 +436,27 @@ static void send_error(struct weft_http_conn *c, int status) {
 
 static void dispatch(struct weft_http_conn *c);
 
+/* Keep input for the parser, after what c->pend holds. The unparsed rest is
+ * moved to the front instead of growing the buffer, so that input kept a
+ * read at a time while requests are handled one after the other needs no
+ * more than the bytes held. Out of memory, the input is lost: the
+ * connection closes after the current answer. */
 static void keep_pending(struct weft_http_conn *c, const char *p, size_t n) {
-    if (n == 0) return;
-    if (c->pend_off == c->pend_len) c->pend_off = c->pend_len = 0;
-    if (append(&c->pend, &c->pend_len, &c->pend_cap, p, n) != 0) c->keep_alive = 0;
+    if (n == 0 || c->input_lost) return;
+    if (c->pend_off == c->pend_len) {
+        c->pend_off = c->pend_len = 0;
+    } else if (c->pend_off > 0 && c->pend_len + n > c->pend_cap) {
+        memmove(c->pend, c->pend + c->pend_off, c->pend_len - c->pend_off);
+        c->pend_len -= c->pend_off;
+        c->pend_off = 0;
+    }
+    if (append(&c->pend, &c->pend_len, &c->pend_cap, p, n) != 0) {
+        c->input_lost = 1;
+        c->keep_alive = 0;
+    }
 }
+
+static size_t pending_in(const struct weft_http_conn *c) { return c->pend_len - c->pend_off; }
 
 /* Feed bytes to the parser; `from_pend` when they are c->pend's. Input
  * past the end of a complete request is kept in c->pend *before* the
@@ -484,6 +507,10 @@ static void next_request(struct weft_http_conn *c) {
     trim(&c->body, &c->body_cap, KEEP_BUFFER);
     trim(&c->hdr, &c->hdr_cap, KEEP_BUFFER);
     trim(&c->url, &c->url_cap, KEEP_BUFFER);
+    if (pending_in(c) == 0) {
+        c->pend_off = c->pend_len = 0;
+        trim(&c->pend, &c->pend_cap, READ_CHUNK);
+    }
     if (!c->keep_alive || s->closing) {
         if (pending_out(c) == 0) begin_linger(c);
         else c->close_when_flushed = 1;
@@ -494,6 +521,7 @@ static void next_request(struct weft_http_conn *c) {
     if (pending_out(c) > HIGH_WATER) {
         c->paused = 1;
         s->npaused++;
+        ev_io_stop(s->ev, &c->rio);
         set_timer(c, s->o.keepalive_timeout);
         return;
     }
@@ -504,13 +532,15 @@ static void dispatch(struct weft_http_conn *c) {
     struct weft_http_server *s = c->s;
     http_parser *p = &c->parser;
     idle_remove(c);
+    /* Reading goes on (read_cb, HANDLE): a client that goes away is noticed
+     * now, not when the answer is written. */
     c->state = C_HANDLE;
-    ev_io_stop(s->ev, &c->rio);
     ev_timer_stop(s->ev, &c->timer);
     c->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
     /* A background server (metrics beside a script) closes after each
      * answer, so no idle connection keeps the process alive. */
-    c->keep_alive = http_should_keep_alive(p) && !s->closing && !s->o.background;
+    c->keep_alive =
+        http_should_keep_alive(p) && !s->closing && !s->o.background && !c->input_lost;
     c->is_head = p->method == HTTP_HEAD;
     c->active = 1;
     s->nactive++;
@@ -624,15 +654,46 @@ static int on_message_complete(http_parser *p) {
 
 /* --------------------------------------------------------- I/O events */
 
+/* HANDLE: the owner has the request. Read on to notice a client that gives
+ * up (EOF or a read error: the connection is freed and the owner told with
+ * on_gone). What the client sends meanwhile (a pipelined request) is kept
+ * for after the answer, PEND_MAX bytes at most: then reading stops until
+ * the connection reads again (resume_input), so a client cannot make the
+ * server buffer without bound, and one that goes away after filling it is
+ * noticed only later (a write fails, or reading resumes). A client that
+ * half-closes (shutdown(SHUT_WR)) after its request looks the same as one
+ * that closed: it counts as gone (as in nginx and Go's net/http). */
+static void read_while_handling(struct weft_http_conn *c) {
+    size_t held = pending_in(c);
+    if (held >= PEND_MAX || c->input_lost) {
+        ev_io_stop(c->s->ev, &c->rio);
+        return;
+    }
+    char buf[READ_CHUNK];
+    size_t room = PEND_MAX - held < sizeof buf ? PEND_MAX - held : sizeof buf;
+    ssize_t n = read(c->fd, buf, room);
+    if (n > 0) {
+        keep_pending(c, buf, (size_t)n);
+        if (pending_in(c) >= PEND_MAX || c->input_lost) ev_io_stop(c->s->ev, &c->rio);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    conn_free(c, 1);
+}
+
 static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
     struct weft_http_conn *c = w->data;
+    if (c->state == C_HANDLE) {
+        read_while_handling(c);
+        return;
+    }
     char buf[READ_CHUNK];
     if (c->state == C_LINGER) {
         ssize_t n = read(c->fd, buf, sizeof buf);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_free(c, 1);
         return;
     }
-    if (c->state != C_READ || c->paused) return;
+    if (c->paused) return;
     if (c->pend_off < c->pend_len) {
         feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, 1);
         return;

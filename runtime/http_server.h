@@ -3,10 +3,20 @@
  * A struct weft_http_server listens on one address; each accepted socket
  * is a struct weft_http_conn that parses requests with http-parser and
  * hands each complete request to the owner (on_request). Requests on one
- * connection are handled one at a time, in order: while a request is being
- * answered the connection does not read (pipelined bytes wait in a
- * buffer). The owner answers with weft_http_conn_send (whole response) or
- * weft_http_conn_start/write/finish (streaming, chunked for HTTP/1.1).
+ * connection are handled one at a time, in order. The owner answers with
+ * weft_http_conn_send (whole response) or weft_http_conn_start/write/finish
+ * (streaming, chunked for HTTP/1.1).
+ *
+ * A client that goes away while its request is with the owner: the
+ * connection keeps reading while a request is being answered, so EOF or a
+ * reset from the client frees the connection at once and the owner hears
+ * of it through on_gone, before it writes anything (the client gave up, as
+ * nginx's 499). Bytes that arrive meanwhile (pipelined requests) are kept
+ * unparsed, at most WEFT_HTTP_SERVER_IN_HELD of them: beyond that the
+ * connection stops reading until the answer is done, and a client that
+ * leaves then is noticed only later (a write fails, or reading resumes). A
+ * half-close (shutdown(SHUT_WR)) after the request cannot be told from a
+ * close and counts as gone too, as in nginx and Go's net/http.
  *
  * Limits: a head over max_header gets 431, a body over max_body 413, a
  * request not complete within header_timeout 408, malformed HTTP 400; after
@@ -20,9 +30,10 @@
  * WEFT_HTTP_SERVER_OUT_LOW (the same watermarks weft_http_conn_write uses for
  * a streaming response). A paused connection whose client reads nothing for
  * keepalive_timeout is closed. With at most one request with the owner per
- * connection and at most one read (16 KiB) of input held beyond it, the
- * memory of a connection is bounded whatever the client sends: about
- * max_header + max_body + 16 KiB + OUT_HIGH + the last response queued.
+ * connection and at most WEFT_HTTP_SERVER_IN_HELD (64 KiB) of input held
+ * beyond it, the memory of a connection is bounded whatever the client
+ * sends: about max_header + max_body + IN_HELD + OUT_HIGH + the last
+ * response queued.
  *
  * Connection caps: at most max_connections connections, and at most
  * max_connections_per_address from one client address (an IPv6 address
@@ -55,6 +66,10 @@
 #define WEFT_HTTP_SERVER_OUT_HIGH (256 * 1024)
 #define WEFT_HTTP_SERVER_OUT_LOW (64 * 1024)
 
+/* Input, in bytes, a connection keeps unparsed while a request is with the
+ * owner (pipelined requests); it stops reading when it holds this much. */
+#define WEFT_HTTP_SERVER_IN_HELD (64 * 1024)
+
 struct weft_http_server;
 struct weft_http_conn;
 
@@ -77,9 +92,12 @@ struct weft_http_server_callbacks {
      * (send, or start ... finish) or abort the connection. `ud` is the
      * server's ud. */
     void (*on_request)(void *ud, struct weft_http_conn *c, const struct weft_http_msg *m);
-    /* The connection of an unfinished request is gone (peer reset, write
-     * error, server freed). `req_ud` is what the owner set with
-     * weft_http_conn_set_ud; the conn pointer is invalid afterwards. */
+    /* The connection of an unfinished request is gone: the client closed
+     * or reset it while the request was being handled (seen as soon as it
+     * happens, see above), a write failed, or the server was freed.
+     * `req_ud` is what the owner set with weft_http_conn_set_ud; the conn
+     * pointer is invalid afterwards. Called from a libev callback (or
+     * weft_http_server_free), never from inside a weft_http_conn_* call. */
     void (*on_gone)(void *req_ud);
     /* Buffered output of a streaming response dropped below the low
      * watermark after weft_http_conn_write reported it above the high one. */

@@ -9,7 +9,11 @@
  * Each request spawns a task running handler(req, res) (lua/weft/http.lua
  * wraps the user's handler so that res:_complete(ok, value) is called when
  * it returns or fails). res:start/write/finish stream a response;
- * res:abort() drops the connection with a reset.
+ * res:abort() drops the connection with a reset; res:gone() is true once
+ * the client went away before the response was complete: it closed or
+ * reset the connection while the handler ran (the server reads on while a
+ * request is handled, so this is known at once: a handler that slept sees
+ * it when it wakes, before it writes anything), or a write failed.
  *
  * Ownership: struct lserver is the server userdata; while listening it is
  * anchored by self_ref (a script need not keep it to keep serving), and it
@@ -299,6 +303,14 @@ static int l_res_finish(lua_State *L) {
     return 0;
 }
 
+/* res:gone() -> true once the client went away before the response was
+ * complete (on_gone, or a write that found the connection broken); a
+ * client that leaves after the response was complete does not count. */
+static int l_res_gone(lua_State *L) {
+    lua_pushboolean(L, check_res(L)->gone);
+    return 1;
+}
+
 /* res:abort(): drop the connection with a TCP reset */
 static int l_res_abort(lua_State *L) {
     struct lres *r = check_res(L);
@@ -580,7 +592,8 @@ int luaopen_weft_http_server(lua_State *L);
 int luaopen_weft_http_server(lua_State *L) {
     static const luaL_Reg res_methods[] = {
         {"start", l_res_start}, {"write", l_res_write}, {"finish", l_res_finish},
-        {"abort", l_res_abort}, {"_complete", l_res_complete}, {NULL, NULL},
+        {"abort", l_res_abort}, {"gone", l_res_gone}, {"_complete", l_res_complete},
+        {NULL, NULL},
     };
     if (luaL_newmetatable(L, RES_MT)) {
         lua_newtable(L);

@@ -5,7 +5,10 @@
 --   build/weft run scripts/record_fixtures.lua plugins/providers
 --
 -- `weft check` replays them through the plugins' decode, event and
--- classify. The expected kinds are the error taxonomy of DESIGN.md.
+-- classify. The expected kinds are the error taxonomy of DESIGN.md; the
+-- last error of each is the dialect's context-length answer (the mock with
+-- a context window smaller than the prompt), kind invalid_request with
+-- reason "context_length".
 local http, json = weft.http, weft.json
 local out_dir = assert(arg[1], "usage: record_fixtures.lua DIR")
 local mock = weft.mock.start { port = 0 }
@@ -100,6 +103,14 @@ for name, d in pairs(D) do
             limit_headers(r.headers), long(r.body))
     end
     mock:set_faults {}
+    -- a prompt over the model's context window
+    local model = d.complete[2].model or d.complete[1]:match("/models/([^/:]+):")
+    mock:set_context { [model] = 1 }
+    local r = post(d, d.complete[1], d.complete[2])
+    assert(r.status == 400, name .. " context length")
+    parts[#parts + 1] = ("        { status = 400, kind = \"invalid_request\", reason = \"context_length\", headers = %s, body = %s },"):format(
+        limit_headers(r.headers), long(r.body))
+    mock:set_context {}
     parts[#parts + 1] = "    },"
     parts[#parts + 1] = "}"
     local f = assert(io.open(out_dir .. "/" .. name .. ".fixtures.lua", "w"))

@@ -9,7 +9,8 @@
 --- JSON-encodable body; and with fixtures (the plugin's `fixtures` field or
 --- a `NAME.fixtures.lua` file beside it: recorded answers, streams and
 --- errors of the real service) `decode`, `event` and `classify` must give
---- the normalized results and error kinds the fixtures expect.
+--- the normalized results and error kinds the fixtures expect (and the
+--- `reason`, such as "context_length", where an error fixture names one).
 ---
 --- Exit status: 0 when every file is fine (warnings allowed), 1 when one
 --- has an error, 2 on usage errors.
@@ -274,8 +275,12 @@ local function check_provider(F, path, p)
             F.err(what .. ": must return {kind = <a weft error kind>, message = ...}")
         elseif e.kind and c.kind ~= e.kind then
             F.err(("%s: kind %s, the fixture expects %s"):format(what, c.kind, e.kind))
+        elseif c.reason ~= nil and type(c.reason) ~= "string" then
+            F.err(what .. ": reason must be a string")
+        elseif e.reason and c.reason ~= e.reason then
+            F.err(("%s: reason %s, the fixture expects %s"):format(what, tostring(c.reason), e.reason))
         else
-            F.ok(what .. " -> " .. c.kind)
+            F.ok(what .. " -> " .. c.kind .. (c.reason and (" (" .. c.reason .. ")") or ""))
         end
     end
 end

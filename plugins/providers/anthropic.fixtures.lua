@@ -66,5 +66,7 @@ data: {"type":"message_stop"}
 {"type":"error","error":{"type":"api_error","message":"Internal server error"}}]] },
         { status = 529, kind = "transient", headers = { ["anthropic-ratelimit-input-tokens-limit"] = "10000000", ["anthropic-ratelimit-input-tokens-remaining"] = "9999664", ["anthropic-ratelimit-input-tokens-reset"] = "2026-11-27T14:38:04Z", ["anthropic-ratelimit-output-tokens-limit"] = "10000000", ["anthropic-ratelimit-output-tokens-remaining"] = "9999664", ["anthropic-ratelimit-output-tokens-reset"] = "2026-11-27T14:38:04Z", ["anthropic-ratelimit-requests-limit"] = "10000", ["anthropic-ratelimit-requests-remaining"] = "9991", ["anthropic-ratelimit-requests-reset"] = "2026-11-27T14:38:04Z", ["anthropic-ratelimit-tokens-limit"] = "10000000", ["anthropic-ratelimit-tokens-remaining"] = "9999664", ["anthropic-ratelimit-tokens-reset"] = "2026-11-27T14:38:04Z" }, body = [[
 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}]] },
+        { status = 400, kind = "invalid_request", reason = "context_length", headers = {  }, body = [[
+{"error":{"message":"prompt is too long: 10 tokens > 1 maximum","type":"invalid_request_error"},"type":"error"}]] },
     },
 }

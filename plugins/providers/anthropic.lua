@@ -8,7 +8,9 @@
 --- content_block_start/delta/stop, message_delta, message_stop, ping,
 --- error) where `message_stop` is the terminator; errors {"type":"error",
 --- "error":{type, message}}. Anthropic has no embeddings endpoint: embed is
---- refused with kind invalid_request before anything is sent.
+--- refused with kind invalid_request before anything is sent. A prompt over
+--- the model's context window (400 "prompt is too long: M tokens > N
+--- maximum") is classified invalid_request with reason "context_length".
 local json = weft.json
 
 local FINISH = { end_turn = "stop", stop_sequence = "stop", max_tokens = "length", tool_use = "tool_calls",
@@ -66,6 +68,14 @@ end
 
 -- The status decides for HTTP errors; the error type for errors inside a
 -- stream (status nil) and for what the status cannot tell apart.
+-- A prompt over the context window: "prompt is too long: M tokens > N
+-- maximum", or, when max_tokens does not fit beside it, "input length and
+-- `max_tokens` exceed context limit: M + K > N, ...".
+local function context_length(e)
+    local m = str(e.message)
+    return m ~= nil and (m:find("^prompt is too long") ~= nil or m:find("exceed context limit", 1, true) ~= nil)
+end
+
 local function kind_of(status, e)
     local t = str(e.type)
     if t == "billing_error" or (str(e.message) and e.message:find("credit balance", 1, true)) then
@@ -138,7 +148,9 @@ return {
     classify = function(status, headers, body, cfg)
         local ok, v = pcall(json.decode, body)
         local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
-        return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
+        local kind = kind_of(status, e)
+        return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
+                 message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
     end,
 
     -- anthropic-ratelimit-{requests,tokens}-{remaining,reset} (resets are

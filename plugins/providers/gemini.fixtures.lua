@@ -41,5 +41,7 @@ data: {"usageMetadata":{"candidatesTokenCount":9,"totalTokenCount":16,"promptTok
 {"error":{"status":"INTERNAL","code":500,"message":"An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"}}]] },
         { status = 503, kind = "transient", headers = {  }, body = [[
 {"error":{"status":"UNAVAILABLE","code":503,"message":"The model is overloaded. Please try again later."}}]] },
+        { status = 400, kind = "invalid_request", reason = "context_length", headers = {  }, body = [[
+{"error":{"status":"INVALID_ARGUMENT","code":400,"message":"The input token count (7) exceeds the maximum number of tokens allowed (1)."}}]] },
     },
 }

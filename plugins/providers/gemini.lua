@@ -9,7 +9,10 @@
 --- :streamGenerateContent?alt=sse, one whole response per event, which end
 --- by simply ending: a stream is complete when a finishReason was seen;
 --- :batchEmbedContents -> embeddings[i].values; errors {"error": {code,
---- message, status, details}}.
+--- message, status, details}}. Contents over the model's context window
+--- (400 INVALID_ARGUMENT "The input token count (M) exceeds the maximum
+--- number of tokens allowed (N).") are classified invalid_request with
+--- reason "context_length".
 local json = weft.json
 
 local FINISH = { STOP = "stop", MAX_TOKENS = "length", SAFETY = "content_filter", RECITATION = "content_filter",
@@ -83,6 +86,14 @@ local function usage_of(body)
     local u = type(body.usageMetadata) == "table" and body.usageMetadata
     if not u then return nil end
     return { input = tonumber(u.promptTokenCount) or 0, output = tonumber(u.candidatesTokenCount) or 0 }
+end
+
+-- Contents over the context window: INVALID_ARGUMENT "The input token count
+-- (M) exceeds the maximum number of tokens allowed (N)."
+local function context_length(e)
+    local m = str(e.message)
+    return m ~= nil and m:find("input token count", 1, true) ~= nil
+        and m:find("exceeds the maximum number of tokens", 1, true) ~= nil
 end
 
 local function kind_of(status, e, body)
@@ -172,7 +183,9 @@ return {
     classify = function(status, headers, body, cfg)
         local ok, v = pcall(json.decode, body)
         local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
-        return { kind = kind_of(status, e, body), message = str(e.message) or ("HTTP " .. status), code = str(e.status) }
+        local kind = kind_of(status, e, body)
+        return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
+                 message = str(e.message) or ("HTTP " .. status), code = str(e.status) }
     end,
 
     -- Gemini sends no rate-limit headers; a 429 says how long to wait in

@@ -49,5 +49,7 @@ data: [DONE]
 {"error":{"code":null,"type":"server_error","message":"The server had an error while processing your request. Sorry about that!","param":null}}]] },
         { status = 503, kind = "transient", headers = { ["x-ratelimit-limit-requests"] = "10000", ["x-ratelimit-limit-tokens"] = "10000000", ["x-ratelimit-remaining-requests"] = "9990", ["x-ratelimit-remaining-tokens"] = "9999987", ["x-ratelimit-reset-requests"] = "58ms", ["x-ratelimit-reset-tokens"] = "0ms" }, body = [[
 {"error":{"code":null,"type":"server_error","message":"The engine is currently overloaded, please try again later.","param":null}}]] },
+        { status = 400, kind = "invalid_request", reason = "context_length", headers = {  }, body = [[
+{"error":{"param":"messages","code":"context_length_exceeded","message":"This model's maximum context length is 1 tokens. However, your messages resulted in 13 tokens. Please reduce the length of the messages.","type":"invalid_request_error"}}]] },
     },
 }

@@ -11,6 +11,11 @@
 --- completion_tokens}; a stream of `data: {chunk}` lines ended by
 --- `data: [DONE]`; errors {"error": {message, type, code}}; POST
 --- /v1/embeddings {model, input} -> data[i].embedding.
+---
+--- A prompt over the model's context window (400, code
+--- context_length_exceeded, "This model's maximum context length is N
+--- tokens...") is classified invalid_request with reason "context_length",
+--- so a policy can shorten the prompt or move to a larger model.
 local json = weft.json
 local null = json.null
 
@@ -73,6 +78,24 @@ end
 local KIND_BY_STATUS = { [400] = "invalid_request", [401] = "auth", [403] = "auth", [404] = "invalid_request",
                          [408] = "transient", [409] = "transient", [413] = "invalid_request",
                          [422] = "invalid_request", [429] = "rate_limited" }
+
+-- The error object of an answer: OpenAI's {"error": {...}}, or the bare
+-- {"object": "error", "message": ...} some servers of its dialect send.
+local function error_of(body)
+    local ok, v = pcall(json.decode, body)
+    if not ok or type(v) ~= "table" then return {} end
+    if type(v.error) == "table" then return v.error end
+    if v.object == "error" then return v end
+    return {}
+end
+
+-- A prompt over the context window: OpenAI names it with its code; servers
+-- speaking its dialect (vLLM, DeepSeek, ...) often only in the message.
+local function context_length(e)
+    if str(e.code) == "context_length_exceeded" then return true end
+    local m = str(e.message)
+    return m ~= nil and m:find("maximum context length", 1, true) ~= nil
+end
 
 local function kind_of(status, e)
     local code, etype = str(e.code), str(e.type)
@@ -166,9 +189,10 @@ return {
     end,
 
     classify = function(status, headers, body, cfg)
-        local ok, v = pcall(json.decode, body)
-        local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
-        return { kind = kind_of(status, e), message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
+        local e = error_of(body)
+        local kind = kind_of(status, e)
+        return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
+                 message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
     end,
 
     -- x-ratelimit-{remaining,reset}-{requests,tokens} (resets are Go

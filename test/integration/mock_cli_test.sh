@@ -1,6 +1,6 @@
 #!/bin/bash
 # mock_cli_test.sh: `weft mock` from the command line: URL on the first
-# line, --key, --profile (limits and faults), the admin endpoint, bad
+# line, --key, --profile (limits, keys, context windows), the admin endpoint, bad
 # arguments, a garbage-hit server that keeps serving, SIGINT -> 130.
 set -u
 : "${WEFT:?run through ctest}" "${WEFT_TEST_HELPERS:?run through ctest}"
@@ -39,13 +39,23 @@ stop
 check "SIGINT stops it with 130" [ "$rc" = 130 ]
 
 cat > "$dir/profile.lua" <<'LUA'
-return { limits = { rpm = 1 }, keys = { openai = "from-profile" } }
+return { limits = { rpm = 1 }, keys = { openai = "from-profile" }, context = { ["gpt-4o"] = 5 } }
 LUA
 start --port 0 --profile "$dir/profile.lua"
 code() { curl -s -o /dev/null -w '%{http_code}' "$url/v1/chat/completions" -H 'Authorization: Bearer from-profile' -d "$chat"; }
 check "--profile sets keys and limits (rpm=1: 200 then 429)" bash -c "[ \$(curl -s -o /dev/null -w '%{http_code}' '$url/v1/chat/completions' -H 'Authorization: Bearer from-profile' -d '$chat') = 200 ] && [ \$(curl -s -o /dev/null -w '%{http_code}' '$url/v1/chat/completions' -H 'Authorization: Bearer from-profile' -d '$chat') = 429 ]"
+long='{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+curl -s -w '\n%{http_code}' "$url/v1/chat/completions" -H 'Authorization: Bearer from-profile' -d "$long" > "$dir/long"
+check "--profile sets context windows (a longer prompt: 400 context_length_exceeded, before the rpm)" \
+    bash -c "tail -1 '$dir/long' | grep -qx 400 && grep -q '\"code\":\"context_length_exceeded\"' '$dir/long'"
+check "stats count closed_early" bash -c "curl -fsS '$url/_mock/stats' | grep -q '\"closed_early\":0'"
 stop
 echo 'return 42' > "$dir/bad.lua"
 check "a profile that is not a table is refused" bash -c "'$WEFT' mock --profile '$dir/bad.lua' > /dev/null 2>&1; [ \$? = 1 ]"
+echo 'return { context = { ["gpt-4o"] = 0 } }' > "$dir/badctx.lua"
+check "a context window that is not a positive integer is refused" \
+    bash -c "'$WEFT' mock --profile '$dir/badctx.lua' 2>&1 > /dev/null | grep -q 'must be a positive integer'"
+check "--help names the context option and the closed_early stat" \
+    bash -c "'$WEFT' mock --help | grep -q 'context = ' && '$WEFT' mock --help | grep -q closed_early"
 echo "1..$n"
 [ "$fails" = 0 ]

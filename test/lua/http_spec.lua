@@ -9,10 +9,19 @@ local function raised(fn, ...)
 end
 
 describe("weft.http.serve", function()
-    local srv, base, seen
+    local srv, base, seen, gone
+
+    -- Wait (bounded) until cond() holds, in small sleeps; returns cond().
+    local function eventually(cond)
+        for _ = 1, 500 do
+            if cond() then return true end
+            weft.sleep(0.01)
+        end
+        return cond()
+    end
 
     before_each(function()
-        seen = {}
+        seen, gone = {}, {}
         srv = http.serve {
             port = 0,
             max_body_size = 1000,
@@ -41,6 +50,12 @@ describe("weft.http.serve", function()
                     return { status = 200, body = "inner:" .. r.body }
                 elseif req.path == "/bad" then
                     return { status = "nope" }
+                elseif req.path == "/late" then
+                    -- what the handler knows of its client after a sleep,
+                    -- before writing anything
+                    weft.sleep(0.3)
+                    gone[#gone + 1] = res:gone()
+                    return { status = 200, body = "late" }
                 elseif req.path == "/multi" then
                     return { status = 201, headers = { ["set-cookie"] = { "a=1", "b=2" }, ["x-one"] = "1" } }
                 end
@@ -121,6 +136,19 @@ describe("weft.http.serve", function()
         local r = http.request { method = "HEAD", url = base .. "/" }
         assert.are.equal(200, r.status)
         assert.are.equal("", r.body)
+    end)
+
+    it("tells a handler whose client went away during its sleep (res:gone)", function()
+        local err = raised(http.request, { url = base .. "/late", timeout = 0.05 })
+        assert.are.equal("timeout", err.kind)
+        -- the client closed its connection while the handler slept: the
+        -- server saw it then, so the handler knows it before writing
+        assert.is_true(eventually(function() return #gone == 1 end))
+        assert.is_true(gone[1])
+        assert.are.equal(0, srv:stats().connections)
+        -- a client that waits is there after the same sleep
+        assert.are.equal("late", http.request { url = base .. "/late" }.body)
+        assert.is_false(gone[2])
     end)
 
     it("reuses the connection for sequential requests", function()

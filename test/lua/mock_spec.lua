@@ -469,6 +469,120 @@ describe("weft mock", function()
         end)
     end)
 
+    describe("context windows", function()
+        -- PROMPT is 4 tokens: OpenAI counts 10 (3 per message, 3 to prime
+        -- the reply), Anthropic 7 (3 per message), Gemini 4
+        it("answers a prompt over the model's window with the dialect's context-length error", function()
+            m:set_context { ["gpt-4o-mini"] = 9, ["claude-3-5-haiku-latest"] = 6, ["gemini-2.0-flash"] = 3 }
+            local r = chat()
+            assert.are.equal(400, r.status)
+            assert.are.same({ error = { code = "context_length_exceeded", type = "invalid_request_error", param = "messages",
+                message = "This model's maximum context length is 9 tokens. However, your messages resulted in 10 tokens. Please reduce the length of the messages." } },
+                json.decode(r.body))
+            assert.are.equal(400, chat { stream = true }.status) -- before any event
+            r = claude()
+            assert.are.equal(400, r.status)
+            assert.are.same({ type = "error", error = { type = "invalid_request_error", message = "prompt is too long: 7 tokens > 6 maximum" } },
+                json.decode(r.body))
+            r = gemini("generateContent", GBODY)
+            assert.are.equal(400, r.status)
+            assert.are.same({ error = { code = 400, status = "INVALID_ARGUMENT",
+                message = "The input token count (4) exceeds the maximum number of tokens allowed (3)." } }, json.decode(r.body))
+            assert.are.equal(400, gemini("streamGenerateContent", GBODY, "?alt=sse").status)
+            assert.are.equal(5, m:stats().by_fault.context_length)
+            assert.are.equal("context_length", m:requests()[5].fault)
+            -- counting tokens is not asking for a reply
+            assert.are.equal(200, gemini("countTokens", GBODY).status)
+            -- another model has no window
+            assert.are.equal(200, chat { model = "gpt-4o" }.status)
+        end)
+
+        it("answers a prompt that fits the window exactly", function()
+            m:set_context { ["gpt-4o-mini"] = 10, ["claude-3-5-haiku-latest"] = 7, ["gemini-2.0-flash"] = 4 }
+            assert.are.equal(200, chat().status)
+            assert.are.equal(200, claude().status)
+            assert.are.equal(200, gemini("generateContent", GBODY).status)
+        end)
+
+        it("refuses a prompt over the window before any rate limit counts it", function()
+            local lm = mock_mod.start { port = 0, limits = { rpm = 1 }, context = { ["gpt-4o"] = 5 } }
+            local function post(model)
+                return http.request { method = "POST", url = lm.url .. "/v1/chat/completions",
+                    headers = { authorization = "Bearer sk-weft-mock" },
+                    body = json.encode { model = model, messages = { { role = "user", content = PROMPT } } } }.status
+            end
+            local a, b, c = post("gpt-4o"), post("gpt-4o-mini"), post("gpt-4o-mini")
+            lm:close()
+            assert.are.same({ 400, 200, 429 }, { a, b, c })
+        end)
+
+        it("refuses windows that are not positive integers", function()
+            for _, bad in ipairs { { m = 0 }, { m = 2.5 }, { m = "9" }, { m = -1 }, { 100 } } do
+                assert.has_error(function() m:set_context(bad) end)
+                assert.has_error(function() mock_mod.start { port = 0, context = bad } end)
+            end
+            assert.has_error(function() m:set_context(5) end)
+        end)
+    end)
+
+    describe("clients that give up", function()
+        -- Wait (bounded) until cond() holds, in small sleeps.
+        local function eventually(cond)
+            for _ = 1, 500 do
+                if cond() then return true end
+                weft.sleep(0.01)
+            end
+            return cond()
+        end
+
+        it("counts a client gone during the latency as closed early", function()
+            m:set_faults { { model = "gpt-4o-mini", latency = 1000 } }
+            local ok, err = pcall(http.request, { method = "POST", url = m.url .. "/v1/chat/completions",
+                headers = { authorization = "Bearer sk-weft-mock" }, timeout = 0.1,
+                body = json.encode { model = "gpt-4o-mini", messages = { { role = "user", content = PROMPT } } } })
+            assert.is_false(ok)
+            assert.are.equal("timeout", err.kind)
+            -- counted once the handler's sleep has ended
+            assert.is_true(eventually(function() return m:stats().closed_early == 1 end))
+            local s = m:stats()
+            assert.are.same({ ["gpt-4o-mini"] = 1 }, s.closed_early_by_model)
+            local entry = m:requests()[1]
+            assert.is_true(entry.closed_early)
+            assert.are.equal(0, entry.status) -- nothing was sent
+            assert.is_nil(s.by_status["200"])
+            local js = json.decode(http.request { url = m.url .. "/_mock/stats" }.body)
+            assert.are.equal(1, js.closed_early)
+            assert.are.equal(1, js.closed_early_by_model["gpt-4o-mini"])
+            -- a client that waits for its answer is not counted
+            m:set_faults { { latency = 10 } }
+            assert.are.equal(200, chat().status)
+            assert.are.equal(1, m:stats().closed_early)
+            assert.is_nil(m:requests()[2].closed_early)
+        end)
+
+        it("counts a client gone in the middle of a stream, in every dialect", function()
+            m:set_faults { { stream_delay_ms = 50 } }
+            local stop = function() return false end -- leave after the first chunk
+            local function leave(opts)
+                opts.on_data = stop
+                local r = http.request(opts)
+                assert.is_true(r.aborted)
+            end
+            leave { method = "POST", url = m.url .. "/v1/chat/completions", headers = { authorization = "Bearer sk-weft-mock" },
+                    body = json.encode { model = "gpt-4o-mini", stream = true, messages = { { role = "user", content = PROMPT } } } }
+            leave { method = "POST", url = m.url .. "/v1/messages",
+                    headers = { ["x-api-key"] = "sk-ant-weft-mock", ["anthropic-version"] = "2023-06-01" },
+                    body = json.encode { model = "claude-3-5-haiku-latest", max_tokens = 100, stream = true,
+                                         messages = { { role = "user", content = PROMPT } } } }
+            leave { method = "POST", url = m.url .. "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+                    headers = { ["x-goog-api-key"] = "weft-mock-key" }, body = json.encode(GBODY) }
+            assert.is_true(eventually(function() return m:stats().closed_early == 3 end))
+            assert.are.same({ ["gpt-4o-mini"] = 1, ["claude-3-5-haiku-latest"] = 1, ["gemini-2.0-flash"] = 1 },
+                m:stats().closed_early_by_model)
+            for _, e in ipairs(m:requests()) do assert.is_true(e.closed_early) end
+        end)
+    end)
+
     describe("admin endpoint and stats", function()
         it("sets faults, reads stats and the request log, and resets", function()
             local r = http.request { method = "POST", url = m.url .. "/_mock/faults",

@@ -1,7 +1,9 @@
 -- providers_spec.lua: the shipped provider plugins as pure codecs, on
 -- hand-written wire data the mock does not produce: tool calls (request
 -- and answer, whole and streamed), and the error bodies that decide a kind
--- beyond the status (quota, key invalid, overloaded).
+-- beyond the status (quota, key invalid, overloaded) or a reason (a prompt
+-- over the context window); then the context-length answers of weft mock
+-- through the whole pipeline (weft.model).
 local plugins = require "weft.plugins"
 local json = weft.json
 
@@ -93,6 +95,23 @@ describe("openai codec", function()
         assert.are.equal("transient", p.classify(502, {}, "<html>bad gateway</html>", cfg).kind)
         assert.are.equal("bad", p.classify(401, {}, [[{"error":{"code":"invalid_api_key","message":"bad"}}]], cfg).message)
     end)
+
+    it("tells a prompt over the context window by its code, or a compatible server's message", function()
+        local over = [[{"error":{"message":"This model's maximum context length is 4097 tokens. However, you requested 4120 tokens (3120 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}]]
+        local c = p.classify(400, {}, over, cfg)
+        assert.are.equal("invalid_request", c.kind)
+        assert.are.equal("context_length", c.reason)
+        assert.are.equal("context_length_exceeded", c.code)
+        -- vLLM and others: a bare error object, no code
+        local bare = [[{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.","type":"BadRequestError","param":null,"code":400}]]
+        c = p.classify(400, {}, bare, cfg)
+        assert.are.same({ "invalid_request", "context_length" }, { c.kind, c.reason })
+        assert.matches("^This model's maximum context length is 4096", c.message)
+        -- other 400s, and a 429 about tokens per minute, have no reason
+        assert.is_nil(p.classify(400, {}, [[{"error":{"message":"'messages' is too short","type":"invalid_request_error","param":"messages","code":null}}]], cfg).reason)
+        c = p.classify(429, {}, [[{"error":{"message":"Request too large for gpt-4o on tokens per min (TPM): Limit 30000, Requested 50000.","type":"tokens","code":"rate_limit_exceeded"}}]], cfg)
+        assert.are.same({ "rate_limited" }, { c.kind, c.reason })
+    end)
 end)
 
 describe("anthropic codec", function()
@@ -153,6 +172,17 @@ describe("anthropic codec", function()
         assert.are.same({ kind = "rate_limited", message = "slow down" }, out.error)
     end)
 
+    it("tells a prompt over the context window from other invalid requests", function()
+        local function c(msg)
+            return p.classify(400, {}, json.encode { type = "error", error = { type = "invalid_request_error", message = msg } }, cfg)
+        end
+        assert.are.same({ "invalid_request", "context_length" }, { c("prompt is too long: 208656 tokens > 200000 maximum").kind,
+                                                                   c("prompt is too long: 208656 tokens > 200000 maximum").reason })
+        assert.are.equal("context_length", c("input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000, decrease input length or `max_tokens` and try again").reason)
+        assert.is_nil(c("max_tokens: 10000 > 4096, which is the maximum allowed number of output tokens for claude-3-5-sonnet-20240620").reason)
+        assert.is_nil(c("messages: Field required").reason)
+    end)
+
     it("has no embeddings", function()
         assert.is_false(p.capabilities.embed)
     end)
@@ -207,6 +237,13 @@ describe("gemini codec", function()
         assert.are.equal("rate_limited", p.classify(429, {}, [[{"error":{"code":429,"message":"slow","status":"RESOURCE_EXHAUSTED"}}]], cfg).kind)
         assert.are.equal("timeout", p.classify(504, {}, [[{"error":{"code":504,"message":"late","status":"DEADLINE_EXCEEDED"}}]], cfg).kind)
     end)
+
+    it("tells contents over the context window from other invalid arguments", function()
+        local over = [[{"error":{"code":400,"message":"The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]]
+        local c = p.classify(400, {}, over, cfg)
+        assert.are.same({ "invalid_request", "context_length", "INVALID_ARGUMENT" }, { c.kind, c.reason, c.code })
+        assert.is_nil(p.classify(400, {}, [[{"error":{"code":400,"message":"Request contains an invalid argument.","status":"INVALID_ARGUMENT"}}]], cfg).reason)
+    end)
 end)
 
 describe("rate_limits", function()
@@ -249,5 +286,61 @@ describe("openai_compatible", function()
         local enc = p.encode("stream", TOOL_REQ, alt)
         assert.are.equal("/api/chat", enc.path)
         assert.is_nil(enc.body.stream_options)
+    end)
+
+    it("classifies a compatible server's context-length answer", function()
+        local p, cfg = load("openai_compatible")
+        local c = p.classify(400, {}, [[{"object":"error","message":"This model's maximum context length is 8192 tokens. However, you requested 9000 tokens in the messages, Please reduce the length of the messages.","type":"BadRequestError","param":null,"code":400}]], cfg)
+        assert.are.same({ "invalid_request", "context_length" }, { c.kind, c.reason })
+    end)
+end)
+
+-- The whole pipeline: weft.model against weft mock with small context
+-- windows. The error value a call raises carries the reason classify gave.
+describe("context-length answers through weft.model", function()
+    local mockmod = weft.mock
+    local keys = mockmod.DEFAULT_KEYS
+    local MODELS = { openai = "gpt-4o-mini", anthropic = "claude-3-5-haiku-latest", gemini = "gemini-2.0-flash",
+                     compat = "llama-3-8b" }
+    local mock
+
+    before_each(function()
+        local windows = {}
+        for _, m in pairs(MODELS) do windows[m] = 3 end
+        mock = mockmod.start { port = 0, context = windows }
+        require("weft.model").reset()
+        local providers = {}
+        for name in pairs(MODELS) do
+            local d = name == "compat" and "openai" or name
+            providers[name] = { plugin = name == "compat" and "openai_compatible" or nil, base_url = mock.url,
+                                secret = weft.secrets.value("ctx-spec-" .. name, keys[d]),
+                                retry = { base = 0.001, cap = 0.005, seed = 7 }, breaker = false }
+        end
+        weft.configure { providers = providers }
+    end)
+    after_each(function() mock:close() end)
+
+    it("fails with kind invalid_request and reason context_length, without retrying", function()
+        for name, m in pairs(MODELS) do
+            local ok, err = pcall(function()
+                return weft.model(name .. "/" .. m):complete("a prompt longer than three tokens, surely")
+            end)
+            assert.is_false(ok, name)
+            assert.are.equal("invalid_request", err.kind, name)
+            assert.are.equal(400, err.status, name)
+            assert.are.equal("context_length", err.reason, name)
+        end
+        -- one request each: not retried
+        assert.are.equal(4, mock:stats().requests)
+        assert.are.equal(4, mock:stats().by_fault.context_length)
+    end)
+
+    it("fails a stream the same way before any event", function()
+        local ok, err = pcall(function()
+            return weft.model("anthropic/" .. MODELS.anthropic):stream("a prompt longer than three tokens, surely",
+                function() end)
+        end)
+        assert.is_false(ok)
+        assert.are.same({ "invalid_request", "context_length" }, { err.kind, err.reason })
     end)
 end)

@@ -5,7 +5,11 @@
  * once the client reads), and the connection caps (an address at its share
  * and a full server make room by evicting idle connections, longest idle
  * and most connected address first; a connection that sent a whole head is
- * never evicted; with nothing idle the newcomer is refused).
+ * never evicted; with nothing idle the newcomer is refused), and a client
+ * that goes away while its request is with the owner: noticed at once
+ * (on_gone), whether it closed or reset, while a pipelined request sent
+ * meanwhile is kept (at most WEFT_HTTP_SERVER_IN_HELD bytes read) and
+ * answered in order after the first.
  *
  * Clients are plain sockets in this process (loopback connects complete in
  * the kernel's backlog), or a forked child for the pipelining client. Every
@@ -40,6 +44,9 @@ struct srv {
     int requests;
     struct weft_http_conn *held[8]; /* requests to /hold, left unanswered */
     int nheld;
+    int tags[8];                    /* req_ud of held[i]: &tags[i] */
+    int gone;                       /* on_gone calls */
+    void *gone_ud;                  /* req_ud of the last one */
 };
 
 static struct srv S;
@@ -48,6 +55,7 @@ static void srv_request(void *ud, struct weft_http_conn *c, const struct weft_ht
     struct srv *s = ud;
     s->requests++;
     if (strcmp(m->target, "/hold") == 0 && s->nheld < 8) {
+        weft_http_conn_set_ud(c, &s->tags[s->nheld]);
         s->held[s->nheld++] = c;
         return;
     }
@@ -57,7 +65,10 @@ static void srv_request(void *ud, struct weft_http_conn *c, const struct weft_ht
     weft_http_conn_send(c, 200, "", 0, body, n);
 }
 
-static void srv_gone(void *req_ud) {}
+static void srv_gone(void *req_ud) {
+    S.gone++;
+    S.gone_ud = req_ud;
+}
 static void srv_writable(void *req_ud) {}
 
 static const struct weft_http_server_callbacks srv_cb = {srv_request, srv_gone, srv_writable};
@@ -342,6 +353,146 @@ static void test_pipelining_backpressure(void) {
     weft_http_server_free(S.s);
 }
 
+/* ------------------------------------- a client gone while handled */
+
+static int gone_one(void) { return S.gone >= 1; }
+
+/* A request is with the owner (/hold, unanswered); its client closes (or,
+ * with `reset`, resets) the connection. The server notices without writing
+ * anything: on_gone with the request's ud, the connection freed. */
+static void client_leaves(int reset) {
+    start_server(100, 0);
+    int fd = client(NULL);
+    send_str(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    want_requests = 1;
+    CHECK(run_until(requests_reached, 10));
+    CHECK_EQ_INT(stats().active, 1);
+    /* the owner has not answered: nothing to notice yet */
+    for (int i = 0; i < 5; i++) ev_run(ev, EVRUN_NOWAIT);
+    CHECK_EQ_INT(S.gone, 0);
+    if (reset) {
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(fd);
+    CHECK(run_until(gone_one, 10));
+    CHECK_EQ_INT(S.gone, 1);
+    CHECK(S.gone_ud == &S.tags[0]);
+    struct weft_http_server_stats st = stats();
+    CHECK_EQ_INT(st.connections, 0);
+    CHECK_EQ_INT(st.active, 0);
+    weft_http_server_free(S.s);
+    CHECK_EQ_INT(S.gone, 1); /* not told twice */
+}
+
+static void test_gone_on_close_while_handled(void) { client_leaves(0); }
+static void test_gone_on_reset_while_handled(void) { client_leaves(1); }
+
+/* Read what `fd` has (non-blocking) into buf at *len; 1 on EOF or error. */
+static int drain(int fd, char *buf, size_t cap, size_t *len) {
+    for (;;) {
+        if (*len + 1 >= cap) return 0;
+        ssize_t n = read(fd, buf + *len, cap - 1 - *len);
+        if (n > 0) {
+            *len += (size_t)n;
+            buf[*len] = '\0';
+            continue;
+        }
+        if (n == 0) return 1;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : 1;
+    }
+}
+
+static int count_str(const char *hay, const char *needle) {
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+    return n;
+}
+
+/* A request pipelined behind one being handled is read meanwhile but not
+ * dispatched; once the first is answered, it is, and both answers arrive in
+ * order on the same connection. */
+static void test_pipelined_while_handled(void) {
+    start_server(100, 0);
+    int fd = client(NULL);
+    send_str(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    want_requests = 1;
+    CHECK(run_until(requests_reached, 10));
+    send_str(fd, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < 20; i++) ev_run(ev, EVRUN_NOWAIT);
+    CHECK_EQ_INT(S.requests, 1); /* one request with the owner at a time */
+    CHECK_EQ_INT(S.gone, 0);
+    CHECK_EQ_INT(weft_http_conn_send(S.held[0], 200, "", 0, "first", 5), 0);
+    want_requests = 2;
+    CHECK(run_until(requests_reached, 10));
+    static char buf[4096];
+    size_t len = 0;
+    double until = ev_time() + 10;
+    while (count_str(buf, "HTTP/1.1 200 OK") < 2 && ev_time() < until) {
+        ev_run(ev, EVRUN_ONCE);
+        if (drain(fd, buf, sizeof buf, &len)) break;
+    }
+    const char *first = strstr(buf, "\r\n\r\nfirst");
+    const char *second = first ? strstr(first, "HTTP/1.1 200 OK") : NULL;
+    CHECK(first != NULL);
+    CHECK(second != NULL && strstr(second, "\r\n\r\nxx") != NULL);
+    CHECK_EQ_INT(closed_by_server(fd), 0); /* still open for more */
+    CHECK_EQ_INT(S.gone, 0);
+    weft_http_server_free(S.s);
+    close(fd);
+}
+
+#define HELD_REQUESTS 4000
+
+/* More pipelined input than the server keeps while a request is handled
+ * (4000 requests, about 120 KiB, over WEFT_HTTP_SERVER_IN_HELD): nothing
+ * else is dispatched meanwhile, and once the first is answered every
+ * request is answered, in order, none lost where reading stopped. */
+static void test_pipelined_over_held_cap(void) {
+    start_server(100, 0);
+    int fd = client(NULL);
+    send_str(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    want_requests = 1;
+    CHECK(run_until(requests_reached, 10));
+    static const char req[] = "GET /p HTTP/1.1\r\nHost: x\r\n\r\n";
+    static char all[HELD_REQUESTS * (sizeof req - 1)];
+    for (int i = 0; i < HELD_REQUESTS; i++) memcpy(all + i * (sizeof req - 1), req, sizeof req - 1);
+    CHECK(sizeof all > WEFT_HTTP_SERVER_IN_HELD);
+    size_t off = 0;
+    double until = ev_time() + 10;
+    while (off < sizeof all && ev_time() < until) {
+        ssize_t w = write(fd, all + off, sizeof all - off);
+        if (w > 0) off += (size_t)w;
+        ev_run(ev, EVRUN_NOWAIT);
+    }
+    CHECK_EQ_INT(off, sizeof all);
+    for (int i = 0; i < 20; i++) ev_run(ev, EVRUN_NOWAIT);
+    CHECK_EQ_INT(S.requests, 1);
+    CHECK_EQ_INT(weft_http_conn_send(S.held[0], 200, "", 0, "first", 5), 0);
+    /* every answer arrives: count status lines as they come */
+    static char buf[65536];
+    long answers = 0;
+    size_t keep = 0;
+    static const char pat[] = "HTTP/1.1 200 OK";
+    until = ev_time() + 30;
+    while (answers < HELD_REQUESTS + 1 && ev_time() < until) {
+        ev_run(ev, EVRUN_ONCE);
+        size_t len = keep;
+        int eof = drain(fd, buf, sizeof buf, &len);
+        answers += count_str(buf, pat);
+        /* keep a tail that may hold the start of a split status line */
+        keep = len < sizeof pat - 1 ? len : sizeof pat - 2;
+        memmove(buf, buf + len - keep, keep);
+        buf[keep] = '\0';
+        if (eof) break;
+    }
+    CHECK_EQ_INT(answers, HELD_REQUESTS + 1);
+    CHECK_EQ_INT(S.requests, HELD_REQUESTS + 1);
+    CHECK_EQ_INT(S.gone, 0);
+    weft_http_server_free(S.s);
+    close(fd);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     ev = ev_default_loop(0);
@@ -351,6 +502,10 @@ int main(void) {
     RUN(test_total_cap_evicts_idle);
     RUN(test_default_share);
     RUN(test_pipelining_backpressure);
+    RUN(test_gone_on_close_while_handled);
+    RUN(test_gone_on_reset_while_handled);
+    RUN(test_pipelined_while_handled);
+    RUN(test_pipelined_over_held_cap);
     ev_timer_stop(ev, &tick);
     return DONE();
 }

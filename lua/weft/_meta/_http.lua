@@ -47,6 +47,36 @@ function client.stats() end
 ---@class weft._http_server
 local server = {}
 
+--- The second argument of a weft.http.serve handler.
+---@class weft.http.ServerResponse : userdata
+local ServerResponse = {}
+
+--- Start a streaming response.
+---@param status? integer 200..599, default 200
+---@param headers? table<string, string|string[]>
+---@return true|nil ok nil when the client is gone
+---@return weft.Error|nil err kind transient
+function ServerResponse:start(status, headers) end
+
+--- Send a chunk; waits while the client is slow to read.
+---@param chunk string
+---@return boolean|nil ok false or nil once the client is gone
+---@return weft.Error|nil err
+function ServerResponse:write(chunk) end
+
+--- End a streaming response.
+function ServerResponse:finish() end
+
+--- Drop the connection with a TCP reset.
+function ServerResponse:abort() end
+
+--- True once the client went away before the response was complete: it
+--- closed or reset its connection while the handler ran (noticed at once,
+--- so a handler sees it when it wakes from a sleep, before writing), or a
+--- write failed. A client that half-closes after its request counts too.
+---@return boolean
+function ServerResponse:gone() end
+
 --- Listen and serve; nil, err (kind invalid_request) when the address is unusable.
 ---@return userdata|nil server
 ---@return weft.Error|nil err

@@ -86,6 +86,13 @@ function M.input_tokens(ctx)
     return n
 end
 
+-- A prompt over the model's context window: Anthropic's 400 "prompt is too
+-- long" (nil for other endpoints).
+function M.context_response(ctx, tokens, window)
+    if ctx.endpoint ~= "messages" then return nil end
+    return response(400, err_body("invalid_request_error", format("prompt is too long: %d tokens > %d maximum", tokens, window)))
+end
+
 function M.max_tokens(ctx)
     return type(ctx.body.max_tokens) == "number" and ctx.body.max_tokens or 0
 end

@@ -2,8 +2,8 @@
 ---
 --- Prints the mock's URL as the first line on stdout, then serves until
 --- SIGINT/SIGTERM. A profile is a Lua file returning the options of
---- weft.mock.start (keys, limits, faults, seed); flags override it. --key
---- sets the expected key of all three dialects.
+--- weft.mock.start (keys, limits, faults, context, seed); flags override
+--- it. --key sets the expected key of all three dialects.
 local mock = require "weft.mock"
 
 local M = {}
@@ -12,9 +12,13 @@ local USAGE = [[
 usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY]
   --host HOST        address to bind (default 127.0.0.1)
   --port N           port (default 0: pick a free one); the URL is printed first
-  --profile FILE     Lua file returning weft.mock.start options (keys, limits, faults, seed)
+  --profile FILE     Lua file returning weft.mock.start options (keys, limits, faults, seed,
+                     context = { [model] = max_input_tokens }: a longer prompt gets the
+                     dialect's context-length 400)
   --key KEY          expected API key for the OpenAI, Anthropic and Gemini dialects
 Admin: POST /_mock/faults (JSON list of rules), GET /_mock/stats, GET /_mock/requests, POST /_mock/reset
+Stats include closed_early (and closed_early_by_model): requests whose client went away
+before the answer was complete (gave up during a latency fault or a stream)
 ]]
 
 function M.main(...)

@@ -125,6 +125,13 @@ local function max_out(b)
     return type(g) == "table" and type(g.maxOutputTokens) == "number" and g.maxOutputTokens or nil
 end
 
+-- Contents over the model's context window: Gemini's 400 INVALID_ARGUMENT
+-- (nil for endpoints other than generateContent and its stream).
+function M.context_response(ctx, tokens, window)
+    if ctx.endpoint ~= "generateContent" and ctx.endpoint ~= "streamGenerateContent" then return nil end
+    return response(400, err_body(400, format("The input token count (%d) exceeds the maximum number of tokens allowed (%d).", tokens, window), "INVALID_ARGUMENT"))
+end
+
 function M.max_tokens(ctx)
     return max_out(ctx.body) or 0
 end

@@ -7,7 +7,8 @@
 --- from one documented tokenizer (`M.count_tokens`): every maximal run of
 --- letters/digits is one token and every other non-space character is one
 --- token; a request's input tokens are the tokens of all its message texts
---- (and system prompt) plus 3 per message.
+--- (and system prompt) plus 3 per message (OpenAI: 3 more to prime the
+--- reply; Gemini: the texts only, nothing per message).
 ---
 --- ```lua
 --- local mock = weft.mock.start { port = 0, keys = { openai = "sk-test" } }
@@ -28,6 +29,27 @@
 --- request beyond a limit gets the dialect's 429 with Retry-After (and
 --- OpenAI's retry-after-ms, Gemini's retryDelay) = the time until it would
 --- be admitted: for a full fixed window, until the window resets.
+---
+--- Context windows (`context = { [model] = max_input_tokens }`, or
+--- `mock:set_context`): a chat request (OpenAI chat completions, Anthropic
+--- messages, Gemini generateContent and streamGenerateContent) whose input
+--- tokens, as counted above, exceed its model's window gets that dialect's
+--- real context-length answer instead of a reply, before any rate limit
+--- counts it: OpenAI 400 `context_length_exceeded` ("This model's maximum
+--- context length is N tokens. However, your messages resulted in M
+--- tokens..."), Anthropic 400 `invalid_request_error` "prompt is too long: M
+--- tokens > N maximum", Gemini 400 `INVALID_ARGUMENT` "The input token count
+--- (M) exceeds the maximum number of tokens allowed (N)." It is logged and
+--- counted as the fault "context_length". Models without a window have
+--- none.
+---
+--- Clients that give up: the server notices a client that closes its
+--- connection while its request is being handled (a timeout during a
+--- `latency` fault, a hedged request cancelled). Such a request is counted
+--- in `stats().closed_early` (and `closed_early_by_model`) and its log entry
+--- gets `closed_early = true`, whether it went during the latency sleep
+--- (then nothing is sent: status 0) or in the middle of a stream. A `hang`
+--- fault's handler never wakes to see it and is not counted.
 local json = require "weft.json"
 local http = require "weft.http"
 local errors = require "weft.error"
@@ -158,7 +180,7 @@ end
 --- Clear stats, the request log, rate-limit state and faults.
 function Mock:reset()
     self.counters = { requests = 0, by_endpoint = {}, by_model = {}, by_status = {}, by_fault = {},
-                      by_dialect = {} }
+                      by_dialect = {}, closed_early = 0, closed_early_by_model = {} }
     self.log_entries = {}
     self.log_n = 0
     self.buckets = {}
@@ -166,15 +188,43 @@ function Mock:reset()
     self.rules = {}
 end
 
---- Counters: requests, by_endpoint, by_model, by_status, by_fault, by_dialect.
+--- Counters: requests, by_endpoint, by_model, by_status, by_fault,
+--- by_dialect, closed_early (requests whose client went away before the
+--- answer was complete) and closed_early_by_model (model -> count).
 function Mock:stats()
     local c = self.counters
     return { requests = c.requests, by_endpoint = c.by_endpoint, by_model = c.by_model,
-             by_status = c.by_status, by_fault = c.by_fault, by_dialect = c.by_dialect }
+             by_status = c.by_status, by_fault = c.by_fault, by_dialect = c.by_dialect,
+             closed_early = c.closed_early, closed_early_by_model = c.closed_early_by_model }
+end
+
+-- A copy of context windows {[model] = max input tokens}, or nil and what
+-- is wrong: model names are strings, windows positive integers.
+local function check_context(windows)
+    if type(windows) ~= "table" then return nil, "context must be a table {[model] = max_input_tokens}" end
+    local out = {}
+    for k, v in pairs(windows) do
+        if type(k) ~= "string" then return nil, "context: model names must be strings" end
+        if type(v) ~= "number" or v < 1 or v ~= floor(v) or v == math.huge then
+            return nil, format("context[%q] must be a positive integer (max input tokens), got %s", k, tostring(v))
+        end
+        out[k] = v
+    end
+    return out
+end
+
+--- Replace the context windows ({[model] = max_input_tokens}; see the
+--- module's notes). Models not named have no window.
+---@param windows table<string, integer>
+function Mock:set_context(windows)
+    local w, why = check_context(windows)
+    if not w then error("mock:set_context: " .. why, 2) end
+    self.context = w
 end
 
 --- The request log (newest last): method, path, dialect, model, headers
---- (credentials redacted), body, status, fault, stream.
+--- (credentials redacted), body, status (0 when nothing was sent: reset,
+--- hang, a client gone during the latency), fault, closed_early.
 function Mock:requests()
     local out, ring, n, cap = {}, self.log_entries, self.log_n, self.max_log
     for i = math.max(1, n - cap + 1), n do out[#out + 1] = ring[(i - 1) % cap + 1] end
@@ -186,6 +236,16 @@ end
 function Mock:close()
     if self.server then self.server:close() end
     for task in pairs(self.active) do task:cancel() end
+end
+
+-- The client of `entry`'s request went away before its answer was
+-- complete (it gave up: a timeout, a cancelled hedge). Counted once.
+function Mock:_closed_early(entry)
+    if entry.closed_early then return end
+    entry.closed_early = true
+    local c = self.counters
+    c.closed_early = c.closed_early + 1
+    count(c.closed_early_by_model, entry.model)
 end
 
 -- Pick the fault for a request; returns fault, rule.
@@ -389,6 +449,18 @@ function Mock:_handle(req, res)
     local key = d.key_of(req) or ""
     local in_tokens = d.input_tokens and d.input_tokens(ctx) or 0
     ctx.input_tokens = in_tokens
+
+    -- the model's context window: a prompt too long is refused as the
+    -- provider would, before it counts against any limit
+    local window = self.context[model]
+    if window and in_tokens > window then
+        local r = d.context_response(ctx, in_tokens, window)
+        if r then
+            entry.fault = "context_length"
+            count(c.by_fault, entry.fault)
+            return reply(r.status, r)
+        end
+    end
     local max_out = d.max_tokens and d.max_tokens(ctx) or 0
     local st = {}
     local refused = self:_admit(dname, key, in_tokens + max_out, st)
@@ -406,6 +478,11 @@ function Mock:_handle(req, res)
     if entry.fault then count(c.by_fault, fault) end
     local delay = self:_latency(rule)
     if delay > 0 then weft.sleep(delay) end
+    if res:gone() then -- the client gave up while the answer was delayed
+        entry.status = 0
+        self:_closed_early(entry)
+        return
+    end
     ctx.stream_delay = rule and rule.stream_delay_ms and rule.stream_delay_ms / 1000 or 0
     ctx.rule = rule
     ctx.fault = fault
@@ -429,7 +506,10 @@ function Mock:_handle(req, res)
         local chunk = string.rep(" ", 64 * 1024)
         local sent = 0
         while sent < bytes do
-            if not res:write(chunk) then return end
+            if not res:write(chunk) then
+                if res:gone() then self:_closed_early(entry) end
+                return
+            end
             sent = sent + #chunk
         end
         res:finish()
@@ -437,6 +517,9 @@ function Mock:_handle(req, res)
     end
     local r = d.answer(ctx)
     if r then return reply(r.status or 200, r) end
+    -- streamed (or cut by a fault): the writers stop when a write finds
+    -- the client gone
+    if res:gone() then self:_closed_early(entry) end
     entry.status = entry.status or 200
     count(c.by_status, entry.status)
 end
@@ -449,9 +532,11 @@ end
 ---@field faults? table[] fault rules (see set_faults)
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
+---@field context? table<string, integer> context windows: model -> max input tokens (see the module's notes)
 
 --- Start a mock provider on weft.http.serve. Returns the mock handle with
---- `url`, `port`, `set_faults`, `reset`, `stats`, `requests`, `close`.
+--- `url`, `port`, `set_faults`, `set_context`, `reset`, `stats`, `requests`,
+--- `close`.
 ---@param opts? weft.mock.Options
 function M.start(opts)
     opts = opts or {}
@@ -472,6 +557,9 @@ function M.start(opts)
         if type(v) ~= "number" or v <= 0 then error("weft.mock.start: limits." .. k .. " must be a positive number", 2) end
     end
     self.max_log = opts.max_log or 1000
+    local windows, why = check_context(opts.context or {})
+    if not windows then error("weft.mock.start: " .. why, 2) end
+    self.context = windows
     -- A private generator (Park-Miller) so faults replay exactly for a seed.
     local state = (opts.seed or 1) % 2147483647
     if state <= 0 then state = state + 2147483646 end

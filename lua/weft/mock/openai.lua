@@ -110,6 +110,14 @@ function M.input_tokens(ctx)
     return 0
 end
 
+-- A chat prompt over the model's context window: OpenAI's 400
+-- context_length_exceeded (nil for other endpoints).
+function M.context_response(ctx, tokens, window)
+    if ctx.endpoint ~= "chat" then return nil end
+    return response(400, err_body(format("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, tokens),
+        "invalid_request_error", "context_length_exceeded", "messages"))
+end
+
 function M.max_tokens(ctx)
     local b = ctx.body
     local m = b.max_completion_tokens or b.max_tokens
