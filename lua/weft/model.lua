@@ -554,6 +554,12 @@ function M.config()
     return out
 end
 
+--- The policy spec of model `name` as configured now, or nil.
+function M.policy_spec(name)
+    local a = model_alias[name]
+    return a and a.policy
+end
+
 --- Forget the configuration (tests).
 function M.reset()
     provider_cfg, model_alias, instances, by_model = {}, {}, {}, {}
@@ -768,8 +774,10 @@ local function http_failure(ctx, res, body)
     local code = c.code
     if type(code) ~= "string" and type(code) ~= "number" then code = nil end
     local msg = type(c.message) == "string" and c.message or body
+    local reason = c.reason
+    if type(reason) ~= "string" or #reason > 64 or not reason:match("^[%w_]+$") then reason = nil end
     error(errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(msg)), {
-        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code,
+        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code, reason = reason,
         retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
     }), 0)
 end

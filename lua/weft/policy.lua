@@ -25,6 +25,7 @@
 --- return {
 ---     api = 1, kind = "policy", name = "first", version = "1.0.0",
 ---     schema = { note = { type = "string", default = "", description = "..." } },
+---     check = function(cfg, targets) return #targets >= 1 or nil, "needs a target" end,
 ---     run = function(req, targets, api, cfg, state)
 ---         local ok, res = api.call(1, nil, "first")    -- nil: the request as it came
 ---         if ok then return res end
@@ -32,6 +33,11 @@
 ---     end,
 --- }
 --- ```
+---
+--- `check(cfg, targets)` (optional) validates a model's options beyond
+--- the schema: true, or nil and a message. It runs when a model is
+--- configured and before a new version of the file is swapped in (a
+--- version that refuses a configured model is never served).
 ---
 --- `run` decides; the host does. It runs in the plugin sandbox, under the
 --- plugin budget (instructions, memory, time) between two calls of the
@@ -118,6 +124,7 @@ local pcost = metrics.counter("weft_policy_cost_usd_total",
     "Cost of the calls made through a policy model, from the providers' price tables.", { "policy" })
 
 local function pack(...) return { n = select("#", ...), ... } end
+local watch_specs
 
 ------------------------------------------------------------ live state
 
@@ -188,6 +195,40 @@ local function hooked(v, hooks, depth)
     return out
 end
 
+-- The policy models configured, by plugin entry (weak: a model that is
+-- configured again drops its old spec).
+local specs_of = setmetatable({}, { __mode = "k" })
+
+-- The options of `spec` against plugin version `p`: true, or nil and why.
+local function accepts(spec, p)
+    local ok, why = pcall(plugins.configure, p, spec.opts)
+    if not ok then return nil, tostring(why) end
+    if type(p.check) == "function" then
+        local hooks = {}
+        local cok, res, msg = plugins.call(p, "check", hooked(why, hooks, 0), M.target_view(spec))
+        if not cok then return nil, res end
+        if res ~= true then return nil, type(msg) == "string" and msg or "refused by the policy's check" end
+    end
+    return true
+end
+
+-- A new version of a policy plugin must accept every model configured
+-- with it (else it is refused and the loaded one keeps serving).
+function watch_specs(entry)
+    if specs_of[entry] then return end
+    specs_of[entry] = setmetatable({}, { __mode = "k" })
+    plugins.add_check(entry, function(np)
+        local current = require("weft.model").policy_spec
+        for spec in pairs(specs_of[entry]) do
+            if current(spec.name) == spec then
+                local ok, why = accepts(spec, np)
+                if not ok then return nil, "models." .. spec.name .. ": " .. why end
+            end
+        end
+        return true
+    end)
+end
+
 --- Check a policy model's configuration: `m` is the `models` entry,
 --- `fail(path, msg)` raises a configuration error at `path` (a list of
 --- keys below the model). Returns the spec kept for the model.
@@ -226,6 +267,8 @@ function M.check(name, m, request_keys, fail)
     end
     local spec = { name = name, policy = m.policy, entry = entry, targets = targets, defaults = defaults,
                    opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {}, hedges = 0, races = 0 }
+    watch_specs(entry)
+    specs_of[entry][spec] = true
     local ok, why = pcall(plugins.configure, entry.plugin, opts)
     if not ok then
         local key = tostring(why):match("unknown key '([^']+)'") or tostring(why):match(": ([%w_]+) must be")
@@ -415,6 +458,7 @@ local function call_target(run, i, req, reason, opts, race)
     local l = live_of(t.name)
     l.in_flight = l.in_flight + 1
     local t0 = now()
+    entry.t0 = t0
     local m = model_of(run, t)
     local ok, res
     if run.op == "stream" then
@@ -425,12 +469,19 @@ local function call_target(run, i, req, reason, opts, race)
         ok, res = pcall(m.complete, m, r)
     end
     l.in_flight = l.in_flight - 1
+    entry.t0 = nil
+    if entry.state == "cancelled" then
+        -- a race's loser: its route entry was settled when it was stopped;
+        -- what it used still counts
+        if errors.is(res) and res.partial then account(run, res.partial.usage, nil) end
+        return false, errors.is(res) and res or errors.new("cancelled", tostring(res))
+    end
     entry.latency = now() - t0
     entry.state = "done"
     if ok then
         entry.outcome = "success"
-        entry.provider, entry.attempts = res.provider, res.attempts
-        if res.route then entry.route = res.route end
+        entry.provider = res.provider
+        if res.route then entry.route = res.route else entry.attempts = res.attempts end
         observe(l.lat, entry.latency)
         if res.ttft then observe(l.ttft, res.ttft) end
         if not res.route then account(run, res.usage, res.cost) end
@@ -438,9 +489,8 @@ local function call_target(run, i, req, reason, opts, race)
     end
     local kind = errors.is(res) and res.kind or "error"
     entry.outcome = kind
-    entry.attempts = errors.is(res) and res.attempts or nil
     if errors.is(res) then
-        if res.route then entry.route = res.route end
+        if res.route then entry.route = res.route else entry.attempts = res.attempts end
         if res.partial and not res.route then account(run, res.partial.usage, nil) end
         if kind == "transient" or kind == "timeout" then observe(l.lat, entry.latency) end
     else
@@ -464,7 +514,9 @@ local function race(run, list, opts)
         state[k] = "done"
         tasks[k]:cancel()
         local e = runners[k] and runners[k].entry
-        if e and e.state == "running" then e.outcome, e.state = "cancelled", "cancelled" end
+        if e and e.state == "running" then
+            e.outcome, e.state, e.latency = "cancelled", "cancelled", now() - e.t0
+        end
     end
     local settled, winner, last_err = false, nil, nil
     local r = { settled = false }
@@ -497,7 +549,7 @@ local function race(run, list, opts)
             local w = next_waiting()
             if w then
                 tasks[w]:cancel()
-                launch(w, 0)
+                launch(w, 0, true)
             elseif r.holder_k == nil then
                 finish(false, v)
             end
@@ -510,7 +562,9 @@ local function race(run, list, opts)
             if k ~= hk and tasks[k] and state[k] ~= "done" then stop(k) end
         end
     end
-    launch = function(k, delay)
+    -- entry k starts after `delay`; `early` when every entry started before
+    -- it failed: then it is a failover, not a hedge (no budget, no delay)
+    launch = function(k, delay, early)
         local e = list[k]
         state[k] = delay > 0 and "waiting" or "starting"
         tasks[k] = spawn(function()
@@ -518,7 +572,7 @@ local function race(run, list, opts)
                 local _, err = sleep(delay)
                 if err or state[k] ~= "waiting" then return end
             end
-            if k > 1 and ratio then
+            if k > 1 and ratio and not early then
                 if ratio <= 0 or spec.hedges >= ratio * spec.races + 1 then
                     decide(run, target_of(run, e.target).name, "hedge_budget_exhausted")
                     state[k] = "done"
@@ -532,7 +586,9 @@ local function race(run, list, opts)
             state[k], started[k] = "running", true
             local entry_race = setmetatable({ k = k }, { __index = r })
             runners[k] = entry_race
-            local pok, ok, v = pcall(call_target, run, e.target, e.req, e.reason or (k > 1 and "hedge" or "race"), e, entry_race)
+            local reason = e.reason or (k > 1 and "hedge" or "race")
+            if early then reason = "failover" end
+            local pok, ok, v = pcall(call_target, run, e.target, e.req, reason, e, entry_race)
             if not pok then ok, v = false, errors.is(ok) and ok or errors.new("integration", tostring(ok)) end
             done(k, ok, v)
         end)
@@ -786,6 +842,7 @@ function M.run(spec, op, req, on_event)
         out = copy
     end
     out.route, out.policy = run.route, name
+    out.policy_version = p.version and tostring(p.version) or tostring(entry.n)
     out.latency = now() - t0
     if op == "stream" then
         local parts, texts = {}, {}

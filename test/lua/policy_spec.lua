@@ -143,6 +143,27 @@ describe("policy models", function()
             assert.are.equal("new", second.messages[1].content)
         end)
 
+        it("moves a context-length refusal to the next target whose window holds the request", function()
+            local name = "fbctx_" .. n
+            mock:close()
+            mock = mockmod.start { port = 0, context = { ["gpt-4o-mini"] = 40 } }
+            setup { [name] = { policy = "fallback", targets = {
+                { model = OPENAI, context_window = 40 },
+                { model = GEMINI, context_window = 60 },
+                { model = ANTHROPIC, context_window = 200000 } } } }
+            local long = string.rep("many words here ", 40)
+            local r = weft.model(name):complete(long)
+            assert.are.equal("anthropic", r.provider)
+            assert.are.equal(1, by_dialect("openai")) -- one attempt: a refusal is not retried
+            assert.are.equal(0, by_dialect("gemini")) -- its window is too small: skipped
+            assert.are.equal("invalid_request", r.route[1].outcome)
+            assert.are.equal(1, r.route[1].attempts)
+            assert.are.equal("context_length", r.route[2].reason)
+            assert.are.equal(1, decisions(name, GEMINI, "skip_context_window"))
+            -- a short request stays on the first target
+            assert.are.equal("openai", weft.model(name):complete("short").provider)
+        end)
+
         it("streams: a cut stream with continue = delivered text + the continuation, both in route and parts", function()
             local name = "fbcont_" .. n
             setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC }, stream_failure = "continue" } }
@@ -205,6 +226,39 @@ describe("policy models", function()
             assert.are.equal("cancelled", r.route[1].outcome)
             assert.are.equal("hedge", r.route[2].reason)
             assert.are.equal(1, decisions(name, ANTHROPIC, "hedge"))
+            -- the first request's transfer was stopped: its connection closed
+            -- before the mock answered (seen when its 2 s handler wakes)
+            eventually(function() return (mock:stats().closed_early or 0) >= 1 end, "first request closed early")
+            assert.are.equal(1, mock:stats().closed_early_by_model["gpt-4o-mini"])
+            assert.are.equal(1, by_dialect("openai"))
+        end)
+
+        it("fails over at once, without spending the budget, when the first target fails before the delay", function()
+            local name = "hedgefail_" .. n
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 5, budget = 0 } }
+            mock:set_faults { { dialect = "openai", probability = { [400] = 1 } } }
+            for _ = 1, 3 do
+                local r = weft.model(name):complete("Hi")
+                assert.are.equal("anthropic", r.provider)
+                -- started when the first failed, not after the delay
+                assert.are.equal("failover", r.route[2].reason)
+            end
+            assert.are.equal(0, decisions(name, ANTHROPIC, "hedge"))
+        end)
+
+        it("streams: hedges when no first token came by the TTFT deadline; text only from the winner", function()
+            local name = "hedgestream_" .. n
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 5, ttft = 0.1, budget = 1 } }
+            mock:set_faults { { dialect = "openai", latency = 2000 } }
+            local got = {}
+            local r = weft.model(name):stream("one two three", function(ev)
+                if ev.type == "text" then got[#got + 1] = ev.text end
+            end)
+            assert.are.equal("anthropic", r.provider)
+            assert.are.equal("echo: one two three", table.concat(got))
+            assert.are.equal(1, #r.parts)
+            assert.are.equal(ANTHROPIC, r.parts[1].target)
+            assert.are.equal("cancelled", r.route[1].outcome)
         end)
 
         it("keeps hedges within the budget: at most 10% + 1 of 200 calls", function()
