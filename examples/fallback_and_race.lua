@@ -1,96 +1,108 @@
--- fallback_and_race.lua: two everyday orchestration patterns against the
--- built-in mock provider (started here, so no API key is needed):
+-- fallback_and_race.lua: orchestration by configuration. Three providers,
+-- three policy models over them, and a script that only says which model
+-- it wants:
 --
---   1. fallback: ask OpenAI; on a rate limit or an outage move on to
---      Anthropic, then Gemini, saying why each step was taken;
---   2. race: ask all three at once, keep the first answer, cancel the rest,
---      and never wait more than 2 s.
+--   1. smart (fallback): OpenAI, then Anthropic, then Gemini; each step
+--      taken for a reason the result's `route` records;
+--   2. fast (hedge): Anthropic, and Gemini too when Anthropic has not
+--      answered in 100 ms; the first answer wins, the other is cancelled;
+--   3. resilient (fallback over hedge): the hedge first, OpenAI when the
+--      hedge as a whole fails.
 --
 --   weft run --summary examples/fallback_and_race.lua ["your question"]
 --
--- The mock is told to fail the way real providers do: OpenAI answers 429
--- (with Retry-After) then 503, Anthropic is slow (400 ms).
-local http, json = weft.http, weft.json
+-- Providers without their API key in the environment are served by weft's
+-- built-in mock (examples/_setup.lua), told to fail the way real providers
+-- do: OpenAI answers 429 then 503, Anthropic is slow (400 ms). With keys
+-- set, the real services answer and the routes are whatever happened.
+local setup = dofile((arg[0]:match("^(.*)/") or ".") .. "/_setup.lua")
+local MODELS = setup.MODELS
+local OPENAI, ANTHROPIC, GEMINI = "openai/" .. MODELS.openai, "anthropic/" .. MODELS.anthropic,
+    "gemini/" .. MODELS.gemini
 
 local question = arg[1] or "What is the capital of France?"
 
-local mock = weft.mock.start {
-    faults = {
-        { dialect = "openai", sequence = { 429, 503 } },
-        { dialect = "anthropic", latency = 400 },
+-- Two attempts per provider (a failure is retried once, then the policy
+-- takes over), so the story fits in a second.
+local retry = { max_attempts = 2, base = 0.05, cap = 0.2 }
+weft.configure {
+    providers = { openai = { retry = retry }, anthropic = { retry = retry }, gemini = { retry = retry } },
+    models = {
+        smart = { policy = "fallback", targets = { OPENAI, ANTHROPIC, GEMINI } },
+        fast = { policy = "hedge", targets = { ANTHROPIC, GEMINI }, delay = 0.1, budget = 1 },
+        resilient = { policy = "fallback", targets = { "fast", OPENAI } },
     },
 }
-local keys = weft.mock.DEFAULT_KEYS
+local mock = setup.providers { "openai", "anthropic", "gemini" }
+if mock then
+    mock:set_faults {
+        { dialect = "openai", sequence = { 429, 503 }, retry_after = 0.2 }, -- Retry-After 0.2 s; then fine
+        { dialect = "anthropic", latency = 400 },
+    }
+end
 
--- One call per dialect, returning {text=, input=, output=}. Any non-200 is
--- raised as an error value saying what the provider answered.
-local function post(url, headers, body)
-    headers["content-type"] = "application/json"
-    local res = http.request { method = "POST", url = url, headers = headers,
-                               body = json.encode(body), timeout = 10 }
-    if res.status ~= 200 then
-        local kind = (res.status == 429 or res.status >= 500) and "transient" or "invalid_request"
-        error(weft.error.new(kind, ("HTTP %d%s"):format(res.status,
-            res.headers["retry-after"] and (", retry after " .. res.headers["retry-after"] .. " s") or ""),
-            { status = res.status }), 0)
+-- One line per target tried: target, why it was called, what came of it;
+-- a target that is itself a policy shows its own route below it.
+local function show_route(route, indent)
+    for _, e in ipairs(route) do
+        local how = e.route and "" or e.outcome == "cancelled" and " (lost the race)"
+            or (" %d attempt(s), %.0f ms"):format(e.attempts or 0, (e.latency or 0) * 1000)
+        print(("%-38s %-11s -> %-9s%s"):format(indent .. e.target, e.reason, e.outcome, how))
+        if e.route then show_route(e.route, indent .. "  ") end
     end
-    return json.decode(res.body)
 end
 
-local providers = {
-    { name = "openai", model = "gpt-4o-mini", ask = function(q)
-        local v = post(mock.url .. "/v1/chat/completions", { authorization = "Bearer " .. keys.openai },
-            { model = "gpt-4o-mini", messages = { { role = "user", content = q } } })
-        return { text = v.choices[1].message.content, input = v.usage.prompt_tokens, output = v.usage.completion_tokens }
-    end },
-    { name = "anthropic", model = "claude-3-5-haiku-latest", ask = function(q)
-        local v = post(mock.url .. "/v1/messages", { ["x-api-key"] = keys.anthropic, ["anthropic-version"] = "2023-06-01" },
-            { model = "claude-3-5-haiku-latest", max_tokens = 256, messages = { { role = "user", content = q } } })
-        return { text = v.content[1].text, input = v.usage.input_tokens, output = v.usage.output_tokens }
-    end },
-    { name = "gemini", model = "gemini-2.0-flash", ask = function(q)
-        local v = post(mock.url .. "/v1beta/models/gemini-2.0-flash:generateContent", { ["x-goog-api-key"] = keys.gemini },
-            { contents = { { role = "user", parts = { { text = q } } } } })
-        return { text = v.candidates[1].content.parts[1].text, input = v.usageMetadata.promptTokenCount,
-                 output = v.usageMetadata.candidatesTokenCount }
-    end },
-}
-
--- Every ask is recorded as a call (metrics, logs with a call id, and the
--- table `weft run --summary` prints at exit), priced in USD per 1M tokens.
-weft.calls.set_prices("openai", { ["gpt-4o-mini"] = { input = 0.15, output = 0.60 } })
-weft.calls.set_prices("anthropic", { ["claude-3-5-haiku-latest"] = { input = 0.80, output = 4.00 } })
-weft.calls.set_prices("gemini", { ["gemini-2.0-flash"] = { input = 0.10, output = 0.40 } })
-local function ask(p, q)
-    local call = weft.calls.begin { provider = p.name, model = p.model, operation = "chat" }
-    call:attempt()
-    local ok, r = pcall(p.ask, q)
-    if ok then call:usage(r.input, r.output) end
-    call:finish(not ok and r or nil)
-    if not ok then error(r, 0) end
-    return r
-end
-
--- 1. Fallback chain
-print("fallback:")
-for _, p in ipairs(providers) do
+local function ask(name)
     local t0 = weft.now()
-    local ok, r = pcall(ask, p, question)
-    local ms = (weft.now() - t0) * 1000
-    if ok then
-        print(("  %-9s answered in %4.0f ms (%d tokens in, %d out): %s"):format(p.name, ms, r.input, r.output, r.text))
-        break
+    local ok, r = pcall(weft.model(name).complete, weft.model(name), question)
+    if not ok then
+        print(("%s: failed after %.0f ms: %s"):format(name, (weft.now() - t0) * 1000, tostring(r)))
+        if type(r) == "table" and r.route then show_route(r.route, "  ") end
+        return
     end
-    print(("  %-9s failed in %4.0f ms: %s -> next"):format(p.name, ms, tostring(r)))
+    print(("%s: %s answered in %.0f ms: %s"):format(name, r.provider, (weft.now() - t0) * 1000, r.text))
+    show_route(r.route, "  ")
 end
 
--- 2. Race: first good answer wins, the others are cancelled
-local attempts = {}
-for i, p in ipairs(providers) do attempts[i] = function() return ask(p, question), p.name end end
-local t0 = weft.now()
-local r, i = weft.timeout(2, function() return weft.any(attempts) end)
-print(("race:\n  %-9s won in %4.0f ms: %s"):format(providers[i].name, (weft.now() - t0) * 1000, r.text))
+-- what the mock was told, when it serves the providers
+local function story(title, faults) print(title .. (mock and (" (" .. faults .. ")") or "") .. ":") end
 
-local s = mock:stats()
-print(("mock saw %d requests: %s"):format(s.requests, json.encode(s.by_status, { sort_keys = true })))
-mock:close()
+story("1. fallback", "OpenAI rate-limited, then down")
+ask("smart")
+
+story("\n2. hedge", "Anthropic slow")
+ask("fast")
+
+if mock then
+    -- Anthropic overloaded, Gemini down: the hedge fails as a whole
+    mock:set_faults {
+        { dialect = "anthropic", probability = { [529] = 1 } },
+        { dialect = "gemini", probability = { [503] = 1 } },
+    }
+end
+story("\n3. fallback over hedge", "Anthropic overloaded, Gemini down")
+ask("resilient")
+
+-- The ledger: every decision and every call through a policy model, from
+-- the metrics registry (also at /metrics with `weft run --metrics`).
+local snap = weft.metrics.snapshot()
+local function series(metric, fmt, keys)
+    local rows = {}
+    for _, s in ipairs(snap[metric] and snap[metric].series or {}) do
+        local v = {}
+        for i, k in ipairs(keys) do v[i] = s.labels[k] end
+        v[#v + 1] = s.value
+        rows[#rows + 1] = fmt:format(unpack(v))
+    end
+    table.sort(rows)
+    return rows
+end
+print("\ndecisions (weft_policy_decisions_total{policy, target, reason}):")
+print(table.concat(series("weft_policy_decisions_total", "  %-9s %-34s %-11s %d", { "policy", "target", "reason" }), "\n"))
+print("calls (weft_policy_calls_total{policy, outcome}): "
+    .. table.concat(series("weft_policy_calls_total", "%s %s %d", { "policy", "outcome" }), ", "))
+if mock then
+    local s = mock:stats()
+    print(("mock saw %d requests: %s"):format(s.requests, weft.json.encode(s.by_status, { sort_keys = true })))
+end
+setup.done()
