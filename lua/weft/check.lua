@@ -12,6 +12,12 @@
 --- the normalized results and error kinds the fixtures expect (and the
 --- `reason`, such as "context_length", where an error fixture names one).
 ---
+--- A policy's defaults must satisfy its schema and its `check`; its `run`
+--- is then driven over three simulated targets (all answering, the first
+--- failing, rate limited or refusing the key, all failing, a stream, an
+--- embedding) and must give back a target's result or an error each time,
+--- within its budget; the path it took is printed.
+---
 --- Exit status: 0 when every file is fine (warnings allowed), 1 when one
 --- has an error, 2 on usage errors.
 local plugins = require "weft.plugins"
@@ -285,6 +291,63 @@ local function check_provider(F, path, p)
     end
 end
 
+-- A policy: its defaults against its schema and its check, then its run
+-- driven over three simulated targets in the usual situations: it must
+-- give back a target's result or an error, within its budget.
+local SIM_SCENARIOS = {
+    { "every target answers", "complete", function() end },
+    { "the first target fails (transient)", "complete", function(i) if i == 1 then return "transient" end end },
+    { "the first target is rate limited", "complete", function(i) if i == 1 then return "rate_limited" end end },
+    { "the first target rejects the key (auth)", "complete", function(i) if i == 1 then return "auth" end end },
+    { "every target fails (transient)", "complete", function() return "transient" end },
+    { "a stream", "stream", function() end },
+    { "an embedding", "embed", function() end },
+}
+
+local function check_policy(F, p)
+    local policy = require "weft.policy"
+    local ok, cfg = pcall(plugins.configure, p, {})
+    if not ok then
+        F.warn("needs options to be configured (" .. tostring(cfg) .. "): not driven")
+        return
+    end
+    F.ok("its defaults satisfy its schema")
+    if type(p.check) == "function" then
+        local targets = { { name = "sim1", weight = 1 }, { name = "sim2", weight = 1 }, { name = "sim3", weight = 1 } }
+        local cok, res, msg = plugins.call(p, "check", cfg, targets)
+        if not cok then F.err(res) return end
+        if res ~= true then
+            F.warn("check refuses its defaults over three targets (" .. tostring(msg) .. "): not driven")
+            return
+        end
+        F.ok("check accepts its defaults over three targets")
+    end
+    local level = require("weft.log").level()
+    require("weft.log").level("warn") -- the simulated calls' decisions are printed below
+    for _, sc in ipairs(SIM_SCENARIOS) do
+        local name, op, fails = sc[1], sc[2], sc[3]
+        local sok, v, route = policy.simulate(p, {}, 3, op, function(i)
+            local kind = fails(i)
+            if kind then error(errors.new(kind, "simulated " .. kind .. " of sim" .. i, { attempts = 1 }), 0) end
+            if op == "embed" then return { vectors = { { 0.1 }, { 0.2 } }, usage = { input = 2, output = 0 }, provider = "sim" .. i } end
+            return { text = "answer of sim" .. i, finish_reason = "stop", usage = { input = 1, output = 1 }, provider = "sim" .. i }
+        end)
+        local steps = {}
+        for _, e in ipairs(route or (errors.is(v) and v.route) or {}) do
+            steps[#steps + 1] = ("%s %s -> %s"):format(e.target, e.reason, tostring(e.outcome))
+        end
+        local path = #steps > 0 and (" [" .. table.concat(steps, "; ") .. "]") or ""
+        if sok then
+            F.ok(("%s (%s): answered by %s%s"):format(name, op, tostring(v.provider), path))
+        elseif errors.is(v) and v.kind == "integration" then
+            F.err(("%s (%s): %s"):format(name, op, tostring(v.message)))
+        else
+            F.ok(("%s (%s): fails with %s%s"):format(name, op, errors.is(v) and v.kind or tostring(v), path))
+        end
+    end
+    require("weft.log").level(level)
+end
+
 --- Check one file; returns the findings {errors=, warnings=, lines=}.
 ---@param path string
 function M.file(path)
@@ -302,6 +365,7 @@ function M.file(path)
         p.kind, p.name, tostring(p.version or "-"), p.api, plugins.API_MIN, plugins.API))
     if p.version == nil then F.warn("no version: results and logs cannot tell versions apart") end
     if p.kind == "provider" then check_provider(F, path, p) end
+    if p.kind == "policy" then check_policy(F, p) end
     return F
 end
 

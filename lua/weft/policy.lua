@@ -78,8 +78,9 @@
 ---   `api.hook(h, ...)`, `api.escalate(i, err)` (the `escalate` event).
 ---
 --- Every decision (a target called, skipped, hedged) is logged with the
---- call id and counted in weft_policy_decisions_total{policy, target,
---- reason}. The result carries `route`: each target tried, in order, with
+--- call id (at debug for the first of a call, at info for the ones after
+--- it: a fallback, a hedge, a skip) and counted in
+--- weft_policy_decisions_total{policy, target, reason}. The result carries `route`: each target tried, in order, with
 --- outcome, reason, attempts and latency (a target that is a policy nests
 --- its own route). A policy returns a result a target produced, or an error
 --- (one a target raised, or its own weft.error value); anything else is an
@@ -258,7 +259,7 @@ function M.check(name, m, request_keys, fail)
         if t.context_window ~= nil and not (type(t.context_window) == "number" and t.context_window >= 1 and t.context_window < 1e12) then
             fail({ "targets", tostring(i), "context_window" }, "must be a number of tokens >= 1")
         end
-        targets[i] = { name = t.model, weight = t.weight or 1, context_window = t.context_window }
+        targets[i] = { name = t.model, weight = t.weight or 1, context_window = t.context_window, index = i }
     end
     local defaults, opts = {}, {}
     for k, v in pairs(m) do
@@ -337,9 +338,13 @@ end
 --  copy), on_event=, deadline=, id=, route={}, real={view -> value},
 --  parts={}, n=0 (target calls), tokens_in=, tokens_out=, cost=}
 
+-- Counted always; logged at info once the call is off its first choice
+-- (a fallback, a hedge, a skip: what explains a route), at debug before.
 local function decide(run, target, reason)
     decisions:inc(1, run.spec.name, target or "-", reason)
-    log.info("policy decision", { call_id = run.id, policy = run.spec.name, target = target, reason = reason })
+    run.decisions = run.decisions + 1
+    local fields = { call_id = run.id, policy = run.spec.name, target = target, reason = reason }
+    if run.decisions > 1 then log.info("policy decision", fields) else log.debug("policy decision", fields) end
 end
 
 local function account(run, u, cost)
@@ -459,9 +464,12 @@ local function call_target(run, i, req, reason, opts, race)
     l.in_flight = l.in_flight + 1
     local t0 = now()
     entry.t0 = t0
-    local m = model_of(run, t)
+    local sim = run.spec.simulate
+    local m = not sim and model_of(run, t)
     local ok, res
-    if run.op == "stream" then
+    if sim then
+        ok, res = pcall(sim, t.index, r, run.op)
+    elseif run.op == "stream" then
         ok, res = pcall(m.stream, m, r, sink(run, entry, opts and opts.continues))
     elseif run.op == "embed" then
         ok, res = pcall(m.embed, m, r.input, { id = r.id, priority = r.priority, deadline = r.deadline })
@@ -615,7 +623,7 @@ end
 local function state_of(run, i)
     local t = target_of(run, i)
     local l = live_of(t.name)
-    local m = model_of(run, t)
+    local m = not run.spec.simulate and model_of(run, t) or {}
     local out = { in_flight = l.in_flight, latency = summary_of(l.lat), ttft = summary_of(l.ttft),
                   context_window = t.context_window, breaker = "closed", retry_in = 0, wait = 0, queued = 0 }
     if m.provider then
@@ -769,6 +777,10 @@ local function settle(run, r)
     return false, policy_error(run, type(e) == "string" and e or "failed")
 end
 
+-- Bounds of one run: API calls (each a budget segment of its own, so a
+-- loop around them would never run out of budget) and target calls.
+local MAX_OPS, MAX_CALLS = 10000, 100
+
 local function drive(run, co, ...)
     local label = run.spec.policy
     local what = format("policy plugin %s (%s): run", run.spec.policy, tostring(run.plugin.version or "?"))
@@ -787,6 +799,11 @@ local function drive(run, co, ...)
         if status(co) == "dead" then return settle(run, r) end
         local op = ops[r[3]]
         if not op then return false, policy_error(run, "yielded " .. tostring(r[3]) .. " (only the api functions wait)") end
+        run.ops = run.ops + 1
+        if run.ops > MAX_OPS then return false, policy_error(run, "made more than " .. MAX_OPS .. " API calls in one call") end
+        if run.n >= MAX_CALLS and (r[3] == "call" or r[3] == "race" or r[3] == "all") then
+            return false, policy_error(run, "called targets more than " .. MAX_CALLS .. " times in one call")
+        end
         local res = pack(pcall(op, run, unpack(r, 4, r.n)))
         if not res[1] then
             -- the caller cancelled, or the plugin misused the API (a bug in it)
@@ -811,7 +828,7 @@ function M.run(spec, op, req, on_event)
         spec = spec, plugin = p, op = op, req = req, on_event = on_event, hooks = opts.hooks,
         deadline = req.deadline or (req.timeout and now() + req.timeout) or nil,
         id = req.id or ("policy-" .. seq), route = {}, real = setmetatable({}, { __mode = "k" }),
-        parts = {}, n = 0, tokens_in = 0, tokens_out = 0, cost = 0,
+        parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0,
     }
     local view = plain(req) or {}
     view.model, view.op, view.id = nil, op, nil
@@ -855,6 +872,28 @@ function M.run(spec, op, req, on_event)
         if #parts > 1 then out.text = concat(texts) end
     end
     return out
+end
+
+--- Run policy plugin `p` with options `opts` over `n` simulated targets
+--- ("sim1".."simN"): `outcome(i, req, op)` returns target i's result or
+--- raises its error. Returns ok, result or error, route (weft check).
+---@param p table a loaded policy plugin
+---@param opts table
+---@param n integer
+---@param op "complete"|"stream"|"embed"
+---@param outcome fun(i: integer, req: table, op: string): table
+function M.simulate(p, opts, n, op, outcome)
+    local targets = {}
+    for i = 1, n do targets[i] = { name = "sim" .. i, weight = 1, context_window = 1000000, index = i } end
+    local spec = { name = "check:" .. p.name, policy = p.name, entry = { plugin = p, n = 1 }, targets = targets,
+                   defaults = {}, opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {},
+                   hedges = 0, races = 0, simulate = outcome }
+    local req = op == "embed" and { input = { "a", "b" } }
+        or { messages = { { role = "user", content = "Hello" } }, model = spec.name }
+    local route
+    local ok, v = pcall(M.run, spec, op, req, op == "stream" and function() end or nil)
+    if type(v) == "table" then route = v.route end
+    return ok, v, route
 end
 
 ------------------------------------------------------------ the model
