@@ -246,6 +246,20 @@ describe("policy models", function()
             assert.are.equal(0, decisions(name, ANTHROPIC, "hedge"))
         end)
 
+        it("takes its delay from a percentile of the first target's measured latency", function()
+            local name, warm = "hedgepct_" .. n + 1, "warm_" .. n + 1
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.01, percentile = 90,
+                               min_delay = 0.01, max_delay = 5, budget = 1 },
+                    [warm] = { policy = "fallback", targets = { OPENAI } } }
+            mock:set_faults { { dialect = "openai", latency = 150 } }
+            for _ = 1, 10 do weft.model(warm):complete("x") end -- ten measured latencies of about 150 ms
+            mock:set_faults { { dialect = "openai", latency = 2000 } }
+            local r = weft.model(name):complete("Hi")
+            assert.are.equal("anthropic", r.provider)
+            -- the hedge went out after the 90th percentile (>= 150 ms), not after `delay`
+            assert.is_true(r.latency >= 0.15, "latency " .. r.latency)
+        end)
+
         it("streams: hedges when no first token came by the TTFT deadline; text only from the winner", function()
             local name = "hedgestream_" .. n
             setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 5, ttft = 0.1, budget = 1 } }
@@ -328,6 +342,19 @@ describe("policy models", function()
             weft.sleep(0.05)
             assert.are.equal("anthropic", m:complete("y").provider)
             first:wait()
+        end)
+
+        it("most headroom prefers the target with more of its limits left", function()
+            local name = "headroom_" .. n + 1
+            setup({ [name] = { policy = "balance", strategy = "headroom", targets = { OPENAI, ANTHROPIC } } },
+                { openai = { limits = { rpm = 10 } }, anthropic = { limits = { rpm = 100 } } })
+            local count = {}
+            for _ = 1, 20 do
+                local p = weft.model(name):complete("x").provider
+                count[p] = (count[p] or 0) + 1
+            end
+            assert.is_true((count.anthropic or 0) >= 15, "anthropic " .. tostring(count.anthropic))
+            assert.are.equal(count.anthropic, decisions(name, ANTHROPIC, "most_headroom"))
         end)
 
         it("skips a target whose breaker is open until its cooldown, then uses it again", function()
