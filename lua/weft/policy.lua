@@ -267,7 +267,8 @@ function M.check(name, m, request_keys, fail)
         elseif not M.HOST_KEYS[k] then opts[k] = v end
     end
     local spec = { name = name, policy = m.policy, entry = entry, targets = targets, defaults = defaults,
-                   opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {}, hedges = 0, races = 0 }
+                   opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {}, hedges = 0, races = 0,
+                   series = {}, outcome_series = {} }
     watch_specs(entry)
     specs_of[entry][spec] = true
     local ok, why = pcall(plugins.configure, entry.plugin, opts)
@@ -301,7 +302,9 @@ function M.options(spec, p)
     if c then return c end
     local cfg = plugins.configure(p, spec.opts)
     local hooks = {}
-    c = { cfg = hooked(cfg, hooks, 0), hooks = hooks }
+    -- the plugin's own copies for this version: what it changes in them
+    -- stays with its later calls of this model
+    c = { cfg = hooked(cfg, hooks, 0), hooks = hooks, targets = M.target_view(spec) }
     spec.cfgs[p] = c
     return c
 end
@@ -340,11 +343,27 @@ end
 
 -- Counted always; logged at info once the call is off its first choice
 -- (a fallback, a hedge, a skip: what explains a route), at debug before.
+-- The series are cached per model, target and reason.
+local log_enabled = require("weft._log").enabled
 local function decide(run, target, reason)
-    decisions:inc(1, run.spec.name, target or "-", reason)
+    local spec = run.spec
+    target = target or "-"
+    local by = spec.series[target]
+    if not by then
+        by = {}
+        spec.series[target] = by
+    end
+    local ser = by[reason]
+    if not ser then
+        ser = decisions:labels(spec.name, target, reason)
+        by[reason] = ser
+    end
+    ser:inc()
     run.decisions = run.decisions + 1
-    local fields = { call_id = run.id, policy = run.spec.name, target = target, reason = reason }
-    if run.decisions > 1 then log.info("policy decision", fields) else log.debug("policy decision", fields) end
+    local level = run.decisions > 1 and "info" or "debug"
+    if log_enabled(level) then
+        log[level]("policy decision", { call_id = run.id, policy = spec.name, target = target, reason = reason })
+    end
 end
 
 local function account(run, u, cost)
@@ -692,6 +711,10 @@ ops.sleep = function(run, s)
     local _, err = sleep(s)
     if err then error(err, 0) end
 end
+ops.remaining = function(run)
+    local d = run.deadline
+    return d and d - now() or nil
+end
 ops.hook = function(run, h, ...)
     local fn = run.hooks[h]
     if not fn then error("api.hook: " .. tostring(h) .. " is not a hook of this policy's options", 0) end
@@ -720,6 +743,7 @@ local API = {
     sleep = function(s) return yield("sleep", s) end,
     hook = function(h, ...) return yield("hook", h, ...) end,
     escalate = function(i, err) return yield("escalate", i, err) end,
+    remaining = function() return yield("remaining") end,
 }
 
 local function tokens_of(req)
@@ -731,17 +755,17 @@ local function tokens_of(req)
     return ceil(n / 4)
 end
 
--- A fresh API table per call (its own copy: a plugin that changes it
--- changes nothing of anyone else's).
-local function api_for(run)
-    local a = {}
+-- The API table of a plugin version: its own copy (a plugin that changes
+-- it changes nothing of anyone else's), made once.
+local apis = setmetatable({}, { __mode = "k" })
+local function api_for(p)
+    local a = apis[p]
+    if a then return a end
+    a = {}
     for k, f in pairs(API) do a[k] = f end
     a.now = now
     a.tokens = tokens_of
-    a.remaining = function()
-        local d = run.deadline
-        return d and d - now() or nil
-    end
+    apis[p] = a
     return a
 end
 
@@ -827,20 +851,28 @@ function M.run(spec, op, req, on_event)
     local run = {
         spec = spec, plugin = p, op = op, req = req, on_event = on_event, hooks = opts.hooks,
         deadline = req.deadline or (req.timeout and now() + req.timeout) or nil,
-        id = req.id or ("policy-" .. seq), route = {}, real = setmetatable({}, { __mode = "k" }),
+        id = req.id or ("policy-" .. seq), route = {}, real = {},
         parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0,
     }
     local view = plain(req) or {}
     view.model, view.op, view.id = nil, op, nil
     local co = create(p.run)
     local t0 = now()
-    local ok, v = drive(run, co, view, M.target_view(spec), api_for(run), opts.cfg, spec.state)
+    local ok, v = drive(run, co, view, opts.targets, api_for(p), opts.cfg, spec.state)
     local name = spec.name
     if run.tokens_in > 0 then ptokens:inc(run.tokens_in, name, "input") end
     if run.tokens_out > 0 then ptokens:inc(run.tokens_out, name, "output") end
     if run.cost > 0 then pcost:inc(run.cost, name) end
+    local function outcome(o)
+        local ser = spec.outcome_series[o]
+        if not ser then
+            ser = outcomes:labels(name, o)
+            spec.outcome_series[o] = ser
+        end
+        ser:inc()
+    end
     if not ok then
-        outcomes:inc(1, name, errors.is(v) and v.kind or "error")
+        outcome(errors.is(v) and v.kind or "error")
         if errors.is(v) then
             if v.route == nil or rawget(v, "policy") ~= name then
                 -- the error of a target: this policy's route on it (a copy
@@ -850,7 +882,7 @@ function M.run(spec, op, req, on_event)
         end
         error(v, 0)
     end
-    outcomes:inc(1, name, "success")
+    outcome("success")
     local out = v
     if out.route and out.policy ~= name then
         -- the result of a nested policy: keep its route inside ours
@@ -887,7 +919,7 @@ function M.simulate(p, opts, n, op, outcome)
     for i = 1, n do targets[i] = { name = "sim" .. i, weight = 1, context_window = 1000000, index = i } end
     local spec = { name = "check:" .. p.name, policy = p.name, entry = { plugin = p, n = 1 }, targets = targets,
                    defaults = {}, opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {},
-                   hedges = 0, races = 0, simulate = outcome }
+                   hedges = 0, races = 0, simulate = outcome, series = {}, outcome_series = {} }
     local req = op == "embed" and { input = { "a", "b" } }
         or { messages = { { role = "user", content = "Hello" } }, model = spec.name }
     local route
