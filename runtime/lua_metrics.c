@@ -3,6 +3,7 @@
  *   local m = _metrics.new("counter"|"gauge"|"histogram", name, help, {labels}, buckets)
  *   m:inc(v, ...), m:set(v, ...), m:observe(v, ...)   -- label values as trailing args
  *   local s = m:labels(...)  -- a series handle: s:inc(v), s:set(v), s:observe(v)
+ *   m:value(...), s:value()  -- read back (value, or a histogram's count); nil labels match any
  *   _metrics.text(), _metrics.snapshot()   -- loaded secret values redacted in both
  * Series handles point into the registry, which never frees a series while
  * the process runs, so a handle cached in Lua stays valid.
@@ -144,6 +145,26 @@ static int l_labels(lua_State *L) {
     return 1;
 }
 
+/* m:value(...) -> sum, nseries: the value (counters, gauges) or count
+ * (histograms) summed over the series whose label values match; a nil or
+ * missing label value matches any value. Creates no series. */
+static int l_value(lua_State *L) {
+    struct weft_metric *m = check_metric(L);
+    const char *v[WEFT_METRIC_MAX_LABELS];
+    for (int i = 0; i < m->nlabels; i++) {
+        int idx = 2 + i;
+        if (lua_isnoneornil(L, idx)) v[i] = NULL;
+        else if (lua_type(L, idx) == LUA_TBOOLEAN) v[i] = lua_toboolean(L, idx) ? "true" : "false";
+        else if (!(v[i] = lua_tostring(L, idx)))
+            return luaL_error(L, "metric %s: label values must be strings or numbers", m->name);
+    }
+    double sum;
+    int n = weft_metric_value(m, v, &sum);
+    lua_pushnumber(L, sum);
+    lua_pushinteger(L, n);
+    return 2;
+}
+
 static int l_max_series(lua_State *L) {
     weft_metric_set_max_series(check_metric(L), (int)luaL_checkinteger(L, 2));
     return 0;
@@ -168,6 +189,13 @@ static int l_s_observe(lua_State *L) {
     if (ls->m->type != WEFT_HISTOGRAM) return luaL_error(L, "metric %s is not a histogram", ls->m->name);
     weft_series_observe(ls->m, ls->s, luaL_checknumber(L, 2));
     return 0;
+}
+
+/* s:value() -> the series' value, or its count for a histogram */
+static int l_s_value(lua_State *L) {
+    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
+    lua_pushnumber(L, ls->m->type == WEFT_HISTOGRAM ? ls->s->count : ls->s->value);
+    return 1;
 }
 
 static int l_text(lua_State *L) {
@@ -247,8 +275,10 @@ static int l_snapshot(lua_State *L) {
 int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_metrics(lua_State *L) {
     static const luaL_Reg mm[] = {{"inc", l_inc}, {"set", l_set}, {"observe", l_observe},
-                                  {"labels", l_labels}, {"max_series", l_max_series}, {NULL, NULL}};
-    static const luaL_Reg sm[] = {{"inc", l_s_inc}, {"set", l_s_set}, {"observe", l_s_observe}, {NULL, NULL}};
+                                  {"labels", l_labels}, {"max_series", l_max_series},
+                                  {"value", l_value}, {NULL, NULL}};
+    static const luaL_Reg sm[] = {{"inc", l_s_inc}, {"set", l_s_set}, {"observe", l_s_observe},
+                                  {"value", l_s_value}, {NULL, NULL}};
     if (luaL_newmetatable(L, METRIC_MT)) {
         lua_newtable(L);
         luaL_register(L, NULL, mm);

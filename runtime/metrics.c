@@ -107,6 +107,42 @@ struct weft_series *weft_metric_series(struct weft_metric *m, const char *const 
     return s;
 }
 
+static double reading(const struct weft_metric *m, const struct weft_series *s) {
+    return m->type == WEFT_HISTOGRAM ? s->count : s->value;
+}
+
+int weft_metric_value(const struct weft_metric *m, const char *const *values, double *out) {
+    int exact = 1;
+    for (int i = 0; i < m->nlabels; i++)
+        if (!values[i]) exact = 0;
+    *out = 0;
+    if (exact) { /* one series at most: the hash chain, as weft_metric_series finds it */
+        int slot = (int)(hash_values(values, m->nlabels) % (unsigned long)m->nslots);
+        for (struct weft_series *s = m->table[slot]; s; s = s->next)
+            if (same_values(s, values, m->nlabels)) {
+                *out = reading(m, s);
+                return 1;
+            }
+        if (m->other && same_values(m->other, values, m->nlabels)) {
+            *out = reading(m, m->other);
+            return 1;
+        }
+        return 0;
+    }
+    int n = 0; /* wildcards: every series, `other` included (it is in order[]) */
+    for (int k = 0; k < m->norder; k++) {
+        const struct weft_series *s = m->order[k];
+        int match = 1;
+        for (int i = 0; match && i < m->nlabels; i++)
+            match = !values[i] || strcmp(s->values[i], values[i]) == 0;
+        if (match) {
+            *out += reading(m, s);
+            n++;
+        }
+    }
+    return n;
+}
+
 void weft_series_add(struct weft_series *s, double v) { s->value += v; }
 void weft_series_set(struct weft_series *s, double v) { s->value = v; }
 

@@ -74,6 +74,14 @@ struct weft_metric *weft_metric_find(const char *name);
  * allocation failure. */
 struct weft_series *weft_metric_series(struct weft_metric *m, const char *const *values);
 
+/* Read back without creating anything: the sum of the value (counters,
+ * gauges) or the observation count (histograms) of every series whose
+ * label values match `values` (nlabels entries; a NULL entry matches any
+ * value; all non-NULL: at most one series, found by hash), into *out.
+ * Returns how many series matched (0: *out = 0). The `other` overflow
+ * series matches only values that are all "other" or NULL. */
+int weft_metric_value(const struct weft_metric *m, const char *const *values, double *out);
+
 void weft_series_add(struct weft_series *s, double v);     /* counter/gauge */
 void weft_series_set(struct weft_series *s, double v);     /* gauge */
 void weft_series_observe(struct weft_metric *m, struct weft_series *s, double v); /* histogram */

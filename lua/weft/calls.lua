@@ -8,15 +8,23 @@
 --- ```lua
 --- local call = weft.calls.begin { provider = "openai", model = "gpt-4o-mini", operation = "chat" }
 --- call:attempt()                     -- a try starts ("request" hook)
---- ... weft.http.request{...} ...     -- wire time, first token, quota headers: automatic
+--- local res = weft.http.request { ..., on_data = function(chunk) call:first_token() ... end }
+--- call:http(res)                     -- what weft.http measured: wire time, quota headers
 --- call:usage(120, 35)                -- tokens in/out -> weft_tokens_total, weft_cost_usd_total
 --- call:finish()                      -- or call:finish(err): outcome, latency, log line, hooks
 --- ```
 ---
+--- Lower layers do not look the call up: weft.http returns its time on the
+--- wire with the response (`res.wire`, also on the error it raises), a
+--- limiter's acquire returns the seconds it queued; whoever holds the call
+--- records them (call:http, call:wait_time). weft.retry.run records its
+--- backoff sleeps on its call and hands the call to the attempt function.
+---
 --- Metrics (weft.metrics.std): weft_calls_total{outcome}, weft_attempts_total,
 --- weft_retries_total{reason}, weft_call_duration_seconds,
 --- weft_time_to_first_token_seconds, weft_overhead_seconds, weft_tokens_total,
---- weft_cost_usd_total, weft_quota_remaining.
+--- weft_cost_usd_total, weft_quota_remaining. They are the one ledger of
+--- calls: `totals` (model:usage()) and the exit summary read them back.
 ---
 --- Logs: every line a task writes while it runs a call carries `call_id`,
 --- `provider` and `model`; the call ends with one line ("call" or "call
@@ -36,7 +44,6 @@ local T = require "weft._task"
 
 local type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack =
     type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack
-local running = coroutine.running
 local fmt, floor, max, random = string.format, math.floor, math.max, math.random
 
 local std = metrics.std
@@ -163,32 +170,114 @@ local function sample_admit()
     return false
 end
 
+------------------------------------------------------------------ totals
+
+-- Series handles by provider, model and operation: a cached handle costs
+-- a fraction of a lookup by label values, and a call touches eight. The
+-- cache also names every provider/model/operation and outcome recorded.
+local series_cache = {}
+local function series_of(p, m, op)
+    local bp = series_cache[p]
+    if not bp then bp = {} series_cache[p] = bp end
+    local bm = bp[m]
+    if not bm then bm = {} bp[m] = bm end
+    local s = bm[op]
+    if not s then
+        s = {
+            attempts = std.attempts:labels(p, m, op),
+            latency = std.latency:labels(p, m, op), overhead = std.overhead:labels(p, m, op),
+            calls = {}, key = p .. "/" .. m, p = p, m = m, op = op,
+            -- ttft, tokens_in, tokens_out, cost: made on first use (a model
+            -- without a price must not show a cost series)
+        }
+        bm[op] = s
+    end
+    return s
+end
+
+-- What the registry holds for provider `p` and model `m`, every operation.
+local function read(p, m)
+    local total = std.calls:value(p, m)
+    local t = { calls = total, errors = total - std.calls:value(p, m, nil, "success"), outcomes = {},
+                input_tokens = std.tokens:value(p, m, "input"), output_tokens = std.tokens:value(p, m, "output") }
+    local cost, priced = std.cost:value(p, m)
+    t.cost, t.priced = cost, priced > 0
+    local bm = series_cache[p] and series_cache[p][m]
+    for _, s in pairs(bm or {}) do
+        for outcome in pairs(s.calls) do
+            if outcome ~= "success" and not t.outcomes[outcome] then
+                t.outcomes[outcome] = std.calls:value(p, m, nil, outcome)
+            end
+        end
+    end
+    return t
+end
+
+--- A mark to count totals from: what the registry holds now for every
+--- provider/model a call was recorded under.
+---@return table
+function M.mark()
+    local mark = {}
+    for p, bp in pairs(series_cache) do
+        local mp = {}
+        for m in pairs(bp) do mp[m] = read(p, m) end
+        mark[p] = mp
+    end
+    return mark
+end
+
+---@class weft.CallTotals
+---@field calls integer
+---@field errors integer calls that failed (any outcome but success)
+---@field outcomes table<string, integer> failed calls by outcome (error kind)
+---@field input_tokens integer
+---@field output_tokens integer
+---@field cost number USD
+---@field priced boolean a cost was recorded for this model (some price is known)
+
+--- The calls recorded under provider/model (every operation), their
+--- tokens and cost, read from the metrics registry (weft_calls_total,
+--- weft_tokens_total, weft_cost_usd_total); since a mark() when given.
+--- (Past a metric's series cap, calls of new label values go to its
+--- `other` series and are not counted here.)
+---@param provider string
+---@param model string
+---@param since? table a mark()
+---@return weft.CallTotals
+function M.totals(provider, model, since)
+    local t = read(provider, model)
+    local b = since and since[provider] and since[provider][model]
+    if b then
+        t.calls, t.errors = t.calls - b.calls, t.errors - b.errors
+        t.input_tokens, t.output_tokens = t.input_tokens - b.input_tokens, t.output_tokens - b.output_tokens
+        t.cost = t.cost - b.cost
+        for outcome, n in pairs(t.outcomes) do t.outcomes[outcome] = n - (b.outcomes[outcome] or 0) end
+    end
+    return t
+end
+
 ------------------------------------------------------------------ summary
 
+-- The summary's counts, tokens and cost are the registry's (totals, since
+-- the mark of the last reset_summary). Its latency quantiles are not read
+-- from weft_call_duration_seconds: quantiles of those buckets (1 ms to
+-- 5 min, 17 bounds) are bounds or interpolations between them, e.g. p95
+-- of calls taking 1..20 ms reads 23.5 ms (between the 10 and 25 ms
+-- bounds) where it is 19 ms. So each provider/model keeps a reservoir of
+-- its latencies: every one up to RESERVOIR, then a uniform sample.
 local RESERVOIR = 10000
-local summary = {}   -- "provider/model" -> aggregate
+local summary = {}   -- "provider/model" -> {provider=, model=, lat=, seen=}
 local summary_order = {}
+local summary_since -- a mark(), or nil: since the start
 
-local function aggregate(c)
+local function record_summary(c, duration)
     local key = c.series.key
     local a = summary[key]
     if not a then
-        a = { provider = c.provider, model = c.model, calls = 0, errors = {}, nerrors = 0, lat = {}, seen = 0,
-              tin = 0, tout = 0, cost = 0, priced = false }
+        a = { provider = c.provider, model = c.model, lat = {}, seen = 0 }
         summary[key] = a
         summary_order[#summary_order + 1] = key
     end
-    return a
-end
-
-local function record_summary(c, outcome, duration)
-    local a = aggregate(c)
-    a.calls = a.calls + 1
-    if outcome ~= "success" then
-        a.errors[outcome] = (a.errors[outcome] or 0) + 1
-        a.nerrors = a.nerrors + 1
-    end
-    -- latencies: every one up to RESERVOIR, then a uniform sample of them
     a.seen = a.seen + 1
     if #a.lat < RESERVOIR then
         a.lat[#a.lat + 1] = duration
@@ -196,8 +285,6 @@ local function record_summary(c, outcome, duration)
         local j = random(a.seen)
         if j <= RESERVOIR then a.lat[j] = duration end
     end
-    a.tin, a.tout = a.tin + c.tokens_in, a.tout + c.tokens_out
-    if c.cost then a.cost, a.priced = a.cost + c.cost, true end
 end
 
 local function quantile(sorted, q)
@@ -216,6 +303,8 @@ end
 
 --- The summary table of the calls made so far ("" when none): per
 --- provider/model, calls, errors by kind, p50/p95/p99 latency, tokens, cost.
+--- Counts, tokens and cost are read from the metrics registry; the
+--- latency quantiles come from a sample of the calls' latencies (see above).
 ---@return string
 function M.summary()
     if #summary_order == 0 then return "" end
@@ -223,17 +312,20 @@ function M.summary()
     local total = { calls = 0, tin = 0, tout = 0, cost = 0, nerrors = 0, priced = false }
     for _, key in ipairs(summary_order) do
         local a = summary[key]
+        local t = M.totals(a.provider, a.model, summary_since)
         local sorted = { unpack(a.lat) }
         table.sort(sorted)
         local errs = {}
-        for kind, n in pairs(a.errors) do errs[#errs + 1] = kind .. " " .. n end
+        for kind, n in pairs(t.outcomes) do
+            if n > 0 then errs[#errs + 1] = kind .. " " .. n end
+        end
         table.sort(errs)
-        rows[#rows + 1] = { key, tostring(a.calls), #errs > 0 and table.concat(errs, ", ") or "0",
+        rows[#rows + 1] = { key, tostring(t.calls), #errs > 0 and table.concat(errs, ", ") or "0",
             ms(quantile(sorted, 0.5)), ms(quantile(sorted, 0.95)), ms(quantile(sorted, 0.99)),
-            tostring(a.tin), tostring(a.tout), a.priced and fmt("%.6f", a.cost) or "-" }
-        total.calls, total.nerrors = total.calls + a.calls, total.nerrors + a.nerrors
-        total.tin, total.tout = total.tin + a.tin, total.tout + a.tout
-        if a.priced then total.cost, total.priced = total.cost + a.cost, true end
+            tostring(t.input_tokens), tostring(t.output_tokens), t.priced and fmt("%.6f", t.cost) or "-" }
+        total.calls, total.nerrors = total.calls + t.calls, total.nerrors + t.errors
+        total.tin, total.tout = total.tin + t.input_tokens, total.tout + t.output_tokens
+        if t.priced then total.cost, total.priced = total.cost + t.cost, true end
     end
     if #summary_order > 1 then
         rows[#rows + 1] = { "total", tostring(total.calls), tostring(total.nerrors), "", "", "",
@@ -259,14 +351,12 @@ function M.summary()
     return table.concat(out)
 end
 
---- Forget the summary (tests).
+--- Forget the summary (tests): it counts from here.
 function M.reset_summary()
-    summary, summary_order = {}, {}
+    summary, summary_order, summary_since = {}, {}, M.mark()
 end
 
 ------------------------------------------------------------------ calls
-
-local current = setmetatable({}, { __mode = "k" }) -- coroutine -> call
 
 -- A process-unique prefix, so call ids from several processes differ.
 local prefix
@@ -302,28 +392,6 @@ Call.__index = Call
 ---@field id? string a call id to use (default: generated)
 ---@field price? {input: number, output: number} USD per 1M tokens (else the provider's price table)
 
--- Series handles by provider, model and operation: a cached handle costs
--- a fraction of a lookup by label values, and a call touches eight.
-local series_cache = {}
-local function series_of(p, m, op)
-    local bp = series_cache[p]
-    if not bp then bp = {} series_cache[p] = bp end
-    local bm = bp[m]
-    if not bm then bm = {} bp[m] = bm end
-    local s = bm[op]
-    if not s then
-        s = {
-            attempts = std.attempts:labels(p, m, op),
-            latency = std.latency:labels(p, m, op), overhead = std.overhead:labels(p, m, op),
-            calls = {}, key = p .. "/" .. m, p = p, m = m, op = op,
-            -- ttft, tokens_in, tokens_out, cost: made on first use (a model
-            -- without a price must not show a cost series)
-        }
-        bm[op] = s
-    end
-    return s
-end
-
 --- Open a call in the current task.
 ---@param opts? weft.CallOptions
 ---@return weft.Call
@@ -338,22 +406,13 @@ function M.begin(opts)
         operation = tostring(opts.operation or "call"),
         price = opts.price,
         start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
-        co = running(),
     }, Call)
     c.series = series_of(c.provider, c.model, c.operation)
-    c.parent = c.co and current[c.co]
-    if c.co then current[c.co] = c end
+    -- the task's log lines carry the call until it finishes
     c.log_fields = { call_id = c.id, provider = c.provider, model = c.model }
     c.prev_log = log.bound()
     log.bind(c.log_fields)
     return c
-end
-
---- The call the current task is running, if any.
----@return weft.Call?
-function M.current()
-    local co = running()
-    return co and current[co]
 end
 
 local function event(c, extra)
@@ -394,12 +453,28 @@ function Call:retry(err, delay)
     if hooks.retry[1] then M.emit("retry", event(self, { error = err, delay = delay, reason = kind })) end
 end
 
---- Time spent on the wire (weft.http adds it).
+--- Time spent on the wire (what weft.http measured: `res.wire`).
+---@param dt number seconds
 function Call:wire_time(dt) if dt > 0 then self.wire = self.wire + dt end end
---- Time spent waiting: backoff sleeps, limiter queues.
+--- Time spent waiting: backoff sleeps, limiter queues (what a limiter's
+--- acquire returns).
+---@param dt number seconds
 function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end end
 
---- The first streamed data arrived (once per call).
+--- What weft.http measured for one request of this call: `r` is the
+--- response, or the error value it raised. Adds its time on the wire
+--- (`r.wire`) and reads the provider's quota headers of a response into
+--- weft_quota_remaining (observe_headers).
+---@param r weft.http.Response|weft.Error
+function Call:http(r)
+    local w = r.wire
+    if w and w > 0 then self.wire = self.wire + w end
+    local h = r.headers
+    if h then self:observe_headers(h) end
+end
+
+--- The first streamed data arrived (once per call: later calls do
+--- nothing). Call it from on_data when it first runs.
 function Call:first_token()
     if self.ttft then return end
     self.ttft = clock() - self.start
@@ -486,7 +561,7 @@ function Call:finish(err)
     ser.latency:observe(d)
     local overhead = d - self.wire - self.waited
     ser.overhead:observe(overhead > 0 and overhead or 0)
-    record_summary(self, outcome, d)
+    record_summary(self, d)
     local fields = { duration = d, attempts = self.attempts, outcome = outcome, operation = self.operation }
     if self.tokens_in > 0 or self.tokens_out > 0 then
         fields.tokens_in, fields.tokens_out = self.tokens_in, self.tokens_out
@@ -508,7 +583,6 @@ function Call:finish(err)
         if outcome == "cancelled" then log.info("call cancelled", fields) else log.warn("call failed", fields) end
         if hooks.error[1] then M.emit("error", event(self, { duration = d, outcome = outcome, error = err })) end
     end
-    if self.co and current[self.co] == self then current[self.co] = self.parent end
     if log.bound() == self.log_fields then log.bind(self.prev_log) end
 end
 

@@ -3,8 +3,11 @@
 --- `weft.http.request{...}` suspends the calling task until the response
 --- arrives and returns it for any status; only transport failures raise
 --- (error values of kind transient, timeout, auth, invalid_request,
---- integration or cancelled). `weft.http.serve{...}` runs each request's
---- handler in its own task.
+--- integration or cancelled). The response carries what the request
+--- measured (`wire`, `first_byte`), and so does an error value it raises:
+--- a caller that accounts the request to something (a weft.Call) records
+--- them from there. `weft.http.serve{...}` runs each request's handler in
+--- its own task.
 local client = require "weft._http_client"
 
 local type, error, pcall, xpcall, pairs, tostring = type, error, pcall, xpcall, pairs, tostring
@@ -15,7 +18,6 @@ local M = {}
 local T = require "weft._task"
 local now = T.now
 local floor = math.floor
-local calls = require "weft.calls"
 local errors = require "weft.error"
 local std = require("weft.metrics").std
 local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] = "5xx" }
@@ -26,6 +28,8 @@ local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] =
 ---@field body string
 ---@field http_version number
 ---@field aborted? boolean on_data returned false and the transfer was stopped
+---@field wire number seconds on the wire: from sending to the end of the answer, less the time spent in on_data (the sum over the requests sent, when a 401 made it send again)
+---@field first_byte? number seconds from sending to the first body data handed to on_data (on_data requests that received data)
 
 ---@class weft.http.RequestOptions
 ---@field url string
@@ -120,7 +124,16 @@ local function renew_rejected(used, nauth, sent)
     return changed
 end
 
---- Send a request and wait for the response.
+-- Add `wire` seconds spent by earlier requests of the same
+-- weft.http.request to a response or error value (one that has its own).
+local function add_wire(r, wire)
+    if type(r) == "table" and r.wire then r.wire = r.wire + wire end
+    return r
+end
+
+--- Send a request and wait for the response. The response (and an error
+--- value raised for a transport failure) carries `wire` and `first_byte`
+--- (see weft.http.Response).
 ---@param opts weft.http.RequestOptions
 ---@return weft.http.Response
 function M.request(opts)
@@ -132,6 +145,7 @@ function M.request(opts)
     -- it: then load it again and send again (three rounds at most; a token
     -- that cannot outlive that fails with kind auth).
     local res, sent
+    local wire = 0 -- of the rounds that failed
     for round = 1, 3 do
         sent = {}
         for _, h in ipairs(used) do
@@ -147,12 +161,19 @@ function M.request(opts)
         end
         if round == 3 or not (errors.is(r) and r.kind == "auth"
                               and tostring(r.message):find("is not loaded or has expired", 1, true)) then
-            error(r, 0)
+            error(add_wire(r, wire), 0)
         end
+        if type(r) == "table" and r.wire then wire = wire + r.wire end
     end
+    add_wire(res, wire)
     -- The provider rejected the credential: resend once (never a loop),
     -- and only with a value other than the one it rejected.
-    if res.status == 401 and nauth > 0 and renew_rejected(used, nauth, sent) then res = request1(opts) end
+    if res.status == 401 and nauth > 0 and renew_rejected(used, nauth, sent) then
+        wire = res.wire
+        local ok, r = pcall(request1, opts)
+        if not ok then error(add_wire(r, wire), 0) end
+        res = add_wire(r, wire)
+    end
     return res
 end
 
@@ -160,9 +181,9 @@ end
 -- a lookup by label values, on every request.
 local by_outcome, by_method = {}, {}
 
--- Record a finished request: weft_http_requests_total, its wire time, and
--- (inside a call) the call's wire time and the provider's quota headers.
-local function account(method, t0, in_cb, call, outcome, res)
+-- Record a finished request in weft_http_requests_total and
+-- weft_http_request_duration_seconds; returns its wire time.
+local function account(method, t0, in_cb, outcome)
     local wire = now() - t0 - in_cb
     local m = by_outcome[method]
     if not m then
@@ -177,10 +198,13 @@ local function account(method, t0, in_cb, call, outcome, res)
     end
     s:inc()
     by_method[method]:observe(wire)
-    if call then
-        call:wire_time(wire)
-        if res then call:observe_headers(res.headers) end
-    end
+    return wire
+end
+
+-- What a failed request measured, on the error value it raises.
+local function measured(err, wire, first)
+    if errors.is(err) then err.wire, err.first_byte = wire, first end
+    return err
 end
 
 request1 = function(opts)
@@ -202,14 +226,12 @@ request1 = function(opts)
         opts.stream = true
     end
     local method = opts.method or "GET"
-    local call = calls.current()
     local t0 = now()
     local in_cb = 0 -- time spent in on_data (the script's, not the wire's)
-    local first = true
+    local first -- seconds to the first body data
     local x, err = client.start(opts)
     if not x then
-        account(method, t0, in_cb, call, type(err) == "table" and err.kind or "error")
-        error(err, 0)
+        error(measured(err, account(method, t0, in_cb, type(err) == "table" and err.kind or "error")), 0)
     end
     while true do
         -- wait() returns nothing when it was only woken up: ask again.
@@ -217,30 +239,25 @@ request1 = function(opts)
         if ev == nil and a == nil then
             -- woken: loop and collect the event
         elseif ev == "done" then
-            account(method, t0, in_cb, call, STATUS_CLASS[floor(a.status / 100)] or "other", a)
+            a.wire = account(method, t0, in_cb, STATUS_CLASS[floor(a.status / 100)] or "other")
+            a.first_byte = first
             return a
         elseif ev == "data" then
-            if first then
-                first = false
-                if call then call:first_token() end
-            end
             local c0 = now()
+            if not first then first = c0 - t0 end
             local ok, keep = pcall(on_data, a, b)
             in_cb = in_cb + (now() - c0)
             if not ok then
                 x:cancel()
-                account(method, t0, in_cb, call, "cancelled")
-                error(keep, 0)
+                error(measured(keep, account(method, t0, in_cb, "cancelled"), first), 0)
             end
             if keep == false then
                 x:cancel()
-                local res = { status = b.status, headers = b.headers, body = "", aborted = true }
-                account(method, t0, in_cb, call, STATUS_CLASS[floor(b.status / 100)] or "other", res)
-                return res
+                return { status = b.status, headers = b.headers, body = "", aborted = true, first_byte = first,
+                         wire = account(method, t0, in_cb, STATUS_CLASS[floor(b.status / 100)] or "other") }
             end
         else
-            account(method, t0, in_cb, call, type(a) == "table" and a.kind or "error")
-            error(a, 0)
+            error(measured(a, account(method, t0, in_cb, type(a) == "table" and a.kind or "error"), first), 0)
         end
     end
 end

@@ -2,7 +2,7 @@
 ---
 --- ```lua
 --- local lim = weft.limiter.new { rpm = 500, tpm = 200000 }
---- lim:acquire { tokens = 1200 }                 -- waits until every limit admits it
+--- local waited = lim:acquire { tokens = 1200 }  -- waits until every limit admits it; the seconds it waited
 --- lim:acquire(1, { priority = "high", timeout = 2 })
 --- lim:reconcile(1200, 873)                     -- the answer used 873 tokens
 --- lim:refund { tokens = 1200 }                  -- admitted, then not sent: give it all back
@@ -18,6 +18,9 @@
 --- a level; a waiter older than `aging` seconds (default 30) is served before
 --- younger ones whatever their priority. A call whose deadline cannot be met
 --- fails at once with kind `rate_limited` and `retry_after` = the expected wait.
+--- acquire returns the seconds the caller waited (an error it raises
+--- carries them as `waited`): whoever accounts the wait (a weft.Call, as
+--- waiting rather than overhead) records it from there.
 local C = require "weft._limiter"
 local errors = require "weft.error"
 
@@ -50,7 +53,6 @@ Limiter.__index = Limiter
 ---@field name? string labels the limiter's metrics
 
 local metrics = require "weft.metrics"
-local calls = require "weft.calls"
 local count = 0
 local PRIO_NAMES = { "high", "normal", "low" }
 
@@ -117,10 +119,13 @@ end
 
 --- Wait until the limits admit `cost` (a number of requests, default 1, or
 --- {requests=, tokens=}). opts: priority ("high"|"normal"|"low"|integer),
---- timeout (seconds) or deadline (a weft.now() time). Raises kind
---- `rate_limited` (with retry_after) when the deadline cannot be met.
+--- timeout (seconds) or deadline (a weft.now() time). Returns the seconds
+--- it waited (0 when admitted at once). Raises kind `rate_limited` (with
+--- retry_after) when the deadline cannot be met; the error value it raises
+--- (that, or `cancelled`) carries `waited`, the seconds it waited first.
 ---@param cost? number|{requests?: number, tokens?: number}
 ---@param opts? {priority?: string|integer, timeout?: number, deadline?: number}
+---@return number waited
 function Limiter:acquire(cost, opts)
     local requests, tokens = cost_of(cost, "acquire")
     local prio, deadline = 2, 0
@@ -134,10 +139,12 @@ function Limiter:acquire(cost, opts)
     end
     local t0 = now()
     local ok, err = self.c:acquire(requests, tokens, prio - 1, deadline)
-    local call = calls.current()
-    if call then call:wait_time(now() - t0) end
-    if not ok then error(err, 0) end
-    return true
+    local waited = now() - t0
+    if not ok then
+        if errors.is(err) then err.waited = waited end
+        error(err, 0)
+    end
+    return waited
 end
 
 --- Correct the token estimate of an admitted call.

@@ -6,6 +6,7 @@
 --- calls:inc(1, "summary")
 --- local lat = weft.metrics.histogram("app_step_seconds", "Step latency.", { "step" })   -- latency buckets
 --- local s = lat:labels("fetch"); s:observe(0.12)    -- a cached series: the cheap path
+--- print(calls:value("summary"), lat:value())         -- read back: 1, 1 (a histogram's count)
 --- print(weft.metrics.text())                        -- Prometheus text format 0.0.4
 --- weft.metrics.serve { host = "127.0.0.1", port = 9464 }   -- GET /metrics
 --- ```
@@ -33,11 +34,13 @@ local M = {}
 ---@field observe fun(self: weft.Metric, v: number, ...: string|number|boolean) histogram: record one observation
 ---@field labels fun(self: weft.Metric, ...: string|number|boolean): weft.MetricSeries the series of these label values (cache it on hot paths)
 ---@field max_series fun(self: weft.Metric, n: integer) cap on label combinations (default 1000)
+---@field value fun(self: weft.Metric, ...: string|number|boolean|nil): number, integer read back, creating nothing: the value (a histogram's count) summed over the series whose label values match these (a nil or missing one matches any), and how many matched (0: none, the sum is 0)
 
 ---@class weft.MetricSeries
 ---@field inc fun(self: weft.MetricSeries, v?: number)
 ---@field set fun(self: weft.MetricSeries, v: number)
 ---@field observe fun(self: weft.MetricSeries, v: number)
+---@field value fun(self: weft.MetricSeries): number its value (a histogram's count)
 
 local function new(kind, name, help, labels, buckets)
     if type(name) ~= "string" then error("weft.metrics." .. kind .. ": name must be a string", 3) end

@@ -27,7 +27,9 @@
 --- * A budget shared per provider lets retries in flight be at most 20% of
 ---   calls in flight (at least 3), so an outage cannot multiply traffic.
 --- * Every retry writes a log line (call id, attempt, delay, reason) and
----   is counted (weft_retries_total); the run is one call in weft.calls.
+---   is counted (weft_retries_total); the run is one call in weft.calls,
+---   its backoff sleeps recorded on it as waiting. The attempt function
+---   gets the call, to record what it measured (call:http(res), usage).
 local C = require "weft._retry"
 local errors = require "weft.error"
 
@@ -123,17 +125,19 @@ end
 run_attempt = function(s)
     s.call:attempt()
     local deadline = s.deadline
-    return after(s, pcall(s.fn, s.attempt, deadline and (deadline - now()) or nil))
+    return after(s, pcall(s.fn, s.attempt, deadline and (deadline - now()) or nil, s.call))
 end
 
---- Run fn(attempt, remaining) until it returns, retrying failures by the
---- policy; `remaining` is the seconds left before the deadline (nil when
---- none): pass it on as the attempt's own timeout so a deadline holds
---- across attempts. opts: deadline (weft.now() time), timeout (seconds),
---- provider, model, operation, price (weft.calls options: the run is
---- recorded as one call with its attempts, retries and outcome), call (an
---- open weft.Call to record into instead; the caller finishes it), name.
---- Raises the last error (with `attempts` set) or a rate_limited error.
+--- Run fn(attempt, remaining, call) until it returns, retrying failures by
+--- the policy; `remaining` is the seconds left before the deadline (nil
+--- when none): pass it on as the attempt's own timeout so a deadline holds
+--- across attempts; `call` is the weft.Call the run is recorded as (for
+--- what the attempt measures: call:http(res), call:usage(...)). opts:
+--- deadline (weft.now() time), timeout (seconds), provider, model,
+--- operation, price (weft.calls options: the run is recorded as one call
+--- with its attempts, retries and outcome), call (an open weft.Call to
+--- record into instead; the caller finishes it), name. Raises the last
+--- error (with `attempts` set) or a rate_limited error.
 function M.run(policy, fn, opts)
     if type(policy) ~= "table" or not policy.c then error("weft.retry.run: expected a policy from weft.retry.policy", 2) end
     if type(fn) ~= "function" then error("weft.retry.run: expected a function", 2) end

@@ -28,22 +28,28 @@ local function chat(model, extra)
     return json.encode(body)
 end
 
+-- The attempt records on its call what the lower layers measured: the
+-- limiter's wait, weft.http's wire time and quota headers, the first token.
 local function call(model, operation, stream)
-    return weft.retry.run(policy, function()
-        lim:acquire()
+    return weft.retry.run(policy, function(_, _, c)
+        c:wait_time(lim:acquire())
         return br:call(function()
             local got = {}
             local res = http.request { method = "POST", url = url .. "/v1/chat/completions",
                 headers = { ["content-type"] = "application/json" },
                 auth = { secret = key, format = "Bearer {}" },
                 body = chat(model, stream and { stream = true, stream_options = { include_usage = true } }),
-                on_data = stream and function(chunk) got[#got + 1] = chunk end or nil }
+                on_data = stream and function(chunk)
+                    c:first_token()
+                    got[#got + 1] = chunk
+                end or nil }
+            c:http(res)
             local err = weft.retry.http_error(res, "openai")
             if err then error(err, 0) end
             local text = stream and table.concat(got) or res.body
             local usage = stream and json.decode(text:match('data: (%b{})%s+data: %[DONE%]')).usage
                 or json.decode(text).usage
-            weft.calls.current():usage(usage.prompt_tokens, usage.completion_tokens)
+            c:usage(usage.prompt_tokens, usage.completion_tokens)
             return res
         end)
     end, { provider = "openai", model = model, operation = operation })

@@ -300,8 +300,8 @@ describe("weft.calls", function()
         local lim = weft.limiter.new { rps = 10, burst = 1, name = p }
         local c = calls.begin { provider = p, model = "m" }
         c:attempt()
-        lim:acquire()
-        lim:acquire() -- waits about 0.1 s for the next token
+        c:wait_time(lim:acquire()) -- acquire returns the seconds it waited
+        c:wait_time(lim:acquire()) -- waits about 0.1 s for the next token
         c:finish()
         assert.is_true(c.waited >= 0.09, c.waited)
         local snap = metrics.snapshot()
@@ -314,13 +314,16 @@ describe("weft.calls", function()
         assert.is_nil(weft.log.bound())
         local c = calls.begin { provider = "x", model = "y" }
         assert.are.equal(c.id, weft.log.bound().call_id)
-        assert.are.equal(c, calls.current())
+        -- a call opened inside it binds its own id, then gives the task back
+        local inner = calls.begin { provider = "x", model = "z" }
+        assert.are.equal(inner.id, weft.log.bound().call_id)
+        inner:finish()
+        assert.are.equal(c.id, weft.log.bound().call_id)
         -- another task does not carry it
         local other = weft.spawn(function() return weft.log.bound() end):wait()
         assert.is_nil(other)
         c:finish()
         assert.is_nil(weft.log.bound())
-        assert.is_nil(calls.current())
         -- ids are unique
         local a, b = calls.begin {}, calls.begin {}
         assert.are_not.equal(a.id, b.id)
@@ -346,7 +349,7 @@ describe("weft.calls", function()
         assert.are.equal(before + 9, value("weft_log_lines_sampled_out_total"))
     end)
 
-    it("records first token, wire time and quota from weft.http inside a call", function()
+    it("records first token, wire time and quota that weft.http measured on the call", function()
         local srv = weft.http.serve { port = 0, handler = function(_, res)
             res:start(200, { ["x-ratelimit-remaining-requests"] = "41", ["x-ratelimit-remaining-tokens"] = "9000" })
             res:write("data: 1\n\n")
@@ -356,7 +359,18 @@ describe("weft.calls", function()
         calls.set_clock(nil)
         local c = calls.begin { provider = p, model = "m", operation = "stream" }
         c:attempt()
-        weft.http.request { url = "http://127.0.0.1:" .. srv.port .. "/", on_data = function() end }
+        local url = "http://127.0.0.1:" .. srv.port .. "/"
+        -- weft.http records nothing on a call by itself (it does not look one up)
+        local plain = weft.http.request { url = url }
+        assert.are.equal(0, c.wire)
+        assert.is_nil(value("weft_quota_remaining", { provider = p }))
+        assert.is_true(plain.wire > 0)
+        assert.is_nil(plain.first_byte) -- no on_data: no first data handed over
+        -- the response carries what it measured; the call's holder records it
+        local res = weft.http.request { url = url, on_data = function() c:first_token() end }
+        assert.is_true(res.first_byte >= 0 and res.first_byte <= res.wire, res.first_byte)
+        c:http(res)
+        assert.are.equal(res.wire, c.wire)
         c:finish()
         srv:close()
         assert.is_true(c.wire > 0)
@@ -364,6 +378,21 @@ describe("weft.calls", function()
         assert.are.equal(1, value("weft_time_to_first_token_seconds", { provider = p }))
         assert.are.equal(41, value("weft_quota_remaining", { provider = p, unit = "requests" }))
         assert.are.equal(9000, value("weft_quota_remaining", { provider = p, unit = "tokens" }))
+    end)
+
+    it("puts the time on the wire on the error value of a failed request", function()
+        local srv = weft.http.serve { port = 0, handler = function() return { status = 200 } end }
+        local port = srv.port
+        srv:close()
+        local ok, err = pcall(weft.http.request, { url = "http://127.0.0.1:" .. port .. "/", timeout = 2 })
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        assert.are.equal("number", type(err.wire))
+        assert.is_true(err.wire >= 0)
+        local c = calls.begin { provider = uniq("prov"), model = "m" }
+        c:http(err)
+        assert.are.equal(err.wire, c.wire)
+        c:finish(err)
     end)
 
     it("publishes limiter, breaker and cache state", function()
@@ -382,6 +411,27 @@ describe("weft.calls", function()
         assert.are.equal(2, value("weft_breaker_state", { breaker = name }))
         assert.are.equal(1, value("weft_cache_requests_total", { cache = name, result = "hit" }))
         assert.are.equal(2, value("weft_cache_requests_total", { cache = name, result = "miss" }))
+    end)
+
+    it("reads values back from the registry, creating no series", function()
+        local name = uniq("app_reads") .. "_total"
+        local m = metrics.counter(name, "Reads.", { "provider", "outcome" })
+        m:inc(3, "a", "success")
+        m:inc(2, "a", "timeout")
+        local s = m:labels("b", "success")
+        s:inc(0.5)
+        assert.are.same({ 3, 1 }, { m:value("a", "success") })
+        assert.are.same({ 5, 2 }, { m:value("a") })           -- a missing label value matches any
+        assert.are.same({ 3.5, 2 }, { m:value(nil, "success") })
+        assert.are.same({ 5.5, 3 }, { m:value() })
+        assert.are.equal(0.5, s:value())
+        assert.are.same({ 0, 0 }, { m:value("c", "success") })
+        assert.is_nil(value(name, { provider = "c" }))        -- the read made no series
+        local h = metrics.histogram(uniq("app_reads_seconds"), "H.", { "route" })
+        h:observe(0.2, "r")
+        h:observe(9, "r")
+        assert.are.equal(2, (h:value("r")))                   -- a histogram's count
+        assert.are.equal(2, h:labels("r"):value())
     end)
 
     it("summarises calls per provider/model", function()

@@ -330,6 +330,32 @@ describe("weft.model against weft mock", function()
         assert.is_true(math.abs(r1.cost - (r1.usage.input * 0.15 + r1.usage.output * 0.60) / 1e6) < 1e-12)
     end)
 
+    it("records on the call what the lower layers measured: queueing, time on the wire, first token", function()
+        setup { openai = { limits = { rps = 5, burst = 1 } } }
+        local L = { provider = "openai", model = MODELS.openai, operation = "complete" }
+        local function sum(name)
+            for _, s in ipairs(weft.metrics.snapshot()[name].series) do
+                local l = s.labels
+                if l.provider == L.provider and l.model == L.model and l.operation == L.operation then return s.sum end
+            end
+            return 0
+        end
+        local mm = m("openai")
+        mm:complete("warm") -- takes the burst: the next call queues about 0.2 s
+        local lat, over = sum("weft_call_duration_seconds"), sum("weft_overhead_seconds")
+        mock:set_faults { { dialect = "openai", latency = 200 } } -- and spends 0.2 s on the wire
+        mm:complete("queued, then slow")
+        -- overhead is the duration less the limiter's wait and weft.http's wire time
+        local waited_and_wire = (sum("weft_call_duration_seconds") - lat) - (sum("weft_overhead_seconds") - over)
+        assert.is_true(waited_and_wire >= 0.35, waited_and_wire)
+        -- a stream's first data is its time to first token
+        local before = value("weft_time_to_first_token_seconds", { provider = "openai", operation = "stream" }) or 0
+        mock:set_faults {}
+        local r = mm:stream("hello there", function() end)
+        assert.is_true(r.ttft >= 0 and r.ttft <= r.latency, r.ttft)
+        assert.are.equal(before + 1, value("weft_time_to_first_token_seconds", { provider = "openai", operation = "stream" }))
+    end)
+
     it("retries a stream that fails before its first event", function()
         for _, name in ipairs(NAMES) do
             mock:set_faults { { dialect = DIALECT[name], sequence = { 503, "ok" } } }

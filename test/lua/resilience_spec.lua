@@ -36,6 +36,8 @@ describe("weft.limiter", function()
         local err = raised(lim.acquire, lim, 1, { timeout = 0.1 })
         assert.are.equal("rate_limited", err.kind)
         assert.is_true(err.retry_after > 0.9)
+        assert.are.equal("number", type(err.waited)) -- the seconds it waited before the refusal
+        assert.is_true(err.waited >= 0)
         assert.are.equal(1, lim:state().refused)
     end)
 
@@ -54,7 +56,9 @@ describe("weft.limiter", function()
         weft.sleep(0) -- let it start: it queues, the next request is a minute away
         assert.are.equal(1, lim:state().queued)
         lim:refund { tokens = 400 } -- the first call never went out
-        assert.is_true(t:wait()) -- its request went to the waiter at once
+        local waited = t:wait() -- its request went to the waiter at once
+        assert.are.equal("number", type(waited)) -- acquire returns the seconds it waited
+        assert.is_true(waited >= 0)
         local st = lim:state()
         assert.are.equal(1, st.refunded)
         assert.are.equal(2, st.admitted)

@@ -1,7 +1,7 @@
 /* test_metrics.c -- the metrics registry and its Prometheus exposition:
  * histogram bucketing at and around the bounds, label value escaping,
  * the cardinality cap, name validation, number formatting, redaction of
- * secret values. */
+ * secret values, reading values back. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,12 +244,68 @@ static void test_names_and_types(void) {
     free(t);
 }
 
+/* weft_metric_value: exact label values, wildcards, histograms (their
+ * count), the overflow series, and nothing created by a read. */
+static void test_value(void) {
+    const char *labels[] = {"provider", "outcome"};
+    const char *why = NULL;
+    struct weft_metric *c = weft_metric_register(WEFT_COUNTER, "t_calls_total", "C.", labels, 2, NULL, 0, &why);
+    CHECK(c != NULL);
+    const char *a_ok[] = {"a", "success"}, *a_bad[] = {"a", "timeout"}, *b_ok[] = {"b", "success"};
+    weft_series_add(weft_metric_series(c, a_ok), 3);
+    weft_series_add(weft_metric_series(c, a_bad), 2);
+    weft_series_add(weft_metric_series(c, b_ok), 0.5);
+    double v = -1;
+    CHECK_EQ_INT(weft_metric_value(c, a_ok, &v), 1);
+    CHECK(v == 3);
+    const char *a_any[] = {"a", NULL}, *any_ok[] = {NULL, "success"}, *any[] = {NULL, NULL};
+    CHECK_EQ_INT(weft_metric_value(c, a_any, &v), 2);
+    CHECK(v == 5);
+    CHECK_EQ_INT(weft_metric_value(c, any_ok, &v), 2);
+    CHECK(v == 3.5);
+    CHECK_EQ_INT(weft_metric_value(c, any, &v), 3);
+    CHECK(v == 5.5);
+    /* absent: 0 and no match, and the read made no series */
+    const char *none[] = {"c", "success"}, *c_any[] = {"c", NULL};
+    v = -1;
+    CHECK_EQ_INT(weft_metric_value(c, none, &v), 0);
+    CHECK(v == 0);
+    CHECK_EQ_INT(weft_metric_value(c, c_any, &v), 0);
+    CHECK_EQ_INT(c->nseries, 3);
+    char *t = text();
+    CHECK(strstr(t, "provider=\"c\"") == NULL);
+    free(t);
+
+    /* a histogram reads as its observation count */
+    const char *hl[] = {"route"};
+    struct weft_metric *h = weft_metric_register(WEFT_HISTOGRAM, "t_read_seconds", "H.", hl, 1, NULL, 0, &why);
+    CHECK(h != NULL);
+    const char *r1[] = {"r1"};
+    struct weft_series *hs = weft_metric_series(h, r1);
+    weft_series_observe(h, hs, 0.2);
+    weft_series_observe(h, hs, 7);
+    CHECK_EQ_INT(weft_metric_value(h, r1, &v), 1);
+    CHECK(v == 2);
+
+    /* past the cap: the values went to `other`, readable as such */
+    weft_metric_set_max_series(c, 3);
+    const char *d_ok[] = {"d", "success"}, *other[] = {"other", "other"};
+    weft_series_add(weft_metric_series(c, d_ok), 4);
+    CHECK_EQ_INT(weft_metric_value(c, d_ok, &v), 0);
+    CHECK_EQ_INT(weft_metric_value(c, other, &v), 1);
+    CHECK(v == 4);
+    CHECK_EQ_INT(weft_metric_value(c, any, &v), 4);
+    CHECK(v == 9.5);
+    weft_metrics_reset();
+}
+
 int main(void) {
     RUN(test_buckets);
     RUN(test_escaping);
     RUN(test_redaction);
     RUN(test_cardinality_cap);
     RUN(test_names_and_types);
+    RUN(test_value);
     weft_metrics_reset();
     return DONE();
 }

@@ -1,0 +1,547 @@
+--- weft._pipeline: the call pipeline (DESIGN.md, "The call pipeline")
+--- behind weft.model: model:complete, model:stream and model:embed.
+---
+--- Each call, and each attempt of it, goes through these stages:
+--- 1. resolve: `provider/model` to the provider's instance (weft._config)
+---    and the current version of its plugin (held for the whole call: a
+---    reload while it runs does not change it); the call is opened
+---    (weft.calls);
+--- 2. admit: an open circuit breaker refuses at once; then the rate
+---    limiter (requests and estimated tokens, priority queue, deadline);
+---    then the call goes through the breaker;
+--- 3. encode (plugin), 4. send with auth rendered by the host from the
+---    secrets store, timeouts enforced; 5. classify (plugin) into the error
+---    taxonomy, rate-limit headers and Retry-After fed to the limiter;
+--- 6. retry by kind with the provider's backoff policy (weft.retry);
+--- 7. decode (plugin), 8. record: reconcile real token usage with the
+---    limiter, finish the call (weft.calls: metrics, logs, hooks, cost).
+--- Streams go through the same stages (weft._stream).
+---
+--- Data flows down and results flow back up: weft.http returns its time on
+--- the wire with the response (and on the error it raises), the limiter
+--- returns the time it queued the call, weft.retry records its backoff on
+--- the call it is given; this module records them on the call. Nothing
+--- below looks up "the current call".
+---
+--- A call is one context table, `ctx`, made by resolve and passed to every
+--- stage (and to weft._boundary, weft._stream); no other state is kept:
+---
+---   ctx.inst          the provider instance: name, limiter, breaker,
+---                     retry policy, timeouts, base_url (resolve)
+---   ctx.entry         the plugin's registry entry (resolve)
+---   ctx.plugin        the plugin version serving the whole call (resolve)
+---   ctx.pcfg          the plugin's own plain copy of its options (resolve)
+---   ctx.op            "complete" | "stream" | "embed" (resolve)
+---   ctx.req           the normalized request, the host's (resolve)
+---   ctx.preq          the plugin's plain copy of it (resolve)
+---   ctx.on_event      the stream's callback (resolve)
+---   ctx.deadline      weft.now() time the call fails at, or nil (resolve)
+---   ctx.cost          {requests = 1, tokens = estimate}: what admission
+---                     takes from the limiter (resolve)
+---   ctx.call          the weft.Call recording it (resolve; finished by record)
+---   ctx.sent          the attempt's request went out (send; admit gives
+---                     the request back to the limiter when it did not)
+---   ctx.hint, ctx.should_retry
+---                     the host's readings of a non-2xx answer (classify)
+---   ctx.delivered     a streamed event reached on_event (weft._stream)
+local plugins = require "weft.plugins"
+local calls = require "weft.calls"
+local retry = require "weft.retry"
+local http = require "weft.http"
+local json = require "weft.json"
+local errors = require "weft.error"
+local log = require "weft.log"
+local metrics = require "weft.metrics"
+local config = require "weft._config"
+local B = require "weft._boundary"
+local stream = require "weft._stream"
+local T = require "weft._task"
+
+local type, pairs, ipairs, tostring, error, pcall, next, rawget =
+    type, pairs, ipairs, tostring, error, pcall, next, rawget
+local now = T.now
+local ceil = math.ceil
+local format = string.format
+local plain = plugins.plain
+local instance, auth_of, plugin_config = config.instance, config.auth_of, config.plugin_config
+local excerpt, fail, plugin_name, plugin_fail, plugin_call, plain_result =
+    B.excerpt, B.fail, B.plugin_name, B.plugin_fail, B.plugin_call, B.plain_result
+local seconds, redact_decoded, redact_json_text, tool_calls_of =
+    B.seconds, B.redact_decoded, B.redact_json_text, B.tool_calls_of
+
+local M = {}
+
+local REQUEST_KEYS = {
+    messages = true, prompt = true, system = true, max_tokens = true, temperature = true, top_p = true,
+    stop = true, tools = true, tool_choice = true, id = true, priority = true, deadline = true, timeout = true,
+    extra = true, tags = true, metadata = true,
+}
+local ROLES = { system = true, user = true, assistant = true, tool = true }
+
+------------------------------------------------------------ requests
+
+local function bad(msg) error(errors.new("invalid_request", msg), 0) end
+
+--- The request as the pipeline takes it: a string is one user message;
+--- the model's defaults fill what `req` leaves out; every field checked
+--- (kind invalid_request). The caller's tables are not changed.
+---@param req string|weft.Request
+---@param defaults table
+---@param model string
+---@return weft.Request
+local function normalize(req, defaults, model)
+    if type(req) == "string" then req = { messages = { { role = "user", content = req } } } end
+    if type(req) ~= "table" then bad("a request is a string or a table, got " .. type(req)) end
+    local r = { model = model }
+    for k, v in pairs(req) do
+        if not REQUEST_KEYS[k] then bad("unknown request field '" .. tostring(k) .. "'") end
+        r[k] = v
+    end
+    for k, v in pairs(defaults) do
+        if r[k] == nil then r[k] = v end
+    end
+    local msgs = r.messages
+    if r.prompt ~= nil then
+        if type(r.prompt) ~= "string" then bad("prompt must be a string") end
+        msgs = msgs or {}
+        local copy = {}
+        for i, m in ipairs(msgs) do copy[i] = m end
+        copy[#copy + 1] = { role = "user", content = r.prompt }
+        msgs, r.prompt = copy, nil
+    end
+    if type(msgs) ~= "table" or msgs[1] == nil then bad("messages must be a non-empty list (or give a prompt)") end
+    for i, m in ipairs(msgs) do
+        if type(m) ~= "table" then bad("messages[" .. i .. "] must be a table") end
+        if not ROLES[m.role] then bad("messages[" .. i .. "].role must be system, user, assistant or tool") end
+        if m.content ~= nil and type(m.content) ~= "string" then bad("messages[" .. i .. "].content must be a string") end
+        if m.content == nil and not m.tool_calls then bad("messages[" .. i .. "] has no content") end
+    end
+    r.messages = msgs
+    if r.system ~= nil and type(r.system) ~= "string" then bad("system must be a string") end
+    if r.max_tokens ~= nil and (type(r.max_tokens) ~= "number" or r.max_tokens < 1) then bad("max_tokens must be a number >= 1") end
+    if r.temperature ~= nil and type(r.temperature) ~= "number" then bad("temperature must be a number") end
+    if r.stop ~= nil and type(r.stop) ~= "string" and type(r.stop) ~= "table" then bad("stop must be a string or a list") end
+    if r.tools ~= nil and type(r.tools) ~= "table" then bad("tools must be a list") end
+    if r.extra ~= nil and type(r.extra) ~= "table" then bad("extra must be a table") end
+    if r.id ~= nil and type(r.id) ~= "string" then bad("id must be a string") end
+    if r.tags ~= nil and type(r.tags) ~= "table" then bad("tags must be a list of strings") end
+    if r.metadata ~= nil and type(r.metadata) ~= "table" then bad("metadata must be a table") end
+    return r
+end
+
+M.normalize = normalize
+
+-- Tokens a request may use, for admission: ~4 bytes a token of input, and
+-- the output allowance.
+local function estimate(r)
+    local n = #(r.system or "")
+    for _, m in ipairs(r.messages or {}) do n = n + #(m.content or "") + 12 end
+    for _, t in ipairs(r.input or {}) do n = n + #t end
+    return ceil(n / 4) + (r.max_tokens or (r.input and 0 or 256))
+end
+
+------------------------------------------------------------ resolve
+
+-- The call context of `model` (a weft.Model) for `op` and the normalized
+-- request, the call opened. Refuses (invalid_request) an operation the
+-- plugin cannot do, and plugin options or a request that are not plain
+-- data, before any call is recorded.
+local function resolve(model, op, req, on_event)
+    local inst = instance(model.provider)
+    local entry = inst.entry
+    local p = entry.plugin -- this call's version, whatever is loaded meanwhile
+    local caps = p.capabilities or {}
+    if caps[op == "stream" and "stream" or op] == false or (op == "stream" and not p.event) then
+        bad(format("provider %s (plugin %s) cannot %s", inst.name, p.name, op))
+    end
+    local pcfg = inst.cfgs[p]
+    if not pcfg then
+        local err
+        pcfg, err = plugin_config(p, inst.raw)
+        if not pcfg then bad("providers." .. inst.name .. ": " .. err) end
+        -- the plugin's own copy: nothing of the user's configuration tables
+        pcfg, err = plain(pcfg)
+        if not pcfg then bad("providers." .. inst.name .. ": the plugin options are not plain data: " .. err) end
+        inst.cfgs[p] = pcfg
+    end
+    -- The plugin sees a copy of the request: the caller's tables are never
+    -- handed to plugin code (which could change them).
+    local preq, perr = plain(req)
+    if not preq then bad("the request is not plain data (" .. perr .. ")") end
+    local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
+    return {
+        inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
+        deadline = deadline, cost = { requests = 1, tokens = estimate(req) }, sent = false,
+        call = calls.begin { provider = inst.name, model = req.model, operation = op, id = req.id },
+    }
+end
+
+------------------------------------------------------------ admit
+
+-- An open breaker refuses at once (no wait in the limiter's queue), then
+-- the limiter admits. Returns the seconds the call queued, recorded on
+-- the call as waiting (not weft's overhead), as is the queueing of an
+-- admission that failed (its error's `waited`).
+local function admit(ctx)
+    local inst = ctx.inst
+    local br = inst.breaker
+    if br then br:check() end
+    local lim = inst.limiter
+    local ok, waited = pcall(lim.acquire, lim, ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
+    if not ok then
+        if errors.is(waited) and waited.waited then ctx.call:wait_time(waited.waited) end
+        error(waited, 0)
+    end
+    ctx.call:wait_time(waited)
+    return waited
+end
+
+------------------------------------------------------------ encode
+
+local bad_path, bad_query = plugins.bad_path, plugins.bad_query
+local refused_total = metrics.std.plugin_refused
+
+-- A request of a plugin the host will not send: logged and counted.
+local function refused(ctx, reason, what)
+    log.warn("plugin request refused", { plugin = ctx.plugin.name, provider = ctx.inst.name, reason = reason,
+                                         detail = excerpt(what) })
+    refused_total:inc(1, ctx.plugin.name, reason)
+end
+
+-- The request encode describes -> the options of weft.http.request on the
+-- provider's configured origin. Everything a plugin returned is read raw
+-- and checked; nothing is sent when something is wrong.
+local function request_of(ctx, enc, auth)
+    if type(enc) ~= "table" then plugin_fail(ctx, "encode must return {path=, body=, ...}, got " .. type(enc)) end
+    local path, query, method = rawget(enc, "path"), rawget(enc, "query"), rawget(enc, "method")
+    local why = bad_path(path) or (query ~= nil and bad_query(query)) or nil
+    if why then
+        refused(ctx, "path", why)
+        plugin_fail(ctx, "encode: refused: " .. why .. " (the origin is the configured base_url)")
+    end
+    if method ~= nil and (type(method) ~= "string" or not method:match("^%u+$") or #method > 16) then
+        plugin_fail(ctx, "encode: method must be an upper-case HTTP method")
+    end
+    local op = ctx.op
+    local headers = { ["content-type"] = "application/json", accept = op == "stream" and "text/event-stream" or "application/json" }
+    local eh = rawget(enc, "headers")
+    if eh ~= nil then
+        if type(eh) ~= "table" then plugin_fail(ctx, "encode: headers must be a table") end
+        local own = auth and auth.header
+        for k, v in next, eh do
+            if type(k) ~= "string" or not k:match("^[%w!#%$%%&'%*%+%-%.%^_`|~]+$") then
+                plugin_fail(ctx, "encode: header names must be HTTP tokens")
+            end
+            local lk = k:lower()
+            if plugins.host_owned(lk, own) then -- credentials and the connection are the host's
+                refused(ctx, "header", "header " .. lk)
+                plugin_fail(ctx, "encode: refused: header '" .. lk .. "' is the host's (credentials and the connection are not the plugin's)")
+            end
+            if type(v) ~= "string" or v:find("[%z\r\n]") then
+                plugin_fail(ctx, "encode: header '" .. lk .. "' must be a string without CR, LF or NUL")
+            end
+            headers[lk] = v
+        end
+    end
+    local body = rawget(enc, "body")
+    if type(body) == "table" then
+        -- the host's encoder on the plugin's tables: under the plugin's
+        -- budget, so nothing of the plugin runs unbounded
+        local ok, text = plugins.guard(ctx.plugin.name, plugin_name(ctx) .. ": encoding the body", json.encode, body)
+        if not ok then plugin_fail(ctx, "encode: the body cannot be sent as JSON: " .. tostring(text):gsub("^.-: encoding the body failed: ", "")) end
+        body = text
+    elseif body ~= nil and type(body) ~= "string" then
+        plugin_fail(ctx, "encode: body must be a table or a string, got " .. type(body))
+    end
+    return { method = method or "POST", origin = ctx.inst.base_url, path = path, query = query,
+             headers = headers, body = body, auth = auth, redact = true }
+end
+
+-- The plugin's request (encode) as weft.http.request options, with the
+-- host's auth and the attempt's timeout (what is left of the deadline).
+local function encode(ctx, remaining)
+    local inst = ctx.inst
+    local auth = auth_of(inst, ctx.plugin)
+    local opts = request_of(ctx, plugin_call(ctx, "encode", ctx.op, ctx.preq, ctx.pcfg), auth)
+    local timeout = inst.timeout
+    if remaining and remaining < timeout then timeout = remaining end
+    if timeout <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
+    opts.timeout, opts.connect_timeout = timeout, inst.connect_timeout
+    return opts
+end
+
+------------------------------------------------------------ send
+
+-- libcurl sends a request again by itself when a reused connection turns
+-- out dead before any answer: what the server saw counts as attempts.
+local function count_resends(ctx, n)
+    if type(n) == "number" and n > 1 then ctx.call:resent(n - 1) end
+end
+
+-- Send the request; what weft.http measured (time on the wire, the
+-- provider's quota headers) goes on the call before any plugin sees the
+-- answer. A failed stream raises with its partial result (weft._stream).
+local function send(ctx, opts, st)
+    ctx.sent = true
+    local ok, res = pcall(http.request, opts)
+    local call = ctx.call
+    if not ok then
+        if errors.is(res) then
+            call:http(res)
+            count_resends(ctx, res.sends)
+            if st then stream.failed(ctx, st, res) end
+        end
+        error(res, 0)
+    end
+    call:http(res)
+    count_resends(ctx, res.sends)
+    return res
+end
+
+------------------------------------------------------------ classify
+
+-- Feed the answer's rate-limit state to the limiter and the quota gauge:
+-- the plugin reads its provider's headers (rate_limits), else the host's
+-- reading of the common ones (x-ratelimit-*, anthropic-ratelimit-*). Only
+-- sane numbers reach the limiter: a plugin cannot block its provider for
+-- ever with an infinite reset or a negative remaining.
+local quota_gauge = metrics.std.quota
+local function observe_limits(ctx, res, body)
+    local inst = ctx.inst
+    if not ctx.plugin.rate_limits then
+        inst.limiter:observe(res.headers, res.status)
+        return
+    end
+    local rl = plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg)
+    if type(rl) ~= "table" then return end
+    -- read raw (no metamethod of the plugin runs), numbers only
+    local lim = inst.limiter
+    for _, unit in ipairs { "requests", "tokens" } do
+        local u = rawget(rl, unit)
+        local rem = type(u) == "table" and seconds(rawget(u, "remaining"), 1e15)
+        if rem then
+            lim:report(unit, rem, seconds(rawget(u, "reset"), 86400 * 31))
+            quota_gauge:set(rem, inst.name, unit)
+        end
+    end
+    local wait = seconds(rawget(rl, "retry_after"), 86400)
+    if wait then lim:report(nil, nil, nil, wait) end
+end
+
+-- A non-2xx answer -> the error the plugin classifies it as. The host's
+-- readings of the headers (ctx.hint, ctx.should_retry; the call's quota
+-- headers in weft.http) were all taken before any plugin saw the table:
+-- whatever a plugin does to it, the host does not read it again.
+local function http_failure(ctx, res, body)
+    local c = plain_result(ctx, "classify",
+        plugin_call(ctx, "classify", res.status, res.headers, body, ctx.pcfg))
+    if type(c) ~= "table" then c = {} end
+    local kind = (type(c.kind) == "string" and errors.KINDS[c.kind]) and c.kind or "integration"
+    local ra = seconds(c.retry_after, 86400)
+    local code = c.code
+    if type(code) ~= "string" and type(code) ~= "number" then code = nil end
+    local msg = type(c.message) == "string" and c.message or body
+    local reason = c.reason
+    if type(reason) ~= "string" or #reason > 64 or not reason:match("^[%w_]+$") then reason = nil end
+    error(errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(msg)), {
+        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code, reason = reason,
+        retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
+    }), 0)
+end
+
+-- The host's own readings of an answer, before any plugin sees it.
+local function host_readings(ctx, res)
+    if res.status >= 300 then
+        ctx.hint, ctx.should_retry = retry.hint(res), retry.should_retry(res.headers)
+    else
+        ctx.hint, ctx.should_retry = nil, nil
+    end
+end
+
+-- The host's readings, the limiter fed, and a non-2xx answer raised as
+-- the error the plugin classifies it as; `body` is the answer's body as a
+-- plugin may see it (redacted), for a non-2xx answer.
+local function classify(ctx, res, body)
+    host_readings(ctx, res)
+    if res.status >= 300 then
+        observe_limits(ctx, res, body)
+        http_failure(ctx, res, body or "")
+    end
+    observe_limits(ctx, res, nil)
+end
+
+------------------------------------------------------------ decode
+
+-- decode's result as the host's own table: the fields the host knows,
+-- read raw and checked; any other field is the plugin's and is copied as
+-- plain data.
+local RESULT_FIELDS = { text = true, finish_reason = true, model = true, id = true, usage = true,
+                        tool_calls = true, vectors = true }
+local function raw_string(ctx, fname, t, k)
+    local v = rawget(t, k)
+    if v ~= nil and type(v) ~= "string" then plugin_fail(ctx, format("%s: %s must be a string, got %s", fname, k, type(v))) end
+    return v
+end
+local function raw_usage(u)
+    if type(u) ~= "table" then return nil end
+    local i, o = seconds(rawget(u, "input"), 1e15) or 0, seconds(rawget(u, "output"), 1e15) or 0
+    return { input = i, output = o }
+end
+
+local function checked_result(ctx, out)
+    local r = {
+        text = raw_string(ctx, "decode", out, "text"), finish_reason = raw_string(ctx, "decode", out, "finish_reason"),
+        model = raw_string(ctx, "decode", out, "model"), id = raw_string(ctx, "decode", out, "id"),
+        usage = raw_usage(rawget(out, "usage")),
+    }
+    local tc = rawget(out, "tool_calls")
+    if tc ~= nil then r.tool_calls = tool_calls_of(ctx, "decode", plain_result(ctx, "decode", tc)) end
+    local vs = rawget(out, "vectors")
+    if vs ~= nil then
+        vs = plain_result(ctx, "decode", vs)
+        if type(vs) ~= "table" then plugin_fail(ctx, "decode: vectors must be a list") end
+        for i = 1, #vs do
+            local v = vs[i]
+            if type(v) ~= "table" then plugin_fail(ctx, "decode: vectors[" .. i .. "] must be a list of numbers") end
+            for j = 1, #v do
+                if type(v[j]) ~= "number" then plugin_fail(ctx, "decode: vectors[" .. i .. "] must be a list of numbers") end
+            end
+        end
+        r.vectors = vs
+    end
+    for k, v in next, out do
+        if not RESULT_FIELDS[k] then
+            if type(k) ~= "string" then plugin_fail(ctx, "decode: result keys must be strings") end
+            r[k] = plain_result(ctx, "decode", v)
+        end
+    end
+    return r
+end
+
+-- A 2xx answer (not streamed) -> the normalized result (plugin decode).
+local function decode(ctx, res)
+    local p = ctx.plugin
+    local dok, decoded = pcall(json.decode, res.body)
+    if not dok or type(decoded) ~= "table" then
+        fail(ctx, "integration", format("%s answered %d with a body that is not JSON: %s", p.name, res.status, excerpt(res.body)),
+            { status = res.status })
+    end
+    if res.body:find("\\u", 1, true) then redact_decoded(decoded, 0) end
+    local out, why = plugin_call(ctx, "decode", ctx.op, decoded, ctx.preq, ctx.pcfg)
+    if type(out) ~= "table" then
+        fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name,
+            type(why) == "string" and excerpt(why) or "decode returned nothing", excerpt(res.body)), { status = res.status })
+    end
+    return checked_result(ctx, out)
+end
+
+------------------------------------------------------------ an attempt
+
+-- One admitted attempt: encode, send, classify, decode.
+local function exchange(ctx, remaining)
+    local opts = encode(ctx, remaining)
+    if ctx.op == "stream" then
+        local st = stream.receive(ctx, opts)
+        local res = send(ctx, opts, st)
+        classify(ctx, res, stream.error_body(st))
+        return stream.result(ctx, st)
+    end
+    local res = send(ctx, opts)
+    classify(ctx, res, res.status >= 300 and redact_json_text(res.body) or nil)
+    return decode(ctx, res)
+end
+
+-- The part of an attempt after the limiter admitted it: the time left
+-- after the queue (none left is the caller's deadline, not the provider's
+-- health: refused before the breaker counts it); then through the breaker
+-- (which may take a half-open probe).
+local function admitted(ctx, remaining, waited)
+    if remaining then
+        remaining = remaining - waited
+        if remaining <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
+    end
+    local br = ctx.inst.breaker
+    if not br then return exchange(ctx, remaining) end
+    local ok, refused = br:admit()
+    -- It opened (or its half-open probe is out) while this call waited in
+    -- the queue: the admitted request goes to the next waiter (attempt).
+    if not ok then error(refused, 0) end
+    return br:run(exchange, ctx, remaining)
+end
+
+local function attempt(ctx, _, remaining)
+    local waited = admit(ctx)
+    -- This attempt now holds a request and the estimated tokens: a failed
+    -- attempt gives back the tokens it did not use (all of them, but a
+    -- broken stream's partial usage), so retries do not count the estimate
+    -- again and again, and the request when nothing was sent (refused by
+    -- the breaker or the deadline, a plugin's encode that failed).
+    ctx.sent = false
+    local ok, out = pcall(admitted, ctx, remaining, waited)
+    if not ok then
+        local inst = ctx.inst
+        local u = type(out) == "table" and out.partial and out.partial.usage
+        inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
+        if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
+        error(out, 0)
+    end
+    return out
+end
+
+------------------------------------------------------------ record
+
+-- A call that succeeded: real token usage reconciled with the limiter and
+-- recorded (tokens, cost), the result completed, the call finished.
+local function record(ctx, out, t0)
+    local inst, call = ctx.inst, ctx.call
+    local u = out.usage
+    if u then
+        inst.limiter:reconcile(ctx.cost.tokens, u.input + u.output)
+        call:usage(u.input, u.output)
+    end
+    out.usage = u or { input = 0, output = 0 }
+    out.provider = inst.name
+    out.model = out.model or ctx.req.model
+    out.attempts = call.attempts
+    out.call_id = call.id
+    local p = ctx.plugin
+    out.plugin_version = p.version and tostring(p.version) or tostring(ctx.entry.n)
+    call:finish()
+    out.latency = now() - t0
+    out.ttft = call.ttft
+    out.cost = call.cost
+    return out
+end
+
+-- A call that failed: its error completed, the call finished; raises it.
+local function record_failure(ctx, err)
+    local call = ctx.call
+    if errors.is(err) then
+        err.provider = err.provider or ctx.inst.name
+        err.model = err.model or ctx.req.model
+        err.attempts = err.attempts or call.attempts
+        err.call_id = call.id
+    end
+    call:finish(err)
+    error(err, 0)
+end
+
+------------------------------------------------------------ a call
+
+--- Run one call of `model` through the stages, its attempts retried by
+--- the provider's policy: the normalized result, or raises an error value.
+---@param model weft.Model
+---@param op "complete"|"stream"|"embed"
+---@param req table the normalized request (normalize; embed's own for embed)
+---@param on_event? fun(ev: table): boolean? the stream's callback
+---@return weft.Result
+function M.run(model, op, req, on_event)
+    local ctx = resolve(model, op, req, on_event)
+    local t0 = now()
+    local ok, out = pcall(retry.run, ctx.inst.policy, function(n, remaining) return attempt(ctx, n, remaining) end,
+        { call = ctx.call, deadline = ctx.deadline })
+    if not ok then record_failure(ctx, out) end
+    return record(ctx, out, t0)
+end
+
+return M
