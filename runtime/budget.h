@@ -62,6 +62,14 @@ struct weft_budget {
     size_t default_memory;
     double default_time;       /* seconds */
     unsigned long calls, trips_instructions, trips_memory, trips_time;
+    /* the hook that was set when a span opened by weft._budget.enter() began
+     * (restored by leave()) */
+    lua_Hook saved_hook;
+    int saved_mask, saved_count;
+    /* the chunk name of the host code that opened the span (interned by
+     * LuaJIT, compared by address): a tripped budget does not interrupt
+     * it, so it can close the span. NULL for call(). */
+    const char *host_source;
 };
 
 /* Wrap the allocator of `L` (call right after the state is created, before

@@ -7,6 +7,10 @@
  *       the budget ended the call ("time": limit in seconds; err is then the
  *       error the plugin saw),
  *       nil when fn failed on its own.
+ *   opened = _budget.enter(); ...; trip, limit = _budget.leave(opened)
+ *       the same budget over a span of code between two host calls (false
+ *       and nothing when a span or call is open already); leave returns
+ *       nothing when the budget held. The span must not yield.
  *   _budget.limits([{instructions = N, memory = BYTES, time = SECONDS}])
  *       -> the limits
  *       (sets the defaults for later calls when given).
@@ -50,11 +54,13 @@ static struct weft_budget *get(lua_State *L) {
 
 /* The count hook: every `step` instructions of interpreted code. Raising
  * here ends the call (the message is the plugin's to see; the host reads
- * b->tripped). Once tripped, every later period raises again. */
+ * b->tripped). Once tripped, every later period raises again -- except in
+ * the host code that opened a span (enter()): between the end of the
+ * plugin's code and its leave() it must run on to close the span. */
 static void count_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
     struct weft_budget *b = weft_budget_of(L);
     if (!b || !b->active) return;
+    if (b->tripped && b->host_source && lua_getinfo(L, "S", ar) && ar->source == b->host_source) return;
     b->used += b->step;
     double now = coarse_now();
     if (!b->tripped) {
@@ -70,16 +76,9 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     b->last = now;
 }
 
-static int l_call(lua_State *L) {
-    struct weft_budget *b = get(L);
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    int nargs = lua_gettop(L) - 1;
-    if (b->active) {                       /* nested: the outer budget */
-        int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
-        lua_pushboolean(L, rc == 0);
-        lua_insert(L, 1);
-        return lua_gettop(L);
-    }
+/* Start counting: fresh limits from the defaults, the count hook set (the
+ * hook that was there is saved in b->saved_*). */
+static void arm(lua_State *L, struct weft_budget *b) {
     b->active = 1;
     b->tripped = WEFT_BUDGET_OK;
     b->used = 0;
@@ -90,14 +89,56 @@ static int l_call(lua_State *L) {
     b->deadline = b->last + b->default_time;
     b->step = b->instructions < FIRST_STEP ? (int)b->instructions : FIRST_STEP;
     if (b->step < 1) b->step = 1;
-    lua_Hook oh = lua_gethook(L);
-    int omask = lua_gethookmask(L), ocount = lua_gethookcount(L);
+    b->saved_hook = lua_gethook(L);
+    b->saved_mask = lua_gethookmask(L);
+    b->saved_count = lua_gethookcount(L);
     lua_sethook(L, count_hook, LUA_MASKCOUNT, b->step);
-    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
-    lua_sethook(L, oh, omask, ocount);
+}
+
+/* Stop counting and restore the saved hook; pushes what tripped, if
+ * anything: trip name and limit (2 values), or nothing (0). */
+static int disarm(lua_State *L, struct weft_budget *b) {
+    lua_sethook(L, b->saved_hook, b->saved_mask, b->saved_count);
     b->active = 0;
     b->calls++;
+    switch (b->tripped) {
+    case WEFT_BUDGET_INSTRUCTIONS:
+        b->trips_instructions++;
+        lua_pushliteral(L, "instructions");
+        lua_pushnumber(L, b->instructions);
+        return 2;
+    case WEFT_BUDGET_MEMORY:
+        b->trips_memory++;
+        lua_pushliteral(L, "memory");
+        lua_pushnumber(L, (lua_Number)b->memory);
+        return 2;
+    case WEFT_BUDGET_TIME:
+        b->trips_time++;
+        lua_pushliteral(L, "time");
+        lua_pushnumber(L, b->default_time);
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static int l_call(lua_State *L) {
+    struct weft_budget *b = get(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 1;
+    if (b->active) {                       /* nested: the outer budget */
+        int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+        lua_pushboolean(L, rc == 0);
+        lua_insert(L, 1);
+        return lua_gettop(L);
+    }
+    arm(L, b);
+    b->host_source = NULL;                 /* C code closes this one */
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
     if (rc == 0) {
+        int n = lua_gettop(L);
+        disarm(L, b);
+        lua_settop(L, n);                  /* a call that returned did not fail */
         lua_pushboolean(L, 1);
         lua_insert(L, 1);
         return lua_gettop(L);
@@ -105,25 +146,34 @@ static int l_call(lua_State *L) {
     /* [err] */
     lua_pushboolean(L, 0);
     lua_insert(L, -2);                     /* [false, err] */
-    switch (b->tripped) {
-    case WEFT_BUDGET_INSTRUCTIONS:
-        b->trips_instructions++;
-        lua_pushliteral(L, "instructions");
-        lua_pushnumber(L, b->instructions);
-        return 4;
-    case WEFT_BUDGET_MEMORY:
-        b->trips_memory++;
-        lua_pushliteral(L, "memory");
-        lua_pushnumber(L, (lua_Number)b->memory);
-        return 4;
-    case WEFT_BUDGET_TIME:
-        b->trips_time++;
-        lua_pushliteral(L, "time");
-        lua_pushnumber(L, b->default_time);
-        return 4;
-    default:
-        return 2;
+    return 2 + disarm(L, b);
+}
+
+/* _budget.enter() -> true when it opened a span (false: one is open
+ * already, and it counts). For callers that must wait between spans: the
+ * code in a span may not yield (nothing else would run inside it), but the
+ * code around it may, unlike inside call(). */
+static int l_enter(lua_State *L) {
+    struct weft_budget *b = get(L);
+    if (b->active) {
+        lua_pushboolean(L, 0);
+        return 1;
     }
+    arm(L, b);
+    /* the source of the function calling enter(): its code (and any other
+     * function of that chunk) is never interrupted by a tripped budget */
+    lua_Debug ar;
+    b->host_source = lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) ? ar.source : NULL;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* _budget.leave(opened) closes the span enter() opened (nothing when
+ * `opened` is false): nothing when the budget held, else trip, limit. */
+static int l_leave(lua_State *L) {
+    struct weft_budget *b = get(L);
+    if (!lua_toboolean(L, 1) || !b->active) return 0;
+    return disarm(L, b);
 }
 
 static int l_tripped(lua_State *L) {
@@ -316,7 +366,7 @@ static int l_copier(lua_State *L) {
 int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"call", l_call}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
+        {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
         {"copier", l_copier},
         {NULL, NULL},
     };

@@ -235,6 +235,20 @@ static int l_br_state(lua_State *L) {
     return 1;
 }
 
+/* br:status() -> state name, seconds until an open breaker probes (0
+ * otherwise): the state without a table, for callers asking per call. */
+static int l_br_status(lua_State *L) {
+    struct lbreaker *lb = check_breaker(L);
+    double left = 0;
+    if (lb->br.state == WEFT_BREAKER_OPEN) {
+        left = lb->br.cooldown - (weft_clock_now(NULL) - lb->br.opened_at);
+        if (left < 0) left = 0;
+    }
+    lua_pushstring(L, weft_breaker_state_name(lb->br.state));
+    lua_pushnumber(L, left);
+    return 2;
+}
+
 static void register_mt(lua_State *L, const char *name, const luaL_Reg *methods) {
     weft_register_class(L, name, methods, NULL, NULL);
 }
@@ -259,7 +273,8 @@ int luaopen_weft_retry(lua_State *L) {
 int luaopen_weft_breaker(lua_State *L);
 int luaopen_weft_breaker(lua_State *L) {
     static const luaL_Reg m[] = {{"allow", l_br_allow}, {"peek", l_br_peek}, {"record", l_br_record},
-                                 {"release", l_br_release}, {"state", l_br_state}, {NULL, NULL}};
+                                 {"release", l_br_release}, {"state", l_br_state}, {"status", l_br_status},
+                                 {NULL, NULL}};
     register_mt(L, BREAKER_MT, m);
     lua_newtable(L);
     lua_pushcfunction(L, l_breaker_new);

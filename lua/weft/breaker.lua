@@ -120,6 +120,14 @@ function Breaker:check()
     if not ok then error(refused(self, retry_in), 0) end
 end
 
+--- The state ("closed", "open", "half_open") and the seconds until an
+--- open breaker lets a probe through (0 otherwise), without a table.
+---@return string state
+---@return number retry_in
+function Breaker:status()
+    return self.c:status()
+end
+
 --- {state=, calls=, failures=, transitions=, rejected=, retry_in=, name=}
 function Breaker:state()
     return self.c:state()

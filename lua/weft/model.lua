@@ -291,6 +291,12 @@ function Model:stream(req, on_event)
     return run(self, "stream", normalize(req, self.defaults, self.model), on_event)
 end
 
+-- A call with a request normalized already (weft.policy passes one on to
+-- its targets): the same stages as complete/stream/embed.
+function Model:_call(op, req, on_event)
+    return run(self, op, req, on_event)
+end
+
 --- Embed one text or a list: result.vectors[i] is the vector of texts[i].
 ---@param texts string|string[]
 ---@param opts? {id?: string, priority?: string, deadline?: number, timeout?: number}

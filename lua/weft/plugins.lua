@@ -213,6 +213,12 @@ local function budget_result(plugin, what, ok, ...)
     return nil, what .. " failed: " .. error_text(e)
 end
 
+--- The outcome of budgeted code as M.call returns it (true, results... or
+--- nil and a message naming `what`), from what the budget reported: `ok`,
+--- then the error, the trip and the limit when it failed. A trip is counted
+--- for `plugin`. For callers that run plugin code in spans (weft.policy).
+M.budget_result = budget_result
+
 --- Call plugin function `fname` of plugin `p` under the budget. Returns
 --- true and its results, or nil and a message naming the plugin, the
 --- function and the limit it ran into (no secret and no plugin code runs

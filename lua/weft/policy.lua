@@ -100,9 +100,8 @@ local calls = require "weft.calls"
 local budget = require "weft._budget"
 local T = require "weft._task"
 
-local type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack =
-    type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack
-local resume, create, status, yield = coroutine.resume, coroutine.create, coroutine.status, coroutine.yield
+local type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack, next, rawset, rawget =
+    type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack, next, rawset, rawget
 local now, sleep, spawn, suspend, wake, current = T.now, T.sleep, T.spawn, T.suspend, T.wake, T.current
 local format, concat, sort = string.format, table.concat, table.sort
 local ceil, huge, min = math.ceil, math.huge, math.min
@@ -138,7 +137,7 @@ local live = {}
 local function live_of(name)
     local l = live[name]
     if not l then
-        l = { in_flight = 0, lat = { n = 0, i = 0 }, ttft = { n = 0, i = 0 } }
+        l = { in_flight = 0, lat = { n = 0, i = 0, fresh = 0 }, ttft = { n = 0, i = 0, fresh = 0 } }
         live[name] = l
     end
     return l
@@ -149,7 +148,7 @@ local function observe(series, v)
     series.i = series.i % WINDOW + 1
     series[series.i] = v
     if series.n < WINDOW then series.n = series.n + 1 end
-    series.sorted = nil
+    series.fresh = series.fresh + 1
 end
 
 local function quantile(sorted, q)
@@ -159,10 +158,15 @@ local function quantile(sorted, q)
     return sorted[i < 1 and 1 or i]
 end
 
+-- Percentiles are worked out again after RESORT new values (or when there
+-- were fewer than that): a sort of the window per read would cost more
+-- than the call it decides.
+local RESORT = 16
 local function summary_of(series)
     if series.n == 0 then return { n = 0 } end
     local s = series.sorted
-    if not s then
+    if not s or series.fresh >= RESORT or series.n < RESORT then
+        series.fresh = 0
         s = {}
         for i = 1, series.n do s[i] = series[i] end
         sort(s)
@@ -337,9 +341,23 @@ end
 ------------------------------------------------------------ one run
 
 -- A run: one call through a policy model.
--- {spec=, plugin=, op=, req= (normalized, the host's), view= (the plugin's
---  copy), on_event=, deadline=, id=, route={}, real={view -> value},
---  parts={}, n=0 (target calls), tokens_in=, tokens_out=, cost=}
+-- {spec=, plugin=, op=, req= (normalized, the host's), on_event=,
+--  deadline=, id=, route={}, real={view -> the host's value}, parts={},
+--  n= (target calls), ops= (API calls), opened= (a budget span is open),
+--  aborted= (an error every later API call raises), tokens_in=, ...}
+
+-- The id of a run: the caller's (req.id), else made when first needed
+-- (a log line, an event): most calls never need one.
+local seq = 0
+local function run_id(run)
+    local id = run.id
+    if not id then
+        seq = seq + 1
+        id = "policy-" .. seq
+        run.id = id
+    end
+    return id
+end
 
 -- Counted always; logged at info once the call is off its first choice
 -- (a fallback, a hedge, a skip: what explains a route), at debug before.
@@ -362,7 +380,7 @@ local function decide(run, target, reason)
     run.decisions = run.decisions + 1
     local level = run.decisions > 1 and "info" or "debug"
     if log_enabled(level) then
-        log[level]("policy decision", { call_id = run.id, policy = spec.name, target = target, reason = reason })
+        log[level]("policy decision", { call_id = run_id(run), policy = spec.name, target = target, reason = reason })
     end
 end
 
@@ -374,72 +392,74 @@ local function account(run, u, cost)
     if cost then run.cost = run.cost + cost end
 end
 
--- What a plugin may see of a result or an error: a plain copy, kept so the
--- value it returns can be mapped back to the host's.
+-- What a plugin sees of a result or an error: a copy of what a decision
+-- needs (vectors are counted, not copied), kept so that the value it
+-- returns is mapped back to the host's.
 local plain = plugins.plain
-local ERROR_FIELDS = { "kind", "message", "status", "reason", "retry_after", "attempts", "provider", "model", "should_retry" }
+local ERROR_FIELDS = { "kind", "message", "status", "reason", "retry_after", "attempts", "provider", "model",
+                       "should_retry" }
 
 local function view_of(run, v)
     local out
     if errors.is(v) then
         out = {}
-        for _, k in ipairs(ERROR_FIELDS) do out[k] = v[k] end
-        if type(v.partial) == "table" then out.partial = { text = v.partial.text } end
+        for i = 1, #ERROR_FIELDS do
+            local k = ERROR_FIELDS[i]
+            out[k] = v[k]
+        end
+        local pt = v.partial
+        if type(pt) == "table" then out.partial = { text = pt.text } end
+    elseif type(v) == "table" then
+        local u = v.usage
+        out = { text = v.text, finish_reason = v.finish_reason, provider = v.provider, model = v.model,
+                attempts = v.attempts, policy = v.policy, latency = v.latency, ttft = v.ttft, cost = v.cost,
+                usage = u and { input = u.input, output = u.output } or nil }
+        if v.tool_calls then out.tool_calls = plain(v.tool_calls) end
+        if v.vectors then out.count = #v.vectors end
     else
-        out = plain(v) or {}
+        return v
     end
     run.real[out] = v
     return out
 end
 
 local function target_of(run, i)
-    local t = run.spec.targets[tonumber(i) or -1]
-    if not t and type(i) == "string" then
-        for _, x in ipairs(run.spec.targets) do if x.name == i then t = x break end end
+    local targets = run.spec.targets
+    local t = targets[i]
+    if t then return t end
+    if type(i) == "string" then
+        for _, x in ipairs(targets) do if x.name == i then return x end end
     end
-    if not t then error(format("policy %s: no target %s", run.spec.policy, tostring(i)), 0) end
-    return t
+    error(format("policy %s: no target %s", run.spec.policy, tostring(i)), 0)
 end
 
--- The request a target gets: the plugin's replacement (checked by the
--- target's own normalization) or the caller's, with the call's deadline.
-local REQUEST_FIELDS = { messages = true, system = true, max_tokens = true, temperature = true, top_p = true,
-                         stop = true, tools = true, tool_choice = true, priority = true, extra = true,
-                         tags = true, metadata = true }
-
-local function target_request(run, req, n)
-    local src = run.req
-    if req ~= nil then
-        if type(req) ~= "table" then error("the request must be a table", 0) end
-        local copy, why = plain(req)
-        if not copy then error("the request is not plain data (" .. tostring(why) .. ")", 0) end
-        src = copy
-    end
-    local out = {}
-    if run.op == "embed" then
-        out.input = src.input or run.req.input
-    else
-        for k in pairs(REQUEST_FIELDS) do out[k] = src[k] end
-    end
-    out.priority = src.priority or run.req.priority
-    out.deadline = run.deadline
-    out.id = run.id .. "." .. n
-    return out
-end
-
+local model_mod -- weft.model (it requires this module: looked up on first use)
 local function model_of(run, t)
+    model_mod = model_mod or require "weft.model"
     local cache = run.spec.resolved
-    local gen = require("weft.model").generation
+    local gen = model_mod.generation
     if not cache or cache.gen ~= gen then
         cache = { gen = gen }
         run.spec.resolved = cache
     end
     local m = cache[t.name]
     if not m then
-        m = require("weft.model").model(t.name)
+        m = model_mod.model(t.name)
         cache[t.name] = m
     end
-    return m
+    return m, cache
+end
+
+-- The circuit breaker of target t's provider (false: none), cached with
+-- the model.
+local function breaker_of(run, t)
+    local m, cache = model_of(run, t)
+    local key = cache[t]
+    if key == nil then
+        key = m.provider and model_mod.provider(m.provider).breaker or false
+        cache[t] = key
+    end
+    return key, m
 end
 
 -- Streams: the sink of target call `entry`. Text goes to the caller only
@@ -469,31 +489,76 @@ local function sink(run, entry, continues)
     end
 end
 
+-- The fields of a request a policy may pass on to a target.
+local REQUEST_FIELDS = { "messages", "system", "max_tokens", "temperature", "top_p", "stop", "tools",
+                         "tool_choice", "priority", "extra", "tags", "metadata" }
+local pipeline -- weft._pipeline, required on first use (it requires nothing of this)
+
+-- Call target `t` (model `m`) with request `req` (a plugin's replacement,
+-- or nil: the caller's), the call's deadline and an id of this run's.
+-- The caller's request was normalized once: it goes on as it is, with the
+-- target's defaults; a replacement is checked by normalize.
+local function invoke(run, t, m, req, n, snk)
+    local op, src = run.op, run.req
+    pipeline = pipeline or require "weft._pipeline"
+    -- the targets' calls have ids of their own (in the route), or the
+    -- caller's with a suffix when the caller gave one
+    local id = run.given_id and run.given_id .. "." .. n or nil
+    if op == "embed" then
+        local input = src.input
+        if req ~= nil then
+            if type(req) ~= "table" or type(req.input) ~= "table" then error("an embed request is {input = {...}}", 0) end
+            input = plain(req.input)
+        end
+        return m:_call("embed", { model = m.model or m.name, input = input, id = id, priority = src.priority,
+                                  deadline = run.deadline })
+    end
+    local r
+    if req == nil then
+        r = {}
+        for k, v in pairs(src) do r[k] = v end
+        local d = m.defaults
+        if next(d) then
+            for k, v in pairs(d) do if r[k] == nil then r[k] = v end end
+        end
+    else
+        if type(req) ~= "table" then error("the request must be a table", 0) end
+        local copy, why = plain(req)
+        if not copy then error("the request is not plain data (" .. tostring(why) .. ")", 0) end
+        r = {}
+        for i = 1, #REQUEST_FIELDS do
+            local k = REQUEST_FIELDS[i]
+            r[k] = copy[k]
+        end
+        if r.priority == nil then r.priority = src.priority end
+        r = pipeline.normalize(r, m.defaults, m.model or m.name)
+    end
+    r.model = m.model or m.name
+    r.id, r.deadline, r.timeout = id, run.deadline, nil
+    return m:_call(op, r, snk)
+end
+
 -- One call of a target, as the policy asked; returns ok, value.
 local function call_target(run, i, req, reason, opts, race)
     local t = target_of(run, i)
-    run.n = run.n + 1
-    local r = target_request(run, req, run.n)
+    local n = run.n + 1
+    run.n = n
     reason = type(reason) == "string" and reason or "call"
     decide(run, t.name, reason)
-    local entry = { target = t.name, reason = reason, state = "running", race = race }
-    run.route[#run.route + 1] = entry
-    if race then race.entry = entry end
-    local l = live_of(t.name)
-    l.in_flight = l.in_flight + 1
     local t0 = now()
-    entry.t0 = t0
+    local entry = { target = t.name, reason = reason, state = "running", race = race, t0 = t0 }
+    local route = run.route
+    route[#route + 1] = entry
+    if race then race.entry = entry end
+    local l = live[t.name] or live_of(t.name)
+    l.in_flight = l.in_flight + 1
     local sim = run.spec.simulate
-    local m = not sim and model_of(run, t)
     local ok, res
     if sim then
-        ok, res = pcall(sim, t.index, r, run.op)
-    elseif run.op == "stream" then
-        ok, res = pcall(m.stream, m, r, sink(run, entry, opts and opts.continues))
-    elseif run.op == "embed" then
-        ok, res = pcall(m.embed, m, r.input, { id = r.id, priority = r.priority, deadline = r.deadline })
+        ok, res = pcall(sim, t.index, req, run.op)
     else
-        ok, res = pcall(m.complete, m, r)
+        local snk = run.op == "stream" and sink(run, entry, opts and opts.continues) or nil
+        ok, res = pcall(invoke, run, t, model_of(run, t), req, n, snk)
     end
     l.in_flight = l.in_flight - 1
     entry.t0 = nil
@@ -503,13 +568,12 @@ local function call_target(run, i, req, reason, opts, race)
         if errors.is(res) and res.partial then account(run, res.partial.usage, nil) end
         return false, errors.is(res) and res or errors.new("cancelled", tostring(res))
     end
-    entry.latency = now() - t0
-    entry.state = "done"
+    local dt = now() - t0
+    entry.latency, entry.state = dt, "done"
     if ok then
-        entry.outcome = "success"
-        entry.provider = res.provider
+        entry.outcome, entry.provider, entry.call_id = "success", res.provider, res.call_id
         if res.route then entry.route = res.route else entry.attempts = res.attempts end
-        observe(l.lat, entry.latency)
+        observe(l.lat, dt)
         if res.ttft then observe(l.ttft, res.ttft) end
         if not res.route then account(run, res.usage, res.cost) end
         return true, res
@@ -517,9 +581,10 @@ local function call_target(run, i, req, reason, opts, race)
     local kind = errors.is(res) and res.kind or "error"
     entry.outcome = kind
     if errors.is(res) then
+        entry.call_id = res.call_id
         if res.route then entry.route = res.route else entry.attempts = res.attempts end
         if res.partial and not res.route then account(run, res.partial.usage, nil) end
-        if kind == "transient" or kind == "timeout" then observe(l.lat, entry.latency) end
+        if kind == "transient" or kind == "timeout" then observe(l.lat, dt) end
     else
         res = errors.new("integration", tostring(res))
     end
@@ -639,47 +704,137 @@ local function race(run, list, opts)
     return false, last_err or errors.new("integration", "api.race: no entry ran"), st
 end
 
+-- A target's live state as the plugin sees it: what is cheap is filled
+-- in; the rest (latency, ttft, wait, queued, headroom, price) is worked
+-- out when the plugin first reads it. The metatable is the host's and
+-- hidden (__metatable).
+local state_src = setmetatable({}, { __mode = "k" })
+local LAZY = {}
+function LAZY.latency(l) return summary_of(l.lat) end
+function LAZY.ttft(l) return summary_of(l.ttft) end
+local function limiter_state(src)
+    local s = src.lim
+    if s == nil then
+        s = false
+        local inst = src.m and src.m.provider and require("weft.model").provider(src.m.provider)
+        if inst then s = inst.limiter:state() end
+        src.lim = s
+    end
+    return s
+end
+function LAZY.wait(_, src) local s = limiter_state(src) return s and s.next_admit or 0 end
+function LAZY.queued(_, src) local s = limiter_state(src) return s and s.queued or 0 end
+function LAZY.headroom(_, src)
+    local s = limiter_state(src)
+    if not s then return 1 end
+    local head
+    for _, d in pairs(s.limits or {}) do
+        if d.limit and d.limit > 0 and d.limit < 1e11 then
+            local h = d.level / (d.burst > 0 and d.burst or d.limit)
+            if not head or h < head then head = h end
+        end
+    end
+    return head and (head < 0 and 0 or head) or 1
+end
+function LAZY.price(_, src)
+    local m = src.m
+    local pr = m and m.provider and calls.price(m.provider, m.model)
+    return pr and { input = pr.input, output = pr.output } or nil
+end
+local STATE_MT = {
+    __metatable = false,
+    __index = function(st, k)
+        local f = LAZY[k]
+        local src = state_src[st]
+        if not f or not src then return nil end
+        local v = f(src.live, src)
+        rawset(st, k, v)
+        return v
+    end,
+}
+
 local function state_of(run, i)
     local t = target_of(run, i)
-    local l = live_of(t.name)
-    local m = not run.spec.simulate and model_of(run, t) or {}
-    local out = { in_flight = l.in_flight, latency = summary_of(l.lat), ttft = summary_of(l.ttft),
-                  context_window = t.context_window, breaker = "closed", retry_in = 0, wait = 0, queued = 0 }
-    if m.provider then
-        local inst = require("weft.model").provider(m.provider)
-        if inst.breaker then
-            local b = inst.breaker:state()
-            out.breaker, out.retry_in = b.state, b.retry_in or 0
+    local l = live[t.name] or live_of(t.name)
+    local breaker, retry_in, m = "closed", 0, nil
+    if not run.spec.simulate then
+        local br
+        br, m = breaker_of(run, t)
+        if br then
+            breaker, retry_in = br:status()
             -- cooled down: the next call through it is a half-open probe
-            if out.breaker == "open" and out.retry_in <= 0 then out.breaker = "half_open" end
+            if breaker == "open" and retry_in <= 0 then breaker = "half_open" end
         end
-        local s = inst.limiter:state()
-        out.wait, out.queued = s.next_admit or 0, s.queued or 0
-        local head
-        for _, d in pairs(s.limits or {}) do
-            if d.limit and d.limit > 0 and d.limit < 1e11 then
-                local h = d.level / (d.burst > 0 and d.burst or d.limit)
-                if not head or h < head then head = h end
-            end
-        end
-        out.headroom = head and (head < 0 and 0 or head) or 1
-        local pr = calls.price(m.provider, m.model)
-        out.price = pr and { input = pr.input, output = pr.output } or nil
     end
-    return out
+    local st = setmetatable({ breaker = breaker, retry_in = retry_in, in_flight = l.in_flight,
+                              context_window = t.context_window }, STATE_MT)
+    state_src[st] = { live = l, m = m }
+    return st
 end
 
--- Do what the plugin's coroutine yielded; returns what it gets back.
-local ops = {}
-ops.call = function(run, i, req, reason, opts)
+-- The API handed to plugin code. Each function closes the plugin's budget
+-- span, does the host's part (which may wait: other tasks run meanwhile),
+-- and opens a fresh span before going back. The run is the one this task
+-- is in (a stack: a target may itself be a policy model).
+local benter, bleave = budget.enter, budget.leave
+local running = coroutine.running
+local MAIN = {}
+local active = setmetatable({}, { __mode = "k" })
+-- Bounds of one run: API calls (each opens a fresh budget span, so a loop
+-- around them would never run out of budget) and target calls.
+local MAX_OPS, MAX_CALLS = 10000, 100
+
+local function policy_error(run, msg)
+    return errors.new("integration", format("policy %s (plugin %s %s): %s", run.spec.name, run.spec.policy,
+        tostring(run.plugin.version or "?"), tostring(msg)))
+end
+
+-- Stop the run: this error is raised by this API call and every later one.
+local function abort(run, e)
+    run.aborted = run.aborted or e
+    error(run.aborted, 0)
+end
+
+local function to_host(calls_target)
+    local run = active[running() or MAIN]
+    if not run then error("the policy API is only for the run it was given to", 2) end
+    if run.aborted then error(run.aborted, 0) end
+    local trip, limit = bleave(run.opened)
+    run.opened = false
+    if trip then
+        local _, msg = plugins.budget_result(run.spec.policy, "run", false, nil, trip, limit)
+        abort(run, policy_error(run, msg))
+    end
+    run.ops = run.ops + 1
+    if run.ops > MAX_OPS then abort(run, policy_error(run, "made more than " .. MAX_OPS .. " API calls in one call")) end
+    if calls_target and run.n >= MAX_CALLS then
+        abort(run, policy_error(run, "called targets more than " .. MAX_CALLS .. " times in one call"))
+    end
+    return run
+end
+
+-- Back to the plugin with the host's results, or stop the run when the
+-- host's part failed (cancelled, or a misuse of the API: a bug in the
+-- plugin).
+local function to_plugin(run, ok, ...)
+    if not ok then
+        local e = ...
+        if errors.is(e) and e.kind == "cancelled" then abort(run, e) end
+        abort(run, policy_error(run, errors.is(e) and e.message or tostring(e)))
+    end
+    run.opened = benter()
+    return ...
+end
+
+local function op_call(run, i, req, reason, opts)
     local ok, v = call_target(run, i, req, reason, type(opts) == "table" and opts or nil, nil)
     return ok, view_of(run, v)
 end
-ops.race = function(run, list, opts)
+local function op_race(run, list, opts)
     local ok, v, started = race(run, list, opts)
     return ok, view_of(run, v), started
 end
-ops.all = function(run, list)
+local function op_all(run, list)
     if type(list) ~= "table" then error("api.all: expected a list", 0) end
     local fns = {}
     for k, e in ipairs(list) do
@@ -693,17 +848,16 @@ ops.all = function(run, list)
     end
     return out
 end
-ops.state = state_of
-ops.states = function(run)
+local function op_states(run)
     local out = {}
     for i = 1, #run.spec.targets do out[i] = state_of(run, i) end
     return out
 end
-ops.decide = function(run, i, reason)
+local function op_decide(run, i, reason)
     local t = i ~= nil and target_of(run, i) or nil
     decide(run, t and t.name, type(reason) == "string" and reason or "decision")
 end
-ops.sleep = function(run, s)
+local function op_sleep(run, s)
     s = tonumber(s)
     if not s or s < 0 or s ~= s or s == huge then error("api.sleep: seconds must be a finite number >= 0", 0) end
     local rem = run.deadline and run.deadline - now()
@@ -711,11 +865,7 @@ ops.sleep = function(run, s)
     local _, err = sleep(s)
     if err then error(err, 0) end
 end
-ops.remaining = function(run)
-    local d = run.deadline
-    return d and d - now() or nil
-end
-ops.hook = function(run, h, ...)
+local function op_hook(run, h, ...)
     local fn = run.hooks[h]
     if not fn then error("api.hook: " .. tostring(h) .. " is not a hook of this policy's options", 0) end
     local r = pack(fn(...))
@@ -724,27 +874,13 @@ ops.hook = function(run, h, ...)
     end
     return unpack(r, 1, r.n)
 end
-ops.escalate = function(run, i, err)
+local function op_escalate(run, i, err)
     local t = target_of(run, i)
     local real = run.real[err] or err
-    calls.emit("escalate", { call_id = run.id, policy = run.spec.name, target = t.name,
+    calls.emit("escalate", { call_id = run_id(run), policy = run.spec.name, target = t.name,
                              kind = errors.is(real) and real.kind or nil,
                              message = errors.is(real) and real.message or nil, error = errors.is(real) and real or nil })
 end
-
--- The API handed to plugin code: every function yields to the host.
-local API = {
-    call = function(i, req, reason, opts) return yield("call", i, req, reason, opts) end,
-    race = function(list, opts) return yield("race", list, opts) end,
-    all = function(list) return yield("all", list) end,
-    state = function(i) return yield("state", i) end,
-    states = function() return yield("states") end,
-    decide = function(i, reason) return yield("decide", i, reason) end,
-    sleep = function(s) return yield("sleep", s) end,
-    hook = function(h, ...) return yield("hook", h, ...) end,
-    escalate = function(i, err) return yield("escalate", i, err) end,
-    remaining = function() return yield("remaining") end,
-}
 
 local function tokens_of(req)
     if type(req) ~= "table" then return 0 end
@@ -755,6 +891,52 @@ local function tokens_of(req)
     return ceil(n / 4)
 end
 
+local API = {
+    call = function(i, req, reason, opts)
+        local run = to_host(true)
+        return to_plugin(run, pcall(op_call, run, i, req, reason, opts))
+    end,
+    race = function(list, opts)
+        local run = to_host(true)
+        return to_plugin(run, pcall(op_race, run, list, opts))
+    end,
+    all = function(list)
+        local run = to_host(true)
+        return to_plugin(run, pcall(op_all, run, list))
+    end,
+    state = function(i)
+        local run = to_host()
+        return to_plugin(run, pcall(state_of, run, i))
+    end,
+    states = function()
+        local run = to_host()
+        return to_plugin(run, pcall(op_states, run))
+    end,
+    decide = function(i, reason)
+        local run = to_host()
+        return to_plugin(run, pcall(op_decide, run, i, reason))
+    end,
+    sleep = function(s)
+        local run = to_host()
+        return to_plugin(run, pcall(op_sleep, run, s))
+    end,
+    hook = function(h, ...)
+        local run = to_host()
+        return to_plugin(run, pcall(op_hook, run, h, ...))
+    end,
+    escalate = function(i, err)
+        local run = to_host()
+        return to_plugin(run, pcall(op_escalate, run, i, err))
+    end,
+    remaining = function()
+        local run = active[running() or MAIN]
+        local d = run and run.deadline
+        return d and d - now() or nil
+    end,
+    now = now,
+    tokens = tokens_of,
+}
+
 -- The API table of a plugin version: its own copy (a plugin that changes
 -- it changes nothing of anyone else's), made once.
 local apis = setmetatable({}, { __mode = "k" })
@@ -763,32 +945,15 @@ local function api_for(p)
     if a then return a end
     a = {}
     for k, f in pairs(API) do a[k] = f end
-    a.now = now
-    a.tokens = tokens_of
     apis[p] = a
     return a
 end
 
--- After a budget segment: re-raise an error caused by the budget while it
--- still counts (so lua_budget.c reports the trip).
-local function resume_checked(co, ...)
-    local r = pack(resume(co, ...))
-    if not r[1] and budget.tripped() then error(r[2], 0) end
-    return unpack(r, 1, r.n)
-end
-
-local function policy_error(run, msg)
-    return errors.new("integration", format("policy %s (plugin %s %s): %s", run.spec.name, run.spec.policy,
-        tostring(run.plugin.version or "?"), tostring(msg)))
-end
-
--- What the plugin returned: a value a target produced, or an error.
-local function settle(run, r)
-    local v, e = r[3], r[4]
+-- What the plugin's run gave back: a value a target produced, or an error.
+local function settle(run, v, e)
     if v ~= nil then
         local real = run.real[v]
-        if real and not errors.is(real) then return true, real end
-        if real and errors.is(real) then return false, real end
+        if real then return not errors.is(real), real end
         return false, policy_error(run, "returned a value that no target produced")
     end
     if e == nil then return false, policy_error(run, "returned nothing") end
@@ -801,88 +966,77 @@ local function settle(run, r)
     return false, policy_error(run, type(e) == "string" and e or "failed")
 end
 
--- Bounds of one run: API calls (each a budget segment of its own, so a
--- loop around them would never run out of budget) and target calls.
-local MAX_OPS, MAX_CALLS = 10000, 100
-
-local function drive(run, co, ...)
-    local label = run.spec.policy
-    local what = format("policy plugin %s (%s): run", run.spec.policy, tostring(run.plugin.version or "?"))
-    local args = pack(...)
-    while true do
-        local r = pack(plugins.guard(label, what, resume_checked, co, unpack(args, 1, args.n)))
-        if not r[1] then return false, policy_error(run, (r[2]:gsub("^.-: run ", ""))) end
-        -- r = {true, resumed_ok, ...}
-        if not r[2] then
-            local e = r[3]
-            local real = run.real[e]
-            if real then return false, real end
-            if errors.is(e) then return settle(run, { true, true, nil, e }) end
-            return false, policy_error(run, type(e) == "string" and e or "failed")
-        end
-        if status(co) == "dead" then return settle(run, r) end
-        local op = ops[r[3]]
-        if not op then return false, policy_error(run, "yielded " .. tostring(r[3]) .. " (only the api functions wait)") end
-        run.ops = run.ops + 1
-        if run.ops > MAX_OPS then return false, policy_error(run, "made more than " .. MAX_OPS .. " API calls in one call") end
-        if run.n >= MAX_CALLS and (r[3] == "call" or r[3] == "race" or r[3] == "all") then
-            return false, policy_error(run, "called targets more than " .. MAX_CALLS .. " times in one call")
-        end
-        local res = pack(pcall(op, run, unpack(r, 4, r.n)))
-        if not res[1] then
-            -- the caller cancelled, or the plugin misused the API (a bug in it)
-            local e = res[2]
-            if errors.is(e) and e.kind == "cancelled" then error(e, 0) end
-            return false, policy_error(run, errors.is(e) and e.message or tostring(e))
-        end
-        args = pack(unpack(res, 2, res.n))
+-- Run the plugin's `run` in budget spans (see the API); returns ok, value.
+local function drive(run, p, view, targets, api, cfg, state)
+    local co = running() or MAIN
+    local prev = active[co]
+    active[co] = run
+    run.opened = benter()
+    local ok, v, e = pcall(p.run, view, targets, api, cfg, state)
+    local trip, limit = bleave(run.opened)
+    run.opened = false
+    active[co] = prev
+    if trip then
+        local _, msg = plugins.budget_result(run.spec.policy, "run", false, v, trip, limit)
+        return false, policy_error(run, msg)
     end
+    if run.aborted then
+        local a = run.aborted
+        if errors.is(a) and a.kind == "cancelled" then error(a, 0) end
+        return false, a
+    end
+    if not ok then
+        local real = run.real[v]
+        if real then return false, real end
+        if errors.is(v) then return settle(run, nil, v) end
+        return false, policy_error(run, type(v) == "string" and v or ("a " .. type(v) .. " raised as an error"))
+    end
+    return settle(run, v, e)
 end
 
-local seq = 0
+local function outcome(spec, o)
+    local ser = spec.outcome_series[o]
+    if not ser then
+        ser = outcomes:labels(spec.name, o)
+        spec.outcome_series[o] = ser
+    end
+    ser:inc()
+end
 
 --- Run one call through policy model `spec`. `req` is normalized (its
 --- `model` field is the policy model's name).
 function M.run(spec, op, req, on_event)
     local entry = spec.entry
     local p = entry.plugin -- this call's version, whatever is loaded meanwhile
-    local opts = M.options(spec, p)
-    seq = seq + 1
+    local opts = spec.cfgs[p] or M.options(spec, p)
     local run = {
         spec = spec, plugin = p, op = op, req = req, on_event = on_event, hooks = opts.hooks,
         deadline = req.deadline or (req.timeout and now() + req.timeout) or nil,
-        id = req.id or ("policy-" .. seq), route = {}, real = {},
-        parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0,
+        id = req.id, given_id = req.id, route = {}, real = {},
+        parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0, opened = false,
     }
     local view = plain(req) or {}
     view.model, view.op, view.id = nil, op, nil
-    local co = create(p.run)
     local t0 = now()
-    local ok, v = drive(run, co, view, opts.targets, api_for(p), opts.cfg, spec.state)
+    local ok, v = drive(run, p, view, opts.targets, api_for(p), opts.cfg, spec.state)
     local name = spec.name
-    if run.tokens_in > 0 then ptokens:inc(run.tokens_in, name, "input") end
-    if run.tokens_out > 0 then ptokens:inc(run.tokens_out, name, "output") end
-    if run.cost > 0 then pcost:inc(run.cost, name) end
-    local function outcome(o)
-        local ser = spec.outcome_series[o]
-        if not ser then
-            ser = outcomes:labels(name, o)
-            spec.outcome_series[o] = ser
-        end
-        ser:inc()
+    local ser = spec.usage_series
+    if not ser then
+        ser = { ptokens:labels(name, "input"), ptokens:labels(name, "output"), pcost:labels(name) }
+        spec.usage_series = ser
     end
+    if run.tokens_in > 0 then ser[1]:inc(run.tokens_in) end
+    if run.tokens_out > 0 then ser[2]:inc(run.tokens_out) end
+    if run.cost > 0 then ser[3]:inc(run.cost) end
     if not ok then
-        outcome(errors.is(v) and v.kind or "error")
-        if errors.is(v) then
-            if v.route == nil or rawget(v, "policy") ~= name then
-                -- the error of a target: this policy's route on it (a copy
-                -- when it is one a nested policy already marked)
-                v.route, v.policy = run.route, name
-            end
+        outcome(spec, errors.is(v) and v.kind or "error")
+        if errors.is(v) and (v.route == nil or rawget(v, "policy") ~= name) then
+            -- the error of a target: this policy's route on it
+            v.route, v.policy = run.route, name
         end
         error(v, 0)
     end
-    outcome("success")
+    outcome(spec, "success")
     local out = v
     if out.route and out.policy ~= name then
         -- the result of a nested policy: keep its route inside ours
@@ -913,13 +1067,13 @@ end
 ---@param opts table
 ---@param n integer
 ---@param op "complete"|"stream"|"embed"
----@param outcome fun(i: integer, req: table, op: string): table
-function M.simulate(p, opts, n, op, outcome)
+---@param result fun(i: integer, req: table?, op: string): table
+function M.simulate(p, opts, n, op, result)
     local targets = {}
     for i = 1, n do targets[i] = { name = "sim" .. i, weight = 1, context_window = 1000000, index = i } end
     local spec = { name = "check:" .. p.name, policy = p.name, entry = { plugin = p, n = 1 }, targets = targets,
                    defaults = {}, opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {},
-                   hedges = 0, races = 0, simulate = outcome, series = {}, outcome_series = {} }
+                   hedges = 0, races = 0, simulate = result, series = {}, outcome_series = {} }
     local req = op == "embed" and { input = { "a", "b" } }
         or { messages = { { role = "user", content = "Hello" } }, model = spec.name }
     local route
@@ -937,6 +1091,11 @@ local PolicyModel = {}
 PolicyModel.__index = PolicyModel
 
 function PolicyModel:__tostring() return "weft.model(" .. self.name .. ": policy " .. self.spec.policy .. ")" end
+
+-- A call with a request normalized already (a policy over this one).
+function PolicyModel:_call(op, req, on_event)
+    return M.run(self.spec, op, req, on_event)
+end
 
 --- Complete a chat through the policy: a target's result, with `route`.
 ---@param req string|weft.Request

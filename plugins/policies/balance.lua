@@ -99,8 +99,12 @@ return {
     end,
 
     run = function(req, targets, api, cfg, state)
-        local on = {}
-        for _, k in ipairs(cfg.on) do on[k] = true end
+        local on = cfg.on_set -- cfg is this plugin's own copy for the model: made once
+        if not on then
+            on = {}
+            for _, k in ipairs(cfg.on) do on[k] = true end
+            cfg.on_set = on
+        end
         local tried = {}
         local last
         for round = 1, cfg.failover and 2 or 1 do

@@ -79,8 +79,13 @@ return {
     end,
 
     run = function(req, targets, api, cfg)
-        local on = set_of(cfg.on)
-        if cfg.on_auth then on.auth = true end
+        -- cfg is this plugin's own copy for the model: the set is made once
+        local on = cfg.on_set
+        if not on then
+            on = set_of(cfg.on)
+            if cfg.on_auth then on.auth = true end
+            cfg.on_set = on
+        end
         local need       -- input tokens, once a target said its window is too small
         local reason = "first"
         local nextreq, opts -- what the next target gets (nil: the caller's request)

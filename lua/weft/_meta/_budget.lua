@@ -13,6 +13,20 @@ local M = {}
 ---@return any ...
 function M.call(fn, ...) end
 
+--- Open a span of code under the budget, for callers that wait between
+--- spans (a policy's run, which calls the host in between): true when this
+--- opened it, false when a call or span is open already (that one counts).
+--- The span must not yield.
+---@return boolean opened
+function M.enter() end
+
+--- Close the span `enter` opened (nothing when `opened` is false). Returns
+--- nothing when the budget held, else what ran out and its limit.
+---@param opened boolean
+---@return ("instructions"|"memory"|"time")? trip
+---@return number? limit
+function M.leave(opened) end
+
 --- True while a budgeted call runs that is over its budget (the sandbox's
 --- pcall and xpcall raise again then). Allocates nothing.
 ---@return boolean
