@@ -133,11 +133,14 @@ M.normalize = normalize
 
 -- Tokens a request may use, for admission: ~4 bytes a token of input, and
 -- the output allowance.
-local function estimate(r)
+local function input_estimate(r)
     local n = #(r.system or "")
     for _, m in ipairs(r.messages or {}) do n = n + #(m.content or "") + 12 end
     for _, t in ipairs(r.input or {}) do n = n + #t end
-    return ceil(n / 4) + (r.max_tokens or (r.input and 0 or 256))
+    return ceil(n / 4)
+end
+local function estimate(r)
+    return input_estimate(r) + (r.max_tokens or (r.input and 0 or 256))
 end
 
 ------------------------------------------------------------ resolve
@@ -172,6 +175,7 @@ local function resolve(model, op, req, on_event)
     return {
         inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
         deadline = deadline, cost = { requests = 1, tokens = estimate(req) }, sent = false,
+        input_estimate = input_estimate(req),
         call = calls.begin { provider = inst.name, model = req.model, operation = op, id = req.id },
     }
 end
@@ -481,6 +485,16 @@ local function attempt(ctx, _, remaining)
     if not ok then
         local inst = ctx.inst
         local u = type(out) == "table" and out.partial and out.partial.usage
+        if not u and ctx.sent and errors.is(out) and out.kind == "cancelled" then
+            -- abandoned after it went out (a hedge that lost, a caller that
+            -- gave up): the provider still read the request. Its input is
+            -- counted (an estimate: the answer that would say is gone) in
+            -- the limiter, the call's tokens and cost.
+            u = { input = ctx.input_estimate, output = 0 }
+            out.partial = out.partial or {}
+            out.partial.usage, out.partial.estimated = u, true
+            ctx.call:usage(u.input, 0)
+        end
         inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
         if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
         error(out, 0)

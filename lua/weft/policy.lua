@@ -103,6 +103,7 @@ local T = require "weft._task"
 local type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack, next, rawset, rawget =
     type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatable, unpack, next, rawset, rawget
 local now, sleep, spawn, suspend, wake, current = T.now, T.sleep, T.spawn, T.suspend, T.wake, T.current
+local join = T.methods.join
 local format, concat, sort = string.format, table.concat, table.sort
 local ceil, huge, min = math.ceil, math.huge, math.min
 
@@ -565,7 +566,10 @@ local function call_target(run, i, req, reason, opts, race)
     if entry.state == "cancelled" then
         -- a race's loser: its route entry was settled when it was stopped;
         -- what it used still counts
-        if errors.is(res) and res.partial then account(run, res.partial.usage, nil) end
+        if errors.is(res) then
+            entry.call_id = res.call_id
+            if res.partial then account(run, res.partial.usage, nil) end
+        end
         return false, errors.is(res) and res or errors.new("cancelled", tostring(res))
     end
     local dt = now() - t0
@@ -602,9 +606,11 @@ local function race(run, list, opts)
     local tasks, state, started, runners = {}, {}, {}, {}
     -- stop entry k: its task is cancelled (a transfer in flight is freed)
     -- and its route entry says so at once
+    local stopped = {}
     local function stop(k)
         state[k] = "done"
         tasks[k]:cancel()
+        stopped[#stopped + 1] = tasks[k]
         local e = runners[k] and runners[k].entry
         if e and e.state == "running" then
             e.outcome, e.state, e.latency = "cancelled", "cancelled", now() - e.t0
@@ -697,6 +703,9 @@ local function race(run, list, opts)
     for k = 1, n do
         if tasks[k] and state[k] ~= "done" then stop(k) end
     end
+    -- the stopped ones unwind now (their transfers freed): what they used
+    -- is on this run's account before it returns
+    for _, t in ipairs(stopped) do join(t) end
     if err then error(err, 0) end
     local st = {}
     for k = 1, n do st[k] = started[k] or false end
