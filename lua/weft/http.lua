@@ -294,7 +294,10 @@ end
 --- `{status=, headers=, body=}`, or streams: `res:start(status, headers)`,
 --- `res:write(chunk)` (waits while the client is slow to read; returns a
 --- falsy value once the client is gone), `res:finish()`; `res:abort()`
---- drops the connection with a TCP reset. A handler that raises gets a 500
+--- drops the connection with a TCP reset; `res:gone()` is true once the
+--- client closed its connection before the answer was complete (noticed
+--- while the handler runs, like nginx's 499: a handler that waits may
+--- check it before doing more work for nobody). A handler that raises gets a 500
 --- (or an aborted stream) and is logged.
 ---
 --- Limits (options, all optional): `max_header_size` (bytes, default 64 KiB;
