@@ -164,6 +164,43 @@ describe("policy models", function()
             assert.are.equal("openai", weft.model(name):complete("short").provider)
         end)
 
+        it("embeds through the chain: the second embedding model answers when the first is down", function()
+            local name = "fbembed_" .. n
+            setup { [name] = { policy = "fallback", targets = { "openai/text-embedding-3-small", "gemini/text-embedding-004" } } }
+            mock:set_faults { { dialect = "openai", probability = { [503] = 1 } } }
+            local r = weft.model(name):embed { "alpha beta", "gamma" }
+            assert.are.equal("gemini", r.provider)
+            assert.are.equal(2, #r.vectors)
+            local want = mockmod.embedding("alpha beta", #r.vectors[1])
+            for i, x in ipairs(want) do assert.is_true(math.abs(r.vectors[1][i] - x) < 1e-6) end
+            assert.are.equal("transient", r.route[2].reason)
+        end)
+
+        it("moves on after a content-filter refusal only when configured", function()
+            local fallback = require("weft.plugins").get("policy", "fallback").plugin
+            local function outcome(i)
+                if i == 1 then
+                    return { text = "", finish_reason = "content_filter", usage = { input = 1, output = 0 }, provider = "sim1" }
+                end
+                return { text = "ok", finish_reason = "stop", usage = { input = 1, output = 1 }, provider = "sim" .. i }
+            end
+            local ok, r = policy.simulate(fallback, { on_content_filter = true }, 2, "complete", outcome)
+            assert.is_true(ok)
+            assert.are.equal("sim2", r.provider)
+            assert.are.equal("content_filter", r.route[2].reason)
+            ok, r = policy.simulate(fallback, {}, 2, "complete", outcome)
+            assert.is_true(ok)
+            assert.are.equal("sim1", r.provider)
+            assert.are.equal("content_filter", r.finish_reason)
+            -- every target refusing: the last refusal is the answer
+            ok, r = policy.simulate(fallback, { on_content_filter = true }, 2, "complete", function()
+                return { text = "", finish_reason = "content_filter", usage = { input = 1, output = 0 }, provider = "simX" }
+            end)
+            assert.is_true(ok)
+            assert.are.equal("content_filter", r.finish_reason)
+            assert.are.equal(2, #r.route)
+        end)
+
         it("streams: a cut stream with continue = delivered text + the continuation, both in route and parts", function()
             local name = "fbcont_" .. n
             setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC }, stream_failure = "continue" } }
