@@ -483,20 +483,30 @@ describe("policy models", function()
             assert.are.equal(1, decisions(name, ANTHROPIC, "tools"))
         end)
 
-        it("routes by tag, metadata and priority", function()
-            local name, m = routed {
-                { target = ANTHROPIC, when = { tag = "vip" }, name = "vip" },
-                { target = GEMINI, when = { metadata = { team = "search" } }, name = "team" },
-                { target = ANTHROPIC, when = { priority = { "high", "critical" } }, name = "prio" },
-            }
+        it("routes by tag", function()
+            local name, m = routed { { target = ANTHROPIC, when = { tag = "vip" }, name = "vip" } }
             assert.are.equal("anthropic", m:complete({ prompt = "x", tags = { "a", "vip" } }).provider)
-            assert.are.equal("gemini", m:complete({ prompt = "x", metadata = { team = "search" } }).provider)
-            assert.are.equal("anthropic", m:complete({ prompt = "x", priority = "high" }).provider)
-            assert.are.equal("openai", m:complete({ prompt = "x", metadata = { team = "ads" } }).provider)
+            assert.are.equal("openai", m:complete({ prompt = "x", tags = { "a" } }).provider)
             assert.are.equal(1, decisions(name, ANTHROPIC, "vip"))
-            assert.are.equal(1, decisions(name, GEMINI, "team"))
-            assert.are.equal(1, decisions(name, ANTHROPIC, "prio"))
             assert.are.equal(1, decisions(name, OPENAI, "default"))
+        end)
+
+        it("routes by metadata", function()
+            local name, m = routed { { target = GEMINI, when = { metadata = { team = "search" } }, name = "team" } }
+            assert.are.equal("gemini", m:complete({ prompt = "x", metadata = { team = "search" } }).provider)
+            assert.are.equal("openai", m:complete({ prompt = "x", metadata = { team = "ads" } }).provider)
+            assert.are.equal("openai", m:complete("x").provider)
+            assert.are.equal(1, decisions(name, GEMINI, "team"))
+            assert.are.equal(2, decisions(name, OPENAI, "default"))
+        end)
+
+        it("routes by priority", function()
+            local name, m = routed { { target = ANTHROPIC, when = { priority = { "high", "critical" } }, name = "prio" } }
+            assert.are.equal("anthropic", m:complete({ prompt = "x", priority = "high" }).provider)
+            assert.are.equal("openai", m:complete({ prompt = "x", priority = "low" }).provider)
+            assert.are.equal("openai", m:complete("x").provider)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "prio"))
+            assert.are.equal(2, decisions(name, OPENAI, "default"))
         end)
 
         it("routes by a Lua predicate run in the host", function()
@@ -512,27 +522,43 @@ describe("policy models", function()
             assert.are.equal(1, decisions(name, GEMINI, "pred"))
         end)
 
-        it("routes on target state: breaker open, limiter wait past the deadline, price", function()
-            local name = "router_state_" .. n + 1
-            setup({ [name] = { policy = "router", targets = { OPENAI, ANTHROPIC, GEMINI }, default = GEMINI, rules = {
-                        { target = OPENAI, when = { healthy = true }, name = "healthy" },
-                        { target = ANTHROPIC, when = { within_deadline = true }, name = "in_time" },
-                        { target = GEMINI, when = { max_price = 0.01 }, name = "cheap" },
-                    } } },
-                { openai = { retry = { max_attempts = 1, budget = false }, breaker = { min_calls = 1, threshold = 0.5, cooldown = 30 } },
-                  anthropic = { limits = { rpm = 1 } } })
+        it("routes on a target's breaker: healthy", function()
+            local name = "router_br_" .. n + 1
+            setup({ [name] = { policy = "router", targets = { OPENAI, GEMINI }, default = GEMINI,
+                               rules = { { target = OPENAI, when = { healthy = true }, name = "healthy" } } } },
+                { openai = { retry = { max_attempts = 1, budget = false }, breaker = { min_calls = 1, threshold = 0.5, cooldown = 30 } } })
             local m = weft.model(name)
             assert.are.equal("openai", m:complete("x").provider)
             mock:set_faults { { dialect = "openai", sequence = { 503 } } }
             pcall(weft.model(OPENAI).complete, weft.model(OPENAI), "x")
-            -- openai's breaker is open: the next healthy rule does not match
-            assert.are.equal("anthropic", m:complete({ prompt = "x", timeout = 5 }).provider)
-            -- anthropic's one request a minute is used: its wait is past a 5 s deadline
-            assert.are.equal("gemini", m:complete({ prompt = "x", timeout = 5 }).provider)
+            assert.are.equal("gemini", m:complete("x").provider) -- openai's breaker is open
             assert.are.equal(1, decisions(name, OPENAI, "healthy"))
-            assert.are.equal(1, decisions(name, ANTHROPIC, "in_time"))
-            assert.are.equal(0, decisions(name, GEMINI, "cheap")) -- gemini's price is above 0.01
             assert.are.equal(1, decisions(name, GEMINI, "default"))
+        end)
+
+        it("routes on a target's limiter: its expected wait within the deadline", function()
+            local name = "router_wait_" .. n + 1
+            setup({ [name] = { policy = "router", targets = { ANTHROPIC, GEMINI }, default = GEMINI,
+                               rules = { { target = ANTHROPIC, when = { within_deadline = true }, name = "in_time" } } } },
+                { anthropic = { limits = { rpm = 1 } } })
+            local m = weft.model(name)
+            assert.are.equal("anthropic", m:complete({ prompt = "x", timeout = 5 }).provider)
+            -- its one request a minute is used: the wait (about 60 s) is past a 5 s deadline
+            assert.are.equal("gemini", m:complete({ prompt = "x", timeout = 5 }).provider)
+            assert.are.equal(1, decisions(name, ANTHROPIC, "in_time"))
+            assert.are.equal(1, decisions(name, GEMINI, "default"))
+        end)
+
+        it("routes on a target's price", function()
+            local name = "router_price_" .. n + 1
+            local p = weft.calls.price("gemini", "gemini-2.0-flash")
+            setup { [name] = { policy = "router", targets = { OPENAI, GEMINI }, default = OPENAI, rules = {
+                        { target = GEMINI, when = { max_price = p.input / 2 }, name = "too_cheap" },
+                        { target = GEMINI, when = { max_price = p.input }, name = "cheap" } } } }
+            local m = weft.model(name)
+            assert.are.equal("gemini", m:complete("x").provider)
+            assert.are.equal(0, decisions(name, GEMINI, "too_cheap"))
+            assert.are.equal(1, decisions(name, GEMINI, "cheap"))
         end)
 
         it("refuses rules that name no target or an unknown condition", function()
