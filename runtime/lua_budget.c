@@ -7,10 +7,13 @@
  *       the budget ended the call ("time": limit in seconds; err is then the
  *       error the plugin saw),
  *       nil when fn failed on its own.
- *   opened = _budget.enter(); ...; trip, limit = _budget.leave(opened)
- *       the same budget over a span of code between two host calls (false
- *       and nothing when a span or call is open already); leave returns
- *       nothing when the budget held. The span must not yield.
+ *   opened = _budget.enter([instructions, seconds, bytes]); ...;
+ *   trip, limit, left_i, left_t, left_m = _budget.leave(opened)
+ *       the budget over a span of code between two host calls (false and
+ *       nothing when a span or call is open already); leave says what ran
+ *       out (nil, nil when nothing did) and what is left, which the next
+ *       enter() may take as its limits: one budget over several spans.
+ *       The span must not yield.
  *   _budget.limits([{instructions = N, memory = BYTES, time = SECONDS}])
  *       -> the limits
  *       (sets the defaults for later calls when given).
@@ -149,10 +152,12 @@ static int l_call(lua_State *L) {
     return 2 + disarm(L, b);
 }
 
-/* _budget.enter() -> true when it opened a span (false: one is open
- * already, and it counts). For callers that must wait between spans: the
- * code in a span may not yield (nothing else would run inside it), but the
- * code around it may, unlike inside call(). */
+/* _budget.enter([instructions, seconds, bytes]) -> true when it opened a
+ * span (false: one is open already, and it counts). The limits of the span
+ * are the defaults, or what is left of a budget spread over several spans
+ * (leave() says what is left). For callers that must wait between spans:
+ * the code in a span may not yield (nothing else would run inside it), but
+ * the code around it may, unlike inside call(). */
 static int l_enter(lua_State *L) {
     struct weft_budget *b = get(L);
     if (b->active) {
@@ -160,6 +165,15 @@ static int l_enter(lua_State *L) {
         return 1;
     }
     arm(L, b);
+    if (lua_isnumber(L, 1) && lua_tonumber(L, 1) < b->instructions) {
+        b->instructions = lua_tonumber(L, 1);
+        if (b->instructions < 1) b->instructions = 1;
+        if (b->step > b->instructions) b->step = (int)b->instructions;
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, b->step);
+    }
+    if (lua_isnumber(L, 2) && lua_tonumber(L, 2) < b->default_time) b->deadline = b->last + lua_tonumber(L, 2);
+    if (lua_isnumber(L, 3) && lua_tonumber(L, 3) < (lua_Number)b->memory)
+        b->memory = lua_tonumber(L, 3) > 0 ? (size_t)lua_tonumber(L, 3) : 0;
     /* the source of the function calling enter(): its code (and any other
      * function of that chunk) is never interrupted by a tripped budget */
     lua_Debug ar;
@@ -169,11 +183,23 @@ static int l_enter(lua_State *L) {
 }
 
 /* _budget.leave(opened) closes the span enter() opened (nothing when
- * `opened` is false): nothing when the budget held, else trip, limit. */
+ * `opened` is false) -> trip, limit (nil, nil when the budget held), then
+ * what is left of the span's limits: instructions, seconds, bytes. */
 static int l_leave(lua_State *L) {
     struct weft_budget *b = get(L);
     if (!lua_toboolean(L, 1) || !b->active) return 0;
-    return disarm(L, b);
+    double left_i = b->instructions - b->used;
+    double left_t = b->deadline - coarse_now();
+    double left_m = (double)b->memory - (double)b->allocated;
+    int n = disarm(L, b);
+    if (n == 0) {
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    lua_pushnumber(L, left_i);
+    lua_pushnumber(L, left_t);
+    lua_pushnumber(L, left_m);
+    return 5;
 }
 
 static int l_tripped(lua_State *L) {

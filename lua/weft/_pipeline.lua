@@ -484,16 +484,23 @@ local function attempt(ctx, _, remaining)
     local ok, out = pcall(admitted, ctx, remaining, waited)
     if not ok then
         local inst = ctx.inst
-        local u = type(out) == "table" and out.partial and out.partial.usage
-        if not u and ctx.sent and errors.is(out) and out.kind == "cancelled" then
-            -- abandoned after it went out (a hedge that lost, a caller that
-            -- gave up): the provider still read the request. Its input is
-            -- counted (an estimate: the answer that would say is gone) in
-            -- the limiter, the call's tokens and cost.
+        local pt = type(out) == "table" and out.partial
+        local u = pt and pt.usage
+        if not u and ctx.sent and errors.is(out) and out.kind == "cancelled" and (tonumber(out.wire) or 0) > 0 then
+            -- abandoned while on the wire (a hedge that lost, a caller that
+            -- gave up): the provider read the request. Its input is counted
+            -- (an estimate: the answer that would say is gone).
             u = { input = ctx.input_estimate, output = 0 }
-            out.partial = out.partial or {}
-            out.partial.usage, out.partial.estimated = u, true
-            ctx.call:usage(u.input, 0)
+            pt = pt or {}
+            out.partial, pt.usage, pt.estimated = pt, u, true
+        end
+        if u then
+            -- what a failed attempt used (a broken stream's usage, or the
+            -- estimate above) is the call's too: tokens and cost recorded,
+            -- and said on the error (partial.cost) for whoever accounts it
+            local before = ctx.call.cost or 0
+            ctx.call:usage(u.input, u.output)
+            pt.cost = (ctx.call.cost or 0) - before
         end
         inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
         if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end

@@ -273,7 +273,7 @@ function M.check(name, m, request_keys, fail)
     end
     local spec = { name = name, policy = m.policy, entry = entry, targets = targets, defaults = defaults,
                    opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {}, hedges = 0, races = 0,
-                   series = {}, outcome_series = {} }
+                   series = {}, nseries = 0, outcome_series = {} }
     watch_specs(entry)
     specs_of[entry][spec] = true
     local ok, why = pcall(plugins.configure, entry.plugin, opts)
@@ -364,9 +364,14 @@ end
 -- (a fallback, a hedge, a skip: what explains a route), at debug before.
 -- The series are cached per model, target and reason.
 local log_enabled = require("weft._log").enabled
+-- A plugin names its reasons: label values, so they are kept short and
+-- plain, and a model has at most MAX_REASONS series (then "other"): a
+-- plugin cannot fill the metric up for everyone else.
+local MAX_REASONS = 64
 local function decide(run, target, reason)
     local spec = run.spec
     target = target or "-"
+    if type(reason) ~= "string" or #reason > 40 or not reason:find("^[%w_]+$") then reason = "other" end
     local by = spec.series[target]
     if not by then
         by = {}
@@ -374,8 +379,15 @@ local function decide(run, target, reason)
     end
     local ser = by[reason]
     if not ser then
-        ser = decisions:labels(spec.name, target, reason)
-        by[reason] = ser
+        if spec.nseries >= MAX_REASONS then
+            reason = "other"
+            ser = by[reason]
+        end
+        if not ser then
+            spec.nseries = spec.nseries + 1
+            ser = decisions:labels(spec.name, target, reason)
+            by[reason] = ser
+        end
     end
     ser:inc()
     run.decisions = run.decisions + 1
@@ -385,12 +397,42 @@ local function decide(run, target, reason)
     end
 end
 
-local function account(run, u, cost)
-    if u then
-        run.tokens_in = run.tokens_in + (tonumber(u.input) or 0)
-        run.tokens_out = run.tokens_out + (tonumber(u.output) or 0)
+-- The usage series of a policy model: tokens in, tokens out, cost.
+local function usage_series(spec)
+    local ser = spec.usage_series
+    if not ser then
+        ser = { ptokens:labels(spec.name, "input"), ptokens:labels(spec.name, "output"), pcost:labels(spec.name) }
+        spec.usage_series = ser
     end
-    if cost then run.cost = run.cost + cost end
+    return ser
+end
+
+-- What a target call used, on this run's account; once the run has been
+-- recorded (a stopped race entry unwinding late), straight to the metrics.
+local function account(run, u, cost)
+    local i = u and tonumber(u.input) or 0
+    local o = u and tonumber(u.output) or 0
+    cost = tonumber(cost) or 0
+    if run.flushed then
+        local ser = usage_series(run.spec)
+        if i > 0 then ser[1]:inc(i) end
+        if o > 0 then ser[2]:inc(o) end
+        if cost > 0 then ser[3]:inc(cost) end
+        return
+    end
+    run.tokens_in, run.tokens_out, run.cost = run.tokens_in + i, run.tokens_out + o, run.cost + cost
+end
+
+-- What a target's outcome used: a nested policy's whole usage (its losers
+-- and fallbacks included), a provider call's usage, or what a failed one
+-- used before it failed.
+local function account_outcome(run, ok, res)
+    if type(res) ~= "table" and not errors.is(res) then return end
+    local pu = res.policy_usage
+    if pu then return account(run, pu, pu.cost) end
+    if ok then return account(run, res.usage, res.cost) end
+    local pt = res.partial
+    if type(pt) == "table" then account(run, pt.usage, pt.cost) end
 end
 
 -- What a plugin sees of a result or an error: a copy of what a decision
@@ -485,6 +527,9 @@ local function sink(run, entry, continues)
         local part = run.parts[#run.parts]
         if ev.type == "text" and type(ev.text) == "string" then
             part.chunks[#part.chunks + 1] = ev.text
+        elseif ev.type == "restart" then
+            -- the target (a policy) dropped what it had sent: so does its part
+            part.chunks = {}
         end
         return run.on_event(ev)
     end
@@ -566,10 +611,8 @@ local function call_target(run, i, req, reason, opts, race)
     if entry.state == "cancelled" then
         -- a race's loser: its route entry was settled when it was stopped;
         -- what it used still counts
-        if errors.is(res) then
-            entry.call_id = res.call_id
-            if res.partial then account(run, res.partial.usage, nil) end
-        end
+        if errors.is(res) then entry.call_id = res.call_id end
+        account_outcome(run, false, res)
         return false, errors.is(res) and res or errors.new("cancelled", tostring(res))
     end
     local dt = now() - t0
@@ -579,7 +622,7 @@ local function call_target(run, i, req, reason, opts, race)
         if res.route then entry.route = res.route else entry.attempts = res.attempts end
         observe(l.lat, dt)
         if res.ttft then observe(l.ttft, res.ttft) end
-        if not res.route then account(run, res.usage, res.cost) end
+        account_outcome(run, true, res)
         return true, res
     end
     local kind = errors.is(res) and res.kind or "error"
@@ -587,7 +630,7 @@ local function call_target(run, i, req, reason, opts, race)
     if errors.is(res) then
         entry.call_id = res.call_id
         if res.route then entry.route = res.route else entry.attempts = res.attempts end
-        if res.partial and not res.route then account(run, res.partial.usage, nil) end
+        account_outcome(run, false, res)
         if kind == "transient" or kind == "timeout" then observe(l.lat, dt) end
     else
         res = errors.new("integration", tostring(res))
@@ -598,11 +641,18 @@ end
 -- Run `list` concurrently (see api.race); returns ok, value, started.
 local function race(run, list, opts)
     if type(list) ~= "table" or list[1] == nil then error("api.race: expected a non-empty list", 0) end
+    local n = #list
+    -- every entry is checked before any starts
+    for k = 1, n do
+        local e = list[k]
+        if type(e) ~= "table" then error("api.race: entry " .. k .. " must be a table", 0) end
+        target_of(run, e.target)
+        if e.after ~= nil and type(e.after) ~= "number" then error("api.race: entry " .. k .. ": after must be seconds", 0) end
+    end
     local parent = current()
     local spec = run.spec
-    local ratio = opts and tonumber(opts.hedge_budget)
+    local ratio = type(opts) == "table" and tonumber(opts.hedge_budget) or nil
     if ratio then spec.races = spec.races + 1 end
-    local n = #list
     local tasks, state, started, runners = {}, {}, {}, {}
     -- stop entry k: its task is cancelled (a transfer in flight is freed)
     -- and its route entry says so at once
@@ -692,14 +742,12 @@ local function race(run, list, opts)
         end)
     end
     for k = 1, n do
-        local e = list[k]
-        if type(e) ~= "table" then error("api.race: entry " .. k .. " must be a table", 0) end
-        target_of(run, e.target)
-        local after = tonumber(e.after) or 0
+        local after = list[k].after or 0
         launch(k, k == 1 and 0 or after)
     end
-    -- the entry of a route marks which race entry it was (stream commits)
     local _, err = suspend()
+    -- decided (or the caller cancelled): nothing may wake the caller again
+    settled, r.settled = true, true
     for k = 1, n do
         if tasks[k] and state[k] ~= "done" then stop(k) end
     end
@@ -804,16 +852,31 @@ local function abort(run, e)
     error(run.aborted, 0)
 end
 
+-- Close the plugin's span. The budget is the call's, spread over its
+-- spans: what is left after this one is where the next one starts. Returns
+-- nil, or the message when the budget ran out (counted for the plugin).
+local function close_span(run, raised)
+    local trip, limit, li, lt, lm = bleave(run.opened)
+    run.opened = false
+    if not trip and li then
+        run.li, run.lt, run.lm = li, lt, lm
+        if li <= 0 then trip, limit = "instructions", budget.limits().instructions
+        elseif lt <= 0 then trip, limit = "time", budget.limits().time
+        elseif lm <= 0 then trip, limit = "memory", budget.limits().memory end
+    end
+    if not trip then return nil end
+    -- the call's limit, not what was left of it for the last span
+    limit = budget.limits()[trip]
+    local _, msg = plugins.budget_result(run.spec.policy, "run", false, raised, trip, limit)
+    return (msg:gsub("^run ", ""))
+end
+
 local function to_host(calls_target)
     local run = active[running() or MAIN]
     if not run then error("the policy API is only for the run it was given to", 2) end
     if run.aborted then error(run.aborted, 0) end
-    local trip, limit = bleave(run.opened)
-    run.opened = false
-    if trip then
-        local _, msg = plugins.budget_result(run.spec.policy, "run", false, nil, trip, limit)
-        abort(run, policy_error(run, msg))
-    end
+    local over = close_span(run)
+    if over then abort(run, policy_error(run, over)) end
     run.ops = run.ops + 1
     if run.ops > MAX_OPS then abort(run, policy_error(run, "made more than " .. MAX_OPS .. " API calls in one call")) end
     if calls_target and run.n >= MAX_CALLS then
@@ -831,20 +894,43 @@ local function to_plugin(run, ok, ...)
         if errors.is(e) and e.kind == "cancelled" then abort(run, e) end
         abort(run, policy_error(run, errors.is(e) and e.message or tostring(e)))
     end
-    run.opened = benter()
+    run.opened = benter(run.li, run.lt, run.lm)
     return ...
 end
 
+-- Arguments from plugin code are read through plain copies (raw access,
+-- no metatable): no plugin code runs while the host reads them.
+local function copied(v, what)
+    if type(v) ~= "table" then return v end
+    local c, why = plain(v)
+    if c == nil then error(what .. " is not plain data (" .. tostring(why) .. ")", 0) end
+    return c
+end
+
+local function room_for(run, k)
+    if run.n + k > MAX_CALLS then error("more than " .. MAX_CALLS .. " target calls in one call", 0) end
+end
+
 local function op_call(run, i, req, reason, opts)
-    local ok, v = call_target(run, i, req, reason, type(opts) == "table" and opts or nil, nil)
+    room_for(run, 1)
+    local ok, v = call_target(run, i, copied(req, "the request"), reason,
+        type(opts) == "table" and copied(opts, "opts") or nil, nil)
+    -- the caller was cancelled (a target of api.call is only cancelled
+    -- with it): the run stops, whatever the plugin would do with it
+    if not ok and errors.is(v) and v.kind == "cancelled" then error(v, 0) end
     return ok, view_of(run, v)
 end
 local function op_race(run, list, opts)
+    list, opts = copied(list, "the race"), copied(opts, "opts")
+    if type(list) == "table" then room_for(run, #list) end
     local ok, v, started = race(run, list, opts)
     return ok, view_of(run, v), started
 end
 local function op_all(run, list)
+    list = copied(list, "the list")
     if type(list) ~= "table" then error("api.all: expected a list", 0) end
+    if run.op == "stream" then error("api.all: one stream at a time (api.race for streams)", 0) end
+    room_for(run, #list)
     local fns = {}
     for k, e in ipairs(list) do
         if type(e) ~= "table" then error("api.all: entry " .. k .. " must be a table", 0) end
@@ -875,9 +961,11 @@ local function op_sleep(run, s)
     if err then error(err, 0) end
 end
 local function op_hook(run, h, ...)
-    local fn = run.hooks[h]
-    if not fn then error("api.hook: " .. tostring(h) .. " is not a hook of this policy's options", 0) end
-    local r = pack(fn(...))
+    local fn = type(h) == "string" and run.hooks[h]
+    if not fn then error("api.hook: not a hook of this policy's options", 0) end
+    local args = pack(...)
+    for k = 1, args.n do args[k] = copied(args[k], "a hook argument") end
+    local r = pack(fn(unpack(args, 1, args.n)))
     for k = 1, r.n do
         if type(r[k]) == "table" then r[k] = plain(r[k]) end
     end
@@ -885,10 +973,11 @@ local function op_hook(run, h, ...)
 end
 local function op_escalate(run, i, err)
     local t = target_of(run, i)
-    local real = run.real[err] or err
+    -- only an error a target raised (the plugin's view of it) says anything
+    local real = err ~= nil and run.real[err]
+    if not errors.is(real) then real = nil end
     calls.emit("escalate", { call_id = run_id(run), policy = run.spec.name, target = t.name,
-                             kind = errors.is(real) and real.kind or nil,
-                             message = errors.is(real) and real.message or nil, error = errors.is(real) and real or nil })
+                             kind = real and real.kind, message = real and real.message, error = real })
 end
 
 local function tokens_of(req)
@@ -967,7 +1056,10 @@ local function settle(run, v, e)
     end
     if e == nil then return false, policy_error(run, "returned nothing") end
     local real = run.real[e]
-    if real then return false, real end
+    if real then
+        if errors.is(real) then return false, real end
+        return false, policy_error(run, "returned a target's result as its error")
+    end
     if errors.is(e) then
         local m = rawget(e, "message")
         return false, errors.new(rawget(e, "kind"), type(m) == "string" and require("weft._secrets").redact(m) or nil)
@@ -975,30 +1067,21 @@ local function settle(run, v, e)
     return false, policy_error(run, type(e) == "string" and e or "failed")
 end
 
--- Run the plugin's `run` in budget spans (see the API); returns ok, value.
+-- Run the plugin's `run` in budget spans (see the API): ok, value.
 local function drive(run, p, view, targets, api, cfg, state)
     local co = running() or MAIN
     local prev = active[co]
     active[co] = run
     run.opened = benter()
     local ok, v, e = pcall(p.run, view, targets, api, cfg, state)
-    local trip, limit = bleave(run.opened)
-    run.opened = false
+    local over = close_span(run, not ok and v or nil)
     active[co] = prev
-    if trip then
-        local _, msg = plugins.budget_result(run.spec.policy, "run", false, v, trip, limit)
-        return false, policy_error(run, msg)
-    end
-    if run.aborted then
-        local a = run.aborted
-        if errors.is(a) and a.kind == "cancelled" then error(a, 0) end
-        return false, a
-    end
+    if run.aborted then return false, run.aborted end
+    if over then return false, policy_error(run, over) end
     if not ok then
-        local real = run.real[v]
-        if real then return false, real end
-        if errors.is(v) then return settle(run, nil, v) end
-        return false, policy_error(run, type(v) == "string" and v or ("a " .. type(v) .. " raised as an error"))
+        -- what it raised: an error of a target's, its own error value, or
+        -- anything else (a bug in it)
+        return settle(run, nil, v)
     end
     return settle(run, v, e)
 end
@@ -1029,19 +1112,21 @@ function M.run(spec, op, req, on_event)
     local t0 = now()
     local ok, v = drive(run, p, view, opts.targets, api_for(p), opts.cfg, spec.state)
     local name = spec.name
-    local ser = spec.usage_series
-    if not ser then
-        ser = { ptokens:labels(name, "input"), ptokens:labels(name, "output"), pcost:labels(name) }
-        spec.usage_series = ser
-    end
+    local ser = usage_series(spec)
     if run.tokens_in > 0 then ser[1]:inc(run.tokens_in) end
     if run.tokens_out > 0 then ser[2]:inc(run.tokens_out) end
     if run.cost > 0 then ser[3]:inc(run.cost) end
+    run.flushed = true
+    -- what this run used in all, for a policy over this one
+    local used = { input = run.tokens_in, output = run.tokens_out, cost = run.cost }
     if not ok then
         outcome(spec, errors.is(v) and v.kind or "error")
-        if errors.is(v) and (v.route == nil or rawget(v, "policy") ~= name) then
-            -- the error of a target: this policy's route on it
-            v.route, v.policy = run.route, name
+        if errors.is(v) then
+            if v.route == nil or rawget(v, "policy") ~= name then
+                -- the error of a target: this policy's route on it
+                v.route, v.policy = run.route, name
+            end
+            v.policy_usage = used
         end
         error(v, 0)
     end
@@ -1053,7 +1138,7 @@ function M.run(spec, op, req, on_event)
         for k, x in pairs(out) do copy[k] = x end
         out = copy
     end
-    out.route, out.policy = run.route, name
+    out.route, out.policy, out.policy_usage = run.route, name, used
     out.policy_version = p.version and tostring(p.version) or tostring(entry.n)
     out.latency = now() - t0
     if op == "stream" then
@@ -1082,7 +1167,7 @@ function M.simulate(p, opts, n, op, result)
     for i = 1, n do targets[i] = { name = "sim" .. i, weight = 1, context_window = 1000000, index = i } end
     local spec = { name = "check:" .. p.name, policy = p.name, entry = { plugin = p, n = 1 }, targets = targets,
                    defaults = {}, opts = opts, cfgs = setmetatable({}, { __mode = "k" }), state = {},
-                   hedges = 0, races = 0, simulate = result, series = {}, outcome_series = {} }
+                   hedges = 0, races = 0, simulate = result, series = {}, nseries = 0, outcome_series = {} }
     local req = op == "embed" and { input = { "a", "b" } }
         or { messages = { { role = "user", content = "Hello" } }, model = spec.name }
     local route

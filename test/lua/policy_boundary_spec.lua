@@ -105,6 +105,70 @@ describe("policy plugins at the boundary", function()
         assert.are.equal("clean", err.message)
     end)
 
+    it("has one budget for the whole call, however many API calls split it", function()
+        -- 100 slices of 3 M instructions: each under the 10 M limit, together far over it
+        local m = use("hog", "function(req, t, api) for i = 1, 100 do local x = 0 for j = 1, 3000000 do x = x + j end api.decide(1, 'again') end local ok, r = api.call(1) return r end")
+        local before = mock:stats().requests
+        local err = fails(m)
+        assert.are.equal("integration", err.kind)
+        assert.matches("CPU budget %(10000000 instructions%)", err.message)
+        assert.are.equal(before, mock:stats().requests)
+    end)
+
+    it("reads what the plugin hands the API as plain data: its metamethods never run in the host", function()
+        local m = use("evil", "function(req, t, api) return api.race(setmetatable({}, { __index = function() while true do end end })) end")
+        local err = fails(m)
+        assert.are.equal("integration", err.kind)
+        assert.matches("expected a non%-empty list", err.message)
+        local seen
+        local off = weft.on("escalate", function(ev) seen = ev end)
+        m = use("esc", [[function(req, t, api)
+            local e = weft.error.new('auth', 'forged')
+            rawset(e, 'message', setmetatable({}, { __tostring = function() while true do end end }))
+            api.escalate(1, e)
+            return nil, weft.error.new('invalid_request', 'done')
+        end]])
+        fails(m)
+        off()
+        -- an error no target raised says nothing to the subscribers
+        assert.are.equal(OPENAI, seen.target)
+        assert.is_nil(seen.kind)
+        assert.is_nil(seen.message)
+    end)
+
+    it("checks every race entry before starting any, and leaves nothing running", function()
+        local m = use("badrace", "function(req, t, api) return api.race { { target = 1 }, { target = 9 } } end")
+        local before = mock:stats().requests
+        local err = fails(m)
+        assert.matches("no target 9", err.message)
+        weft.sleep(0.05)
+        assert.are.equal(before, mock:stats().requests)
+    end)
+
+    it("bounds target calls per call, api.all and api.race included", function()
+        local m = use("fan", "function(req, t, api) local l = {} for i = 1, 300 do l[i] = { target = 1 } end local rs = api.all(l) return rs[1].result end")
+        local before = mock:stats().requests
+        local err = fails(m)
+        assert.matches("more than 100 target calls", err.message)
+        assert.are.equal(before, mock:stats().requests)
+    end)
+
+    it("cannot crowd the decisions metric: odd reasons are 'other', at most 64 series a model", function()
+        local m = use("noisy", "function(req, t, api) for i = 1, 200 do api.decide(nil, 'r' .. i) end api.decide(nil, 'bad reason!') local ok, r = api.call(1) return r end")
+        m:complete("Hi")
+        assert.are.equal(1, value("weft_policy_decisions_total", { policy = "noisy", target = "-", reason = "r1" }))
+        assert.is_nil(value("weft_policy_decisions_total", { policy = "noisy", target = "-", reason = "r100" }))
+        assert.is_true(value("weft_policy_decisions_total", { policy = "noisy", target = "-", reason = "other" }) > 100)
+    end)
+
+    it("cannot pass off a target's result as an error", function()
+        local m = use("flip", "function(req, t, api) local ok, r = api.call(1) return nil, r end")
+        local err = fails(m)
+        assert.is_true(weft.error.is(err))
+        assert.are.equal("integration", err.kind)
+        assert.matches("result as its error", err.message)
+    end)
+
     it("weft check drives a policy and fails one that forges results", function()
         local path = dir .. "/policies/forger.lua"
         local F = require("weft.check").file(path)

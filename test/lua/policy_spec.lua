@@ -610,6 +610,97 @@ describe("policy models", function()
         end)
     end)
 
+    describe("accounting: a policy's usage is what its targets used", function()
+        local function usage_of(names)
+            local u = { input_tokens = 0, output_tokens = 0, cost = 0 }
+            for _, nm in ipairs(names) do
+                local x = weft.model(nm):usage()
+                u.input_tokens, u.output_tokens = u.input_tokens + x.input_tokens, u.output_tokens + x.output_tokens
+                u.cost = u.cost + x.cost
+            end
+            return u
+        end
+        local function same(a, b)
+            assert.are.equal(a.input_tokens, b.input_tokens)
+            assert.are.equal(a.output_tokens, b.output_tokens)
+            assert.is_true(math.abs(a.cost - b.cost) < 1e-12, a.cost .. " vs " .. b.cost)
+        end
+
+        it("a hedge: the winner's and the loser's, tokens and cost", function()
+            local name = "acct_hedge_" .. n + 1
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.05, budget = 1 } }
+            mock:set_faults { { dialect = "openai", latency = 2000 } }
+            weft.model(name):complete("Hello there, a longer prompt for tokens")
+            local pu = weft.model(name):usage()
+            same(pu, usage_of { OPENAI, ANTHROPIC })
+            assert.is_true(pu.cost > 0)
+        end)
+
+        it("a call cancelled by its caller is recorded (outcome and usage)", function()
+            local name = "acct_cancel_" .. n + 1
+            setup { [name] = { policy = "hedge", targets = { OPENAI, ANTHROPIC }, delay = 0.05, budget = 1 } }
+            mock:set_faults { { dialect = "openai", latency = 2000 }, { dialect = "anthropic", latency = 2000 } }
+            local m = weft.model(name)
+            local task = weft.spawn(function() return m:complete("Hello there, a longer prompt for tokens") end)
+            weft.sleep(0.3)
+            task:cancel()
+            assert.is_false((pcall(task.wait, task)))
+            eventually(function() return usage_of({ OPENAI, ANTHROPIC }).input_tokens > 0 end, "providers recorded")
+            assert.are.equal(1, value("weft_policy_calls_total", { policy = name, outcome = "cancelled" }))
+            same(m:usage(), usage_of { OPENAI, ANTHROPIC })
+        end)
+
+        it("a nested policy's usage counts for the policy over it", function()
+            local inner, outer = "acct_inner_" .. n + 1, "acct_outer_" .. n + 1
+            setup { [inner] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } },
+                    [outer] = { policy = "fallback", targets = { inner, GEMINI } } }
+            mock:set_faults { { dialect = "openai", probability = { [503] = 1 } } }
+            weft.model(outer):complete("Hello there")
+            same(weft.model(outer):usage(), weft.model(inner):usage())
+            assert.is_true(weft.model(outer):usage().input_tokens > 0)
+        end)
+
+        it("a stream broken after it delivered: its usage is the provider's and the policy's", function()
+            local name = "acct_stream_" .. n + 1
+            setup { [name] = { policy = "fallback", targets = { ANTHROPIC, OPENAI }, stream_failure = "restart" } }
+            mock:set_faults { { dialect = "anthropic", sequence = { "truncate" } } }
+            weft.model(name):stream("Hello there friend", function() end)
+            local pu = weft.model(name):usage()
+            same(pu, usage_of { ANTHROPIC, OPENAI })
+            assert.is_true(weft.model(ANTHROPIC):usage().input_tokens > 0)
+        end)
+
+        it("a caller cancelled mid-call stops the chain: the next target gets nothing, is charged nothing", function()
+            local name = "acct_early_" .. n + 1
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC },
+                               on = { "transient", "cancelled" } } }
+            mock:set_faults { { dialect = "openai", latency = 1000 } }
+            local m = weft.model(name)
+            local task = weft.spawn(function() return m:complete("Hello there") end)
+            weft.sleep(0.1)
+            task:cancel()
+            assert.is_false((pcall(task.wait, task)))
+            weft.sleep(0.1)
+            assert.are.equal(0, by_dialect("anthropic")) -- not moved on: the caller is gone
+            assert.are.equal(0, weft.model(ANTHROPIC):usage().input_tokens)
+        end)
+    end)
+
+    describe("streams through nested policies", function()
+        it("a nested policy's restart drops that text from the result too", function()
+            local inner, outer = "st_inner_" .. n + 1, "st_outer_" .. n + 1
+            setup { [inner] = { policy = "fallback", targets = { ANTHROPIC, OPENAI }, stream_failure = "restart" },
+                    [outer] = { policy = "fallback", targets = { inner, OPENAI }, stream_failure = "continue" } }
+            mock:set_faults { { dialect = "anthropic", sequence = { "truncate" } },
+                              { dialect = "openai", sequence = { "truncate", "ok" } } }
+            local seen = ""
+            local r = weft.model(outer):stream("Hello there friend", function(ev)
+                if ev.type == "restart" then seen = "" else seen = seen .. (ev.text or "") end
+            end)
+            assert.are.equal(seen, r.text)
+        end)
+    end)
+
     describe("composition and configuration", function()
         it("fallback over hedge over two providers", function()
             local h, f = "inner_" .. n + 1, "outer_" .. n + 1

@@ -16,15 +16,23 @@ function M.call(fn, ...) end
 --- Open a span of code under the budget, for callers that wait between
 --- spans (a policy's run, which calls the host in between): true when this
 --- opened it, false when a call or span is open already (that one counts).
---- The span must not yield.
+--- The limits are the defaults, or lower ones given (what is left of one
+--- budget spread over several spans). The span must not yield.
+---@param instructions? number
+---@param seconds? number
+---@param bytes? number
 ---@return boolean opened
-function M.enter() end
+function M.enter(instructions, seconds, bytes) end
 
---- Close the span `enter` opened (nothing when `opened` is false). Returns
---- nothing when the budget held, else what ran out and its limit.
+--- Close the span `enter` opened (nothing when `opened` is false): what
+--- ran out and its limit (nil, nil when nothing did), then what is left of
+--- the span's instructions, seconds and bytes.
 ---@param opened boolean
 ---@return ("instructions"|"memory"|"time")? trip
 ---@return number? limit
+---@return number? instructions_left
+---@return number? seconds_left
+---@return number? bytes_left
 function M.leave(opened) end
 
 --- True while a budgeted call runs that is over its budget (the sandbox's
