@@ -70,6 +70,7 @@ struct weft_budget {
      * LuaJIT, compared by address): a tripped budget does not interrupt
      * it, so it can close the span. NULL for call(). */
     const char *host_source;
+    const char *span_host;     /* the chunk that opens spans (span_host()) */
 };
 
 /* Wrap the allocator of `L` (call right after the state is created, before

@@ -13,7 +13,8 @@
  *       nothing when a span or call is open already); leave says what ran
  *       out (nil, nil when nothing did) and what is left, which the next
  *       enter() may take as its limits: one budget over several spans.
- *       The span must not yield.
+ *       The span must not yield. _budget.span_host() names the chunk that
+ *       opens spans (the caller's): a tripped budget does not interrupt it.
  *   _budget.limits([{instructions = N, memory = BYTES, time = SECONDS}])
  *       -> the limits
  *       (sets the defaults for later calls when given).
@@ -174,12 +175,21 @@ static int l_enter(lua_State *L) {
     if (lua_isnumber(L, 2) && lua_tonumber(L, 2) < b->default_time) b->deadline = b->last + lua_tonumber(L, 2);
     if (lua_isnumber(L, 3) && lua_tonumber(L, 3) < (lua_Number)b->memory)
         b->memory = lua_tonumber(L, 3) > 0 ? (size_t)lua_tonumber(L, 3) : 0;
-    /* the source of the function calling enter(): its code (and any other
-     * function of that chunk) is never interrupted by a tripped budget */
-    lua_Debug ar;
-    b->host_source = lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) ? ar.source : NULL;
+    /* the chunk that opens spans (span_host()) is never interrupted by a
+     * tripped budget: it must run on to close the span */
+    b->host_source = b->span_host;
     lua_pushboolean(L, 1);
     return 1;
+}
+
+/* _budget.span_host(): the chunk of the function calling this is the one
+ * that opens and closes spans (weft.policy, once when it loads): the count
+ * hook lets its code run on when a budget has tripped. */
+static int l_span_host(lua_State *L) {
+    struct weft_budget *b = get(L);
+    lua_Debug ar;
+    b->span_host = lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) ? ar.source : NULL;
+    return 0;
 }
 
 /* _budget.leave(opened) closes the span enter() opened (nothing when
@@ -392,7 +402,7 @@ static int l_copier(lua_State *L) {
 int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
-        {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
+        {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"span_host", l_span_host}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
         {"copier", l_copier},
         {NULL, NULL},
     };

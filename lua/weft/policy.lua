@@ -834,6 +834,7 @@ end
 -- and opens a fresh span before going back. The run is the one this task
 -- is in (a stack: a target may itself be a policy model).
 local benter, bleave = budget.enter, budget.leave
+budget.span_host() -- this file opens and closes the spans
 local running = coroutine.running
 local MAIN = {}
 local active = setmetatable({}, { __mode = "k" })

@@ -35,6 +35,11 @@ function M.enter(instructions, seconds, bytes) end
 ---@return number? bytes_left
 function M.leave(opened) end
 
+--- Name the chunk of the calling function as the one that opens and closes
+--- spans: a tripped budget does not interrupt its code (it must close the
+--- span). Called once by weft.policy when it loads.
+function M.span_host() end
+
 --- True while a budgeted call runs that is over its budget (the sandbox's
 --- pcall and xpcall raise again then). Allocates nothing.
 ---@return boolean
