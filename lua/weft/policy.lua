@@ -39,9 +39,9 @@
 --- configured and before a new version of the file is swapped in (a
 --- version that refuses a configured model is never served).
 ---
---- `run` decides; the host does. It runs in the plugin sandbox, under the
---- plugin budget (instructions, memory, time) between two calls of the
---- API, and sees copies only:
+--- `run` decides; the host does. It runs in the plugin sandbox, under one
+--- plugin budget per call (instructions, memory, time) spread over the
+--- stretches of its code between API calls, and sees copies only:
 --- * `req`: the normalized request (messages, system, tools, priority,
 ---   tags, metadata, ... and `op`: "complete", "stream" or "embed"; `input`
 ---   for embed);
@@ -76,6 +76,12 @@
 --- * `api.sleep(seconds)`, `api.now()`, `api.remaining()` (seconds to the
 ---   call's deadline, or nil), `api.tokens(req)` (estimated input tokens),
 ---   `api.hook(h, ...)`, `api.escalate(i, err)` (the `escalate` event).
+---
+--- What the plugin hands the API is read as plain data (raw copies: none
+--- of its metamethods runs in the host). A call makes at most 10,000 API
+--- calls and 100 target calls; `api.all` is not for streams. A decision's
+--- reason is a short word of letters, digits and _ (else "other"), and a
+--- model keeps at most 64 decision series.
 ---
 --- Every decision (a target called, skipped, hedged) is logged with the
 --- call id (at debug for the first of a call, at info for the ones after
