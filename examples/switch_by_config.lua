@@ -4,6 +4,7 @@
 --   weft run --config examples/config/openai.lua    examples/switch_by_config.lua
 --   weft run --config examples/config/anthropic.lua examples/switch_by_config.lua
 --   weft run --config examples/config/gemini.lua    examples/switch_by_config.lua
+--   weft run --config examples/config/fallback.lua  examples/switch_by_config.lua   (a policy)
 --
 -- (Providers without their API key in the environment are served by the
 -- built-in mock, so all three run out of the box.)

@@ -1,0 +1,53 @@
+#!/bin/bash
+# examples_test.sh: every runnable example runs against weft mock (no API
+# key: examples/_setup.lua and the policy examples start the mock) and says
+# what it claims; the shipped policy plugins pass `weft check`. An example
+# that breaks fails here, not in a reader's first hour. The canary key is in
+# the environment of none of them (the examples would use a real service).
+set -u
+: "${WEFT:?run through ctest}" "${WEFT_SOURCE_DIR:?run through ctest}"
+src=$WEFT_SOURCE_DIR
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+unset OPENAI_API_KEY ANTHROPIC_API_KEY GEMINI_API_KEY
+fails=0 n=0
+check() {
+    n=$((n + 1))
+    if "${@:2}"; then echo "ok $n - $1"; else echo "not ok $n - $1"; fails=$((fails + 1)); fi
+}
+# run NAME ARGS...: the example's exit status; its output in $dir/NAME.out
+run() {
+    local name=$1
+    shift
+    timeout 60 "$WEFT" --log-level warn run "$@" > "$dir/$name.out" 2> "$dir/$name.err"
+}
+has() { grep -q -- "$2" "$dir/$1.out"; }
+
+check "the flagship example runs" run flagship "$src/examples/fallback_and_race.lua"
+check "... a fallback answered by the second provider, with its route" has flagship "smart: anthropic answered"
+check "... a hedge won by the fast provider, the slow one cancelled" has flagship "cancelled (lost the race)"
+check "... fallback over hedge" has flagship "resilient: openai answered"
+# a decision each example must have made (its reason, as counted)
+declare -A reason=([fallback]=rate_limited [hedge]=hedge_budget_exhausted [balance]=lowest_latency
+                   [router]=default [priority]=high_priority)
+for p in fallback hedge balance router priority; do
+    check "examples/policies/$p.lua runs" run "policy_$p" "$src/examples/policies/$p.lua"
+    check "... and shows its decisions (${reason[$p]})" has "policy_$p" "${reason[$p]}"
+done
+for c in openai anthropic gemini fallback; do
+    check "switch_by_config with examples/config/$c.lua" \
+        run "config_$c" --config "$src/examples/config/$c.lua" "$src/examples/switch_by_config.lua"
+    check "... answered" has "config_$c" "answered by"
+done
+for e in complete stream embed fastest_answer; do
+    check "examples/$e.lua runs" run "$e" "$src/examples/$e.lua"
+done
+check "the shipped policy plugins pass weft check" \
+    timeout 60 "$WEFT" check "$src"/plugins/policies/*.lua > "$dir/check.out" 2>&1
+check "... each driven over simulated targets" \
+    [ "$(grep -c 'every target fails (transient)' "$dir/check.out")" = 5 ]
+if [ "$fails" -gt 0 ]; then
+    for f in "$dir"/*.err; do [ -s "$f" ] && { echo "# $(basename "$f"):"; sed 's/^/#   /' "$f" | tail -5; }; done
+fi
+echo "1..$n"
+[ "$fails" = 0 ]
