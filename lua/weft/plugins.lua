@@ -445,6 +445,7 @@ function M.validate(p, expect_kind)
     if p.kind == "policy" then
         if type(p.run) ~= "function" then return nil, "a policy must have function run(req, targets, api, cfg, state)" end
         if p.check ~= nil and type(p.check) ~= "function" then return nil, "check must be a function" end
+        if p.first ~= nil and type(p.first) ~= "function" then return nil, "first must be a function" end
         for k in pairs(p.schema or {}) do
             if POLICY_HOST_KEYS[k] then
                 return nil, ("schema.%s: a policy option may not be named like a key of the host's (%s)"):format(k, k)

@@ -34,6 +34,13 @@
 --- }
 --- ```
 ---
+--- `first(op, targets, states, cfg, state)` (optional): the target to call
+--- before `run` (its index, and a reason), or nil to let `run` decide. It
+--- gets no request and calls no API (`states[i]` is `api.state(i)`); when
+--- that target answers, its result is the call's and `run` never runs (the
+--- cheap path of a healthy call); when it fails, `run` gets a sixth
+--- argument `{target = i, error = err}` and goes on from there.
+---
 --- `check(cfg, targets)` (optional) validates a model's options beyond
 --- the schema: true, or nil and a message. It runs when a model is
 --- configured and before a new version of the file is swapped in (a
@@ -771,7 +778,11 @@ end
 -- in; the rest (latency, ttft, wait, queued, headroom, price) is worked
 -- out when the plugin first reads it. The metatable is the host's and
 -- hidden (__metatable).
-local state_src = setmetatable({}, { __mode = "k" })
+-- (Each state table has a metatable of its own holding its source: no
+-- side table keyed by a short-lived table, which would grow by one entry a
+-- call until the collector ran. The host reads it with debug.getmetatable;
+-- the plugin's getmetatable sees __metatable.)
+local dgetmetatable = debug.getmetatable
 local LAZY = {}
 function LAZY.latency(l) return summary_of(l.lat) end
 function LAZY.ttft(l) return summary_of(l.ttft) end
@@ -804,17 +815,14 @@ function LAZY.price(_, src)
     local pr = m and m.provider and calls.price(m.provider, m.model)
     return pr and { input = pr.input, output = pr.output } or nil
 end
-local STATE_MT = {
-    __metatable = false,
-    __index = function(st, k)
-        local f = LAZY[k]
-        local src = state_src[st]
-        if not f or not src then return nil end
-        local v = f(src.live, src)
-        rawset(st, k, v)
-        return v
-    end,
-}
+local function lazy_state(st, k)
+    local f = LAZY[k]
+    if not f then return nil end
+    local src = dgetmetatable(st)
+    local v = f(src.live, src)
+    rawset(st, k, v)
+    return v
+end
 
 local function state_of(run, i)
     local t = target_of(run, i)
@@ -829,10 +837,9 @@ local function state_of(run, i)
             if breaker == "open" and retry_in <= 0 then breaker = "half_open" end
         end
     end
-    local st = setmetatable({ breaker = breaker, retry_in = retry_in, in_flight = l.in_flight,
-                              context_window = t.context_window }, STATE_MT)
-    state_src[st] = { live = l, m = m }
-    return st
+    return setmetatable({ breaker = breaker, retry_in = retry_in, in_flight = l.in_flight,
+                          context_window = t.context_window },
+                        { __index = lazy_state, __metatable = false, live = l, m = m })
 end
 
 -- The API handed to plugin code. Each function closes the plugin's budget
@@ -1075,12 +1082,12 @@ local function settle(run, v, e)
 end
 
 -- Run the plugin's `run` in budget spans (see the API): ok, value.
-local function drive(run, p, view, targets, api, cfg, state)
+local function drive(run, p, view, targets, api, cfg, state, first)
     local co = running() or MAIN
     local prev = active[co]
     active[co] = run
     run.opened = benter()
-    local ok, v, e = pcall(p.run, view, targets, api, cfg, state)
+    local ok, v, e = pcall(p.run, view, targets, api, cfg, state, first)
     local over = close_span(run, not ok and v or nil)
     active[co] = prev
     if run.aborted then return false, run.aborted end
@@ -1091,6 +1098,34 @@ local function drive(run, p, view, targets, api, cfg, state)
         return settle(run, nil, v)
     end
     return settle(run, v, e)
+end
+
+-- The states of a run's targets for `first`: each worked out when read
+-- (the run is in the table's own metatable, as for a state).
+local function lazy_states(t, i)
+    local run = dgetmetatable(t).run
+    if type(i) ~= "number" or not run.spec.targets[i] then return nil end
+    local st = state_of(run, i)
+    rawset(t, i, st)
+    return st
+end
+
+-- The plugin's `first`: the target to call before `run`, if any. Returns
+-- the index and the reason, nil (no first choice: `run` decides), or
+-- false and the error when `first` failed.
+local bcall = budget.call
+local function first_choice(run, p, op, opts, spec)
+    local states = setmetatable({}, { __index = lazy_states, __metatable = false, run = run })
+    local ok, i, why, trip, limit = bcall(p.first, op, opts.targets, states, opts.cfg, spec.state)
+    if not ok then
+        local _, msg = plugins.budget_result(spec.policy, "first", false, i, why, trip or limit)
+        return false, policy_error(run, msg)
+    end
+    if i == nil then return nil end
+    if type(i) ~= "number" or not spec.targets[i] then
+        return false, policy_error(run, "first returned " .. type(i) .. ", not a target's index")
+    end
+    return i, type(why) == "string" and why or "first"
 end
 
 local function outcome(spec, o)
@@ -1114,10 +1149,29 @@ function M.run(spec, op, req, on_event)
         id = req.id, given_id = req.id, route = {}, real = {},
         parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0, opened = false,
     }
-    local view = plain(req) or {}
-    view.model, view.op, view.id = nil, op, nil
     local t0 = now()
-    local ok, v = drive(run, p, view, opts.targets, api_for(p), opts.cfg, spec.state)
+    local ok, v
+    local fi, why
+    if p.first then fi, why = first_choice(run, p, op, opts, spec) end
+    local first
+    if fi == false then
+        ok, v = false, why
+    elseif fi then
+        -- the healthy path: the first choice answers, `run` never runs
+        local fok, fv = call_target(run, fi, nil, why, nil, nil)
+        if fok then
+            ok, v = true, fv
+        elseif errors.is(fv) and fv.kind == "cancelled" then
+            ok, v = false, fv -- the caller gave up
+        else
+            first = { target = fi, error = view_of(run, fv) }
+        end
+    end
+    if ok == nil then
+        local view = plain(req) or {}
+        view.model, view.op, view.id = nil, op, nil
+        ok, v = drive(run, p, view, opts.targets, api_for(p), opts.cfg, spec.state, first)
+    end
     local name = spec.name
     local ser = usage_series(spec)
     if run.tokens_in > 0 then ser[1]:inc(run.tokens_in) end

@@ -23,7 +23,7 @@
 local DEFAULT_ON = { "transient", "timeout", "circuit_open", "rate_limited" }
 local STRATEGIES = { weighted = true, round_robin = true, least_in_flight = true, latency = true, headroom = true }
 
-local function pick(strategy, req, eligible, targets, states, state, explore)
+local function pick(strategy, op, eligible, targets, states, state, explore)
     local n = #eligible
     if n == 1 then return eligible[1], strategy end
     if strategy == "round_robin" then
@@ -37,7 +37,7 @@ local function pick(strategy, req, eligible, targets, states, state, explore)
         end
         return bi, "least_in_flight"
     elseif strategy == "latency" then
-        local key = req.op == "stream" and "ttft" or "latency"
+        local key = op == "stream" and "ttft" or "latency"
         for _, i in ipairs(eligible) do
             if states[i][key].n == 0 then return i, "unmeasured" end
         end
@@ -98,7 +98,18 @@ return {
         return true
     end,
 
-    run = function(req, targets, api, cfg, state)
+    -- the healthy path: pick among the targets whose breaker is not open
+    -- (`run` handles a failure, and every target cooling down)
+    first = function(op, targets, states, cfg, state)
+        local eligible = {}
+        for i = 1, #targets do
+            if states[i].breaker ~= "open" then eligible[#eligible + 1] = i end
+        end
+        if #eligible == 0 then return nil end
+        return pick(cfg.strategy, op, eligible, targets, states, state, cfg.explore)
+    end,
+
+    run = function(req, targets, api, cfg, state, first)
         local on = cfg.on_set -- cfg is this plugin's own copy for the model: made once
         if not on then
             on = {}
@@ -107,7 +118,17 @@ return {
         end
         local tried = {}
         local last
-        for round = 1, cfg.failover and 2 or 1 do
+        local from = 1
+        if first then
+            -- `first` sent first.target already, and it failed
+            local err = first.error
+            tried[first.target], last = true, err
+            if not cfg.failover or not on[err.kind] or (req.op == "stream" and err.partial and err.partial.text ~= "") then
+                return nil, err
+            end
+            from = 2
+        end
+        for round = from, cfg.failover and 2 or 1 do
             local states = api.states()
             local eligible, soonest = {}, math.huge
             for i, st in ipairs(states) do
@@ -139,7 +160,7 @@ return {
                     return nil, weft.error.new("circuit_open", "every target is still cooling down")
                 end
             end
-            local i, why = pick(cfg.strategy, req, eligible, targets, states, state, cfg.explore)
+            local i, why = pick(cfg.strategy, req.op, eligible, targets, states, state, cfg.explore)
             tried[i] = true
             local ok, res = api.call(i, nil, round > 1 and "failover" or why)
             if ok then return res end

@@ -78,7 +78,14 @@ return {
         return true
     end,
 
-    run = function(req, targets, api, cfg)
+    -- the healthy path: the first target, without running `run` (unless a
+    -- content-filter refusal must be looked at)
+    first = function(op, targets, states, cfg)
+        if cfg.on_content_filter then return nil end
+        return 1, "first"
+    end,
+
+    run = function(req, targets, api, cfg, state, first)
         -- cfg is this plugin's own copy for the model: the set is made once
         local on = cfg.on_set
         if not on then
@@ -91,47 +98,60 @@ return {
         local nextreq, opts -- what the next target gets (nil: the caller's request)
         local delivered = ""
         local last
-        for i, t in ipairs(targets) do
+        -- What target i's call gave: the answer (returned), a stop (nil,
+        -- err returned), or nothing: go on to the next target.
+        local function after(i, ok, res)
+            if not ok and cfg.transform and not (res.partial and res.partial.text ~= "") then
+                local changed = api.hook(cfg.transform, nextreq or req, res)
+                if type(changed) == "table" then
+                    ok, res = api.call(i, changed, "transform")
+                end
+            end
+            if ok then
+                if not (filtered(res) and cfg.on_content_filter) then return "answer", res end
+                reason = "content_filter"
+                last = res
+                return nil
+            end
+            local err = res
+            last = err
+            local kind = err.kind
+            if kind == "auth" then api.escalate(i, err) end
+            local partial = req.op == "stream" and err.partial and err.partial.text or ""
+            if partial ~= "" then
+                if cfg.stream_failure == "error" then return "stop", err end
+                delivered = delivered .. partial
+                if cfg.stream_failure == "continue" then
+                    nextreq, opts, reason = continuation(req, delivered), { continues = true }, "stream_continue"
+                else
+                    delivered = ""
+                    nextreq, opts, reason = nil, nil, "stream_restart"
+                end
+            elseif kind == "invalid_request" and err.reason == "context_length" then
+                need = api.tokens(nextreq or req)
+                reason = "context_length"
+            elseif filtered(err) and cfg.on_content_filter then
+                reason = "content_filter"
+            elseif on[kind] then
+                reason = kind
+            else
+                return "stop", err
+            end
+        end
+        local from = 1
+        if first then
+            -- `first` sent target first.target already, and it failed
+            local what, v = after(first.target, false, first.error)
+            if what == "answer" then return v elseif what == "stop" then return nil, v end
+            from = first.target + 1
+        end
+        for i = from, #targets do
+            local t = targets[i]
             if need and t.context_window and t.context_window < need then
                 api.decide(i, "skip_context_window")
             else
-                local ok, res = api.call(i, nextreq, reason, opts)
-                if not ok and cfg.transform and not (res.partial and res.partial.text ~= "") then
-                    local changed = api.hook(cfg.transform, nextreq or req, res)
-                    if type(changed) == "table" then
-                        ok, res = api.call(i, changed, "transform")
-                    end
-                end
-                if ok then
-                    if not (filtered(res) and cfg.on_content_filter) then return res end
-                    reason = "content_filter"
-                    last = res
-                else
-                    local err = res
-                    last = err
-                    local kind = err.kind
-                    if kind == "auth" then api.escalate(i, err) end
-                    local partial = req.op == "stream" and err.partial and err.partial.text or ""
-                    if partial ~= "" then
-                        if cfg.stream_failure == "error" then return nil, err end
-                        delivered = delivered .. partial
-                        if cfg.stream_failure == "continue" then
-                            nextreq, opts, reason = continuation(req, delivered), { continues = true }, "stream_continue"
-                        else
-                            delivered = ""
-                            nextreq, opts, reason = nil, nil, "stream_restart"
-                        end
-                    elseif kind == "invalid_request" and err.reason == "context_length" then
-                        need = api.tokens(nextreq or req)
-                        reason = "context_length"
-                    elseif filtered(err) and cfg.on_content_filter then
-                        reason = "content_filter"
-                    elseif on[kind] then
-                        reason = kind
-                    else
-                        return nil, err
-                    end
-                end
+                local what, v = after(i, api.call(i, nextreq, reason, opts))
+                if what == "answer" then return v elseif what == "stop" then return nil, v end
             end
         end
         if last and last.kind == nil then return last end -- every target refused by its content filter
