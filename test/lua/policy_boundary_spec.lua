@@ -26,9 +26,10 @@ describe("policy plugins at the boundary", function()
     end)
 
     -- policy `name` with body `run`, and a model `name` using it over openai
-    local function use(name, run)
+    local function use(name, run, first)
         local f = assert(io.open(dir .. "/policies/" .. name .. ".lua", "w"))
-        f:write(("return { api = 1, kind = 'policy', name = %q, version = '1', run = %s }"):format(name, run))
+        f:write(("return { api = 1, kind = 'policy', name = %q, version = '1', run = %s%s }"):format(name, run,
+            first and (", first = " .. first) or ""))
         f:close()
         model.reset()
         policy.reset()
@@ -167,6 +168,23 @@ describe("policy plugins at the boundary", function()
         assert.is_true(weft.error.is(err))
         assert.are.equal("integration", err.kind)
         assert.matches("result as its error", err.message)
+    end)
+
+    it("a first choice that is not a target, or that never ends, fails its call only", function()
+        local function first_plugin(name, first)
+            return use(name, "function(req, t, api) local ok, r = api.call(1) return r end", first)
+        end
+        local m = first_plugin("firstbad", "function() return 7 end")
+        local err = fails(m)
+        assert.are.equal("integration", err.kind)
+        assert.matches("not a target's index", err.message)
+        m = first_plugin("firstspin", "function() while true do end end")
+        err = fails(m)
+        assert.matches("first exceeded its CPU budget", err.message)
+        -- a first choice that fails hands run the error, and run goes on
+        m = first_plugin("firstok", "function(op, t, states) assert(states[1].breaker == 'closed') assert(states[2] == nil) return 1, 'pick' end")
+        assert.are.equal("echo: Hi", m:complete("Hi").text)
+        assert.are.equal(1, value("weft_policy_decisions_total", { policy = "firstok", target = OPENAI, reason = "pick" }))
     end)
 
     it("weft check drives a policy and fails one that forges results", function()
