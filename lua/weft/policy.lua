@@ -475,7 +475,12 @@ local function view_of(run, v)
     else
         return v
     end
-    run.real[out] = v
+    local real = run.real
+    if not real then
+        real = {}
+        run.real = real
+    end
+    real[out] = v
     return out
 end
 
@@ -521,6 +526,7 @@ end
 -- Streams: the sink of target call `entry`. Text goes to the caller only
 -- from the target that holds the stream (the first to deliver, in a race).
 local function sink(run, entry, continues)
+    if not run.parts then run.parts = {} end
     return function(ev)
         if run.holder ~= entry then
             if run.holder and run.holder.state == "running" then return false end -- lost the race
@@ -988,7 +994,7 @@ end
 local function op_escalate(run, i, err)
     local t = target_of(run, i)
     -- only an error a target raised (the plugin's view of it) says anything
-    local real = err ~= nil and run.real[err]
+    local real = err ~= nil and run.real and run.real[err]
     if not errors.is(real) then real = nil end
     calls.emit("escalate", { call_id = run_id(run), policy = run.spec.name, target = t.name,
                              kind = real and real.kind, message = real and real.message, error = real })
@@ -1064,12 +1070,12 @@ end
 -- What the plugin's run gave back: a value a target produced, or an error.
 local function settle(run, v, e)
     if v ~= nil then
-        local real = run.real[v]
+        local real = run.real and run.real[v]
         if real then return not errors.is(real), real end
         return false, policy_error(run, "returned a value that no target produced")
     end
     if e == nil then return false, policy_error(run, "returned nothing") end
-    local real = run.real[e]
+    local real = run.real and run.real[e]
     if real then
         if errors.is(real) then return false, real end
         return false, policy_error(run, "returned a target's result as its error")
@@ -1146,8 +1152,8 @@ function M.run(spec, op, req, on_event)
     local run = {
         spec = spec, plugin = p, op = op, req = req, on_event = on_event, hooks = opts.hooks,
         deadline = req.deadline or (req.timeout and now() + req.timeout) or nil,
-        id = req.id, given_id = req.id, route = {}, real = {},
-        parts = {}, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0, opened = false,
+        id = req.id, given_id = req.id, route = {}, real = false,
+        parts = false, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0, opened = false,
     }
     local t0 = now()
     local ok, v
@@ -1178,8 +1184,14 @@ function M.run(spec, op, req, on_event)
     if run.tokens_out > 0 then ser[2]:inc(run.tokens_out) end
     if run.cost > 0 then ser[3]:inc(run.cost) end
     run.flushed = true
-    -- what this run used in all, for a policy over this one
-    local used = { input = run.tokens_in, output = run.tokens_out, cost = run.cost }
+    -- what this run used in all, for a policy over this one (when it is
+    -- more than what the answer says: another target was called too)
+    local used
+    if run.n > 1 then
+        used = { input = run.tokens_in, output = run.tokens_out, cost = run.cost }
+    elseif type(v) == "table" or errors.is(v) then
+        used = v.policy_usage -- one target, itself a policy: what it used in all
+    end
     if not ok then
         outcome(spec, errors.is(v) and v.kind or "error")
         if errors.is(v) then
@@ -1204,7 +1216,7 @@ function M.run(spec, op, req, on_event)
     out.latency = now() - t0
     if op == "stream" then
         local parts, texts = {}, {}
-        for _, pt in ipairs(run.parts) do
+        for _, pt in ipairs(run.parts or {}) do
             local text = concat(pt.chunks)
             parts[#parts + 1] = { target = pt.target, text = text, discarded = pt.discarded or nil }
             if not pt.discarded then texts[#texts + 1] = text end

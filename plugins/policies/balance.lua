@@ -101,6 +101,19 @@ return {
     -- the healthy path: pick among the targets whose breaker is not open
     -- (`run` handles a failure, and every target cooling down)
     first = function(op, targets, states, cfg, state)
+        if cfg.strategy == "weighted" then
+            -- pick among all, and keep the pick when its breaker is not open
+            -- (the weights among the available targets either way: a pick
+            -- that is open is made again among those below); one state read
+            local all = cfg.all_targets
+            if not all then
+                all = {}
+                for i = 1, #targets do all[i] = i end
+                cfg.all_targets = all
+            end
+            local i, why = pick("weighted", op, all, targets, states, state, cfg.explore)
+            if states[i].breaker ~= "open" then return i, why end
+        end
         local eligible = {}
         for i = 1, #targets do
             if states[i].breaker ~= "open" then eligible[#eligible + 1] = i end

@@ -660,6 +660,19 @@ describe("policy models", function()
             assert.is_true(weft.model(outer):usage().input_tokens > 0)
         end)
 
+        it("three levels: a policy with one target that is a policy passes its usage on whole", function()
+            local inner, mid, outer = "acct3_inner_" .. n + 1, "acct3_mid_" .. n + 1, "acct3_outer_" .. n + 1
+            setup { [inner] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } },
+                    [mid] = { policy = "fallback", targets = { inner } },
+                    [outer] = { policy = "fallback", targets = { mid, GEMINI } } }
+            mock:set_faults { { dialect = "openai", probability = { [503] = 1 } } }
+            local r = weft.model(outer):complete("Hello there")
+            assert.are.equal("anthropic", r.provider)
+            same(weft.model(mid):usage(), weft.model(inner):usage())
+            same(weft.model(outer):usage(), weft.model(inner):usage())
+            same(weft.model(inner):usage(), usage_of { OPENAI, ANTHROPIC })
+        end)
+
         it("a stream broken after it delivered: its usage is the provider's and the policy's", function()
             local name = "acct_stream_" .. n + 1
             setup { [name] = { policy = "fallback", targets = { ANTHROPIC, OPENAI }, stream_failure = "restart" } }
