@@ -525,12 +525,12 @@ end
 
 -- Streams: the sink of target call `entry`. Text goes to the caller only
 -- from the target that holds the stream (the first to deliver, in a race).
-local function sink(run, entry, continues)
+local function sink(run, entry, continues, race)
     if not run.parts then run.parts = {} end
     return function(ev)
         if run.holder ~= entry then
-            if run.holder and run.holder.state == "running" then return false end -- lost the race
-            if entry.race and entry.race.settled then return false end
+            if run.holder and run.holder.outcome == "running" then return false end -- lost the race
+            if race and race.settled then return false end
             -- this target takes the stream
             if run.holder and run.holder ~= entry then
                 local last = run.parts[#run.parts]
@@ -541,7 +541,7 @@ local function sink(run, entry, continues)
             end
             run.holder = entry
             run.parts[#run.parts + 1] = { target = entry.target, text = "", chunks = {} }
-            if entry.race then entry.race.commit(entry.race.k) end
+            if race then race.commit(race.k) end
         end
         local part = run.parts[#run.parts]
         if ev.type == "text" and type(ev.text) == "string" then
@@ -611,10 +611,13 @@ local function call_target(run, i, req, reason, opts, race)
     reason = type(reason) == "string" and reason or "call"
     decide(run, t.name, reason)
     local t0 = now()
-    local entry = { target = t.name, reason = reason, state = "running", race = race, t0 = t0 }
+    -- the route entry (the caller's to read): outcome "running" until the
+    -- call ends; made with room for the fields it gets then
+    local entry = { target = t.name, reason = reason, outcome = "running", latency = 0, provider = nil,
+                    call_id = nil, attempts = nil }
     local route = run.route
     route[#route + 1] = entry
-    if race then race.entry = entry end
+    if race then race.entry, race.t0 = entry, t0 end
     local l = live[t.name] or live_of(t.name)
     l.in_flight = l.in_flight + 1
     local sim = run.spec.simulate
@@ -622,12 +625,11 @@ local function call_target(run, i, req, reason, opts, race)
     if sim then
         ok, res = pcall(sim, t.index, req, run.op)
     else
-        local snk = run.op == "stream" and sink(run, entry, opts and opts.continues) or nil
+        local snk = run.op == "stream" and sink(run, entry, opts and opts.continues, race) or nil
         ok, res = pcall(invoke, run, t, model_of(run, t), req, n, snk)
     end
     l.in_flight = l.in_flight - 1
-    entry.t0 = nil
-    if entry.state == "cancelled" then
+    if entry.outcome == "cancelled" then
         -- a race's loser: its route entry was settled when it was stopped;
         -- what it used still counts
         if errors.is(res) then entry.call_id = res.call_id end
@@ -635,7 +637,7 @@ local function call_target(run, i, req, reason, opts, race)
         return false, errors.is(res) and res or errors.new("cancelled", tostring(res))
     end
     local dt = now() - t0
-    entry.latency, entry.state = dt, "done"
+    entry.latency = dt
     if ok then
         entry.outcome, entry.provider, entry.call_id = "success", res.provider, res.call_id
         if res.route then entry.route = res.route else entry.attempts = res.attempts end
@@ -681,8 +683,8 @@ local function race(run, list, opts)
         tasks[k]:cancel()
         stopped[#stopped + 1] = tasks[k]
         local e = runners[k] and runners[k].entry
-        if e and e.state == "running" then
-            e.outcome, e.state, e.latency = "cancelled", "cancelled", now() - e.t0
+        if e and e.outcome == "running" then
+            e.outcome, e.latency = "cancelled", now() - runners[k].t0
         end
     end
     local settled, winner, last_err = false, nil, nil
@@ -897,7 +899,7 @@ local function to_host(calls_target)
     if run.aborted then error(run.aborted, 0) end
     local over = close_span(run)
     if over then abort(run, policy_error(run, over)) end
-    run.ops = run.ops + 1
+    run.ops = (run.ops or 0) + 1
     if run.ops > MAX_OPS then abort(run, policy_error(run, "made more than " .. MAX_OPS .. " API calls in one call")) end
     if calls_target and run.n >= MAX_CALLS then
         abort(run, policy_error(run, "called targets more than " .. MAX_CALLS .. " times in one call"))
@@ -1149,11 +1151,13 @@ function M.run(spec, op, req, on_event)
     local entry = spec.entry
     local p = entry.plugin -- this call's version, whatever is loaded meanwhile
     local opts = spec.cfgs[p] or M.options(spec, p)
+    -- (what only a slow path needs is added there: real, parts, ops,
+    -- opened, aborted, the budget left; the rest fits a 16-slot table)
     local run = {
         spec = spec, plugin = p, op = op, req = req, on_event = on_event, hooks = opts.hooks,
         deadline = req.deadline or (req.timeout and now() + req.timeout) or nil,
-        id = req.id, given_id = req.id, route = {}, real = false,
-        parts = false, n = 0, ops = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0, opened = false,
+        id = req.id, given_id = req.id, route = {}, n = 0, decisions = 0, tokens_in = 0, tokens_out = 0, cost = 0,
+        flushed = false,
     }
     local t0 = now()
     local ok, v
