@@ -301,13 +301,32 @@ local function ms(v)
     return fmt("%.1fms", v * 1000)
 end
 
+-- More sections of the summary (weft.policy adds its models'), each a
+-- function returning text ("" when it has nothing to say).
+local sections = {}
+
+--- Add a section to the exit summary: `fn()` returns its text or "".
+---@param fn fun(): string
+function M.add_summary(fn)
+    sections[#sections + 1] = fn
+end
+
+local function more_sections(out)
+    for _, fn in ipairs(sections) do
+        local ok, text = pcall(fn)
+        if ok and type(text) == "string" and text ~= "" then out[#out + 1] = text end
+    end
+    return table.concat(out)
+end
+
 --- The summary table of the calls made so far ("" when none): per
---- provider/model, calls, errors by kind, p50/p95/p99 latency, tokens, cost.
+--- provider/model, calls, errors by kind, p50/p95/p99 latency, tokens, cost;
+--- then the sections other modules added (policy models).
 --- Counts, tokens and cost are read from the metrics registry; the
 --- latency quantiles come from a sample of the calls' latencies (see above).
 ---@return string
 function M.summary()
-    if #summary_order == 0 then return "" end
+    if #summary_order == 0 then return more_sections({}) end
     local rows = { { "provider/model", "calls", "errors", "p50", "p95", "p99", "tokens in", "tokens out", "cost USD" } }
     local total = { calls = 0, tin = 0, tout = 0, cost = 0, nerrors = 0, priced = false }
     for _, key in ipairs(summary_order) do
@@ -348,7 +367,7 @@ function M.summary()
             out[#out + 1] = "  " .. table.concat(rule, "  ") .. "\n"
         end
     end
-    return table.concat(out)
+    return more_sections(out)
 end
 
 --- Forget the summary (tests): it counts from here.

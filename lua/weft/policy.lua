@@ -147,6 +147,9 @@ local watch_specs
 -- percentiles).
 local WINDOW, ALPHA = 128, 0.2
 local live = {}
+-- The policy models that took calls, in the order they first did (for the
+-- exit summary): name -> the policy's name.
+local summary_order, summary_seen = {}, {}
 
 local function live_of(name)
     local l = live[name]
@@ -1139,6 +1142,10 @@ end
 local function outcome(spec, o)
     local ser = spec.outcome_series[o]
     if not ser then
+        if not summary_seen[spec.name] and not spec.simulate then
+            summary_seen[spec.name] = spec.policy
+            summary_order[#summary_order + 1] = spec.name
+        end
         ser = outcomes:labels(spec.name, o)
         spec.outcome_series[o] = ser
     end
@@ -1314,6 +1321,49 @@ function PolicyModel:usage()
              output_tokens = v("weft_policy_tokens_total", { policy = name, direction = "output" }) or 0,
              cost = v("weft_policy_cost_usd_total", { policy = name }) or 0 }
 end
+
+-- The exit summary's section of policy models: calls, errors by kind,
+-- tokens and cost of everything their targets did, from the registry.
+calls.add_summary(function()
+    if #summary_order == 0 then return "" end
+    local v = metrics.value
+    local rows = { { "policy model", "policy", "calls", "errors", "tokens in", "tokens out", "cost USD" } }
+    for _, name in ipairs(summary_order) do
+        local n = v("weft_policy_calls_total", { policy = name, outcome = "success" }) or 0
+        local errs = {}
+        for _, kind in ipairs { "rate_limited", "transient", "timeout", "auth", "quota_exhausted", "invalid_request",
+                                "integration", "circuit_open", "budget_exceeded", "cancelled", "error" } do
+            local e = v("weft_policy_calls_total", { policy = name, outcome = kind }) or 0
+            if e > 0 then
+                n = n + e
+                errs[#errs + 1] = kind .. " " .. e
+            end
+        end
+        local cost = v("weft_policy_cost_usd_total", { policy = name })
+        rows[#rows + 1] = { name, summary_seen[name], tostring(n), #errs > 0 and concat(errs, ", ") or "0",
+            tostring(v("weft_policy_tokens_total", { policy = name, direction = "input" }) or 0),
+            tostring(v("weft_policy_tokens_total", { policy = name, direction = "output" }) or 0),
+            cost and format("%.6f", cost) or "-" }
+    end
+    local width = {}
+    for _, r in ipairs(rows) do
+        for i, cell in ipairs(r) do width[i] = math.max(width[i] or 0, #cell) end
+    end
+    local out = { "weft: policy models (their targets' calls are in the rows above)\n" }
+    for k, r in ipairs(rows) do
+        local cells = {}
+        for i, cell in ipairs(r) do
+            cells[i] = i <= 2 and cell .. (" "):rep(width[i] - #cell) or (" "):rep(width[i] - #cell) .. cell
+        end
+        out[#out + 1] = "  " .. concat(cells, "  ") .. "\n"
+        if k == 1 then
+            local rule = {}
+            for i = 1, #width do rule[i] = ("-"):rep(width[i]) end
+            out[#out + 1] = "  " .. concat(rule, "  ") .. "\n"
+        end
+    end
+    return concat(out)
+end)
 
 --- The model object of policy model `spec`.
 function M.model(spec, defaults, normalize)

@@ -77,6 +77,8 @@ describe("policy models", function()
             assert.are.equal(100, u.calls)
             assert.are.equal(0, u.errors)
             assert.is_true(u.input_tokens > 0)
+            -- the exit summary has a row for the policy model
+            assert.matches(name .. "%s+fallback%s+100%s+0%s+" .. u.input_tokens, weft.calls.summary())
         end)
 
         it("does not fall back on auth, and escalates exactly once", function()

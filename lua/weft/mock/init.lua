@@ -43,6 +43,17 @@
 --- counted as the fault "context_length". Models without a window have
 --- none.
 ---
+--- Fault rules (`faults` of start, `set_faults`, POST /_mock/faults): a
+--- list; the first rule matching a request's `dialect`, `model` and
+--- `endpoint` (each optional) decides its fault: the next of `sequence`
+--- (statuses 400..599 or "ok", "reset", "reset_mid_body", "hang",
+--- "truncate", "malformed", "oversized", "mid_stream_error"; "ok" once it
+--- is used up), else one drawn from `probability` ({[fault] = p}), else
+--- "ok". Other keys: `latency` (ms before answering: a number, {min=,
+--- max=}, or {median=, tail=, cap=}), `retry_after` (seconds in an injected
+--- 429's Retry-After, default 1), `stream_delay_ms` (between stream
+--- events), `bytes` (the size of an "oversized" answer).
+---
 --- Clients that give up: the server notices a client that closes its
 --- connection while its request is being handled (a timeout during a
 --- `latency` fault, a hedged request cancelled). Such a request is counted
