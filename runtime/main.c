@@ -48,6 +48,7 @@ static const char USAGE[] =
     "  --plugins DIR          search DIR for plugins first (repeatable); also $WEFT_PLUGIN_PATH\n"
     "  --summary              print a summary of the calls made at exit (the default\n"
     "                         when stderr is a terminal); --no-summary: never\n"
+    "  --quiet                no progress line or progress log lines (weft.map)\n"
     "\n"
     "Scripts see the global `weft` (also require \"weft\") and `arg` as luajit sets it.\n"
     "SIGINT or SIGTERM cancels all running tasks; weft then exits with status 130\n"
@@ -219,6 +220,7 @@ int main(int argc, char **argv) {
     const char *plugin_dirs[16];
     int nplugin_dirs = 0;
     int summary = -1; /* -1: when stderr is a terminal */
+    int quiet = 0;    /* --quiet: no progress output */
     if (is_run) {
         while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) == 0) {
             const char *o = argv[i + 1];
@@ -252,6 +254,9 @@ int main(int argc, char **argv) {
                 i++;
             } else if (strcmp(o, "--no-summary") == 0) {
                 summary = 0;
+                i++;
+            } else if (strcmp(o, "--quiet") == 0) {
+                quiet = 1;
                 i++;
             } else if (strcmp(o, "--") == 0) {
                 i++;
@@ -293,6 +298,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     lua_setglobal(L, "weft");
+    /* progress output (weft.map): off, a redrawn line on a terminal, or log lines */
+    if (call_lua(L, "weft.map", "output", quiet ? "quiet" : isatty(STDERR_FILENO) ? "tty" : "log") != 0) {
+        fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
+        rc = 1;
+        goto out;
+    }
+    lua_pop(L, 1);
 
     static const char mock_chunk[] = "return require('weft.mock.cli').main(...)";
     static const char check_chunk[] = "return require('weft.check').main(...)";

@@ -249,6 +249,26 @@ function M.reload(name)
     return require("weft.plugins").reload(name)
 end
 
+--- Run fn(item, index) over a list or an iterator with bounded
+--- concurrency; failures collected (see lua/weft/map.lua).
+---@param items any[]|fun(): any
+---@param fn fun(item: any, index: integer): any
+---@param opts? weft.MapOptions
+---@return weft.MapResult
+function M.map(items, fn, opts)
+    local ok, v = pcall(require("weft.map").map, items, fn, opts)
+    if not ok then error(v, 0) end
+    return v
+end
+
+--- Run every function concurrently to its end: {ok=, value= | error=} each.
+---@param fns function[]
+function M.settle(fns)
+    local ok, v = pcall(require("weft.map").settle, fns)
+    if not ok then error(v, 0) end
+    return v
+end
+
 --- Counters of the scheduler: live tasks and registry references.
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats

@@ -191,7 +191,8 @@ end
 --- Clear stats, the request log, rate-limit state and faults.
 function Mock:reset()
     self.counters = { requests = 0, by_endpoint = {}, by_model = {}, by_status = {}, by_fault = {},
-                      by_dialect = {}, closed_early = 0, closed_early_by_model = {} }
+                      by_dialect = {}, closed_early = 0, closed_early_by_model = {}, in_flight = 0,
+                      max_in_flight = 0 }
     self.log_entries = {}
     self.log_n = 0
     self.buckets = {}
@@ -201,12 +202,15 @@ end
 
 --- Counters: requests, by_endpoint, by_model, by_status, by_fault,
 --- by_dialect, closed_early (requests whose client went away before the
---- answer was complete) and closed_early_by_model (model -> count).
+--- answer was complete), closed_early_by_model (model -> count),
+--- in_flight (requests being answered now) and max_in_flight (the most at
+--- once since the last reset).
 function Mock:stats()
     local c = self.counters
     return { requests = c.requests, by_endpoint = c.by_endpoint, by_model = c.by_model,
              by_status = c.by_status, by_fault = c.by_fault, by_dialect = c.by_dialect,
-             closed_early = c.closed_early, closed_early_by_model = c.closed_early_by_model }
+             closed_early = c.closed_early, closed_early_by_model = c.closed_early_by_model,
+             in_flight = c.in_flight, max_in_flight = c.max_in_flight }
 end
 
 -- A copy of context windows {[model] = max input tokens}, or nil and what
@@ -591,7 +595,12 @@ function M.start(opts)
         handler = function(req, res)
             local task = weft.current()
             self.active[task] = true
+            local c = self.counters
+            c.in_flight = c.in_flight + 1
+            if c.in_flight > c.max_in_flight then c.max_in_flight = c.in_flight end
             local ok, r = pcall(self._handle, self, req, res)
+            -- (a reset meanwhile started the counters again: only its own count)
+            if self.counters == c then c.in_flight = c.in_flight - 1 end
             self.active[task] = nil
             if not ok then error(r, 0) end
             return r
