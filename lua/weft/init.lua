@@ -269,6 +269,18 @@ function M.settle(fns)
     return v
 end
 
+--- Run model calls in order, each step's output feeding the next, with an
+--- optional checkpoint to resume from (see lua/weft/sequence.lua).
+---@param steps weft.SequenceStep[]
+---@param input any
+---@param opts? {checkpoint?: string}
+---@return weft.SequenceResult
+function M.sequence(steps, input, opts)
+    local ok, v = pcall(require("weft.sequence").run, steps, input, opts)
+    if not ok then error(v, 0) end
+    return v
+end
+
 --- Counters of the scheduler: live tasks and registry references.
 ---@return {tasks: integer, refs: integer}
 M.stats = T.stats
