@@ -79,6 +79,11 @@
 ---   `headroom` (0..1: the smallest remaining share of its limits, as the
 ---   provider's quota headers last said), `context_window`.
 --- * `api.states()` -> the states of every target, in order.
+--- * `api.coalesce(i, {window=, size=})` (embed calls only) -> true, result
+---   | false, error: this call joins target i's batch; a batch is sent
+---   when it holds `size` texts, after `window` seconds, or at once for a
+---   caller whose deadline comes first; each caller gets its own vectors
+---   and its share of the usage and cost.
 --- * `api.decide(i|nil, reason)`: records a decision that calls nothing.
 --- * `api.sleep(seconds)`, `api.now()`, `api.remaining()` (seconds to the
 ---   call's deadline, or nil), `api.tokens(req)` (estimated input tokens),
@@ -118,7 +123,7 @@ local type, pairs, ipairs, tostring, tonumber, error, pcall, select, setmetatabl
 local now, sleep, spawn, suspend, wake, current = T.now, T.sleep, T.spawn, T.suspend, T.wake, T.current
 local join = T.methods.join
 local format, concat, sort = string.format, table.concat, table.sort
-local ceil, huge, min = math.ceil, math.huge, math.min
+local ceil, huge, min, floor = math.ceil, math.huge, math.min, math.floor
 
 local M = {}
 
@@ -1005,6 +1010,111 @@ local function op_escalate(run, i, err)
                              kind = real and real.kind, message = real and real.message, error = real })
 end
 
+-- Coalescing: embed calls of one target arriving within a window become
+-- one provider request. pending[target entry] = the batch filling now.
+local pending = setmetatable({}, { __mode = "k" })
+
+-- Split n units over shares (counts of texts), the rest to the last.
+local function split(n, counts, total)
+    local out, given = {}, 0
+    for k = 1, #counts do
+        local v = k < #counts and floor(n * counts[k] / total) or (n - given)
+        out[k], given = v, given + v
+    end
+    return out
+end
+
+local function flush(run0, t, batch)
+    if batch.sent then return end
+    batch.sent = true
+    if pending[t] == batch then pending[t] = nil end
+    if batch.timer then batch.timer:cancel() end
+    spawn(function()
+        local waiters = batch.waiters
+        local texts, deadline = {}, nil
+        for _, w in ipairs(waiters) do
+            for _, x in ipairs(w.input) do texts[#texts + 1] = x end
+            if w.deadline and (not deadline or w.deadline < deadline) then deadline = w.deadline end
+        end
+        local t0 = now()
+        local ok, res
+        local sim = run0.spec.simulate
+        if sim then
+            ok, res = pcall(sim, t.index, nil, "embed")
+        else
+            local m = model_of(run0, t)
+            ok, res = pcall(m._call, m, "embed", { model = m.model or m.name, input = texts, deadline = deadline })
+        end
+        local dt = now() - t0
+        if not ok then
+            for _, w in ipairs(waiters) do wake(w.task, false, res, dt, #texts) end
+            return
+        end
+        local counts, total = {}, #texts
+        for k, w in ipairs(waiters) do counts[k] = #w.input end
+        local u = res.usage or { input = 0, output = 0 }
+        local ins = split(tonumber(u.input) or 0, counts, total)
+        local costs = {}
+        for k, c in ipairs(counts) do costs[k] = (res.cost or 0) * c / total end
+        local at = 0
+        for k, w in ipairs(waiters) do
+            local vectors = {}
+            for j = 1, counts[k] do vectors[j] = res.vectors and res.vectors[at + j] end
+            at = at + counts[k]
+            wake(w.task, true, { vectors = vectors, usage = { input = ins[k], output = 0 }, cost = costs[k],
+                                 provider = res.provider, model = res.model, attempts = res.attempts,
+                                 call_id = res.call_id, latency = dt, batch = total }, dt, total)
+        end
+    end)
+end
+
+-- api.coalesce(i, {window=, size=}): this embed call joins the batch of
+-- target i; returns ok, its share of the batch's result (or the error).
+local function op_coalesce(run, i, opts)
+    opts = copied(opts, "opts")
+    if run.op ~= "embed" then error("api.coalesce: only embed calls are coalesced", 0) end
+    local window = type(opts) == "table" and tonumber(opts.window) or 0.01
+    local size = type(opts) == "table" and tonumber(opts.size) or 100
+    if not (window >= 0 and window <= 10) then error("api.coalesce: window must be 0..10 seconds", 0) end
+    if not (size >= 1) then error("api.coalesce: size must be >= 1", 0) end
+    room_for(run, 1)
+    local t = target_of(run, i)
+    run.n = run.n + 1
+    decide(run, t.name, "coalesced")
+    local entry = { target = t.name, reason = "coalesced", outcome = "running", latency = 0, provider = nil,
+                    call_id = nil, attempts = nil, batch = nil }
+    run.route[#run.route + 1] = entry
+    local batch = pending[t]
+    if not batch then
+        batch = { waiters = {}, n = 0, t0 = now() }
+        pending[t] = batch
+        batch.timer = spawn(function()
+            local _, e = sleep(window)
+            if not e then flush(run, t, batch) end
+        end)
+    end
+    local me = { task = current(), input = run.req.input, deadline = run.deadline }
+    batch.waiters[#batch.waiters + 1] = me
+    batch.n = batch.n + #me.input
+    -- full, or this caller cannot wait for the window: it goes now
+    if batch.n >= size or (run.deadline and run.deadline < batch.t0 + window) then flush(run, t, batch) end
+    local ok, res, dt, n = suspend()
+    if ok == nil then
+        -- this caller was cancelled while the batch filled or flew
+        me.gone = true
+        entry.outcome = "cancelled"
+        error(res, 0)
+    end
+    entry.latency, entry.batch = dt, n
+    if ok then
+        entry.outcome, entry.provider, entry.call_id, entry.attempts = "success", res.provider, res.call_id, res.attempts
+        account(run, res.usage, res.cost)
+        return true, view_of(run, res)
+    end
+    entry.outcome = errors.is(res) and res.kind or "error"
+    return false, view_of(run, errors.is(res) and res or errors.new("integration", tostring(res)))
+end
+
 local function tokens_of(req)
     if type(req) ~= "table" then return 0 end
     local n = #(type(req.system) == "string" and req.system or "")
@@ -1050,6 +1160,10 @@ local API = {
     escalate = function(i, err)
         local run = to_host()
         return to_plugin(run, pcall(op_escalate, run, i, err))
+    end,
+    coalesce = function(i, opts)
+        local run = to_host(true)
+        return to_plugin(run, pcall(op_coalesce, run, i, opts))
     end,
     remaining = function()
         local run = active[running() or MAIN]
