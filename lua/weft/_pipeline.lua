@@ -74,7 +74,7 @@ local M = {}
 local REQUEST_KEYS = {
     messages = true, prompt = true, system = true, max_tokens = true, temperature = true, top_p = true,
     stop = true, tools = true, tool_choice = true, id = true, priority = true, deadline = true, timeout = true,
-    extra = true, tags = true, metadata = true,
+    extra = true, tags = true, metadata = true, cache = true,
 }
 local ROLES = { system = true, user = true, assistant = true, tool = true }
 
@@ -126,6 +126,9 @@ local function normalize(req, defaults, model)
     if r.id ~= nil and type(r.id) ~= "string" then bad("id must be a string") end
     if r.tags ~= nil and type(r.tags) ~= "table" then bad("tags must be a list of strings") end
     if r.metadata ~= nil and type(r.metadata) ~= "table" then bad("metadata must be a table") end
+    if r.cache ~= nil and r.cache ~= true and r.cache ~= false and r.cache ~= "refresh" then
+        bad("cache must be true, false or \"refresh\"")
+    end
     return r
 end
 

@@ -551,6 +551,8 @@ local function sink(run, entry, continues, race)
             run.parts[#run.parts + 1] = { target = entry.target, text = "", chunks = {} }
             if race then race.commit(race.k) end
         end
+        local cap = run.capture
+        if cap then cap[#cap + 1] = plain(ev) end
         local part = run.parts[#run.parts]
         if ev.type == "text" and type(ev.text) == "string" then
             part.chunks[#part.chunks + 1] = ev.text
@@ -1115,6 +1117,127 @@ local function op_coalesce(run, i, opts)
     return false, view_of(run, errors.is(res) and res or errors.new("integration", tostring(res)))
 end
 
+-- Caching: api.cached(i, opts). The store is per policy model
+-- (weft.cache), keyed on what decides an answer: the target, the
+-- operation, the messages and parameters, tools; not id, priority,
+-- deadline or tags. Identical calls in flight share one provider request.
+local json_encode = require("weft.json").encode
+local KEY_FIELDS = { "messages", "system", "max_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
+                     "extra", "input" }
+
+local function cache_key(run, t)
+    local k = { t = t.name, op = run.op }
+    local req = run.req
+    for _, f in ipairs(KEY_FIELDS) do k[f] = req[f] end
+    return json_encode(k, { sort_keys = true })
+end
+
+local function cache_count(run, result)
+    local spec = run.spec
+    local ser = spec.cache_series and spec.cache_series[result]
+    if not ser then
+        spec.cache_series = spec.cache_series or {}
+        ser = metrics.std.cache:labels(spec.name, result)
+        spec.cache_series[result] = ser
+    end
+    ser:inc()
+end
+
+-- The answer from a cache entry: a copy of the stored result (the
+-- caller's to change), and a stream's events replayed to the caller.
+local function from_entry(run, t, entry, how)
+    local res = plain(entry.result)
+    res.cached = true
+    res.usage = { input = 0, output = 0 }
+    res.cost = 0
+    run.route[#run.route + 1] = { target = t.name, reason = how, outcome = "success", latency = 0 }
+    if run.op == "stream" and entry.events then
+        if not run.parts then run.parts = {} end
+        local part = { target = t.name, text = "", chunks = {} }
+        run.parts[#run.parts + 1] = part
+        for _, ev in ipairs(entry.events) do
+            local e = plain(ev)
+            if e.type == "text" and type(e.text) == "string" then part.chunks[#part.chunks + 1] = e.text end
+            if run.on_event(e) == false then break end
+        end
+    end
+    return true, view_of(run, res)
+end
+
+local function size_of(res, events)
+    local n = #(res.text or "")
+    for _, v in ipairs(res.vectors or {}) do n = n + 8 * #v end
+    for _, e in ipairs(events or {}) do n = n + #(e.text or "") + 32 end
+    return n
+end
+
+local function op_cached(run, i, opts)
+    opts = copied(opts, "opts") or {}
+    local t = target_of(run, i)
+    local spec = run.spec
+    local mode = run.req.cache
+    if mode == false then
+        cache_count(run, "bypass")
+        local ok, v = call_target(run, i, nil, "cache_bypass", nil, nil)
+        if not ok and errors.is(v) and v.kind == "cancelled" then error(v, 0) end
+        return ok, view_of(run, v)
+    end
+    local store = spec.store
+    if not store then
+        store = require("weft.cache").new { max_entries = tonumber(opts.max_entries), max_bytes = tonumber(opts.max_bytes),
+                                            ttl = tonumber(opts.ttl) }
+        spec.store = store
+        spec.flights = {}
+    end
+    local key = cache_key(run, t)
+    while true do
+        if mode ~= "refresh" then
+            local entry = store:get(key)
+            if entry then
+                cache_count(run, "hit")
+                return from_entry(run, t, entry, "cache_hit")
+            end
+        end
+        local flight = spec.flights[key]
+        if flight and mode ~= "refresh" then
+            -- the same call is in flight: its answer is this one's too
+            flight.waiters[#flight.waiters + 1] = current()
+            local ok, entry = suspend()
+            if ok == nil then error(entry, 0) end -- this caller was cancelled
+            if ok then
+                cache_count(run, "hit")
+                return from_entry(run, t, entry, "cache_shared")
+            end
+            -- the leader's call failed (not cached): this one tries itself,
+            -- unless it failed for everyone (its error)
+            if not (errors.is(entry) and entry.kind == "cancelled") then
+                cache_count(run, "miss")
+                return false, view_of(run, entry)
+            end
+        else
+            cache_count(run, "miss")
+            flight = { waiters = {} }
+            spec.flights[key] = flight
+            if run.op == "stream" then run.capture = {} end
+            local ok, v = call_target(run, i, nil, "cache_miss", nil, nil)
+            local events = run.capture
+            run.capture = nil
+            if spec.flights[key] == flight then spec.flights[key] = nil end
+            local entry
+            if ok then
+                entry = { result = plain(v), events = events }
+                entry.result.route, entry.result.policy_usage = nil, nil
+                store:put(key, entry, size_of(v, events))
+            end
+            for _, w in ipairs(flight.waiters) do
+                if ok then wake(w, true, entry) else wake(w, false, v) end
+            end
+            if not ok and errors.is(v) and v.kind == "cancelled" then error(v, 0) end
+            return ok, view_of(run, v)
+        end
+    end
+end
+
 local function tokens_of(req)
     if type(req) ~= "table" then return 0 end
     local n = #(type(req.system) == "string" and req.system or "")
@@ -1164,6 +1287,10 @@ local API = {
     coalesce = function(i, opts)
         local run = to_host(true)
         return to_plugin(run, pcall(op_coalesce, run, i, opts))
+    end,
+    cached = function(i, opts)
+        local run = to_host(true)
+        return to_plugin(run, pcall(op_cached, run, i, opts))
     end,
     remaining = function()
         local run = active[running() or MAIN]
@@ -1441,7 +1568,7 @@ end
 calls.add_summary(function()
     if #summary_order == 0 then return "" end
     local v = metrics.value
-    local rows = { { "policy model", "policy", "calls", "errors", "tokens in", "tokens out", "cost USD" } }
+    local rows = { { "policy model", "policy", "calls", "errors", "tokens in", "tokens out", "cost USD", "cache hits" } }
     for _, name in ipairs(summary_order) do
         local n = v("weft_policy_calls_total", { policy = name, outcome = "success" }) or 0
         local errs = {}
@@ -1454,10 +1581,18 @@ calls.add_summary(function()
             end
         end
         local cost = v("weft_policy_cost_usd_total", { policy = name })
+        -- the hit rate of a model that caches: hits / (hits + misses)
+        local hits = v("weft_cache_requests_total", { cache = name, result = "hit" })
+        local misses = v("weft_cache_requests_total", { cache = name, result = "miss" })
+        local rate = "-"
+        if hits or misses then
+            hits, misses = hits or 0, misses or 0
+            rate = format("%.2f", hits + misses > 0 and hits / (hits + misses) or 0)
+        end
         rows[#rows + 1] = { name, summary_seen[name], tostring(n), #errs > 0 and concat(errs, ", ") or "0",
             tostring(v("weft_policy_tokens_total", { policy = name, direction = "input" }) or 0),
             tostring(v("weft_policy_tokens_total", { policy = name, direction = "output" }) or 0),
-            cost and format("%.6f", cost) or "-" }
+            cost and format("%.6f", cost) or "-", rate }
     end
     local width = {}
     for _, r in ipairs(rows) do

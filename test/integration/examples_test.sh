@@ -45,7 +45,7 @@ done
 check "the shipped policy plugins pass weft check" \
     timeout 60 "$WEFT" check "$src"/plugins/policies/*.lua > "$dir/check.out" 2>&1
 check "... each driven over simulated targets" \
-    [ "$(grep -c "every target fails (transient)" "$dir/check.out")" = 6 ]
+    [ "$(grep -c "every target fails (transient)" "$dir/check.out")" = 7 ]
 if [ "$fails" -gt 0 ]; then
     for f in "$dir"/*.err; do [ -s "$f" ] && { echo "# $(basename "$f"):"; sed 's/^/#   /' "$f" | tail -5; }; done
 fi

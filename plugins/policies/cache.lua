@@ -1,0 +1,44 @@
+--- Policy: an exact response cache in front of a model.
+---
+--- ```lua
+--- weft.configure { models = {
+---     faq = { policy = "cache", targets = { "openai/gpt-4o-mini" }, ttl = 3600, max_bytes = 64 * 1024 * 1024 },
+--- } }
+--- weft.model("faq"):complete("What are your opening hours?")       -- the provider, once
+--- weft.model("faq"):complete("What are your opening hours?")       -- the cache: result.cached
+--- weft.model("faq"):complete { prompt = "...", cache = "refresh" }  -- asks again, keeps the new answer
+--- weft.model("faq"):complete { prompt = "...", cache = false }      -- neither reads nor writes
+--- ```
+---
+--- The key is what decides an answer: the target, the operation, the
+--- messages and parameters, tools (not the id, priority, deadline or
+--- tags). Identical calls in flight share one provider request. Errors are
+--- never cached. A stream served from the cache replays its events. Each
+--- lookup is counted in weft_cache_requests_total{cache = the model's
+--- name, result = "hit", "miss" or "bypass"}. The store is in memory (LRU,
+--- `ttl`, `max_entries`, `max_bytes`).
+return {
+    api = 1,
+    name = "cache",
+    kind = "policy",
+    version = "1.0.0",
+    schema = {
+        ttl = { type = "number", default = 3600, description = "seconds an answer is kept" },
+        max_entries = { type = "number", default = 10000, description = "answers kept at most" },
+        max_bytes = { type = "number", default = 64 * 1024 * 1024, description = "bytes kept at most" },
+    },
+
+    check = function(cfg, targets)
+        if #targets ~= 1 then return nil, "cache has one target" end
+        if not (cfg.ttl >= 0) then return nil, "ttl must be seconds >= 0" end
+        if not (cfg.max_entries >= 1) then return nil, "max_entries must be >= 1" end
+        if not (cfg.max_bytes >= 1) then return nil, "max_bytes must be >= 1" end
+        return true
+    end,
+
+    run = function(req, targets, api, cfg)
+        local ok, res = api.cached(1, { ttl = cfg.ttl, max_entries = cfg.max_entries, max_bytes = cfg.max_bytes })
+        if ok then return res end
+        return nil, res
+    end,
+}

@@ -1,0 +1,115 @@
+-- cache_spec.lua: the cache policy (plugins/policies/cache.lua, api.cached
+-- in lua/weft/policy.lua, the store in lua/weft/cache.lua) against weft
+-- mock, with exact counts: hits, single flight, errors never cached,
+-- streams replayed, bypass and refresh, the key, TTL and LRU bounds.
+local model = require "weft.model"
+local policy = require "weft.policy"
+local mockmod = weft.mock
+local value = weft.metrics.value
+
+describe("cache policy", function()
+    local mock, n = nil, 0
+    local name
+    before_each(function()
+        mock = mockmod.start { port = 0, limits = { rpm = 1e9, tpm = 1e12 } }
+        model.reset()
+        policy.reset()
+        n = n + 1
+        name = "cached" .. n
+        weft.configure {
+            providers = { openai = { base_url = mock.url, breaker = false, retry = { max_attempts = 1, budget = false },
+                                     secret = weft.secrets.value("cache-" .. n, mockmod.DEFAULT_KEYS.openai) } },
+            models = { [name] = { policy = "cache", targets = { "openai/gpt-4o-mini" }, ttl = 60, max_entries = 3 } },
+        }
+    end)
+    after_each(function() mock:close() end)
+
+    local function count(result) return value("weft_cache_requests_total", { cache = name, result = result }) or 0 end
+
+    it("100 identical calls: one provider request, hit rate 0.99", function()
+        local m = weft.model(name)
+        for i = 1, 100 do
+            local r = m:complete("What are your opening hours?")
+            assert.are.equal("echo: What are your opening hours?", r.text)
+            assert.are.equal(i > 1 or nil, r.cached)
+        end
+        assert.are.equal(1, mock:stats().requests)
+        assert.are.equal(99, count("hit"))
+        assert.are.equal(1, count("miss"))
+        assert.are.equal(0.99, count("hit") / (count("hit") + count("miss")))
+        assert.matches(name .. "%s+cache%s+100.*0%.99", weft.calls.summary())
+    end)
+
+    it("10 identical calls at once: one provider request", function()
+        mock:set_faults { { dialect = "openai", latency = 100 } }
+        local m = weft.model(name)
+        local tasks, texts = {}, {}
+        for i = 1, 10 do tasks[i] = weft.spawn(function() texts[i] = m:complete("same").text end) end
+        for _, t in ipairs(tasks) do t:wait() end
+        assert.are.equal(1, mock:stats().requests)
+        for i = 1, 10 do assert.are.equal("echo: same", texts[i]) end
+        assert.are.equal(9, count("hit"))
+    end)
+
+    it("never caches an error", function()
+        mock:set_faults { { dialect = "openai", sequence = { 503 } } }
+        local m = weft.model(name)
+        assert.is_false((pcall(m.complete, m, "x")))
+        assert.are.equal("echo: x", m:complete("x").text)
+        assert.are.equal(2, mock:stats().requests)
+        assert.is_true(m:complete("x").cached)
+        assert.are.equal(2, mock:stats().requests)
+    end)
+
+    it("replays a stream's events from the cache", function()
+        local m = weft.model(name)
+        local first, second = {}, {}
+        m:stream("one two three four", function(ev) first[#first + 1] = ev.type .. ":" .. tostring(ev.text) end)
+        local r = m:stream("one two three four", function(ev) second[#second + 1] = ev.type .. ":" .. tostring(ev.text) end)
+        assert.are.same(first, second)
+        assert.is_true(#first > 2)
+        assert.is_true(r.cached)
+        assert.are.equal("echo: one two three four", r.text)
+        assert.are.equal(1, mock:stats().requests)
+    end)
+
+    it("cache = false bypasses it; cache = \"refresh\" asks again and keeps the new answer", function()
+        local m = weft.model(name)
+        m:complete("q")
+        m:complete { prompt = "q", cache = false }
+        assert.are.equal(2, mock:stats().requests)
+        assert.are.equal(1, count("bypass"))
+        m:complete { prompt = "q", cache = "refresh" }
+        assert.are.equal(3, mock:stats().requests)
+        assert.is_true(m:complete("q").cached)
+        assert.are.equal(3, mock:stats().requests)
+        assert.has_error(function() m:complete { prompt = "q", cache = "sometimes" } end)
+    end)
+
+    it("keys on what decides the answer, not on the id, priority or tags", function()
+        local m = weft.model(name)
+        m:complete { prompt = "k", id = "a", priority = "high", tags = { "x" } }
+        assert.is_true(m:complete({ prompt = "k", id = "b", priority = "low" }).cached)
+        assert.is_nil(m:complete({ prompt = "k", temperature = 0.5 }).cached)
+        assert.are.equal(2, mock:stats().requests)
+    end)
+
+    it("keeps at most max_entries answers, the least recently used going first", function()
+        local m = weft.model(name)
+        for _, q in ipairs { "a", "b", "c", "d" } do m:complete(q) end -- "a" is evicted
+        assert.are.equal(4, mock:stats().requests)
+        assert.is_true(m:complete("d").cached)
+        assert.is_nil(m:complete("a").cached)
+        assert.are.equal(5, mock:stats().requests)
+    end)
+
+    it("forgets an answer after its time to live", function()
+        weft.configure { models = { [name] = { policy = "cache", targets = { "openai/gpt-4o-mini" }, ttl = 0.05 } } }
+        local m = weft.model(name)
+        m:complete("t")
+        assert.is_true(m:complete("t").cached)
+        weft.sleep(0.06)
+        assert.is_nil(m:complete("t").cached)
+        assert.are.equal(2, mock:stats().requests)
+    end)
+end)
