@@ -39,6 +39,10 @@ for c in openai anthropic gemini fallback; do
         run "config_$c" --config "$src/examples/config/$c.lua" "$src/examples/switch_by_config.lua"
     check "... answered" has "config_$c" "answered by"
 done
+check "summarize_docs: 500 documents through map, router, fallback and cache" \
+    run summarize "$src/examples/summarize_docs.lua"
+check "... all summarized" has summarize "500 documents: 500 summarized, 0 failed"
+check "... the repeats from the cache" has summarize "from the cache          98"
 for e in complete stream embed fastest_answer; do
     check "examples/$e.lua runs" run "$e" "$src/examples/$e.lua"
 done
