@@ -1171,6 +1171,46 @@ local function size_of(res, events)
     return n
 end
 
+-- Semantic mode: the text of a chat request, its embedding, and the
+-- cosine of two unit-ish vectors.
+local function text_of_request(req)
+    local parts = { req.system or "" }
+    for _, m in ipairs(req.messages or {}) do parts[#parts + 1] = type(m.content) == "string" and m.content or "" end
+    return concat(parts, "\n")
+end
+
+local function cosine(a, b)
+    local dot, na, nb = 0, 0, 0
+    for k = 1, #a do
+        local x, y = a[k], b[k] or 0
+        dot, na, nb = dot + x * y, na + x * x, nb + y * y
+    end
+    if na == 0 or nb == 0 then return 0 end
+    return dot / math.sqrt(na * nb)
+end
+
+-- The closest answer in the semantic index of `spec` to vector v: its
+-- store entry and similarity, when at least `threshold`. Entries the store
+-- has dropped leave the index as they are met.
+local function semantic_lookup(spec, store, v, threshold)
+    local index = spec.semantic_index
+    if not index then return nil end
+    local best, best_sim, k = nil, -2, 1
+    while k <= #index do
+        local it = index[k]
+        local entry = store:get(it.key)
+        if not entry then
+            table.remove(index, k)
+        else
+            local sim = cosine(v, it.vec)
+            if sim > best_sim then best, best_sim = entry, sim end
+            k = k + 1
+        end
+    end
+    if best and best_sim >= threshold then return best, best_sim end
+    return nil, best_sim
+end
+
 local function op_cached(run, i, opts)
     opts = copied(opts, "opts") or {}
     local t = target_of(run, i)
@@ -1190,12 +1230,30 @@ local function op_cached(run, i, opts)
         spec.flights = {}
     end
     local key = cache_key(run, t)
+    local semantic = type(opts.semantic) == "string" and run.op ~= "embed" and opts.semantic or nil
+    local threshold = tonumber(opts.threshold) or 0.95
+    local vec
     while true do
         if mode ~= "refresh" then
             local entry = store:get(key)
             if entry then
                 cache_count(run, "hit")
                 return from_entry(run, t, entry, "cache_hit")
+            end
+            if semantic and not vec then
+                -- a close enough question asked before: its answer (the
+                -- risk: a false hit when two different questions embed close)
+                model_mod = model_mod or require "weft.model"
+                local er = model_mod.model(semantic):embed(text_of_request(run.req))
+                account(run, er.usage, er.cost)
+                vec = er.vectors[1]
+                local hit, sim = semantic_lookup(spec, store, vec, threshold)
+                if hit then
+                    cache_count(run, "hit")
+                    local ok, v = from_entry(run, t, hit, "cache_semantic")
+                    run.route[#run.route].similarity = sim
+                    return ok, v
+                end
             end
         end
         local flight = spec.flights[key]
@@ -1227,7 +1285,12 @@ local function op_cached(run, i, opts)
             if ok then
                 entry = { result = plain(v), events = events }
                 entry.result.route, entry.result.policy_usage = nil, nil
-                store:put(key, entry, size_of(v, events))
+                if store:put(key, entry, size_of(v, events)) and vec then
+                    spec.semantic_index = spec.semantic_index or {}
+                    local index = spec.semantic_index
+                    index[#index + 1] = { key = key, vec = vec }
+                    if #index > store.max_entries then table.remove(index, 1) end
+                end
             end
             for _, w in ipairs(flight.waiters) do
                 if ok then wake(w, true, entry) else wake(w, false, v) end

@@ -17,6 +17,15 @@
 --- lookup is counted in weft_cache_requests_total{cache = the model's
 --- name, result = "hit", "miss" or "bypass"}. The store is in memory (LRU,
 --- `ttl`, `max_entries`, `max_bytes`).
+---
+--- Semantic mode (`semantic = "openai/text-embedding-3-small"`, optional):
+--- on an exact miss the question is embedded with that model and the
+--- answer of the closest question asked before is returned when their
+--- cosine similarity is at least `threshold` (0.95). The risk is a false
+--- hit: two questions that embed close but want different answers (a
+--- changed number, a negation) get the same one. Use it where answers may
+--- be shared (FAQ-like traffic), with a high threshold; each lookup costs an
+--- embedding call, counted in the model's usage.
 return {
     api = 1,
     name = "cache",
@@ -26,6 +35,8 @@ return {
         ttl = { type = "number", default = 3600, description = "seconds an answer is kept" },
         max_entries = { type = "number", default = 10000, description = "answers kept at most" },
         max_bytes = { type = "number", default = 64 * 1024 * 1024, description = "bytes kept at most" },
+        semantic = { type = "string", description = "an embedding model: a question close enough to one answered before gets its answer" },
+        threshold = { type = "number", default = 0.95, description = "semantic: the cosine similarity that counts as the same question" },
     },
 
     check = function(cfg, targets)
@@ -33,11 +44,13 @@ return {
         if not (cfg.ttl >= 0) then return nil, "ttl must be seconds >= 0" end
         if not (cfg.max_entries >= 1) then return nil, "max_entries must be >= 1" end
         if not (cfg.max_bytes >= 1) then return nil, "max_bytes must be >= 1" end
+        if not (cfg.threshold > 0 and cfg.threshold <= 1) then return nil, "threshold must be in (0, 1]" end
         return true
     end,
 
     run = function(req, targets, api, cfg)
-        local ok, res = api.cached(1, { ttl = cfg.ttl, max_entries = cfg.max_entries, max_bytes = cfg.max_bytes })
+        local ok, res = api.cached(1, { ttl = cfg.ttl, max_entries = cfg.max_entries, max_bytes = cfg.max_bytes,
+                                         semantic = cfg.semantic, threshold = cfg.threshold })
         if ok then return res end
         return nil, res
     end,

@@ -113,3 +113,41 @@ describe("cache policy", function()
         assert.are.equal(2, mock:stats().requests)
     end)
 end)
+
+describe("cache policy, semantic mode", function()
+    local mock
+    before_each(function()
+        mock = mockmod.start { port = 0, limits = { rpm = 1e9, tpm = 1e12 } }
+        model.reset()
+        policy.reset()
+    end)
+    after_each(function() mock:close() end)
+
+    it("answers a close question from the cache, a different one from the provider", function()
+        local name = "semantic" .. os.time() .. math.random(1e6)
+        weft.configure {
+            providers = { openai = { base_url = mock.url, breaker = false,
+                                     secret = weft.secrets.value("sem-" .. name, mockmod.DEFAULT_KEYS.openai) } },
+            -- mock-words-embedding: texts sharing words are close
+            models = { [name] = { policy = "cache", targets = { "openai/gpt-4o-mini" },
+                                  semantic = "openai/mock-words-embedding", threshold = 0.9 } },
+        }
+        local m = weft.model(name)
+        local a = m:complete("What are the opening hours of the Paris store on Sunday")
+        assert.is_nil(a.cached)
+        -- the same words, another order and case: the same question
+        local b = m:complete("what are the opening hours of the paris store on sunday?")
+        assert.is_true(b.cached)
+        assert.are.equal(a.text, b.text)
+        assert.are.equal("cache_semantic", b.route[1].reason)
+        assert.is_true(b.route[1].similarity >= 0.9)
+        -- another question entirely
+        local c = m:complete("Translate good morning into German")
+        assert.is_nil(c.cached)
+        assert.are.equal(2, mock:stats().by_endpoint["openai chat"])
+        assert.are.equal(3, mock:stats().by_model["mock-words-embedding"])
+        assert.are.equal(1, value("weft_cache_requests_total", { cache = name, result = "hit" }))
+        -- the embedding calls are the model's usage too
+        assert.is_true(m:usage().input_tokens > a.usage.input + c.usage.input)
+    end)
+end)

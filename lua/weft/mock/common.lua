@@ -53,8 +53,9 @@ end
 
 --- A deterministic unit vector for `text` (dimension `dim`, default 8),
 --- rounded to 6 decimals.
-function M.embedding(text, dim)
+function M.embedding(text, dim, words)
     dim = dim or 8
+    if words then return M.words_embedding(text, dim) end
     local h = 2166136261
     for i = 1, #text do h = (h * 16777619 + text:byte(i)) % 4294967296 end
     local v, norm = {}, 0
@@ -65,6 +66,27 @@ function M.embedding(text, dim)
         norm = norm + x * x
     end
     norm = math.sqrt(norm)
+    for i = 1, dim do v[i] = floor(v[i] / norm * 1e6 + 0.5) / 1e6 end
+    return v
+end
+
+--- A bag-of-words unit vector (dimension `dim`): every lowercase word adds
+--- one to a bucket chosen by its hash, so texts that share words are close
+--- (the embedding model "mock-words-embedding" answers with it: what a
+--- semantic cache needs to be tested against).
+function M.words_embedding(text, dim)
+    local v = {}
+    for i = 1, dim do v[i] = 0 end
+    for w in tostring(text):lower():gmatch("[%w]+") do
+        local h = 2166136261
+        for i = 1, #w do h = (h * 16777619 + w:byte(i)) % 4294967296 end
+        local b = h % dim + 1
+        v[b] = v[b] + 1
+    end
+    local norm = 0
+    for i = 1, dim do norm = norm + v[i] * v[i] end
+    norm = math.sqrt(norm)
+    if norm == 0 then norm = 1 end
     for i = 1, dim do v[i] = floor(v[i] / norm * 1e6 + 0.5) / 1e6 end
     return v
 end

@@ -256,10 +256,11 @@ end
 local function embeddings(ctx)
     local b = ctx.body
     local inp = type(b.input) == "string" and { b.input } or b.input
-    local dim = type(b.dimensions) == "number" and b.dimensions or 8
+    local words = ctx.model == "mock-words-embedding"
+    local dim = type(b.dimensions) == "number" and b.dimensions or (words and 64 or 8)
     local data = {}
     for i, s in ipairs(inp) do
-        local v = common.embedding(type(s) == "string" and s or json.encode(s), dim)
+        local v = common.embedding(type(s) == "string" and s or json.encode(s), dim, words)
         data[i] = { object = "embedding", index = i - 1,
                     embedding = b.encoding_format == "base64" and common.float32_base64(v) or v }
     end
