@@ -215,6 +215,13 @@ static int l_br_release(lua_State *L) {
     return 0;
 }
 
+/* Seconds until an open breaker lets a probe through (0 when not open). */
+static double retry_in(const struct lbreaker *lb) {
+    if (lb->br.state != WEFT_BREAKER_OPEN) return 0;
+    double left = lb->br.cooldown - (weft_clock_now(NULL) - lb->br.opened_at);
+    return left < 0 ? 0 : left;
+}
+
 static int l_br_state(lua_State *L) {
     struct lbreaker *lb = check_breaker(L);
     unsigned calls, fails;
@@ -225,12 +232,7 @@ static int l_br_state(lua_State *L) {
     lua_pushinteger(L, fails); lua_setfield(L, -2, "failures");
     lua_pushnumber(L, (lua_Number)lb->br.transitions); lua_setfield(L, -2, "transitions");
     lua_pushnumber(L, (lua_Number)lb->br.rejected); lua_setfield(L, -2, "rejected");
-    double left = 0;
-    if (lb->br.state == WEFT_BREAKER_OPEN) {
-        left = lb->br.cooldown - (weft_clock_now(NULL) - lb->br.opened_at);
-        if (left < 0) left = 0;
-    }
-    lua_pushnumber(L, left); lua_setfield(L, -2, "retry_in");
+    lua_pushnumber(L, retry_in(lb)); lua_setfield(L, -2, "retry_in");
     lua_pushstring(L, lb->name); lua_setfield(L, -2, "name");
     return 1;
 }
@@ -239,13 +241,8 @@ static int l_br_state(lua_State *L) {
  * otherwise): the state without a table, for callers asking per call. */
 static int l_br_status(lua_State *L) {
     struct lbreaker *lb = check_breaker(L);
-    double left = 0;
-    if (lb->br.state == WEFT_BREAKER_OPEN) {
-        left = lb->br.cooldown - (weft_clock_now(NULL) - lb->br.opened_at);
-        if (left < 0) left = 0;
-    }
     lua_pushstring(L, weft_breaker_state_name(lb->br.state));
-    lua_pushnumber(L, left);
+    lua_pushnumber(L, retry_in(lb));
     return 2;
 }
 

@@ -17,6 +17,10 @@ local type, error, setmetatable = type, error, setmetatable
 
 local M = {}
 
+--- The clock of stores made without one (weft.now; a spec may replace it
+--- before the store is made, to drive time-to-live exactly).
+M.now = T.now
+
 local Cache = {}
 Cache.__index = Cache
 
@@ -39,7 +43,7 @@ function M.new(opts)
     end
     local c = setmetatable({
         max_entries = num("max_entries", 10000, 1), max_bytes = num("max_bytes", 64 * 1024 * 1024, 1),
-        ttl = num("ttl", 3600, 0), clock = opts.clock or T.now,
+        ttl = num("ttl", 3600, 0), clock = opts.clock or M.now,
         map = {}, entries = 0, bytes = 0, evicted = 0, expired = 0,
     }, Cache)
     -- the LRU list: a sentinel, most recent first

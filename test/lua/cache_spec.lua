@@ -103,14 +103,53 @@ describe("cache policy", function()
         assert.are.equal(5, mock:stats().requests)
     end)
 
-    it("forgets an answer after its time to live", function()
-        weft.configure { models = { [name] = { policy = "cache", targets = { "openai/gpt-4o-mini" }, ttl = 0.05 } } }
+    it("forgets an answer after its time to live (an injected clock)", function()
+        local t = 1000
+        local cache = require "weft.cache"
+        local real = cache.now
+        cache.now = function() return t end -- the store is made on the first call
+        weft.configure { models = { [name] = { policy = "cache", targets = { "openai/gpt-4o-mini" }, ttl = 60 } } }
         local m = weft.model(name)
-        m:complete("t")
-        assert.is_true(m:complete("t").cached)
-        weft.sleep(0.06)
-        assert.is_nil(m:complete("t").cached)
+        local ok, err = pcall(function()
+            m:complete("t")
+            t = t + 59.9
+            assert.is_true(m:complete("t").cached)
+            t = t + 0.2
+            assert.is_nil(m:complete("t").cached)
+            assert.are.equal(2, mock:stats().requests)
+        end)
+        cache.now = real
+        assert(ok, err)
+    end)
+
+    it("a shared call that fails fails every caller waiting on it, and nothing is cached", function()
+        mock:set_faults { { dialect = "openai", sequence = { 400 }, latency = 100 } }
+        local m = weft.model(name)
+        local res, tasks = {}, {}
+        for i = 1, 4 do tasks[i] = weft.spawn(function() res[i] = { pcall(m.complete, m, "same") } end) end
+        for _, tk in ipairs(tasks) do tk:wait() end
+        for i = 1, 4 do
+            assert.is_false(res[i][1])
+            assert.are.equal("invalid_request", res[i][2].kind)
+        end
+        assert.are.equal(1, mock:stats().requests)
+        assert.is_nil(m:complete("same").cached)
         assert.are.equal(2, mock:stats().requests)
+    end)
+
+    it("a caller cancelled while it waits on a shared call leaves the others their answer", function()
+        mock:set_faults { { dialect = "openai", latency = 200 } }
+        local m = weft.model(name)
+        local leader = weft.spawn(function() return m:complete("wait").text end)
+        local follower = weft.spawn(function() return m:complete("wait").text end)
+        for _ = 1, 200 do
+            if mock:stats().in_flight == 1 then break end
+            weft.sleep(0.005)
+        end
+        follower:cancel()
+        assert.are.equal("cancelled", select(2, pcall(follower.wait, follower)).kind)
+        assert.are.equal("echo: wait", leader:wait())
+        assert.are.equal(1, mock:stats().requests)
     end)
 end)
 

@@ -74,6 +74,32 @@ describe("coalesce", function()
         assert.are.equal(1, embeddings_requests())
     end)
 
+    it("a caller cancelled while its batch fills leaves the others their vectors", function()
+        local m = weft.model("emb" .. n)
+        local got = {}
+        local tasks = {}
+        for i = 1, 3 do tasks[i] = weft.spawn(function() got[i] = m:embed("text " .. i) end) end
+        weft.sleep(0) -- the three join the batch (its window is 50 ms)
+        tasks[2]:cancel()
+        assert.are.equal("cancelled", select(2, pcall(tasks[2].wait, tasks[2])).kind)
+        tasks[1]:wait()
+        tasks[3]:wait()
+        assert.are.equal(1, embeddings_requests())
+        for _, i in ipairs { 1, 3 } do
+            local want = mockmod.embedding("text " .. i, #got[i].vectors[1])
+            for j, x in ipairs(want) do assert.is_true(math.abs(got[i].vectors[1][j] - x) < 1e-6) end
+        end
+    end)
+
+    it("refuses coalescing anything but embeddings, and bad options", function()
+        assert.has_error(function()
+            weft.configure { models = { bad = { policy = "coalesce", targets = { EMB }, size = 0 } } }
+        end)
+        assert.has_error(function()
+            weft.configure { models = { bad = { policy = "coalesce", targets = { EMB, EMB } } } }
+        end)
+    end)
+
     it("passes complete calls through to the target", function()
         weft.configure { models = { ["chat" .. n] = { policy = "coalesce", targets = { "openai/gpt-4o-mini" } } } }
         assert.are.equal("echo: hi", weft.model("chat" .. n):complete("hi").text)

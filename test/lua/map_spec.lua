@@ -73,7 +73,11 @@ describe("weft.map", function()
         mock:set_faults { { dialect = "openai", latency = 2000 } }
         local m = weft.model("openai/gpt-4o-mini")
         local ok, err = pcall(weft.map, { 1, 2, 3, 4 }, function(x)
-            if x == 4 then weft.sleep(0.05) error(weft.error.new("invalid_request", "bad item 4")) end
+            if x == 4 then
+                -- fail once the three others are at the server
+                while mock:stats().in_flight < 3 do weft.sleep(0.005) end
+                error(weft.error.new("invalid_request", "bad item 4"))
+            end
             return m:complete("slow " .. x).text
         end, { fail_fast = true, concurrency = 4, progress = false })
         assert.is_false(ok)
@@ -106,7 +110,7 @@ describe("weft.map", function()
             return weft.map({ 1, 2, 3, 4, 5, 6, 7, 8 }, function(x) return m:complete("x" .. x).text end,
                 { concurrency = 3, progress = false })
         end)
-        weft.sleep(0.2)
+        while mock:stats().in_flight < 3 do weft.sleep(0.005) end -- three items at the server
         t:cancel()
         local ok, err = pcall(t.wait, t)
         assert.is_false(ok)
