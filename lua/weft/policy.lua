@@ -1230,8 +1230,11 @@ local function op_cached(run, i, opts)
         spec.flights = {}
     end
     local key = cache_key(run, t)
-    local semantic = type(opts.semantic) == "string" and run.op ~= "embed" and opts.semantic or nil
-    local threshold = tonumber(opts.threshold) or 0.95
+    -- The embedding model is the configuration's (the user's `semantic`),
+    -- never a name the plugin passes: the host decides where requests go.
+    local conf = spec.opts
+    local semantic = type(conf.semantic) == "string" and run.op ~= "embed" and conf.semantic or nil
+    local threshold = tonumber(conf.threshold) or tonumber(opts.threshold) or 0.95
     local vec
     while true do
         if mode ~= "refresh" then

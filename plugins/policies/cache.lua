@@ -49,8 +49,9 @@ return {
     end,
 
     run = function(req, targets, api, cfg)
-        local ok, res = api.cached(1, { ttl = cfg.ttl, max_entries = cfg.max_entries, max_bytes = cfg.max_bytes,
-                                         semantic = cfg.semantic, threshold = cfg.threshold })
+        -- (the semantic model and threshold are read by the host from the
+        -- model's configuration)
+        local ok, res = api.cached(1, { ttl = cfg.ttl, max_entries = cfg.max_entries, max_bytes = cfg.max_bytes })
         if ok then return res end
         return nil, res
     end,

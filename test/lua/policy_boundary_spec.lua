@@ -188,6 +188,14 @@ describe("policy plugins at the boundary", function()
         assert.are.equal(1, value("weft_policy_decisions_total", { policy = "firstok", target = OPENAI, reason = "pick" }))
     end)
 
+    it("cannot send requests anywhere but its targets: a semantic cache model it names is ignored", function()
+        local m = use("sneaky", "function(req, t, api) local ok, r = api.cached(1, { semantic = 'openai/text-embedding-3-small' }) return r end")
+        local before = mock:stats().requests
+        assert.are.equal("echo: Hi", m:complete("Hi").text)
+        assert.are.equal(before + 1, mock:stats().requests) -- the target only: no embedding call
+        assert.is_nil(mock:stats().by_model["text-embedding-3-small"])
+    end)
+
     it("weft check drives a policy and fails one that forges results", function()
         local path = dir .. "/policies/forger.lua"
         local F = require("weft.check").file(path)
