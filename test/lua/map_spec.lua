@@ -123,6 +123,17 @@ describe("weft.map", function()
         assert.are.equal(3, mock:stats().closed_early)
     end)
 
+    it("an iterator that raises stops the map with its error", function()
+        local k = 0
+        local ok, err = pcall(weft.map, function()
+            k = k + 1
+            if k == 5 then error("the source broke") end
+            if k < 10 then return k end
+        end, function(x) return x end, { concurrency = 2, progress = false })
+        assert.is_false(ok)
+        assert.matches("the source broke", tostring(err))
+    end)
+
     it("refuses bad arguments", function()
         assert.has_error(function() weft.map({}, "x") end)
         assert.has_error(function() weft.map({}, function() end, { concurrency = 0 }) end)

@@ -113,6 +113,21 @@ describe("policy models", function()
             assert.are.equal("auth", r.route[2].reason)
         end)
 
+        it("shares the caller's deadline over the whole chain", function()
+            local name = "fbdeadline_" .. n
+            setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } }
+            mock:set_faults { { dialect = "openai", latency = 2000 }, { dialect = "anthropic", latency = 2000 } }
+            local t0 = weft.now()
+            local ok, err = pcall(weft.model(name).complete, weft.model(name), { prompt = "Hi", timeout = 0.3 })
+            assert.is_false(ok)
+            assert.are.equal("timeout", err.kind)
+            assert.is_true(weft.now() - t0 >= 0.3)
+            assert.are.equal("timeout", err.route[1].outcome)
+            -- what is left of the deadline went to the second target: it timed out too, or was not sent
+            assert.is_true(#err.route <= 2)
+            if err.route[2] then assert.are.equal("timeout", err.route[2].outcome) end
+        end)
+
         it("stops at an error kind it does not move on for", function()
             local name = "fbstop_" .. n
             setup { [name] = { policy = "fallback", targets = { OPENAI, ANTHROPIC } } }

@@ -71,6 +71,12 @@ describe("weft.sequence", function()
         assert.are.equal(2, mock:stats().by_dialect.openai)
     end)
 
+    it("says so when the checkpoint cannot be written, after the step that ran", function()
+        local ok, err = pcall(weft.sequence, STEPS, "x", { checkpoint = "/nonexistent-dir/ckpt.json" })
+        assert.is_false(ok)
+        assert.matches("cannot write the checkpoint /nonexistent%-dir/ckpt.json", tostring(err))
+    end)
+
     it("refuses steps without a model or a prompt", function()
         assert.has_error(function() weft.sequence({}, "x") end)
         assert.has_error(function() weft.sequence({ { prompt = "p" } }, "x") end)
