@@ -1,10 +1,12 @@
 --- weft.mock.anthropic: the Anthropic dialect of the mock (POST /v1/messages,
---- non-streaming and SSE ending with `message_stop`), requiring `x-api-key`
+--- non-streaming and SSE ending with `message_stop`; Message Batches in
+--- weft.mock.anthropic_batch), requiring `x-api-key`
 --- (or `Authorization: Bearer`) and `anthropic-version`; error bodies `{"type":"error","error":{"type",
 --- "message"}}`; `anthropic-ratelimit-*` headers with RFC 3339 resets and a
 --- `request-id`.
 local json = require "weft.json"
 local common = require "weft.mock.common"
+local batch = require "weft.mock.anthropic_batch"
 
 local type, ipairs, pairs, tostring, floor, ceil, max, format = type, ipairs, pairs, tostring,
     math.floor, math.ceil, math.max, string.format
@@ -14,8 +16,12 @@ local M = {}
 function M.route(req)
     if req.path == "/v1/messages" and req.method == "POST" then return "messages" end
     if req.path == "/v1/messages/count_tokens" and req.method == "POST" then return "count_tokens" end
+    local ep, id = batch.route(req)
+    if ep then return ep, nil, id end
     return nil
 end
+
+local MESSAGES = { messages = true, count_tokens = true }
 
 -- The key comes in `x-api-key`; newer official SDKs send it as
 -- `Authorization: Bearer` instead, which the service accepts too.
@@ -66,6 +72,7 @@ local function text_of(content)
 end
 
 function M.validate(ctx)
+    if not MESSAGES[ctx.endpoint] then return nil end
     local b = ctx.body
     if type(b.model) ~= "string" then
         return response(400, err_body("invalid_request_error", "model: Field required"))
@@ -79,6 +86,7 @@ function M.validate(ctx)
 end
 
 function M.input_tokens(ctx)
+    if not MESSAGES[ctx.endpoint] then return 0 end
     local b = ctx.body
     local n = 0
     if b.system then n = n + 3 + common.count_tokens(text_of(b.system)) end
@@ -94,6 +102,7 @@ function M.context_response(ctx, tokens, window)
 end
 
 function M.max_tokens(ctx)
+    if ctx.endpoint ~= "messages" then return 0 end
     return type(ctx.body.max_tokens) == "number" and ctx.body.max_tokens or 0
 end
 
@@ -217,6 +226,7 @@ function M.answer(ctx)
     if ctx.endpoint == "count_tokens" then
         return response(200, json.encode { input_tokens = M.input_tokens(ctx) })
     end
+    return batch.answer(ctx, ctx.id)
 end
 
 return M

@@ -1,4 +1,5 @@
---- weft.mock.cli: `weft mock [--host H] [--port N|0] [--profile FILE.lua] [--key KEY]`.
+--- weft.mock.cli: `weft mock [--host H] [--port N|0] [--profile FILE.lua] [--key KEY]
+--- [--batch-delay S] [--batch-window S]`.
 ---
 --- Prints the mock's URL as the first line on stdout, then serves until
 --- SIGINT/SIGTERM. A profile is a Lua file returning the options of
@@ -16,7 +17,11 @@ usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY]
                      context = { [model] = max_input_tokens }: a longer prompt gets the
                      dialect's context-length 400)
   --key KEY          expected API key for the OpenAI, Anthropic and Gemini dialects
-Admin: POST /_mock/faults (JSON list of rules), GET /_mock/stats, GET /_mock/requests, POST /_mock/reset
+  --batch-delay S    seconds a batch job (OpenAI Batches, Anthropic Message Batches) takes to
+                     process all its requests (default 2: hours compressed)
+  --batch-window S   seconds after which an unfinished batch job expires (default 60: "24h")
+Admin: POST /_mock/faults (JSON list of rules), GET /_mock/stats, GET /_mock/requests, POST /_mock/reset,
+POST /_mock/batch (JSON {delay, window, finalize, cancel_delay}: batch timing)
 Stats include closed_early (and closed_early_by_model): requests whose client went away
 before the answer was complete (gave up during a latency fault or a stream)
 ]]
@@ -32,9 +37,11 @@ function M.main(...)
         return args[i]
     end
     local host, port, key, profile
+    local batch = {}
     while i <= #args do
         local a = args[i]
-        local takes = a == "--host" or a == "--port" or a == "--profile" or a == "--key"
+        local takes = a == "--host" or a == "--port" or a == "--profile" or a == "--key" or a == "--batch-delay"
+            or a == "--batch-window"
         local v = takes and value(a)
         if takes and v == nil then
             io.stderr:write("weft mock: ", a, " needs a value\n", USAGE)
@@ -49,6 +56,13 @@ function M.main(...)
             end
         elseif a == "--profile" then profile = v
         elseif a == "--key" then key = v
+        elseif a == "--batch-delay" or a == "--batch-window" then
+            local s = tonumber(v)
+            if not s or s < 0 or s ~= s or s == math.huge then
+                io.stderr:write("weft mock: ", a, " must be a number of seconds >= 0\n")
+                return 2
+            end
+            batch[a == "--batch-delay" and "delay" or "window"] = s
         elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return 0
         else
             io.stderr:write("weft mock: unknown argument '", tostring(a), "'\n", USAGE)
@@ -67,6 +81,10 @@ function M.main(...)
     opts.host = host or opts.host
     opts.port = port or opts.port or 0
     if key then opts.keys = { openai = key, anthropic = key, gemini = key } end
+    if next(batch) then
+        opts.batch = opts.batch or {}
+        for k, v in pairs(batch) do opts.batch[k] = v end
+    end
     local m = mock.start(opts)
     io.stdout:write(m.url, "\n")
     io.stdout:flush()

@@ -54,6 +54,12 @@
 --- 429's Retry-After, default 1), `stream_delay_ms` (between stream
 --- events), `bytes` (the size of an "oversized" answer).
 ---
+--- Batch APIs: OpenAI's Files and Batches and Anthropic's Message Batches,
+--- their processing compressed in time (`batch = {delay=, window=,
+--- finalize=, cancel_delay=}`, `mock:set_batch`, POST /_mock/batch), each
+--- of their requests answered as its endpoint would, fault rules matching
+--- it as `endpoint = "batch_item"`: weft.mock.batch.
+---
 --- Clients that give up: the server notices a client that closes its
 --- connection while its request is being handled (a timeout during a
 --- `latency` fault, a hedged request cancelled). Such a request is counted
@@ -83,6 +89,7 @@ local DEFAULT_KEYS = { openai = "sk-weft-mock", anthropic = "sk-ant-weft-mock", 
 M.DEFAULT_KEYS = DEFAULT_KEYS
 
 local common = require "weft.mock.common"
+local batch = require "weft.mock.batch"
 M.count_tokens = common.count_tokens
 M.pieces = common.pieces
 M.answer = common.answer
@@ -188,11 +195,14 @@ function Mock:set_faults(rules)
     for _, r in ipairs(self.rules) do r._next = 1 end
 end
 
---- Clear stats, the request log, rate-limit state and faults.
+--- Clear stats, the request log, rate-limit state, faults, batch jobs and
+--- files.
 function Mock:reset()
     self.counters = { requests = 0, by_endpoint = {}, by_model = {}, by_status = {}, by_fault = {},
                       by_dialect = {}, closed_early = 0, closed_early_by_model = {}, in_flight = 0,
-                      max_in_flight = 0 }
+                      max_in_flight = 0, batch_items = 0 }
+    self.batch_jobs, self.batch_order = {}, {}
+    self.batch_files, self.batch_file_order = {}, {}
     self.log_entries = {}
     self.log_n = 0
     self.buckets = {}
@@ -203,14 +213,25 @@ end
 --- Counters: requests, by_endpoint, by_model, by_status, by_fault,
 --- by_dialect, closed_early (requests whose client went away before the
 --- answer was complete), closed_early_by_model (model -> count),
---- in_flight (requests being answered now) and max_in_flight (the most at
---- once since the last reset).
+--- in_flight (requests being answered now), max_in_flight (the most at
+--- once since the last reset) and batch_items (requests of batch jobs
+--- processed).
 function Mock:stats()
     local c = self.counters
     return { requests = c.requests, by_endpoint = c.by_endpoint, by_model = c.by_model,
              by_status = c.by_status, by_fault = c.by_fault, by_dialect = c.by_dialect,
              closed_early = c.closed_early, closed_early_by_model = c.closed_early_by_model,
-             in_flight = c.in_flight, max_in_flight = c.max_in_flight }
+             in_flight = c.in_flight, max_in_flight = c.max_in_flight, batch_items = c.batch_items }
+end
+
+--- Change the batch timing ({delay=, window=, finalize=, cancel_delay=},
+--- seconds; see weft.mock.batch) of jobs created from now on; options not
+--- given keep their value.
+---@param opts table
+function Mock:set_batch(opts)
+    local o, why = batch.options(opts, self.batch_opts)
+    if not o then error("mock:set_batch: " .. why, 2) end
+    self.batch_opts = o
 end
 
 -- A copy of context windows {[model] = max input tokens}, or nil and what
@@ -370,6 +391,14 @@ function Mock:_admin(req)
     elseif p == "/_mock/reset" and req.method == "POST" then
         self:reset()
         return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
+    elseif p == "/_mock/batch" and req.method == "POST" then
+        local o = json.decode(req.body)
+        local opts, why = batch.options(type(o) == "table" and o or nil, self.batch_opts)
+        if type(o) ~= "table" or not opts then
+            return { status = 400, body = json.encode { error = why or "expected a JSON object of batch options" } }
+        end
+        self.batch_opts = opts
+        return { status = 200, headers = { ["content-type"] = "application/json" }, body = json.encode(opts) }
     elseif p == "/_mock/faults" and req.method == "POST" then
         local rules, err = json.decode(req.body)
         if rules == nil then
@@ -407,11 +436,11 @@ end
 -- The whole request path: dialect, parse, auth, limits, faults, answer.
 function Mock:_handle(req, res)
     if req.path:sub(1, 7) == "/_mock/" then return self:_admin(req) end
-    local dname, endpoint, model = nil, nil, nil
+    local dname, endpoint, model, id = nil, nil, nil, nil
     for name, d in pairs(DIALECTS) do
-        local ep, m = d.route(req)
+        local ep, m, i = d.route(req)
         if ep then
-            dname, endpoint, model = name, ep, m
+            dname, endpoint, model, id = name, ep, m, i
             break
         end
     end
@@ -443,7 +472,7 @@ function Mock:_handle(req, res)
 
     -- body
     local body = {}
-    if req.method == "POST" then
+    if req.method == "POST" and not (d.RAW_BODY and d.RAW_BODY[endpoint]) then
         local v, err = json.decode(req.body)
         if type(v) ~= "table" then
             return reply(400, d.error_response(400, "invalid_request", "Invalid JSON body: " .. tostring(err)))
@@ -454,7 +483,7 @@ function Mock:_handle(req, res)
     entry.model = model
     count(c.by_model, model)
     local ctx = { mock = self, req = req, res = res, body = body, model = model, endpoint = endpoint,
-                  dialect = dname, entry = entry }
+                  dialect = dname, entry = entry, id = id }
 
     -- the request must be well-formed before it is counted against limits
     local bad = d.validate and d.validate(ctx)
@@ -548,10 +577,11 @@ end
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
 ---@field context? table<string, integer> context windows: model -> max input tokens (see the module's notes)
+---@field batch? {delay?: number, window?: number, finalize?: number, cancel_delay?: number} batch timing (weft.mock.batch)
 
 --- Start a mock provider on weft.http.serve. Returns the mock handle with
---- `url`, `port`, `set_faults`, `set_context`, `reset`, `stats`, `requests`,
---- `close`.
+--- `url`, `port`, `set_faults`, `set_context`, `set_batch`, `reset`,
+--- `stats`, `requests`, `close`.
 ---@param opts? weft.mock.Options
 function M.start(opts)
     opts = opts or {}
@@ -575,6 +605,10 @@ function M.start(opts)
     local windows, why = check_context(opts.context or {})
     if not windows then error("weft.mock.start: " .. why, 2) end
     self.context = windows
+    local bopts, bwhy = batch.options(opts.batch)
+    if not bopts then error("weft.mock.start: " .. bwhy, 2) end
+    self.batch_opts = bopts
+    self.dialects = DIALECTS
     -- A private generator (Park-Miller) so faults replay exactly for a seed.
     local state = (opts.seed or 1) % 2147483647
     if state <= 0 then state = state + 2147483646 end

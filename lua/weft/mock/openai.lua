@@ -1,9 +1,11 @@
 --- weft.mock.openai: the OpenAI dialect of the mock (chat completions,
---- streaming with `data: [DONE]`, embeddings, models), its error bodies
+--- streaming with `data: [DONE]`, embeddings, models; Files and Batches in
+--- weft.mock.openai_batch), its error bodies
 --- `{"error":{"message","type","param","code"}}` and its rate-limit headers
 --- (`x-ratelimit-*`, resets as Go durations such as "6m0s").
 local json = require "weft.json"
 local common = require "weft.mock.common"
+local batch = require "weft.mock.openai_batch"
 
 local type, ipairs, pairs, tostring, floor, ceil, max, format = type, ipairs, pairs, tostring, math.floor,
     math.ceil, math.max, string.format
@@ -20,8 +22,12 @@ function M.route(req)
     if p == "/v1/models" and m == "GET" then return "models" end
     local id = p:match("^/v1/models/([^/]+)$")
     if id and m == "GET" then return "model", id end
+    local ep, bid = batch.route(req)
+    if ep then return ep, nil, bid end
     return nil
 end
+
+M.RAW_BODY = batch.RAW_BODY
 
 function M.key_of(req)
     local a = req.headers["authorization"]
@@ -284,6 +290,7 @@ function M.answer(ctx)
         return response(200, json.encode { object = "list", data = data })
     end
     if ep == "model" then return response(200, json.encode(model_entry(ctx.model))) end
+    return batch.answer(ctx, ctx.id)
 end
 
 return M
