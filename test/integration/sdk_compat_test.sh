@@ -1,8 +1,13 @@
 #!/bin/bash
 # sdk_compat_test.sh: the providers' official npm SDKs (openai,
 # @anthropic-ai/sdk, @google/genai) against `weft mock`: chat/messages/
-# generateContent, streaming, embeddings, models, error parsing. The SDKs
-# are installed into test/compat/node_modules (ignored by git) on first run.
+# generateContent, streaming, embeddings, models, error parsing, and the
+# batch APIs: OpenAI Files (multipart upload, retrieve, list, content,
+# delete) + Batches (create, poll to completed, output and error files,
+# list, cancel) and Anthropic Message Batches (create, poll to ended, JSONL
+# results, list, cancel, delete), with the mock's batch time compressed
+# (POST /_mock/batch). The SDKs are installed into test/compat/node_modules
+# (ignored by git) on first run.
 # Skipped (exit 77) only when Node.js or npm is missing.
 set -u
 : "${WEFT:?run through ctest}" "${WEFT_SOURCE_DIR:?run through ctest}"

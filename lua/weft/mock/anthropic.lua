@@ -21,6 +21,8 @@ function M.route(req)
     return nil
 end
 
+M.RAW_BODY = batch.RAW_BODY
+
 local MESSAGES = { messages = true, count_tokens = true }
 
 -- The key comes in `x-api-key`; newer official SDKs send it as

@@ -39,6 +39,11 @@ function M.route(req)
     return nil
 end
 
+--- Endpoints whose body is not JSON: a cancel takes no body (only the batch
+--- id in its path; the official SDKs send the POST empty). The dialect
+--- (weft.mock.anthropic) must export it as its own `RAW_BODY`.
+M.RAW_BODY = { batch_cancel = true }
+
 local function err_body(etype, message)
     return json.encode { type = "error", error = { type = etype, message = message } }
 end

@@ -48,8 +48,10 @@ function M.route(req)
     return nil
 end
 
--- Endpoints whose body is not JSON.
-M.RAW_BODY = { files_upload = true }
+-- Endpoints whose body is not JSON: an upload is multipart/form-data, and a
+-- cancel takes no body at all (only the batch id in its path; the official
+-- SDKs send the POST empty).
+M.RAW_BODY = { files_upload = true, batch_cancel = true }
 
 local function err_body(message, etype, code, param)
     return json.encode { error = { message = message, type = etype or "invalid_request_error",
