@@ -148,6 +148,22 @@ end
 
 ------------------------------------------------------------ resolve
 
+-- The plugin's own plain copy of instance `inst`'s options for plugin
+-- version `p` (made once per version), or an invalid_request error.
+local function plugin_options(inst, p)
+    local pcfg = inst.cfgs[p]
+    if pcfg then return pcfg end
+    local err
+    pcfg, err = plugin_config(p, inst.raw)
+    if not pcfg then bad("providers." .. inst.name .. ": " .. err) end
+    -- the plugin's own copy: nothing of the user's configuration tables
+    pcfg, err = plain(pcfg)
+    if not pcfg then bad("providers." .. inst.name .. ": the plugin options are not plain data: " .. err) end
+    inst.cfgs[p] = pcfg
+    return pcfg
+end
+M.plugin_options = plugin_options
+
 -- The call context of `model` (a weft.Model) for `op` and the normalized
 -- request, the call opened. Refuses (invalid_request) an operation the
 -- plugin cannot do, and plugin options or a request that are not plain
@@ -160,16 +176,7 @@ local function resolve(model, op, req, on_event)
     if caps[op == "stream" and "stream" or op] == false or (op == "stream" and not p.event) then
         bad(format("provider %s (plugin %s) cannot %s", inst.name, p.name, op))
     end
-    local pcfg = inst.cfgs[p]
-    if not pcfg then
-        local err
-        pcfg, err = plugin_config(p, inst.raw)
-        if not pcfg then bad("providers." .. inst.name .. ": " .. err) end
-        -- the plugin's own copy: nothing of the user's configuration tables
-        pcfg, err = plain(pcfg)
-        if not pcfg then bad("providers." .. inst.name .. ": the plugin options are not plain data: " .. err) end
-        inst.cfgs[p] = pcfg
-    end
+    local pcfg = plugin_options(inst, p)
     -- The plugin sees a copy of the request: the caller's tables are never
     -- handed to plugin code (which could change them).
     local preq, perr = plain(req)
@@ -263,6 +270,7 @@ local function request_of(ctx, enc, auth)
     return { method = method or "POST", origin = ctx.inst.base_url, path = path, query = query,
              headers = headers, body = body, auth = auth, redact = true }
 end
+M.request_of = request_of
 
 -- The plugin's request (encode) as weft.http.request options, with the
 -- host's auth and the attempt's timeout (what is left of the deadline).
@@ -376,6 +384,7 @@ local function classify(ctx, res, body)
     end
     observe_limits(ctx, res, nil)
 end
+M.classify = classify
 
 ------------------------------------------------------------ decode
 
@@ -424,6 +433,7 @@ local function checked_result(ctx, out)
     end
     return r
 end
+M.checked_result = checked_result
 
 -- A 2xx answer (not streamed) -> the normalized result (plugin decode).
 local function decode(ctx, res)

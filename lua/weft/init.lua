@@ -288,7 +288,8 @@ M.stats = T.stats
 -- Lazily loaded submodules: weft.http, weft.json, weft.log, weft.mock, ...
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
                limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
-               secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls", plugins = "weft.plugins" }
+               secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls", plugins = "weft.plugins",
+               batch = "weft.batch" }
 -- The names of the lazily loaded submodules (the REPL completes them).
 M._lazy = lazy
 setmetatable(M, {

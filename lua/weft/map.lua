@@ -86,6 +86,7 @@ local function duration(s)
 end
 
 local function progress_line(p)
+    if p.line then return p.line(p) end
     local el = now() - p.t0
     local rate = el > 0 and p.done / el or 0
     local tokens, cost = spent_now()
@@ -100,7 +101,7 @@ local function progress_new(opts, total)
     if want == nil then want = total == nil or total >= PROGRESS_MIN_ITEMS end
     if not want or M.quiet then return nil end
     local p = { t0 = now(), done = 0, failed = 0, total = total, label = opts.label or "weft.map",
-                tty = tty(), last = 0, width = 0 }
+                tty = tty(), last = 0, width = 0, line = opts.line }
     p.tokens0, p.cost0 = spent_now()
     return p
 end
@@ -126,6 +127,10 @@ local function progress_tick(p, final)
         p.last = t
     end
 end
+
+-- For weft.batch: the same progress output with its own line
+-- (opts.line(p) -> string; p.done, p.failed, p.total, p.t0).
+M._progress_new, M._progress_tick, M._duration = progress_new, progress_tick, duration
 
 ------------------------------------------------------------ map
 

@@ -458,6 +458,17 @@ function M.validate(p, expect_kind)
         end
         if p.event ~= nil and type(p.event) ~= "function" then return nil, "event must be a function" end
         if p.rate_limits ~= nil and type(p.rate_limits) ~= "function" then return nil, "rate_limits must be a function" end
+        if p.batch ~= nil then
+            local b = p.batch
+            if type(b) ~= "table" then return nil, "batch must be a table of functions (see plugins/README.md)" end
+            for _, fn in ipairs { "line", "submit", "submitted", "poll", "status", "results", "result", "cancel" } do
+                if type(b[fn]) ~= "function" then return nil, "batch." .. fn .. " must be a function" end
+            end
+            if b.discount ~= nil and not (type(b.discount) == "number" and b.discount > 0 and b.discount <= 1) then
+                return nil, "batch.discount must be a number in (0, 1]: the batch price over the normal one"
+            end
+            if b.ops ~= nil and type(b.ops) ~= "table" then return nil, "batch.ops must be a table {complete = true, ...}" end
+        end
         local caps = p.capabilities
         if caps ~= nil and type(caps) ~= "table" then return nil, "capabilities must be a table" end
         if caps and caps.stream and type(p.event) ~= "function" then

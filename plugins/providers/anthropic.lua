@@ -11,6 +11,13 @@
 --- refused with kind invalid_request before anything is sent. A prompt over
 --- the model's context window (400 "prompt is too long: M tokens > N
 --- maximum") is classified invalid_request with reason "context_length".
+---
+--- Message Batches (weft.batch): POST /v1/messages/batches {requests =
+--- [{custom_id, params}]}, polled with GET /v1/messages/batches/{id}
+--- (processing_status in_progress, canceling, ended); results as JSONL from
+--- GET /v1/messages/batches/{id}/results ({custom_id, result = {type =
+--- succeeded | errored | canceled | expired, ...}}); POST .../cancel. Half
+--- price.
 local json = weft.json
 
 local FINISH = { end_turn = "stop", stop_sequence = "stop", max_tokens = "length", tool_use = "tool_calls",
@@ -144,6 +151,58 @@ return {
             model = str(body.model), id = str(body.id),
         }
     end,
+
+    batch = {
+        discount = 0.5,
+        ops = { complete = true },
+        line = function(custom_id, op, enc, cfg) return { custom_id = custom_id, params = enc.body } end,
+        submit = function(job, cfg)
+            return { path = "/v1/messages/batches", headers = { ["anthropic-version"] = cfg.version },
+                     input = { as = "array", key = "requests" } }
+        end,
+        submitted = function(job, answer, cfg)
+            if type(answer.id) ~= "string" then return nil, "the answer has no id" end
+            job.id = answer.id
+            return { job = job }
+        end,
+        poll = function(job, cfg)
+            return { method = "GET", path = "/v1/messages/batches/" .. job.id, headers = { ["anthropic-version"] = cfg.version } }
+        end,
+        status = function(job, b, cfg)
+            local rc = type(b.request_counts) == "table" and b.request_counts or {}
+            local function n(k) return tonumber(rc[k]) or 0 end
+            local s = str(b.processing_status)
+            local state = s == "ended" and "ended" or s == "canceling" and "cancelling" or "running"
+            return { job = job, state = state, status = s,
+                     counts = { total = n("processing") + n("succeeded") + n("errored") + n("canceled") + n("expired"),
+                                succeeded = n("succeeded"), failed = n("errored") + n("canceled") + n("expired") } }
+        end,
+        results = function(job, cfg)
+            return { { method = "GET", path = "/v1/messages/batches/" .. job.id .. "/results",
+                       headers = { ["anthropic-version"] = cfg.version } } }
+        end,
+        result = function(line, job, cfg)
+            local r = type(line.result) == "table" and line.result or {}
+            local t = str(r.type)
+            if t == "succeeded" then return { custom_id = line.custom_id, body = r.message } end
+            if t == "errored" then
+                local e = type(r.error) == "table" and type(r.error.error) == "table" and r.error.error or {}
+                local kind = kind_of(nil, e)
+                return { custom_id = line.custom_id,
+                         error = { kind = kind, message = str(e.message) or "errored",
+                                   reason = kind == "invalid_request" and context_length(e) and "context_length" or str(e.type) } }
+            end
+            if t == "canceled" then
+                return { custom_id = line.custom_id, error = { kind = "cancelled", reason = "batch_cancelled",
+                                                               message = "the batch was cancelled before this request ran" } }
+            end
+            return { custom_id = line.custom_id, error = { kind = "timeout", reason = "batch_expired",
+                                                           message = "the batch expired before this request ran" } }
+        end,
+        cancel = function(job, cfg)
+            return { path = "/v1/messages/batches/" .. job.id .. "/cancel", headers = { ["anthropic-version"] = cfg.version } }
+        end,
+    },
 
     classify = function(status, headers, body, cfg)
         local ok, v = pcall(json.decode, body)

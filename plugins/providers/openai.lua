@@ -12,6 +12,14 @@
 --- `data: [DONE]`; errors {"error": {message, type, code}}; POST
 --- /v1/embeddings {model, input} -> data[i].embedding.
 ---
+--- Batches (weft.batch): the requests as a JSONL file ({custom_id, method,
+--- url, body}) uploaded to POST /v1/files (purpose "batch"), then POST
+--- /v1/batches {input_file_id, endpoint, completion_window = "24h"}; polled
+--- with GET /v1/batches/{id}; results in the output file (2xx answers) and
+--- the error file (the rest, and {error = {code = "batch_expired" |
+--- "batch_cancelled"}} for requests that did not run), read with GET
+--- /v1/files/{id}/content; POST /v1/batches/{id}/cancel. Half price.
+---
 --- A prompt over the model's context window (400, code
 --- context_length_exceeded, "This model's maximum context length is N
 --- tokens...") is classified invalid_request with reason "context_length",
@@ -96,6 +104,13 @@ local function context_length(e)
     local m = str(e.message)
     return m ~= nil and m:find("maximum context length", 1, true) ~= nil
 end
+
+-- The batch's status -> weft's state of a job.
+local BATCH_STATES = { validating = "running", in_progress = "running", finalizing = "running",
+                       cancelling = "cancelling", completed = "ended", expired = "ended", cancelled = "ended",
+                       failed = "failed" }
+-- Codes of batch requests that did not run -> kinds.
+local BATCH_ERRORS = { batch_expired = "timeout", batch_cancelled = "cancelled", request_timeout = "timeout" }
 
 local function kind_of(status, e)
     local code, etype = str(e.code), str(e.type)
@@ -187,6 +202,71 @@ return {
             model = str(body.model), id = str(body.id),
         }
     end,
+
+    batch = {
+        discount = 0.5,
+        ops = { complete = true, embed = true },
+        line = function(custom_id, op, enc, cfg)
+            return { custom_id = custom_id, method = enc.method, url = enc.path, body = enc.body }
+        end,
+        -- the upload first; `submitted` then creates the batch over the file
+        submit = function(job, cfg)
+            return { path = "/v1/files",
+                     input = { as = "file", field = "file", filename = "weft-batch.jsonl", form = { purpose = "batch" } } }
+        end,
+        submitted = function(job, answer, cfg)
+            if type(answer.id) ~= "string" then return nil, "the answer has no id" end
+            if not job.input_file_id then
+                job.input_file_id = answer.id
+                local meta
+                if type(job.metadata) == "table" then
+                    meta = {}
+                    for k, v in pairs(job.metadata) do meta[tostring(k)] = tostring(v) end
+                end
+                return { job = job, next = { path = "/v1/batches", body = { input_file_id = answer.id, endpoint = job.path,
+                                                                          completion_window = "24h", metadata = meta } } }
+            end
+            job.id = answer.id
+            return { job = job }
+        end,
+        poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id } end,
+        status = function(job, b, cfg)
+            job.output_file_id, job.error_file_id = str(b.output_file_id), str(b.error_file_id)
+            local rc = type(b.request_counts) == "table" and b.request_counts or {}
+            local msg
+            if type(b.errors) == "table" and type(b.errors.data) == "table" then
+                local parts = {}
+                for i, e in ipairs(b.errors.data) do
+                    if i > 3 then break end
+                    parts[#parts + 1] = (e.line and e.line ~= null and ("line " .. tostring(e.line) .. ": ") or "")
+                        .. (str(e.message) or str(e.code) or "?")
+                end
+                msg = table.concat(parts, "; ")
+            end
+            return { job = job, state = BATCH_STATES[b.status] or "running", status = str(b.status), message = msg,
+                     counts = { total = rc.total, succeeded = rc.completed, failed = rc.failed } }
+        end,
+        results = function(job, cfg)
+            local out = {}
+            for _, id in ipairs { job.output_file_id or false, job.error_file_id or false } do
+                if id then out[#out + 1] = { method = "GET", path = "/v1/files/" .. id .. "/content" } end
+            end
+            return out
+        end,
+        -- {id, custom_id, response = {status_code, body}, error}
+        result = function(line, job, cfg)
+            local r = line.response
+            if type(r) == "table" and tonumber(r.status_code) then
+                return { custom_id = line.custom_id, status = tonumber(r.status_code), body = r.body }
+            end
+            local e = type(line.error) == "table" and line.error or {}
+            local code = str(e.code)
+            return { custom_id = line.custom_id,
+                     error = { kind = BATCH_ERRORS[code] or "transient", reason = code,
+                               message = str(e.message) or code or "no response for this request" } }
+        end,
+        cancel = function(job, cfg) return { path = "/v1/batches/" .. job.id .. "/cancel" } end,
+    },
 
     classify = function(status, headers, body, cfg)
         local e = error_of(body)

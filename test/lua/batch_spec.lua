@@ -1,0 +1,280 @@
+-- batch_spec.lua: weft.batch (lua/weft/batch.lua) over the providers'
+-- batch APIs as weft mock implements them (OpenAI Files + Batches,
+-- Anthropic Message Batches): results mapped back by custom id whatever
+-- order the provider writes them in, per-request failures, progress while
+-- polling, cancellation, expiry, resume, retries of polls but not of the
+-- steps that create a job, and the plugin boundary (paths, unknown ids).
+-- The key is the canary WEFT_CANARY_KEY: scripts/check-canaries.sh greps
+-- every test's output for it.
+local model = require "weft.model"
+local batch = weft.batch
+local mockmod = weft.mock
+
+local CANARY = assert(os.getenv("WEFT_CANARY_KEY"), "run through ctest (WEFT_CANARY_KEY)")
+local pd = require "plugin_dir" ()
+
+local function question(i) return "question number " .. i end
+
+-- A fault sequence for batch items: a 500 for every 10th request.
+local function every_tenth(n, status)
+    local seq = {}
+    for i = 1, n do seq[i] = (i % 10 == 0) and status or "ok" end
+    return seq
+end
+
+local function count(t)
+    local n = 0
+    for _ in pairs(t) do n = n + 1 end
+    return n
+end
+
+describe("weft.batch", function()
+    local mock, n = nil, 0
+    local OPENAI, ANTHROPIC
+    before_each(function()
+        n = n + 1
+        mock = mockmod.start { port = 0, keys = { openai = CANARY, anthropic = CANARY },
+                               batch = { delay = 0.2, finalize = 0.02, cancel_delay = 0.02 } }
+        model.reset()
+        local retry = { max_attempts = 3, base = 0.01, cap = 0.02, budget = false }
+        weft.configure {
+            providers = {
+                openai = { base_url = mock.url, retry = retry, secret = weft.secrets.value("b-oa-" .. n, CANARY) },
+                anthropic = { base_url = mock.url, retry = retry, secret = weft.secrets.value("b-an-" .. n, CANARY) },
+            },
+        }
+        OPENAI, ANTHROPIC = weft.model("openai/gpt-4o-mini"), weft.model("anthropic/claude-3-5-haiku-latest")
+    end)
+    after_each(function() mock:close() end)
+
+    local FAST = { poll = 0.02, max_poll = 0.05, progress = false }
+
+    it("OpenAI: 200 requests -> 200 results by custom id, the injected failures among them", function()
+        mock:set_faults { { endpoint = "batch_item", sequence = every_tenth(200, 500) } }
+        local reqs = {}
+        for i = 1, 200 do reqs[i] = question(i) end
+        local out = batch(OPENAI, reqs, FAST)
+        assert.are.equal("completed", out.status)
+        assert.are.equal(200, out.total)
+        assert.are.equal(180, out.ok)
+        assert.are.equal(20, out.failed)
+        assert.are.equal(180, count(out.results))
+        assert.are.equal(20, count(out.errors))
+        for i = 1, 200 do
+            if i % 10 == 0 then
+                local e = out.errors[i]
+                assert.are.equal("transient", e.kind)
+                assert.are.equal(500, e.status)
+                assert.are.equal(tostring(i), e.custom_id)
+                assert.are.equal(out.id, e.batch_id)
+                assert.is_nil(out.results[i])
+            else
+                local r = out.results[i]
+                assert.are.equal("echo: " .. question(i), r.text)
+                assert.are.equal(tostring(i), r.custom_id)
+                assert.are.equal(mockmod.count_tokens("echo: " .. question(i)), r.usage.output)
+            end
+        end
+        -- the mock ran every request once: 200 items, one upload, one create
+        local st = mock:stats()
+        assert.are.equal(200, st.batch_items)
+        assert.are.equal(1, st.by_endpoint["openai files_upload"])
+        assert.are.equal(1, st.by_endpoint["openai batches_create"])
+        assert.are.equal(2, st.by_endpoint["openai file_content"]) -- the output and the error file
+        -- half price: what the results cost is the batch's, half the list price
+        local p = weft.calls.price("openai", "gpt-4o-mini")
+        local want = (out.usage.input * p.input + out.usage.output * p.output) / 1e6 / 2
+        assert.is_true(math.abs(out.cost - want) < 1e-12)
+        assert.is_true(out.cost > 0)
+        assert.are.equal(out.usage.input, OPENAI:usage().input_tokens)
+    end)
+
+    it("Anthropic: a map keyed by custom ids; errored results mapped to the error taxonomy", function()
+        mock:set_faults { { endpoint = "batch_item", sequence = every_tenth(200, 529) } }
+        local reqs = {}
+        for i = 1, 200 do reqs[("doc-%03d"):format(i)] = { prompt = question(i), max_tokens = 50 } end
+        reqs["doc-007"] = { prompt = "cut", max_tokens = 2 } -- max_tokens reached: a result, finish "length"
+        local out = batch(ANTHROPIC, reqs, FAST)
+        assert.are.equal("ended", out.status)
+        assert.are.equal(180, out.ok)
+        assert.are.equal(20, out.failed)
+        -- items run in sorted key order, so every 10th key failed
+        for i = 1, 200 do
+            local key = ("doc-%03d"):format(i)
+            if i % 10 == 0 then
+                assert.are.equal("transient", out.errors[key].kind)
+                assert.are.equal(key, out.errors[key].custom_id)
+            elseif i == 7 then
+                assert.are.equal("length", out.results[key].finish_reason)
+                assert.are.equal("echo:", out.results[key].text)
+            else
+                assert.are.equal("echo: " .. question(i), out.results[key].text)
+            end
+        end
+        assert.are.equal(200, mock:stats().batch_items)
+        assert.are.equal(1, mock:stats().by_endpoint["anthropic batches_create"])
+    end)
+
+    it("reports progress while polling, done counts rising to the total", function()
+        mock:set_batch { delay = 0.3 }
+        local reqs = {}
+        for i = 1, 30 do reqs[i] = question(i) end
+        local seen = {}
+        local out = batch(OPENAI, reqs, { poll = 0.02, max_poll = 0.02, progress = false,
+                                          on_progress = function(s) seen[#seen + 1] = s end })
+        assert.are.equal(30, out.ok)
+        assert.is_true(#seen >= 3)
+        local last = -1
+        local partial = false
+        for _, s in ipairs(seen) do
+            assert.is_true(s.done >= last)
+            last = s.done
+            assert.are.equal(30, s.total)
+            if s.done > 0 and s.done < 30 then partial = true end
+        end
+        assert.is_true(partial, "a poll saw the job part done")
+        assert.are.equal("ended", seen[#seen].state)
+        assert.are.equal(30, seen[#seen].done)
+    end)
+
+    it("cancel: the requests that had not run come back as cancelled errors (both providers)", function()
+        mock:set_batch { delay = 30 }
+        for _, m in ipairs { OPENAI, ANTHROPIC } do
+            local job = batch.submit(m, { "a", "b", "c" }, FAST)
+            assert.is_string(job.id)
+            local st = job:cancel()
+            assert.are.equal("cancelling", st.state)
+            local out = job:wait()
+            assert.is_true(out.status == "cancelled" or out.status == "ended")
+            assert.are.equal(0, out.ok)
+            assert.are.equal(3, out.failed)
+            for i = 1, 3 do
+                assert.are.equal("cancelled", out.errors[i].kind)
+                assert.are.equal("batch_cancelled", out.errors[i].reason)
+            end
+        end
+    end)
+
+    it("expiry: what ran is a result, the rest timeout errors with reason batch_expired", function()
+        mock:set_batch { delay = 10, window = 0.3 }
+        local reqs = {}
+        for i = 1, 100 do reqs[i] = question(i) end
+        local out = batch(OPENAI, reqs, FAST)
+        assert.are.equal("expired", out.status)
+        assert.is_true(out.ok >= 1 and out.ok < 100)
+        assert.are.equal(100, out.ok + out.failed)
+        for i = 1, 100 do
+            if out.results[i] then assert.are.equal("echo: " .. question(i), out.results[i].text)
+            else
+                assert.are.equal("timeout", out.errors[i].kind)
+                assert.are.equal("batch_expired", out.errors[i].reason)
+            end
+        end
+        -- the provider runs requests in order: the results are the first ones
+        for i = 1, out.ok do assert.is_not_nil(out.results[i]) end
+    end)
+
+    it("a wait that times out names the job; resume picks it up and gets every result", function()
+        mock:set_batch { delay = 0.5 }
+        local reqs = { "one", "two", "three" }
+        local job = batch.submit(ANTHROPIC, reqs, FAST)
+        local ok, err = pcall(job.wait, job, { poll = 0.02, timeout = 0.05, progress = false })
+        assert.is_false(ok)
+        assert.are.equal("timeout", err.kind)
+        assert.are.equal(job.id, err.batch_id)
+        local again = batch.resume(ANTHROPIC, job.id, reqs, FAST)
+        local out = again:wait()
+        assert.are.equal(3, out.ok)
+        assert.are.equal("echo: two", out.results[2].text)
+        assert.are.equal(1, mock:stats().by_endpoint["anthropic batches_create"])
+    end)
+
+    it("embeddings through the OpenAI batch API", function()
+        local out = batch(OPENAI and weft.model("openai/text-embedding-3-small"), { "a b", { "c", "d e" } },
+            { op = "embed", poll = 0.02, progress = false })
+        assert.are.equal(2, out.ok)
+        assert.are.equal(1, #out.results[1].vectors)
+        assert.are.equal(2, #out.results[2].vectors)
+        local want = mockmod.embedding("d e", #out.results[2].vectors[2])
+        for j, x in ipairs(want) do assert.is_true(math.abs(out.results[2].vectors[2][j] - x) < 1e-6) end
+    end)
+
+    it("polls and downloads are retried; the step that creates the job is not", function()
+        mock:set_faults { { endpoint = "batch", sequence = { 500, 503 } },
+                          { endpoint = "file_content", sequence = { 502 } } }
+        local out = batch(OPENAI, { "x", "y" }, FAST)
+        assert.are.equal(2, out.ok)
+        local f = mock:stats().by_fault
+        assert.are.same({ 1, 1, 1 }, { f["500"], f["503"], f["502"] }) -- each failure seen once, then retried
+        mock:set_faults { { endpoint = "batches_create", sequence = { 500 } } }
+        local ok, err = pcall(batch.submit, OPENAI, { "x" }, FAST)
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        assert.matches("did not send it again", err.message)
+        assert.are.equal(2, mock:stats().by_endpoint["openai batches_create"]) -- the first job's and this one, once
+    end)
+
+    it("refuses what cannot batch, before anything is sent", function()
+        local before = mock:stats().requests
+        local function refused(pattern, ...)
+            local ok, err = pcall(...)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+            assert.matches(pattern, err.message)
+        end
+        refused("cannot embed", batch.submit, ANTHROPIC, { "x" }, { op = "embed" })
+        refused("non%-empty", batch.submit, OPENAI, {}, {})
+        refused("custom id", batch.submit, OPENAI, { ["has space"] = "x" }, {})
+        refused("holes", batch.submit, OPENAI, { [1] = "x", [3] = "y" }, {})
+        refused("requests%[2%]", batch.submit, OPENAI, { "x", { max_tokens = 0, prompt = "y" } }, {})
+        refused("op must be", batch.submit, OPENAI, { "x" }, { op = "stream" })
+        weft.configure { providers = { gemini = { base_url = mock.url, secret = weft.secrets.value("b-ge-" .. n, "k") } } }
+        refused("no batch API", batch.submit, weft.model("gemini/gemini-2.0-flash"), { "x" }, {})
+        assert.are.equal(before, mock:stats().requests)
+    end)
+
+    it("the boundary: a plugin's path to another origin is refused; unknown and missing custom ids", function()
+        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
+        -- a plugin that polls somewhere else
+        pd.write("batch_evil" .. n, base:gsub('name = "openai"', 'name = "batch_evil' .. n .. '"')
+            :gsub('poll = function%(job, cfg%) return { method = "GET", path = "/v1/batches/" .. job.id } end',
+                  'poll = function(job, cfg) return { method = "GET", path = "//evil.example/v1/batches/" .. job.id } end'))
+        -- a plugin that renames one result and drops the other
+        pd.write("batch_odd" .. n, base:gsub('name = "openai"', 'name = "batch_odd' .. n .. '"')
+            :gsub('return { custom_id = line.custom_id, status = tonumber%(r.status_code%), body = r.body }',
+                  'if line.custom_id == "2" then return nil, "dropped" end\n'
+                  .. '                return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }'))
+        weft.configure { providers = {
+            evil = { plugin = "batch_evil" .. n, base_url = mock.url, secret = weft.secrets.value("b-ev-" .. n, CANARY) },
+            odd = { plugin = "batch_odd" .. n, base_url = mock.url, secret = weft.secrets.value("b-od-" .. n, CANARY) },
+        } }
+        local job = batch.submit(weft.model("evil/gpt-4o-mini"), { "x" }, FAST)
+        local ok, err = pcall(job.wait, job)
+        assert.is_false(ok)
+        assert.are.equal("integration", err.kind)
+        assert.matches("refused", err.message)
+        assert.is_nil(tostring(err.message):find(CANARY, 1, true))
+
+        local ok2, err2 = pcall(batch, weft.model("odd/gpt-4o-mini"), { "x", "y", "z" }, FAST)
+        assert.is_false(ok2) -- batch.result returned nothing for "2": the plugin broke the contract
+        assert.are.equal("integration", err2.kind)
+        assert.matches("batch.result", err2.message)
+    end)
+
+    it("a result under an unknown custom id is ignored and the request it belonged to is an integration error", function()
+        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
+        pd.write("batch_rename" .. n, base:gsub('name = "openai"', 'name = "batch_rename' .. n .. '"')
+            :gsub('return { custom_id = line.custom_id, status = tonumber%(r.status_code%), body = r.body }',
+                  'return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }'))
+        weft.configure { providers = {
+            rename = { plugin = "batch_rename" .. n, base_url = mock.url, secret = weft.secrets.value("b-rn-" .. n, CANARY) },
+        } }
+        local out = batch(weft.model("rename/gpt-4o-mini"), { "x", "y" }, FAST)
+        assert.are.equal(1, out.ok)
+        assert.are.equal("echo: y", out.results[2].text)
+        assert.are.equal("integration", out.errors[1].kind)
+        assert.are.equal("missing_result", out.errors[1].reason)
+    end)
+end)
+
+teardown(function() pd.remove() end)
