@@ -43,6 +43,13 @@ check "summarize_docs: 500 documents through map, router, fallback and cache" \
     run summarize "$src/examples/summarize_docs.lua"
 check "... all summarized" has summarize "500 documents: 500 summarized, 0 failed"
 check "... the repeats from the cache" has summarize "from the cache          98"
+for p in openai anthropic; do
+    check "batch.lua $p: 200 tickets through the provider's batch API" run "batch_$p" "$src/examples/batch.lua" "$p"
+    check "... every one answered, at half price" grep -qE "200 of 200 answered, 0 failed" "$dir/batch_$p.out"
+    check "... at half the price one by one" awk '/at the batch price/ {
+        gsub(/[$()]/, ""); b = $7; o = $NF; ok = (b > 0 && (o - 2 * b) < 2e-6 && (2 * b - o) < 2e-6) }
+        END { exit !ok }' "$dir/batch_$p.out"
+done
 for e in complete stream embed fastest_answer; do
     check "examples/$e.lua runs" run "$e" "$src/examples/$e.lua"
 done
