@@ -153,6 +153,60 @@ local function host_header(p, headers)
     end
 end
 
+-- What a request of a batch step would be refused for by the host, if
+-- anything.
+local function bad_step(p, r)
+    if type(r) ~= "table" or type(r.path) ~= "string" then return "must return a request {path = \"/...\", ...}" end
+    local why = plugins.bad_path(r.path) or (r.query ~= nil and plugins.bad_query(r.query)) or nil
+    if why then return "the host would refuse it: " .. why end
+    local h = host_header(p, r.headers)
+    if h then return "the host would refuse it: header '" .. h .. "' is the host's" end
+end
+
+-- A provider's batch table: the functions that make requests, on a sample
+-- request and a sample job (status and result read answers: exercised by
+-- weft.batch against a server).
+local function check_batch(F, p, cfg)
+    local b = p.batch
+    local function bcall(fname, ...)
+        local f = b[fname]
+        local res = { plugins.guard(p.name, "batch." .. fname, f, ...) }
+        if not res[1] then return false, res[2] end
+        local c, why = plugins.plain(res[2])
+        if res[2] ~= nil and c == nil then return false, "returned something that is not plain data: " .. why end
+        return true, c
+    end
+    local op = (type(b.ops) ~= "table" or b.ops.complete) and "complete" or "embed"
+    local req = op == "complete" and { model = "fixture-model", messages = { { role = "user", content = "hi" } } }
+        or { model = "fixture-model", input = { "a" } }
+    local ok, enc = call(p, "encode", op, req, cfg)
+    if not ok or type(enc) ~= "table" then return F.err("batch: encode " .. op .. " failed: " .. tostring(enc)) end
+    local ok2, line = bcall("line", "c-1", op, { method = enc.method or "POST", path = enc.path, body = enc.body }, cfg)
+    if not ok2 or type(line) ~= "table" or not pcall(json.encode, line) then
+        F.err("batch.line: must return a table that encodes as JSON: " .. tostring(line))
+    else
+        F.ok("batch.line")
+    end
+    local job = { op = op, count = 1, path = enc.path, model = "fixture-model" }
+    local ok3, sub = bcall("submit", job, cfg)
+    local why = not ok3 and tostring(sub) or bad_step(p, sub)
+    if not why and sub.input ~= nil and (type(sub.input) ~= "table" or (sub.input.as ~= "file" and sub.input.as ~= "array")) then
+        why = "input.as must be \"file\" or \"array\""
+    end
+    if why then F.err("batch.submit: " .. why) else F.ok("batch.submit") end
+    job.id = "fixture-batch"
+    for _, fname in ipairs { "poll", "cancel" } do
+        local ok4, r = bcall(fname, job, cfg)
+        local w = not ok4 and tostring(r) or bad_step(p, r)
+        if w then F.err("batch." .. fname .. ": " .. w) else F.ok("batch." .. fname) end
+    end
+    local ok5, list = bcall("results", job, cfg)
+    local w = not ok5 and tostring(list) or (type(list) ~= "table" and "must return a list of requests") or nil
+    for _, r in ipairs(ok5 and type(list) == "table" and list or {}) do w = w or bad_step(p, r) end
+    if w then F.err("batch.results: " .. w) else F.ok("batch.results") end
+    if not (type(b.discount) == "number") then F.warn("batch.discount not set: results are priced at the normal price") end
+end
+
 local function check_provider(F, path, p)
     local ok, cfg = pcall(plugins.configure, p, {})
     local fx, fxwhere = fixtures_of(path, p)
@@ -209,6 +263,7 @@ local function check_provider(F, path, p)
         if ok2 and type(enc) == "table" and type(enc.path) == "string" then F.ok("encode embed")
         else F.err("encode embed: " .. tostring(enc)) end
     end
+    if p.batch then check_batch(F, p, cfg) end
     if not fx then
         F.warn((fxwhere or "no fixtures") .. ": decode, event and classify not exercised (add NAME.fixtures.lua)")
         return

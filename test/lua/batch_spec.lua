@@ -248,6 +248,10 @@ describe("weft.batch", function()
             evil = { plugin = "batch_evil" .. n, base_url = mock.url, secret = weft.secrets.value("b-ev-" .. n, CANARY) },
             odd = { plugin = "batch_odd" .. n, base_url = mock.url, secret = weft.secrets.value("b-od-" .. n, CANARY) },
         } }
+        -- weft check sees it before anything runs
+        local findings = require("weft.check").file(pd.dir .. "/providers/batch_evil" .. n .. ".lua")
+        assert.are.equal(1, findings.errors)
+        assert.matches("batch.poll: the host would refuse it", table.concat(findings.lines, "\n"))
         local job = batch.submit(weft.model("evil/gpt-4o-mini"), { "x" }, FAST)
         local ok, err = pcall(job.wait, job)
         assert.is_false(ok)
