@@ -265,6 +265,33 @@ describe("weft.batch", function()
         assert.matches("batch.result", err2.message)
     end)
 
+    it("a job the provider fails as a whole raises its reasons; an interrupted wait leaves the job running", function()
+        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
+        pd.write("batch_badurl" .. n, base:gsub('name = "openai"', 'name = "batch_badurl' .. n .. '"')
+            :gsub('url = enc.path', 'url = "/v1/elsewhere"'))
+        weft.configure { providers = {
+            badurl = { plugin = "batch_badurl" .. n, base_url = mock.url, secret = weft.secrets.value("b-bu-" .. n, CANARY) },
+        } }
+        local ok, err = pcall(batch, weft.model("badurl/gpt-4o-mini"), { "x", "y" }, FAST)
+        assert.is_false(ok)
+        assert.are.equal("invalid_request", err.kind)
+        assert.matches("failed: line 1: The url '/v1/elsewhere' does not match", err.message)
+        assert.is_string(err.batch_id)
+
+        mock:set_batch { delay = 30 }
+        local job = batch.submit(OPENAI, { "a", "b" }, FAST)
+        local task = weft.spawn(function() return job:wait() end)
+        while job.last == nil do weft.sleep(0.01) end -- it has polled once
+        task:cancel()
+        local tok, terr = pcall(task.wait, task)
+        assert.is_false(tok)
+        assert.are.equal("cancelled", terr.kind)
+        -- nothing was cancelled at the provider: the job goes on
+        assert.are.equal("in_progress", job:status().status)
+        assert.is_nil(mock:stats().by_endpoint["openai batch_cancel"])
+        job:cancel()
+    end)
+
     it("a result under an unknown custom id is ignored and the request it belonged to is an integration error", function()
         local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
         pd.write("batch_rename" .. n, base:gsub('name = "openai"', 'name = "batch_rename' .. n .. '"')
