@@ -386,6 +386,17 @@ local function classify(ctx, res, body)
 end
 M.classify = classify
 
+--- A non-2xx answer raised as the error the plugin classifies it as,
+--- without feeding the limiter (weft.batch: a batch API's answers say
+--- nothing about the provider's synchronous quotas).
+---@param ctx table
+---@param res weft.http.Response
+---@param body? string the body as a plugin may see it (redacted)
+function M.raise_failure(ctx, res, body)
+    host_readings(ctx, res)
+    if res.status >= 300 then http_failure(ctx, res, body or "") end
+end
+
 ------------------------------------------------------------ decode
 
 -- decode's result as the host's own table: the fields the host knows,

@@ -205,7 +205,11 @@ end
 -- A multipart/form-data body: the plugin's form fields, then the lines as
 -- a JSONL file.
 local function multipart(ctx, input, lines)
-    local boundary = format("weft-%08x%08x", floor(math.random() * 0xffffffff), floor(now() * 1e6) % 0xffffffff)
+    local content = concat(lines, "\n")
+    local boundary
+    repeat -- one that the content does not hold
+        boundary = format("weft-%08x%08x", floor(math.random() * 0xffffffff), floor(now() * 1e6) % 0xffffffff)
+    until not content:find(boundary, 1, true)
     local out = {}
     local form = input.form or {}
     if type(form) ~= "table" then plugin_fail(ctx, "batch.submit: input.form must be a table of strings") end
@@ -226,7 +230,7 @@ local function multipart(ctx, input, lines)
     end
     out[#out + 1] = format('--%s\r\ncontent-disposition: form-data; name="%s"; filename="%s"\r\ncontent-type: application/jsonl\r\n\r\n',
         boundary, field, filename)
-    out[#out + 1] = concat(lines, "\n")
+    out[#out + 1] = content
     out[#out + 1] = format("\n\r\n--%s--\r\n", boundary)
     return concat(out), "multipart/form-data; boundary=" .. boundary
 end
@@ -277,7 +281,7 @@ local function send(ctx, call, step, what, opts)
                 error(res, 0)
             end
             call:http(res)
-            pipeline.classify(ctx, res, res.status >= 300 and redact_json_text(res.body) or nil)
+            pipeline.raise_failure(ctx, res, res.status >= 300 and redact_json_text(res.body) or nil)
             return res
         end)
         if not ok then
@@ -393,7 +397,7 @@ local function take_result(ctx, job, out, call, line)
     end
     if status and (status < 200 or status >= 300) then
         local body = r.body ~= nil and json.encode(r.body) or ""
-        local ok, e = pcall(pipeline.classify, ictx, { status = status, headers = {}, body = body }, redact_json_text(body))
+        local ok, e = pcall(pipeline.raise_failure, ictx, { status = status, headers = {}, body = body }, redact_json_text(body))
         if ok then e = errors.new("integration", "batch: an error status classified as success") end
         if not errors.is(e) then e = errors.new("integration", tostring(e)) end
         e.provider, e.model = ctx.inst.name, m
