@@ -80,6 +80,14 @@ M.FUNCTIONS = BATCH_FUNCTIONS
 -- The steps that create something are not sent again once they may have
 -- reached the provider; these failures say they did not.
 local NOT_SENT = { refused = true, connect = true, dns = true, connect_timeout = true }
+-- Failures after which a creating step may have been done by the provider.
+local MAYBE_DONE = { transient = true, timeout = true, integration = true }
+-- Poll failures a wait outlives.
+local MISSED_POLL = { transient = true, timeout = true, rate_limited = true, circuit_open = true }
+
+--- Seconds an upload or a results download may take (at least the
+--- provider's timeout).
+M.TRANSFER_TIMEOUT = 900
 
 local function bad(msg) error(errors.new("invalid_request", "weft.batch: " .. msg), 0) end
 
@@ -116,7 +124,9 @@ local function context(model, op)
 end
 
 -- Call the plugin's batch function `fname` under its budget; its failure
--- is an integration error naming it.
+-- is an integration error naming it. The job's state is handed over as a
+-- fresh copy each time (`plain(job.state)`): the host's stays the host's,
+-- a plugin cannot hang a metatable on it.
 local function bcall(ctx, fname, ...)
     local f = rawget(ctx.batch, fname)
     local what = format("provider plugin %s (%s): batch.%s", tostring(ctx.plugin.name),
@@ -243,6 +253,7 @@ local function array_body(ctx, input, body, lines)
     if body ~= nil then
         if type(body) ~= "table" then plugin_fail(ctx, "batch.submit: with input.as = \"array\" the body must be a table") end
         local s = json.encode(body)
+        if s:sub(1, 1) ~= "{" and s ~= "[]" then plugin_fail(ctx, "batch.submit: the body must be an object") end
         if s ~= "{}" and s ~= "[]" then rest = "," .. s:sub(2) end
     end
     return '{"' .. key .. '":[' .. concat(lines, ",") .. "]" .. rest, "application/json"
@@ -259,6 +270,7 @@ local function send(ctx, call, step, what, opts)
                   headers = rawget(step, "headers"), body = input == nil and rawget(step, "body") or nil }
     local hopts = pipeline.request_of(ctx, req, ctx.auth)
     if input ~= nil then
+        if not opts.lines then plugin_fail(ctx, "batch." .. what .. ": only the steps that create the job take an input") end
         if type(input) ~= "table" then plugin_fail(ctx, "batch." .. what .. ": input must be a table") end
         local body, ctype
         if input.as == "file" then body, ctype = multipart(ctx, input, opts.lines)
@@ -269,8 +281,10 @@ local function send(ctx, call, step, what, opts)
     if hopts.method == "GET" or hopts.method == "DELETE" then hopts.headers["content-type"] = nil end
     if opts.raw then hopts.max_body = opts.max_body or 1024 * 1024 * 1024 end
     local inst = ctx.inst
+    -- an upload or a results file can take far longer than a completion
+    local limit = (input ~= nil or opts.raw) and max(inst.timeout, M.TRANSFER_TIMEOUT) or inst.timeout
     local res = retry.run(inst.policy, function(_, remaining)
-        local t = inst.timeout
+        local t = limit
         if remaining and remaining < t then t = remaining end
         if t <= 0 then fail(ctx, "timeout", "weft.batch: the wait's deadline was reached") end
         hopts.timeout, hopts.connect_timeout = t, inst.connect_timeout
@@ -285,7 +299,8 @@ local function send(ctx, call, step, what, opts)
             return res
         end)
         if not ok then
-            if opts.creates and errors.is(r) and r.kind ~= "rate_limited" and not NOT_SENT[r.reason] then
+            if opts.once and errors.is(r) and r.status == 409 then r.should_retry = false end
+            if opts.creates and errors.is(r) and MAYBE_DONE[r.kind] and not NOT_SENT[r.reason] then
                 r.should_retry = false -- it may exist already: not made twice
                 r.message = r.message .. " (weft.batch did not send it again: the provider may have made it; check its list)"
             end
@@ -301,6 +316,22 @@ local function send(ctx, call, step, what, opts)
     end
     if res.body:find("\\u", 1, true) then redact_decoded(v, 0) end
     return v
+end
+
+-- The wait options (weft.BatchWaitOptions), checked: a copy.
+local function check_wait(opts)
+    if type(opts) ~= "table" then bad("opts must be a table") end
+    local o = { poll = opts.poll, max_poll = opts.max_poll, timeout = opts.timeout, progress = opts.progress,
+                on_progress = opts.on_progress }
+    local function secs(k)
+        local v = o[k]
+        if v ~= nil and not (type(v) == "number" and v > 0 and v < math.huge) then bad(k .. " must be seconds > 0") end
+    end
+    secs("poll") secs("max_poll") secs("timeout")
+    if o.poll and o.max_poll and o.max_poll < o.poll then bad("max_poll must be >= poll") end
+    if o.on_progress ~= nil and type(o.on_progress) ~= "function" then bad("on_progress must be a function") end
+    if o.progress ~= nil and type(o.progress) ~= "boolean" then bad("progress must be true or false") end
+    return o
 end
 
 ------------------------------------------------------------ the job
@@ -327,7 +358,7 @@ end
 
 -- The plugin's status reading of a poll's answer, checked.
 local function read_status(ctx, job, answer)
-    local st = bresult(ctx, "status", bcall(ctx, "status", job.state, answer, ctx.pcfg))
+    local st = bresult(ctx, "status", bcall(ctx, "status", plain(job.state), answer, ctx.pcfg))
     if st.job ~= nil then
         if type(st.job) ~= "table" then plugin_fail(ctx, "batch.status: job must be a table") end
         job.state = st.job
@@ -351,7 +382,7 @@ end
 function Job:status()
     local ctx = self.ctx
     return recorded(ctx, function(call)
-        return read_status(ctx, self, send(ctx, call, bresult(ctx, "poll", bcall(ctx, "poll", self.state, ctx.pcfg)), "poll"))
+        return read_status(ctx, self, send(ctx, call, bresult(ctx, "poll", bcall(ctx, "poll", plain(self.state), ctx.pcfg)), "poll"))
     end)
 end
 
@@ -361,8 +392,15 @@ end
 function Job:cancel()
     local ctx = self.ctx
     return recorded(ctx, function(call)
-        local step = bresult(ctx, "cancel", bcall(ctx, "cancel", self.state, ctx.pcfg))
-        local st = read_status(ctx, self, send(ctx, call, step, "cancel", { creates = false }))
+        local step = bresult(ctx, "cancel", bcall(ctx, "cancel", plain(self.state), ctx.pcfg))
+        local ok, answer = pcall(send, ctx, call, step, "cancel", { once = true })
+        if not ok then
+            -- 409: it cannot be cancelled (it ended, or is finishing): its status says how it stands
+            if not (errors.is(answer) and answer.status == 409) then error(answer, 0) end
+            local poll = bresult(ctx, "poll", bcall(ctx, "poll", plain(self.state), ctx.pcfg))
+            answer = send(ctx, call, poll, "poll")
+        end
+        local st = read_status(ctx, self, answer)
         log.info("batch cancel asked", { batch_id = self.id, status = st.status })
         return st
     end)
@@ -370,7 +408,14 @@ end
 
 -- A result line -> the item's result or error, recorded.
 local function take_result(ctx, job, out, call, line)
-    local r = bresult(ctx, "result", bcall(ctx, "result", line, job.state, ctx.pcfg))
+    -- a line the plugin cannot read loses that line only (its request ends
+    -- as a missing result), not the results already paid for
+    local rok, r = pcall(function() return bresult(ctx, "result", bcall(ctx, "result", line, plain(job.state), ctx.pcfg)) end)
+    if not rok then
+        log.warn("batch result line the plugin cannot read: skipped", { batch_id = job.id,
+            error = errors.is(r) and r.message or tostring(r) })
+        return
+    end
     local id = r.custom_id
     local item = type(id) == "string" and job.by_id[id] or nil
     if not item then
@@ -433,7 +478,7 @@ local function results(ctx, job, call, st)
     local out = { id = job.id, status = st.status, provider = ctx.inst.name, model = ctx.model.model,
                   results = {}, errors = {}, ok = 0, failed = 0, total = job.count, seen = {},
                   usage = { input = 0, output = 0 } }
-    local steps = bresult(ctx, "results", bcall(ctx, "results", job.state, ctx.pcfg))
+    local steps = bresult(ctx, "results", bcall(ctx, "results", plain(job.state), ctx.pcfg))
     for i = 1, #steps do
         if type(steps[i]) ~= "table" then plugin_fail(ctx, "batch.results must return a list of requests") end
         local text = send(ctx, call, steps[i], "results", { raw = true })
@@ -447,15 +492,23 @@ local function results(ctx, job, call, st)
             end
         end
     end
+    -- a request without a result: of a job cancelled or expired, one that
+    -- did not run (providers need not write a line for it); else lost
+    local st_word = tostring(st.status):lower()
+    local kind, reason, why = "integration", "missing_result", "no result for custom id %s"
+    if st_word:find("cancel", 1, true) then
+        kind, reason, why = "cancelled", "batch_cancelled", "no result for custom id %s: the batch was cancelled before it ran"
+    elseif st_word:find("expire", 1, true) then
+        kind, reason, why = "timeout", "batch_expired", "no result for custom id %s: the batch expired before it ran"
+    end
     for _, item in ipairs(job.items) do
         if not out.seen[item.custom_id] then
-            local e = errors.new("integration", format("%s batch %s: no result for custom id %s", ctx.plugin.name,
-                tostring(job.id), item.custom_id), { provider = ctx.inst.name, model = ctx.model.model,
-                                                     reason = "missing_result" })
+            local e = errors.new(kind, format("%s batch %s: " .. why, ctx.plugin.name, tostring(job.id), item.custom_id),
+                { provider = ctx.inst.name, model = ctx.model.model, reason = reason })
             e.custom_id, e.key, e.batch_id = item.custom_id, item.key, job.id
             out.errors[item.key] = e
             out.failed = out.failed + 1
-            outcomes:inc(1, ctx.inst.name, ctx.model.model, "integration")
+            outcomes:inc(1, ctx.inst.name, ctx.model.model, kind)
         end
     end
     out.seen = nil
@@ -498,15 +551,11 @@ end
 ---@param opts? weft.BatchWaitOptions
 ---@return weft.BatchResult
 function Job:wait(opts)
-    opts = opts or self.opts
-    if type(opts) ~= "table" then bad("wait: opts must be a table") end
+    opts = opts == nil and self.opts or check_wait(opts)
     local ctx = self.ctx
-    local interval = tonumber(opts.poll) or 10
-    local max_poll = tonumber(opts.max_poll) or max(60, interval)
-    if not (interval > 0) or not (max_poll >= interval) then bad("poll must be > 0 and max_poll >= poll") end
-    if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then bad("on_progress must be a function") end
+    local interval = opts.poll or 10
+    local max_poll = opts.max_poll or max(60, interval)
     local timeout = opts.timeout
-    if timeout ~= nil and not (type(timeout) == "number" and timeout > 0) then bad("timeout must be seconds > 0") end
     local t0 = now()
     local deadline = timeout and t0 + timeout or nil
     local mapmod = require "weft.map"
@@ -522,13 +571,19 @@ function Job:wait(opts)
         local ok, err = pcall(function()
             while true do
                 if deadline and now() >= deadline then error(too_late(), 0) end
-                local step = bresult(ctx, "poll", bcall(ctx, "poll", self.state, ctx.pcfg))
+                local step = bresult(ctx, "poll", bcall(ctx, "poll", plain(self.state), ctx.pcfg))
                 local pok, answer = pcall(send, ctx, call, step, "poll", { deadline = deadline })
                 if not pok then
                     if deadline and now() >= deadline and errors.is(answer) and answer.kind == "timeout" then
                         error(too_late(), 0)
                     end
-                    error(answer, 0)
+                    -- an outage of the provider's API, its retries spent: a
+                    -- missed poll (the job goes on there), not the end of a
+                    -- wait of hours
+                    if not (errors.is(answer) and MISSED_POLL[answer.kind]) then error(answer, 0) end
+                    log.warn("batch poll failed: trying again later", { batch_id = self.id, error = answer.message })
+                    wait = min(max_poll, wait * 1.5)
+                    goto sleep
                 end
                 st = read_status(ctx, self, answer)
                 if pg then pg.done, pg.failed = st.done, st.failed end
@@ -536,8 +591,10 @@ function Job:wait(opts)
                 mapmod._progress_tick(pg)
                 if st.state == "ended" or st.state == "failed" then break end
                 if st.done ~= last_done then wait, last_done = interval, st.done else wait = min(max_poll, wait * 1.5) end
+                ::sleep::
                 if deadline and now() + wait > deadline then wait = max(0, deadline - now()) end
-                T.sleep(wait)
+                local _, serr = T.sleep(wait)
+                if serr then error(serr, 0) end
             end
         end)
         mapmod._progress_tick(pg, true)
@@ -568,12 +625,28 @@ local function new_job(ctx, items, opts)
     return setmetatable({ ctx = ctx, items = items, by_id = by_id, count = #items, opts = opts }, Job)
 end
 
+-- The options of a job, checked before anything is sent (a job must not
+-- be made and then lost to a bad wait option); `metadata` as a copy of
+-- string keys and values (the plugin gets that copy, never the caller's).
 local function check_opts(opts)
     if opts == nil then return {} end
     if type(opts) ~= "table" then bad("opts must be a table") end
-    if opts.op ~= nil and opts.op ~= "complete" and opts.op ~= "embed" then bad("op must be \"complete\" or \"embed\"") end
-    if opts.metadata ~= nil and type(opts.metadata) ~= "table" then bad("metadata must be a table of strings") end
-    return opts
+    local o = check_wait(opts)
+    o.op = opts.op
+    if o.op ~= nil and o.op ~= "complete" and o.op ~= "embed" then bad("op must be \"complete\" or \"embed\"") end
+    if opts.metadata ~= nil then
+        if type(opts.metadata) ~= "table" then bad("metadata must be a table of strings") end
+        local m, n = {}, 0
+        for k, v in pairs(opts.metadata) do
+            n = n + 1
+            if type(k) ~= "string" or type(v) ~= "string" or #k > 64 or #v > 512 or n > 16 then
+                bad("metadata: at most 16 string keys (64 bytes) with string values (512 bytes)")
+            end
+            m[k] = v
+        end
+        o.metadata = m
+    end
+    return o
 end
 
 --- Create a batch job of `requests` at the provider of `model` (a
@@ -594,10 +667,10 @@ function M.submit(model, requests, opts)
     local job = new_job(ctx, items, opts)
     job.state = { op = ctx.op, count = #items, path = path, model = ctx.model.model, metadata = opts.metadata }
     recorded(ctx, function(call)
-        local step = bresult(ctx, "submit", bcall(ctx, "submit", job.state, ctx.pcfg))
+        local step = bresult(ctx, "submit", bcall(ctx, "submit", plain(job.state), ctx.pcfg))
         for _ = 1, 8 do
             local answer = send(ctx, call, step, "submit", { lines = lines, creates = true })
-            local r = bresult(ctx, "submitted", bcall(ctx, "submitted", job.state, answer, ctx.pcfg))
+            local r = bresult(ctx, "submitted", bcall(ctx, "submitted", plain(job.state), answer, ctx.pcfg))
             if type(r.job) ~= "table" then plugin_fail(ctx, "batch.submitted must return {job = ..., next = request?}") end
             job.state = r.job
             if r.next == nil then break end
@@ -628,7 +701,13 @@ end
 
 --- Submit and wait: the results (weft.BatchResult).
 function M.run(model, requests, opts)
-    return M.submit(model, requests, opts):wait()
+    local job = M.submit(model, requests, opts)
+    local ok, out = pcall(job.wait, job)
+    if not ok then
+        if errors.is(out) then out.batch_id = out.batch_id or job.id end
+        error(out, 0)
+    end
+    return out
 end
 
 return setmetatable(M, { __call = function(_, ...) return M.run(...) end })

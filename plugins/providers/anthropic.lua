@@ -196,8 +196,12 @@ return {
                 return { custom_id = line.custom_id, error = { kind = "cancelled", reason = "batch_cancelled",
                                                                message = "the batch was cancelled before this request ran" } }
             end
-            return { custom_id = line.custom_id, error = { kind = "timeout", reason = "batch_expired",
-                                                           message = "the batch expired before this request ran" } }
+            if t == "expired" then
+                return { custom_id = line.custom_id, error = { kind = "timeout", reason = "batch_expired",
+                                                               message = "the batch expired before this request ran" } }
+            end
+            return { custom_id = line.custom_id, error = { kind = "integration", reason = "unknown_result",
+                                                           message = "a result of unknown type " .. tostring(t) } }
         end,
         cancel = function(job, cfg)
             return { path = "/v1/messages/batches/" .. job.id .. "/cancel", headers = { ["anthropic-version"] = cfg.version } }

@@ -243,6 +243,8 @@ return {
                 end
                 msg = table.concat(parts, "; ")
             end
+            if not str(b.status) then return { job = job, state = "failed", message = "the batch has no status" } end
+            -- a status this plugin does not know yet: still running (the wait's timeout bounds it)
             return { job = job, state = BATCH_STATES[b.status] or "running", status = str(b.status), message = msg,
                      counts = { total = rc.total, succeeded = rc.completed, failed = rc.failed } }
         end,

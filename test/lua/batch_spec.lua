@@ -28,13 +28,22 @@ local function count(t)
     return n
 end
 
+-- The mock's batch clock: it moves only when a spec moves it (FAST's
+-- on_progress: a step after every poll), so every job's phases are exact
+-- whatever the machine's speed. Steps and delays are binary fractions
+-- (exact sums).
+local T, STEP = 0, 0.125
+local function tick() T = T + STEP end
+
 describe("weft.batch", function()
     local mock, n = nil, 0
     local OPENAI, ANTHROPIC
     before_each(function()
         n = n + 1
+        STEP = 0.125
         mock = mockmod.start { port = 0, keys = { openai = CANARY, anthropic = CANARY },
-                               batch = { delay = 0.2, finalize = 0.02, cancel_delay = 0.02 } }
+                               batch = { delay = 0.25, finalize = 0.125, cancel_delay = 0.125 },
+                               clock = function() return T end }
         model.reset()
         local retry = { max_attempts = 3, base = 0.01, cap = 0.02, budget = false }
         weft.configure {
@@ -47,7 +56,7 @@ describe("weft.batch", function()
     end)
     after_each(function() mock:close() end)
 
-    local FAST = { poll = 0.02, max_poll = 0.05, progress = false }
+    local FAST = { poll = 0.01, max_poll = 0.02, progress = false, on_progress = tick }
 
     it("OpenAI: 200 requests -> 200 results by custom id, the injected failures among them", function()
         mock:set_faults { { endpoint = "batch_item", sequence = every_tenth(200, 500) } }
@@ -115,30 +124,25 @@ describe("weft.batch", function()
         assert.are.equal(1, mock:stats().by_endpoint["anthropic batches_create"])
     end)
 
-    it("reports progress while polling, done counts rising to the total", function()
-        mock:set_batch { delay = 0.3 }
+    it("reports progress while polling: done counts rising to the total, the provider's status", function()
+        mock:set_batch { delay = 1 }
+        STEP = 0.25
         local reqs = {}
-        for i = 1, 30 do reqs[i] = question(i) end
-        local seen = {}
-        local out = batch(OPENAI, reqs, { poll = 0.02, max_poll = 0.02, progress = false,
-                                          on_progress = function(s) seen[#seen + 1] = s end })
-        assert.are.equal(30, out.ok)
-        assert.is_true(#seen >= 3)
-        local last = -1
-        local partial = false
-        for _, s in ipairs(seen) do
-            assert.is_true(s.done >= last)
-            last = s.done
-            assert.are.equal(30, s.total)
-            if s.done > 0 and s.done < 30 then partial = true end
-        end
-        assert.is_true(partial, "a poll saw the job part done")
-        assert.are.equal("ended", seen[#seen].state)
-        assert.are.equal(30, seen[#seen].done)
+        for i = 1, 40 do reqs[i] = question(i) end
+        local done, status = {}, {}
+        local out = batch(OPENAI, reqs, { poll = 0.01, max_poll = 0.01, progress = false,
+                                          on_progress = function(s)
+                                              done[#done + 1], status[#status + 1] = s.done, s.status
+                                              tick()
+                                          end })
+        assert.are.equal(40, out.ok)
+        -- a quarter of the delay between polls: a quarter of the requests each time
+        assert.are.same({ 0, 10, 20, 30, 40, 40 }, done)
+        assert.are.same({ "in_progress", "in_progress", "in_progress", "in_progress", "finalizing", "completed" }, status)
     end)
 
     it("cancel: the requests that had not run come back as cancelled errors (both providers)", function()
-        mock:set_batch { delay = 30 }
+        mock:set_batch { delay = 64 }
         for _, m in ipairs { OPENAI, ANTHROPIC } do
             local job = batch.submit(m, { "a", "b", "c" }, FAST)
             assert.is_string(job.id)
@@ -155,14 +159,15 @@ describe("weft.batch", function()
         end
     end)
 
-    it("expiry: what ran is a result, the rest timeout errors with reason batch_expired", function()
-        mock:set_batch { delay = 10, window = 0.3 }
+    it("expiry: what ran is a result, the rest timeout errors with reason batch_expired (both providers)", function()
+      for _, m in ipairs { OPENAI, ANTHROPIC } do
+        mock:set_batch { delay = 8, window = 0.5 }
         local reqs = {}
         for i = 1, 100 do reqs[i] = question(i) end
-        local out = batch(OPENAI, reqs, FAST)
-        assert.are.equal("expired", out.status)
-        assert.is_true(out.ok >= 1 and out.ok < 100)
-        assert.are.equal(100, out.ok + out.failed)
+        local out = batch(m, reqs, FAST)
+        assert.are.equal(m == OPENAI and "expired" or "ended", out.status)
+        assert.are.equal(6, out.ok) -- 0.5 s of 8: 6.25 of 100
+        assert.are.equal(94, out.failed)
         for i = 1, 100 do
             if out.results[i] then assert.are.equal("echo: " .. question(i), out.results[i].text)
             else
@@ -172,26 +177,30 @@ describe("weft.batch", function()
         end
         -- the provider runs requests in order: the results are the first ones
         for i = 1, out.ok do assert.is_not_nil(out.results[i]) end
+      end
     end)
 
-    it("a wait that times out names the job; resume picks it up and gets every result", function()
-        mock:set_batch { delay = 0.5 }
-        local reqs = { "one", "two", "three" }
-        local job = batch.submit(ANTHROPIC, reqs, FAST)
-        local ok, err = pcall(job.wait, job, { poll = 0.02, timeout = 0.05, progress = false })
-        assert.is_false(ok)
-        assert.are.equal("timeout", err.kind)
-        assert.are.equal(job.id, err.batch_id)
-        local again = batch.resume(ANTHROPIC, job.id, reqs, FAST)
-        local out = again:wait()
-        assert.are.equal(3, out.ok)
-        assert.are.equal("echo: two", out.results[2].text)
+    it("a wait that times out names the job; resume picks it up and gets every result (both providers)", function()
+        for _, m in ipairs { OPENAI, ANTHROPIC } do
+            local reqs = { "one", "two", "three" }
+            local job = batch.submit(m, reqs, FAST)
+            -- the clock stands still: the job cannot end before the wait's timeout
+            local ok, err = pcall(job.wait, job, { poll = 0.01, timeout = 0.05, progress = false })
+            assert.is_false(ok)
+            assert.are.equal("timeout", err.kind)
+            assert.are.equal(job.id, err.batch_id)
+            local again = batch.resume(m, job.id, reqs, FAST)
+            local out = again:wait()
+            assert.are.equal(3, out.ok)
+            assert.are.equal("echo: two", out.results[2].text)
+        end
         assert.are.equal(1, mock:stats().by_endpoint["anthropic batches_create"])
+        assert.are.equal(1, mock:stats().by_endpoint["openai batches_create"])
     end)
 
     it("embeddings through the OpenAI batch API", function()
         local out = batch(OPENAI and weft.model("openai/text-embedding-3-small"), { "a b", { "c", "d e" } },
-            { op = "embed", poll = 0.02, progress = false })
+            { op = "embed", poll = 0.01, progress = false, on_progress = tick })
         assert.are.equal(2, out.ok)
         assert.are.equal(1, #out.results[1].vectors)
         assert.are.equal(2, #out.results[2].vectors)
@@ -212,6 +221,48 @@ describe("weft.batch", function()
         assert.are.equal("transient", err.kind)
         assert.matches("did not send it again", err.message)
         assert.are.equal(2, mock:stats().by_endpoint["openai batches_create"]) -- the first job's and this one, once
+    end)
+
+    it("a provider outage longer than the poll's retries is a missed poll, not the end of the wait", function()
+        -- 3 attempts per poll: two polls fail whole, the third gets through
+        mock:set_faults { { endpoint = "batch", sequence = { 500, 500, 500, 503, 503, 503 } } }
+        local out = batch(OPENAI, { "x" }, FAST)
+        assert.are.equal(1, out.ok)
+        assert.are.equal(6, mock:stats().by_fault["500"] + mock:stats().by_fault["503"])
+    end)
+
+    it("a 429 on the step that creates the job is sent again (the provider refused it)", function()
+        mock:set_faults { { endpoint = "batches_create", sequence = { 429 }, retry_after = 0.01 } }
+        local out = batch(OPENAI, { "x" }, FAST)
+        assert.are.equal(1, out.ok)
+        assert.are.equal(2, mock:stats().by_endpoint["openai batches_create"])
+    end)
+
+    it("a results file with lines that are not JSON: those are skipped, their requests missing results", function()
+        mock:set_faults { { endpoint = "file_content", sequence = { "malformed" } } }
+        local out = batch(OPENAI, { "x", "y" }, FAST)
+        assert.are.equal(0, out.ok)
+        for i = 1, 2 do
+            assert.are.equal("integration", out.errors[i].kind)
+            assert.are.equal("missing_result", out.errors[i].reason)
+        end
+    end)
+
+    it("metadata goes to the provider as a copy; options are checked before anything is sent", function()
+        local meta = { team = "search", run = "nightly" }
+        local job = batch.submit(OPENAI, { "x" }, { metadata = meta, poll = 0.01, progress = false, on_progress = tick })
+        assert.are.same({ team = "search", run = "nightly" }, mock.batch_jobs[job.id].metadata)
+        assert.is_nil(getmetatable(meta))
+        assert.are.same({ team = "search", run = "nightly" }, meta)
+        assert.are.equal(1, job:wait().ok)
+        local before = mock:stats().requests
+        for _, o in ipairs { { timeout = 0 }, { on_progress = true }, { poll = -1 }, { poll = 5, max_poll = 1 },
+                             { progress = "yes" }, { metadata = { n = 1 } }, { metadata = "x" } } do
+            local ok, err = pcall(batch, OPENAI, { "x" }, o)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+        end
+        assert.are.equal(before, mock:stats().requests)
     end)
 
     it("refuses what cannot batch, before anything is sent", function()
@@ -259,10 +310,15 @@ describe("weft.batch", function()
         assert.matches("refused", err.message)
         assert.is_nil(tostring(err.message):find(CANARY, 1, true))
 
-        local ok2, err2 = pcall(batch, weft.model("odd/gpt-4o-mini"), { "x", "y", "z" }, FAST)
-        assert.is_false(ok2) -- batch.result returned nothing for "2": the plugin broke the contract
-        assert.are.equal("integration", err2.kind)
-        assert.matches("batch.result", err2.message)
+        -- batch.result returns nothing for "2" (the plugin broke the contract
+        -- on that line): that one is lost, not the others
+        local out = batch(weft.model("odd/gpt-4o-mini"), { "x", "y", "z" }, FAST)
+        assert.are.equal(1, out.ok)
+        assert.are.equal("echo: z", out.results[3].text)
+        for i = 1, 2 do
+            assert.are.equal("integration", out.errors[i].kind)
+            assert.are.equal("missing_result", out.errors[i].reason)
+        end
     end)
 
     it("a job the provider fails as a whole raises its reasons; an interrupted wait leaves the job running", function()
@@ -278,10 +334,13 @@ describe("weft.batch", function()
         assert.matches("failed: line 1: The url '/v1/elsewhere' does not match", err.message)
         assert.is_string(err.batch_id)
 
-        mock:set_batch { delay = 30 }
         local job = batch.submit(OPENAI, { "a", "b" }, FAST)
-        local task = weft.spawn(function() return job:wait() end)
-        while job.last == nil do weft.sleep(0.01) end -- it has polled once
+        local task = weft.spawn(function() return job:wait { poll = 0.01, progress = false } end) -- the clock stands still
+        for _ = 1, 1000 do
+            if job.last then break end -- it has polled once
+            weft.sleep(0.01)
+        end
+        assert.is_not_nil(job.last)
         task:cancel()
         local tok, terr = pcall(task.wait, task)
         assert.is_false(tok)
@@ -290,6 +349,23 @@ describe("weft.batch", function()
         assert.are.equal("in_progress", job:status().status)
         assert.is_nil(mock:stats().by_endpoint["openai batch_cancel"])
         job:cancel()
+    end)
+
+    it("the boundary: a batch step may not set a header that carries credentials", function()
+        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
+        pd.write("batch_hdr" .. n, base:gsub('name = "openai"', 'name = "batch_hdr' .. n .. '"')
+            :gsub('poll = function%(job, cfg%) return { method = "GET", path = "/v1/batches/" .. job.id } end',
+                  'poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id, headers = { Authorization = "Bearer mine" } } end'))
+        weft.configure { providers = {
+            hdr = { plugin = "batch_hdr" .. n, base_url = mock.url, secret = weft.secrets.value("b-hd-" .. n, CANARY) },
+        } }
+        local job = batch.submit(weft.model("hdr/gpt-4o-mini"), { "x" }, FAST)
+        local polls = mock:stats().by_endpoint["openai batch"]
+        local ok, err = pcall(job.wait, job)
+        assert.is_false(ok)
+        assert.are.equal("integration", err.kind)
+        assert.matches("header 'authorization' is the host's", err.message)
+        assert.are.equal(polls, mock:stats().by_endpoint["openai batch"]) -- nothing sent
     end)
 
     it("a result under an unknown custom id is ignored and the request it belonged to is an integration error", function()

@@ -1,7 +1,8 @@
 -- mock_batch_spec.lua: weft mock's batch APIs on the wire (through
 -- weft.http, no weft.batch): OpenAI Files + Batches and Anthropic Message
 -- Batches, their validation, the compressed timing (processing spread over
--- `delay`, expiry after `window`, cancellation) and the option checks.
+-- `delay`, expiry after `window`, cancellation: on a clock the specs step)
+-- and the option checks.
 local http, json = weft.http, weft.json
 local mock_mod = weft.mock
 
@@ -34,19 +35,26 @@ local function create(m, file_id)
                                                            completion_window = "24h" })
 end
 
+-- The mock's clock: stepped by the specs (binary fractions: exact sums).
+local T = 0
+
+-- Look at a job until `field` is `want`, the clock a step further each look.
 local function until_status(m, path, headers, field, want)
-    for _ = 1, 500 do
+    for _ = 1, 100 do
         local st, b = req(m, "GET", path, headers)
         assert.are.equal(200, st)
         if b[field] == want then return b end
-        weft.sleep(0.01)
+        T = T + 0.125
     end
     error("never reached " .. want)
 end
 
 describe("weft mock batch APIs", function()
     local m
-    before_each(function() m = mock_mod.start { port = 0, batch = { delay = 0.1, finalize = 0.01, cancel_delay = 0.01 } } end)
+    before_each(function()
+        m = mock_mod.start { port = 0, batch = { delay = 0.25, finalize = 0.125, cancel_delay = 0.125 },
+                             clock = function() return T end }
+    end)
     after_each(function() m:close() end)
 
     it("OpenAI: upload, create, validating -> in_progress -> completed, output and error files", function()
@@ -69,6 +77,18 @@ describe("weft mock batch APIs", function()
         assert.are.equal(2, m:stats().batch_items)
     end)
 
+    it("OpenAI: listing a batch not looked at yet reads its input first", function()
+        m:set_batch { delay = 0, finalize = 0 }
+        local _, f = upload(m, chat_line("a", "one") .. "\n")
+        local _, b = create(m, f.id)
+        local st, list = req(m, "GET", "/v1/batches?limit=5", OA)
+        assert.are.equal(200, st)
+        assert.are.equal(b.id, list.data[1].id)
+        assert.are.equal("completed", list.data[1].status)
+        assert.are.same({ total = 1, completed = 1, failed = 0 }, list.data[1].request_counts)
+        assert.is_string(list.data[1].output_file_id)
+    end)
+
     it("OpenAI: a bad input file fails the batch with the lines named", function()
         local _, f = upload(m, chat_line("a", "x") .. "\n" .. chat_line("a", "y") .. "\n" .. chat_line("c", "z", "/v1/embeddings") .. "\nnot json\n")
         local _, b = create(m, f.id)
@@ -87,27 +107,28 @@ describe("weft mock batch APIs", function()
     end)
 
     it("spreads processing over `delay`, expires after `window`", function()
-        m:set_batch { delay = 2, window = 0.3 }
+        m:set_batch { delay = 2, window = 0.5 }
         local lines = {}
         for i = 1, 100 do lines[i] = chat_line("r" .. i, "q" .. i) end
         local _, f = upload(m, table.concat(lines, "\n"))
         local _, b = create(m, f.id)
-        req(m, "GET", "/v1/batches/" .. b.id, OA) -- validated: processing starts
-        weft.sleep(0.1)
+        local _, first = req(m, "GET", "/v1/batches/" .. b.id, OA) -- validated: processing starts now
+        assert.are.equal(0, first.request_counts.completed)
+        T = T + 0.25
         local _, mid = req(m, "GET", "/v1/batches/" .. b.id, OA)
         assert.are.equal("in_progress", mid.status)
-        -- at least 0.1 s of 2 s passed: at least 5 of 100 done, and not all
-        assert.is_true(mid.request_counts.completed >= 5 and mid.request_counts.completed < 100)
-        local e = until_status(m, "/v1/batches/" .. b.id, OA, "status", "expired")
-        assert.are.equal(100, e.request_counts.total)
-        assert.is_true(e.request_counts.failed > 0)
+        assert.are.equal(12, mid.request_counts.completed) -- 0.25 s of 2 s: 12.5 of 100
+        T = T + 0.25
+        local _, e = req(m, "GET", "/v1/batches/" .. b.id, OA)
+        assert.are.equal("expired", e.status)
+        assert.are.same({ total = 100, completed = 25, failed = 75 }, e.request_counts)
         local _, errs = req(m, "GET", "/v1/files/" .. e.error_file_id .. "/content", OA)
         local n = 0
         for l in errs:gmatch("[^\n]+") do
             assert.are.equal("batch_expired", json.decode(l).error.code)
             n = n + 1
         end
-        assert.are.equal(e.request_counts.failed, n)
+        assert.are.equal(75, n)
     end)
 
     it("Anthropic: create, cancel, ended with canceled results; results refused before it ends", function()

@@ -8,7 +8,8 @@
 ---
 --- A batch is "in_progress", then "canceling" if cancelled, then "ended"
 --- (timing: weft.mock.batch); `request_counts` {processing, succeeded,
---- errored, canceled, expired}; `results_url` (absolute, on the Host the
+--- errored, canceled, expired}, every request "processing" until the
+--- batch has ended, as Anthropic counts them; `results_url` (absolute, on the Host the
 --- request came to) once ended. A result line is {custom_id, result =
 --- {type = "succeeded", message} | {type = "errored", error = <the error
 --- body>} | {type = "canceled"} | {type = "expired"}}. The requests'
@@ -63,8 +64,10 @@ local function batch_object(job, host)
     return {
         id = job.id, type = "message_batch",
         processing_status = ended and "ended" or (job.phase == "cancelling" and "canceling" or "in_progress"),
-        request_counts = { processing = job.n - (ended and job.n or job.done), succeeded = c.succeeded,
-                           errored = c.errored, canceled = c.cancelled, expired = c.expired },
+        -- as Anthropic counts: every request "processing" until the whole batch has ended
+        request_counts = ended and { processing = 0, succeeded = c.succeeded, errored = c.errored,
+                                     canceled = c.cancelled, expired = c.expired }
+            or { processing = job.n, succeeded = 0, errored = 0, canceled = 0, expired = 0 },
         ended_at = rfc(ended and job.ended_at or nil), created_at = common.rfc3339(job.created_at),
         expires_at = common.rfc3339(job.created_at + 86400), archived_at = json.null,
         cancel_initiated_at = rfc(job.cancel_at),
@@ -119,7 +122,7 @@ function M.answer(ctx, id)
         local q = ctx.req.query or ""
         local data, more = engine.page(mock, "anthropic", q:match("after_id=([%w_%-]+)"),
             tonumber(q:match("limit=(%d+)")) or 20)
-        for i, job in ipairs(data) do data[i] = batch_object(job, host_of(ctx)) end
+        for i, job in ipairs(data) do data[i] = batch_object(engine.advance(mock, job), host_of(ctx)) end
         return response(200, json.encode { data = json.array(data), has_more = more,
                                            first_id = data[1] and data[1].id or json.null,
                                            last_id = data[#data] and data[#data].id or json.null })

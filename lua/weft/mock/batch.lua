@@ -15,7 +15,9 @@
 ---
 --- Nothing runs in the background: a job advances when it is looked at
 --- (any request about it) to where the clock says it would be, so its
---- outcome depends only on when it is looked at, never on timers.
+--- outcome depends only on the clock at the looks, never on timers. The
+--- clock is `weft.now`, or the `clock` function given to weft.mock.start
+--- (tests step it to make every phase exact).
 ---
 --- Each request of a job goes through the mock as a request to its
 --- endpoint would (validation, context windows, fault rules, the
@@ -66,7 +68,7 @@ function M.new(mock, dialect, prefix, items, fields)
     job.outcomes = {}
     job.counts = { succeeded = 0, errored = 0, expired = 0, cancelled = 0 }
     job.created_at = floor(weft.time())
-    job.t0 = weft.now()
+    job.t0 = mock.clock()
     job.opts = mock.batch_opts -- the timing it was created with
     job.phase = "running"
     mock.batch_jobs[job.id] = job
@@ -144,8 +146,8 @@ end
 --- "finishing" (every item done, finalizing), "cancelling", "ended" (with
 --- job.end_reason "completed", "expired" or "cancelled").
 function M.advance(mock, job)
-    if job.phase == "ended" then return job end
-    local o, t = job.opts, weft.now()
+    if job.phase == "ended" or job.pending then return job end -- (pending: its input not read yet)
+    local o, t = job.opts, mock.clock()
     local stop = min(t, job.cancel_t or huge, job.t0 + o.window)
     local target
     if o.delay <= 0 then target = job.n
@@ -173,7 +175,7 @@ function M.cancel(mock, job)
     M.advance(mock, job)
     if job.phase ~= "running" and job.phase ~= "cancelling" then return false end
     if not job.cancel_t then
-        job.cancel_t = weft.now()
+        job.cancel_t = mock.clock()
         job.cancel_at = floor(weft.time())
         job.phase = "cancelling"
     end
@@ -201,7 +203,8 @@ function M.result_order(job)
 end
 
 --- A page of the jobs of `dialect`, newest first: after the id `after`,
---- at most `limit`. Returns the list and whether there are more.
+--- at most `limit` (not advanced: the dialect looks at each). Returns the
+--- list and whether there are more.
 function M.page(mock, dialect, after, limit)
     local out, more, started = {}, false, after == nil
     for i = #mock.batch_order, 1, -1 do
@@ -209,7 +212,7 @@ function M.page(mock, dialect, after, limit)
         if job and job.dialect == dialect then
             if started then
                 if #out >= limit then more = true break end
-                out[#out + 1] = M.advance(mock, job)
+                out[#out + 1] = job
             elseif job.id == after then
                 started = true
             end

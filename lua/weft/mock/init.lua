@@ -578,6 +578,7 @@ end
 ---@field max_log? integer request log entries kept (default 1000)
 ---@field context? table<string, integer> context windows: model -> max input tokens (see the module's notes)
 ---@field batch? {delay?: number, window?: number, finalize?: number, cancel_delay?: number} batch timing (weft.mock.batch)
+---@field clock? fun(): number the batch engine's clock (default weft.now; tests step it)
 
 --- Start a mock provider on weft.http.serve. Returns the mock handle with
 --- `url`, `port`, `set_faults`, `set_context`, `set_batch`, `reset`,
@@ -608,6 +609,8 @@ function M.start(opts)
     local bopts, bwhy = batch.options(opts.batch)
     if not bopts then error("weft.mock.start: " .. bwhy, 2) end
     self.batch_opts = bopts
+    if opts.clock ~= nil and type(opts.clock) ~= "function" then error("weft.mock.start: clock must be a function", 2) end
+    self.clock = opts.clock or weft.now
     self.dialects = DIALECTS
     -- A private generator (Park-Miller) so faults replay exactly for a seed.
     local state = (opts.seed or 1) % 2147483647

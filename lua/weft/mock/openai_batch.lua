@@ -195,9 +195,9 @@ local function validate(mock, job)
         job.phase, job.end_reason = "ended", "failed"
         return
     end
-    job.validated = true
+    job.validated, job.pending = true, nil
     job.items, job.n = items, #items
-    job.t0 = weft.now() -- processing starts now
+    job.t0 = mock.clock() -- processing starts now
 end
 
 local function look(mock, job)
@@ -255,7 +255,7 @@ function M.answer(ctx, id)
         end
         local job = engine.new(mock, "openai", "batch_", {}, {
             input_file_id = b.input_file_id, endpoint = b.endpoint, completion_window = b.completion_window,
-            metadata = type(b.metadata) == "table" and b.metadata or nil,
+            metadata = type(b.metadata) == "table" and b.metadata or nil, pending = true,
         })
         return json_response(batch_object(job))
     elseif ep == "batches_list" then
