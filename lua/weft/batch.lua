@@ -26,21 +26,28 @@
 --- (text, usage, cost at the batch price, custom_id), `out.errors[key]` a
 --- weft.error (kind by the error taxonomy; a request the provider never ran
 --- is kind `timeout` with reason "batch_expired" or kind `cancelled` with
---- reason "batch_cancelled"; one missing from the results is an
---- `integration` error).
+--- reason "batch_cancelled", whether the provider wrote a line for it or
+--- not; one missing from the results of a completed job, or whose line the
+--- plugin cannot read, is an `integration` error with reason
+--- "missing_result").
 ---
 --- The provider's plugin does the wire format (its `batch` table, see
 --- plugins/README.md); the host sends every request to the provider's
 --- configured origin with its credentials. Steps that create something
 --- (the upload, the job) are not retried once they may have reached the
 --- provider (a second job would run and bill the work twice); polls and
---- downloads are retried by the provider's retry policy. Batch requests
---- skip the provider's rate limiter and breaker (they have their own
---- quotas at the provider).
+--- downloads are retried by the provider's retry policy, and a poll that
+--- still fails (transient, timeout, rate limited) is a missed poll: the
+--- wait goes on. Batch requests skip the provider's rate limiter and
+--- breaker (they have their own quotas at the provider) and do not feed
+--- them; uploads and downloads may take TRANSFER_TIMEOUT (900 s). Results
+--- are downloaded whole (up to 1 GiB a file).
 ---
 --- Waiting: a poll every `poll` seconds (default 10), the interval growing
 --- by half up to `max_poll` (default 60) while nothing changes; progress
---- (done/total, errors, the provider's status, elapsed) on stderr as
+--- (done/total as the provider counts them: Anthropic counts nothing as
+--- done before the whole job has ended; errors, the provider's status,
+--- elapsed) on stderr as
 --- weft.map shows it (a redrawn line on a terminal, else a log line every
 --- 5 s; `progress = false` or `weft run --quiet` turn it off) and to
 --- `on_progress(status)`. `timeout` (seconds) bounds the wait: a timeout
