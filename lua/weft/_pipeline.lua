@@ -267,7 +267,15 @@ local function request_of(ctx, enc, auth)
     elseif body ~= nil and type(body) ~= "string" then
         plugin_fail(ctx, "encode: body must be a table or a string, got " .. type(body))
     end
-    return { method = method or "POST", origin = ctx.inst.base_url, path = path, query = query,
+    -- a base_url ending in the path's first segment (".../v1", the habit
+    -- of OpenAI SDK users) does not repeat it: ".../v1" + "/v1/chat/..."
+    -- goes to ".../v1/chat/..."
+    local dup = ctx.inst.base_dup
+    if dup and path:sub(1, #dup + 1) == dup .. "/" then path = path:sub(#dup + 1) end
+    method = method or "POST"
+    -- what the errors of this request show (no query: it may carry the key)
+    ctx.shown = excerpt(method .. " " .. ctx.inst.base_url .. path, 300)
+    return { method = method, origin = ctx.inst.base_url, path = path, query = query,
              headers = headers, body = body, auth = auth, redact = true }
 end
 M.request_of = request_of
@@ -358,8 +366,10 @@ local function http_failure(ctx, res, body)
     local msg = type(c.message) == "string" and c.message or body
     local reason = c.reason
     if type(reason) ~= "string" or #reason > 64 or not reason:match("^[%w_]+$") then reason = nil end
-    error(errors.new(kind, format("%s HTTP %d: %s", ctx.plugin.name, res.status, excerpt(msg)), {
+    local where = ctx.shown and (" (" .. ctx.shown .. ")") or ""
+    error(errors.new(kind, format("%s HTTP %d%s: %s", ctx.plugin.name, res.status, where, excerpt(msg)), {
         status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code, reason = reason,
+        url = ctx.shown,
         retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
     }), 0)
 end

@@ -509,6 +509,28 @@ describe("weft.model against weft mock", function()
         assert.are.equal("req-spec-1", r.call_id)
     end)
 
+    it("takes a base_url ending in /v1 (as OpenAI's SDKs write it) without repeating it", function()
+        for _, base in ipairs { mock.url .. "/v1", mock.url .. "/v1/" } do
+            setup { openai = { base_url = base }, compat = { base_url = base } }
+            assert.are.equal("echo: hi", m("openai"):complete("hi").text)
+            assert.are.equal("echo: hi", m("compat"):complete("hi").text)
+        end
+        local paths = {}
+        for _, r in ipairs(mock:requests()) do paths[r.path] = true end
+        assert.are.same({ ["/v1/chat/completions"] = true }, paths)
+    end)
+
+    it("says which request an HTTP error answered (method and URL, never the key)", function()
+        setup { gemini = { base_url = mock.url .. "/elsewhere" } }
+        local ok, err = pcall(m("gemini").complete, m("gemini"), "hi")
+        assert.is_false(ok)
+        assert.are.equal(404, err.status)
+        local want = "POST " .. mock.url .. "/elsewhere/v1beta/models/" .. MODELS.gemini .. ":generateContent"
+        assert.are.equal(want, err.url)
+        assert.is_truthy(err.message:find("(" .. want .. ")", 1, true))
+        assert.is_nil(err.message:find(keys.gemini, 1, true)) -- Gemini's key goes in the query: not shown
+    end)
+
     it("never puts the key in an error, a result or the log", function()
         mock:set_faults { { dialect = "openai", sequence = { 401 } } }
         local ok, err = pcall(m("openai").complete, m("openai"), "hi")
