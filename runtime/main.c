@@ -373,6 +373,17 @@ int main(int argc, char **argv) {
         weft_getref(L, main_task->trace_ref);
         size_t tlen;
         const char *trace = lua_tolstring(L, -1, &tlen);
+        /* weft's own frames only at debug level (--log-level/WEFT_LOG) */
+        char *user = NULL;
+        if (weft_log_level() > WEFT_LOG_DEBUG) {
+            char libdir[4096];
+            snprintf(libdir, sizeof libdir, "%s/lua/weft/", loop->home);
+            user = weft_trace_for_user(trace, tlen, libdir);
+            if (user) {
+                trace = user;
+                tlen = strlen(user);
+            }
+        }
         char *red = NULL;
         size_t rlen = 0;
         if (weft_secrets_redact(trace, tlen, &red, &rlen) == 0 && red) {
@@ -381,6 +392,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr, "weft: %s\n", trace);
         }
+        free(user);
         lua_pop(L, 1);
         rc = 1;
     } else {

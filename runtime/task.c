@@ -585,3 +585,46 @@ int luaopen_weft_task(lua_State *L) {
     lua_remove(L, -2);                      /* [M] */
     return 1;
 }
+
+/* ------------------------------------------------------ user traceback */
+
+char *weft_trace_for_user(const char *trace, size_t len, const char *libdir) {
+    char *out = malloc(len + 1);
+    if (!out) return NULL;
+    size_t dlen = libdir ? strlen(libdir) : 0, n = 0, kept = 0;
+    const char *header = "stack traceback:";
+    size_t header_at = (size_t)-1;
+    const char *p = trace, *end = trace + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        int frame = l > 0 && p[0] == '\t';
+        int drop = 0;
+        if (frame) {
+            const char *f = p + 1;
+            size_t fl = l - 1;
+            if (dlen && fl >= dlen && memcmp(f, libdir, dlen) == 0) drop = 1;
+            /* a long path shortened by Lua ("...uild/lua/weft/x.lua:1:") */
+            const char *colon = memchr(f, ':', fl);
+            static const char lib[] = "/lua/weft/";
+            if (fl > 3 && memcmp(f, "...", 3) == 0 && colon) {
+                for (const char *q = f; q + (sizeof lib - 1) <= colon; q++)
+                    if (memcmp(q, lib, sizeof lib - 1) == 0) drop = 1;
+            }
+            static const char cerror[] = "[C]: in function 'error'";
+            if (fl == sizeof cerror - 1 && memcmp(f, cerror, fl) == 0) drop = 1;
+            if (!drop) kept++;
+        }
+        if (!drop) {
+            if (l == strlen(header) && memcmp(p, header, l) == 0) header_at = n;
+            memcpy(out + n, p, l);
+            n += l;
+            if (nl) out[n++] = '\n';
+        }
+        p = nl ? nl + 1 : end;
+    }
+    if (kept == 0 && header_at != (size_t)-1) n = header_at > 0 ? header_at - 1 : 0; /* no frame left */
+    while (n > 0 && out[n - 1] == '\n') n--;
+    out[n] = '\0';
+    return out;
+}

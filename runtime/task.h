@@ -102,6 +102,13 @@ void weft_task_resume(struct weft_task *t);
 /* Check that the value at `idx` is a task userdata; raises otherwise. */
 struct weft_task *weft_task_check(lua_State *L, int idx);
 
+/* The traceback of a failed script as a user reads it: the frames of
+ * weft's own Lua library (files under `libdir`, such as HOME/lua/weft/)
+ * and the C `error` frame dropped, and the "stack traceback:" header with
+ * them when no frame is left. Returns a malloc'd string (the caller frees
+ * it), or NULL when out of memory. */
+char *weft_trace_for_user(const char *trace, size_t len, const char *libdir);
+
 /* Register the task metatable and weft._task module (called by loop.c). */
 int luaopen_weft_task(lua_State *L);
 

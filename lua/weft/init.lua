@@ -238,7 +238,8 @@ function M.configure(cfg)
     end
     local mod = require "weft.model"
     local ok, err = pcall(mod.configure, cfg, where and mod.source_of(where.file, where.line))
-    if not ok then error(err, 2) end
+    -- the message names the caller's file and line already when it is known
+    if not ok then error(err, where and 0 or 2) end
 end
 
 --- Load plugin files again now: all, or those named `name`. A broken
