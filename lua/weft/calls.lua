@@ -598,6 +598,7 @@ function Call:finish(err)
     else
         fields.error = type(err) == "table" and err.message or tostring(err)
         fields.status = type(err) == "table" and err.status or nil
+        fields.retry_stopped = type(err) == "table" and err.retry_stopped or nil
         -- a cancelled call (the loser of a race, Ctrl-C) is no failure to warn about
         if outcome == "cancelled" then log.info("call cancelled", fields) else log.warn("call failed", fields) end
         if hooks.error[1] then M.emit("error", event(self, { duration = d, outcome = outcome, error = err })) end

@@ -26,6 +26,10 @@
 ---   error instead.
 --- * A budget shared per provider lets retries in flight be at most 20% of
 ---   calls in flight (at least 3), so an outage cannot multiply traffic.
+--- * A retryable failure not retried before `max_attempts` says why:
+---   `err.retry_stopped` is "retry_budget", "deadline", "hint_cap",
+---   "max_elapsed", "circuit_open" or "server_said_no" (and the message
+---   ends with the reason), as does the call's log line.
 --- * Every retry writes a log line (call id, attempt, delay, reason) and
 ---   is counted (weft_retries_total); the run is one call in weft.calls,
 ---   its backoff sleeps recorded on it as waiting. The attempt function
@@ -79,6 +83,32 @@ local function fail(s, e)
     error(e, 0)
 end
 
+-- Why a retryable failure was not retried before max_attempts, as
+-- err.retry_stopped and a clause for its message; nil when the kind is
+-- never retried or the attempts were all used.
+local RETRYABLE = { rate_limited = true, transient = true, timeout = true }
+local function why_stopped(s, err, action, delay, left)
+    if action == "budget" then
+        return "retry_budget", "not retried: the provider's retry budget is spent (retries in flight at most 20% of calls)"
+    end
+    if err.kind == "circuit_open" and s.attempt > 1 then
+        return "circuit_open", nil -- the breaker's message says it
+    end
+    if not RETRYABLE[err.kind] then return nil end
+    if err.should_retry == false then return "server_said_no", "not retried: the server said x-should-retry: false" end
+    local max_attempts = s.max_attempts
+    if not max_attempts then
+        max_attempts = s.policy.c:get().max_attempts
+        s.max_attempts = max_attempts
+    end
+    if s.attempt >= max_attempts then return nil end
+    if action == "rate_limited" then return (left and delay >= left) and "deadline" or "hint_cap", nil end
+    if left and delay >= left then
+        return "deadline", ("not retried: the next attempt (in %.2g s) would come after the deadline (%.2g s left)"):format(delay, left)
+    end
+    return "max_elapsed", "not retried: the next attempt would pass the policy's max_elapsed"
+end
+
 local function after(s, ok, ...)
     if ok then
         if s.budget then s.budget:finish() end
@@ -102,11 +132,16 @@ local function after(s, ok, ...)
     end
     if action ~= "retry" then
         stats.gave_up = stats.gave_up + 1
+        local stopped, clause = why_stopped(s, err, action, delay, left)
         if action == "rate_limited" then
             fail(s, errors.new("rate_limited",
                 ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
                     (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
-                { retry_after = delay, attempts = attempt, status = err.status, cause = err }))
+                { retry_after = delay, attempts = attempt, status = err.status, cause = err, retry_stopped = stopped }))
+        end
+        if stopped then
+            err.retry_stopped = stopped
+            if clause and type(err.message) == "string" then err.message = err.message .. " (" .. clause .. ")" end
         end
         fail(s, err)
     end

@@ -146,6 +146,37 @@ describe("weft.retry", function()
         assert.are.equal(1, calls())
     end)
 
+    it("says why a retryable failure stopped before max_attempts, in the error", function()
+        -- the deadline
+        local err = raised(weft.retry.run, weft.retry.policy { base = 3, jitter = "none" }, failing("transient", 5),
+            { timeout = 2 })
+        assert.are.equal("deadline", err.retry_stopped)
+        assert.matches("not retried: the next attempt %(in 3 s%) would come after the deadline", err.message)
+        -- a hint beyond the cap
+        err = raised(weft.retry.run, weft.retry.policy { base = 0.001 }, (failing("rate_limited", 1, { retry_after = 3600 })))
+        assert.are.equal("hint_cap", err.retry_stopped)
+        -- the server said no
+        err = raised(weft.retry.run, weft.retry.policy { base = 0.001 }, (failing("transient", 1, { should_retry = false })))
+        assert.are.equal("server_said_no", err.retry_stopped)
+        -- the retry budget: none left for this call
+        local budget = weft.retry.budget(0.0001, 1)
+        -- a call whose retry waits out its backoff holds the budget's one retry
+        local holder = weft.spawn(function()
+            weft.retry.run(weft.retry.policy { base = 60, jitter = "none", budget = budget }, (failing("transient", 1)))
+        end)
+        for _ = 1, 1000 do if budget:stats().retries > 0 then break end weft.sleep(0.002) end
+        assert.are.equal(1, budget:stats().retries)
+        local p = weft.retry.policy { base = 0.001, budget = budget }
+        err = raised(weft.retry.run, p, (failing("transient", 5)), { provider = "p", model = "m" })
+        holder:cancel()
+        pcall(holder.wait, holder)
+        assert.are.equal("retry_budget", err.retry_stopped)
+        assert.matches("retry budget is spent", err.message)
+        -- all attempts used: nothing to say
+        err = raised(weft.retry.run, weft.retry.policy { base = 0.001, max_attempts = 2 }, (failing("transient", 5)))
+        assert.is_nil(err.retry_stopped)
+    end)
+
     it("passes the time left to each attempt", function()
         local left
         weft.retry.run(weft.retry.policy {}, function(_, remaining) left = remaining return 1 end, { timeout = 5 })
