@@ -1,15 +1,26 @@
 #!/bin/sh
-# Install weft's build and test dependencies from Debian's packages.
+# Install weft's dependencies from Debian's packages:
+#   scripts/deps.sh build   what building weft and `make example` need
+#   scripts/deps.sh test    that, plus the test and benchmark tools
+#                           (`make test`: busted, valgrind, redis, nginx, ...)
 # Idempotent: when every package is already installed it does nothing.
-# luajit2 and wrk must be in one apt transaction: wrk alone pulls in
-# upstream LuaJIT, which conflicts with OpenResty's libluajit2-5.1-dev.
+# Installing needs root (or sudo) and the network (apt). luajit2 and wrk
+# must be in one apt transaction: wrk alone pulls in upstream LuaJIT, which
+# conflicts with OpenResty's libluajit2-5.1-dev; so `test` always names
+# the build packages too.
 set -eu
 
-PKGS="build-essential cmake pkg-config \
+BUILD_PKGS="build-essential cmake pkg-config \
 luajit2 libluajit2-5.1-dev lua-cjson lua-cjson-dev libev-dev \
-libcurl4-openssl-dev libhiredis-dev libedit-dev libhttp-parser-dev \
-redis-server nginx wrk hyperfine prometheus lua-busted \
-valgrind strace openssl ca-certificates tmux clang"
+libcurl4-openssl-dev libhiredis-dev libedit-dev libhttp-parser-dev ca-certificates"
+TEST_PKGS="redis-server nginx wrk hyperfine prometheus lua-busted \
+valgrind strace openssl tmux clang"
+
+case "${1:-test}" in
+    build) PKGS=$BUILD_PKGS ;;
+    test) PKGS="$BUILD_PKGS $TEST_PKGS" ;;
+    *) echo "usage: scripts/deps.sh [build|test]" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $PKGS; do
@@ -19,7 +30,7 @@ for p in $PKGS; do
 done
 
 if [ -z "$missing" ]; then
-    echo "deps: all packages present"
+    echo "deps: all packages present (${1:-test})"
     exit 0
 fi
 
