@@ -126,6 +126,13 @@ local function normalize(req, defaults, model)
     if r.id ~= nil and type(r.id) ~= "string" then bad("id must be a string") end
     if r.tags ~= nil and type(r.tags) ~= "table" then bad("tags must be a list of strings") end
     if r.metadata ~= nil and type(r.metadata) ~= "table" then bad("metadata must be a table") end
+    local pr = r.priority
+    if pr ~= nil and not (pr == "high" or pr == "normal" or pr == "low"
+                          or (type(pr) == "number" and pr >= 1 and pr == math.floor(pr))) then
+        bad("priority must be \"high\", \"normal\", \"low\" or a level 1..n, got " .. tostring(pr))
+    end
+    if r.timeout ~= nil and not (type(r.timeout) == "number" and r.timeout > 0) then bad("timeout must be seconds > 0") end
+    if r.deadline ~= nil and type(r.deadline) ~= "number" then bad("deadline must be a weft.now() time (a number)") end
     if r.cache ~= nil and r.cache ~= true and r.cache ~= false and r.cache ~= "refresh" then
         bad("cache must be true, false or \"refresh\"")
     end
@@ -133,6 +140,8 @@ local function normalize(req, defaults, model)
 end
 
 M.normalize = normalize
+--- The fields a request may have (docs/api.md lists each).
+M.REQUEST_KEYS = REQUEST_KEYS
 
 -- Tokens a request may use, for admission: ~4 bytes a token of input, and
 -- the output allowance.

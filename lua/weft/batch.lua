@@ -11,7 +11,7 @@
 ---
 --- local job = weft.batch.submit(model, requests, opts)  -- returns once the job exists
 --- print(job.id)                  -- the provider's id: keep it to resume
---- job:status()                   -- one poll: {state, status, counts}
+--- job:status()                   -- one poll: {state, status, total, done, succeeded, failed, message?, id}
 --- job:cancel()                   -- ask the provider to stop it
 --- local out = job:wait()         -- poll until it ends, then the results
 --- local job2 = weft.batch.resume(model, job.id, requests, opts) -- in a later run

@@ -27,7 +27,7 @@
 --- or an iterator): on a terminal, one line on stderr redrawn at most 10
 --- times a second (done/total, rate, ETA, errors, tokens and cost of the
 --- calls made since the map began) and cleared at the end; otherwise a log
---- line every 5 seconds. `weft run --quiet` (or `weft.map.quiet = true`)
+--- line every 5 seconds. `weft run --quiet` (or `require("weft.map").quiet = true`)
 --- turns it off.
 ---
 --- `weft.settle(fns)` runs every function to completion, concurrently, and

@@ -96,7 +96,9 @@ describe("weft.model against weft mock", function()
     end)
 
     it("refuses a bad request before sending anything", function()
-        for _, req in ipairs { 42, {}, { messages = { { role = "robot", content = "x" } } }, { prompt = "x", max_tokns = 3 } } do
+        for _, req in ipairs { 42, {}, { messages = { { role = "robot", content = "x" } } }, { prompt = "x", max_tokns = 3 },
+                               { prompt = "x", priority = "urgent" }, { prompt = "x", timeout = "5" },
+                               { prompt = "x", deadline = "soon" } } do
             local ok, err = pcall(m("openai").complete, m("openai"), req)
             assert.is_false(ok)
             assert.are.equal("invalid_request", err.kind)
