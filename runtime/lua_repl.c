@@ -4,7 +4,8 @@
  *   local line = r:read(prompt)   -- suspends the calling task until a whole
  *                                 -- line arrives; nil at end of input
  *   r:add_history(line)           -- and saved to PATH on close
- *   r:running(task | nil)         -- the task Ctrl-C cancels (the line that runs)
+ *   r:running(task | nil)         -- the task Ctrl-C cancels (the line that runs);
+ *                                 -- true when Ctrl-C cancelled the one it replaces
  *   r:tty()                       -- true when stdin is a terminal
  *   r:close()
  *
@@ -17,8 +18,10 @@
  *
  * Tab completion walks the Lua globals with raw access only (no Lua code
  * runs inside the libev callback): `weft.mo<TAB>` completes from the table's
- * keys, its metatable's __index table and, when present, its `_lazy` table
- * of names (weft's lazily loaded modules).
+ * keys, the __index tables of its metatable chain (a class and its base
+ * classes) and, when present, its `_lazy` table of names (weft's lazily
+ * loaded modules). After a colon (`r:st<TAB>`) only methods are offered:
+ * the keys whose values are functions.
  *
  * SIGINT while a line runs cancels that line's task; at the prompt it drops
  * the line being typed. Either way the REPL goes on.
@@ -49,6 +52,8 @@ struct repl {
     struct weft_task *waiter;  /* task suspended in read() */
     struct weft_task *running; /* task Ctrl-C cancels */
     int running_ref;           /* keeps it alive */
+    int interrupted;           /* Ctrl-C cancelled `running` (on a terminal a newline
+                                  followed the ^C echo) */
     int tty;
     int open;
     int installed;             /* libedit line handler installed */
@@ -174,13 +179,15 @@ static void add_candidate(const char *s) {
 }
 
 /* keys of the table at the top of the stack starting with `part`, as
- * prefix .. key */
-static void keys_of(lua_State *L, const char *prefix, size_t plen, const char *part, size_t partlen) {
+ * prefix .. key; with `methods`, only the keys whose values are functions */
+static void keys_of(lua_State *L, const char *prefix, size_t plen, const char *part, size_t partlen,
+                    int methods) {
     char full[512];
     lua_pushnil(L);
-    while (lua_next(L, -2)) {
+    while (lua_next(L, -2)) { /* [t, key, value] */
+        int fn = lua_type(L, -1) == LUA_TFUNCTION;
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        if (lua_type(L, -1) != LUA_TSTRING || (methods && !fn)) continue;
         size_t kl;
         const char *k = lua_tolstring(L, -1, &kl);
         if (kl < partlen || strncmp(k, part, partlen) != 0) continue;
@@ -196,6 +203,7 @@ static void keys_of(lua_State *L, const char *prefix, size_t plen, const char *p
 
 static void collect(const char *text) {
     lua_State *L = current->L;
+    if (!lua_checkstack(L, 24)) return; /* the walk, 8 __index levels, lua_next */
     int top = lua_gettop(L);
     const char *last = NULL;
     for (const char *p = text; *p; p++)
@@ -212,7 +220,8 @@ static void collect(const char *text) {
             if (!lua_istable(L, -1)) {
                 /* userdata with a metatable (a limiter, a task): its methods */
                 if (lua_getmetatable(L, -1)) {
-                    lua_getfield(L, -1, "__index");
+                    lua_pushliteral(L, "__index");
+                    lua_rawget(L, -2);
                     lua_remove(L, -2);
                     lua_remove(L, -2);
                 }
@@ -227,14 +236,23 @@ static void collect(const char *text) {
     }
     const char *part = last ? last + 1 : text;
     size_t plen = (size_t)(part - text), partlen = strlen(part);
-    keys_of(L, text, plen, part, partlen);
-    if (lua_getmetatable(L, -1)) {
-        lua_getfield(L, -1, "__index");
-        if (lua_istable(L, -1)) keys_of(L, text, plen, part, partlen);
-        lua_pop(L, 2);
+    int methods = last && *last == ':'; /* `r:` calls a method: no data fields */
+    keys_of(L, text, plen, part, partlen, methods);
+    if (!methods) {
+        lua_pushliteral(L, "_lazy"); /* weft's lazy names are a plain field */
+        lua_rawget(L, -2);
+        if (lua_istable(L, -1)) keys_of(L, text, plen, part, partlen, 0);
+        lua_pop(L, 1);
     }
-    lua_getfield(L, -1, "_lazy"); /* raw enough: weft's lazy names are a plain field */
-    if (lua_istable(L, -1)) keys_of(L, text, plen, part, partlen);
+    /* the __index tables up the metatable chain: [t] -> [t, index] -> ...
+     * (bounded: a chain may loop back on itself) */
+    for (int depth = 0; depth < 8 && lua_getmetatable(L, -1); depth++) { /* [.., x, mt] */
+        lua_pushliteral(L, "__index");
+        lua_rawget(L, -2); /* [.., x, mt, index] */
+        lua_remove(L, -2); /* [.., x, index] */
+        if (!lua_istable(L, -1)) break;
+        keys_of(L, text, plen, part, partlen, methods);
+    }
     lua_settop(L, top);
 }
 
@@ -268,6 +286,7 @@ static int on_sigint(void *ud) {
             fputc('\n', stdout); /* after the terminal's ^C echo */
             fflush(stdout);
         }
+        r->interrupted = 1;
         weft_task_cancel(r->running, "interrupted");
         return 1;
     }
@@ -352,6 +371,8 @@ static int l_add_history(lua_State *L) {
 
 static int l_running(lua_State *L) {
     struct repl *r = check(L);
+    int interrupted = r->interrupted;
+    r->interrupted = 0;
     if (r->running_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, r->running_ref);
         r->running_ref = LUA_NOREF;
@@ -362,7 +383,8 @@ static int l_running(lua_State *L) {
         lua_pushvalue(L, 2);
         r->running_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    return 0;
+    lua_pushboolean(L, interrupted);
+    return 1;
 }
 
 static int l_tty(lua_State *L) {

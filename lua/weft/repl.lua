@@ -8,18 +8,73 @@
 --- cycles); secret handles print as <secret NAME>; errors print kind and
 --- message (`:trace` shows the last traceback). Incomplete chunks continue
 --- on the next line. History is kept in $XDG_STATE_HOME/weft/history
---- (~/.local/state/weft/history). With a pipe as input, lines run in order
---- without prompts. Everything the REPL prints (values, errors, tracebacks,
---- command output, and `print` in the lines it runs) has loaded secret
---- values replaced by <secret NAME>, as in logs and `weft run`'s errors.
+--- (~/.local/state/weft/history). Tab completes globals and fields; after
+--- a colon (`m:st<TAB>`) only methods. Output a line left mid-line (a
+--- stream's text written with io.write) is ended with a newline before the
+--- REPL prints more or shows the next prompt. With a pipe as input, lines
+--- run in order without prompts, and the exit status is 1 when any of them
+--- failed (an error, a line that does not compile or is left unfinished at
+--- the end of input, an unknown command, a cancelled line), 0 otherwise.
+--- Everything the REPL prints (values, errors, tracebacks, command output,
+--- and `print` in the lines it runs) has loaded secret values replaced by
+--- <secret NAME>, as in logs and `weft run`'s errors.
 local C = require "weft._repl"
 local errors = require "weft.error"
 local redact = require("weft._secrets").redact
 
 local select, tostring, concat, rawget, rawset = select, tostring, table.concat, rawget, rawset
+local type, getmetatable = type, getmetatable
+local io = io
 local stdout, stderr = io.stdout, io.stderr
 
 local M = {}
+
+-- Whether what was last written to stdout ended a line. A stream's text
+-- (io.write(ev.text) in on_event) usually does not: the REPL ends the line
+-- before it prints a value or an error, so neither they nor the next prompt
+-- are glued onto the answer.
+local at_line_start = true
+
+local function track(...)
+    for i = select("#", ...), 1, -1 do
+        local s = select(i, ...)
+        if type(s) == "number" or (type(s) == "string" and s ~= "") then
+            at_line_start = type(s) == "string" and s:byte(-1) == 10
+            return
+        end
+    end
+end
+
+-- A piece of a line is shown now, not when the line is ended (stdout is
+-- line-buffered on a terminal): a stream's text appears as it arrives.
+local function flushed(...)
+    if not at_line_start then stdout:flush() end
+    return ...
+end
+
+-- Watch what goes to stdout through io.write and stdout:write (the method
+-- every file shares) while the REPL runs. Returns the function that puts
+-- both back.
+local function watch_stdout()
+    local methods, io_write = getmetatable(stdout).__index, io.write
+    local file_write = methods.write
+    io.write = function(...)
+        if io.output() ~= stdout then return io_write(...) end
+        track(...)
+        return flushed(io_write(...))
+    end
+    methods.write = function(f, ...)
+        if f ~= stdout then return file_write(f, ...) end
+        track(...)
+        return flushed(file_write(f, ...))
+    end
+    return function() io.write, methods.write = io_write, file_write end
+end
+
+local function fresh_line()
+    if not at_line_start then stdout:write("\n") end
+    at_line_start = true
+end
 
 -- The REPL's only way out to the terminal: print's arguments, redacted.
 -- It is also `print` while the REPL runs, so a line that prints a secret's
@@ -253,7 +308,8 @@ end
 
 function commands.log(level)
     local ok, err = pcall(weft.log.level, level)
-    if not ok then print("error: " .. tostring(err)) else print("log level " .. level) end
+    if not ok then error(err, 0) end -- reported as before, and the line failed
+    print("log level " .. level)
 end
 
 function commands.trace() print(last_trace or "no traceback") end
@@ -282,12 +338,15 @@ local function compile(src)
 end
 
 -- Run fn in its own task; Ctrl-C (r:running) cancels it. Prints results.
+-- Returns true when the line ran to its end.
 local function run(r, fn, timed)
     local t0 = weft.now()
     local task = weft.spawn(function() return pack(fn()) end)
     r:running(task)
     local ok, res = pcall(task.wait, task)
-    r:running(nil)
+    -- on a terminal, Ctrl-C's ^C echo was ended with a newline already
+    if r:running(nil) and r:tty() then at_line_start = true end
+    fresh_line()
     if not ok then
         if errors.is(res) and res.kind == "cancelled" then
             print("cancelled")
@@ -300,6 +359,7 @@ local function run(r, fn, timed)
         for i = 1, res.n do print(M.show(res[i])) end
     end
     if timed then print(("%.3f ms"):format((weft.now() - t0) * 1000)) end
+    return ok
 end
 
 local function state_dir()
@@ -378,8 +438,15 @@ function M.main(...)
     if mock then rawset(_G, "mock", mock) end -- mock:set_faults{...}, mock:stats() at the prompt
     local global_print = rawget(_G, "print")
     rawset(_G, "print", print) -- the lines' print is redacted too, until the REPL ends
+    local unwatch = watch_stdout()
     local r = C.open { history = not no_history and history or nil }
     local tty = r:tty()
+    -- lines that failed: with a pipe as input, the exit status says so
+    local failed = 0
+    local function fail(msg)
+        if msg then print(msg) end
+        failed = failed + 1
+    end
     if tty then
         print(("weft %s REPL. :help for commands, Ctrl-D to quit.%s"):format(weft._VERSION,
             mock and (" Mock provider at " .. mock.url .. " (models gpt, claude, gemini).") or ""))
@@ -387,19 +454,29 @@ function M.main(...)
     local buf
     while true do
         local line = r:read(buf and ">> " or "> ")
-        if line == nil then break end
+        if tty then at_line_start = true end -- the Enter (or Ctrl-D) that ended it
+        if line == nil then
+            if buf and not tty then
+                local _, err = compile(buf)
+                fail("error: " .. err) -- the input ended inside a chunk
+            end
+            break
+        end
         if not buf and line:match("^%s*:") then
             r:add_history(line)
             local cmd, rest = line:match("^%s*:(%a*)%s*(.-)%s*$")
             if cmd == "quit" or cmd == "q" then break end
             if cmd == "time" then
                 local fn, err = compile(rest)
-                if fn then run(r, fn, true) else print("error: " .. err) end
+                if not fn then fail("error: " .. err) elseif not run(r, fn, true) then fail() end
             elseif commands[cmd] then
                 local ok, err = pcall(commands[cmd], rest)
-                if not ok then report(err) end
+                if not ok then
+                    report(err)
+                    fail()
+                end
             else
-                print("unknown command :" .. tostring(cmd) .. " (:help lists them)")
+                fail("unknown command :" .. tostring(cmd) .. " (:help lists them)")
             end
         elseif line:match("^%s*$") and not buf then
             -- nothing
@@ -411,16 +488,18 @@ function M.main(...)
             else
                 buf = nil
                 r:add_history(src)
-                if fn then run(r, fn) else print("error: " .. err) end
+                if not fn then fail("error: " .. err) elseif not run(r, fn) then fail() end
             end
         end
     end
     r:close()
+    unwatch()
     rawset(_G, "print", global_print)
     if mock then mock:close() end
     -- tasks started at the prompt end with the REPL
     C.exit()
-    return 0
+    -- a script piped in reports its failures; at a terminal they were seen
+    return (not tty and failed > 0) and 1 or 0
 end
 
 return M

@@ -14,8 +14,11 @@ function R:read(prompt) end
 ---@param line string
 function R:add_history(line) end
 
---- The task Ctrl-C cancels (the line that runs), or nil.
+--- The task Ctrl-C cancels (the line that runs), or nil. True when Ctrl-C
+--- cancelled the task this one replaces (on a terminal a newline already
+--- followed the ^C echo).
 ---@param task? weft.Task
+---@return boolean
 function R:running(task) end
 
 --- True when stdin is a terminal.
