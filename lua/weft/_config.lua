@@ -233,8 +233,12 @@ local function check_provider(name, raw, where)
     end
     local _, perr = plugin_config(p, raw)
     if perr then
-        local key = perr:match("unknown key '([^']+)'") or perr:match("^[^:]*: ([%w_]+) must be") or perr:match("missing required key '([^']+)'")
-        config_error(where, { "providers", name, key }, (perr:gsub("^provider [%w_%-]+: ", "")))
+        -- "provider NAME: KEY: message" is a schema validator's refusal
+        local vkey = perr:match("^provider [%w_%-]+: ([%w_]+): ")
+        local key = vkey or perr:match("unknown key '([^']+)'") or perr:match("^[^:]*: ([%w_]+) must be")
+            or perr:match("missing required key '([^']+)'")
+        local msg = vkey and perr:gsub("^provider [%w_%-]+: [%w_]+: ", "") or perr:gsub("^provider [%w_%-]+: ", "")
+        config_error(where, { "providers", name, key }, msg)
     end
     return entry
 end

@@ -1,14 +1,18 @@
 --- weft check PLUGIN.lua...: validate plugin files and print findings.
 ---
 --- For every file: it must load in the sandbox and pass validation (API
---- version, name, kind, schema, functions); its configuration defaults
---- must satisfy its schema. A provider is then driven through the
+--- version, name, kind, schema, functions), declare the name of its file
+--- (weft finds a plugin by file name and refuses one that declares
+--- another); its configuration defaults must satisfy its schema and its
+--- validators (plugin API 2, which also warns about schema fields without
+--- a description). A provider is then driven through the
 --- normalized forms: `encode` of a set of normalized requests (a plain
 --- prompt, system + multi-turn, tools and a tool result, stop and
 --- max_tokens, a stream, an embedding when it can) must give a path and a
 --- JSON-encodable body; and with fixtures (the plugin's `fixtures` field or
---- a `NAME.fixtures.lua` file beside it: recorded answers, streams and
---- errors of the real service) `decode`, `event` and `classify` must give
+--- a `NAME.fixtures.lua` file beside it, else those of the nearest plugin
+--- it `extends` that has some: recorded answers, streams and errors of the
+--- real service) `decode`, `event` and `classify` must give
 --- the normalized results and error kinds the fixtures expect (and the
 --- `reason`, such as "context_length", where an error fixture names one).
 ---
@@ -17,6 +21,9 @@
 --- failing, rate limited or refusing the key, all failing, a stream, an
 --- embedding) and must give back a target's result or an error each time,
 --- within its budget; the path it took is printed.
+---
+--- Each finding is printed once: a file that does not load is reported as
+--- its finding only (not also as the loader's log line).
 ---
 --- Exit status: 0 when every file is fine (warnings allowed), 1 when one
 --- has an error, 2 on usage errors.
@@ -67,19 +74,25 @@ local function copy(t)
     return c
 end
 
-local function fixtures_of(path, p)
+-- The fixtures to replay through plugin `p` (at `path`): its own (its
+-- `fixtures` field, or NAME.fixtures.lua beside it), else those of the
+-- nearest plugin it extends that has some (`deps`: the files it extends,
+-- parent first, wherever they were found). Returns them and where they
+-- are from, or nil (and why, when a fixtures file would not load).
+local function fixtures_of(path, p, deps)
     if type(p.fixtures) == "table" then return p.fixtures, "the plugin's fixtures" end
-    local fpath = path:gsub("%.lua$", "") .. ".fixtures.lua"
-    local chunk = loadfile(fpath)
-    if not chunk and type(p.extends) == "string" then
-        -- a plugin that extends another is checked against its fixtures
-        fpath = (path:match("^(.*)/[^/]+$") or ".") .. "/" .. p.extends .. ".fixtures.lua"
-        chunk = loadfile(fpath)
+    local candidates = { path }
+    for _, d in ipairs(deps or {}) do candidates[#candidates + 1] = d end
+    for _, file in ipairs(candidates) do
+        local fpath = file:gsub("%.lua$", "") .. ".fixtures.lua"
+        local chunk = loadfile(fpath)
+        if chunk then
+            local ok, f = pcall(plugins.run_chunk, chunk, fpath)
+            if ok and type(f) == "table" then return f, fpath end
+            return nil, fpath .. ": " .. tostring(f)
+        end
     end
-    if not chunk then return nil end
-    local ok, f = pcall(plugins.run_chunk, chunk, fpath)
-    if ok and type(f) == "table" then return f, fpath end
-    return nil, fpath .. ": " .. tostring(f)
+    return nil
 end
 
 -- Compare a normalized result with what a fixture expects.
@@ -207,9 +220,9 @@ local function check_batch(F, p, cfg)
     if not (type(b.discount) == "number") then F.warn("batch.discount not set: results are priced at the normal price") end
 end
 
-local function check_provider(F, path, p)
+local function check_provider(F, path, p, deps)
     local ok, cfg = pcall(plugins.configure, p, {})
-    local fx, fxwhere = fixtures_of(path, p)
+    local fx, fxwhere = fixtures_of(path, p, deps)
     if not ok then
         if fx and type(fx.config) == "table" then
             ok, cfg = pcall(plugins.configure, p, fx.config)
@@ -422,15 +435,32 @@ function M.file(path)
         F.ok("fixtures: checked with the plugin they belong to")
         return F
     end
-    local p, err = plugins.load_file(path)
+    -- quiet: a file that does not load is this finding, not also a log line
+    local deps = {}
+    local p, err = plugins.load_file(path, nil, nil, nil, deps, true)
     if not p then
         F.err(err)
         return F
     end
     F.ok(("loads in the sandbox: %s %s, version %s, plugin API %d (this weft loads %d to %d)"):format(
         p.kind, p.name, tostring(p.version or "-"), p.api, plugins.API_MIN, plugins.API))
+    -- weft finds a plugin by its file name and then refuses one that
+    -- declares another: found here, not at the first call
+    local file = path:match("([^/]+)%.lua$") or path
+    if file ~= p.name then
+        F.err(("declares name '%s' but the file is %s.lua: weft looks a plugin up as %s/%s.lua (rename one of them)")
+            :format(p.name, file, p.kind == "policy" and "policies" or "providers", p.name))
+    end
     if p.version == nil then F.warn("no version: results and logs cannot tell versions apart") end
-    if p.kind == "provider" then check_provider(F, path, p) end
+    if p.api >= 2 then
+        local missing = {}
+        for k, s in pairs(p.schema or {}) do
+            if s.description == nil then missing[#missing + 1] = k end
+        end
+        table.sort(missing)
+        if missing[1] then F.warn("schema fields without a description: " .. table.concat(missing, ", ")) end
+    end
+    if p.kind == "provider" then check_provider(F, path, p, deps) end
     if p.kind == "policy" then check_policy(F, p) end
     return F
 end

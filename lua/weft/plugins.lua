@@ -5,13 +5,14 @@
 ---
 --- ```lua
 --- return {
----     api = 1,                      -- the plugin API version it was written for
----     name = "openai",              -- unique within its kind
+---     api = 2,                      -- the plugin API version it was written for
+---     name = "openai",              -- unique within its kind; the file is NAME.lua
 ---     kind = "provider",            -- "provider" or "policy"
 ---     version = "1.2.0",            -- optional, shown in logs and results
----     schema = {                    -- its configuration: key -> {type=, default=, required=}
----         base_url = { type = "string", default = "https://api.openai.com" },
----         timeout = { type = "number", default = 60 },
+---     schema = {                    -- its configuration: key -> {type=, default=, required=,
+---         timeout = { type = "number", default = 60,    --   description=, validate=}
+---                     description = "seconds",
+---                     validate = function(v) if v > 0 then return true end return nil, "must be > 0" end },
 ---     },
 ---     -- and its functions (a provider: encode, decode, classify, ...)
 --- }
@@ -19,11 +20,20 @@
 ---
 --- The file runs in its own environment: the safe parts of the standard
 --- library (string, table, math, os.time/clock/date, pairs, pcall, ...),
---- and `weft` limited to json, error, log and time (parsing of durations
---- and dates in rate-limit headers). No io, os.execute, debug,
+--- and `weft` limited to json, error, log, time (parsing of durations
+--- and dates in rate-limit headers) and codec (weft.codec, read-only and
+--- the same for every plugin). No io, os.execute, debug,
 --- load/loadstring/dofile/require, no globals shared with the script or
 --- other plugins. Loads are counted in weft_plugin_loads_total and
 --- announced to "reload" hooks.
+---
+--- Plugin API 2 is API 1 and: `weft.codec`; schema fields may have a
+--- `description` (a string) and a `validate(value, cfg)` that returns true
+--- or `nil, message` (a configuration it refuses fails naming the plugin
+--- and the key; other keys of a schema field are refused); `extends`
+--- merges deeply (tables key by key, recursively; lists and other values
+--- replace; `weft.json.null` removes what the parent has). This host loads
+--- API_MIN to API.
 local calls = require "weft.calls"
 local json = require "weft.json"
 local errors = require "weft.error"
@@ -35,25 +45,19 @@ local type, pairs, ipairs, tostring, setmetatable, getmetatable, loadfile, loads
 local M = {}
 
 --- The plugin API version this host implements, and the oldest it loads.
-M.API = 1
+M.API = 2
 M.API_MIN = 1
 
 local KINDS = { provider = "providers", policy = "policies" }
 local SCHEMA_TYPES = { string = true, number = true, boolean = true, table = true, ["function"] = true }
+-- What a schema field may hold (plugin API 2 refuses anything else: a
+-- misspelt `defualt` would be silently ignored).
+local SCHEMA_FIELD_KEYS = { type = true, default = true, required = true, description = true, validate = true }
 
 -- Time parsing for rate-limit headers (runtime/retry.c), for plugins:
 -- seconds, or nil when the text is not of that form.
-local hint = require("weft._retry").hint
-local TIME = {
-    --- A Go-style duration ("1m30s", "6ms", "0.5s") in seconds.
-    duration = function(s) return type(s) == "string" and hint("retrydelay", s) or nil end,
-    --- Seconds from now until an RFC 3339 time (0 when past).
-    until_rfc3339 = function(s) return type(s) == "string" and hint("anthropic-ratelimit-x-reset", s) or nil end,
-    --- A Retry-After value (seconds or an HTTP date) in seconds.
-    retry_after = function(s) return type(s) == "string" and hint("retry-after", s) or nil end,
-    --- A retry-after-ms value in seconds.
-    retry_after_ms = function(s) return type(s) == "string" and hint("retry-after-ms", s) or nil end,
-}
+local codec = require "weft.codec"
+local TIME = codec.time
 
 local function copy(t)
     local c = {}
@@ -72,7 +76,7 @@ end
 local budget = require "weft._budget"
 local bcall, tripped = budget.call, budget.tripped
 local jit_off = jit and jit.off or function() end
-local next, rawget, rawset, rawequal, select = next, rawget, rawset, rawequal, select
+local next, rawget, rawset, rawequal, select, newproxy = next, rawget, rawset, rawequal, select, newproxy
 local raw_getmetatable = debug.getmetatable
 
 local BUDGET_ERR = "plugin budget exceeded"
@@ -106,6 +110,27 @@ local function deep_copy(t, seen)
     return c
 end
 M.deep_copy = deep_copy
+
+-- weft.codec as plugins see it: one userdata shared by every sandbox, its
+-- functions behind a protected metatable. A table could not be kept
+-- read-only (rawset is in the sandbox); a userdata has no raw access,
+-- getmetatable gives its name, setmetatable refuses it, and it holds only
+-- functions (nothing it hands out is shared state: they return new
+-- tables, and their upvalues are out of reach without debug).
+local function readonly(name, t)
+    local index = {}
+    for k, v in pairs(t) do
+        if type(v) == "function" then index[k] = v end
+    end
+    local u = newproxy(true)
+    local mt = raw_getmetatable(u)
+    mt.__index = index
+    mt.__newindex = function() error(name .. " is read-only", 2) end
+    mt.__metatable = name
+    mt.__tostring = function() return name end
+    return u
+end
+local CODEC = readonly("weft.codec", codec)
 
 -- Lines a plugin may write: emitting only (no level or format changes),
 -- each line naming the plugin.
@@ -171,6 +196,7 @@ local function sandbox(label)
             error = deep_copy { new = errors.new, is = errors.is, raise = errors.raise, KINDS = errors.KINDS },
             log = plugin_log(label or "plugin"),
             time = copy(TIME),
+            codec = CODEC,
         },
     }
     env._G = env
@@ -413,16 +439,27 @@ local POLICY_HOST_KEYS = { policy = true, targets = true, provider = true, model
     max_tokens = true, temperature = true, top_p = true, stop = true, priority = true, timeout = true,
     extra = true, tags = true, metadata = true }
 
+-- Why plugin API version `api` is not one this host loads, or nil: the
+-- message names the versions it does load.
+local function bad_api(api)
+    if type(api) ~= "number" then
+        return ("missing api (the plugin API version: this weft loads %d to %d)"):format(M.API_MIN, M.API)
+    end
+    if api ~= math.floor(api) or api < M.API_MIN or api > M.API then
+        return ("plugin API version %s is not supported: this weft loads plugin API %d to %d%s"):format(
+            tostring(api), M.API_MIN, M.API,
+            api > M.API and " (the plugin was written for a newer weft)"
+            or api < M.API_MIN and " (the plugin was written for an older weft: update it)" or "")
+    end
+end
+
 --- Check a loaded plugin table. Returns true, or nil and what is wrong.
 ---@param p any
 ---@param expect_kind? string
 function M.validate(p, expect_kind)
     if type(p) ~= "table" then return nil, "the file must return a table, got " .. type(p) end
-    if type(p.api) ~= "number" then return nil, "missing api (the plugin API version, " .. M.API .. ")" end
-    if p.api > M.API or p.api < M.API_MIN then
-        return nil, ("plugin API version %s is not supported (this weft loads %d to %d)"):format(
-            tostring(p.api), M.API_MIN, M.API)
-    end
+    local why = bad_api(p.api)
+    if why then return nil, why end
     if type(p.name) ~= "string" or not p.name:match("^[%w_%-]+$") then
         return nil, "name must be a string of letters, digits, _ and -"
     end
@@ -439,6 +476,20 @@ function M.validate(p, expect_kind)
             end
             if s.default ~= nil and type(s.default) ~= s.type then
                 return nil, ("schema.%s: default is a %s, not a %s"):format(k, type(s.default), s.type)
+            end
+            if p.api >= 2 then
+                for f in pairs(s) do
+                    if not SCHEMA_FIELD_KEYS[f] then
+                        return nil, ("schema.%s: unknown field '%s' (type, default, required, description, validate)"):format(
+                            k, tostring(f))
+                    end
+                end
+                if s.description ~= nil and type(s.description) ~= "string" then
+                    return nil, ("schema.%s: description must be a string"):format(k)
+                end
+                if s.validate ~= nil and type(s.validate) ~= "function" then
+                    return nil, ("schema.%s: validate must be a function(value, cfg) returning true, or nil and why"):format(k)
+                end
             end
         end
     end
@@ -502,13 +553,6 @@ function M.validate(p, expect_kind)
     return true
 end
 
---- Load and validate a plugin file in a fresh sandbox. Returns the plugin
---- table, or nil and a message naming the file (and the line, for a syntax
---- error or an error while loading).
----@param path string
----@param expect_kind? string
----@return table? plugin
----@return string? err
 local function read_file(path)
     local f, err = io.open(path, "rb")
     if not f then return nil, err end
@@ -540,6 +584,32 @@ end
 
 M.run_chunk = run_chunk
 
+-- A list (a merge replaces it whole), not a record (merged key by key).
+local function is_list(t)
+    local mt = raw_getmetatable(t)
+    return rawget(t, 1) ~= nil or mt == json._ARRAY_MT or mt == json._EMPTY_MT
+end
+
+-- Plugin API 2's `extends`: what `over` (the plugin) does not say is the
+-- parent's (`base`), record by record (like a JSON Merge Patch, RFC
+-- 7396): where both have a record the two merge, recursively; any other
+-- value of `over` replaces the parent's whole (lists, functions, strings,
+-- false); weft.json.null removes the parent's. Both are the loader's own
+-- plain copies; only `over`'s tables are written to.
+local function merge(over, base)
+    for k, bv in next, base do
+        local ov = rawget(over, k)
+        if ov == nil then
+            rawset(over, k, bv)
+        elseif ov == json.null then
+            rawset(over, k, nil)
+        elseif type(ov) == "table" and type(bv) == "table" and not is_list(ov) and not is_list(bv) then
+            merge(ov, bv)
+        end
+    end
+    return over
+end
+
 local function inherit(p, kind, depth)
     if type(p) ~= "table" or p.extends == nil then return p end
     if type(p.extends) ~= "string" then error("extends must be the name of a plugin", 0) end
@@ -551,47 +621,63 @@ local function inherit(p, kind, depth)
     if not chunk then error("extends: " .. err, 0) end
     local ok, base = pcall(run_chunk, chunk, path:match("([^/]+)%.lua$") or path)
     if not ok then error("extends: " .. path .. ": " .. tostring(base), 0) end
-    base = inherit(base, kind, depth + 1)
     if type(base) ~= "table" then error("extends: " .. path .. " does not return a table", 0) end
+    local why = bad_api(base.api)
+    if why then error("extends: " .. path .. ": " .. why, 0) end
+    base = inherit(base, kind, depth + 1)
+    if p.api >= 2 then return merge(p, base) end
+    -- plugin API 1: what the plugin does not define, field by field
     for k, v in pairs(base) do
         if p[k] == nil then p[k] = v end
     end
     return p
 end
 
-function M.load_file(path, expect_kind, check, source, deps)
+--- Load and validate a plugin file in a fresh sandbox. Returns the plugin
+--- table, or nil and a message naming the file (and the line, for a syntax
+--- error or an error while loading). A failure is logged, counted and
+--- announced to "reload" hooks, unless `quiet`: the caller reports it
+--- itself (weft check prints it as its finding, once).
+---@param path string
+---@param expect_kind? string
+---@param check? fun(p: table): boolean?, string? a further check of the new plugin
+---@param source? string the file's text, when the caller has read it
+---@param deps? string[] gets the paths of the files it extends (parent first)
+---@param quiet? boolean
+---@return table? plugin
+---@return string? err
+function M.load_file(path, expect_kind, check, source, deps, quiet)
     local label = path:match("([^/]+)%.lua$") or path
     if expect_kind then label = expect_kind .. "/" .. label end
+    local function failed(msg)
+        if not quiet then calls.plugin_loaded(label, false, msg) end
+        return nil, msg
+    end
     local chunk, err
     if source then chunk, err = loadstring(source, "@" .. path) else chunk, err = loadfile(path) end
-    if not chunk then
-        calls.plugin_loaded(label, false, err)
-        return nil, err
-    end
+    if not chunk then return failed(err) end
     local ok, p = pcall(run_chunk, chunk, label)
+    -- the API first: what the rest of the table means depends on it
+    local why = ok and type(p) == "table" and bad_api(p.api)
+    if why then return failed(("%s: %s"):format(path, why)) end
     if ok then
         loading_deps = deps
         ok, p = pcall(inherit, p, expect_kind, 0)
         loading_deps = nil
     end
-    if not ok then
-        local msg = ("%s: error while loading: %s"):format(path, tostring(p))
-        calls.plugin_loaded(label, false, msg)
-        return nil, msg
-    end
-    local valid, why = M.validate(p, expect_kind)
+    if not ok then return failed(("%s: error while loading: %s"):format(path, tostring(p))) end
+    local valid
+    valid, why = M.validate(p, expect_kind)
     if valid and check then valid, why = check(p) end
-    if not valid then
-        local msg = ("%s: %s"):format(path, why)
-        calls.plugin_loaded(label, false, msg)
-        return nil, msg
-    end
+    if not valid then return failed(("%s: %s"):format(path, why)) end
     calls.plugin_loaded(p.kind .. "/" .. p.name, true)
     return p
 end
 
 --- The configuration of plugin `p` from `cfg`: defaults filled in, types
---- checked, unknown keys refused. Errors name the key (and `where`).
+--- checked, unknown keys refused, then each key's `validate` (when its
+--- schema field has one) run on its value. Errors name the plugin, the key
+--- (and `where`).
 ---@param p table
 ---@param cfg? table
 ---@param where? string where the configuration came from ("config.lua:12")
@@ -617,6 +703,25 @@ function M.configure(p, cfg, where)
             elseif s.required then
                 error(prefix .. "missing required key '" .. k .. "'", 2)
             end
+        end
+    end
+    -- the schema's validators, in key order: plugin code, so under the
+    -- budget and on copies (of the value and of the whole configuration)
+    local keys = {}
+    for k, s in pairs(schema) do
+        if out[k] ~= nil and type(s.validate) == "function" then keys[#keys + 1] = k end
+    end
+    if keys[1] == nil then return out end
+    table.sort(keys)
+    local view, why = plain(out, true)
+    if view == nil then error(prefix .. "the configuration is not plain data: " .. why, 2) end
+    for _, k in ipairs(keys) do
+        local v = view[k]
+        if type(v) == "table" then v = plain(v, true) end
+        local ok, res, msg = budget_result(tostring(p.name), "validate", bcall(schema[k].validate, v, plain(view, true)))
+        if not ok then error(prefix .. k .. ": " .. res, 2) end
+        if res == nil or res == false then
+            error(prefix .. k .. ": " .. (type(msg) == "string" and msg or "refused by the plugin's validate"), 2)
         end
     end
     return out

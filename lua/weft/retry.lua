@@ -36,6 +36,7 @@
 ---   gets the call, to record what it measured (call:http(res), usage).
 local C = require "weft._retry"
 local errors = require "weft.error"
+local status_kind = require("weft.codec").status_kind
 
 local type, pcall, error, tonumber, tostring = type, pcall, error, tonumber, tostring
 local T = require "weft._task"
@@ -218,29 +219,21 @@ end
 
 --- The error value for an HTTP response, or nil for 2xx/3xx: 429 ->
 --- rate_limited (or quota_exhausted for a spent quota), 408/409/5xx/529 ->
---- transient, 401/403 -> auth, other 4xx -> invalid_request; with status,
+--- transient, 401/403 -> auth, other 4xx -> invalid_request (the ladder of
+--- weft.codec.status_kind, as the provider plugins classify); with status,
 --- retry_after and should_retry (x-should-retry) set.
 ---@param res weft.http.Response
 ---@param provider? string
 function M.http_error(res, provider)
     local st = res.status
     if st < 400 then return nil end
-    local kind
     local body = type(res.body) == "string" and res.body or ""
-    if st == 429 then
-        if body:find("insufficient_quota", 1, true) or body:find("PerDay", 1, true) then
-            kind = "quota_exhausted"
-        else
-            kind = "rate_limited"
-        end
-    elseif st == 408 or st == 409 or st >= 500 then
-        kind = "transient"
-    elseif st == 401 or st == 403 then
-        kind = "auth"
-    elseif st == 400 and body:find("credit balance is too low", 1, true) then
+    -- the status ladder the shipped provider plugins use (weft.codec), and
+    -- the spent quotas that only the body tells apart
+    local kind = status_kind(st)
+    if (st == 429 and (body:find("insufficient_quota", 1, true) or body:find("PerDay", 1, true)))
+       or (st == 400 and body:find("credit balance is too low", 1, true)) then
         kind = "quota_exhausted"
-    else
-        kind = "invalid_request"
     end
     local msg = body:match('"message"%s*:%s*"(.-)"') or ("HTTP " .. st)
     return errors.new(kind, ("HTTP %d: %s"):format(st, msg:sub(1, 200)), {

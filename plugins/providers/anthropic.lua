@@ -1,6 +1,6 @@
 --- Provider: Anthropic (Messages API).
 ---
---- A pure codec (plugin API 1). Wire format: POST /v1/messages with
+--- A pure codec (plugin API 2). Wire format: POST /v1/messages with
 --- `anthropic-version`, {model, max_tokens (required), system, messages
 --- (content blocks), temperature, top_p, stop_sequences, tools}; the answer's
 --- content blocks (text, tool_use), stop_reason and usage {input_tokens,
@@ -18,10 +18,8 @@
 --- GET /v1/messages/batches/{id}/results ({custom_id, result = {type =
 --- succeeded | errored | canceled | expired, ...}}); POST .../cancel. Half
 --- price.
-local json = weft.json
-
-local FINISH = { end_turn = "stop", stop_sequence = "stop", max_tokens = "length", tool_use = "tool_calls",
-                 pause_turn = "stop", refusal = "content_filter" }
+local codec = weft.codec
+local str, tab = codec.str, codec.tab
 
 -- Anthropic's error types -> weft's kinds
 local KINDS = {
@@ -31,22 +29,11 @@ local KINDS = {
     timeout_error = "timeout", billing_error = "quota_exhausted",
 }
 
-local function str(v) if type(v) == "string" then return v end end
-
-local function decode_args(s)
-    if s == nil or s == "" then return json.object({}) end
-    local ok, v = pcall(json.decode, s)
-    if ok and type(v) == "table" then return v end
-    return json.object({})
-end
-
 local function messages(req)
-    local system = req.system
+    local system, msgs = codec.split_system(req)
     local out = {}
-    for _, m in ipairs(req.messages) do
-        if m.role == "system" then
-            system = system and (system .. "\n\n" .. m.content) or m.content
-        elseif m.role == "tool" then
+    for _, m in ipairs(msgs) do
+        if m.role == "tool" then
             -- a tool result is a user turn holding a tool_result block
             out[#out + 1] = { role = "user", content = { { type = "tool_result", tool_use_id = m.tool_call_id,
                                                           content = m.content } } }
@@ -54,7 +41,7 @@ local function messages(req)
             local blocks = {}
             if m.content and m.content ~= "" then blocks[1] = { type = "text", text = m.content } end
             for _, tc in ipairs(m.tool_calls) do
-                blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = tc.name, input = decode_args(tc.arguments) }
+                blocks[#blocks + 1] = { type = "tool_use", id = tc.id, name = tc.name, input = codec.decode_args(tc.arguments) }
             end
             out[#out + 1] = { role = "assistant", content = blocks }
         else
@@ -73,8 +60,6 @@ local function wire_tools(tools)
     return out
 end
 
--- The status decides for HTTP errors; the error type for errors inside a
--- stream (status nil) and for what the status cannot tell apart.
 -- A prompt over the context window: "prompt is too long: M tokens > N
 -- maximum", or, when max_tokens does not fit beside it, "input length and
 -- `max_tokens` exceed context limit: M + K > N, ...".
@@ -83,20 +68,19 @@ local function context_length(e)
     return m ~= nil and (m:find("^prompt is too long") ~= nil or m:find("exceed context limit", 1, true) ~= nil)
 end
 
+-- The status decides for HTTP errors; the error type for errors inside a
+-- stream (status nil) and for what the status cannot tell apart.
 local function kind_of(status, e)
     local t = str(e.type)
     if t == "billing_error" or (str(e.message) and e.message:find("credit balance", 1, true)) then
         return "quota_exhausted"
     end
     if not status then return t and KINDS[t] or "transient" end
-    if status == 429 then return "rate_limited" end
-    if status == 401 or status == 403 then return "auth" end
-    if status == 408 or status == 409 or status >= 500 then return "transient" end
-    return "invalid_request"
+    return codec.status_kind(status)
 end
 
 return {
-    api = 1,
+    api = 2,
     name = "anthropic",
     kind = "provider",
     version = "1.0.0",
@@ -110,9 +94,14 @@ return {
         ["claude-haiku-4-5"] = { input = 1.00, output = 5.00 },
     },
     schema = {
-        version = { type = "string", default = "2023-06-01" },     -- the anthropic-version header
-        default_max_tokens = { type = "number", default = 1024 },  -- max_tokens is required by the API
-        beta = { type = "string" },                               -- anthropic-beta header
+        version = { type = "string", default = "2023-06-01", description = "the anthropic-version header" },
+        default_max_tokens = { type = "number", default = 1024,
+                               description = "max_tokens of a request without one (the API requires it)",
+                               validate = function(v)
+                                   if v >= 1 and v % 1 == 0 then return true end
+                                   return nil, "must be a whole number of at least 1, got " .. v
+                               end },
+        beta = { type = "string", description = "the anthropic-beta header (comma-separated features)" },
     },
 
     encode = function(op, req, cfg)
@@ -139,15 +128,14 @@ return {
             if b.type == "text" then
                 text[#text + 1] = str(b.text) or ""
             elseif b.type == "tool_use" then
-                tools[#tools + 1] = { id = str(b.id), name = str(b.name), arguments = json.encode(b.input or json.object({})) }
+                tools[#tools + 1] = { id = str(b.id), name = str(b.name), arguments = codec.encode_args(b.input) }
             end
         end
-        local u = type(body.usage) == "table" and body.usage or {}
         return {
             text = table.concat(text),
-            finish_reason = FINISH[body.stop_reason] or str(body.stop_reason) or "stop",
+            finish_reason = codec.finish_reason("anthropic", body.stop_reason) or "stop",
             tool_calls = #tools > 0 and tools or nil,
-            usage = { input = tonumber(u.input_tokens) or 0, output = tonumber(u.output_tokens) or 0 },
+            usage = codec.usage(tab(body.usage), "input_tokens", "output_tokens"),
             model = str(body.model), id = str(body.id),
         }
     end,
@@ -169,7 +157,7 @@ return {
             return { method = "GET", path = "/v1/messages/batches/" .. job.id, headers = { ["anthropic-version"] = cfg.version } }
         end,
         status = function(job, b, cfg)
-            local rc = type(b.request_counts) == "table" and b.request_counts or {}
+            local rc = tab(b.request_counts)
             local function n(k) return tonumber(rc[k]) or 0 end
             local s = str(b.processing_status)
             local state = s == "ended" and "ended" or s == "canceling" and "cancelling" or "running"
@@ -182,7 +170,7 @@ return {
                        headers = { ["anthropic-version"] = cfg.version } } }
         end,
         result = function(line, job, cfg)
-            local r = type(line.result) == "table" and line.result or {}
+            local r = tab(line.result)
             local t = str(r.type)
             if t == "succeeded" then return { custom_id = line.custom_id, body = r.message } end
             if t == "errored" then
@@ -209,43 +197,30 @@ return {
     },
 
     classify = function(status, headers, body, cfg)
-        local ok, v = pcall(json.decode, body)
-        local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
+        local e = codec.error_of(body)
         local kind = kind_of(status, e)
         return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
                  message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
     end,
 
     -- anthropic-ratelimit-{requests,tokens}-{remaining,reset} (resets are
-    -- RFC 3339 times); on a 429 or 529, retry-after.
-    rate_limits = function(status, headers, body, cfg)
-        local t = weft.time
-        local out = {}
-        for _, unit in ipairs { "requests", "tokens" } do
-            local rem = tonumber(headers["anthropic-ratelimit-" .. unit .. "-remaining"])
-            if rem then
-                out[unit] = { remaining = rem, reset = t.until_rfc3339(headers["anthropic-ratelimit-" .. unit .. "-reset"]) }
-            end
-        end
-        if status == 429 then out.retry_after = t.retry_after(headers["retry-after"]) end
-        return out
-    end,
+    -- RFC 3339 times); on a 429, retry-after.
+    rate_limits = function(status, headers, body, cfg) return codec.anthropic_rate_limits(status, headers) end,
 
     event = function(ev, st, req, cfg)
         local t = ev.event
         if t == "ping" then return nil end
         if t == "message_stop" then return { done = true } end
-        local ok, v = pcall(json.decode, ev.data)
-        if not ok or type(v) ~= "table" then return nil end
+        local v = codec.json_table(ev.data)
+        if not v then return nil end
         if t == "error" or v.type == "error" then
-            local e = type(v.error) == "table" and v.error or {}
+            local e = tab(v.error)
             return { error = { kind = kind_of(nil, e), message = str(e.message) or "error in stream" } }
         end
         if t == "message_start" and type(v.message) == "table" then
-            local u = type(v.message.usage) == "table" and v.message.usage or {}
-            st.input = tonumber(u.input_tokens) or 0
-            st.output = tonumber(u.output_tokens) or 0
-            return { usage = { input = st.input, output = st.output }, model = str(v.message.model) }
+            local u = codec.usage(tab(v.message.usage), "input_tokens", "output_tokens")
+            st.input, st.output = u.input, u.output
+            return { usage = u, model = str(v.message.model) }
         end
         if t == "content_block_start" and type(v.content_block) == "table" and v.content_block.type == "tool_use" then
             st.tools = st.tools or {}
@@ -271,9 +246,7 @@ return {
                 if tonumber(v.usage.input_tokens) then st.input = tonumber(v.usage.input_tokens) end
                 out.usage = { input = st.input or 0, output = st.output or 0 }
             end
-            if type(v.delta) == "table" and str(v.delta.stop_reason) then
-                out.finish_reason = FINISH[v.delta.stop_reason] or v.delta.stop_reason
-            end
+            if type(v.delta) == "table" then out.finish_reason = codec.finish_reason("anthropic", v.delta.stop_reason) end
             return out
         end
         return nil

@@ -1,6 +1,6 @@
 --- Provider: Google Gemini (Generative Language API, v1beta).
 ---
---- A pure codec (plugin API 1). Wire format: POST
+--- A pure codec (plugin API 2). Wire format: POST
 --- /v1beta/models/{model}:generateContent {contents (role user|model,
 --- parts), systemInstruction, generationConfig {maxOutputTokens,
 --- temperature, topP, stopSequences}, tools {functionDeclarations}}; the
@@ -13,11 +13,8 @@
 --- (400 INVALID_ARGUMENT "The input token count (M) exceeds the maximum
 --- number of tokens allowed (N).") are classified invalid_request with
 --- reason "context_length".
-local json = weft.json
-
-local FINISH = { STOP = "stop", MAX_TOKENS = "length", SAFETY = "content_filter", RECITATION = "content_filter",
-                 PROHIBITED_CONTENT = "content_filter", BLOCKLIST = "content_filter", SPII = "content_filter",
-                 MALFORMED_FUNCTION_CALL = "error" }
+local codec = weft.codec
+local str, tab = codec.str, codec.tab
 
 local KINDS = {
     INVALID_ARGUMENT = "invalid_request", FAILED_PRECONDITION = "invalid_request", NOT_FOUND = "invalid_request",
@@ -26,29 +23,18 @@ local KINDS = {
     ABORTED = "transient", DEADLINE_EXCEEDED = "timeout", CANCELLED = "transient",
 }
 
-local function str(v) if type(v) == "string" then return v end end
-
-local function decode_args(s)
-    if s == nil or s == "" then return json.object({}) end
-    local ok, v = pcall(json.decode, s)
-    if ok and type(v) == "table" then return v end
-    return json.object({})
-end
-
 local function contents(req)
-    local system = req.system
+    local system, msgs = codec.split_system(req)
     local out = {}
-    for _, m in ipairs(req.messages) do
-        if m.role == "system" then
-            system = system and (system .. "\n\n" .. m.content) or m.content
-        elseif m.role == "tool" then
+    for _, m in ipairs(msgs) do
+        if m.role == "tool" then
             out[#out + 1] = { role = "user", parts = { { functionResponse = {
                 name = m.name or m.tool_call_id, response = { content = m.content } } } } }
         else
             local parts = {}
             if m.content and m.content ~= "" then parts[1] = { text = m.content } end
             for _, tc in ipairs(m.tool_calls or {}) do
-                parts[#parts + 1] = { functionCall = { name = tc.name, args = decode_args(tc.arguments) } }
+                parts[#parts + 1] = { functionCall = { name = tc.name, args = codec.decode_args(tc.arguments) } }
             end
             out[#out + 1] = { role = m.role == "assistant" and "model" or "user", parts = parts }
         end
@@ -70,23 +56,18 @@ local function candidate(body)
     local c = type(body.candidates) == "table" and body.candidates[1]
     if type(c) ~= "table" then return nil end
     local text, tools = {}, {}
-    local parts = type(c.content) == "table" and type(c.content.parts) == "table" and c.content.parts or {}
+    local parts = tab(tab(c.content).parts)
     for _, p in ipairs(parts) do
         if str(p.text) and not p.thought then text[#text + 1] = p.text end
         if type(p.functionCall) == "table" then
             tools[#tools + 1] = { id = str(p.functionCall.id), name = str(p.functionCall.name),
-                                  arguments = json.encode(p.functionCall.args or json.object({})) }
+                                  arguments = codec.encode_args(p.functionCall.args) }
         end
     end
-    local fr = str(c.finishReason)
-    return table.concat(text), #tools > 0 and tools or nil, fr and (FINISH[fr] or fr:lower()) or nil
+    return table.concat(text), #tools > 0 and tools or nil, codec.finish_reason("gemini", c.finishReason)
 end
 
-local function usage_of(body)
-    local u = type(body.usageMetadata) == "table" and body.usageMetadata
-    if not u then return nil end
-    return { input = tonumber(u.promptTokenCount) or 0, output = tonumber(u.candidatesTokenCount) or 0 }
-end
+local function usage_of(body) return codec.usage(body.usageMetadata, "promptTokenCount", "candidatesTokenCount") end
 
 -- Contents over the context window: INVALID_ARGUMENT "The input token count
 -- (M) exceeds the maximum number of tokens allowed (N)."
@@ -105,14 +86,11 @@ local function kind_of(status, e, body)
     end
     if st == "RESOURCE_EXHAUSTED" and body and body:find("PerDay", 1, true) then return "quota_exhausted" end
     if st and KINDS[st] then return KINDS[st] end
-    if status == 429 then return "rate_limited" end
-    if status == 401 or status == 403 then return "auth" end
-    if status and status >= 500 then return "transient" end
-    return status and "invalid_request" or "transient"
+    return codec.status_kind(status) or "transient"
 end
 
 return {
-    api = 1,
+    api = 2,
     name = "gemini",
     kind = "provider",
     version = "1.0.0",
@@ -126,9 +104,13 @@ return {
         ["text-embedding-004"] = { input = 0, output = 0 },
     },
     schema = {
-        api_version = { type = "string", default = "v1beta" },
-        embedding_dimensions = { type = "number" },
-        embedding_task = { type = "string" }, -- taskType, e.g. RETRIEVAL_DOCUMENT
+        api_version = { type = "string", default = "v1beta", description = "the API's version in paths (v1beta, v1)",
+                        validate = function(v)
+                            if v:match("^v%d[%w]*$") then return true end
+                            return nil, "must be a version such as v1beta or v1, got \"" .. v .. "\""
+                        end },
+        embedding_dimensions = { type = "number", description = "outputDimensionality of the embeddings" },
+        embedding_task = { type = "string", description = "taskType of the embeddings, e.g. RETRIEVAL_DOCUMENT" },
     },
 
     encode = function(op, req, cfg)
@@ -172,8 +154,9 @@ return {
         end
         local text, tools, finish = candidate(body)
         if not text then
-            local fb = type(body.promptFeedback) == "table" and str(body.promptFeedback.blockReason)
-            if fb then return { text = "", finish_reason = "content_filter", usage = usage_of(body) } end
+            if str(tab(body.promptFeedback).blockReason) then
+                return { text = "", finish_reason = "content_filter", usage = usage_of(body) }
+            end
             return nil, "no candidates[1] in the answer"
         end
         return { text = text, tool_calls = tools, finish_reason = finish or "stop", usage = usage_of(body),
@@ -181,8 +164,7 @@ return {
     end,
 
     classify = function(status, headers, body, cfg)
-        local ok, v = pcall(json.decode, body)
-        local e = ok and type(v) == "table" and type(v.error) == "table" and v.error or {}
+        local e = codec.error_of(body)
         local kind = kind_of(status, e, body)
         return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
                  message = str(e.message) or ("HTTP " .. status), code = str(e.status) }
@@ -192,21 +174,14 @@ return {
     -- its body (RetryInfo.retryDelay, e.g. "17s").
     rate_limits = function(status, headers, body, cfg)
         if status ~= 429 then return nil end
-        local ok, v = pcall(json.decode, body)
-        local details = ok and type(v) == "table" and type(v.error) == "table" and v.error.details
-        for _, d in ipairs(type(details) == "table" and details or {}) do
-            if type(d) == "table" and type(d.retryDelay) == "string" then
-                return { retry_after = weft.time.duration(d.retryDelay) }
-            end
-        end
-        return { retry_after = weft.time.retry_after(headers["retry-after"]) }
+        return { retry_after = codec.retry_info(body) or weft.time.retry_after(headers["retry-after"]) }
     end,
 
     -- Each event is a whole GenerateContentResponse; the usage in each is
     -- cumulative. The stream has no terminator: a finishReason marks it done.
     event = function(ev, st, req, cfg)
-        local ok, v = pcall(json.decode, ev.data)
-        if not ok or type(v) ~= "table" then return nil end
+        local v = codec.json_table(ev.data)
+        if not v then return nil end
         if type(v.error) == "table" then
             return { error = { kind = kind_of(nil, v.error, ev.data), message = str(v.error.message) or "error in stream" } }
         end

@@ -1,6 +1,6 @@
 --- Provider: OpenAI (Chat Completions, Embeddings).
 ---
---- A pure codec (plugin API 1): it turns weft's normalized requests into
+--- A pure codec (plugin API 2): it turns weft's normalized requests into
 --- OpenAI's wire format and OpenAI's answers, errors and stream chunks back
 --- into weft's forms. No I/O, no secret values: the host sends, and puts
 --- the key where `auth` says.
@@ -26,76 +26,8 @@
 --- so a policy can shorten the prompt or move to a larger model.
 local json = weft.json
 local null = json.null
-
-local FINISH = { stop = "stop", length = "length", tool_calls = "tool_calls", function_call = "tool_calls",
-                 content_filter = "content_filter" }
-
-local function str(v) if type(v) == "string" then return v end end
-
--- Normalized tool calls {id, name, arguments} -> OpenAI's.
-local function wire_tool_calls(list)
-    local out = {}
-    for i, tc in ipairs(list) do
-        out[i] = { id = tc.id, type = "function",
-                   ["function"] = { name = tc.name, arguments = tc.arguments or "{}" } }
-    end
-    return out
-end
-
-local function messages(req)
-    local out = {}
-    if req.system then out[1] = { role = "system", content = req.system } end
-    for _, m in ipairs(req.messages) do
-        local w = { role = m.role, content = m.content }
-        if m.name then w.name = m.name end
-        if m.tool_call_id then w.tool_call_id = m.tool_call_id end
-        if m.tool_calls then
-            w.tool_calls = wire_tool_calls(m.tool_calls)
-            if w.content == nil then w.content = null end
-        end
-        out[#out + 1] = w
-    end
-    return out
-end
-
--- Normalized tools {name, description, parameters} (or OpenAI's own
--- {type="function", function={...}}, passed through).
-local function wire_tools(tools)
-    local out = {}
-    for i, t in ipairs(tools) do
-        if t.type then
-            out[i] = t
-        else
-            out[i] = { type = "function", ["function"] = { name = t.name, description = t.description,
-                                                          parameters = t.parameters } }
-        end
-    end
-    return out
-end
-
-local function tool_calls_of(list)
-    if type(list) ~= "table" then return nil end
-    local out = {}
-    for i, tc in ipairs(list) do
-        local f = type(tc["function"]) == "table" and tc["function"] or {}
-        out[i] = { id = str(tc.id), name = str(f.name), arguments = str(f.arguments) or "" }
-    end
-    return #out > 0 and out or nil
-end
-
-local KIND_BY_STATUS = { [400] = "invalid_request", [401] = "auth", [403] = "auth", [404] = "invalid_request",
-                         [408] = "transient", [409] = "transient", [413] = "invalid_request",
-                         [422] = "invalid_request", [429] = "rate_limited" }
-
--- The error object of an answer: OpenAI's {"error": {...}}, or the bare
--- {"object": "error", "message": ...} some servers of its dialect send.
-local function error_of(body)
-    local ok, v = pcall(json.decode, body)
-    if not ok or type(v) ~= "table" then return {} end
-    if type(v.error) == "table" then return v.error end
-    if v.object == "error" then return v end
-    return {}
-end
+local codec = weft.codec
+local str, tab, usage = codec.str, codec.tab, codec.usage
 
 -- A prompt over the context window: OpenAI names it with its code; servers
 -- speaking its dialect (vLLM, DeepSeek, ...) often only in the message.
@@ -103,6 +35,12 @@ local function context_length(e)
     if str(e.code) == "context_length_exceeded" then return true end
     local m = str(e.message)
     return m ~= nil and m:find("maximum context length", 1, true) ~= nil
+end
+
+-- Schema validator: a path the host would send (README, "Security model").
+local function absolute(v)
+    if v:sub(1, 1) == "/" then return true end
+    return nil, "must be a path starting with /, got \"" .. v .. "\""
 end
 
 -- The batch's status -> weft's state of a job.
@@ -117,18 +55,14 @@ local function kind_of(status, e)
     if code == "insufficient_quota" or etype == "insufficient_quota" then return "quota_exhausted" end
     if code == "invalid_api_key" then return "auth" end
     if code == "context_length_exceeded" then return "invalid_request" end
-    if status then
-        if KIND_BY_STATUS[status] then return KIND_BY_STATUS[status] end
-        if status >= 500 then return "transient" end
-        return "invalid_request"
-    end
+    if status then return codec.status_kind(status) end
     -- an error inside a 200 stream
     if etype == "invalid_request_error" then return "invalid_request" end
     return "transient"
 end
 
 return {
-    api = 1,
+    api = 2,
     name = "openai",
     kind = "provider",
     version = "1.0.0",
@@ -144,13 +78,21 @@ return {
         ["text-embedding-3-small"] = { input = 0.02, output = 0 },
     },
     schema = {
-        chat_path = { type = "string", default = "/v1/chat/completions" },
-        embeddings_path = { type = "string", default = "/v1/embeddings" },
-        organization = { type = "string" },
-        project = { type = "string" },
-        stream_usage = { type = "boolean", default = true },   -- ask for the usage chunk at the end of a stream
-        max_tokens_field = { type = "string", default = "max_tokens" }, -- or "max_completion_tokens"
-        embedding_dimensions = { type = "number" },
+        chat_path = { type = "string", default = "/v1/chat/completions", description = "path of Chat Completions",
+                      validate = absolute },
+        embeddings_path = { type = "string", default = "/v1/embeddings", description = "path of Embeddings",
+                            validate = absolute },
+        organization = { type = "string", description = "sent as openai-organization" },
+        project = { type = "string", description = "sent as openai-project" },
+        stream_usage = { type = "boolean", default = true,
+                         description = "ask for the usage chunk at the end of a stream (stream_options.include_usage)" },
+        max_tokens_field = { type = "string", default = "max_tokens",
+                             description = "the body field max_tokens goes to (or max_completion_tokens)" },
+        embedding_dimensions = { type = "number", description = "dimensions of the embeddings (text-embedding-3)",
+                                 validate = function(v)
+                                     if v >= 1 and v % 1 == 0 then return true end
+                                     return nil, "must be a whole number of at least 1, got " .. v
+                                 end },
     },
 
     encode = function(op, req, cfg)
@@ -163,11 +105,11 @@ return {
                      body = { model = req.model, input = req.input, dimensions = cfg.embedding_dimensions } }
         end
         local body = {
-            model = req.model, messages = messages(req), temperature = req.temperature, top_p = req.top_p,
+            model = req.model, messages = codec.openai_messages(req), temperature = req.temperature, top_p = req.top_p,
             stop = req.stop, tool_choice = req.tool_choice,
         }
         if req.max_tokens then body[cfg.max_tokens_field] = req.max_tokens end
-        if req.tools then body.tools = wire_tools(req.tools) end
+        if req.tools then body.tools = codec.openai_tools(req.tools) end
         if op == "stream" then
             body.stream = true
             if cfg.stream_usage then body.stream_options = { include_usage = true } end
@@ -185,20 +127,17 @@ return {
                 if type(d.embedding) ~= "table" then return nil, "data[" .. i .. "].embedding is not an array" end
                 vectors[idx] = d.embedding
             end
-            local u = type(body.usage) == "table" and body.usage or {}
-            return { vectors = vectors, model = str(body.model),
-                     usage = { input = tonumber(u.prompt_tokens) or 0, output = 0 } }
+            return { vectors = vectors, model = str(body.model), usage = usage(tab(body.usage), "prompt_tokens") }
         end
         local choice = type(body.choices) == "table" and body.choices[1]
         if type(choice) ~= "table" or type(choice.message) ~= "table" then
             return nil, "no choices[1].message in the answer"
         end
-        local u = type(body.usage) == "table" and body.usage or {}
         return {
             text = str(choice.message.content) or "",
-            finish_reason = FINISH[choice.finish_reason] or str(choice.finish_reason) or "stop",
-            tool_calls = tool_calls_of(choice.message.tool_calls),
-            usage = { input = tonumber(u.prompt_tokens) or 0, output = tonumber(u.completion_tokens) or 0 },
+            finish_reason = codec.finish_reason("openai", choice.finish_reason) or "stop",
+            tool_calls = codec.openai_tool_calls(choice.message.tool_calls),
+            usage = usage(tab(body.usage), "prompt_tokens", "completion_tokens"),
             model = str(body.model), id = str(body.id),
         }
     end,
@@ -232,7 +171,7 @@ return {
         poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id } end,
         status = function(job, b, cfg)
             job.output_file_id, job.error_file_id = str(b.output_file_id), str(b.error_file_id)
-            local rc = type(b.request_counts) == "table" and b.request_counts or {}
+            local rc = tab(b.request_counts)
             local msg
             if type(b.errors) == "table" and type(b.errors.data) == "table" then
                 local parts = {}
@@ -261,7 +200,7 @@ return {
             if type(r) == "table" and tonumber(r.status_code) then
                 return { custom_id = line.custom_id, status = tonumber(r.status_code), body = r.body }
             end
-            local e = type(line.error) == "table" and line.error or {}
+            local e = tab(line.error)
             local code = str(e.code)
             return { custom_id = line.custom_id,
                      error = { kind = BATCH_ERRORS[code] or "transient", reason = code,
@@ -271,7 +210,7 @@ return {
     },
 
     classify = function(status, headers, body, cfg)
-        local e = error_of(body)
+        local e = codec.error_of(body)
         local kind = kind_of(status, e)
         return { kind = kind, reason = kind == "invalid_request" and context_length(e) and "context_length" or nil,
                  message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
@@ -279,18 +218,7 @@ return {
 
     -- x-ratelimit-{remaining,reset}-{requests,tokens} (resets are Go
     -- durations such as "6m0s"); on a 429, retry-after-ms / retry-after.
-    rate_limits = function(status, headers, body, cfg)
-        local t = weft.time
-        local out = {}
-        local rem = tonumber(headers["x-ratelimit-remaining-requests"])
-        if rem then out.requests = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-requests"]) } end
-        rem = tonumber(headers["x-ratelimit-remaining-tokens"])
-        if rem then out.tokens = { remaining = rem, reset = t.duration(headers["x-ratelimit-reset-tokens"]) } end
-        if status == 429 then
-            out.retry_after = t.retry_after_ms(headers["retry-after-ms"]) or t.retry_after(headers["retry-after"])
-        end
-        return out
-    end,
+    rate_limits = function(status, headers, body, cfg) return codec.openai_rate_limits(status, headers) end,
 
     -- One server-sent event of a stream: `data: {chunk}` or `data: [DONE]`.
     event = function(ev, st, req, cfg)
@@ -300,29 +228,17 @@ return {
         if type(v.error) == "table" then
             return { error = { kind = kind_of(nil, v.error), message = str(v.error.message) or "error in stream" } }
         end
-        local out = {}
-        if type(v.usage) == "table" then
-            out.usage = { input = tonumber(v.usage.prompt_tokens) or 0, output = tonumber(v.usage.completion_tokens) or 0 }
-        end
+        local out = { usage = usage(v.usage, "prompt_tokens", "completion_tokens") }
         local c = type(v.choices) == "table" and v.choices[1]
         if type(c) == "table" then
-            local d = type(c.delta) == "table" and c.delta or {}
+            local d = tab(c.delta)
             out.text = str(d.content)
             if type(d.tool_calls) == "table" then
                 -- deltas of tool calls: the first piece has id and name, later ones add arguments
-                st.tools = st.tools or {}
-                for _, tc in ipairs(d.tool_calls) do
-                    local i = (tonumber(tc.index) or 0) + 1
-                    local f = type(tc["function"]) == "table" and tc["function"] or {}
-                    local cur = st.tools[i] or { arguments = "" }
-                    st.tools[i] = cur
-                    cur.id = cur.id or str(tc.id)
-                    cur.name = cur.name or str(f.name)
-                    cur.arguments = cur.arguments .. (str(f.arguments) or "")
-                end
+                st.tools = codec.openai_tool_deltas(st.tools or {}, d.tool_calls)
                 out.tool_calls = st.tools
             end
-            if str(c.finish_reason) then out.finish_reason = FINISH[c.finish_reason] or c.finish_reason end
+            out.finish_reason = codec.finish_reason("openai", c.finish_reason)
         end
         out.model = str(v.model)
         return out

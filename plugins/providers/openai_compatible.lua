@@ -2,9 +2,9 @@
 --- Ollama, LM Studio, llama.cpp server, Together, Groq, Fireworks,
 --- OpenRouter, DeepSeek, ...).
 ---
---- It inherits the `openai` codec (`extends`) and only changes what
---- differs: there is no default base URL or key, so a configuration names
---- them:
+--- It inherits the `openai` codec (`extends`, merged deeply: plugin API 2)
+--- and only changes what differs: there is no default base URL, key or
+--- price list, so a configuration names them:
 ---
 --- ```lua
 --- weft.configure { providers = {
@@ -14,26 +14,19 @@
 --- } }
 --- ```
 ---
---- Servers that do not send a usage chunk in streams can be told
---- `stream_usage = false`; paths are options for servers mounted elsewhere.
+--- Its options are openai's (paths for servers mounted elsewhere,
+--- `stream_usage`, ...); only the description of `stream_usage` differs.
 return {
-    api = 1,
+    api = 2,
     name = "openai_compatible",
     kind = "provider",
     version = "1.0.0",
     extends = "openai",
-    base_url = false, -- must be configured
-    secret = false,   -- none unless configured (local servers often need no key)
-    auth = { header = "authorization", format = "Bearer {}" },
-    capabilities = { complete = true, stream = true, embed = true },
-    prices = {},
+    base_url = false,        -- must be configured
+    secret = false,          -- none unless configured (local servers often need no key)
+    prices = weft.json.null, -- OpenAI's list prices are not these servers' (configure `prices`)
     schema = {
-        chat_path = { type = "string", default = "/v1/chat/completions" },
-        embeddings_path = { type = "string", default = "/v1/embeddings" },
-        organization = { type = "string" },
-        project = { type = "string" },
-        stream_usage = { type = "boolean", default = true },
-        max_tokens_field = { type = "string", default = "max_tokens" },
-        embedding_dimensions = { type = "number" },
+        stream_usage = { description = "ask for the usage chunk at the end of a stream; false for servers that "
+                                       .. "do not send one (or refuse stream_options)" },
     },
 }

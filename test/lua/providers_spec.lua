@@ -238,6 +238,17 @@ describe("gemini codec", function()
         assert.are.equal("timeout", p.classify(504, {}, [[{"error":{"code":504,"message":"late","status":"DEADLINE_EXCEEDED"}}]], cfg).kind)
     end)
 
+    it("reads a status without a known error status through the ladder the others use: 408 and 409 are transient", function()
+        -- (it had its own ladder, which made them invalid_request, unlike
+        -- weft.retry.http_error, openai and anthropic)
+        for _, status in ipairs { 408, 409 } do
+            assert.are.equal("transient", p.classify(status, {}, "<html>timeout</html>", cfg).kind)
+            assert.are.equal(weft.retry.http_error({ status = status, headers = {}, body = "" }).kind,
+                p.classify(status, {}, "", cfg).kind)
+        end
+        assert.are.equal("transient", p.classify(409, {}, [[{"error":{"code":409,"message":"x","status":"ABORTED"}}]], cfg).kind)
+    end)
+
     it("tells contents over the context window from other invalid arguments", function()
         local over = [[{"error":{"code":400,"message":"The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]]
         local c = p.classify(400, {}, over, cfg)
