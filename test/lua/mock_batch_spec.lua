@@ -160,6 +160,41 @@ describe("weft mock batch APIs", function()
         end
     end)
 
+    it("strict_models: a request for an unknown model gets the dialect's 404 in the results", function()
+        m:close()
+        m = mock_mod.start { port = 0, strict_models = true, batch = { delay = 0, finalize = 0 },
+                             clock = function() return T end }
+        -- OpenAI: the item for a model the mock does not know fails with model_not_found
+        local nope = json.encode { custom_id = "b", method = "POST", url = "/v1/chat/completions",
+                                   body = { model = "gpt-nope", messages = { { role = "user", content = "y" } } } }
+        local _, f = upload(m, chat_line("a", "x") .. "\n" .. nope .. "\n")
+        local _, b = create(m, f.id)
+        local done = until_status(m, "/v1/batches/" .. b.id, OA, "status", "completed")
+        assert.are.same({ total = 2, completed = 1, failed = 1 }, done.request_counts)
+        local errs = http.request { url = m.url .. "/v1/files/" .. done.error_file_id .. "/content", headers = OA }.body
+        local e = json.decode(errs:match("[^\n]+"))
+        assert.are.equal("b", e.custom_id)
+        assert.are.equal(404, e.response.status_code)
+        assert.are.equal("model_not_found", e.response.body.error.code)
+        -- Anthropic: an errored result with not_found_error
+        local msgs = { { role = "user", content = "x" } }
+        local body = json.encode { requests = {
+            { custom_id = "a", params = { model = "claude-3-5-haiku-latest", max_tokens = 5, messages = msgs } },
+            { custom_id = "b", params = { model = "claude-nope", max_tokens = 5, messages = msgs } } } }
+        local _, ab = req(m, "POST", "/v1/messages/batches", AN, body)
+        until_status(m, "/v1/messages/batches/" .. ab.id, AN, "processing_status", "ended")
+        local res = http.request { url = m.url .. "/v1/messages/batches/" .. ab.id .. "/results", headers = AN }.body
+        local by_id = {}
+        for l in res:gmatch("[^\n]+") do
+            local v = json.decode(l)
+            by_id[v.custom_id] = v.result
+        end
+        assert.are.equal("succeeded", by_id.a.type)
+        assert.are.equal("errored", by_id.b.type)
+        assert.are.same({ type = "not_found_error", message = "model: claude-nope" }, by_id.b.error.error)
+        assert.are.equal(2, m:stats().by_fault.model_not_found)
+    end)
+
     it("checks its batch options", function()
         assert.has_error(function() m:set_batch { delay = -1 } end)
         assert.has_error(function() m:set_batch { speed = 1 } end)

@@ -469,6 +469,223 @@ describe("weft mock", function()
         end)
     end)
 
+    describe("fault rule checks", function()
+        -- The message of set_faults(rules), or nil when it accepts them.
+        local function refusal(rules)
+            local ok, err = pcall(m.set_faults, m, rules)
+            if ok then return nil end
+            return tostring(err)
+        end
+        local function no_internals(msg)
+            assert.is_nil(msg:find("mock/", 1, true), msg)
+            assert.is_nil(msg:find("init.lua", 1, true), msg)
+            assert.is_nil(msg:find("options.lua", 1, true), msg)
+            assert.is_nil(msg:find("traceback", 1, true), msg)
+            assert.is_nil(msg:find("bad argument", 1, true), msg)
+        end
+
+        it("names an unknown key and lists the accepted ones (issue 17: status = 503)", function()
+            local msg = refusal { { dialect = "openai", probability = 1.0, status = 503 } }
+            assert.is_string(msg)
+            assert.matches('mock:set_faults: rule 1: unknown key "status"', msg, 1, true)
+            assert.matches("dialect, model, endpoint, sequence, probability, latency, retry_after, "
+                .. "stream_delay_ms, bytes", msg, 1, true)
+            assert.matches("probability = { [503] = 1.0 }", msg, 1, true)
+            no_internals(msg)
+        end)
+
+        it("checks each key's type and shows the accepted forms", function()
+            local cases = {
+                { { { probability = 1.0 } }, "rule 1: probability must map faults to chances from 0 to 1, e.g. probability = { [503] = 1.0 }" },
+                { { { probability = { 0.5 } } }, "rule 1: probability must map faults" },
+                { { { probability = { [503] = 1.5 } } }, "rule 1: probability[503] must be a chance from 0 to 1, got 1.5" },
+                { { { probability = { boom = 0.5 } } }, 'rule 1: probability: "boom" is not a fault' },
+                { { { probability = { [503] = 0.8, [500] = 0.5 } } }, "rule 1: probability: the chances add up to 1.3" },
+                { { { sequence = 503 } }, "rule 1: sequence must be a list of faults, e.g. sequence = { 429, 500, \"ok\" }; got 503" },
+                { { { sequence = { 503, 200 } } }, "rule 1: sequence item 2: 200 is not a fault; a fault is an HTTP status 400..599" },
+                { { { sequence = { "explode" } } }, 'rule 1: sequence item 1: "explode" is not a fault' },
+                { { { latency = "slow" } }, 'rule 1: latency must be milliseconds before answering: latency = 250, latency = { min = 100, max = 900 } or latency = { median = 300, tail = 1.5, cap = 5000 }; got "slow"' },
+                { { { latency = -5 } }, "rule 1: latency must be milliseconds" },
+                { { { latency = { 100, 200 } } }, "rule 1: latency: a range is written with names, latency = { min = 100, max = 200 }" },
+                { { { latency = { min = 500, max = 100 } } }, "rule 1: latency: min (500) is greater than max (100)" },
+                { { { latency = { min = 100 } } }, "rule 1: latency = {min, max} needs both" },
+                { { { latency = { median = 300, spread = 2 } } }, 'rule 1: latency: unknown key "spread" next to median' },
+                { { { latency = { median = 300, tail = 0 } } }, "rule 1: latency.tail" },
+                { { { retry_after = "2" } }, 'rule 1: retry_after must be seconds >= 0 (the Retry-After of an injected 429), got "2"; e.g. retry_after = 2' },
+                { { { stream_delay_ms = -1 } }, "rule 1: stream_delay_ms must be milliseconds >= 0" },
+                { { { bytes = 1.5 } }, "rule 1: bytes must be a whole number of bytes >= 1" },
+                { { { dialect = "azure" } }, 'rule 1: dialect must be "openai", "anthropic" or "gemini", got "azure"' },
+                { { { model = 5 } }, 'rule 1: model must be a model name (a string), got 5; e.g. model = "gpt-4o"' },
+                { { { endpoint = "chat_completions" } }, 'rule 1: endpoint "chat_completions" is not an endpoint of the mock; accepted: openai: "chat"' },
+                { { { dialect = "anthropic", endpoint = "chat" } }, 'rule 1: endpoint "chat" is not an endpoint of the anthropic dialect; accepted: "messages"' },
+                { { { dialect = "openai" }, { sequence = { 503 }, delay = 5 } }, 'rule 2: unknown key "delay"' },
+                { { { sequenc = { 503 } } }, 'rule 1: unknown key "sequenc"' },
+                { { { latencies = 5 } }, "(did you mean latency?)" },
+                { { "openai" }, "rule 1: expected a rule (a table of named keys: dialect, model" },
+                { { dialect = "openai", sequence = { 503 } }, "expected a list of fault rules, got a single rule: wrap the rule in a list" },
+                { 503, "expected a list of fault rules, got 503" },
+            }
+            for _, c in ipairs(cases) do
+                local msg = refusal(c[1])
+                assert.is_string(msg, "accepted: " .. c[2])
+                assert.matches(c[2], msg, 1, true)
+                no_internals(msg)
+            end
+        end)
+
+        it("accepts every documented form and keeps the rules in force when a set is refused", function()
+            assert.is_nil(refusal {
+                { dialect = "openai", model = "gpt-4o", endpoint = "chat", sequence = { 429, "reset", "ok" },
+                  retry_after = 0, stream_delay_ms = 0 },
+                { dialect = "anthropic", endpoint = "batch_item", probability = { [529] = 0.5, ["503"] = 0.25, hang = 0.25 } },
+                { dialect = "gemini", endpoint = "streamGenerateContent", latency = { min = 0, max = 0 } },
+                { latency = { median = 1, tail = 2, cap = 1 }, bytes = 1024 },
+                { sequence = {}, probability = {} },
+            })
+            m:set_faults { { dialect = "openai", sequence = { 503, 503 } } }
+            assert.is_string(refusal { { dialect = "openai", sequence = { 503 }, status = 200 } })
+            assert.are.equal(503, chat().status)
+        end)
+
+        it("keeps a copy: the caller's rules are not changed, and a set starts its sequences over", function()
+            local rules = { { dialect = "openai", sequence = { 502, "ok" } } }
+            m:set_faults(rules)
+            assert.are.equal(502, chat().status)
+            assert.are.same({ { dialect = "openai", sequence = { 502, "ok" } } }, rules)
+            m:set_faults(rules)
+            assert.are.equal(502, chat().status)
+            assert.are.equal(200, chat().status)
+        end)
+
+        it("checks the rules and every other option of start", function()
+            local cases = {
+                { { faults = { { probability = 1.0, status = 503 } } }, 'weft.mock.start: faults: rule 1: unknown key "status"' },
+                { { limit = { rpm = 1 } }, 'weft.mock.start: unknown option "limit"; accepted: host, port, keys, limits, faults' },
+                { { limit = { rpm = 1 } }, "(did you mean limits?)" },
+                { { limits = { rpn = 1 } }, 'weft.mock.start: limits: unknown key "rpn"; accepted: rps, rpm, rpd, tpm, quota, window' },
+                { { limits = { rpm = "60" } }, 'weft.mock.start: limits.rpm must be a positive number, got "60"' },
+                { { keys = { claude = "x" } }, 'weft.mock.start: keys: unknown dialect "claude"; accepted: openai, anthropic, gemini' },
+                { { keys = { openai = 5 } }, "weft.mock.start: keys.openai must be a non-empty string" },
+                { { port = 70000 }, "weft.mock.start: port must be an integer from 0 to 65535" },
+                { { host = 1 }, "weft.mock.start: host must be an address to bind" },
+                { { seed = "x" }, "weft.mock.start: seed must be an integer" },
+                { { max_log = 0 }, "weft.mock.start: max_log must be a positive integer" },
+                { { strict_models = "yes" }, 'weft.mock.start: strict_models must be true or false, got "yes"' },
+                { { models = "my-model" }, 'weft.mock.start: models must be a list of model names, e.g. models = { "my-model" }' },
+                { { models = { "a", 5 } }, "weft.mock.start: models item 2 must be a model name" },
+                { { clock = 5 }, "weft.mock.start: clock must be a function" },
+                { 5, "weft.mock.start: expected a table of options, got 5" },
+            }
+            for _, c in ipairs(cases) do
+                local ok, err = pcall(mock_mod.start, c[1])
+                if ok then err:close() end
+                assert.is_false(ok, "accepted: " .. c[2])
+                assert.matches(c[2], tostring(err), 1, true)
+                no_internals(tostring(err))
+            end
+        end)
+
+        it("never shows a key's value", function()
+            local ok, err = pcall(mock_mod.start, { keys = { openai = "sk-secret-value", gemini = { "sk-secret-value" } } })
+            assert.is_false(ok)
+            assert.matches("keys.gemini must be a non-empty string", tostring(err), 1, true)
+            assert.is_nil(tostring(err):find("sk-secret-value", 1, true))
+        end)
+    end)
+
+    describe("strict models", function()
+        local sm
+        after_each(function() if sm then sm:close() sm = nil end end)
+
+        local function post(mock, path, headers, body)
+            local r = http.request { method = "POST", url = mock.url .. path, headers = headers, body = json.encode(body) }
+            return r.status, json.decode(r.body)
+        end
+        local OA = { authorization = "Bearer sk-weft-mock" }
+        local AN = { ["x-api-key"] = "sk-ant-weft-mock", ["anthropic-version"] = "2023-06-01" }
+        local GE = { ["x-goog-api-key"] = "weft-mock-key" }
+        local function oa_chat(mock, model)
+            return post(mock, "/v1/chat/completions", OA, { model = model, messages = { { role = "user", content = "hi" } } })
+        end
+        local function an_msg(mock, model)
+            return post(mock, "/v1/messages", AN, { model = model, max_tokens = 5, messages = { { role = "user", content = "hi" } } })
+        end
+        local function ge_gen(mock, model, verb)
+            local body = verb == "embedContent" and { content = { parts = { { text = "hi" } } } } or GBODY
+            return post(mock, "/v1beta/models/" .. model .. ":" .. (verb or "generateContent"), GE, body)
+        end
+
+        it("answers an unknown model with each dialect's real 404", function()
+            sm = mock_mod.start { port = 0, strict_models = true }
+            local st, b = oa_chat(sm, "gpt-nope")
+            assert.are.equal(404, st)
+            assert.are.same({ message = "The model `gpt-nope` does not exist or you do not have access to it.",
+                              type = "invalid_request_error", param = json.null, code = "model_not_found" }, b.error)
+            st, b = post(sm, "/v1/embeddings", OA, { model = "text-embedding-nope", input = "x" })
+            assert.are.equal(404, st)
+            assert.are.equal("model_not_found", b.error.code)
+            local r = http.request { url = sm.url .. "/v1/models/gpt-nope", headers = OA }
+            assert.are.equal(404, r.status)
+
+            st, b = an_msg(sm, "claude-nope")
+            assert.are.equal(404, st)
+            assert.are.same({ type = "error", error = { type = "not_found_error", message = "model: claude-nope" } }, b)
+
+            st, b = ge_gen(sm, "gemini-nope")
+            assert.are.equal(404, st)
+            assert.are.equal(404, b.error.code)
+            assert.are.equal("NOT_FOUND", b.error.status)
+            assert.matches("^models/gemini%-nope is not found for API version v1beta, or is not supported for generateContent%.", b.error.message)
+            st, b = ge_gen(sm, "gemini-nope", "embedContent")
+            assert.are.equal(404, st)
+
+            local s = sm:stats()
+            assert.are.equal(6, s.by_fault.model_not_found)
+            assert.are.equal("model_not_found", sm:requests()[1].fault)
+        end)
+
+        it("answers the models it knows, mock-words-embedding and the `models` option's names", function()
+            sm = mock_mod.start { port = 0, strict_models = true, models = { "my-model" } }
+            assert.are.equal(200, (oa_chat(sm, "gpt-4o-mini")))
+            assert.are.equal(200, (oa_chat(sm, "my-model")))
+            assert.are.equal(200, (post(sm, "/v1/embeddings", OA, { model = "mock-words-embedding", input = "x" })))
+            assert.are.equal(200, (an_msg(sm, "claude-3-5-haiku-latest")))
+            assert.are.equal(200, (an_msg(sm, "my-model")))
+            assert.are.equal(200, (ge_gen(sm, "gemini-2.0-flash")))
+            assert.are.equal(200, (ge_gen(sm, "text-embedding-004", "embedContent")))
+        end)
+
+        it("knows every model name the examples, plugins and specs use", function()
+            local known = mock_mod.options.known_models()
+            for _, name in ipairs { "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small",
+                                    "text-embedding-3-large", "mock-words-embedding" } do
+                assert.is_true(known.openai[name], name)
+            end
+            for _, name in ipairs { "claude-3-5-haiku-latest", "claude-3-5-sonnet-latest", "claude-3-5-sonnet-20240620",
+                                    "claude-sonnet-4-5", "claude-haiku-4-5" } do
+                assert.is_true(known.anthropic[name], name)
+            end
+            for _, name in ipairs { "gemini-2.0-flash", "gemini-2.5-flash", "gemini-1.5-flash", "gemini-1.5-pro",
+                                    "text-embedding-004" } do
+                assert.is_true(known.gemini[name], name)
+            end
+        end)
+
+        it("refuses an unknown model before any rate limit counts it", function()
+            sm = mock_mod.start { port = 0, strict_models = true, limits = { rpm = 1 } }
+            assert.are.equal(404, (oa_chat(sm, "gpt-nope")))
+            assert.are.equal(200, (oa_chat(sm, "gpt-4o-mini")))
+        end)
+
+        it("is off by default: any model name is answered", function()
+            local st, b = oa_chat(m, "gpt-nope")
+            assert.are.equal(200, st)
+            assert.are.equal("echo: hi", b.choices[1].message.content)
+            assert.are.equal(200, (an_msg(m, "claude-nope")))
+            assert.are.equal(200, (ge_gen(m, "gemini-nope")))
+        end)
+    end)
+
     describe("context windows", function()
         -- PROMPT is 4 tokens: OpenAI counts 10 (3 per message, 3 to prime
         -- the reply), Anthropic 7 (3 per message), Gemini 4
@@ -603,6 +820,45 @@ describe("weft mock", function()
             http.request { method = "POST", url = m.url .. "/_mock/reset" }
             assert.are.equal(0, m:stats().requests)
             assert.are.equal(200, chat().status)
+        end)
+
+        it("answers rules it refuses with 400 {error} naming the rule and key, in JSON terms, without internals", function()
+            local function post(body)
+                local r = http.request { method = "POST", url = m.url .. "/_mock/faults", body = body }
+                assert.matches("application/json", r.headers["content-type"], 1, true)
+                return r.status, json.decode(r.body).error
+            end
+            local cases = {
+                { '[{"dialect":"openai","probability":1.0,"status":503}]',
+                  'rule 1: unknown key "status"; a rule takes dialect, model, endpoint, sequence, probability, latency, '
+                  .. 'retry_after, stream_delay_ms, bytes (to answer with a status, use "sequence": [503] or "probability": {"503": 1.0})' },
+                { '[{"probability":1.0}]', 'rule 1: probability must map faults to chances from 0 to 1, e.g. "probability": {"503": 1.0}' },
+                { '[{"sequence":[503]},{"latency":{"min":1}}]', "rule 2: latency = {min, max} needs both" },
+                { '[{"dialect":null}]', 'rule 1: dialect must be "openai", "anthropic" or "gemini", got null' },
+                { '{"sequence":[503]}', "expected a list of fault rules, got a single rule: wrap the rule in a list: [{...}]" },
+                { "{}", "expected a list of fault rules, got an object" },
+                { "null", "expected a list of fault rules, got null" },
+                { "{oops", "invalid JSON: " },
+                { "", "invalid JSON: " },
+            }
+            for _, c in ipairs(cases) do
+                local st, e = post(c[1])
+                assert.are.equal(400, st, c[1])
+                assert.matches(c[2], e, 1, true)
+                assert.is_nil(e:find("invalid JSON: invalid JSON", 1, true), e)
+                assert.is_nil(e:find("%.lua:%d"), e)
+                assert.is_nil(e:find("traceback", 1, true), e)
+            end
+            -- none of them replaced the rules in force (none)
+            assert.are.equal(200, chat().status)
+            -- a status as a key is a string in JSON: accepted
+            assert.are.equal(200, (post('[{"dialect":"openai","probability":{"503":1.0}}]')))
+            assert.are.equal(503, chat().status)
+            assert.are.equal(200, (post("[]")))
+            assert.are.equal(200, chat().status)
+            local r = http.request { method = "POST", url = m.url .. "/_mock/batch", body = "{oops" }
+            assert.are.equal(400, r.status)
+            assert.matches("^invalid JSON: ", json.decode(r.body).error)
         end)
 
         it("redacts a key passed in the query string", function()

@@ -13,6 +13,18 @@ local type, ipairs, pairs, tostring, floor, ceil, max, format = type, ipairs, pa
 
 local M = {}
 
+--- The names `strict_models` knows (the mock has no models endpoint for
+--- this dialect).
+M.MODELS = { "claude-3-5-haiku-latest", "claude-3-5-haiku-20241022", "claude-3-5-sonnet-latest",
+             "claude-3-5-sonnet-20241022", "claude-3-5-sonnet-20240620", "claude-3-7-sonnet-latest",
+             "claude-3-haiku-20240307", "claude-sonnet-4-0", "claude-sonnet-4-5", "claude-haiku-4-5",
+             "claude-opus-4-0", "claude-opus-4-1" }
+
+--- The endpoint names fault rules can match (`endpoint = "messages"`); the
+--- requests of a batch job are "batch_item".
+M.ENDPOINTS = { "messages", "count_tokens", "batches_create", "batches_list", "batch", "batch_delete",
+                "batch_results", "batch_cancel", "batch_item" }
+
 function M.route(req)
     if req.path == "/v1/messages" and req.method == "POST" then return "messages" end
     if req.path == "/v1/messages/count_tokens" and req.method == "POST" then return "count_tokens" end
@@ -57,6 +69,12 @@ end
 
 function M.error_response(status, kind, message)
     return response(status, err_body("invalid_request_error", message))
+end
+
+--- A model the mock does not know (`strict_models`): Anthropic's 404
+--- not_found_error "model: NAME".
+function M.model_not_found(ctx)
+    return response(404, err_body("not_found_error", "model: " .. tostring(ctx.model)))
 end
 
 local function text_of(content)

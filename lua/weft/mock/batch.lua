@@ -20,11 +20,12 @@
 --- (tests step it to make every phase exact).
 ---
 --- Each request of a job goes through the mock as a request to its
---- endpoint would (validation, context windows, fault rules, the
---- deterministic answer), without rate limits: fault rules match it as
---- `endpoint = "batch_item"` with its model; a numeric fault is its status
---- with the dialect's error body, any other fault but "ok" a 500. Items
---- are counted in `stats().batch_items` and `by_fault`, not in `requests`.
+--- endpoint would (validation, strict models, context windows, fault
+--- rules, the deterministic answer), without rate limits: fault rules
+--- match it as `endpoint = "batch_item"` with its model; a numeric fault
+--- is its status with the dialect's error body, any other fault but "ok"
+--- a 500. Items are counted in `stats().batch_items` and `by_fault`, not
+--- in `requests`.
 local json = require "weft.json"
 local common = require "weft.mock.common"
 
@@ -76,8 +77,8 @@ function M.new(mock, dialect, prefix, items, fields)
     return job
 end
 
--- One item through the mock: the dialect's validation, the context
--- window, the fault rules (endpoint "batch_item"), its answer. Returns
+-- One item through the mock: the dialect's validation, strict models, the
+-- context window, the fault rules (endpoint "batch_item"), its answer. Returns
 -- status, body (a table).
 local function process(mock, job, item)
     local d = mock.dialects[job.dialect]
@@ -96,6 +97,11 @@ local function process(mock, job, item)
     end
     local bad = d.validate and d.validate(ctx)
     if bad then return decoded(bad) end
+    local unknown = mock:_unknown_model(ctx)
+    if unknown then
+        c.by_fault.model_not_found = (c.by_fault.model_not_found or 0) + 1
+        return decoded(unknown)
+    end
     local tokens = d.input_tokens and d.input_tokens(ctx) or 0
     ctx.input_tokens = tokens
     local window = mock.context[ctx.model]

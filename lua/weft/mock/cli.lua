@@ -1,31 +1,108 @@
 --- weft.mock.cli: `weft mock [--host H] [--port N|0] [--profile FILE.lua] [--key KEY]
---- [--batch-delay S] [--batch-window S]`.
+--- [--strict-models] [--batch-delay S] [--batch-window S]`.
 ---
 --- Prints the mock's URL as the first line on stdout, then serves until
 --- SIGINT/SIGTERM. A profile is a Lua file returning the options of
---- weft.mock.start (keys, limits, faults, context, seed); flags override
---- it. --key sets the expected key of all three dialects.
+--- weft.mock.start (keys, limits, faults, context, strict_models, models,
+--- seed, ...); flags override it. --key sets the expected key of all
+--- three dialects. A bad argument or profile is reported as one line,
+--- `weft mock: <what is wrong>`, with exit status 2 (no traceback).
 local mock = require "weft.mock"
 
 local M = {}
 
+local format = string.format
+local redact = require("weft._secrets").redact
+
+local K = mock.DEFAULT_KEYS
 local USAGE = [[
-usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY]
+usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY] [--strict-models]
+                 [--batch-delay S] [--batch-window S]
   --host HOST        address to bind (default 127.0.0.1)
   --port N           port (default 0: pick a free one); the URL is printed first
-  --profile FILE     Lua file returning weft.mock.start options (keys, limits, faults, seed,
-                     context = { [model] = max_input_tokens }: a longer prompt gets the
-                     dialect's context-length 400)
-  --key KEY          expected API key for the OpenAI, Anthropic and Gemini dialects
+  --profile FILE     Lua file returning weft.mock.start options (see "Profile" below)
+  --key KEY          expected API key of all three dialects, instead of the default keys below
+  --strict-models    answer a model name the mock does not know with the dialect's real 404
+                     (OpenAI model_not_found, Anthropic not_found_error, Gemini NOT_FOUND)
   --batch-delay S    seconds a batch job (OpenAI Batches, Anthropic Message Batches) takes to
                      process all its requests (default 2: hours compressed)
   --batch-window S   seconds after which an unfinished batch job expires (default 60: "24h")
-Admin: POST /_mock/faults (JSON list of rules), GET /_mock/stats, GET /_mock/requests, POST /_mock/reset,
+
+Default keys (what a client must send unless --key or the profile's keys say otherwise):
+  openai     Authorization: Bearer ]] .. K.openai .. [[
+
+  anthropic  x-api-key: ]] .. K.anthropic .. [[ (or Authorization: Bearer), and an anthropic-version header
+  gemini     x-goog-api-key: ]] .. K.gemini .. [[ (or ?key=)
+
+Profile: a Lua file returning a table; every key is optional, an unknown one is an error.
+  keys = { openai = "...", anthropic = "...", gemini = "..." }    expected keys
+  limits = { rps =, rpm =, rpd =, tpm =, quota =, window = "bucket"|"fixed" }    per key and dialect
+  faults = { rule, ... }             fault rules (below)
+  context = { [model] = max_input_tokens }    a longer prompt gets the dialect's context-length 400
+  strict_models = true               as --strict-models; models = { "my-model" } adds known names
+  seed = 1                           seed of the fault and latency draws (same seed, same faults)
+  max_log = 1000                     request log entries kept
+  batch = { delay =, window =, finalize =, cancel_delay = }    batch timing in seconds
+
+Fault rules: the first rule whose dialect, model and endpoint (each optional) match a request
+decides its fault. Keys:
+  dialect = "openai"                 or "anthropic", "gemini"
+  model = "gpt-4o"                   the request's model
+  endpoint = "chat"                  openai: chat, embeddings, models, model, batch_item, ...;
+                                     anthropic: messages, count_tokens, batch_item, ...;
+                                     gemini: generateContent, streamGenerateContent, embedContent, ...
+  sequence = { 429, 500, "ok" }      one fault per request in order; "ok" once used up
+  probability = { [503] = 0.2, reset = 0.1 }    a fault drawn per request (chances add up to <= 1;
+                                     the rest is "ok")
+  latency = 250                      ms before answering; or { min = 100, max = 900 }
+                                     or { median = 300, tail = 1.5, cap = 5000 } (heavy tail)
+  retry_after = 2                    seconds in an injected 429's Retry-After (default 1)
+  stream_delay_ms = 50               ms between stream events
+  bytes = 1048576                    size of an "oversized" answer (default 80 MiB)
+A fault is an HTTP status 400..599 (with the dialect's error body) or one of "ok", "reset"
+(connection closed, no answer), "reset_mid_body", "hang", "truncate", "malformed" (invalid JSON
+with a 200), "oversized", "mid_stream_error".
+Examples:
+  return { faults = { { dialect = "openai", probability = { [503] = 1.0 } } } }
+  return { faults = { { model = "gpt-4o", sequence = { 429, 429, "ok" }, retry_after = 2 },
+                      { dialect = "anthropic", latency = { min = 200, max = 800 } } } }
+  curl -X POST $URL/_mock/faults -d '[{"dialect": "gemini", "probability": {"503": 0.3}}]'
+
+Admin: POST /_mock/faults (JSON list of rules; 400 {"error": ...} when one is wrong),
+GET /_mock/stats, GET /_mock/requests, POST /_mock/reset,
 POST /_mock/batch (JSON {delay, window, finalize, cancel_delay}: batch timing)
 Stats include closed_early (and closed_early_by_model): requests whose client went away
 before the answer was complete (gave up during a latency fault or a stream)
 ]]
 
+-- Report a usage or profile error: one line on stderr (redacted), the
+-- exit status 2.
+local function refuse(msg)
+    io.stderr:write("weft mock: ", redact(tostring(msg)), "\n")
+    return 2
+end
+
+-- The options of a profile file, or nil and what is wrong. The messages
+-- name the profile's own file and line (the user's), nothing of weft.
+local function load_profile(path)
+    local chunk, err = loadfile(path)
+    if not chunk then return nil, "cannot load profile: " .. tostring(err) end
+    local ok, p = pcall(chunk)
+    if not ok then
+        local e = type(p) == "table" and p.message or p
+        return nil, "profile " .. path .. " failed: " .. tostring(e)
+    end
+    if type(p) ~= "table" then
+        return nil, format("profile %s must return a table of options, got %s", path, type(p))
+    end
+    return p
+end
+
+--- Run `weft mock` with its command-line arguments. Returns the exit
+--- status for a usage error (2) or a server that cannot start (1);
+--- serves until a signal otherwise.
+---@param ... string
+---@return integer?
 function M.main(...)
     local args = { ... }
     local opts = {}
@@ -36,14 +113,14 @@ function M.main(...)
         i = i + 1
         return args[i]
     end
-    local host, port, key, profile
+    local host, port, key, profile, strict
     local batch = {}
     while i <= #args do
         local a = args[i]
         local takes = a == "--host" or a == "--port" or a == "--profile" or a == "--key" or a == "--batch-delay"
             or a == "--batch-window"
         local v = takes and value(a)
-        if takes and v == nil then
+        if takes and (v == nil or v == "") then
             io.stderr:write("weft mock: ", a, " needs a value\n", USAGE)
             return 2
         end
@@ -63,6 +140,7 @@ function M.main(...)
                 return 2
             end
             batch[a == "--batch-delay" and "delay" or "window"] = s
+        elseif a == "--strict-models" then strict = true
         elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return 0
         else
             io.stderr:write("weft mock: unknown argument '", tostring(a), "'\n", USAGE)
@@ -71,21 +149,28 @@ function M.main(...)
         i = i + 1
     end
     if profile then
-        local chunk, err = loadfile(profile)
-        if not chunk then error("weft mock: cannot load profile: " .. err, 0) end
-        local ok, p = pcall(chunk)
-        if not ok then error("weft mock: profile failed: " .. tostring(p), 0) end
-        if type(p) ~= "table" then error("weft mock: the profile must return a table of options", 0) end
+        local p, why = load_profile(profile)
+        if not p then return refuse(why) end
         opts = p
     end
     opts.host = host or opts.host
     opts.port = port or opts.port or 0
     if key then opts.keys = { openai = key, anthropic = key, gemini = key } end
+    if strict then opts.strict_models = true end
     if next(batch) then
         opts.batch = opts.batch or {}
-        for k, v in pairs(batch) do opts.batch[k] = v end
+        if type(opts.batch) == "table" then -- (else the check below says what is wrong)
+            for k, v in pairs(batch) do opts.batch[k] = v end
+        end
     end
-    local m = mock.start(opts)
+    local _, why = mock.options.check(opts)
+    if why then return refuse(profile and ("profile " .. profile .. ": " .. why) or why) end
+    local ok, m = pcall(mock.start, opts)
+    if not ok then -- checked options: the address (in use, unknown host)
+        local e = type(m) == "table" and tostring(m.message) or tostring(m):gsub("^.-:%d+: ", "")
+        io.stderr:write("weft mock: ", redact(e), "\n")
+        return 1
+    end
     io.stdout:write(m.url, "\n")
     io.stdout:flush()
     weft.log.info("weft mock listening", { url = m.url })

@@ -14,7 +14,15 @@ local type, ipairs, pairs, tostring, floor, ceil, max, format = type, ipairs, pa
 
 local M = {}
 
-local MODELS = { "gemini-2.0-flash", "gemini-1.5-flash", "gemini-1.5-pro", "text-embedding-004" }
+--- The models GET /v1beta/models lists, and the names `strict_models` knows.
+local MODELS = { "gemini-2.0-flash", "gemini-2.0-flash-lite", "gemini-2.5-flash", "gemini-2.5-flash-lite",
+                 "gemini-2.5-pro", "gemini-1.5-flash", "gemini-1.5-pro", "text-embedding-004",
+                 "gemini-embedding-001" }
+M.MODELS = MODELS
+
+--- The endpoint names fault rules can match (`endpoint = "generateContent"`).
+M.ENDPOINTS = { "generateContent", "streamGenerateContent", "embedContent", "batchEmbedContents", "countTokens",
+                "models" }
 
 function M.route(req)
     local p, m = req.path, req.method
@@ -77,6 +85,13 @@ end
 
 function M.error_response(status, kind, message)
     return response(status, err_body(status, message))
+end
+
+--- A model the mock does not know (`strict_models`): Gemini's 404
+--- NOT_FOUND naming the method.
+function M.model_not_found(ctx)
+    return response(404, err_body(404, format("models/%s is not found for API version v1beta, or is not supported for %s. Call ListModels to see the list of available models and their supported methods.",
+        tostring(ctx.model), tostring(ctx.endpoint)), "NOT_FOUND"))
 end
 
 local function text_of(content)

@@ -45,14 +45,36 @@
 ---
 --- Fault rules (`faults` of start, `set_faults`, POST /_mock/faults): a
 --- list; the first rule matching a request's `dialect`, `model` and
---- `endpoint` (each optional) decides its fault: the next of `sequence`
---- (statuses 400..599 or "ok", "reset", "reset_mid_body", "hang",
---- "truncate", "malformed", "oversized", "mid_stream_error"; "ok" once it
---- is used up), else one drawn from `probability` ({[fault] = p}), else
---- "ok". Other keys: `latency` (ms before answering: a number, {min=,
---- max=}, or {median=, tail=, cap=}), `retry_after` (seconds in an injected
---- 429's Retry-After, default 1), `stream_delay_ms` (between stream
---- events), `bytes` (the size of an "oversized" answer).
+--- `endpoint` (each optional; endpoints are each dialect's `ENDPOINTS`,
+--- such as "chat", "messages", "generateContent", "batch_item") decides
+--- its fault: the next of `sequence` (statuses 400..599 or "ok", "reset",
+--- "reset_mid_body", "hang", "truncate", "malformed", "oversized",
+--- "mid_stream_error"; "ok" once it is used up), else one drawn from
+--- `probability` ({[fault] = chance}, chances adding up to at most 1; the
+--- rest is "ok"), else "ok". Other keys: `latency` (ms before answering: a
+--- number, {min=, max=}, or {median=, tail=, cap=}), `retry_after`
+--- (seconds in an injected 429's Retry-After, default 1),
+--- `stream_delay_ms` (between stream events), `bytes` (the size of an
+--- "oversized" answer). Rules are checked when given
+--- (weft.mock.options): an unknown key or a value of the wrong type is an
+--- error naming the rule and key, never a rule that silently does nothing.
+---
+--- ```lua
+--- { { dialect = "openai", probability = { [503] = 1.0 } } }          -- every OpenAI request: 503
+--- { { model = "gpt-4o", sequence = { 429, 429, "ok" }, retry_after = 2 },
+---   { dialect = "anthropic", latency = { min = 200, max = 800 } } }
+--- ```
+---
+--- Strict models (`strict_models = true`, `weft mock --strict-models`): a
+--- request for a model the mock does not know gets the dialect's real
+--- "model not found" answer, before any rate limit counts it: OpenAI 404
+--- `model_not_found` ("The model `x` does not exist or you do not have
+--- access to it."), Anthropic 404 `not_found_error` ("model: x"), Gemini
+--- 404 `NOT_FOUND` ("models/x is not found for API version v1beta, or is
+--- not supported for generateContent. ..."). It is logged and counted as
+--- the fault "model_not_found". Known are each dialect's `MODELS`,
+--- "mock-words-embedding" and the names in the `models` option. Off by
+--- default: any model name is answered.
 ---
 --- Batch APIs: OpenAI's Files and Batches and Anthropic's Message Batches,
 --- their processing compressed in time (`batch = {delay=, window=,
@@ -85,11 +107,19 @@ local DIALECTS = {
 }
 M.DIALECTS = DIALECTS
 
+--- The key each dialect expects unless `keys` (or `weft mock --key`) says
+--- otherwise: OpenAI `Authorization: Bearer sk-weft-mock`, Anthropic
+--- `x-api-key: sk-ant-weft-mock` (or a bearer token; with an
+--- `anthropic-version` header), Gemini `x-goog-api-key: weft-mock-key` (or
+--- `?key=`). Not secrets: constants for tests and examples.
 local DEFAULT_KEYS = { openai = "sk-weft-mock", anthropic = "sk-ant-weft-mock", gemini = "weft-mock-key" }
 M.DEFAULT_KEYS = DEFAULT_KEYS
 
 local common = require "weft.mock.common"
 local batch = require "weft.mock.batch"
+local options = require "weft.mock.options"
+--- The checks of start's options and of fault rules (weft.mock.options).
+M.options = options
 M.count_tokens = common.count_tokens
 M.pieces = common.pieces
 M.answer = common.answer
@@ -129,46 +159,6 @@ local function wait_for(b, need)
     return (need - b.level) / (b.limit / b.period)
 end
 
---------------------------------------------------------------- faults
-
-local FAULT_KINDS = {
-    ok = true, reset = true, reset_mid_body = true, hang = true, truncate = true,
-    malformed = true, oversized = true, mid_stream_error = true,
-}
-
-local function check_fault(f, where)
-    if type(f) == "number" then
-        if f < 400 or f > 599 or f ~= floor(f) then error(where .. ": status must be 400..599", 3) end
-    elseif not FAULT_KINDS[f] then
-        error(where .. ": unknown fault " .. tostring(f), 3)
-    end
-end
-
-local function validate_rules(rules)
-    if type(rules) ~= "table" then error("mock faults: expected a list of rules", 3) end
-    for i, r in ipairs(rules) do
-        local where = "mock faults rule " .. i
-        if type(r) ~= "table" then error(where .. ": expected a table", 3) end
-        if r.dialect and not DIALECTS[r.dialect] then error(where .. ": unknown dialect " .. tostring(r.dialect), 3) end
-        if r.sequence then
-            for _, f in ipairs(r.sequence) do check_fault(f, where) end
-        end
-        if r.probability then
-            local total = 0
-            for f, p in pairs(r.probability) do
-                check_fault(tonumber(f) or f, where)
-                if type(p) ~= "number" or p < 0 then error(where .. ": probabilities must be numbers >= 0", 3) end
-                total = total + p
-            end
-            if total > 1 + 1e-9 then error(where .. ": probabilities add up to more than 1", 3) end
-        end
-        if r.latency ~= nil and type(r.latency) ~= "number" and type(r.latency) ~= "table" then
-            error(where .. ": latency must be milliseconds or {min=, max=} or {median=, tail=}", 3)
-        end
-    end
-    return rules
-end
-
 ------------------------------------------------------------ the mock
 
 local Mock = {}
@@ -189,10 +179,15 @@ local function count(t, k)
     t[k] = (t[k] or 0) + 1
 end
 
---- Replace the fault rules (see the module's notes).
+--- Replace the fault rules (see the module's notes). Every rule is
+--- checked first (weft.mock.options.rules): an unknown key, a value of the
+--- wrong type or a fault that does not exist raises, naming the rule and
+--- key; the rules in force stay. The mock keeps a copy.
+---@param rules table[]
 function Mock:set_faults(rules)
-    self.rules = validate_rules(rules)
-    for _, r in ipairs(self.rules) do r._next = 1 end
+    local checked, why = options.rules(rules, "lua")
+    if not checked then error("mock:set_faults: " .. why, 2) end
+    self.rules = checked
 end
 
 --- Clear stats, the request log, rate-limit state, faults, batch jobs and
@@ -234,26 +229,11 @@ function Mock:set_batch(opts)
     self.batch_opts = o
 end
 
--- A copy of context windows {[model] = max input tokens}, or nil and what
--- is wrong: model names are strings, windows positive integers.
-local function check_context(windows)
-    if type(windows) ~= "table" then return nil, "context must be a table {[model] = max_input_tokens}" end
-    local out = {}
-    for k, v in pairs(windows) do
-        if type(k) ~= "string" then return nil, "context: model names must be strings" end
-        if type(v) ~= "number" or v < 1 or v ~= floor(v) or v == math.huge then
-            return nil, format("context[%q] must be a positive integer (max input tokens), got %s", k, tostring(v))
-        end
-        out[k] = v
-    end
-    return out
-end
-
 --- Replace the context windows ({[model] = max_input_tokens}; see the
 --- module's notes). Models not named have no window.
 ---@param windows table<string, integer>
 function Mock:set_context(windows)
-    local w, why = check_context(windows)
+    local w, why = options.context(windows)
     if not w then error("mock:set_context: " .. why, 2) end
     self.context = w
 end
@@ -284,6 +264,16 @@ function Mock:_closed_early(entry)
     count(c.closed_early_by_model, entry.model)
 end
 
+-- In strict mode, the dialect's "model not found" answer for a request
+-- whose model the mock does not know; nil otherwise (and for requests
+-- without a model).
+function Mock:_unknown_model(ctx)
+    if not self.known_models or ctx.model == nil then return nil end
+    local known = self.known_models[ctx.dialect]
+    if known[ctx.model] then return nil end
+    return self.dialects[ctx.dialect].model_not_found(ctx)
+end
+
 -- Pick the fault for a request; returns fault, rule.
 function Mock:_pick_fault(dialect, model, endpoint)
     for _, r in ipairs(self.rules) do
@@ -300,9 +290,9 @@ function Mock:_pick_fault(dialect, model, endpoint)
             if r.probability then
                 local x = self.random()
                 local acc = 0
-                for f, p in pairs(r.probability) do
-                    acc = acc + p
-                    if x < acc then return tonumber(f) or f, r end
+                for _, fp in ipairs(r._draw) do
+                    acc = acc + fp[2]
+                    if x < acc then return fp[1], r end
                 end
                 return "ok", r
             end
@@ -379,6 +369,12 @@ end
 --- a bucket refilled, or the end of a fixed window something was used in.
 M.reset_in = common.reset_in
 
+-- An admin request refused: 400 {"error": message}.
+local function bad_request(message)
+    return { status = 400, headers = { ["content-type"] = "application/json" },
+             body = json.encode { error = message } }
+end
+
 -- Admin endpoints: /_mock/faults, /_mock/stats, /_mock/reset, /_mock/requests.
 function Mock:_admin(req)
     local p = req.path
@@ -392,20 +388,20 @@ function Mock:_admin(req)
         self:reset()
         return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
     elseif p == "/_mock/batch" and req.method == "POST" then
-        local o = json.decode(req.body)
+        local o, err = json.decode(req.body)
+        if o == nil then return bad_request(err) end -- json.decode's message says "invalid JSON: ..."
         local opts, why = batch.options(type(o) == "table" and o or nil, self.batch_opts)
         if type(o) ~= "table" or not opts then
-            return { status = 400, body = json.encode { error = why or "expected a JSON object of batch options" } }
+            return bad_request(why or "expected a JSON object of batch options {delay, window, finalize, cancel_delay}")
         end
         self.batch_opts = opts
         return { status = 200, headers = { ["content-type"] = "application/json" }, body = json.encode(opts) }
     elseif p == "/_mock/faults" and req.method == "POST" then
         local rules, err = json.decode(req.body)
-        if rules == nil then
-            return { status = 400, body = json.encode { error = "invalid JSON: " .. tostring(err) } }
-        end
-        local ok, e = pcall(self.set_faults, self, rules)
-        if not ok then return { status = 400, body = json.encode { error = tostring(e) } } end
+        if rules == nil then return bad_request(err) end
+        local checked, why = options.rules(rules, "json")
+        if not checked then return bad_request(why) end
+        self.rules = checked
         return { status = 200, headers = { ["content-type"] = "application/json" }, body = '{"ok":true}' }
     end
     return { status = 404, body = '{"error":"unknown admin endpoint"}' }
@@ -488,6 +484,15 @@ function Mock:_handle(req, res)
     -- the request must be well-formed before it is counted against limits
     local bad = d.validate and d.validate(ctx)
     if bad then return reply(bad.status, bad) end
+
+    -- strict_models: a model the mock does not know gets the dialect's 404,
+    -- before any limit counts the request
+    local unknown = self:_unknown_model(ctx)
+    if unknown then
+        entry.fault = "model_not_found"
+        count(c.by_fault, entry.fault)
+        return reply(unknown.status, unknown)
+    end
 
     -- rate limits and quota
     local key = d.key_of(req) or ""
@@ -577,43 +582,37 @@ end
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
 ---@field context? table<string, integer> context windows: model -> max input tokens (see the module's notes)
+---@field strict_models? boolean answer unknown model names with the dialect's 404 (see the module's notes)
+---@field models? string[] more model names strict_models knows
 ---@field batch? {delay?: number, window?: number, finalize?: number, cancel_delay?: number} batch timing (weft.mock.batch)
 ---@field clock? fun(): number the batch engine's clock (default weft.now; tests step it)
 
 --- Start a mock provider on weft.http.serve. Returns the mock handle with
 --- `url`, `port`, `set_faults`, `set_context`, `set_batch`, `reset`,
---- `stats`, `requests`, `close`.
+--- `stats`, `requests`, `close`. Every option is checked first
+--- (weft.mock.options.check): an unknown option, limit, dialect or fault
+--- rule key, or a value of the wrong type, raises naming it.
 ---@param opts? weft.mock.Options
 function M.start(opts)
-    opts = opts or {}
-    if type(opts) ~= "table" then error("weft.mock.start: expected a table of options", 2) end
+    local o, why = options.check(opts)
+    if not o then error("weft.mock.start: " .. why, 2) end
     local self = setmetatable({}, Mock)
     self.keys = {}
     for name in pairs(DIALECTS) do
-        self.keys[name] = (opts.keys and opts.keys[name]) or DEFAULT_KEYS[name]
+        self.keys[name] = (o.keys and o.keys[name]) or DEFAULT_KEYS[name]
     end
-    local lim = opts.limits or {}
+    local lim = o.limits
     self.limits = { rpm = lim.rpm or 10000, tpm = lim.tpm or 10000000, rpd = lim.rpd, rps = lim.rps,
                     quota = lim.quota }
-    if lim.window ~= nil and lim.window ~= "bucket" and lim.window ~= "fixed" then
-        error("weft.mock.start: limits.window must be \"bucket\" or \"fixed\"", 2)
-    end
     self.window = lim.window or "bucket"
-    for k, v in pairs(self.limits) do
-        if type(v) ~= "number" or v <= 0 then error("weft.mock.start: limits." .. k .. " must be a positive number", 2) end
-    end
-    self.max_log = opts.max_log or 1000
-    local windows, why = check_context(opts.context or {})
-    if not windows then error("weft.mock.start: " .. why, 2) end
-    self.context = windows
-    local bopts, bwhy = batch.options(opts.batch)
-    if not bopts then error("weft.mock.start: " .. bwhy, 2) end
-    self.batch_opts = bopts
-    if opts.clock ~= nil and type(opts.clock) ~= "function" then error("weft.mock.start: clock must be a function", 2) end
-    self.clock = opts.clock or weft.now
+    self.max_log = o.max_log or 1000
+    self.context = o.context
+    self.batch_opts = o.batch
+    self.clock = o.clock or weft.now
     self.dialects = DIALECTS
+    self.known_models = o.strict_models and options.known_models(o.models) or nil
     -- A private generator (Park-Miller) so faults replay exactly for a seed.
-    local state = (opts.seed or 1) % 2147483647
+    local state = (o.seed or 1) % 2147483647
     if state <= 0 then state = state + 2147483646 end
     self.random = function()
         state = (state * 16807) % 2147483647
@@ -621,13 +620,10 @@ function M.start(opts)
     end
     self.active = setmetatable({}, { __mode = "k" }) -- handler tasks running now
     self:reset()
-    if opts.faults then
-        local ok, err = pcall(self.set_faults, self, opts.faults)
-        if not ok then error(err, 2) end
-    end
+    self.rules = o.faults or {}
     self.server = http.serve {
-        host = opts.host or "127.0.0.1",
-        port = opts.port or 0,
+        host = o.host or "127.0.0.1",
+        port = o.port or 0,
         max_body_size = 32 * 1024 * 1024,
         handler = function(req, res)
             local task = weft.current()
@@ -644,7 +640,7 @@ function M.start(opts)
         end,
     }
     self.port = self.server.port
-    local host = opts.host or "127.0.0.1"
+    local host = o.host or "127.0.0.1"
     self.url = "http://" .. (host:find(":") and ("[" .. host .. "]") or host) .. ":" .. self.port
     return self
 end

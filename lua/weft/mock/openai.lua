@@ -12,8 +12,15 @@ local type, ipairs, pairs, tostring, floor, ceil, max, format = type, ipairs, pa
 
 local M = {}
 
-local MODELS = { "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small",
-                 "text-embedding-3-large" }
+--- The models GET /v1/models lists, and the names `strict_models` knows.
+local MODELS = { "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano", "o3-mini", "o4-mini",
+                 "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002" }
+M.MODELS = MODELS
+
+--- The endpoint names fault rules can match (`endpoint = "chat"`); the
+--- requests of a batch job are "batch_item".
+M.ENDPOINTS = { "chat", "embeddings", "models", "model", "files_upload", "files_list", "file", "file_delete",
+                "file_content", "batches_create", "batches_list", "batch", "batch_cancel", "batch_item" }
 
 function M.route(req)
     local p, m = req.path, req.method
@@ -60,6 +67,13 @@ end
 
 function M.error_response(status, kind, message)
     return response(status, err_body(message, "invalid_request_error"))
+end
+
+--- A model the mock does not know (`strict_models`): OpenAI's 404
+--- model_not_found.
+function M.model_not_found(ctx)
+    return response(404, err_body(format("The model `%s` does not exist or you do not have access to it.",
+        tostring(ctx.model)), "invalid_request_error", "model_not_found"))
 end
 
 local function text_of(content)
