@@ -613,9 +613,12 @@ end
 ---@param name string
 ---@param ok boolean
 ---@param err? any
-function M.plugin_loaded(name, ok, err)
+---@param level? "error"|"warn"|false how a failure is logged ("error"; false: not at all, the caller did)
+function M.plugin_loaded(name, ok, err, level)
     std.plugins:inc(1, name, ok and "ok" or "failed")
-    if not ok then log.error("plugin load failed", { plugin = name, error = tostring(err) }) end
+    if not ok and level ~= false then
+        log[level or "error"]("plugin load failed", { plugin = name, error = tostring(err) })
+    end
     M.emit("reload", { plugin = name, ok = ok, error = err })
 end
 

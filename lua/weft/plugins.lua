@@ -739,6 +739,11 @@ M.registry = registry
 --- Watch plugin files for changes (ev_stat) and reload them (default on).
 M.watching = true
 
+--- A changed file is reloaded once it has stayed the same for this many
+--- seconds: a file saved in place (`>` redirection, some editors) is seen
+--- half written first, and those states are not versions.
+M.settle = 0.1
+
 local reload_entry
 
 -- Watch `path` (the plugin's file, or one it extends) for entry `e`.
@@ -750,11 +755,23 @@ local function watch(e, path)
         return
     end
     e.watches[path] = w
-    require("weft._task").spawn(function()
+    local T = require "weft._task"
+    T.spawn(function()
         while e.watches[path] == w do
             local changed = w:wait()
             if not changed then return end -- closed, or the process is ending
-            reload_entry(e)
+            -- wait until the file stops changing (at most 50 periods: a file
+            -- rewritten for ever is loaded as it is then)
+            local before = read_file(path)
+            for _ = 1, 50 do
+                local _, cancelled = T.sleep(M.settle)
+                if cancelled then return end
+                local now = read_file(path)
+                if now == before then break end
+                before = now
+            end
+            if e.watches[path] ~= w then return end
+            reload_entry(e, true)
         end
     end)
 end
@@ -804,15 +821,19 @@ function M.add_check(e, fn)
 end
 
 -- Load the file of `e` again; swap it in when it is good and different.
-reload_entry = function(e)
+-- A refused version is logged at warn (the loaded one keeps serving), once
+-- per text of the file; `watched`: the watcher found the change.
+reload_entry = function(e, watched)
     local label = e.kind .. "/" .. e.name
     local src, rerr = read_file(e.path)
     if not src then
         e.failures = e.failures + 1
-        calls.plugin_loaded(label, false, e.path .. ": " .. tostring(rerr) .. " (the loaded version keeps serving)")
+        calls.plugin_loaded(label, false, e.path .. ": " .. tostring(rerr) .. " (the loaded version keeps serving)", "warn")
         return nil, rerr
     end
-    if fingerprint(src, e.deps) == e.source then return false, "unchanged" end
+    local fp = fingerprint(src, e.deps)
+    if fp == e.source then return false, "unchanged" end
+    if watched and fp == e.refused then return nil, e.refused_why end -- said once already
     local deps = {}
     local p, err = M.load_file(e.path, e.kind, function(np)
         if np.name ~= e.name then return nil, ("declares name '%s', expected '%s'"):format(np.name, e.name) end
@@ -821,11 +842,14 @@ reload_entry = function(e)
             if not ok then return nil, why end
         end
         return true
-    end, src, deps)
+    end, src, deps, true)
     if not p then
         e.failures = e.failures + 1
+        e.refused, e.refused_why = fp, err
+        calls.plugin_loaded(label, false, tostring(err) .. " (the loaded version keeps serving)", "warn")
         return nil, err
     end
+    e.refused = nil
     for _, d in ipairs(deps) do watch(e, d) end
     e.plugin, e.source, e.deps, e.n = p, fingerprint(src, deps), deps, e.n + 1
     log.info("plugin reloaded", { plugin = label, version = p.version, load = e.n })

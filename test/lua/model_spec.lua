@@ -785,6 +785,53 @@ return {
         assert.is_false(weft.reload()["provider/hot"]) -- unchanged
     end)
 
+    it("waits until a file saved in place stops changing: no half-written version, a refused one said once", function()
+        install("hot", plugin_text("v1"))
+        configure()
+        local mm = weft.model("hot/x")
+        assert.are.equal("v1", mm:complete("hi").plugin_version)
+        local events = {}
+        local off = weft.on("reload", function(ev) if ev.plugin == "provider/hot" then events[#events + 1] = ev.ok end end)
+        local settle = plugins.settle
+        plugins.settle = 1 -- (a long margin for the two writes below)
+        -- `>` redirection: truncated, then written in two parts
+        local path = dir .. "/providers/hot.lua"
+        local text = plugin_text("v2")
+        local f = assert(io.open(path, "w"))
+        f:write(text:sub(1, 40))
+        f:flush()
+        weft.sleep(0.02)
+        f:write(text:sub(41))
+        f:close()
+        for _ = 1, 400 do
+            if #events > 0 then break end
+            weft.sleep(0.02)
+        end
+        assert.are.same({ true }, events) -- one reload, of the whole file
+        assert.are.equal("v2", mm:complete("hi").plugin_version)
+        plugins.settle = 0.05
+        -- a broken version: refused, said once however often it is saved
+        for _ = 1, 3 do
+            local g = assert(io.open(path, "w"))
+            g:write(plugin_text("v3", "syntax error here"))
+            g:close()
+            for _ = 1, 400 do
+                if #events > 1 then break end
+                weft.sleep(0.02)
+            end
+            weft.sleep(0.2) -- (the watcher settles, sees the same text, says nothing)
+        end
+        install("hot", plugin_text("v4"))
+        for _ = 1, 400 do
+            if events[#events] == true and #events > 2 then break end
+            weft.sleep(0.02)
+        end
+        off()
+        plugins.settle = settle
+        assert.are.same({ true, false, true }, events)
+        assert.are.equal("v4", mm:complete("hi").plugin_version)
+    end)
+
     it("reloads a changed file by itself (ev_stat)", function()
         install("hot", plugin_text("v1"))
         configure()
