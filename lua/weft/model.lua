@@ -73,6 +73,9 @@ M.generation = 0
 ---@field deadline? number a weft.now() time after which the call fails
 ---@field timeout? number seconds for the whole call (all attempts)
 ---@field extra? table provider-specific body fields, merged as is
+---@field tags? string[] labels for policies (router rules) and logs
+---@field metadata? table key/values for policies and hooks (never sent to the provider)
+---@field cache? boolean|"refresh" false bypasses a cache policy; "refresh" asks again and keeps the new answer
 
 ---@class weft.Usage
 ---@field input integer tokens in
@@ -93,6 +96,10 @@ M.generation = 0
 ---@field plugin_version string version of the plugin that served the call
 ---@field aborted? boolean a stream stopped by on_event returning false
 ---@field vectors? number[][] embeddings (embed)
+---@field id? string the provider's id of the answer
+---@field cached? boolean (policy models) the answer came from a cache policy
+---@field route? table[] (policy models) the decisions and target calls that made the answer
+---@field policy? string (policy models) the policy's name
 
 local MODEL_KEYS = { provider = true, model = true, system = true, max_tokens = true, temperature = true,
                      top_p = true, stop = true, priority = true, timeout = true, extra = true, tags = true,
