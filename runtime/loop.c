@@ -67,6 +67,11 @@ struct weft_loop *weft_loop_get(lua_State *L) {
 
 /* ------------------------------------------------------------ run queue */
 
+static int collect(lua_State *L) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
 void weft_loop_drain(struct weft_loop *loop) {
     if (loop->draining) return;
     loop->draining = 1;
@@ -89,6 +94,13 @@ void weft_loop_drain(struct weft_loop *loop) {
     }
     if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
     loop->draining = 0;
+    /* Here, with no task struct in hand: the collection may free finished
+     * tasks' userdata. Protected: a finalizer may raise. */
+    if (loop->exit_collect) {
+        loop->exit_collect = 0;
+        lua_pushcfunction(loop->L, collect);
+        weft_pcall(loop->L, 0, 0, "the collection after weft.exit");
+    }
 }
 
 static void prepare_cb(struct ev_loop *ev, ev_prepare *w, int revents) {
@@ -208,16 +220,28 @@ static void leash_cb(struct ev_loop *ev, ev_check *w, int revents) {
     weft_signals_busy();
 }
 
-void weft_loop_interrupt(struct weft_loop *loop) {
+/* Cancel every live task with `reason` (static text), then run the
+ * interrupt hooks. */
+static void cancel_all(struct weft_loop *loop, const char *reason) {
     /* Cancel from a snapshot of ids: cancelling may finish tasks (unlinking
      * them) but never frees another live task's struct synchronously. */
     struct weft_task *t = loop->tasks;
     while (t) {
         struct weft_task *next = t->live_next;
-        weft_task_cancel(t, "interrupted");
+        weft_task_cancel(t, reason);
         t = next;
     }
     run_hooks(&loop->interrupt_hooks);
+}
+
+void weft_loop_interrupt(struct weft_loop *loop) { cancel_all(loop, "interrupted"); }
+
+void weft_loop_exit(struct weft_loop *loop, int code) {
+    if (!loop->exit_requested) {
+        loop->exit_requested = 1;
+        loop->exit_code = code;
+    }
+    cancel_all(loop, "the script called weft.exit");
 }
 
 static void signal_cb(struct ev_loop *ev, ev_signal *w, int revents) {

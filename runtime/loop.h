@@ -13,6 +13,7 @@
 
 struct weft_task;
 struct weft_budget;
+struct weft_keeper;
 
 typedef void (*weft_hook_fn)(void *ud);
 
@@ -47,6 +48,17 @@ struct weft_loop {
                                   REPL cancels the running line); returning
                                   1 means handled: no cancel-all */
     void *on_sigint_ud;
+    int exit_requested;        /* weft.exit (os.exit in a script) asked the
+                                  process to end (weft_loop_exit) */
+    int exit_code;             /* the status the first request asked for */
+    int exit_collect;          /* the task that called weft.exit was dropped:
+                                  a full collection is due (weft_loop_drain) */
+    weft_hook_fn on_main_done; /* when set, called once the main task has
+                                  returned (not failed): linger.c's exit hint */
+    void *on_main_done_ud;
+    struct weft_keeper *keepers; /* what keeps a finished script running
+                                  besides its tasks: open servers (linger.h) */
+    ev_timer linger;           /* the exit hint's delay (linger.c) */
     int draining;              /* inside weft_loop_drain (no re-entry) */
     int log_level;             /* minimum level written by log.c */
     char *home;                /* directory holding lua/ and plugins/, owned */
@@ -108,6 +120,15 @@ int weft_loop_remove_hook(struct weft_loop *loop, weft_hook_fn fn, void *ud);
  * `cancelled` error), or a second signal arrives, the process exits at
  * once with that status. */
 void weft_loop_interrupt(struct weft_loop *loop);
+
+/* End the process cleanly with status `code` (weft.exit, os.exit in a
+ * script): as on SIGINT, every task is cancelled and the interrupt hooks
+ * run (servers close), so the loop ends once the cancelled tasks have
+ * finished; the host then does what it does at the end of any script
+ * (summary, shutdown hooks) and exits with exit_code. The first request's
+ * code stands; a later one cancels again (tasks started since) and keeps
+ * it. Safe from inside a running task. */
+void weft_loop_exit(struct weft_loop *loop, int code);
 
 /* Locate weft's data directory (holding lua/ and plugins/): $WEFT_HOME,
  * else the executable's directory when it has lua/weft/init.lua (build

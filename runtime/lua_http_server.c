@@ -30,6 +30,7 @@
 #include <lua.h>
 
 #include "http_server.h"
+#include "linger.h"
 #include "log.h"
 #include "loop.h"
 #include "luax.h"
@@ -45,6 +46,8 @@ struct lserver {
     int self_ref;               /* anchor while listening */
     int hooks;                  /* interrupt/close hooks registered */
     char host[64];
+    struct weft_keeper keeper;  /* on the loop's list while a foreground server
+                                  listens: it keeps a finished script running */
 };
 
 enum rstate { R_FRESH, R_STARTED, R_DONE };
@@ -409,6 +412,7 @@ static struct lserver *check_server(lua_State *L) { return luaL_checkudata(L, 1,
 
 static void interrupt_hook(void *ud) {
     struct lserver *ls = ud;
+    weft_linger_release(ls->loop, &ls->keeper);
     if (ls->s) weft_http_server_close(ls->s);
     if (ls->self_ref != LUA_NOREF) {
         weft_unref(ls->loop->L, ls->self_ref);
@@ -418,6 +422,7 @@ static void interrupt_hook(void *ud) {
 
 static void close_hook(void *ud) {
     struct lserver *ls = ud;
+    weft_linger_release(ls->loop, &ls->keeper);
     weft_loop_remove_hook(ls->loop, interrupt_hook, ls);
     ls->hooks = 0;
     weft_http_server_free(ls->s);
@@ -507,11 +512,17 @@ static int l_serve(lua_State *L) {
     weft_loop_on_interrupt(loop, interrupt_hook, ls);
     weft_loop_on_close(loop, close_hook, ls);
     ls->hooks = 1;
+    if (!o.background) {
+        ls->keeper.api = "weft.http.serve";
+        weft_where(L, 1, ls->keeper.where, sizeof ls->keeper.where);
+        weft_linger_keep(loop, &ls->keeper);
+    }
     return 1;
 }
 
 static int l_server_close(lua_State *L) {
     struct lserver *ls = check_server(L);
+    weft_linger_release(ls->loop, &ls->keeper);
     if (ls->s) weft_http_server_close(ls->s);
     if (ls->self_ref != LUA_NOREF) {
         weft_unref(L, ls->self_ref);
@@ -567,6 +578,7 @@ static int l_server_index(lua_State *L) {
 
 static int l_server_gc(lua_State *L) {
     struct lserver *ls = check_server(L);
+    weft_linger_release(ls->loop, &ls->keeper);
     if (ls->hooks) {
         weft_loop_remove_hook(ls->loop, interrupt_hook, ls);
         weft_loop_remove_hook(ls->loop, close_hook, ls);

@@ -4,6 +4,7 @@
  *   m:inc(v, ...), m:set(v, ...), m:observe(v, ...)   -- label values as trailing args
  *   local s = m:labels(...)  -- a series handle: s:inc(v), s:set(v), s:observe(v)
  *   m:value(...), s:value()  -- read back (value, or a histogram's count); nil labels match any
+ *   m:unset(...)             -- gauge: the series leaves the exposition until set again
  *   _metrics.text(), _metrics.snapshot()   -- loaded secret values redacted in both
  * Series handles point into the registry, which never frees a series while
  * the process runs, so a handle cached in Lua stays valid.
@@ -165,6 +166,26 @@ static int l_value(lua_State *L) {
     return 2;
 }
 
+/* m:unset(...) -> true when the gauge had a series with these label values:
+ * it leaves the exposition, snapshots and readings until it is set again
+ * (metrics.h). Creates nothing. */
+static int l_unset(lua_State *L) {
+    struct weft_metric *m = check_metric(L);
+    if (m->type != WEFT_GAUGE) return luaL_error(L, "metric %s is not a gauge", m->name);
+    const char *v[WEFT_METRIC_MAX_LABELS];
+    for (int i = 0; i < m->nlabels; i++) {
+        int idx = 2 + i;
+        if (lua_type(L, idx) == LUA_TBOOLEAN) v[i] = lua_toboolean(L, idx) ? "true" : "false";
+        else if (lua_isnoneornil(L, idx)) v[i] = "";
+        else if (!(v[i] = lua_tostring(L, idx)))
+            return luaL_error(L, "metric %s: label values must be strings or numbers", m->name);
+    }
+    struct weft_series *s = weft_metric_lookup(m, v);
+    if (s) weft_series_unset(s);
+    lua_pushboolean(L, s != NULL);
+    return 1;
+}
+
 static int l_max_series(lua_State *L) {
     weft_metric_set_max_series(check_metric(L), (int)luaL_checkinteger(L, 2));
     return 0;
@@ -233,8 +254,10 @@ static int l_snapshot(lua_State *L) {
         push_shown(L, m->help, redact);
         lua_setfield(L, -2, "help");
         lua_createtable(L, m->norder, 0);                    /* [snap, name, metric, series] */
+        int shown = 0;
         for (int k = 0; k < m->norder; k++) {
             struct weft_series *s = m->order[k];
+            if (s->unset) continue;
             lua_createtable(L, 0, 4);                        /* [..., series, one] */
             lua_createtable(L, 0, m->nlabels);               /* [..., series, one, labels] */
             for (int j = 0; j < m->nlabels; j++) {
@@ -264,7 +287,7 @@ static int l_snapshot(lua_State *L) {
                 lua_pushnumber(L, s->value);
                 lua_setfield(L, -2, "value");
             }
-            lua_rawseti(L, -2, k + 1);
+            lua_rawseti(L, -2, ++shown);
         }
         lua_setfield(L, -2, "series");                       /* [snap, name, metric] */
         lua_rawset(L, -3);                                   /* [snap] */
@@ -276,7 +299,7 @@ int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_metrics(lua_State *L) {
     static const luaL_Reg mm[] = {{"inc", l_inc}, {"set", l_set}, {"observe", l_observe},
                                   {"labels", l_labels}, {"max_series", l_max_series},
-                                  {"value", l_value}, {NULL, NULL}};
+                                  {"value", l_value}, {"unset", l_unset}, {NULL, NULL}};
     static const luaL_Reg sm[] = {{"inc", l_s_inc}, {"set", l_s_set}, {"observe", l_s_observe},
                                   {"value", l_s_value}, {NULL, NULL}};
     if (luaL_newmetatable(L, METRIC_MT)) {

@@ -34,6 +34,29 @@ void weft_getref(lua_State *L, int ref) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 }
 
+/* ---------------------------------------------------------- user's code */
+
+int weft_is_own_source(lua_State *L, const char *source) {
+    if (!source) return 1;
+    if (strncmp(source, "=weft ", 6) == 0) return 1;
+    if (source[0] != '@') return 0; /* "=(command line)", a string chunk */
+    const char *home = weft_loop_get(L)->home;
+    size_t hl = strlen(home);
+    return strncmp(source + 1, home, hl) == 0 && strncmp(source + 1 + hl, "/lua/weft/", 10) == 0;
+}
+
+void weft_where(lua_State *L, int level, char *buf, size_t n) {
+    lua_Debug ar;
+    if (n) buf[0] = '\0';
+    for (; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar) || strcmp(ar.what, "C") == 0 ||
+            weft_is_own_source(L, ar.source))
+            continue;
+        snprintf(buf, n, "%s:%d", ar.short_src, ar.currentline);
+        return;
+    }
+}
+
 /* ----------------------------------------------------------------- pcall */
 
 static int traceback_handler(lua_State *L) {

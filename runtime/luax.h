@@ -54,13 +54,24 @@ void weft_push_headers(lua_State *L, const char *pairs, size_t len);
  * methods). */
 int weft_is_http_token(const char *s, size_t n);
 
-/* Register the error metatable and module weft._error. */
+/* 1 when a chunk name (lua_Debug.source) is weft's own code: one of its Lua
+ * files (<home>/lua/weft/...) or a chunk the host made ("=weft mock");
+ * messages that point at the user's code skip such frames. */
+int weft_is_own_source(lua_State *L, const char *source);
+
+/* Where the user's code called into weft, for messages: "FILE:LINE" of the
+ * first frame of L from `level` outwards (0: the running function) that is
+ * Lua code and not weft's own, into buf (n bytes, truncated); "" when there
+ * is none. Walks the stack: for rare events (a server made), not hot paths. */
+void weft_where(lua_State *L, int level, char *buf, size_t n);
+
 /* Register the metatable `name` of a userdata class: __index = a table of
  * `methods`, plus __gc and __tostring when given (NULL: none). Leaves the
  * stack as it was. */
 void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                          lua_CFunction tostring);
 
+/* Register the error metatable and module weft._error. */
 int luaopen_weft_error(lua_State *L);
 
 #endif

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "linger.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -27,16 +29,16 @@ static const char USAGE[] =
     "  run [RUN OPTIONS] SCRIPT [ARGS...]\n"
     "                         run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
-    "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini); --help\n"
+    "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini)\n"
     "  repl [--config FILE] [--plugins DIR] [--mock]\n"
-    "                         interactive Lua on the event loop (each line is a task); --help\n"
+    "                         interactive Lua on the event loop (each line is a task)\n"
     "  check PLUGIN.lua...    validate plugin files (API version, schema, functions, and a\n"
     "                         round trip through the normalized forms); exit 1 on findings\n"
     "  version                print the versions of weft and its libraries\n"
-    "  help                   print this help\n"
+    "  help [COMMAND]         print this help, or a command's (also COMMAND --help)\n"
     "\n"
     "options:\n"
-    "  -l, --log-level LEVEL  debug, info, warn, error or off (default: $WEFT_LOG or info)\n"
+    "  -l, --log-level LEVEL  error, warn, info, debug or off (default: $WEFT_LOG or info)\n"
     "  --log-format FORMAT    json, logfmt or auto: logfmt when stderr is a terminal\n"
     "                         (default: $WEFT_LOG_FORMAT or auto)\n"
     "\n"
@@ -51,10 +53,81 @@ static const char USAGE[] =
     "  --quiet                no progress line or progress log lines (weft.map)\n"
     "\n"
     "Scripts see the global `weft` (also require \"weft\") and `arg` as luajit sets it.\n"
+    "A script ends when its main chunk has returned and nothing it started (servers,\n"
+    "tasks) is left; weft.exit([code]) or os.exit([code]) ends it at once, cleanly.\n"
     "SIGINT or SIGTERM cancels all running tasks; weft then exits with status 130\n"
     "(SIGINT) or 143 (SIGTERM). When Lua code keeps the event loop from handling the\n"
     "signal for $WEFT_SIGNAL_GRACE seconds (default 2), also while the tasks are being\n"
     "cancelled, or when a second signal arrives, weft exits at once with that status.\n";
+
+static const char RUN_USAGE[] =
+    "usage: weft [options] run [RUN OPTIONS] SCRIPT [ARGS...]\n"
+    "\n"
+    "Run the Lua file SCRIPT in a task on the event loop: it sees the global `weft`,\n"
+    "`arg` as luajit sets it (arg[0] = SCRIPT) and ARGS as `...`. Exit status: 0, or 1\n"
+    "when the script raises an error (the message and a traceback go to stderr), or the\n"
+    "code given to weft.exit / os.exit.\n"
+    "\n"
+    "run options:\n"
+    "  --metrics HOST:PORT    serve Prometheus metrics on http://HOST:PORT/metrics while\n"
+    "                         the script runs (HOST defaults to 127.0.0.1; port 0: any\n"
+    "                         free port); the URL is printed on stderr\n"
+    "  --config FILE          configure providers and models from FILE (Lua returning\n"
+    "                         {providers = ..., models = ...}) before the script starts\n"
+    "  --plugins DIR          search DIR for plugins first (repeatable); also $WEFT_PLUGIN_PATH\n"
+    "  --summary              print a summary of the calls made at exit (the default\n"
+    "                         when stderr is a terminal); --no-summary: never\n"
+    "  --quiet                no progress line or progress log lines (weft.map)\n"
+    "  --                     end of the options (for a SCRIPT whose name starts with -)\n"
+    "\n"
+    "The process ends when the script has returned and nothing it started is left:\n"
+    "servers (weft.http.serve, unless background = true) and tasks (weft.spawn) keep it\n"
+    "running, and weft says which once on stderr. srv:close() and task:cancel() end\n"
+    "them; weft.exit([code]) or os.exit([code]) closes and cancels everything and ends\n"
+    "the process with that status.\n";
+
+static const char EVAL_USAGE[] =
+    "usage: weft [options] -e CHUNK [ARGS...]\n"
+    "\n"
+    "Run the Lua code CHUNK in a task on the event loop, as `weft run` runs a script\n"
+    "(without the run options): ARGS are its `...` and arg[1..].\n"
+    "Example: weft -e 'print(weft.model(\"openai/gpt-4o-mini\"):complete(...).text)' hello\n";
+
+static const char CHECK_USAGE[] =
+    "usage: weft [options] check PLUGIN.lua...\n"
+    "\n"
+    "Validate plugin files: API version, name, kind, schema and functions; a provider\n"
+    "is driven through the normalized forms (and through its fixtures, the plugin's\n"
+    "`fixtures` field or a NAME.fixtures.lua file beside it), a policy over simulated\n"
+    "targets. Prints the findings of each file; exit status 0 when every file is fine\n"
+    "(warnings allowed), 1 when one has an error, 2 without files.\n";
+
+static const char VERSION_USAGE[] =
+    "usage: weft version\n"
+    "\n"
+    "Print the versions of weft and of the libraries it runs on (LuaJIT, libcurl and\n"
+    "its TLS library, libev, http-parser).\n";
+
+static const char LEVELS[] = "error, warn, info, debug, off";
+
+/* The usage of a command, or NULL for one without its own (mock and repl
+ * print theirs: their options are parsed in Lua). */
+static const char *command_usage(const char *cmd) {
+    if (strcmp(cmd, "run") == 0) return RUN_USAGE;
+    if (strcmp(cmd, "-e") == 0) return EVAL_USAGE;
+    if (strcmp(cmd, "check") == 0) return CHECK_USAGE;
+    if (strcmp(cmd, "version") == 0) return VERSION_USAGE;
+    return NULL;
+}
+
+static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+/* Why `path` cannot be a plugin directory, or NULL when it is a directory. */
+static const char *not_a_dir(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT ? "no such directory" : strerror(errno);
+    return S_ISDIR(st.st_mode) ? NULL : "not a directory";
+}
 
 static void print_version(void) {
     const curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
@@ -166,27 +239,33 @@ int main(int argc, char **argv) {
 
     int i = 1;
     for (; i < argc; i++) {
-        if (strcmp(argv[i], "-l") == 0 || strcmp(argv[i], "--log-level") == 0) {
-            if (i + 1 >= argc || weft_log_parse_level(argv[i + 1]) < 0) {
-                fprintf(stderr, "weft: %s needs a level: debug, info, warn, error or off\n", argv[i]);
+        const char *a = argv[i];
+        if (strcmp(a, "-l") == 0 || strcmp(a, "--log-level") == 0 ||
+            strncmp(a, "--log-level=", 12) == 0) {
+            const char *name = a[11] == '=' ? a + 12 : i + 1 < argc ? argv[++i] : NULL;
+            int lv = name ? weft_log_parse_level(name) : -1;
+            if (!name) {
+                fprintf(stderr, "weft: %s needs a level (%s)\n", a, LEVELS);
                 return 2;
             }
-            weft_log_set_level(weft_log_parse_level(argv[++i]));
-        } else if (strncmp(argv[i], "--log-level=", 12) == 0) {
-            int lv = weft_log_parse_level(argv[i] + 12);
             if (lv < 0) {
-                fprintf(stderr, "weft: unknown log level '%s'\n", argv[i] + 12);
+                fprintf(stderr, "weft: unknown log level '%s' (%s)\n", name, LEVELS);
                 return 2;
             }
             weft_log_set_level(lv);
-        } else if (strcmp(argv[i], "--log-format") == 0 || strncmp(argv[i], "--log-format=", 13) == 0) {
-            const char *name = argv[i][12] == '=' ? argv[i] + 13 : (i + 1 < argc ? argv[++i] : NULL);
-            int f = weft_log_parse_format(name);
+        } else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
+            const char *name = a[12] == '=' ? a + 13 : i + 1 < argc ? argv[++i] : NULL;
+            int f = name ? weft_log_parse_format(name) : -1;
             if (f < 0) {
-                fprintf(stderr, "weft: --log-format needs json, logfmt or auto\n");
+                if (name) fprintf(stderr, "weft: unknown log format '%s' (json, logfmt, auto)\n", name);
+                else fprintf(stderr, "weft: --log-format needs a format (json, logfmt, auto)\n");
                 return 2;
             }
             weft_log_set_format(f);
+        } else if (a[0] == '-' && strcmp(a, "-e") != 0 && !is_help(a) && strcmp(a, "-v") != 0 &&
+                   strcmp(a, "--version") != 0) {
+            fprintf(stderr, "weft: unknown option '%s'\n\n%s", a, USAGE);
+            return 2;
         } else {
             break;
         }
@@ -196,8 +275,29 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[i];
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        fputs(USAGE, stdout);
+    if (strcmp(cmd, "help") == 0 || is_help(cmd)) {
+        /* `weft help COMMAND`: that command's usage, as COMMAND --help */
+        if (i + 1 >= argc) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        const char *topic = argv[i + 1];
+        if (strcmp(topic, "mock") == 0 || strcmp(topic, "repl") == 0) {
+            argv[i] = argv[i + 1]; /* mock and repl print their own: run them with --help */
+            argv[i + 1] = (char *)"--help";
+            cmd = argv[i];
+        } else if (command_usage(topic)) {
+            fputs(command_usage(topic), stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "weft: unknown command '%s'\n\n%s", topic, USAGE);
+            return 2;
+        }
+    }
+    /* COMMAND --help: the usage of run, -e, check and version (mock and
+     * repl parse their options in Lua and print theirs) */
+    if (i + 1 < argc && is_help(argv[i + 1]) && command_usage(cmd)) {
+        fputs(command_usage(cmd), stdout);
         return 0;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) {
@@ -222,7 +322,7 @@ int main(int argc, char **argv) {
     int summary = -1; /* -1: when stderr is a terminal */
     int quiet = 0;    /* --quiet: no progress output */
     if (is_run) {
-        while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) == 0) {
+        while (i + 1 < argc && argv[i + 1][0] == '-' && argv[i + 1][1] != '\0') {
             const char *o = argv[i + 1];
             if (strcmp(o, "--metrics") == 0) {
                 if (i + 2 >= argc) {
@@ -246,6 +346,11 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "weft: at most 16 --plugins directories\n");
                         return 2;
                     }
+                    const char *why = not_a_dir(argv[i + 2]);
+                    if (why) {
+                        fprintf(stderr, "weft: --plugins %s: %s\n", argv[i + 2], why);
+                        return 2;
+                    }
                     plugin_dirs[nplugin_dirs++] = argv[i + 2];
                 }
                 i += 2;
@@ -258,11 +363,14 @@ int main(int argc, char **argv) {
             } else if (strcmp(o, "--quiet") == 0) {
                 quiet = 1;
                 i++;
+            } else if (is_help(o)) {
+                fputs(RUN_USAGE, stdout);
+                return 0;
             } else if (strcmp(o, "--") == 0) {
                 i++;
                 break;
             } else {
-                fprintf(stderr, "weft: unknown run option '%s'\n\n%s", o, USAGE);
+                fprintf(stderr, "weft: unknown run option '%s'\n\n%s", o, RUN_USAGE);
                 return 2;
             }
         }
@@ -298,6 +406,17 @@ int main(int argc, char **argv) {
         goto out;
     }
     lua_setglobal(L, "weft");
+    if (is_run || is_eval) {
+        /* os.exit in a script: weft.exit's clean shutdown, not exit(3),
+         * which would skip it (servers, the summary, buffered output). */
+        lua_getglobal(L, "os");                 /* [os] */
+        lua_getglobal(L, "weft");               /* [os, weft] */
+        lua_getfield(L, -1, "exit");            /* [os, weft, exit] */
+        lua_setfield(L, -3, "exit");            /* [os, weft] */
+        lua_pop(L, 2);                          /* [] */
+        /* what keeps a finished script running, said once */
+        weft_linger_enable(loop);
+    }
     /* progress output (weft.map): off, a redrawn line on a terminal, or log lines */
     if (call_lua(L, "weft.map", "output", quiet ? "quiet" : isatty(STDERR_FILENO) ? "tty" : "log") != 0) {
         fprintf(stderr, "weft: %s\n", lua_tostring(L, -1));
@@ -320,6 +439,10 @@ int main(int argc, char **argv) {
     }
     if (config_path) {
         if (call_lua(L, "weft.model", "load_config", config_path) != 0) {
+            if (loop->exit_requested) { /* os.exit in the configuration file */
+                rc = loop->exit_code;
+                goto out;
+            }
             size_t elen;
             const char *e = lua_tolstring(L, -1, &elen);
             fputs("weft: ", stderr);
@@ -348,7 +471,11 @@ int main(int argc, char **argv) {
             rc = 2;
             goto out;
         }
-        lua_pop(L, 1); /* the server (weft.metrics keeps it); the chunk stays */
+        /* The URL, whatever the log level: with port 0 it is the only way to
+         * know where the endpoint is. */
+        const char *url = lua_tostring(L, -1);
+        fprintf(stderr, "weft: metrics at %s\n", url ? url : "?");
+        lua_pop(L, 1); /* the URL (weft.metrics keeps the server); the chunk stays */
     }
     if (weft_signals_pending()) goto out; /* a signal during start-up: nothing to cancel yet */
     int nargs = 0;
@@ -360,6 +487,12 @@ int main(int argc, char **argv) {
 
     if (loop->interrupted) {
         rc = 128 + loop->interrupt_signum; /* 130 for SIGINT, 143 for SIGTERM */
+    } else if (loop->exit_requested &&
+               !(main_task->state == WEFT_TASK_FAILED && !main_task->cancelled)) {
+        /* weft.exit: the main task returned, or ended cancelled by it
+         * (called it, or was waiting); its own failure before that is
+         * reported below. */
+        rc = loop->exit_code;
     } else if (main_task->state == WEFT_TASK_DONE) {
         rc = 0;
         /* `weft mock` reports usage errors as its main function's result. */

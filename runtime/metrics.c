@@ -111,28 +111,29 @@ static double reading(const struct weft_metric *m, const struct weft_series *s) 
     return m->type == WEFT_HISTOGRAM ? s->count : s->value;
 }
 
+struct weft_series *weft_metric_lookup(const struct weft_metric *m, const char *const *values) {
+    int slot = (int)(hash_values(values, m->nlabels) % (unsigned long)m->nslots);
+    for (struct weft_series *s = m->table[slot]; s; s = s->next)
+        if (same_values(s, values, m->nlabels)) return s;
+    return NULL;
+}
+
 int weft_metric_value(const struct weft_metric *m, const char *const *values, double *out) {
     int exact = 1;
     for (int i = 0; i < m->nlabels; i++)
         if (!values[i]) exact = 0;
     *out = 0;
     if (exact) { /* one series at most: the hash chain, as weft_metric_series finds it */
-        int slot = (int)(hash_values(values, m->nlabels) % (unsigned long)m->nslots);
-        for (struct weft_series *s = m->table[slot]; s; s = s->next)
-            if (same_values(s, values, m->nlabels)) {
-                *out = reading(m, s);
-                return 1;
-            }
-        if (m->other && same_values(m->other, values, m->nlabels)) {
-            *out = reading(m, m->other);
-            return 1;
-        }
-        return 0;
+        struct weft_series *s = weft_metric_lookup(m, values);
+        if (!s && m->other && same_values(m->other, values, m->nlabels)) s = m->other;
+        if (!s || s->unset) return 0;
+        *out = reading(m, s);
+        return 1;
     }
     int n = 0; /* wildcards: every series, `other` included (it is in order[]) */
     for (int k = 0; k < m->norder; k++) {
         const struct weft_series *s = m->order[k];
-        int match = 1;
+        int match = !s->unset;
         for (int i = 0; match && i < m->nlabels; i++)
             match = !values[i] || strcmp(s->values[i], values[i]) == 0;
         if (match) {
@@ -143,8 +144,17 @@ int weft_metric_value(const struct weft_metric *m, const char *const *values, do
     return n;
 }
 
-void weft_series_add(struct weft_series *s, double v) { s->value += v; }
-void weft_series_set(struct weft_series *s, double v) { s->value = v; }
+void weft_series_add(struct weft_series *s, double v) {
+    s->value += v;
+    s->unset = 0;
+}
+
+void weft_series_set(struct weft_series *s, double v) {
+    s->value = v;
+    s->unset = 0;
+}
+
+void weft_series_unset(struct weft_series *s) { s->unset = 1; }
 
 void weft_series_observe(struct weft_metric *m, struct weft_series *s, double v) {
     /* first bound >= v (binary search); the last slot is +Inf */
@@ -461,6 +471,7 @@ int weft_metrics_text(char **out, size_t *len) {
         puts_(&b, "\n");
         for (int k = 0; k < m->norder && !b.oom; k++) {
             struct weft_series *s = m->order[k];
+            if (s->unset) continue;
             for (int j = 0; j < m->nlabels; j++)
                 vals[j] = redact ? show(&sk, s->values[j]) : s->values[j];
             b.oom |= sk.oom;

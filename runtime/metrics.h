@@ -33,6 +33,8 @@ struct weft_series {
     double *buckets;           /* histogram: count per bucket (not cumulative) */
     double sum;
     double count;
+    int unset;                 /* a gauge series out of the exposition, snapshots and
+                                  readings (weft_series_unset) until set or added to */
     struct weft_series *next;  /* hash chain */
 };
 
@@ -82,8 +84,19 @@ struct weft_series *weft_metric_series(struct weft_metric *m, const char *const 
  * series matches only values that are all "other" or NULL. */
 int weft_metric_value(const struct weft_metric *m, const char *const *values, double *out);
 
-void weft_series_add(struct weft_series *s, double v);     /* counter/gauge */
-void weft_series_set(struct weft_series *s, double v);     /* gauge */
+/* The series for these label values (nlabels of them) when it exists,
+ * without creating it: NULL when it does not (the `other` overflow series
+ * is not looked at). */
+struct weft_series *weft_metric_lookup(const struct weft_metric *m, const char *const *values);
+
+void weft_series_add(struct weft_series *s, double v);     /* counter/gauge; clears unset */
+void weft_series_set(struct weft_series *s, double v);     /* gauge; clears unset */
+
+/* Gauge: take the series out of the exposition, snapshots and readings
+ * (weft_metric_value) until it is set or added to again -- a state that no
+ * longer exists, such as a limit no longer configured. The series is not
+ * freed (handles to it stay valid) and still counts towards max_series. */
+void weft_series_unset(struct weft_series *s);
 void weft_series_observe(struct weft_metric *m, struct weft_series *s, double v); /* histogram */
 
 /* Set the series cap of a metric (>= 1). */

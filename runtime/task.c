@@ -8,6 +8,7 @@
 #include "task.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -261,6 +262,7 @@ static void finish(struct weft_task *t, int ok) {
      * close its servers (interrupt hooks), so the process ends and reports
      * the error instead of serving on after it. */
     if (t->is_main && !ok) weft_loop_interrupt(loop);
+    if (t->is_main && ok && loop->on_main_done) loop->on_main_done(loop->on_main_done_ud);
 }
 
 /* --------------------------------------------------------------- resume */
@@ -279,7 +281,17 @@ void weft_task_resume(struct weft_task *t) {
     switch (rc) {
     case LUA_YIELD:
         lua_settop(co, 0);
-        if (t->state == WEFT_TASK_RUNNING) {
+        if (t->exiting) {
+            /* weft.exit: the task ends here, cancelled, and the code after
+             * the call never runs. What its stack held (a request it was
+             * answering, ...) is left to the collector: weft_loop_drain
+             * runs a full collection next, so that the request's
+             * connection is dropped now (lua_http_server.c's res __gc)
+             * rather than keep the loop alive. */
+            push_cancelled(co, t);
+            finish(t, 0);
+            t->loop->exit_collect = 1;
+        } else if (t->state == WEFT_TASK_RUNNING) {
             /* A bare coroutine.yield() in a task: give the other ready tasks
              * a turn and continue on the next drain. */
             enqueue(t);
@@ -455,11 +467,65 @@ static int l_join(lua_State *L) {
     return weft_task_suspend(L, t, &j->wait);
 }
 
+/* ----------------------------------------------------------------- exit */
+
+/* _task.exit(code): end the process cleanly with status `code` (weft.exit,
+ * os.exit in a script; see weft_loop_exit). The calling task yields and is
+ * never resumed: weft_task_resume finishes it as cancelled, so no code
+ * after weft.exit runs. Where it cannot yield (the main Lua thread while a
+ * configuration file runs, a coroutine of coroutine.create) it raises
+ * `cancelled` instead: the code unwinds, its task (cancelled like every
+ * other) ends, and the process exits with `code` all the same. */
+static int l_exit(lua_State *L) {
+    lua_Integer code = luaL_checkinteger(L, 1);
+    if (code < 0 || code > 255) return luaL_argerror(L, 1, "exit status from 0 to 255");
+    struct weft_task *t = weft_task_current(L);
+    weft_loop_exit(weft_loop_get(L), (int)code);
+    if (!t) return weft_raise_error(L, "cancelled", "weft.exit(%d): the process is ending", (int)code);
+    t->exiting = 1; /* after weft_loop_exit: its cancel-all marked this task cancelled too */
+    return lua_yield(L, 0);
+}
+
+/* ------------------------------------------------------------ reports */
+
+int weft_task_waits_for_tasks(const struct weft_task *t) {
+    return t->state == WEFT_TASK_WAITING && t->wait &&
+           (t->wait->cancel == park_cancel || t->wait->cancel == join_cancel);
+}
+
+/* buf = "FILE:FIRSTLINE" of the function ar describes when it is the user's. */
+static int user_site(lua_State *co, lua_Debug *ar, char *buf, size_t n) {
+    if (strcmp(ar->what, "C") == 0 || weft_is_own_source(co, ar->source)) return 0;
+    snprintf(buf, n, "%s:%d", ar->short_src, ar->linedefined > 0 ? ar->linedefined : ar->currentline);
+    return 1;
+}
+
+void weft_task_site(struct weft_task *t, char *buf, size_t n) {
+    lua_State *co = t->co;
+    lua_Debug ar;
+    if (n) buf[0] = '\0';
+    if (!co) return;
+    int depth = 0;
+    while (lua_getstack(co, depth, &ar)) depth++;
+    for (int level = depth - 1; level >= 0; level--) /* outermost first */
+        if (lua_getstack(co, level, &ar) && lua_getinfo(co, "Sl", &ar) && user_site(co, &ar, buf, n))
+            return;
+    /* Not started yet: its stack holds the function and its arguments. */
+    if (depth == 0 && !t->started && lua_gettop(co) >= 1 && lua_isfunction(co, 1) &&
+        lua_checkstack(co, 1)) {
+        lua_pushvalue(co, 1);
+        if (lua_getinfo(co, ">S", &ar)) { /* pops the function */
+            ar.currentline = 0;
+            user_site(co, &ar, buf, n);
+        }
+    }
+}
+
 /* ------------------------------------------------------------ Lua API */
 
 static int l_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    weft_task_spawn(L, lua_gettop(L) - 1);
+    weft_task_spawn(L, lua_gettop(L) - 1)->spawned = 1;
     return 1;
 }
 
@@ -566,7 +632,7 @@ int luaopen_weft_task(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"spawn", l_spawn},     {"sleep", l_sleep}, {"suspend", l_suspend},
         {"wake", l_wake},       {"current", l_current}, {"now", l_now},
-        {"time", l_time},       {"stats", l_stats},
+        {"time", l_time},       {"stats", l_stats},     {"exit", l_exit},
         {NULL, NULL},
     };
     luaL_newmetatable(L, TASK_MT);          /* [mt] */

@@ -57,6 +57,10 @@ struct weft_task {
     int is_main;               /* the script's main task: its failure is
                                   reported by main.c, not logged here */
     int observed;              /* someone waited for the result */
+    int spawned;               /* made by weft.spawn (_task.spawn), not by
+                                  the host (the main script, a request) */
+    int exiting;               /* called weft.exit: ends as cancelled at
+                                  its yield, never resumed */
     struct weft_wait *wait;    /* pending operation while WAITING */
     struct weft_task *runq_next;          /* run queue link */
     struct weft_task *live_prev, *live_next; /* loop->tasks list */
@@ -98,6 +102,20 @@ int weft_task_cancel(struct weft_task *t, const char *reason);
 
 /* Resume a READY task (called by weft_loop_drain only). */
 void weft_task_resume(struct weft_task *t);
+
+/* 1 when a live task only waits for other tasks (task:wait, weft.all and
+ * the like park the caller until a task wakes it): it does nothing of its
+ * own that keeps the process running. */
+int weft_task_waits_for_tasks(const struct weft_task *t);
+
+/* Where a live task's code comes from, for messages (linger.c): "FILE:LINE"
+ * of the first line of the outermost function on its stack that is Lua
+ * code and not weft's own (weft_is_own_source) -- for
+ * weft.spawn(function() ... end) the line of the spawn -- into buf (n
+ * bytes, truncated); "" when there is none. Found when asked, from the
+ * task's coroutine, so that spawning costs nothing for it; walks the
+ * task's stack: for reports, not hot paths. */
+void weft_task_site(struct weft_task *t, char *buf, size_t n);
 
 /* Check that the value at `idx` is a task userdata; raises otherwise. */
 struct weft_task *weft_task_check(lua_State *L, int idx);

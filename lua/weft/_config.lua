@@ -257,7 +257,10 @@ local function build(name, raw, where)
         if not ok then config_error(where, { "providers", name, what }, tostring(v)) end
         return v
     end
-    local lim_opts = { name = name }
+    -- Without limits: one nobody will meet. The limiter's gauges show once
+    -- the configuration is accepted (commit), and only for limits somebody
+    -- configured.
+    local lim_opts = { name = name, metrics = false }
     for k, v in pairs(raw.limits or { rps = 1e6 }) do lim_opts[k] = v end
     local retry_opts = { budget = retry.budget() }
     for k, v in pairs(raw.retry or {}) do retry_opts[k] = v end
@@ -297,6 +300,16 @@ end
 
 M.build = build
 
+--- Make `inst` the live instance of provider `name`: its limiter's state
+--- is what the limiter metrics show under that name (none when its
+--- configuration sets no limits).
+---@param name string
+---@param inst table build's answer
+function M.commit(name, inst)
+    instances[name] = inst
+    limiter_mod.publish(name, inst.raw.limits and inst.limiter or nil)
+end
+
 --- The instance of provider `name`, built on first use (an unconfigured
 --- name is the plugin of that name with its defaults). Raises kind
 --- invalid_request for an unknown provider or a configuration error.
@@ -316,7 +329,7 @@ local function instance(name)
     end
     local ok, v = pcall(build, name, raw, nil)
     if not ok then error(errors.new("invalid_request", tostring(v)), 0) end
-    instances[name] = v
+    M.commit(name, v)
     return v
 end
 

@@ -316,6 +316,11 @@ end
 --- paused=}`: open connections, accepted since start, requests dispatched,
 --- handlers running, newcomers closed at a cap, idle connections evicted,
 --- connections paused for unread output.
+---
+--- An open server keeps the process running once the script has returned
+--- (`weft run` says so on stderr after a second): `srv:close()` or
+--- `weft.exit()` ends it. With `background = true` it does not (a
+--- /metrics endpoint beside a script): the process ends with the script.
 ---@param opts weft.http.ServeOptions
 ---@return userdata server
 function M.serve(opts)

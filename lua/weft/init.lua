@@ -11,7 +11,9 @@ local errors = require "weft.error"
 local select, error, type, unpack, xpcall, tostring =
     select, error, type, unpack, xpcall, tostring
 local spawn, join, suspend, wake, current = T.spawn, T.methods.join, T.suspend, T.wake, T.current
+local exit = T.exit
 local traceback = debug.traceback
+local floor = math.floor
 
 local M = {}
 
@@ -69,6 +71,25 @@ function M.sleep(seconds)
     end
     local _, err = T.sleep(seconds)
     if err then error(err, 0) end
+end
+
+--- End the process cleanly with status `code` (default 0; true is 0 and
+--- false is 1, as for os.exit): every task is cancelled (each sees a
+--- `cancelled` error, so its cleanup runs), servers close, and once the
+--- cancelled tasks have finished the host does what it does at the end of
+--- any script (the summary, flushing, freeing) and exits with `code`. The
+--- caller does not go on: weft.exit does not return. In `weft run` and
+--- `weft -e` scripts os.exit is this function. The first code given stands.
+---@param code? integer|boolean exit status from 0 to 255
+function M.exit(code)
+    if code == nil or code == true then
+        code = 0
+    elseif code == false then
+        code = 1
+    elseif type(code) ~= "number" or code ~= floor(code) or code < 0 or code > 255 then
+        error("weft.exit: code must be an integer from 0 to 255 or a boolean, got " .. tostring(code), 2)
+    end
+    return exit(code)
 end
 
 --- Monotonic clock in seconds (for durations; not wall-clock time).

@@ -51,17 +51,69 @@ Limiter.__index = Limiter
 ---@field priorities? integer levels (default 3: high, normal, low)
 ---@field aging? number seconds after which a waiter goes first (default 30; 0: off)
 ---@field name? string labels the limiter's metrics
+---@field metrics? boolean default true: its state is published under its name at once (see M.publish); false: only once published
 
 local metrics = require "weft.metrics"
 local count = 0
 local PRIO_NAMES = { "high", "normal", "low" }
+local NOTHING = { levels = {}, queues = {} }
 
--- Gauges of a limiter, refreshed before every exposition:
--- weft_limiter_level{limiter, limit} and weft_limiter_queue_length{limiter, priority}.
-local function collect(lim)
-    local st = lim.c:state()
-    for name, l in pairs(st.limits) do metrics.std.limiter_level:set(l.level, lim.name, name) end
-    for p, n in ipairs(st.queue) do metrics.std.limiter_queue:set(n, lim.name, PRIO_NAMES[p] or tostring(p)) end
+-- The limiter whose state the gauges show under each name, and the series
+-- shown for each name: weft_limiter_level{limiter, limit} (one per limit
+-- the limiter has) and weft_limiter_queue_length{limiter, priority}. A
+-- series the published limiter does not have (a limit configured before
+-- and not now) leaves the exposition; so does every series of a name
+-- whose limiter was withdrawn or collected.
+local published = setmetatable({}, { __mode = "v" }) -- name -> limiter
+local shown = {} -- name -> {levels = {limit = true}, queues = {priority = true}}
+
+-- Refresh the gauges before every exposition.
+local function collect()
+    local std = metrics.std
+    local names = {}
+    for name in pairs(shown) do names[name] = true end
+    for name in pairs(published) do names[name] = true end
+    for name in pairs(names) do
+        local lim, was = published[name], shown[name] or NOTHING
+        local levels, queues = {}, {}
+        if lim then
+            local st = lim.c:state()
+            for dim, l in pairs(st.limits) do
+                std.limiter_level:set(l.level, name, dim)
+                levels[dim] = true
+            end
+            for p, n in ipairs(st.queue) do
+                local pname = PRIO_NAMES[p] or tostring(p)
+                std.limiter_queue:set(n, name, pname)
+                queues[pname] = true
+            end
+        end
+        for dim in pairs(was.levels) do
+            if not levels[dim] then std.limiter_level:unset(name, dim) end
+        end
+        for pname in pairs(was.queues) do
+            if not queues[pname] then std.limiter_queue:unset(name, pname) end
+        end
+        shown[name] = lim and { levels = levels, queues = queues } or nil
+    end
+end
+metrics.collect(M, collect)
+
+--- Make `lim` the limiter whose state weft_limiter_level and
+--- weft_limiter_queue_length show under `name` (its name), replacing the
+--- one published before under that name: the limits the new one lacks
+--- leave the exposition. `lim` nil: nothing is shown under `name` any more
+--- (a provider configured without limits). A limiter made with
+--- `metrics = false` is shown only once published (weft.configure
+--- publishes a provider's limiter when the configuration is accepted).
+---@param name string
+---@param lim? weft.Limiter
+function M.publish(name, lim)
+    if type(name) ~= "string" then error("weft.limiter.publish: name must be a string", 2) end
+    if lim ~= nil and (getmetatable(lim) ~= Limiter or lim.name ~= name) then
+        error("weft.limiter.publish: expected a limiter named '" .. name .. "'", 2)
+    end
+    published[name] = lim
 end
 
 --- Create a limiter (one key: one provider account, say). `name` labels
@@ -76,7 +128,8 @@ function M.new(opts)
         if s then
             if type(v) ~= "number" or v <= 0 then error("weft.limiter.new: " .. k .. " must be a positive number", 2) end
             dims[#dims + 1] = { name = k, limit = v, period = s[1], unit = s[2] }
-        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" and k ~= "name" then
+        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" and k ~= "name"
+            and k ~= "metrics" then
             error("weft.limiter.new: unknown option '" .. tostring(k) .. "'", 2)
         end
     end
@@ -98,10 +151,11 @@ function M.new(opts)
     end
     local nprio = opts.priorities or 3
     if opts.name ~= nil and type(opts.name) ~= "string" then error("weft.limiter.new: name must be a string", 2) end
+    if opts.metrics ~= nil and type(opts.metrics) ~= "boolean" then error("weft.limiter.new: metrics must be a boolean", 2) end
     local c = C.new(dims, nprio, opts.aging or 30)
     count = count + 1
     local lim = setmetatable({ c = c, nprio = nprio, name = opts.name or ("limiter" .. count) }, Limiter)
-    metrics.collect(lim, collect)
+    if opts.metrics ~= false then published[lim.name] = lim end
     return lim
 end
 

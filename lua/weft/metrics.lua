@@ -35,6 +35,7 @@ local M = {}
 ---@field labels fun(self: weft.Metric, ...: string|number|boolean): weft.MetricSeries the series of these label values (cache it on hot paths)
 ---@field max_series fun(self: weft.Metric, n: integer) cap on label combinations (default 1000)
 ---@field value fun(self: weft.Metric, ...: string|number|boolean|nil): number, integer read back, creating nothing: the value (a histogram's count) summed over the series whose label values match these (a nil or missing one matches any), and how many matched (0: none, the sum is 0)
+---@field unset fun(self: weft.Metric, ...: string|number|boolean): boolean gauge: take the series of these label values out of the exposition, snapshots and readings until it is set again (a state that no longer exists); false when there was none
 
 ---@class weft.MetricSeries
 ---@field inc fun(self: weft.MetricSeries, v?: number)
@@ -171,8 +172,10 @@ end
 M.endpoint = nil
 
 --- `weft run --metrics HOST:PORT`: parse the address and serve (port 0:
---- any free port; M.endpoint says which).
+--- any free port). Returns the endpoint's URL (also M.endpoint); the host
+--- prints it.
 ---@param addr string "127.0.0.1:9464", "[::1]:9464" or ":9464"
+---@return string url
 function M.serve_address(addr)
     local host, port = addr:match("^%[([^%]]+)%]:(%d+)$")
     if not host then host, port = addr:match("^([^:]*):(%d+)$") end
@@ -184,8 +187,7 @@ function M.serve_address(addr)
     M._server = M.serve { host = host, port = port }
     M.endpoint = ("http://%s:%d/metrics"):format(host:find(":", 1, true) and "[" .. host .. "]" or host,
         M._server.port)
-    require("weft.log").info("metrics endpoint", { url = M.endpoint })
-    return M._server
+    return M.endpoint
 end
 
 -- The standard set, recorded by the host (weft.calls, weft.http, limiters,

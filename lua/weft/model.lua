@@ -108,11 +108,11 @@ local MODEL_KEYS = { provider = true, model = true, system = true, max_tokens = 
 local DEFAULT_KEYS = {}
 for k in pairs(MODEL_KEYS) do if k ~= "provider" and k ~= "model" then DEFAULT_KEYS[k] = true end end
 
--- configured providers (raw, validated) and the instances built from them
--- (weft._config's tables), and the model aliases
-local provider_cfg, instances = config.providers, config.instances
+-- configured providers (raw, validated; weft._config's table, which also
+-- holds the instances built from them), and the model aliases
+local provider_cfg = config.providers
 local model_alias = {}
-local source_of, config_error, build = config.source_of, config.config_error, config.build
+local source_of, config_error, build, commit = config.source_of, config.config_error, config.build, config.commit
 
 -- Model:usage() counts from here: the registry's values at the last reset
 -- (nil: from the start of the process).
@@ -215,7 +215,7 @@ function M.configure(cfg, where)
     end)
     for name, inst in pairs(built) do
         provider_cfg[name] = inst.raw
-        instances[name] = inst
+        commit(name, inst)
     end
     for alias, a in pairs(aliases) do model_alias[alias] = a end
     M.generation = M.generation + 1

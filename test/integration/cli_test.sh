@@ -1,7 +1,9 @@
 #!/bin/bash
-# cli_test.sh: the weft command line: version, help, run/-e with arg,
-# uncaught errors (exit 1, message + traceback), SIGINT (exit 130, tasks
-# cancelled cleanly), deadlock detection, no leaked registry refs.
+# cli_test.sh: the weft command line: version, help (each command's
+# --help), usage errors (unknown options and log levels, a missing plugin
+# directory: exit 2), run/-e with arg, uncaught errors (exit 1, message +
+# traceback), SIGINT (exit 130, tasks cancelled cleanly), deadlock
+# detection, no leaked registry refs.
 set -u
 : "${WEFT:?run through ctest}"
 dir=$(mktemp -d)
@@ -18,6 +20,48 @@ check "version names weft, LuaJIT, libcurl, libev" \
     bash -c "grep -q '^weft ' '$dir/v' && grep -q '^LuaJIT 2.1' '$dir/v' && grep -q '^libcurl ' '$dir/v' && grep -q '^libev 4' '$dir/v'"
 check "--help prints usage" bash -c "'$WEFT' --help | grep -q 'run \[RUN OPTIONS\] SCRIPT'"
 check "unknown command exits 2" bash -c "'$WEFT' frobnicate 2>/dev/null; [ \$? = 2 ]"
+
+# COMMAND --help: that command's usage on stdout, exit 0, nothing run
+help_ok() { # name of the usage's command line, then the weft arguments
+    local want=$1
+    shift
+    "$WEFT" "$@" > "$dir/help.out" 2> "$dir/help.err" && [ ! -s "$dir/help.err" ] &&
+        head -1 "$dir/help.out" | grep -q "^usage: weft .*$want"
+}
+check "run --help prints run's usage" help_ok 'run \[RUN OPTIONS\] SCRIPT' run --help
+check "... with its options" grep -q -- '--metrics HOST:PORT' "$dir/help.out"
+check "run -h, also after other run options" help_ok 'run \[RUN OPTIONS\]' run --quiet -h
+check "-e --help prints -e's usage" help_ok '-e CHUNK' -e --help
+check "check --help prints check's usage" help_ok 'check PLUGIN.lua' check --help
+check "mock --help prints mock's usage" help_ok 'mock \[--host HOST\]' mock --help
+check "repl --help prints repl's usage" help_ok 'repl \[--config FILE\]' repl --help
+check "version --help prints version's usage" help_ok 'version' version --help
+check "help run is run --help" help_ok 'run \[RUN OPTIONS\]' help run
+check "help mock is mock --help" help_ok 'mock \[--host HOST\]' help mock
+check "a script's own --help is its argument, not weft's" \
+    bash -c "[ \"\$('$WEFT' -e 'print(...)' --help)\" = --help ]"
+
+# usage errors: exit 2, the message, and for an unknown option the usage
+"$WEFT" --frobnicate run x.lua > "$dir/opt.out" 2> "$dir/opt.err"; rc=$?
+check "an unknown option exits 2" [ "$rc" = 2 ]
+check "... saying which" bash -c "[ \"\$(head -1 '$dir/opt.err')\" = \"weft: unknown option '--frobnicate'\" ]"
+check "... followed by the usage" grep -q '^usage: weft \[options\] <command>' "$dir/opt.err"
+for form in "-l verbose" "--log-level verbose" "--log-level=verbose"; do
+    # shellcheck disable=SC2086 # split on purpose
+    "$WEFT" $form -e 'print("ran")' > "$dir/lvl.out" 2> "$dir/lvl.err"; rc=$?
+    check "$form exits 2, naming the levels" bash -c "[ $rc = 2 ] && [ ! -s '$dir/lvl.out' ] &&
+        [ \"\$(cat '$dir/lvl.err')\" = \"weft: unknown log level 'verbose' (error, warn, info, debug, off)\" ]"
+done
+"$WEFT" -l > /dev/null 2> "$dir/lvl.err"; rc=$?
+check "-l without a level exits 2" bash -c "[ $rc = 2 ] && grep -q '^weft: -l needs a level' '$dir/lvl.err'"
+echo 'print("ran")' > "$dir/ran.lua"
+"$WEFT" run --plugins "$dir/nonexistent" "$dir/ran.lua" > "$dir/plug.out" 2> "$dir/plug.err"; rc=$?
+check "--plugins with a missing directory exits 2 before running anything" \
+    bash -c "[ $rc = 2 ] && [ ! -s '$dir/plug.out' ] &&
+        [ \"\$(cat '$dir/plug.err')\" = \"weft: --plugins $dir/nonexistent: no such directory\" ]"
+"$WEFT" run --plugins "$dir/ran.lua" "$dir/ran.lua" > /dev/null 2> "$dir/plug.err"; rc=$?
+check "--plugins with a file exits 2" \
+    bash -c "[ $rc = 2 ] && grep -q ': not a directory\$' '$dir/plug.err'"
 
 cat > "$dir/args.lua" <<'LUA'
 print(arg[0]:match("[^/]+$"), arg[1], arg[2], select("#", ...), ...)

@@ -171,5 +171,16 @@ check "a --metrics port in use exits 2" bash -c "[ $rc = 2 ] && grep -q 'in use'
 "$WEFT" run --bogus x.lua 2> /dev/null
 check "an unknown run option exits 2" [ $? = 2 ]
 
+# The endpoint's URL goes to stderr whatever the log level, as one line
+# (port 0: the only way to learn the port).
+echo 'print(weft.metrics.endpoint)' > "$dir/url.lua"
+for level in off info; do
+    WEFT_LOG=$level WEFT_LOG_FORMAT=json "$WEFT" run --metrics 127.0.0.1:0 "$dir/url.lua" \
+        > "$dir/url.$level.out" 2> "$dir/url.$level.err"
+    check "--metrics 127.0.0.1:0 prints the URL at log level $level" \
+        bash -c "grep -qE '^http://127\.0\.0\.1:[1-9][0-9]*/metrics\$' '$dir/url.$level.out' &&
+                 [ \"\$(cat '$dir/url.$level.err')\" = \"weft: metrics at \$(cat '$dir/url.$level.out')\" ]"
+done
+
 echo "1..$n"
 [ $fails = 0 ]

@@ -413,6 +413,60 @@ describe("weft.calls", function()
         assert.are.equal(2, value("weft_cache_requests_total", { cache = name, result = "miss" }))
     end)
 
+    it("shows a provider's limiter levels only for the limits configured now", function()
+        local model = require "weft.model"
+        local name = uniq("prov")
+        local function provider(limits)
+            return { providers = { [name] = { plugin = "openai", base_url = "http://127.0.0.1:9", limits = limits } } }
+        end
+        local function limits_shown(who)
+            local got = {}
+            local m = metrics.snapshot().weft_limiter_level
+            for _, s in ipairs(m and m.series or {}) do
+                if s.labels.limiter == who then got[#got + 1] = s.labels.limit end
+            end
+            table.sort(got)
+            return got
+        end
+        weft.configure(provider { rpm = 60, tpm = 100000 })
+        assert.are.same({ "rpm", "tpm" }, limits_shown(name))
+        -- configured again with rpm only: the tpm series of the limiter it replaced goes
+        weft.configure(provider { rpm = 60 })
+        assert.are.same({ "rpm" }, limits_shown(name))
+        assert.is_nil(value("weft_limiter_level", { limiter = name, limit = "tpm" }))
+        -- a configuration refused after its providers were built changes nothing
+        local ok = pcall(weft.configure, { providers = provider({ rpd = 5 }).providers,
+                                           models = { broken = "no-such-provider/x" } })
+        assert.is_false(ok)
+        assert.are.same({ "rpm" }, limits_shown(name))
+        -- without limits the provider's limiter admits everything: nobody configured a limit
+        weft.configure(provider(nil))
+        assert.are.same({}, limits_shown(name))
+        assert.is_nil(value("weft_limiter_queue_length", { limiter = name, priority = "normal" }))
+        -- the same for a provider used without any configuration
+        model.reset()
+        model.provider("gemini")
+        assert.are.same({}, limits_shown("gemini"))
+        model.reset()
+    end)
+
+    it("takes a gauge series out of the exposition (unset) until it is set again", function()
+        local gn = uniq("g")
+        local g = metrics.gauge(gn, "A gauge.", { "k" })
+        g:set(3, "a")
+        g:set(4, "b")
+        assert.is_true(g:unset("a"))
+        assert.is_false(g:unset("never"))
+        assert.is_nil(value(gn, { k = "a" }))
+        assert.are.equal(4, value(gn, { k = "b" }))
+        assert.is_nil(metrics.text():find(gn .. '{k="a"}', 1, true))
+        assert.are.same({ 0, 0 }, { g:value("a") })
+        g:set(5, "a")
+        assert.are.equal(5, value(gn, { k = "a" }))
+        assert.is_truthy(metrics.text():find(gn .. '{k="a"} 5', 1, true))
+        assert.is_truthy(raised(function() metrics.counter(uniq("c") .. "_total"):unset() end):find("not a gauge"))
+    end)
+
     it("reads values back from the registry, creating no series", function()
         local name = uniq("app_reads") .. "_total"
         local m = metrics.counter(name, "Reads.", { "provider", "outcome" })

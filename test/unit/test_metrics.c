@@ -1,7 +1,7 @@
 /* test_metrics.c -- the metrics registry and its Prometheus exposition:
  * histogram bucketing at and around the bounds, label value escaping,
  * the cardinality cap, name validation, number formatting, redaction of
- * secret values, reading values back. */
+ * secret values, reading values back, gauge series taken out (unset). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +299,41 @@ static void test_value(void) {
     weft_metrics_reset();
 }
 
+/* weft_series_unset: a gauge series leaves the exposition and the
+ * readings, a handle to it stays valid, and setting it brings it back. */
+static void test_unset(void) {
+    const char *labels[] = {"limiter", "limit"};
+    const char *why = NULL;
+    struct weft_metric *g = weft_metric_register(WEFT_GAUGE, "t_level", "L.", labels, 2, NULL, 0, &why);
+    CHECK(g != NULL);
+    const char *rpm[] = {"p", "rpm"}, *tpm[] = {"p", "tpm"}, *p_any[] = {"p", NULL};
+    struct weft_series *a = weft_metric_series(g, rpm), *b = weft_metric_series(g, tpm);
+    weft_series_set(a, 60);
+    weft_series_set(b, 1000);
+    CHECK(weft_metric_lookup(g, tpm) == b);
+    const char *absent[] = {"p", "rpd"};
+    CHECK(weft_metric_lookup(g, absent) == NULL);
+    CHECK_EQ_INT(g->nseries, 2); /* a lookup creates nothing */
+    weft_series_unset(b);
+    char *t = text();
+    CHECK_LINE(t, "t_level{limiter=\"p\",limit=\"rpm\"} 60");
+    CHECK(strstr(t, "limit=\"tpm\"") == NULL);
+    CHECK_LINE(t, "# TYPE t_level gauge");
+    free(t);
+    double v = -1;
+    CHECK_EQ_INT(weft_metric_value(g, tpm, &v), 0);
+    CHECK(v == 0);
+    CHECK_EQ_INT(weft_metric_value(g, p_any, &v), 1);
+    CHECK(v == 60);
+    weft_series_add(b, 1); /* set or added to: shown again */
+    CHECK_EQ_INT(weft_metric_value(g, tpm, &v), 1);
+    CHECK(v == 1001);
+    t = text();
+    CHECK_LINE(t, "t_level{limiter=\"p\",limit=\"tpm\"} 1001");
+    free(t);
+    weft_metrics_reset();
+}
+
 int main(void) {
     RUN(test_buckets);
     RUN(test_escaping);
@@ -306,6 +341,7 @@ int main(void) {
     RUN(test_cardinality_cap);
     RUN(test_names_and_types);
     RUN(test_value);
+    RUN(test_unset);
     weft_metrics_reset();
     return DONE();
 }

@@ -43,6 +43,12 @@ function T.time() end
 ---@return {tasks: integer, refs: integer}
 function T.stats() end
 
+--- End the process cleanly with status `code` (0..255): every task is
+--- cancelled and the servers close; the calling task ends there as
+--- cancelled (it never returns). Outside a task raises `cancelled` instead.
+---@param code integer
+function T.exit(code) end
+
 --- Task methods (installed as the task userdata's __index).
 T.methods = {
     --- true, results... | false, err | nil, timeout-err
