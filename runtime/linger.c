@@ -127,6 +127,9 @@ static int compose(struct weft_loop *loop, char *buf, size_t cap) {
 /* The timer is unreferenced (it keeps nothing alive), which libev wants
  * balanced: ev_ref before it stops, by itself (here, at once) or not. */
 static void linger_start(struct weft_loop *loop) {
+    /* libev's time is cached from before the main chunk ran, which may
+     * have run long without yielding */
+    ev_now_update(loop->ev);
     ev_timer_set(&loop->linger, WEFT_LINGER_DELAY, 0.);
     ev_timer_start(loop->ev, &loop->linger);
     ev_unref(loop->ev);

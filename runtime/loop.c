@@ -190,7 +190,7 @@ static void stall_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, stall_prev, stall_prev_mask, stall_prev_count);
     stall_fired = 1;
     weft_raise_error(L, "cancelled", "interrupted by %s: Lua code did not yield",
-                     stall_signum == SIGINT ? "SIGINT" : "SIGTERM");
+                     stall_signum == SIGINT ? "SIGINT" : stall_signum == 0 ? "weft.exit" : "SIGTERM");
 }
 
 /* Runs in the signal handler. lua_gethook* only read the global state;
@@ -240,6 +240,15 @@ void weft_loop_exit(struct weft_loop *loop, int code) {
     if (!loop->exit_requested) {
         loop->exit_requested = 1;
         loop->exit_code = code;
+        /* a task that catches its cancellation and loops without waiting
+         * would hold the process for ever: the signals' grace leash */
+        if (!loop->interrupted) {
+            weft_signals_exit_grace(code);
+            if (!ev_is_active(&loop->leash)) {
+                ev_check_start(loop->ev, &loop->leash);
+                ev_unref(loop->ev); /* the leash keeps nothing alive */
+            }
+        }
     }
     cancel_all(loop, "the script called weft.exit");
 }

@@ -28,6 +28,7 @@
  * function that calls plugin code) runs inside the outer budget.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -218,6 +219,23 @@ static int l_tripped(lua_State *L) {
     return 1;
 }
 
+/* _budget.need(bytes): in a budgeted call, trip its memory budget now
+ * unless `bytes` are still left to allocate, before C code that cannot be
+ * interrupted cleanly (lua-cjson's decode: an error inside it leaks its
+ * buffer) runs with too little. Nothing is taken: the allocations that
+ * follow are counted as they happen. Outside a call it does nothing. */
+static int l_need(lua_State *L) {
+    struct weft_budget *b = weft_budget_of(L);
+    lua_Number n = luaL_checknumber(L, 1);
+    if (!b || !b->active || !(n > 0)) return 0;
+    size_t want = n >= (lua_Number)SIZE_MAX ? SIZE_MAX : (size_t)n;
+    if (b->tripped || want > b->memory - b->allocated) {
+        if (!b->tripped) b->tripped = WEFT_BUDGET_MEMORY;
+        return luaL_error(L, "not enough memory");
+    }
+    return 0;
+}
+
 static int l_limits(lua_State *L) {
     struct weft_budget *b = get(L);
     if (!lua_isnoneornil(L, 1)) {
@@ -403,7 +421,7 @@ int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"span_host", l_span_host}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
-        {"copier", l_copier},
+        {"copier", l_copier}, {"need", l_need},
         {NULL, NULL},
     };
     lua_newtable(L);

@@ -242,7 +242,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (strcmp(a, "-l") == 0 || strcmp(a, "--log-level") == 0 ||
             strncmp(a, "--log-level=", 12) == 0) {
-            const char *name = a[11] == '=' ? a + 12 : i + 1 < argc ? argv[++i] : NULL;
+            const char *name = strncmp(a, "--log-level=", 12) == 0 ? a + 12 : i + 1 < argc ? argv[++i] : NULL;
             int lv = name ? weft_log_parse_level(name) : -1;
             if (!name) {
                 fprintf(stderr, "weft: %s needs a level (%s)\n", a, LEVELS);
@@ -254,7 +254,7 @@ int main(int argc, char **argv) {
             }
             weft_log_set_level(lv);
         } else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
-            const char *name = a[12] == '=' ? a + 13 : i + 1 < argc ? argv[++i] : NULL;
+            const char *name = strncmp(a, "--log-format=", 13) == 0 ? a + 13 : i + 1 < argc ? argv[++i] : NULL;
             int f = name ? weft_log_parse_format(name) : -1;
             if (f < 0) {
                 if (name) fprintf(stderr, "weft: unknown log format '%s' (json, logfmt, auto)\n", name);
@@ -452,6 +452,10 @@ int main(int argc, char **argv) {
             goto out;
         }
         lua_pop(L, 1);
+        if (loop->exit_requested) { /* os.exit in the configuration file, under a pcall */
+            rc = loop->exit_code;
+            goto out;
+        }
     }
     int lrc = is_mock == 3 ? luaL_loadbuffer(L, repl_chunk, sizeof repl_chunk - 1, "=weft repl")
               : is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")

@@ -41,7 +41,8 @@ enum stage {
 static atomic_int pending;   /* SIGINT/SIGTERM received, not yet handled by the loop */
 static atomic_int shutting;  /* the clean shutdown has started */
 static atomic_int stage;     /* enum stage */
-static atomic_int armed_sig; /* the signal whose grace runs: the exit status */
+static atomic_int armed_sig; /* the signal whose grace runs: the exit status (0: weft.exit's) */
+static atomic_int exit_grace_code; /* weft.exit's status, for a grace exit with armed_sig 0 */
 static _Atomic(weft_stall_fn) stall_fn;
 
 static timer_t timer;   /* CLOCK_MONOTONIC, SIGALRM to the installing thread */
@@ -125,6 +126,12 @@ static void on_alarm(int signum, siginfo_t *si, void *ctx) {
         break;
     }
     case STAGE_EXIT:
+        if (sig == 0) { /* weft.exit's grace */
+            say("weft: weft.exit: Lua code did not give control back within the grace period (");
+            say(grace_text);
+            say("); exiting\n");
+            _exit(atomic_load(&exit_grace_code) & 0xff);
+        }
         say("weft: ");
         say(name_of(sig));
         say(": Lua code did not give control back within the grace period (");
@@ -198,6 +205,13 @@ int weft_signals_ack(int signum, int shutdown) {
     int was = atomic_exchange(&pending, 0);
     if (shutdown) start_timer(signum);
     return was;
+}
+
+void weft_signals_exit_grace(int code) {
+    atomic_store(&exit_grace_code, code);
+    atomic_store(&shutting, 1);
+    stop_timer();
+    start_timer(0);
 }
 
 void weft_signals_busy(void) {

@@ -77,6 +77,12 @@ int weft_signals_pending(void);
  * pending, or 0. */
 int weft_signals_ack(int signum, int shutdown);
 
+/* weft.exit(code) started the clean shutdown: the same grace as a signal's
+ * (Lua that never gives control back is stopped half-way, then the process
+ * ends), the grace exit's status being `code`. From now on every SIGINT or
+ * SIGTERM ends the process at once. */
+void weft_signals_exit_grace(int code);
+
 /* During the clean shutdown: callbacks (Lua) are about to run -- start the
  * grace timer; and the loop is about to wait for events -- stop it. No
  * effect before the shutdown has started. */

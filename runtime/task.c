@@ -523,7 +523,17 @@ void weft_task_site(struct weft_task *t, char *buf, size_t n) {
 
 /* ------------------------------------------------------------ Lua API */
 
+/* _task.spawn(fn, ...): a task of weft's own (a plugin watcher, a policy's
+ * target call); _task.spawn_user(fn, ...): one the script started
+ * (weft.spawn), which the "still running" hint names when it outlives the
+ * script. */
 static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    weft_task_spawn(L, lua_gettop(L) - 1);
+    return 1;
+}
+
+static int l_spawn_user(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     weft_task_spawn(L, lua_gettop(L) - 1)->spawned = 1;
     return 1;
@@ -630,7 +640,7 @@ int luaopen_weft_task(lua_State *L) {
         {NULL, NULL},
     };
     static const luaL_Reg fns[] = {
-        {"spawn", l_spawn},     {"sleep", l_sleep}, {"suspend", l_suspend},
+        {"spawn", l_spawn},     {"spawn_user", l_spawn_user}, {"sleep", l_sleep}, {"suspend", l_suspend},
         {"wake", l_wake},       {"current", l_current}, {"now", l_now},
         {"time", l_time},       {"stats", l_stats},     {"exit", l_exit},
         {NULL, NULL},

@@ -273,8 +273,9 @@ local function build(name, raw, where)
     local inst = {
         name = name, raw = raw, entry = entry,
         base_url = (raw.base_url or p.base_url):gsub("/+$", ""),
-        -- the last segment of base_url's path ("/v1"), not repeated when a request's path starts with it
-        base_dup = (raw.base_url or p.base_url):gsub("/+$", ""):match("^https?://[^/]+.-(/[^/]+)$"),
+        -- a version segment ending base_url's path ("/v1", "/v1beta"), not repeated when a request's path
+        -- starts with it
+        base_dup = ((raw.base_url or p.base_url):gsub("/+$", ""):match("^https?://[^/]+.-(/v%d+[%w]*)$")),
         limiter = made("limits", limiter_mod.new, lim_opts),
         breaker = raw.breaker ~= false and made("breaker", breaker_mod.new, br_opts) or nil,
         policy = made("retry", retry.policy, retry_opts),

@@ -54,7 +54,7 @@ function M.spawn(fn, ...)
     if type(fn) ~= "function" then
         error("weft.spawn: expected a function, got " .. type(fn), 2)
     end
-    return spawn(fn, ...)
+    return T.spawn_user(fn, ...)
 end
 
 --- The running task, or nil in the main Lua thread.

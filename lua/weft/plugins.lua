@@ -165,9 +165,22 @@ local function plugin_log(label)
     return out
 end
 
+-- lua-cjson's decode leaks its buffer when an error (a tripped memory
+-- budget) interrupts it: a plugin's decode needs room for what the text
+-- may become first (M.DECODE_ROOM bytes a byte of text), else the budget
+-- trips before the decode starts.
+M.DECODE_ROOM = 64
+local need, json_decode = budget.need, json.decode
+local function decode(s, ...)
+    if type(s) == "string" then need(#s * M.DECODE_ROOM) end
+    return json_decode(s, ...)
+end
+M.decode = decode
+
 local function sandbox_json()
     local j = {}
-    for _, k in ipairs { "encode", "decode", "pretty", "array", "object", "is_array", "null" } do j[k] = json[k] end
+    for _, k in ipairs { "encode", "pretty", "array", "object", "is_array", "null" } do j[k] = json[k] end
+    j.decode = decode
     j.empty_array = json._new_empty_array() -- its own: a write cannot reach the host's
     return j
 end
@@ -595,8 +608,14 @@ end
 -- 7396): where both have a record the two merge, recursively; any other
 -- value of `over` replaces the parent's whole (lists, functions, strings,
 -- false); weft.json.null removes the parent's. Both are the loader's own
--- plain copies; only `over`'s tables are written to.
-local function merge(over, base)
+-- plain copies; only `over`'s tables are written to. A table of `over`
+-- met again (a plugin's tables keep their shape: one table may be reached
+-- by many paths) is merged once: the walk is linear in the tables, never
+-- in the paths, and ends on cycles.
+local function merge(over, base, seen)
+    seen = seen or {}
+    if seen[over] then return over end
+    seen[over] = true
     for k, bv in next, base do
         local ov = rawget(over, k)
         if ov == nil then
@@ -604,7 +623,7 @@ local function merge(over, base)
         elseif ov == json.null then
             rawset(over, k, nil)
         elseif type(ov) == "table" and type(bv) == "table" and not is_list(ov) and not is_list(bv) then
-            merge(ov, bv)
+            merge(ov, bv, seen)
         end
     end
     return over

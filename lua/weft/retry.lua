@@ -103,7 +103,12 @@ local function why_stopped(s, err, action, delay, left)
         s.max_attempts = max_attempts
     end
     if s.attempt >= max_attempts then return nil end
-    if action == "rate_limited" then return (left and delay >= left) and "deadline" or "hint_cap", nil end
+    if action == "rate_limited" then
+        -- a server hint beyond the cap, or one the deadline or max_elapsed cannot wait for
+        if delay > s.policy.c:get().hint_cap then return "hint_cap", nil end
+        if left and delay >= left then return "deadline", nil end
+        return "max_elapsed", nil
+    end
     if left and delay >= left then
         return "deadline", ("not retried: the next attempt (in %.2g s) would come after the deadline (%.2g s left)"):format(delay, left)
     end
@@ -137,7 +142,8 @@ local function after(s, ok, ...)
         if action == "rate_limited" then
             fail(s, errors.new("rate_limited",
                 ("asked to wait %.1f s, beyond the %s; not retrying (last error: %s)"):format(delay,
-                    (left and delay >= left) and "deadline" or "hint cap", tostring(err.message)),
+                    stopped == "hint_cap" and "hint cap" or stopped == "max_elapsed" and "policy's max_elapsed"
+                        or "deadline", tostring(err.message)),
                 { retry_after = delay, attempts = attempt, status = err.status, cause = err, retry_stopped = stopped }))
         end
         if stopped then

@@ -520,6 +520,11 @@ describe("weft.model against weft mock", function()
         local paths = {}
         for _, r in ipairs(mock:requests()) do paths[r.path] = true end
         assert.are.same({ ["/v1/chat/completions"] = true }, paths)
+        -- only a version segment: a gateway mounted at .../api keeps it
+        setup { compat = { base_url = mock.url .. "/api", chat_path = "/api/chat" } }
+        local ok, err = pcall(m("compat").complete, m("compat"), "hi")
+        assert.is_false(ok)
+        assert.are.equal("POST " .. mock.url .. "/api/api/chat", err.url)
     end)
 
     it("says which request an HTTP error answered (method and URL, never the key)", function()

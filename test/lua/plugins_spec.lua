@@ -174,6 +174,28 @@ return { api = 2, name = "validated", kind = "provider", version = "1", secret =
         assert.matches("temperature: must be from 0 to 2", err, 1, true)
     end)
 
+    it("merges tables reached by many paths once: a shared-table chain loads (no walk per path)", function()
+        local dag = [[local function dag(n) local t = {} local cur = t
+  for i = 1, n do local nxt = { leaf = i } cur.a = nxt cur.b = nxt cur = nxt end
+  return t end
+]]
+        write("providers/dag_base.lua", dag .. [[
+return { api = 2, name = "dag_base", kind = "provider", version = "1",
+  encode = function() return { path = "/x", body = {} } end,
+  decode = function() return {} end, classify = function() return { kind = "transient" } end,
+  extra_data = dag(60) }
+]])
+        write("providers/dag.lua", dag .. [[
+return { api = 2, name = "dag", kind = "provider", version = "1", extends = "dag_base", extra_data = dag(60) }
+]])
+        -- 2^60 paths: done by tables, it loads; done by paths, it would never end
+        local p = assert(plugins.load_file(dir .. "/providers/dag.lua", "provider"))
+        local t, depth = p.extra_data, 0
+        while t.a do t, depth = t.a, depth + 1 end
+        assert.are.equal(60, depth)
+        assert.are.equal(60, t.leaf)
+    end)
+
     it("merges an API 2 plugin deeply into the plugin it extends (API 1 keeps the shallow merge)", function()
         write("providers/parent2.lua", [[
 return { api = 2, name = "parent2", kind = "provider", version = "1", secret = false,

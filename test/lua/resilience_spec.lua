@@ -155,6 +155,11 @@ describe("weft.retry", function()
         -- a hint beyond the cap
         err = raised(weft.retry.run, weft.retry.policy { base = 0.001 }, (failing("rate_limited", 1, { retry_after = 3600 })))
         assert.are.equal("hint_cap", err.retry_stopped)
+        -- a hint within the cap that max_elapsed cannot wait for
+        err = raised(weft.retry.run, weft.retry.policy { base = 0.001, hint_cap = 10, max_elapsed = 0.3 },
+            (failing("rate_limited", 1, { retry_after = 0.5 })))
+        assert.are.equal("max_elapsed", err.retry_stopped)
+        assert.matches("beyond the policy's max_elapsed", err.message)
         -- the server said no
         err = raised(weft.retry.run, weft.retry.policy { base = 0.001 }, (failing("transient", 1, { should_retry = false })))
         assert.are.equal("server_said_no", err.retry_stopped)

@@ -12,6 +12,12 @@ local T = {}
 ---@return weft._task.Task
 function T.spawn(fn, ...) end
 
+--- The same, for a task the script started (weft.spawn): named by the hint
+--- when it keeps a finished script running.
+---@param fn function
+---@return weft.Task
+function T.spawn_user(fn, ...) end
+
 --- Suspend the current task for `seconds`; returns nil, err when cancelled.
 ---@param seconds number
 ---@return nil, weft.Error?
