@@ -311,7 +311,7 @@ M.stats = T.stats
 local lazy = { http = "weft.http", json = "weft.json", log = "weft.log", mock = "weft.mock",
                limiter = "weft.limiter", retry = "weft.retry", breaker = "weft.breaker",
                secrets = "weft.secrets", metrics = "weft.metrics", calls = "weft.calls", plugins = "weft.plugins",
-               batch = "weft.batch", cache = "weft.cache" }
+               batch = "weft.batch", cache = "weft.cache", redis = "weft.redis" }
 -- The names of the lazily loaded submodules (the REPL completes them).
 M._lazy = lazy
 setmetatable(M, {

@@ -1,0 +1,159 @@
+-- redis_spec.lua: weft.redis (lua/weft/redis.lua, runtime/lua_redis.c)
+-- against a real redis-server started here (a UNIX socket and a free TCP
+-- port, a password from the canary), stopped at the end: replies, pipelines,
+-- error replies, a wrong password, per-command timeouts that leave other
+-- commands alone, a stopped server (no call waits past its timeout) and a
+-- restarted one (reconnect after the backoff).
+local CANARY = assert(os.getenv("WEFT_CANARY_KEY"), "run through ctest (WEFT_CANARY_KEY)")
+local json = weft.json
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir) == 0)
+local sock = dir .. "/redis.sock"
+
+-- a free TCP port: one the kernel gave a listener, closed again
+local function free_port()
+    local srv = weft.http.serve { port = 0, handler = function() return { status = 200 } end }
+    local p = srv.port
+    srv:close()
+    return p
+end
+
+local port
+local function start_redis()
+    port = port or free_port()
+    local cmd = ("redis-server --port %d --bind 127.0.0.1 --unixsocket %s --requirepass %s --daemonize yes "
+        .. "--pidfile %s/redis.pid --dir %s --save '' --appendonly no --logfile %s/redis.log"):format(
+        port, sock, CANARY, dir, dir, dir)
+    assert(os.execute(cmd) == 0, "redis-server did not start")
+    for _ = 1, 500 do
+        local f = io.open(dir .. "/redis.pid")
+        if f then f:close() end
+        if f and os.execute("test -S " .. sock) == 0 then return end
+        weft.sleep(0.01)
+    end
+    error("redis-server did not come up")
+end
+local function pid() local f = assert(io.open(dir .. "/redis.pid")) local p = f:read("*n") f:close() return p end
+local function stop_redis()
+    local f = io.open(dir .. "/redis.pid")
+    if not f then return end
+    local p = f:read("*n")
+    f:close()
+    os.execute("kill " .. p .. " 2>/dev/null")
+    for _ = 1, 500 do
+        if not io.open(dir .. "/redis.pid") then return end
+        weft.sleep(0.01)
+    end
+end
+
+local function password() return weft.secrets.value("redis-spec", CANARY) end
+
+describe("weft.redis", function()
+    setup(start_redis)
+    teardown(function()
+        stop_redis()
+        os.execute("rm -rf " .. dir)
+    end)
+
+    it("sends commands and pipelines over TCP and a UNIX socket; replies keep their types", function()
+        for _, url in ipairs { "redis://127.0.0.1:" .. port .. "/1", "unix://" .. sock .. "?db=1" } do
+            local r = weft.redis.connect { url = url, password = password() }
+            assert.are.equal("PONG", r:ping())
+            assert.are.equal("OK", r:call("SET", "k", "v"))
+            assert.are.equal("v", r:call("GET", "k"))
+            assert.is_nil(r:call("GET", "missing"))
+            assert.are.equal(2, r:call("RPUSH", "l" .. url, "a", 7))
+            assert.are.same({ "a", "7" }, r:call("LRANGE", "l" .. url, 0, -1))
+            local rs = r:pipeline { { "INCR", "n" }, { "MGET", "k", "missing" }, { "HGET", "k", "x" }, { "EXPIRE", "n", 60 } }
+            assert.is_number(rs[1])
+            assert.are.same({ "v", json.null }, rs[2])
+            assert.are.equal("invalid_request", rs[3].kind) -- WRONGTYPE, in its place
+            assert.matches("WRONGTYPE", rs[3].message)
+            assert.are.equal(1, rs[4])
+            local ok, err = pcall(r.call, r, "NOSUCHCOMMAND")
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+            assert.are.equal("redis", err.reason)
+            r:close()
+        end
+        -- db 1 was selected: db 0 does not have the key
+        local r0 = weft.redis.connect { url = "redis://127.0.0.1:" .. port, password = password() }
+        assert.is_nil(r0:call("GET", "k"))
+        r0:close()
+    end)
+
+    it("a wrong password is an auth error that never shows the password; none in the url", function()
+        local r = weft.redis.connect { url = "redis://127.0.0.1:" .. port, password = weft.secrets.value("wrong", "not-the-password-123") }
+        local ok, err = pcall(r.ping, r)
+        assert.is_false(ok)
+        assert.are.equal("auth", err.kind)
+        assert.is_nil(tostring(err.message):find("not-the-password-123", 1, true))
+        local ok2, err2 = pcall(weft.redis.connect, { url = "redis://:secret@127.0.0.1:" .. port })
+        assert.is_false(ok2)
+        assert.matches("must not carry credentials", err2.message)
+        assert.is_nil(err2.message:find("secret@", 1, true))
+    end)
+
+    it("a command past its timeout fails alone: others on other connections go on", function()
+        local a = weft.redis.connect { url = "unix://" .. sock, password = password(), timeout = 0.1 }
+        local b = weft.redis.connect { url = "unix://" .. sock, password = password() }
+        a:ping()
+        local t = weft.spawn(function() return pcall(a.call, a, "BLPOP", "nothing-here", 0) end)
+        for _ = 1, 100 do assert.are.equal("PONG", b:ping()) end -- answered while a's command waits
+        local ok, err = t:wait()
+        assert.is_false(ok)
+        assert.are.equal("timeout", err.kind)
+        a:close()
+        b:close()
+    end)
+
+    it("a stopped server: calls fail at their timeout; it resumes after; a restarted one is reconnected", function()
+        local r = weft.redis.connect { url = "redis://127.0.0.1:" .. port, password = password(), timeout = 0.2,
+                                       connect_timeout = 0.2 }
+        assert.are.equal("PONG", r:ping())
+        os.execute("kill -STOP " .. pid())
+        local t0 = weft.now()
+        local ok, err = pcall(r.ping, r)
+        os.execute("kill -CONT " .. pid())
+        assert.is_false(ok)
+        assert.are.equal("timeout", err.kind)
+        assert.is_true(weft.now() - t0 >= 0.2)
+        local pong
+        for _ = 1, 200 do
+            local ok2, v = pcall(r.ping, r)
+            if ok2 then pong = v break end
+            weft.sleep(0.02)
+        end
+        assert.are.equal("PONG", pong)
+        -- killed and started again: transient errors, then the same client works
+        stop_redis()
+        local ok3, err3 = pcall(r.ping, r)
+        assert.is_false(ok3)
+        assert.are.equal("transient", err3.kind)
+        start_redis()
+        for _ = 1, 300 do
+            local ok4, v = pcall(r.ping, r)
+            if ok4 then pong = v break end
+            pong = nil
+            weft.sleep(0.02)
+        end
+        assert.are.equal("PONG", pong)
+        r:close()
+    end)
+
+    it("an idle connection keeps nothing running: a script that is done exits", function()
+        local f = assert(io.open(dir .. "/idle.lua", "w"))
+        f:write(([[
+local r = weft.redis.connect { url = "unix://%s", password = weft.secrets.value("p", os.getenv("WEFT_CANARY_KEY")) }
+print(r:ping())
+]]):format(sock))
+        f:close()
+        local weft_bin = assert(os.getenv("WEFT"), "WEFT")
+        local p = io.popen("timeout 60 " .. weft_bin .. " run " .. dir .. "/idle.lua 2>&1; echo rc=$?")
+        local out = p:read("*a")
+        p:close()
+        assert.matches("PONG\nrc=0", out)
+    end)
+end)
