@@ -30,6 +30,28 @@ local HOST_KEYS = {
 -- out that they can only be a mistake are refused at configure time.
 -- A rate's smallest value is one a day; its largest 10^12 per unit.
 local function rate(per) return { min = per / 86400, max = 1e12, desc = "a rate" } end
+-- limits.shared: a Redis URL, or {url=, password=, timeout=, on_failure=,
+-- processes=}; nil when good, else what is wrong.
+local SHARED_KEYS = { url = true, password = true, timeout = true, on_failure = true, processes = true }
+local function shared_rule(v)
+    if type(v) == "string" then v = { url = v } end
+    if type(v) ~= "table" then return "must be a Redis URL or {url =, password =, on_failure =, processes =, timeout =}" end
+    for k in pairs(v) do
+        if not SHARED_KEYS[k] then return "unknown key '" .. tostring(k) .. "' (url, password, timeout, on_failure, processes)" end
+    end
+    if type(v.url) ~= "string" then return "url is required (redis://HOST:PORT or unix:///PATH)" end
+    if v.on_failure ~= nil and v.on_failure ~= "local" and v.on_failure ~= "fail" then
+        return "on_failure must be \"local\" or \"fail\""
+    end
+    if v.processes ~= nil and (type(v.processes) ~= "number" or v.processes < 1 or v.processes ~= math.floor(v.processes)) then
+        return "processes must be a whole number >= 1 (how many processes share the limits)"
+    end
+    if v.timeout ~= nil and (type(v.timeout) ~= "number" or not (v.timeout > 0) or v.timeout > 60) then
+        return "timeout must be seconds in (0, 60]"
+    end
+    return nil
+end
+
 local LIMIT_KEYS = {
     rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
     burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
@@ -191,10 +213,15 @@ local function check_provider(name, raw, where)
         config_error(where, { "providers", name, "secret" }, "must be a reference such as env:NAME, got " .. raw.secret)
     end
     for k, v in pairs(raw.limits or {}) do
-        local rule = LIMIT_KEYS[k]
-        if not rule then config_error(where, { "providers", name, "limits", k }, "unknown limit") end
-        local why = number_rule(v, rule)
-        if why then config_error(where, { "providers", name, "limits", k }, why) end
+        if k == "shared" then
+            local why = shared_rule(v)
+            if why then config_error(where, { "providers", name, "limits", "shared" }, why) end
+        else
+            local rule = LIMIT_KEYS[k]
+            if not rule then config_error(where, { "providers", name, "limits", k }, "unknown limit") end
+            local why = number_rule(v, rule)
+            if why then config_error(where, { "providers", name, "limits", k }, why) end
+        end
     end
     for k, v in pairs(raw.retry or {}) do
         local rule = RETRY_KEYS[k]
@@ -261,7 +288,9 @@ local function build(name, raw, where)
     -- the configuration is accepted (commit), and only for limits somebody
     -- configured.
     local lim_opts = { name = name, metrics = false }
-    for k, v in pairs(raw.limits or { rps = 1e6 }) do lim_opts[k] = v end
+    for k, v in pairs(raw.limits or { rps = 1e6 }) do
+        if k ~= "shared" then lim_opts[k] = v end
+    end
     local retry_opts = { budget = retry.budget() }
     for k, v in pairs(raw.retry or {}) do retry_opts[k] = v end
     local br_opts = { name = name }
@@ -277,6 +306,10 @@ local function build(name, raw, where)
         -- starts with it
         base_dup = ((raw.base_url or p.base_url):gsub("/+$", ""):match("^https?://[^/]+.-(/v%d+[%w]*)$")),
         limiter = made("limits", limiter_mod.new, lim_opts),
+        -- the limits every process shares through Redis (weft.shared_limits)
+        shared = raw.limits and raw.limits.shared and made("limits", function(o)
+            return require("weft.shared_limits").new(name, raw.limits, o)
+        end, raw.limits.shared) or nil,
         breaker = raw.breaker ~= false and made("breaker", breaker_mod.new, br_opts) or nil,
         policy = made("retry", retry.policy, retry_opts),
         timeout = raw.timeout or 120, connect_timeout = raw.connect_timeout or 10,

@@ -215,6 +215,18 @@ local function admit(ctx)
         if errors.is(waited) and waited.waited then ctx.call:wait_time(waited.waited) end
         error(waited, 0)
     end
+    local shared = inst.shared
+    if shared then
+        -- then the limits every process shares (weft.shared_limits): its slot
+        local sok, swaited = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
+        if not sok then
+            lim:reconcile(ctx.cost.tokens, 0)
+            lim:refund(ctx.cost.requests)
+            ctx.call:wait_time(waited)
+            error(swaited, 0)
+        end
+        waited = waited + swaited
+    end
     ctx.call:wait_time(waited)
     return waited
 end
@@ -546,6 +558,7 @@ local function attempt(ctx, _, remaining)
             pt.cost = (ctx.call.cost or 0) - before
         end
         inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
+        if inst.shared then inst.shared:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0) end
         if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
         error(out, 0)
     end
@@ -561,6 +574,7 @@ local function record(ctx, out, t0)
     local u = out.usage
     if u then
         inst.limiter:reconcile(ctx.cost.tokens, u.input + u.output)
+        if inst.shared then inst.shared:reconcile(ctx.cost.tokens, u.input + u.output) end
         call:usage(u.input, u.output)
     end
     out.usage = u or { input = 0, output = 0 }

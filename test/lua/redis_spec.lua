@@ -7,46 +7,10 @@
 local CANARY = assert(os.getenv("WEFT_CANARY_KEY"), "run through ctest (WEFT_CANARY_KEY)")
 local json = weft.json
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p " .. dir) == 0)
-local sock = dir .. "/redis.sock"
-
--- a free TCP port: one the kernel gave a listener, closed again
-local function free_port()
-    local srv = weft.http.serve { port = 0, handler = function() return { status = 200 } end }
-    local p = srv.port
-    srv:close()
-    return p
-end
-
-local port
-local function start_redis()
-    port = port or free_port()
-    local cmd = ("redis-server --port %d --bind 127.0.0.1 --unixsocket %s --requirepass %s --daemonize yes "
-        .. "--pidfile %s/redis.pid --dir %s --save '' --appendonly no --logfile %s/redis.log"):format(
-        port, sock, CANARY, dir, dir, dir)
-    assert(os.execute(cmd) == 0, "redis-server did not start")
-    for _ = 1, 500 do
-        local f = io.open(dir .. "/redis.pid")
-        if f then f:close() end
-        if f and os.execute("test -S " .. sock) == 0 then return end
-        weft.sleep(0.01)
-    end
-    error("redis-server did not come up")
-end
-local function pid() local f = assert(io.open(dir .. "/redis.pid")) local p = f:read("*n") f:close() return p end
-local function stop_redis()
-    local f = io.open(dir .. "/redis.pid")
-    if not f then return end
-    local p = f:read("*n")
-    f:close()
-    os.execute("kill " .. p .. " 2>/dev/null")
-    for _ = 1, 500 do
-        if not io.open(dir .. "/redis.pid") then return end
-        weft.sleep(0.01)
-    end
-end
+local rs = require "redis_server" ()
+local dir, sock = rs.dir, rs.sock
+local port = rs.port
+local start_redis, stop_redis, pid = rs.start, rs.stop, rs.pid
 
 local function password() return weft.secrets.value("redis-spec", CANARY) end
 
@@ -54,7 +18,7 @@ describe("weft.redis", function()
     setup(start_redis)
     teardown(function()
         stop_redis()
-        os.execute("rm -rf " .. dir)
+        rs.remove()
     end)
 
     it("sends commands and pipelines over TCP and a UNIX socket; replies keep their types", function()

@@ -1,0 +1,225 @@
+--- weft.shared_limits: a provider's limits shared by every weft process
+--- through Redis (a provider's `limits.shared`).
+---
+--- Each limit is a GCRA (the generic cell rate algorithm: one "theoretical
+--- arrival time" per limit, `{weft:PROVIDER}:NAME`, hash-tagged so a
+--- provider's keys share a Cluster slot, each with a TTL) kept by one
+--- atomic Lua script on Redis's clock (TIME). A call reserves its slot:
+--- the script answers how long it must wait for every limit at once and
+--- books it, so an admitted call costs one round trip and the callers of
+--- all processes are spaced as one. A call whose wait would pass its
+--- deadline books nothing and fails with kind `rate_limited` and the wait
+--- as `retry_after`. Token limits are booked at the estimate; the
+--- difference with the real usage is carried by the next admission's
+--- script call (no round trip of its own).
+---
+--- The bucket of a limit is `burst` (the limit itself unless configured),
+--- as for the local limiter: `limits = { rpm = 600, burst = 10, shared =
+--- "redis://..." }` spaces 600 requests a minute over the fleet, at most
+--- 10 at once.
+---
+--- When Redis fails (`on_failure`): "local" (the default) admits each call
+--- against the process's share of every limit (limit / `processes`),
+--- logged at warn once per change of state and shown in
+--- weft_redis_degraded{redis} (errors in weft_redis_errors_total); the
+--- shared state is used again once a call to Redis works. "fail" fails the
+--- call (kind `transient`). No call waits on Redis longer than its command
+--- timeout (`timeout`, 0.25 s).
+local errors = require "weft.error"
+local log = require "weft.log"
+local metrics = require "weft.metrics"
+local T = require "weft._task"
+
+local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable, unpack = type, pairs, ipairs,
+    tostring, tonumber, error, pcall, setmetatable, unpack
+local floor, max = math.floor, math.max
+local format = string.format
+local now, sleep = T.now, T.sleep
+
+local M = {}
+
+local redis_errors = metrics.counter("weft_redis_errors_total",
+    "Redis calls of shared limits that failed, by kind.", { "redis", "kind" })
+local degraded_gauge = metrics.gauge("weft_redis_degraded",
+    "1 while shared limits fall back to each process's share because Redis fails.", { "redis" })
+
+-- KEYS: one per limit. ARGV: n, horizon_ms, then per limit: ms per unit,
+-- tolerance (ms), cost (units), delta (units to add or give back: the
+-- reconciliation of earlier calls), ttl (ms). Returns {booked (1|0),
+-- wait_ms}.
+M.SCRIPT = [[
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at, tats = now, {}
+for i = 1, n do
+  local b = 2 + (i - 1) * 5
+  local per, tau, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now) + per * delta
+  if tat < now then tat = now end
+  tats[i] = tat
+  if tat - tau > at then at = tat - tau end
+end
+local wait = at - now
+local book = wait <= horizon
+for i = 1, n do
+  local b = 2 + (i - 1) * 5
+  local per, cost, ttl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 5])
+  local tat = tats[i]
+  if book then tat = math.max(tat, at) + per * cost end
+  redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', ttl)
+end
+if book then return {1, math.floor(wait)} end
+return {0, math.floor(wait)}
+]]
+
+local PERIODS = { rps = { 1, "requests" }, rpm = { 60, "requests" }, rpd = { 86400, "requests" },
+                  tps = { 1, "tokens" }, tpm = { 60, "tokens" }, tpd = { 86400, "tokens" } }
+
+local Shared = {}
+Shared.__index = Shared
+
+--- The shared limits of provider `name` from its `limits` table (rps, rpm,
+--- rpd, tps, tpm, tpd, burst) and the options of `limits.shared`: {url=,
+--- password=, timeout=, on_failure=, processes=} (or the url alone).
+function M.new(name, limits, opts)
+    if type(opts) == "string" then opts = { url = opts } end
+    local redis = require("weft.redis").connect { url = opts.url, password = opts.password,
+                                                  timeout = opts.timeout or 0.25,
+                                                  connect_timeout = opts.timeout or 0.25 }
+    local dims = {}
+    -- the shortest request limit takes `burst`, as in the local limiter
+    local shortest
+    for k, v in pairs(limits) do
+        local p = PERIODS[k]
+        if p and p[2] == "requests" and (not shortest or p[1] < PERIODS[shortest][1]) then shortest = k end
+    end
+    local keys = {}
+    for k, v in pairs(limits) do
+        local p = PERIODS[k]
+        if p then keys[#keys + 1] = k end
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+        local p, limit = PERIODS[k], limits[k]
+        local burst = (k == shortest and limits.burst) or limit
+        local per = p[1] * 1000 / limit -- ms per unit
+        dims[#dims + 1] = { name = k, unit = p[2], limit = limit, per = per, tau = per * (max(1, burst) - 1),
+                            key = format("{weft:%s}:%s", name, k), ttl = floor(p[1] * 2000 + 1000),
+                            delta = 0, local_tat = 0 }
+    end
+    local self = setmetatable({ name = name, redis = redis, dims = dims, on_failure = opts.on_failure or "local",
+                                processes = opts.processes or 1, degraded = false,
+                                shown = redis.where.shown }, Shared)
+    degraded_gauge:set(0, self.shown)
+    return self
+end
+
+-- The script's arguments for a call of `cost` ({requests=, tokens=}).
+function Shared:_args(cost, horizon)
+    local keys, argv = {}, { #self.dims, horizon }
+    for i, d in ipairs(self.dims) do
+        keys[i] = d.key
+        local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
+        argv[#argv + 1] = format("%.6f", d.per)
+        argv[#argv + 1] = format("%.6f", d.tau)
+        argv[#argv + 1] = c
+        argv[#argv + 1] = d.delta
+        argv[#argv + 1] = d.ttl
+    end
+    return keys, argv
+end
+
+-- EVALSHA (the script loaded once per connection), EVAL when Redis lost it.
+function Shared:_eval(keys, argv)
+    local r = self.redis
+    if not self.sha then self.sha = r:call("SCRIPT", "LOAD", M.SCRIPT) end
+    local cmd = { "EVALSHA", self.sha, #keys }
+    for _, k in ipairs(keys) do cmd[#cmd + 1] = k end
+    for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+    local ok, res = pcall(r.call, r, unpack(cmd))
+    if not ok and errors.is(res) and tostring(res.message):find("NOSCRIPT", 1, true) then
+        self.sha = nil
+        cmd[1], cmd[2] = "EVAL", M.SCRIPT
+        return r:call(unpack(cmd))
+    end
+    if not ok then error(res, 0) end
+    return res
+end
+
+-- The local share's answer when Redis fails: the same GCRA in the process,
+-- every limit divided by `processes`.
+function Shared:_local(cost, horizon)
+    local t = now() * 1000
+    local at = t
+    for _, d in ipairs(self.dims) do
+        local tat = max(d.local_tat, t)
+        if tat - d.tau > at then at = tat - d.tau end
+    end
+    local wait = at - t
+    if wait > horizon then return false, wait end
+    for _, d in ipairs(self.dims) do
+        local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
+        d.local_tat = max(max(d.local_tat, t), at) + d.per * self.processes * c
+    end
+    return true, wait
+end
+
+function Shared:_state(down, err)
+    if down == self.degraded then return end
+    self.degraded = down
+    degraded_gauge:set(down and 1 or 0, self.shown)
+    if down then
+        log.warn("shared limits: Redis fails, each process keeps to its share", { provider = self.name,
+            redis = self.shown, processes = self.processes, error = err and err.message or nil })
+        for _, d in ipairs(self.dims) do d.local_tat = 0 end
+    else
+        log.warn("shared limits: Redis answers again, the shared state is used", { provider = self.name,
+            redis = self.shown })
+    end
+end
+
+--- Admit a call of `cost` ({requests=, tokens=}) before `deadline`
+--- (weft.now() time or nil): waits for its slot and returns the seconds
+--- waited, or raises `rate_limited` (the slot would come too late) or,
+--- with on_failure = "fail", `transient`.
+function Shared:admit(cost, deadline)
+    local t0 = now()
+    local horizon = deadline and max(0, (deadline - t0) * 1000) or 3600 * 1000
+    local ok, res = pcall(self._eval, self, self:_args(cost, horizon))
+    local booked, wait
+    if ok then
+        for _, d in ipairs(self.dims) do d.delta = 0 end
+        self:_state(false)
+        booked, wait = res[1] == 1, tonumber(res[2]) or 0
+    else
+        local kind = errors.is(res) and res.kind or "integration"
+        redis_errors:inc(1, self.shown, kind)
+        if self.on_failure == "fail" or kind == "cancelled" or kind == "auth" then error(res, 0) end
+        self:_state(true, errors.is(res) and res or nil)
+        booked, wait = self:_local(cost, horizon)
+    end
+    if not booked then
+        error(errors.new("rate_limited", format("shared limit of %s: the next slot is in %.3g s, after the deadline",
+            self.name, wait / 1000), { retry_after = wait / 1000, reason = "shared_limit" }), 0)
+    end
+    if wait > 0 then
+        local _, err = sleep(wait / 1000)
+        if err then error(err, 0) end
+    end
+    return now() - t0
+end
+
+--- The real token usage of an admitted call: the difference with the
+--- estimate goes with the next admission's script call.
+function Shared:reconcile(estimated, actual)
+    local d = (tonumber(actual) or 0) - (tonumber(estimated) or 0)
+    if d == 0 then return end
+    for _, dim in ipairs(self.dims) do
+        if dim.unit == "tokens" then dim.delta = dim.delta + d end
+    end
+end
+
+function Shared:close() self.redis:close() end
+
+return M

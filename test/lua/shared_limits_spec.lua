@@ -1,0 +1,130 @@
+-- shared_limits_spec.lua: limits shared through Redis (weft.shared_limits,
+-- a provider's limits.shared) against a real redis-server started here:
+-- callers of several limiters (several processes) are booked on one
+-- schedule, a slot after the deadline books nothing, token estimates are
+-- reconciled with the next admission, a failing Redis falls back to the
+-- process's share (or fails, as configured) and comes back, and a provider
+-- configured with shared limits keeps its keys in Redis with a TTL.
+local shared = require "weft.shared_limits"
+local model = require "weft.model"
+local mockmod = weft.mock
+
+local rs = require "redis_server" ()
+local n = 0
+
+describe("shared limits", function()
+    local r
+    setup(function()
+        rs.start()
+        r = weft.redis.connect { url = rs.url, password = weft.secrets.value("sl-redis", rs.password) }
+    end)
+    teardown(function()
+        rs.stop()
+        rs.remove()
+    end)
+    before_each(function() n = n + 1 end)
+
+    local function opts(extra)
+        local o = { url = rs.url, password = weft.secrets.value("sl-redis", rs.password) }
+        for k, v in pairs(extra or {}) do o[k] = v end
+        return o
+    end
+    local function redis_ms()
+        local t = r:call("TIME")
+        return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+    end
+
+    it("books the callers of every process on one schedule: N calls move the shared time by N slots", function()
+        local name = "book" .. n
+        local a = shared.new(name, { rps = 50, burst = 1 }, opts())
+        local b = shared.new(name, { rps = 50, burst = 1 }, opts())
+        local before = redis_ms()
+        local tasks = {}
+        for i = 1, 40 do
+            local lim = i % 2 == 0 and a or b
+            tasks[i] = weft.spawn(function() return lim:admit({ requests = 1 }) end)
+        end
+        local waited = 0
+        for _, t in ipairs(tasks) do waited = math.max(waited, t:wait()) end
+        local after = redis_ms()
+        local tat = tonumber(r:call("GET", "{weft:" .. name .. "}:rps"))
+        -- 40 slots of 20 ms from the first call's time, whichever limiter booked them
+        assert.is_true(tat >= before + 40 * 20 - 0.01 and tat <= after + 40 * 20 + 0.01, tostring(tat - before))
+        assert.is_true(waited >= 38 * 0.02 - 0.005) -- the last one waited for its slot
+        assert.is_true(r:call("PTTL", "{weft:" .. name .. "}:rps") > 0)
+    end)
+
+    it("a slot after the deadline books nothing and fails rate_limited with the wait", function()
+        local name = "late" .. n
+        local a = shared.new(name, { rps = 1, burst = 1 }, opts())
+        a:admit({ requests = 1 })
+        local tat = r:call("GET", "{weft:" .. name .. "}:rps")
+        local ok, err = pcall(a.admit, a, { requests = 1 }, weft.now() + 0.1)
+        assert.is_false(ok)
+        assert.are.equal("rate_limited", err.kind)
+        assert.is_true(err.retry_after > 0.5 and err.retry_after <= 1)
+        assert.are.equal(tonumber(tat), tonumber(r:call("GET", "{weft:" .. name .. "}:rps")))
+    end)
+
+    it("reconciles token estimates with the next admission", function()
+        local name = "tok" .. n
+        local a = shared.new(name, { tpm = 60000, rpm = 6000 }, opts())
+        local key = "{weft:" .. name .. "}:tpm"
+        a:admit({ requests = 1, tokens = 1000 })
+        local t1 = tonumber(r:call("GET", key))
+        a:reconcile(1000, 200) -- 800 tokens back
+        a:admit({ requests = 1, tokens = 0 })
+        local t2 = tonumber(r:call("GET", key))
+        -- 1 ms a token: 800 given back, unless the time passed more than that
+        local nowms = redis_ms()
+        assert.is_true(t2 <= math.max(t1 - 800, nowms) + 1, ("%f %f"):format(t1, t2))
+    end)
+
+    it("when Redis fails: the process's share, said once, then the shared state again; or fail", function()
+        local name = "down" .. n
+        local loc = shared.new(name, { rps = 100, burst = 1 }, opts({ processes = 4, timeout = 0.2 }))
+        local failing = shared.new(name, { rps = 100, burst = 1 }, opts({ on_failure = "fail", timeout = 0.2 }))
+        loc:admit({ requests = 1 })
+        rs.stop()
+        -- 10 calls at a quarter of 100/s: the local share spaces them 40 ms apart
+        local t0 = weft.now()
+        for _ = 1, 10 do loc:admit({ requests = 1 }) end
+        assert.is_true(weft.now() - t0 >= 9 * 0.04 - 0.005)
+        assert.are.equal(1, weft.metrics.value("weft_redis_degraded", { redis = rs.url }))
+        local ok, err = pcall(failing.admit, failing, { requests = 1 })
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        rs.start()
+        local back
+        for _ = 1, 300 do
+            loc:admit({ requests = 1 })
+            if weft.metrics.value("weft_redis_degraded", { redis = rs.url }) == 0 then back = true break end
+            weft.sleep(0.02)
+        end
+        assert.is_true(back)
+        r = weft.redis.connect { url = rs.url, password = weft.secrets.value("sl-redis", rs.password) }
+    end)
+
+    it("a provider with limits.shared goes through Redis for every call", function()
+        local mock = mockmod.start { port = 0 }
+        model.reset()
+        local pname = "sharedp" .. n
+        weft.configure { providers = { [pname] = {
+            plugin = "openai", base_url = mock.url, secret = weft.secrets.value("sl-key", mockmod.DEFAULT_KEYS.openai),
+            limits = { rps = 100, tpm = 1000000, shared = opts() } } } }
+        local m = weft.model(pname .. "/gpt-4o-mini")
+        for i = 1, 5 do assert.are.equal("echo: q" .. i, m:complete("q" .. i).text) end
+        assert.is_true(tonumber(r:call("GET", "{weft:" .. pname .. "}:rps")) > 0)
+        assert.is_true(r:call("PTTL", "{weft:" .. pname .. "}:tpm") > 0)
+        mock:close()
+    end)
+
+    it("refuses a bad shared setting, naming the key", function()
+        for _, bad in ipairs { 42, { url = rs.url, on_failure = "maybe" }, { url = rs.url, processes = 0 },
+                               { url = rs.url, speed = 1 }, {} } do
+            local ok, err = pcall(weft.configure, { providers = { x = { plugin = "openai", limits = { rps = 1, shared = bad } } } })
+            assert.is_false(ok)
+            assert.matches("providers.x.limits.shared", tostring(err), 1, true)
+        end
+    end)
+end)
