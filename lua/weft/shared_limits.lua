@@ -7,7 +7,11 @@
 --- atomic Lua script on Redis's clock (TIME). A call reserves its slot:
 --- the script answers how long it must wait for every limit at once and
 --- books it, so an admitted call costs one round trip and the callers of
---- all processes are spaced as one. A call whose wait would pass its
+--- all processes are spaced as one. Slots are booked at most `horizon`
+--- (0.5 s) ahead: in each process the callers queue locally (FIFO) and only
+--- the first asks Redis; when the next free slot is further away it waits
+--- and asks again, so what is booked and not yet sent across the fleet is
+--- at most `horizon` worth of calls. A call whose slot would pass its
 --- deadline books nothing and fails with kind `rate_limited` and the wait
 --- as `retry_after`. Token limits are booked at the estimate; the
 --- difference with the real usage is carried by the next admission's
@@ -22,9 +26,11 @@
 --- against the process's share of every limit (limit / `processes`),
 --- logged at warn once per change of state and shown in
 --- weft_redis_degraded{redis} (errors in weft_redis_errors_total); the
---- shared state is used again once a call to Redis works. "fail" fails the
---- call (kind `transient`). No call waits on Redis longer than its command
---- timeout (`timeout`, 0.25 s).
+--- shared state is used again once a call to Redis works (tried again at
+--- most every 0.5 s meanwhile). "fail" fails the call (kind `transient`).
+--- No call waits on Redis longer than its command timeout (`timeout`,
+--- 0.25 s). While falling back, the fleet may send up to `horizon` worth of
+--- calls booked before (5 at 10/s) above the limit: the documented slack.
 local errors = require "weft.error"
 local log = require "weft.log"
 local metrics = require "weft.metrics"
@@ -32,9 +38,9 @@ local T = require "weft._task"
 
 local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable, unpack = type, pairs, ipairs,
     tostring, tonumber, error, pcall, setmetatable, unpack
-local floor, max = math.floor, math.max
+local floor, max, min, huge = math.floor, math.max, math.min, math.huge
 local format = string.format
-local now, sleep = T.now, T.sleep
+local now, sleep, suspend, wake, current = T.now, T.sleep, T.suspend, T.wake, T.current
 
 local M = {}
 
@@ -109,8 +115,8 @@ function M.new(name, limits, opts)
                             delta = 0, local_tat = 0 }
     end
     local self = setmetatable({ name = name, redis = redis, dims = dims, on_failure = opts.on_failure or "local",
-                                processes = opts.processes or 1, degraded = false,
-                                shown = redis.where.shown }, Shared)
+                                processes = opts.processes or 1, degraded = false, horizon = 500,
+                                shown = redis.where.shown, queue = {}, head = 1, tail = 0, busy = false }, Shared)
     degraded_gauge:set(0, self.shown)
     return self
 end
@@ -172,7 +178,9 @@ function Shared:_state(down, err)
     if down then
         log.warn("shared limits: Redis fails, each process keeps to its share", { provider = self.name,
             redis = self.shown, processes = self.processes, error = err and err.message or nil })
-        for _, d in ipairs(self.dims) do d.local_tat = 0 end
+        -- the share starts spaced from now: no burst on falling back
+        local t = now() * 1000
+        for _, d in ipairs(self.dims) do d.local_tat = t + d.per * self.processes end
     else
         log.warn("shared limits: Redis answers again, the shared state is used", { provider = self.name,
             redis = self.shown })
@@ -183,22 +191,75 @@ end
 --- (weft.now() time or nil): waits for its slot and returns the seconds
 --- waited, or raises `rate_limited` (the slot would come too late) or,
 --- with on_failure = "fail", `transient`.
-function Shared:admit(cost, deadline)
-    local t0 = now()
-    local horizon = deadline and max(0, (deadline - t0) * 1000) or 3600 * 1000
-    local ok, res = pcall(self._eval, self, self:_args(cost, horizon))
-    local booked, wait
-    if ok then
-        for _, d in ipairs(self.dims) do d.delta = 0 end
-        self:_state(false)
-        booked, wait = res[1] == 1, tonumber(res[2]) or 0
-    else
+-- One try at a slot within `horizon` ms: booked, wait (ms).
+function Shared:_try(cost, horizon)
+    if not (self.degraded and now() < self.retry_redis) then
+        local ok, res = pcall(self._eval, self, self:_args(cost, horizon))
+        if ok then
+            for _, d in ipairs(self.dims) do d.delta = 0 end
+            self:_state(false)
+            return res[1] == 1, tonumber(res[2]) or 0
+        end
         local kind = errors.is(res) and res.kind or "integration"
         redis_errors:inc(1, self.shown, kind)
         if self.on_failure == "fail" or kind == "cancelled" or kind == "auth" then error(res, 0) end
         self:_state(true, errors.is(res) and res or nil)
-        booked, wait = self:_local(cost, horizon)
+        self.retry_redis = now() + 0.5
     end
+    return self:_local(cost, horizon)
+end
+
+-- The local FIFO in front of Redis: one caller of the process at a time.
+function Shared:_enter()
+    if not self.busy then
+        self.busy = true
+        return
+    end
+    local me = current()
+    self.tail = self.tail + 1
+    self.queue[self.tail] = me
+    local _, err = suspend("shared limit")
+    if err then
+        -- cancelled while queued: out of the queue (or pass the turn on)
+        for i = self.head, self.tail do
+            if self.queue[i] == me then self.queue[i] = false end
+        end
+        if self.turn == me then self.turn = nil self:_leave() end
+        error(err, 0)
+    end
+    self.turn = nil
+end
+
+function Shared:_leave()
+    while self.head <= self.tail do
+        local t = self.queue[self.head]
+        self.queue[self.head] = nil
+        self.head = self.head + 1
+        if t then
+            self.turn = t
+            wake(t)
+            return
+        end
+    end
+    self.busy = false
+end
+
+function Shared:admit(cost, deadline)
+    local t0 = now()
+    self:_enter()
+    local ok, booked, wait = pcall(function()
+        while true do
+            local left = deadline and max(0, (deadline - now()) * 1000) or huge
+            local b, w = self:_try(cost, min(left, self.horizon))
+            if b then return true, w end
+            if w > left then return false, w end
+            -- the next slot is beyond the horizon: wait for it to come nearer
+            local _, err = sleep((w - self.horizon) / 1000 + 0.001)
+            if err then error(err, 0) end
+        end
+    end)
+    self:_leave()
+    if not ok then error(booked, 0) end
     if not booked then
         error(errors.new("rate_limited", format("shared limit of %s: the next slot is in %.3g s, after the deadline",
             self.name, wait / 1000), { retry_after = wait / 1000, reason = "shared_limit" }), 0)
