@@ -32,7 +32,7 @@ local HOST_KEYS = {
 local function rate(per) return { min = per / 86400, max = 1e12, desc = "a rate" } end
 -- limits.shared: a Redis URL, or {url=, password=, timeout=, on_failure=,
 -- processes=}; nil when good, else what is wrong.
-local SHARED_KEYS = { url = true, password = true, timeout = true, on_failure = true, processes = true }
+local SHARED_KEYS = { url = true, password = true, timeout = true, on_failure = true, processes = true, key = true }
 local function shared_rule(v)
     if type(v) == "string" then v = { url = v } end
     if type(v) ~= "table" then return "must be a Redis URL or {url =, password =, on_failure =, processes =, timeout =}" end
@@ -231,10 +231,21 @@ local function check_provider(name, raw, where)
     end
     if type(raw.breaker) == "table" then
         for k, v in pairs(raw.breaker) do
-            local rule = BREAKER_KEYS[k]
-            if not rule then config_error(where, { "providers", name, "breaker", k }, "unknown breaker option") end
-            local why = number_rule(v, rule)
-            if why then config_error(where, { "providers", name, "breaker", k }, why) end
+            if k == "shared" then
+                -- true: the Redis of limits.shared
+                local why
+                if v == true then
+                    why = not (raw.limits and raw.limits.shared) and "true needs limits.shared (or give the Redis here)" or nil
+                else
+                    why = shared_rule(v)
+                end
+                if why then config_error(where, { "providers", name, "breaker", "shared" }, why) end
+            else
+                local rule = BREAKER_KEYS[k]
+                if not rule then config_error(where, { "providers", name, "breaker", k }, "unknown breaker option") end
+                local why = number_rule(v, rule)
+                if why then config_error(where, { "providers", name, "breaker", k }, why) end
+            end
         end
     end
     for _, k in ipairs { "timeout", "connect_timeout", "idle_timeout" } do
@@ -294,7 +305,11 @@ local function build(name, raw, where)
     local retry_opts = { budget = retry.budget() }
     for k, v in pairs(raw.retry or {}) do retry_opts[k] = v end
     local br_opts = { name = name }
-    if type(raw.breaker) == "table" then for k, v in pairs(raw.breaker) do br_opts[k] = v end end
+    if type(raw.breaker) == "table" then
+        for k, v in pairs(raw.breaker) do
+            if k ~= "shared" then br_opts[k] = v end
+        end
+    end
     local prices = {}
     for k, v in pairs(p.prices or {}) do prices[k] = v end
     for k, v in pairs(raw.prices or {}) do prices[k] = v end
@@ -316,6 +331,13 @@ local function build(name, raw, where)
         idle_timeout = raw.idle_timeout or 60,
         cfgs = setmetatable({}, { __mode = "k" }), -- plugin version -> its configuration
     }
+    local bshared = type(raw.breaker) == "table" and raw.breaker.shared
+    if bshared and inst.breaker then
+        if bshared == true then bshared = raw.limits.shared end
+        inst.shared_breaker = made("breaker", function(o)
+            return require("weft.shared_breaker").new(name, inst.breaker, o, raw.breaker.cooldown or 30)
+        end, bshared)
+    end
     -- a new version of the plugin must accept every configuration using it
     if not entry.model_check then
         entry.model_check = true

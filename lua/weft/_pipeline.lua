@@ -209,8 +209,15 @@ local function admit(ctx)
     local inst = ctx.inst
     local br = inst.breaker
     if br then br:check() end
+    -- the fleet's breaker (weft.shared_breaker): open elsewhere, or this call is the one probe
+    local sb = inst.shared_breaker
+    ctx.probe = sb and sb:check() or nil
     local lim = inst.limiter
     local ok, waited = pcall(lim.acquire, lim, ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
+    if not ok and ctx.probe then
+        sb:after(true, false, nil) -- the probe never went out: the next call probes
+        ctx.probe = nil
+    end
     if not ok then
         if errors.is(waited) and waited.waited then ctx.call:wait_time(waited.waited) end
         error(waited, 0)
@@ -220,6 +227,10 @@ local function admit(ctx)
         -- then the limits every process shares (weft.shared_limits): its slot
         local sok, swaited = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
         if not sok then
+            if ctx.probe then
+                inst.shared_breaker:after(true, false, nil)
+                ctx.probe = nil
+            end
             lim:reconcile(ctx.cost.tokens, 0)
             lim:refund(ctx.cost.requests)
             ctx.call:wait_time(waited)
@@ -525,7 +536,13 @@ local function admitted(ctx, remaining, waited)
     -- It opened (or its half-open probe is out) while this call waited in
     -- the queue: the admitted request goes to the next waiter (attempt).
     if not ok then error(refused, 0) end
-    return br:run(exchange, ctx, remaining)
+    local sb = ctx.inst.shared_breaker
+    if not sb then return br:run(exchange, ctx, remaining) end
+    local rok, res = pcall(br.run, br, exchange, ctx, remaining)
+    sb:after(ctx.probe, rok, res)
+    ctx.probe = nil
+    if not rok then error(res, 0) end
+    return res
 end
 
 local function attempt(ctx, _, remaining)
