@@ -28,6 +28,22 @@ local function count(t)
     return n
 end
 
+-- The shipped openai plugin, renamed `name`, with each of `changes` ({from,
+-- to}, plain text) made exactly once (a change that no longer applies
+-- fails here rather than leaving the spec to test the unchanged plugin).
+local function plain_pattern(s) return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+local function variant(name, changes)
+    local text = io.open(weft.plugins.find("provider", "openai")):read("*a")
+    local k
+    text, k = text:gsub('name = "openai"', 'name = "' .. name .. '"')
+    assert(k == 1, "the openai plugin's name")
+    for _, c in ipairs(changes) do
+        text, k = text:gsub(plain_pattern(c[1]), (c[2]:gsub("%%", "%%%%")))
+        assert(k == 1, "not found once in the openai plugin: " .. c[1])
+    end
+    return pd.write(name, text)
+end
+
 -- The mock's batch clock: it moves only when a spec moves it (FAST's
 -- on_progress: a step after every poll), so every job's phases are exact
 -- whatever the machine's speed. Steps and delays are binary fractions
@@ -159,6 +175,19 @@ describe("weft.batch", function()
         end
     end)
 
+    it("cancelling a job that has ended reads its status (the provider answers 409), sent once", function()
+        for _, m in ipairs { OPENAI, ANTHROPIC } do
+            local job = batch.submit(m, { "a" }, FAST)
+            assert.are.equal(1, job:wait().ok)
+            local before = mock:stats().requests
+            local st = job:cancel()
+            assert.are.equal("ended", st.state)
+            assert.are.equal(1, st.succeeded)
+            -- OpenAI: the 409 is not retried, then one poll; Anthropic answers the batch itself
+            assert.are.equal(m == OPENAI and 2 or 1, mock:stats().requests - before)
+        end
+    end)
+
     it("expiry: what ran is a result, the rest timeout errors with reason batch_expired (both providers)", function()
       for _, m in ipairs { OPENAI, ANTHROPIC } do
         mock:set_batch { delay = 8, window = 0.5 }
@@ -285,16 +314,13 @@ describe("weft.batch", function()
     end)
 
     it("the boundary: a plugin's path to another origin is refused; unknown and missing custom ids", function()
-        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
         -- a plugin that polls somewhere else
-        pd.write("batch_evil" .. n, base:gsub('name = "openai"', 'name = "batch_evil' .. n .. '"')
-            :gsub('poll = function%(job, cfg%) return { method = "GET", path = "/v1/batches/" .. job.id } end',
-                  'poll = function(job, cfg) return { method = "GET", path = "//evil.example/v1/batches/" .. job.id } end'))
+        variant("batch_evil" .. n, { { 'poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id } end',
+            'poll = function(job, cfg) return { method = "GET", path = "//evil.example/v1/batches/" .. job.id } end' } })
         -- a plugin that renames one result and drops the other
-        pd.write("batch_odd" .. n, base:gsub('name = "openai"', 'name = "batch_odd' .. n .. '"')
-            :gsub('return { custom_id = line.custom_id, status = tonumber%(r.status_code%), body = r.body }',
-                  'if line.custom_id == "2" then return nil, "dropped" end\n'
-                  .. '                return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }'))
+        variant("batch_odd" .. n, { { 'return { custom_id = line.custom_id, status = tonumber(r.status_code), body = r.body }',
+            'if line.custom_id == "2" then return nil, "dropped" end\n'
+            .. '                return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }' } })
         weft.configure { providers = {
             evil = { plugin = "batch_evil" .. n, base_url = mock.url, secret = weft.secrets.value("b-ev-" .. n, CANARY) },
             odd = { plugin = "batch_odd" .. n, base_url = mock.url, secret = weft.secrets.value("b-od-" .. n, CANARY) },
@@ -322,9 +348,7 @@ describe("weft.batch", function()
     end)
 
     it("a job the provider fails as a whole raises its reasons; an interrupted wait leaves the job running", function()
-        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
-        pd.write("batch_badurl" .. n, base:gsub('name = "openai"', 'name = "batch_badurl' .. n .. '"')
-            :gsub('url = enc.path', 'url = "/v1/elsewhere"'))
+        variant("batch_badurl" .. n, { { 'url = enc.path', 'url = "/v1/elsewhere"' } })
         weft.configure { providers = {
             badurl = { plugin = "batch_badurl" .. n, base_url = mock.url, secret = weft.secrets.value("b-bu-" .. n, CANARY) },
         } }
@@ -352,10 +376,8 @@ describe("weft.batch", function()
     end)
 
     it("the boundary: a batch step may not set a header that carries credentials", function()
-        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
-        pd.write("batch_hdr" .. n, base:gsub('name = "openai"', 'name = "batch_hdr' .. n .. '"')
-            :gsub('poll = function%(job, cfg%) return { method = "GET", path = "/v1/batches/" .. job.id } end',
-                  'poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id, headers = { Authorization = "Bearer mine" } } end'))
+        variant("batch_hdr" .. n, { { 'poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id } end',
+            'poll = function(job, cfg) return { method = "GET", path = "/v1/batches/" .. job.id, headers = { Authorization = "Bearer mine" } } end' } })
         weft.configure { providers = {
             hdr = { plugin = "batch_hdr" .. n, base_url = mock.url, secret = weft.secrets.value("b-hd-" .. n, CANARY) },
         } }
@@ -369,10 +391,8 @@ describe("weft.batch", function()
     end)
 
     it("a result under an unknown custom id is ignored and the request it belonged to is an integration error", function()
-        local base = io.open(weft.plugins.find("provider", "openai")):read("*a")
-        pd.write("batch_rename" .. n, base:gsub('name = "openai"', 'name = "batch_rename' .. n .. '"')
-            :gsub('return { custom_id = line.custom_id, status = tonumber%(r.status_code%), body = r.body }',
-                  'return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }'))
+        variant("batch_rename" .. n, { { 'return { custom_id = line.custom_id, status = tonumber(r.status_code), body = r.body }',
+            'return { custom_id = line.custom_id == "1" and "nobody" or line.custom_id, status = tonumber(r.status_code), body = r.body }' } })
         weft.configure { providers = {
             rename = { plugin = "batch_rename" .. n, base_url = mock.url, secret = weft.secrets.value("b-rn-" .. n, CANARY) },
         } }

@@ -48,6 +48,25 @@ describe("weft.redis", function()
         r0:close()
     end)
 
+    it("refuses arguments it cannot send and commands that are not lists, before sending anything", function()
+        local r = weft.redis.connect { url = "unix://" .. sock, password = password() }
+        r:ping()
+        for _, bad in ipairs { function() return r:call("SET", "k", {}) end, function() return r:call() end,
+                               function() return r:pipeline {} end, function() return r:pipeline { "GET" } end } do
+            local ok, err = pcall(bad)
+            assert.is_false(ok)
+            assert.matches("weft.redis", tostring(type(err) == "table" and err.message or err))
+        end
+        assert.are.equal("PONG", r:ping()) -- the connection is still good
+        for _, o in ipairs { { url = "http://x" }, { url = "redis://h", speed = 1 }, { url = "redis://h", timeout = 0 },
+                             { url = "redis://h", password = 42 } } do
+            local ok, err = pcall(weft.redis.connect, o)
+            assert.is_false(ok)
+            assert.are.equal("invalid_request", err.kind)
+        end
+        r:close()
+    end)
+
     it("a wrong password is an auth error that never shows the password; none in the url", function()
         local r = weft.redis.connect { url = "redis://127.0.0.1:" .. port, password = weft.secrets.value("wrong", "not-the-password-123") }
         local ok, err = pcall(r.ping, r)
