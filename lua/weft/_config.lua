@@ -52,6 +52,41 @@ local function shared_rule(v)
     return nil
 end
 
+--- The configuration's global `redis` (weft.configure{redis = ...}): the
+--- options of shared_rule, normalized to a table, or nil.
+M.redis = nil
+
+-- One client per Redis (url, timeouts, password) in the process, whatever
+-- shares it: limits, breakers, retry budgets, caches of every provider.
+local clients = {}
+
+--- The client and options for `v`: true (the global `redis`), a URL, or
+--- {url=, password=, timeout=, ...}. Raises a message when `v` is true and
+--- no global `redis` is configured.
+function M.redis_client(v)
+    if v == true then
+        v = M.redis
+        if not v then error("true needs the configuration's redis setting (weft.configure{redis = ...})", 0) end
+    end
+    if type(v) == "string" then v = { url = v } end
+    local t = v.timeout or 0.25
+    local k = format("%s|%g", v.url, t)
+    local by_pw = clients[k]
+    if not by_pw then
+        by_pw = setmetatable({}, { __mode = "v" })
+        clients[k] = by_pw
+    end
+    local pw = v.password or false
+    local c = by_pw[pw]
+    if not c then
+        c = require("weft.redis").connect { url = v.url, password = v.password, timeout = t, connect_timeout = t }
+        by_pw[pw] = c
+    end
+    return c, v
+end
+
+M.shared_rule = function(v) return shared_rule(v) end
+
 local LIMIT_KEYS = {
     rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
     burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
@@ -214,7 +249,12 @@ local function check_provider(name, raw, where)
     end
     for k, v in pairs(raw.limits or {}) do
         if k == "shared" then
-            local why = shared_rule(v)
+            local why
+            if v == true then
+                why = not M.redis and "true needs the configuration's redis setting (weft.configure{redis = ...})" or nil
+            elseif v ~= false then
+                why = shared_rule(v)
+            end
             if why then config_error(where, { "providers", name, "limits", "shared" }, why) end
         else
             local rule = LIMIT_KEYS[k]
@@ -235,8 +275,9 @@ local function check_provider(name, raw, where)
                 -- true: the Redis of limits.shared
                 local why
                 if v == true then
-                    why = not (raw.limits and raw.limits.shared) and "true needs limits.shared (or give the Redis here)" or nil
-                else
+                    why = not (raw.limits and raw.limits.shared) and not M.redis
+                        and "true needs limits.shared or the configuration's redis setting (or give the Redis here)" or nil
+                elseif v ~= false then
                     why = shared_rule(v)
                 end
                 if why then config_error(where, { "providers", name, "breaker", "shared" }, why) end
@@ -281,6 +322,27 @@ local function check_provider(name, raw, where)
     return entry
 end
 
+-- The options (with `client`) of a provider's `shared` setting `v`: a
+-- URL or table, true (the Redis of limits.shared, else the global redis),
+-- false (not shared); nil (the limits: shared when a global redis is
+-- configured; `explicit`: not shared).
+local function shared_of(v, raw, explicit)
+    if v == false or (v == nil and (explicit or not M.redis)) then return nil end
+    if v == nil or v == true then
+        local ls = raw.limits and raw.limits.shared
+        v = (ls ~= nil and ls ~= true and ls ~= false) and ls or true
+    end
+    local client, o = M.redis_client(v)
+    local out = { client = client }
+    if M.redis and v == true then
+        for k, x in pairs(M.redis) do out[k] = x end
+    end
+    for k, x in pairs(type(o) == "table" and o or {}) do out[k] = x end
+    out.client = client
+    return out
+end
+M.shared_of = shared_of
+
 --- Check a provider's configuration and build its live instance: limiter,
 --- breaker, retry policy. Raises a configuration error (config_error).
 ---@param name string
@@ -322,21 +384,21 @@ local function build(name, raw, where)
         base_dup = ((raw.base_url or p.base_url):gsub("/+$", ""):match("^https?://[^/]+.-(/v%d+[%w]*)$")),
         limiter = made("limits", limiter_mod.new, lim_opts),
         -- the limits every process shares through Redis (weft.shared_limits)
-        shared = raw.limits and raw.limits.shared and made("limits", function(o)
-            return require("weft.shared_limits").new(name, raw.limits, o)
-        end, raw.limits.shared) or nil,
+        shared = raw.limits and made("limits", function()
+            local o = shared_of(raw.limits.shared, raw)
+            return o and require("weft.shared_limits").new(name, raw.limits, o) or nil
+        end) or nil,
         breaker = raw.breaker ~= false and made("breaker", breaker_mod.new, br_opts) or nil,
         policy = made("retry", retry.policy, retry_opts),
         timeout = raw.timeout or 120, connect_timeout = raw.connect_timeout or 10,
         idle_timeout = raw.idle_timeout or 60,
         cfgs = setmetatable({}, { __mode = "k" }), -- plugin version -> its configuration
     }
-    local bshared = type(raw.breaker) == "table" and raw.breaker.shared
-    if bshared and inst.breaker then
-        if bshared == true then bshared = raw.limits.shared end
-        inst.shared_breaker = made("breaker", function(o)
-            return require("weft.shared_breaker").new(name, inst.breaker, o, raw.breaker.cooldown or 30)
-        end, bshared)
+    if type(raw.breaker) == "table" and raw.breaker.shared and inst.breaker then
+        inst.shared_breaker = made("breaker", function()
+            return require("weft.shared_breaker").new(name, inst.breaker, shared_of(raw.breaker.shared, raw, true),
+                raw.breaker.cooldown or 30)
+        end)
     end
     -- a new version of the plugin must accept every configuration using it
     if not entry.model_check then
@@ -425,6 +487,7 @@ M.auth_of = auth_of
 function M.reset()
     for k in pairs(provider_cfg) do provider_cfg[k] = nil end
     for k in pairs(instances) do instances[k] = nil end
+    M.redis = nil
 end
 
 return M

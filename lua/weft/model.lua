@@ -122,6 +122,8 @@ M.source_of = source_of
 
 ------------------------------------------------------------ configuration
 
+local configure -- the part of M.configure after the redis setting
+
 --- Configure providers and model aliases. Providers: name -> {plugin
 --- (default: the name), base_url, secret (a reference "env:NAME" or a
 --- handle; false for none), auth ({header=, format=} or {query=}: where
@@ -130,9 +132,13 @@ M.source_of = source_of
 --- connect_timeout, idle_timeout (seconds), prices (model -> {input=,
 --- output=} USD per 1M tokens), and the plugin's own options}. Models:
 --- alias -> "provider/model" or {provider=, model=, and request defaults}.
---- Providers and aliases named again replace the earlier ones. Errors
+--- `redis` (a URL or {url=, password=, timeout=, on_failure=,
+--- processes=}): the Redis the processes share state through; every
+--- provider's limits are then shared through it (`limits.shared = false`
+--- opts out), and `shared = true` in a breaker, a retry policy or a cache
+--- means it. Providers and aliases named again replace the earlier ones. Errors
 --- name the key and the line of the file the configuration is in.
----@param cfg {providers?: table<string, table>, models?: table<string, string|table>}
+---@param cfg {providers?: table<string, table>, models?: table<string, string|table>, redis?: string|table|false}
 ---@param where? {file: string, line: integer}
 function M.configure(cfg, where)
     if where == nil then
@@ -147,8 +153,30 @@ function M.configure(cfg, where)
     end
     if type(cfg) ~= "table" then config_error(where, {}, "weft.configure expects a table") end
     for k in pairs(cfg) do
-        if k ~= "providers" and k ~= "models" then config_error(where, { k }, "unknown key (providers, models)") end
+        if k ~= "providers" and k ~= "models" and k ~= "redis" then
+            config_error(where, { k }, "unknown key (providers, models, redis)")
+        end
     end
+    -- the Redis every process shares state through: providers' limits are
+    -- shared through it unless they say `shared = false`
+    local redis_before = config.redis
+    if cfg.redis ~= nil then
+        if cfg.redis == false then
+            config.redis = nil
+        else
+            local why = config.shared_rule(cfg.redis)
+            if why then config_error(where, { "redis" }, why) end
+            config.redis = type(cfg.redis) == "string" and { url = cfg.redis } or cfg.redis
+        end
+    end
+    local ok, err = pcall(configure, cfg, where)
+    if not ok then
+        config.redis = redis_before -- a refused configuration changes nothing
+        error(err, 0)
+    end
+end
+
+configure = function(cfg, where)
     local built = {}
     for name, raw in pairs(cfg.providers or {}) do
         if type(name) ~= "string" or not name:match("^[%w_%-]+$") then

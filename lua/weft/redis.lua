@@ -38,7 +38,8 @@ local T = require "weft._task"
 
 local type, tostring, tonumber, error, pcall, setmetatable = type, tostring, tonumber, error, pcall, setmetatable
 local format, min = string.format, math.min
-local now = T.now
+local now, suspend, wake, current = T.now, T.suspend, T.wake, T.current
+local ipairs = ipairs
 local collect = R.collector(json.null)
 
 local M = {}
@@ -80,10 +81,29 @@ Client.__index = Client
 function Client:__tostring() return "weft.redis(" .. self.where.shown .. ")" end
 
 -- A live connection, connecting (and authenticating) when there is none.
+-- Tasks that need one while a connect is under way wait for that one
+-- (one connection per client, whoever shares it).
 function Client:_conn()
     local c = self.conn
     if c and c:state() == "connected" then return c end
     if self.closed then fail("invalid_request", "weft.redis: the client is closed") end
+    local waiting = self.connecting
+    if waiting then
+        waiting[#waiting + 1] = current()
+        local _, err = suspend("redis connect")
+        if err then error(err, 0) end
+        return self:_conn()
+    end
+    self.connecting = {}
+    local ok, res = pcall(self._connect, self)
+    local woken = self.connecting
+    self.connecting = nil
+    for _, t in ipairs(woken) do wake(t) end
+    if not ok then error(res, 0) end
+    return res
+end
+
+function Client:_connect()
     local t = now()
     if self.retry_at and t < self.retry_at then
         fail("transient", format("redis at %s unavailable: %s (next try in %.2g s)", self.where.shown,

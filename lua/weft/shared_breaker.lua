@@ -49,7 +49,7 @@ SB.__index = SB
 --- local breaker's cool-down (s).
 function M.new(name, br, opts, cooldown)
     if type(opts) == "string" then opts = { url = opts } end
-    local r = require("weft.redis").connect { url = opts.url, password = opts.password,
+    local r = opts.client or require("weft.redis").connect { url = opts.url, password = opts.password,
                                               timeout = opts.timeout or 0.25, connect_timeout = opts.timeout or 0.25 }
     local base = format("{weft:%s}:breaker", opts.key or name)
     return setmetatable({ name = name, br = br, redis = r, cooldown = cooldown or 30,

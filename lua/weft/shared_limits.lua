@@ -90,7 +90,7 @@ Shared.__index = Shared
 --- password=, timeout=, on_failure=, processes=} (or the url alone).
 function M.new(name, limits, opts)
     if type(opts) == "string" then opts = { url = opts } end
-    local redis = require("weft.redis").connect { url = opts.url, password = opts.password,
+    local redis = opts.client or require("weft.redis").connect { url = opts.url, password = opts.password,
                                                   timeout = opts.timeout or 0.25,
                                                   connect_timeout = opts.timeout or 0.25 }
     local dims = {}
