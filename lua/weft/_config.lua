@@ -40,6 +40,8 @@ local function shared_rule(v)
         if not SHARED_KEYS[k] then return "unknown key '" .. tostring(k) .. "' (url, password, timeout, on_failure, processes)" end
     end
     if type(v.url) ~= "string" then return "url is required (redis://HOST:PORT or unix:///PATH)" end
+    local ok, err = pcall(require("weft.redis")._parse_url, v.url)
+    if not ok then return (tostring(type(err) == "table" and err.message or err):gsub("^weft%.redis: ", "")) end
     if v.on_failure ~= nil and v.on_failure ~= "local" and v.on_failure ~= "fail" then
         return "on_failure must be \"local\" or \"fail\""
     end
@@ -89,7 +91,7 @@ M.shared_rule = function(v) return shared_rule(v) end
 
 local LIMIT_KEYS = {
     rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
-    burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
+    burst = { min = 1, max = 1e12 }, token_burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
 }
 local RETRY_KEYS = {
     base = { min = 0, max = 3600 }, cap = { min = 0, max = 86400 }, multiplier = { min = 1, max = 100 },

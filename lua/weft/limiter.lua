@@ -13,7 +13,10 @@
 --- `tpd` (tokens), or `limits = {{limit=, per="second"|"minute"|"day"|seconds,
 --- unit="requests"|"tokens", burst=}}`. Each limit is a token bucket whose
 --- size (burst) is the limit itself unless given; `burst` applies to the
---- request limit with the shortest period. Every limit must admit a call.
+--- request limit with the shortest period, `token_burst` to the token
+--- limit with the shortest period (a small one keeps a minute's tokens from
+--- going out at once, for a provider counting in fixed windows). Every
+--- limit must admit a call.
 --- Waiters queue by priority ("high", "normal", "low", or 1..n), FIFO within
 --- a level; a waiter older than `aging` seconds (default 30) is served before
 --- younger ones whatever their priority. A call whose deadline cannot be met
@@ -47,6 +50,7 @@ Limiter.__index = Limiter
 ---@field tpm? number
 ---@field tpd? number
 ---@field burst? number bucket size of the shortest request limit
+---@field token_burst? number bucket size of the shortest token limit
 ---@field limits? {limit: number, per: string|number, unit?: "requests"|"tokens", burst?: number, name?: string}[]
 ---@field priorities? integer levels (default 3: high, normal, low)
 ---@field aging? number seconds after which a waiter goes first (default 30; 0: off)
@@ -128,7 +132,7 @@ function M.new(opts)
         if s then
             if type(v) ~= "number" or v <= 0 then error("weft.limiter.new: " .. k .. " must be a positive number", 2) end
             dims[#dims + 1] = { name = k, limit = v, period = s[1], unit = s[2] }
-        elseif k ~= "limits" and k ~= "burst" and k ~= "priorities" and k ~= "aging" and k ~= "name"
+        elseif k ~= "limits" and k ~= "burst" and k ~= "token_burst" and k ~= "priorities" and k ~= "aging" and k ~= "name"
             and k ~= "metrics" then
             error("weft.limiter.new: unknown option '" .. tostring(k) .. "'", 2)
         end
@@ -144,9 +148,13 @@ function M.new(opts)
     end
     if #dims == 0 then error("weft.limiter.new: no limit given (rps, rpm, rpd, tps, tpm, tpd or limits)", 2) end
     table.sort(dims, function(a, b) return a.period < b.period end)
-    if opts.burst then
-        for _, d in ipairs(dims) do
-            if d.unit == "requests" then d.burst = opts.burst break end
+    for _, b in ipairs { { "burst", "requests" }, { "token_burst", "tokens" } } do
+        local v = opts[b[1]]
+        if v ~= nil then
+            if type(v) ~= "number" or not (v >= 1) then error("weft.limiter.new: " .. b[1] .. " must be a number >= 1", 2) end
+            for _, d in ipairs(dims) do
+                if d.unit == b[2] then d.burst = v break end
+            end
         end
     end
     local nprio = opts.priorities or 3

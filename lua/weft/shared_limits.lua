@@ -17,13 +17,17 @@
 --- difference with the real usage is carried by the next admission's
 --- script call (no round trip of its own).
 ---
---- The bucket of a limit is `burst` (the limit itself unless configured),
---- as for the local limiter: `limits = { rpm = 600, burst = 10, shared =
+--- The bucket of a limit is `burst` (`token_burst` for the shortest token
+--- limit; the limit itself unless configured), as for the local limiter: `limits = { rpm = 600, burst = 10, shared =
 --- "redis://..." }` spaces 600 requests a minute over the fleet, at most
 --- 10 at once.
 ---
 --- When Redis fails (`on_failure`): "local" (the default) admits each call
---- against the process's share of every limit (limit / `processes`),
+--- against the process's share of every limit (limit / `processes`; when
+--- `processes` is not configured, the count of processes that admitted a
+--- call in the last 10 s, as last read: every process says it is alive in
+--- `{weft:PROVIDER}:procs` with an admission at most once a second, in the
+--- same script call),
 --- logged at warn once per change of state and shown in
 --- weft_redis_degraded{redis} (errors in weft_redis_errors_total); the
 --- shared state is used again once a call to Redis works (tried again at
@@ -49,17 +53,27 @@ local redis_errors = metrics.counter("weft_redis_errors_total",
 local degraded_gauge = metrics.gauge("weft_redis_degraded",
     "1 while shared limits fall back to each process's share because Redis fails.", { "redis" })
 
--- KEYS: one per limit. ARGV: n, horizon_ms, then per limit: ms per unit,
--- tolerance (ms), cost (units), delta (units to add or give back: the
--- reconciliation of earlier calls), ttl (ms). Returns {booked (1|0),
--- wait_ms}.
+-- KEYS: one per limit, then the processes' heartbeat set. ARGV: n,
+-- horizon_ms, heartbeat (1: this process says it is alive, 0: not now),
+-- the process's id, then per limit: ms per unit, tolerance (ms), cost
+-- (units), delta (units to add or give back: the reconciliation of earlier
+-- calls), ttl (ms). Returns {booked (1|0), wait_ms, processes alive (0
+-- without a heartbeat)}.
 M.SCRIPT = [[
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local n, horizon = tonumber(ARGV[1]), tonumber(ARGV[2])
+local alive = 0
+if ARGV[3] == '1' then
+  local hb = KEYS[n + 1]
+  redis.call('ZADD', hb, now, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', hb, '-inf', now - 10000)
+  redis.call('PEXPIRE', hb, 20000)
+  alive = redis.call('ZCARD', hb)
+end
 local at, tats = now, {}
 for i = 1, n do
-  local b = 2 + (i - 1) * 5
+  local b = 4 + (i - 1) * 5
   local per, tau, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now) + per * delta
   if tat < now then tat = now end
@@ -69,15 +83,32 @@ end
 local wait = at - now
 local book = wait <= horizon
 for i = 1, n do
-  local b = 2 + (i - 1) * 5
+  local b = 4 + (i - 1) * 5
   local per, cost, ttl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 5])
   local tat = tats[i]
   if book then tat = math.max(tat, at) + per * cost end
   redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', ttl)
 end
-if book then return {1, math.floor(wait)} end
-return {0, math.floor(wait)}
+if book then return {1, math.floor(wait), alive} end
+return {0, math.floor(wait), alive}
 ]]
+
+-- Seconds between a process's heartbeats (with an admission; none of its
+-- own) and how long one counts: a process that admitted no call for 10 s
+-- is not counted.
+M.HEARTBEAT = 1
+
+-- An id for this process among the fleet's: random, read once.
+local pid
+local function process_id()
+    if not pid then
+        local f = io.open("/dev/urandom", "rb")
+        local b = f and f:read(8) or tostring({})
+        if f then f:close() end
+        pid = (b:gsub(".", function(c) return format("%02x", c:byte()) end))
+    end
+    return pid
+end
 
 local PERIODS = { rps = { 1, "requests" }, rpm = { 60, "requests" }, rpd = { 86400, "requests" },
                   tps = { 1, "tokens" }, tpm = { 60, "tokens" }, tpd = { 86400, "tokens" } }
@@ -94,11 +125,13 @@ function M.new(name, limits, opts)
                                                   timeout = opts.timeout or 0.25,
                                                   connect_timeout = opts.timeout or 0.25 }
     local dims = {}
-    -- the shortest request limit takes `burst`, as in the local limiter
-    local shortest
-    for k, v in pairs(limits) do
+    -- the shortest request limit takes `burst`, the shortest token limit
+    -- `token_burst`, as in the local limiter
+    local shortest = {}
+    for k in pairs(limits) do
         local p = PERIODS[k]
-        if p and p[2] == "requests" and (not shortest or p[1] < PERIODS[shortest][1]) then shortest = k end
+        local s = p and shortest[p[2]]
+        if p and (not s or p[1] < PERIODS[s][1]) then shortest[p[2]] = k end
     end
     local keys = {}
     for k, v in pairs(limits) do
@@ -108,14 +141,16 @@ function M.new(name, limits, opts)
     table.sort(keys)
     for _, k in ipairs(keys) do
         local p, limit = PERIODS[k], limits[k]
-        local burst = (k == shortest and limits.burst) or limit
+        local burst = (k == shortest.requests and limits.burst) or (k == shortest.tokens and limits.token_burst) or limit
         local per = p[1] * 1000 / limit -- ms per unit
         dims[#dims + 1] = { name = k, unit = p[2], limit = limit, per = per, tau = per * (max(1, burst) - 1),
-                            key = format("{weft:%s}:%s", name, k), ttl = floor(p[1] * 2000 + 1000),
+                            key = format("{weft:%s}:%s", opts.key or name, k), ttl = floor(p[1] * 2000 + 1000),
                             delta = 0, local_tat = 0 }
     end
     local self = setmetatable({ name = name, redis = redis, dims = dims, on_failure = opts.on_failure or "local",
-                                processes = opts.processes or 1, degraded = false, horizon = 500,
+                                processes = opts.processes or 1, heartbeat = opts.processes == nil,
+                                next_heartbeat = 0, id = process_id(), degraded = false, horizon = 500,
+                                procs_key = format("{weft:%s}:procs", opts.key or name),
                                 shown = redis.where.shown, queue = {}, head = 1, tail = 0, busy = false }, Shared)
     degraded_gauge:set(0, self.shown)
     return self
@@ -123,7 +158,12 @@ end
 
 -- The script's arguments for a call of `cost` ({requests=, tokens=}).
 function Shared:_args(cost, horizon)
-    local keys, argv = {}, { #self.dims, horizon }
+    local hb = "0"
+    if self.heartbeat and now() >= self.next_heartbeat then
+        hb = "1"
+        self.next_heartbeat = now() + M.HEARTBEAT
+    end
+    local keys, argv = {}, { #self.dims, horizon, hb, self.id }
     for i, d in ipairs(self.dims) do
         keys[i] = d.key
         local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
@@ -133,6 +173,7 @@ function Shared:_args(cost, horizon)
         argv[#argv + 1] = d.delta
         argv[#argv + 1] = d.ttl
     end
+    keys[#keys + 1] = self.procs_key
     return keys, argv
 end
 
@@ -197,6 +238,8 @@ function Shared:_try(cost, horizon)
         local ok, res = pcall(self._eval, self, self:_args(cost, horizon))
         if ok then
             for _, d in ipairs(self.dims) do d.delta = 0 end
+            local alive = tonumber(res[3]) or 0
+            if alive > 0 then self.processes = alive end
             self:_state(false)
             return res[1] == 1, tonumber(res[2]) or 0
         end

@@ -41,6 +41,18 @@ describe("weft.limiter", function()
         assert.are.equal(1, lim:state().refused)
     end)
 
+    it("token_burst sizes the shortest token limit's bucket (a minute's tokens do not go at once)", function()
+        local lim = weft.limiter.new { rpm = 1000, tpm = 600000, token_burst = 200 }
+        assert.are.equal(200, lim:state().limits.tpm.burst)
+        -- without it the bucket is the whole limit
+        assert.are.equal(600000, weft.limiter.new({ rpm = 1000, tpm = 600000 }):state().limits.tpm.burst)
+        assert.matches("token_burst", raised(weft.limiter.new, { tpm = 1000, token_burst = 0 }))
+        -- 200 tokens at once, then 10 a millisecond: 400 more wait about 40 ms
+        lim:acquire { tokens = 200 }
+        local waited = lim:acquire { tokens = 200 } + lim:acquire { tokens = 200 }
+        assert.is_true(waited >= 0.035, tostring(waited))
+    end)
+
     it("counts tokens and reconciles them", function()
         local lim = weft.limiter.new { rpm = 1000, tpm = 1000 }
         lim:acquire { tokens = 800 }

@@ -80,6 +80,54 @@ describe("shared limits", function()
         assert.is_true(t2 <= math.max(t1 - 800, nowms) + 1, ("%f %f"):format(t1, t2))
     end)
 
+    it("token_burst: the shortest token limit's bucket, as in the local limiter", function()
+        local name = "tburst" .. n
+        -- 1 ms a token; a bucket of 100 tokens: the third call of 100 waits about 100 ms
+        local a = shared.new(name, { tpm = 60000, token_burst = 100 }, opts())
+        a:admit({ requests = 1, tokens = 100 })
+        a:admit({ requests = 1, tokens = 100 })
+        assert.is_true(a:admit({ requests = 1, tokens = 100 }) >= 0.09)
+        -- without it, the minute's 60,000 tokens may go at once
+        local b = shared.new(name .. "b", { tpm = 60000 }, opts())
+        for _ = 1, 5 do b:admit({ requests = 1, tokens = 1000 }) end
+        local booked, wait = b:_try({ requests = 1, tokens = 1000 }, 500) -- Redis's answer: no wait
+        assert.is_true(booked)
+        assert.are.equal(0, wait)
+    end)
+
+    it("counts the processes alive through a heartbeat, and falls back to that share", function()
+        local name = "hb" .. n
+        local a = shared.new(name, { rps = 100, burst = 1 }, opts({ timeout = 0.2 }))
+        local b = shared.new(name, { rps = 100, burst = 1 }, opts({ timeout = 0.2 }))
+        local c = shared.new(name, { rps = 100, burst = 1 }, opts({ timeout = 0.2, processes = 2 }))
+        -- three processes (ids as if they were); c's count is configured, it sends no heartbeat
+        a.id, b.id, c.id = "proc-a", "proc-b", "proc-c"
+        b:admit({ requests = 1 })
+        c:admit({ requests = 1 })
+        a:admit({ requests = 1 })
+        assert.are.equal(2, a.processes)
+        assert.are.equal(2, r:call("ZCARD", "{weft:" .. name .. "}:procs"))
+        assert.is_nil(r:call("ZSCORE", "{weft:" .. name .. "}:procs", "proc-c"))
+        assert.is_true(r:call("PTTL", "{weft:" .. name .. "}:procs") > 0)
+        -- once a second at most: the next admissions send none
+        r:call("DEL", "{weft:" .. name .. "}:procs")
+        a:admit({ requests = 1 })
+        assert.are.equal(0, r:call("EXISTS", "{weft:" .. name .. "}:procs"))
+        assert.are.equal(2, a.processes)
+        rs.stop()
+        -- Redis gone: a keeps to half of 100/s, 10 calls 20 ms apart
+        local t0 = weft.now()
+        for _ = 1, 10 do a:admit({ requests = 1 }) end
+        assert.is_true(weft.now() - t0 >= 9 * 0.02 - 0.005)
+        rs.start()
+        r = weft.redis.connect { url = rs.url, password = weft.secrets.value("sl-redis", rs.password) }
+        for _ = 1, 300 do
+            a:admit({ requests = 1 })
+            if weft.metrics.value("weft_redis_degraded", { redis = rs.url }) == 0 then break end
+            weft.sleep(0.02)
+        end
+    end)
+
     it("when Redis fails: the process's share, said once, then the shared state again; or fail", function()
         local name = "down" .. n
         local loc = shared.new(name, { rps = 100, burst = 1 }, opts({ processes = 4, timeout = 0.2 }))
@@ -117,6 +165,43 @@ describe("shared limits", function()
         assert.is_true(tonumber(r:call("GET", "{weft:" .. pname .. "}:rps")) > 0)
         assert.is_true(r:call("PTTL", "{weft:" .. pname .. "}:tpm") > 0)
         mock:close()
+    end)
+
+    it("a global redis setting shares every provider's limits, unless one says shared = false", function()
+        local mock = mockmod.start { port = 0 }
+        model.reset()
+        local on, off = "glob" .. n, "globoff" .. n
+        local key = weft.secrets.value("sl-key", mockmod.DEFAULT_KEYS.openai)
+        weft.configure { redis = opts(), providers = {
+            [on] = { plugin = "openai", base_url = mock.url, secret = key, limits = { rps = 100 },
+                     breaker = { shared = true } },
+            [off] = { plugin = "openai", base_url = mock.url, secret = key, limits = { rps = 100, shared = false } },
+            nolimits = { plugin = "openai", base_url = mock.url, secret = key } } }
+        weft.model(on .. "/gpt-4o-mini"):complete("a")
+        weft.model(off .. "/gpt-4o-mini"):complete("b")
+        weft.model("nolimits/gpt-4o-mini"):complete("c")
+        assert.is_true(r:call("PTTL", "{weft:" .. on .. "}:rps") > 0)
+        assert.are.equal(0, r:call("EXISTS", "{weft:" .. off .. "}:rps"))
+        assert.are.same({}, r:call("KEYS", "{weft:nolimits}*"))
+        -- the breaker's shared = true is the global redis: one client for both
+        local inst = require("weft._config").instances[on]
+        assert.are.equal(inst.shared.redis, inst.shared_breaker.redis)
+        mock:close()
+        model.reset()
+    end)
+
+    it("shared = true without a global redis is a configuration error; a refused one changes nothing", function()
+        model.reset()
+        local ok, err = pcall(weft.configure, { providers = { x = { plugin = "openai", limits = { rps = 1, shared = true } } } })
+        assert.is_false(ok)
+        assert.matches("providers.x.limits.shared: true needs the configuration's redis", tostring(err), 1, true)
+        ok, err = pcall(weft.configure, { redis = opts(), providers = { x = { plugin = "openai", limits = { rps = -1 } } } })
+        assert.is_false(ok)
+        assert.is_nil(require("weft._config").redis)
+        ok, err = pcall(weft.configure, { redis = "http://nope" })
+        assert.is_false(ok)
+        assert.matches("config: redis", tostring(err), 1, true)
+        model.reset()
     end)
 
     it("refuses a bad shared setting, naming the key", function()
