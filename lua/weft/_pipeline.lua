@@ -225,7 +225,8 @@ local function admit(ctx)
     local shared = inst.shared
     if shared then
         -- then the limits every process shares (weft.shared_limits): its slot
-        local sok, swaited = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
+        local sok, swaited, sbooked = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
+        ctx.shared_tokens = sbooked
         if not sok then
             if ctx.probe then
                 inst.shared_breaker:after(true, false, nil)
@@ -575,7 +576,9 @@ local function attempt(ctx, _, remaining)
             pt.cost = (ctx.call.cost or 0) - before
         end
         inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
-        if inst.shared then inst.shared:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0) end
+        if inst.shared then
+            inst.shared:reconcile(ctx.shared_tokens or ctx.cost.tokens, u and (u.input + u.output) or 0, ctx.cost.tokens)
+        end
         if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
         error(out, 0)
     end
@@ -591,7 +594,7 @@ local function record(ctx, out, t0)
     local u = out.usage
     if u then
         inst.limiter:reconcile(ctx.cost.tokens, u.input + u.output)
-        if inst.shared then inst.shared:reconcile(ctx.cost.tokens, u.input + u.output) end
+        if inst.shared then inst.shared:reconcile(ctx.shared_tokens or ctx.cost.tokens, u.input + u.output, ctx.cost.tokens) end
         call:usage(u.input, u.output)
     end
     out.usage = u or { input = 0, output = 0 }

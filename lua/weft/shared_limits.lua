@@ -42,7 +42,7 @@ local T = require "weft._task"
 
 local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable, unpack = type, pairs, ipairs,
     tostring, tonumber, error, pcall, setmetatable, unpack
-local floor, max, min, huge = math.floor, math.max, math.min, math.huge
+local floor, ceil, max, min, huge = math.floor, math.ceil, math.max, math.min, math.huge
 local format = string.format
 local now, sleep, suspend, wake, current = T.now, T.sleep, T.suspend, T.wake, T.current
 
@@ -149,7 +149,7 @@ function M.new(name, limits, opts)
     end
     local self = setmetatable({ name = name, redis = redis, dims = dims, on_failure = opts.on_failure or "local",
                                 processes = opts.processes or 1, heartbeat = opts.processes == nil,
-                                next_heartbeat = 0, id = process_id(), degraded = false, horizon = 500,
+                                next_heartbeat = 0, id = process_id(), degraded = false, horizon = 500, ratio = 1,
                                 procs_key = format("{weft:%s}:procs", opts.key or name),
                                 shown = redis.where.shown, queue = {}, head = 1, tail = 0, busy = false }, Shared)
     degraded_gauge:set(0, self.shown)
@@ -228,10 +228,6 @@ function Shared:_state(down, err)
     end
 end
 
---- Admit a call of `cost` ({requests=, tokens=}) before `deadline`
---- (weft.now() time or nil): waits for its slot and returns the seconds
---- waited, or raises `rate_limited` (the slot would come too late) or,
---- with on_failure = "fail", `transient`.
 -- One try at a slot within `horizon` ms: booked, wait (ms).
 function Shared:_try(cost, horizon)
     if not (self.degraded and now() < self.retry_redis) then
@@ -287,8 +283,19 @@ function Shared:_leave()
     self.busy = false
 end
 
+--- Admit a call of `cost` ({requests=, tokens=}) before `deadline`
+--- (weft.now() time or nil): waits for its slot and returns the seconds
+--- waited and the tokens booked (for reconcile), or raises `rate_limited`
+--- (the slot would come too late) or, with on_failure = "fail",
+--- `transient`.
 function Shared:admit(cost, deadline)
     local t0 = now()
+    local tokens = cost.tokens
+    if tokens and tokens > 0 and self.ratio ~= 1 then
+        -- the estimate as the answers so far measured it (see reconcile)
+        tokens = ceil(tokens * self.ratio)
+        cost = { requests = cost.requests, tokens = tokens }
+    end
     self:_enter()
     local ok, booked, wait = pcall(function()
         while true do
@@ -311,13 +318,22 @@ function Shared:admit(cost, deadline)
         local _, err = sleep(wait / 1000)
         if err then error(err, 0) end
     end
-    return now() - t0
+    return now() - t0, tokens or 0
 end
 
---- The real token usage of an admitted call: the difference with the
---- estimate goes with the next admission's script call.
-function Shared:reconcile(estimated, actual)
-    local d = (tonumber(actual) or 0) - (tonumber(estimated) or 0)
+--- The real token usage of an admitted call (`booked`: the tokens admit
+--- returned; `estimated`: the caller's estimate): the difference goes with
+--- the next admission's script call. Until then the fleet's other
+--- processes do not see it, so the estimates are corrected at the source
+--- too: the ratio of real to estimated tokens (a moving average, within
+--- 0.1..10) scales the next estimates, and a provider whose estimates are
+--- steadily off books what its answers use.
+function Shared:reconcile(booked, actual, estimated)
+    actual, booked, estimated = tonumber(actual) or 0, tonumber(booked) or 0, tonumber(estimated)
+    if actual > 0 and estimated and estimated > 0 then
+        self.ratio = min(10, max(0.1, self.ratio * 0.8 + (actual / estimated) * 0.2))
+    end
+    local d = actual - booked
     if d == 0 then return end
     for _, dim in ipairs(self.dims) do
         if dim.unit == "tokens" then dim.delta = dim.delta + d end

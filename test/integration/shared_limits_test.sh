@@ -39,19 +39,30 @@ start_redis() {
 }
 start_redis
 
-cat > profile.lua <<'LUA'
-return { limits = { rpm = 600, window = "fixed" } }
-LUA
-"$WEFT" mock --port 0 --profile profile.lua > mock.url 2> mock.err &
-mock_pid=$!
-for _ in $(seq 500); do url=$(head -1 mock.url 2> /dev/null); [ -n "$url" ] && break; sleep 0.01; done
-[ -n "$url" ] || { echo "weft mock did not start"; cat mock.err; exit 1; }
+start_mock() { # LIMITS: a weft mock with these limits (a fixed window), its URL in $url
+    if [ -n "$mock_pid" ]; then kill "$mock_pid"; wait "$mock_pid" 2> /dev/null; fi
+    echo "return { limits = { $1, window = \"fixed\" } }" > profile.lua
+    "$WEFT" mock --port 0 --profile profile.lua > mock.url 2> mock.err &
+    mock_pid=$!
+    url=
+    for _ in $(seq 500); do url=$(head -1 mock.url 2> /dev/null); [ -n "$url" ] && break; sleep 0.01; done
+    [ -n "$url" ] || { echo "weft mock did not start"; cat mock.err; exit 1; }
+    export MOCK_URL=$url
+}
+start_mock "rpm = 600"
 
-# client.lua SHARED(0|1) UNTIL(weft.time()): 100 callers until UNTIL;
-# prints "ok N limited N other N"
+# client.lua SHARED(0|1) UNTIL(weft.time()) [tpm]: 100 callers until UNTIL;
+# prints "ok N limited N other N tokens N" (tokens: the usage of the
+# answered calls). With tpm: a shared limit of 6000 tokens a minute (a
+# bucket of 60) instead of the 600 requests, for a prompt whose tokens the
+# client underestimates (13 input tokens estimated, 26 counted by the mock,
+# plus the 2 of max_tokens, which the answer uses up): only the
+# reconciliation of each answer's usage keeps the fleet within the limit.
 cat > client.lua <<'LUA'
-local shared_on, untilt = arg[1] == "1", tonumber(arg[2])
-local limits = { rpm = 600, burst = 1 }
+local shared_on, untilt, tpm = arg[1] == "1", tonumber(arg[2]), arg[3] == "tpm"
+local limits = tpm and { tpm = 6000, token_burst = 60 } or { rpm = 600, burst = 1 }
+local prompt = tpm and "a b c d e f g h i j k l m n o p q r s t" or "hi"
+local max_tokens = tpm and 2 or 1
 if shared_on then
     limits.shared = { url = "unix://" .. os.getenv("REDIS_SOCK"), password = "env:REDIS_PW", processes = 4, timeout = 0.2 }
 end
@@ -59,14 +70,16 @@ weft.configure { providers = { openai = { base_url = os.getenv("MOCK_URL"), limi
                                           secret = weft.secrets.value("k", "sk-weft-mock"),
                                           retry = { max_attempts = 1 } } } }
 local m = weft.model("openai/gpt-4o-mini")
-local ok, limited, other = 0, 0, 0
+local ok, limited, other, tokens = 0, 0, 0, 0
 local tasks = {}
 for i = 1, 100 do
     tasks[i] = weft.spawn(function()
         while weft.time() < untilt do
             local left = untilt - weft.time()
-            local good, err = pcall(m.complete, m, { prompt = "hi", max_tokens = 1, deadline = weft.now() + left })
-            if good then ok = ok + 1
+            local good, err = pcall(m.complete, m, { prompt = prompt, max_tokens = max_tokens, deadline = weft.now() + left })
+            if good then
+                ok = ok + 1
+                tokens = tokens + err.usage.input + err.usage.output
             elseif err.kind == "rate_limited" then
                 -- as a caller should: wait what it was told (at most until the end)
                 limited = limited + 1
@@ -79,20 +92,20 @@ for i = 1, 100 do
     end)
 end
 for _, t in ipairs(tasks) do t:wait() end
-print(("ok %d limited %d other %d"):format(ok, limited, other))
+print(("ok %d limited %d other %d tokens %d"):format(ok, limited, other, tokens))
 LUA
 
 stats() { curl -s "$url/_mock/stats"; }
 status_count() { stats | python3 -c "import json,sys; print(json.load(sys.stdin)['by_status'].get('$1', 0))"; }
 requests() { stats | python3 -c "import json,sys; print(json.load(sys.stdin)['requests'])"; }
 
-export MOCK_URL=$url REDIS_SOCK=$dir/redis.sock REDIS_PW=$PW
-run_shared() { # NAME SECONDS: four clients, shared limits
+export REDIS_SOCK=$dir/redis.sock REDIS_PW=$PW
+run_shared() { # NAME SECONDS [tpm]: four clients, shared limits
     curl -s -X POST "$url/_mock/reset" > /dev/null
     until=$(python3 -c "import time; print(time.time() + $2)")
     pids=
     for i in 1 2 3 4; do
-        "$WEFT" run client.lua 1 "$until" > "$1$i.out" 2> "$1$i.err" &
+        "$WEFT" run client.lua 1 "$until" ${3:-} > "$1$i.out" 2> "$1$i.err" &
         pids="$pids $!"
     done
 }
@@ -105,6 +118,21 @@ echo "# shared: the mock answered $ok200 with 200 and $s429 with 429; clients: $
 check "shared: no 429 from the mock" [ "$s429" = 0 ]
 check "shared: admitted within 1% of the limit for 59.5 s (595 +- 6)" test "$ok200" -ge 589 -a "$ok200" -le 601
 check "shared: the password is never printed" bash -c "! grep -qF '$PW' shared*.err shared*.out"
+
+# --- shared token limit, 58 s: the mock's 6000 tokens a minute (a fixed
+# window, counting input plus max_tokens) and the client's shared 6000 with
+# a bucket of 60: 58 s admit 5800 + 60 tokens
+start_mock "tpm = 6000"
+run_shared tokens 58 tpm
+for p in $pids; do wait "$p"; done
+ok200=$(status_count 200)
+s429=$(status_count 429)
+tokens=$(cat tokens*.out | awk '{s += $8} END {print s}')
+echo "# shared tpm: the mock answered $ok200 with 200 ($tokens tokens) and $s429 with 429; clients: $(cat tokens*.out | tr '\n' ';')"
+check "shared tpm: no 429 from the mock" [ "$s429" = 0 ]
+check "shared tpm: tokens admitted within 2% of the limit for 58 s (5860 +- 117)" test "$tokens" -ge 5743 -a "$tokens" -le 5977
+check "shared tpm: every answer counted 28 tokens (the estimate was 15)" test "$tokens" = $((ok200 * 28))
+start_mock "rpm = 600"
 
 # --- shared, 20 s: Redis stopped (SIGSTOP) from 5 s to 10 s, killed at 12 s, started again at 15 s
 run_shared failing 20

@@ -80,6 +80,23 @@ describe("shared limits", function()
         assert.is_true(t2 <= math.max(t1 - 800, nowms) + 1, ("%f %f"):format(t1, t2))
     end)
 
+    it("scales its estimates by what the answers used: a steady underestimate books the real tokens", function()
+        local name = "ratio" .. n
+        local a = shared.new(name, { tpm = 6000000 }, opts())
+        local _, booked = a:admit({ requests = 1, tokens = 100 })
+        assert.are.equal(100, booked)
+        for _ = 1, 30 do
+            local _, b = a:admit({ requests = 1, tokens = 100 })
+            a:reconcile(b, 200, 100) -- every answer used twice the estimate
+        end
+        _, booked = a:admit({ requests = 1, tokens = 100 })
+        assert.is_true(booked >= 199 and booked <= 200, tostring(booked))
+        -- calls that never went out (no usage) teach nothing
+        for _ = 1, 10 do a:reconcile(booked, 0, 100) end
+        local _, again = a:admit({ requests = 1, tokens = 100 })
+        assert.are.equal(booked, again)
+    end)
+
     it("token_burst: the shortest token limit's bucket, as in the local limiter", function()
         local name = "tburst" .. n
         -- 1 ms a token; a bucket of 100 tokens: the third call of 100 waits about 100 ms
