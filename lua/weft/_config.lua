@@ -96,7 +96,7 @@ local LIMIT_KEYS = {
 local RETRY_KEYS = {
     base = { min = 0, max = 3600 }, cap = { min = 0, max = 86400 }, multiplier = { min = 1, max = 100 },
     jitter = true, max_attempts = { min = 1, max = 1000, int = true }, max_elapsed = { min = 0, max = 1e9 },
-    hint_cap = { min = 0, max = 1e9 }, seed = { min = 0, max = 9e15, int = true }, budget = true,
+    hint_cap = { min = 0, max = 1e9 }, seed = { min = 0, max = 9e15, int = true }, budget = true, shared = true,
 }
 local BREAKER_KEYS = {
     threshold = { min = 0.0001, max = 1 }, min_calls = { min = 1, max = 1e9, int = true },
@@ -268,6 +268,17 @@ local function check_provider(name, raw, where)
     for k, v in pairs(raw.retry or {}) do
         local rule = RETRY_KEYS[k]
         if not rule then config_error(where, { "providers", name, "retry", k }, "unknown retry option") end
+        if k == "shared" then
+            -- true: the Redis of limits.shared, else the configuration's redis
+            local why
+            if v == true then
+                why = not (raw.limits and raw.limits.shared) and not M.redis
+                    and "true needs limits.shared or the configuration's redis setting (or give the Redis here)" or nil
+            elseif v ~= false then
+                why = shared_rule(v)
+            end
+            if why then config_error(where, { "providers", name, "retry", "shared" }, why) end
+        end
         local why = type(rule) == "table" and number_rule(v, rule)
         if why then config_error(where, { "providers", name, "retry", k }, why) end
     end
@@ -367,7 +378,15 @@ local function build(name, raw, where)
         if k ~= "shared" then lim_opts[k] = v end
     end
     local retry_opts = { budget = retry.budget() }
-    for k, v in pairs(raw.retry or {}) do retry_opts[k] = v end
+    for k, v in pairs(raw.retry or {}) do
+        if k ~= "shared" then retry_opts[k] = v end
+    end
+    if raw.retry and raw.retry.shared then
+        -- the retry budget of the fleet (weft.shared_retry) over the process's own
+        retry_opts.budget = made("retry", function()
+            return require("weft.shared_retry").new(name, retry_opts.budget, shared_of(raw.retry.shared, raw, true))
+        end)
+    end
     local br_opts = { name = name }
     if type(raw.breaker) == "table" then
         for k, v in pairs(raw.breaker) do

@@ -90,7 +90,8 @@ end
 local RETRYABLE = { rate_limited = true, transient = true, timeout = true }
 local function why_stopped(s, err, action, delay, left)
     if action == "budget" then
-        return "retry_budget", "not retried: the provider's retry budget is spent (retries in flight at most 20% of calls)"
+        return "retry_budget", s.budget and s.budget.why
+            or "not retried: the provider's retry budget is spent (retries in flight at most 20% of calls)"
     end
     if err.kind == "circuit_open" and s.attempt > 1 then
         return "circuit_open", nil -- the breaker's message says it
@@ -132,7 +133,7 @@ local function after(s, ok, ...)
     local action, delay = policy.c:decide(err.kind, attempt, now() - s.start, err.retry_after,
                                            left, err.should_retry, s.prev)
     local stats = policy.stats
-    if action == "retry" and budget and not budget:take() then
+    if action == "retry" and budget and not budget:take(s) then
         stats.budget_denied = stats.budget_denied + 1
         action = "budget"
     end
@@ -157,7 +158,7 @@ local function after(s, ok, ...)
     local slept = now()
     local _, serr = sleep(delay)
     s.call:wait_time(now() - slept)
-    if budget then budget:release() end
+    if budget then budget:release(s) end
     if serr then fail(s, serr) end
     s.prev = delay
     s.attempt = attempt + 1

@@ -49,7 +49,8 @@ local now, sleep, suspend, wake, current = T.now, T.sleep, T.suspend, T.wake, T.
 local M = {}
 
 local redis_errors = metrics.counter("weft_redis_errors_total",
-    "Redis calls of shared limits that failed, by kind.", { "redis", "kind" })
+    "Redis calls of shared state (limits, breakers, retry budgets, caches) that failed, by kind.", { "redis", "kind" })
+M.redis_errors = redis_errors
 local degraded_gauge = metrics.gauge("weft_redis_degraded",
     "1 while shared limits fall back to each process's share because Redis fails.", { "redis" })
 
