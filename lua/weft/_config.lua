@@ -420,6 +420,11 @@ local function build(name, raw, where)
             return require("weft.shared_breaker").new(name, inst.breaker, shared_of(raw.breaker.shared, raw, true),
                 raw.breaker.cooldown or 30)
         end)
+        -- on the same Redis and Cluster slot as the limits: one script call for both
+        local sl, sb = inst.shared, inst.shared_breaker
+        if sl and sl.redis == sb.redis and sl.procs_key:match("^{[^}]*}") == sb.keys[1]:match("^{[^}]*}") then
+            sl:attach_breaker(sb)
+        end
     end
     -- a new version of the plugin must accept every configuration using it
     if not entry.model_check then

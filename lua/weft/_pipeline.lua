@@ -211,7 +211,9 @@ local function admit(ctx)
     if br then br:check() end
     -- the fleet's breaker (weft.shared_breaker): open elsewhere, or this call is the one probe
     local sb = inst.shared_breaker
-    ctx.probe = sb and sb:check() or nil
+    local shared = inst.shared
+    -- (checked in the shared limits' admission script when it is attached there)
+    ctx.probe = sb and not (shared and shared.breaker) and sb:check() or nil
     local lim = inst.limiter
     local ok, waited = pcall(lim.acquire, lim, ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
     if not ok and ctx.probe then
@@ -222,11 +224,11 @@ local function admit(ctx)
         if errors.is(waited) and waited.waited then ctx.call:wait_time(waited.waited) end
         error(waited, 0)
     end
-    local shared = inst.shared
     if shared then
         -- then the limits every process shares (weft.shared_limits): its slot
-        local sok, swaited, sbooked = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
+        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
         ctx.shared_tokens = sbooked
+        if sok and shared.breaker then ctx.probe = sprobe end
         if not sok then
             if ctx.probe then
                 inst.shared_breaker:after(true, false, nil)

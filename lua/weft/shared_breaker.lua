@@ -12,7 +12,9 @@
 --- probe ends. The probe's success clears `tripped` (the fleet is closed);
 --- its failure sets `open` again for a cool-down.
 ---
---- The cost is one more round trip to Redis per call. When Redis fails,
+--- The cost is one more round trip to Redis per call, none when the
+--- provider's limits are shared on the same Redis (the check is then part
+--- of the admission script, weft.shared_limits). When Redis fails,
 --- each process keeps its own breaker only (logged at warn once per change
 --- of state).
 local errors = require "weft.error"
@@ -58,6 +60,16 @@ function M.new(name, br, opts, cooldown)
                           degraded = false }, SB)
 end
 
+--- The milliseconds a probe holds the fleet's half-open state at most.
+function SB:probe_ttl() return floor(self.cooldown * 1000) + 60000 end
+
+--- The error of a call refused because the fleet's breaker is open (`ttl`:
+--- ms until it may probe).
+function SB:open_error(ttl)
+    return errors.new("circuit_open", format("circuit breaker %s is open (shared: another process saw the outage)",
+        self.name), { retry_after = ttl / 1000, provider = self.name, reason = "shared_breaker" })
+end
+
 function SB:_failed(err)
     if not self.degraded then
         self.degraded = true
@@ -78,7 +90,7 @@ end
 function SB:check()
     local r = self.redis
     local ok, res = pcall(r.call, r, "EVAL", M.CHECK, 3, self.keys[1], self.keys[2], self.keys[3], self.id,
-        floor(self.cooldown * 1000) + 60000)
+        self:probe_ttl())
     if not ok then
         if errors.is(res) and res.kind == "cancelled" then error(res, 0) end
         self:_failed(res)
@@ -86,10 +98,7 @@ function SB:check()
     end
     self:_ok()
     local state, ttl = tonumber(res[1]), tonumber(res[2]) or 0
-    if state == 1 then
-        error(errors.new("circuit_open", format("circuit breaker %s is open (shared: another process saw the outage)",
-            self.name), { retry_after = ttl / 1000, provider = self.name, reason = "shared_breaker" }), 0)
-    end
+    if state == 1 then error(self:open_error(ttl), 0) end
     return state == 2
 end
 

@@ -54,12 +54,15 @@ M.redis_errors = redis_errors
 local degraded_gauge = metrics.gauge("weft_redis_degraded",
     "1 while shared limits fall back to each process's share because Redis fails.", { "redis" })
 
--- KEYS: one per limit, then the processes' heartbeat set. ARGV: n,
--- horizon_ms, heartbeat (1: this process says it is alive, 0: not now),
--- the process's id, then per limit: ms per unit, tolerance (ms), cost
--- (units), delta (units to add or give back: the reconciliation of earlier
--- calls), ttl (ms). Returns {booked (1|0), wait_ms, processes alive (0
--- without a heartbeat)}.
+-- KEYS: one per limit, the processes' heartbeat set, then (with the
+-- breaker folded in) the shared breaker's open, tripped and probe keys.
+-- ARGV: n, horizon_ms, heartbeat (1: this process says it is alive, 0: not
+-- now), the process's id, breaker (1: check it first, 0: no), the probe's
+-- id, the probe's ttl (ms), then per limit: ms per unit, tolerance (ms),
+-- cost (units), delta (units to add or give back: the reconciliation of
+-- earlier calls), ttl (ms). Returns {booked (1|0), wait_ms, processes
+-- alive (0 without a heartbeat), breaker (0 closed, 1 open: nothing
+-- booked, 2 this call is the fleet's probe), the breaker's ttl (ms)}.
 M.SCRIPT = [[
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -72,9 +75,19 @@ if ARGV[3] == '1' then
   redis.call('PEXPIRE', hb, 20000)
   alive = redis.call('ZCARD', hb)
 end
+local brk = 0
+if ARGV[5] == '1' then
+  local ttl = redis.call('PTTL', KEYS[n + 2])
+  if ttl > 0 then return {0, 0, alive, 1, ttl} end
+  if redis.call('EXISTS', KEYS[n + 3]) == 1 then
+    local pttl = redis.call('PTTL', KEYS[n + 4])
+    if pttl > 0 then return {0, 0, alive, 1, pttl} end
+    brk = 2
+  end
+end
 local at, tats = now, {}
 for i = 1, n do
-  local b = 4 + (i - 1) * 5
+  local b = 7 + (i - 1) * 5
   local per, tau, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now) + per * delta
   if tat < now then tat = now end
@@ -84,14 +97,17 @@ end
 local wait = at - now
 local book = wait <= horizon
 for i = 1, n do
-  local b = 4 + (i - 1) * 5
+  local b = 7 + (i - 1) * 5
   local per, cost, ttl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 5])
   local tat = tats[i]
   if book then tat = math.max(tat, at) + per * cost end
   redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', ttl)
 end
-if book then return {1, math.floor(wait), alive} end
-return {0, math.floor(wait), alive}
+if book then
+  if brk == 2 then redis.call('SET', KEYS[n + 4], ARGV[6], 'PX', ARGV[7]) end
+  return {1, math.floor(wait), alive, brk, 0}
+end
+return {0, math.floor(wait), alive, 0, 0}
 ]]
 
 -- Seconds between a process's heartbeats (with an admission; none of its
@@ -164,7 +180,9 @@ function Shared:_args(cost, horizon)
         hb = "1"
         self.next_heartbeat = now() + M.HEARTBEAT
     end
-    local keys, argv = {}, { #self.dims, horizon, hb, self.id }
+    local sb = self.breaker
+    local keys, argv = {}, { #self.dims, horizon, hb, self.id, sb and "1" or "0", sb and sb.id or "",
+                             sb and sb:probe_ttl() or 0 }
     for i, d in ipairs(self.dims) do
         keys[i] = d.key
         local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
@@ -175,6 +193,9 @@ function Shared:_args(cost, horizon)
         argv[#argv + 1] = d.ttl
     end
     keys[#keys + 1] = self.procs_key
+    if sb then
+        for i = 1, 3 do keys[#keys + 1] = sb.keys[i] end
+    end
     return keys, argv
 end
 
@@ -238,12 +259,18 @@ function Shared:_try(cost, horizon)
             local alive = tonumber(res[3]) or 0
             if alive > 0 then self.processes = alive end
             self:_state(false)
-            return res[1] == 1, tonumber(res[2]) or 0
+            local sb = self.breaker
+            if sb then
+                sb:_ok()
+                if tonumber(res[4]) == 1 then error(sb:open_error(tonumber(res[5]) or 0), 0) end
+            end
+            return res[1] == 1, tonumber(res[2]) or 0, tonumber(res[4]) == 2
         end
         local kind = errors.is(res) and res.kind or "integration"
         redis_errors:inc(1, self.shown, kind)
         if self.on_failure == "fail" or kind == "cancelled" or kind == "auth" then error(res, 0) end
         self:_state(true, errors.is(res) and res or nil)
+        if self.breaker then self.breaker:_failed(res) end
         self.retry_redis = now() + 0.5
     end
     return self:_local(cost, horizon)
@@ -286,9 +313,10 @@ end
 
 --- Admit a call of `cost` ({requests=, tokens=}) before `deadline`
 --- (weft.now() time or nil): waits for its slot and returns the seconds
---- waited and the tokens booked (for reconcile), or raises `rate_limited`
---- (the slot would come too late) or, with on_failure = "fail",
---- `transient`.
+--- waited, the tokens booked (for reconcile) and, with a breaker attached,
+--- true when the call is the fleet's half-open probe; or raises
+--- `rate_limited` (the slot would come too late), `circuit_open` (the
+--- attached breaker) or, with on_failure = "fail", `transient`.
 function Shared:admit(cost, deadline)
     local t0 = now()
     local tokens = cost.tokens
@@ -298,11 +326,15 @@ function Shared:admit(cost, deadline)
         cost = { requests = cost.requests, tokens = tokens }
     end
     self:_enter()
+    local probe = false
     local ok, booked, wait = pcall(function()
         while true do
             local left = deadline and max(0, (deadline - now()) * 1000) or huge
-            local b, w = self:_try(cost, min(left, self.horizon))
-            if b then return true, w end
+            local b, w, p = self:_try(cost, min(left, self.horizon))
+            if b then
+                probe = p
+                return true, w
+            end
             if w > left then return false, w end
             -- the next slot is beyond the horizon: wait for it to come nearer
             local _, err = sleep((w - self.horizon) / 1000 + 0.001)
@@ -317,9 +349,20 @@ function Shared:admit(cost, deadline)
     end
     if wait > 0 then
         local _, err = sleep(wait / 1000)
-        if err then error(err, 0) end
+        if err then
+            if probe then self.breaker:after(true, false, nil) end -- the probe never went out
+            error(err, 0)
+        end
     end
-    return now() - t0, tokens or 0
+    return now() - t0, tokens or 0, probe or nil
+end
+
+--- Check the shared breaker `sb` (weft.shared_breaker, on the same Redis
+--- and hash tag) in the admission script: an open breaker refuses before
+--- anything is booked, and the fleet's probe is taken with its slot, so a
+--- call with both costs one round trip.
+function Shared:attach_breaker(sb)
+    self.breaker = sb
 end
 
 --- The real token usage of an admitted call (`booked`: the tokens admit

@@ -22,21 +22,55 @@ describe("shared breaker", function()
     end)
     after_each(function() mock:close() end)
 
-    local function configure(n, cooldown)
+    -- with_limits: the limits shared too, on the same Redis: the breaker's
+    -- check rides in the admission script
+    local function configure(n, cooldown, with_limits)
         local shared = { url = rs.url, password = weft.secrets.value("sb-redis", rs.password), key = "fleet" .. n }
         local providers = {}
         for _, p in ipairs { "a", "b" } do
             providers[p .. n] = { plugin = "openai", base_url = mock.url,
                                   secret = weft.secrets.value("sb-key", mockmod.DEFAULT_KEYS.openai),
                                   retry = { max_attempts = 1 },
-                                  breaker = { min_calls = 3, threshold = 0.5, cooldown = cooldown, shared = shared } }
+                                  limits = with_limits and { rps = 1000, shared = shared } or nil,
+                                  breaker = { min_calls = 3, threshold = 0.5, cooldown = cooldown,
+                                              shared = with_limits and true or shared } }
         end
         weft.configure { providers = providers }
         return weft.model("a" .. n .. "/gpt-4o-mini"), weft.model("b" .. n .. "/gpt-4o-mini")
     end
 
+    -- the Redis scripts run since `CONFIG RESETSTAT`
+    local function scripts_run()
+        local r = weft.redis.connect { url = rs.url, password = weft.secrets.value("sb-redis", rs.password) }
+        local info = r:call("INFO", "commandstats")
+        r:close()
+        local c = 0
+        for name, calls in info:gmatch("cmdstat_(%w+):calls=(%d+)") do
+            if name == "eval" or name == "evalsha" then c = c + tonumber(calls) end
+        end
+        return c
+    end
+
+    local scenario
+
     it("one process sees the outage: the others send nothing until the cool-down's single probe", function()
-        local a, b = configure(1, 0.5)
+        scenario(configure(1, 0.5))
+    end)
+
+    it("the same with the limits shared on that Redis: one script call per call for both", function()
+        local a, b = configure(2, 0.5, true)
+        local inst = require("weft._config").instances["a2"]
+        assert.are.equal(inst.shared_breaker, inst.shared.breaker)
+        scenario(a, b)
+        -- closed again: each call is one script call, the limits' and the breaker's check in one
+        local r = weft.redis.connect { url = rs.url, password = weft.secrets.value("sb-redis", rs.password) }
+        r:call("CONFIG", "RESETSTAT")
+        r:close()
+        for i = 1, 5 do a:complete("c" .. i) end
+        assert.are.equal(5, scripts_run())
+    end)
+
+    scenario = function(a, b)
         mock:set_faults { { sequence = { 503, 503, 503 } } }
         for _ = 1, 3 do
             local ok, err = pcall(a.complete, a, "x")
@@ -74,7 +108,7 @@ describe("shared breaker", function()
         mock:set_faults {}
         assert.are.equal("echo: y", b:complete("y").text)
         assert.are.equal("echo: z", a:complete("z").text)
-    end)
+    end
 
     it("refuses breaker.shared = true without limits.shared", function()
         local ok, err = pcall(weft.configure, { providers = { x = { plugin = "openai", breaker = { shared = true } } } })

@@ -45,7 +45,7 @@ describe("shared limits", function()
             tasks[i] = weft.spawn(function() return lim:admit({ requests = 1 }) end)
         end
         local waited = 0
-        for _, t in ipairs(tasks) do waited = math.max(waited, t:wait()) end
+        for _, t in ipairs(tasks) do waited = math.max(waited, (t:wait())) end
         local after = redis_ms()
         local tat = tonumber(r:call("GET", "{weft:" .. name .. "}:rps"))
         -- 40 slots of 20 ms from the first call's time, whichever limiter booked them
