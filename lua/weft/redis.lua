@@ -110,7 +110,7 @@ function Client:_connect()
             self.why or "?", self.retry_at - t), { reason = "redis_down" })
     end
     local w = self.where
-    c = w.path and R.open_unix(w.path) or R.open(w.host, w.port)
+    local c = w.path and R.open_unix(w.path) or R.open(w.host, w.port)
     c:await_connect(self.connect_timeout)
     local st, why = c:state()
     if st ~= "connected" then
