@@ -34,6 +34,7 @@ int luaopen_weft_json(lua_State *L);
 int luaopen_weft_repl(lua_State *L);
 int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_redis(lua_State *L);
+int luaopen_weft_digest(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -55,6 +56,7 @@ static const luaL_Reg preloads[] = {
     {"weft._repl", luaopen_weft_repl},
     {"weft._budget", luaopen_weft_budget},
     {"weft._redis", luaopen_weft_redis},
+    {"weft._digest", luaopen_weft_digest},
     {"cjson", luaopen_cjson},
     {NULL, NULL},
 };

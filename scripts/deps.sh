@@ -12,7 +12,7 @@ set -eu
 
 BUILD_PKGS="build-essential cmake pkg-config \
 luajit2 libluajit2-5.1-dev lua-cjson lua-cjson-dev libev-dev \
-libcurl4-openssl-dev libhiredis-dev libedit-dev libhttp-parser-dev ca-certificates"
+libcurl4-openssl-dev libssl-dev libhiredis-dev libedit-dev libhttp-parser-dev ca-certificates"
 TEST_PKGS="redis-server nginx wrk hyperfine prometheus lua-busted \
 valgrind strace openssl tmux clang"
 

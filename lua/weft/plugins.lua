@@ -27,6 +27,9 @@
 --- other plugins. Loads are counted in weft_plugin_loads_total and
 --- announced to "reload" hooks.
 ---
+--- A schema field's `type` is one of string, number, boolean, table,
+--- function, or several joined by "|" ("boolean|string|table").
+---
 --- Plugin API 2 is API 1 and: `weft.codec`; schema fields may have a
 --- `description` (a string) and a `validate(value, cfg)` that returns true
 --- or `nil, message` (a configuration it refuses fails naming the plugin
@@ -53,6 +56,26 @@ local SCHEMA_TYPES = { string = true, number = true, boolean = true, table = tru
 -- What a schema field may hold (plugin API 2 refuses anything else: a
 -- misspelt `defualt` would be silently ignored).
 local SCHEMA_FIELD_KEYS = { type = true, default = true, required = true, description = true, validate = true }
+
+-- A schema field's type: one of SCHEMA_TYPES, or several joined by "|"
+-- ("boolean|string|table": an option that is a switch, a name or a table).
+local function schema_type(t)
+    if type(t) ~= "string" or t == "" then return false end
+    for one in (t .. "|"):gmatch("([^|]*)|") do
+        if not SCHEMA_TYPES[one] then return false end
+    end
+    return true
+end
+
+-- Whether `v` is of schema type `t` (schema_type's form).
+local function typed(v, t)
+    local tv = type(v)
+    if tv == t then return true end
+    for one in t:gmatch("[^|]+") do
+        if one == tv then return true end
+    end
+    return false
+end
 
 -- Time parsing for rate-limit headers (runtime/retry.c), for plugins:
 -- seconds, or nil when the text is not of that form.
@@ -483,11 +506,11 @@ function M.validate(p, expect_kind)
     if p.schema ~= nil then
         if type(p.schema) ~= "table" then return nil, "schema must be a table" end
         for k, s in pairs(p.schema) do
-            if type(k) ~= "string" or type(s) ~= "table" or not SCHEMA_TYPES[s.type] then
+            if type(k) ~= "string" or type(s) ~= "table" or not schema_type(s.type) then
                 return nil, ("schema.%s must be {type = string|number|boolean|table|function, default = ...}"):format(
                     tostring(k))
             end
-            if s.default ~= nil and type(s.default) ~= s.type then
+            if s.default ~= nil and not typed(s.default, s.type) then
                 return nil, ("schema.%s: default is a %s, not a %s"):format(k, type(s.default), s.type)
             end
             if p.api >= 2 then
@@ -710,8 +733,8 @@ function M.configure(p, cfg, where)
     for k, v in pairs(cfg) do
         local s = schema[k]
         if not s then error(prefix .. "unknown key '" .. tostring(k) .. "'", 2) end
-        if type(v) ~= s.type then
-            error(("%s%s must be a %s, got %s"):format(prefix, k, s.type, type(v)), 2)
+        if not typed(v, s.type) then
+            error(("%s%s must be a %s, got %s"):format(prefix, k, (s.type:gsub("|", " or ")), type(v)), 2)
         end
         out[k] = v
     end

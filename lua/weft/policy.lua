@@ -226,13 +226,21 @@ end
 -- configured again drops its old spec).
 local specs_of = setmetatable({}, { __mode = "k" })
 
+-- The plugin's copy of its configured options `cfg`: a cache's `shared`
+-- (where the Redis is, its password) is the host's, the plugin sees only
+-- whether there is one.
+local function for_plugin(cfg)
+    if type(cfg.shared) == "string" or type(cfg.shared) == "table" then cfg.shared = true end
+    return cfg
+end
+
 -- The options of `spec` against plugin version `p`: true, or nil and why.
 local function accepts(spec, p)
     local ok, why = pcall(plugins.configure, p, spec.opts)
     if not ok then return nil, tostring(why) end
     if type(p.check) == "function" then
         local hooks = {}
-        local cok, res, msg = plugins.call(p, "check", hooked(why, hooks, 0), M.target_view(spec))
+        local cok, res, msg = plugins.call(p, "check", hooked(for_plugin(why), hooks, 0), M.target_view(spec))
         if not cok then return nil, res end
         if res ~= true then return nil, type(msg) == "string" and msg or "refused by the policy's check" end
     end
@@ -303,6 +311,15 @@ function M.check(name, m, request_keys, fail)
             or tostring(why):match("missing required key '([^']+)'")
         fail(key and { key } or {}, (tostring(why):gsub("^policy [%w_%-]+: ", "")))
     end
+    -- the Redis of a shared cache: the host reads it (api.cached), so the
+    -- host checks it, whatever the plugin's schema says
+    if opts.shared ~= nil and opts.shared ~= false then
+        local bad = M.bad_shared(opts.shared)
+        if bad then fail({ "shared" }, bad) end
+        if opts.semantic ~= nil then
+            fail({ "semantic" }, "not with shared: the semantic index is kept in the process")
+        end
+    end
     if type(entry.plugin.check) == "function" then
         local cfg = M.options(spec, entry.plugin).cfg
         local cok, res, msg = plugins.call(entry.plugin, "check", cfg, M.target_view(spec))
@@ -310,6 +327,35 @@ function M.check(name, m, request_keys, fail)
         elseif res ~= true then fail({}, type(msg) == "string" and msg or "refused by the policy's check") end
     end
     return spec
+end
+
+--- Why `v` is not a cache's `shared` setting, or nil: true (needs the
+--- configuration's redis), a Redis URL, or {url =, password =, timeout =,
+--- key =}.
+---@param v any
+---@return string?
+function M.bad_shared(v)
+    local config = require "weft._config"
+    if v == true then
+        return not config.redis and "true needs the configuration's redis setting (weft.configure{redis = ...})" or nil
+    end
+    if type(v) == "string" then v = { url = v } end
+    if type(v) ~= "table" then return "must be true, a Redis URL or {url =, password =, timeout =, key =}" end
+    for k in pairs(v) do
+        if k ~= "url" and k ~= "password" and k ~= "timeout" and k ~= "key" then
+            return "unknown key '" .. tostring(k) .. "' (url, password, timeout, key)"
+        end
+    end
+    local why = config.shared_rule(v) -- (the url parsed as weft.redis would)
+    if why then return why end
+    local pw = v.password
+    if pw ~= nil and type(pw) ~= "string" and not require("weft.secrets").is(pw) then
+        return "password must be a secret handle or a reference such as env:NAME"
+    end
+    if v.key ~= nil and (type(v.key) ~= "string" or not v.key:match("^[%w_%-%.:]+$")) then
+        return "key must be letters, digits, _, -, . and :"
+    end
+    return nil
 end
 
 -- The plugin's view of the targets: a fresh copy per call.
@@ -326,7 +372,7 @@ end
 function M.options(spec, p)
     local c = spec.cfgs[p]
     if c then return c end
-    local cfg = plugins.configure(p, spec.opts)
+    local cfg = for_plugin(plugins.configure(p, spec.opts))
     local hooks = {}
     -- the plugin's own copies for this version: what it changes in them
     -- stays with its later calls of this model
@@ -1211,6 +1257,16 @@ local function semantic_lookup(spec, store, v, threshold)
     return nil, best_sim
 end
 
+-- A shared store's single flight: nil when this caller is to ask the
+-- provider (it holds the lock, or Redis fails, or the other process's
+-- answer did not come in time), else that answer's entry. Raises when
+-- the caller is cancelled.
+local function shared_flight(store, key, deadline)
+    local got = store:lock(key, deadline and deadline - now())
+    if got == false then return store:await(key, deadline) end
+    return nil
+end
+
 local function op_cached(run, i, opts)
     opts = copied(opts, "opts") or {}
     local t = target_of(run, i)
@@ -1222,17 +1278,29 @@ local function op_cached(run, i, opts)
         if not ok and errors.is(v) and v.kind == "cancelled" then error(v, 0) end
         return ok, view_of(run, v)
     end
+    -- The embedding model and the Redis are the configuration's (the
+    -- user's `semantic` and `shared`), never what the plugin passes: the
+    -- host decides where requests and credentials go.
+    local conf = spec.opts
     local store = spec.store
     if not store then
-        store = require("weft.cache").new { max_entries = tonumber(opts.max_entries), max_bytes = tonumber(opts.max_bytes),
-                                            ttl = tonumber(opts.ttl) }
+        if conf.shared ~= nil and conf.shared ~= false then
+            local cok, client, o = pcall(require("weft._config").redis_client, conf.shared)
+            if not cok then
+                error(errors.new("invalid_request", format("cache %s: shared: %s", spec.name,
+                    errors.is(client) and client.message or tostring(client))), 0)
+            end
+            store = require("weft.shared_cache").new(spec.name, {
+                client = client, key = type(o) == "table" and o.key or nil, ttl = tonumber(opts.ttl),
+                max_entry_bytes = tonumber(conf.max_entry_bytes) })
+        else
+            store = require("weft.cache").new { max_entries = tonumber(opts.max_entries),
+                                                max_bytes = tonumber(opts.max_bytes), ttl = tonumber(opts.ttl) }
+        end
         spec.store = store
         spec.flights = {}
     end
     local key = cache_key(run, t)
-    -- The embedding model is the configuration's (the user's `semantic`),
-    -- never a name the plugin passes: the host decides where requests go.
-    local conf = spec.opts
     local semantic = type(conf.semantic) == "string" and run.op ~= "embed" and conf.semantic or nil
     local threshold = tonumber(conf.threshold) or tonumber(opts.threshold) or 0.95
     local vec
@@ -1276,9 +1344,26 @@ local function op_cached(run, i, opts)
                 return false, view_of(run, entry)
             end
         else
-            cache_count(run, "miss")
             flight = { waiters = {} }
             spec.flights[key] = flight
+            if store.lock and mode ~= "refresh" then
+                -- Across processes (a shared store), best effort: the
+                -- first to lock the key asks the provider, the others
+                -- look for its answer a while before asking themselves.
+                local wok, got = pcall(shared_flight, store, key, run.deadline)
+                if not wok or got then
+                    if spec.flights[key] == flight then spec.flights[key] = nil end
+                    for _, w in ipairs(flight.waiters) do
+                        -- (this caller was cancelled: the waiters try again themselves)
+                        if wok then wake(w, true, got)
+                        else wake(w, false, errors.new("cancelled", "the call this one waited on was cancelled")) end
+                    end
+                    if not wok then error(got, 0) end
+                    cache_count(run, "hit")
+                    return from_entry(run, t, got, "cache_shared")
+                end
+            end
+            cache_count(run, "miss")
             if run.op == "stream" then run.capture = {} end
             local ok, v = call_target(run, i, nil, "cache_miss", nil, nil)
             local events = run.capture
@@ -1293,6 +1378,13 @@ local function op_cached(run, i, opts)
                     local index = spec.semantic_index
                     index[#index + 1] = { key = key, vec = vec }
                     if #index > store.max_entries then table.remove(index, 1) end
+                end
+            elseif store.unlock then
+                if errors.is(v) and v.kind == "cancelled" then
+                    -- every wait of a cancelled task fails: another task lets go
+                    spawn(store.unlock, store, key)
+                else
+                    store:unlock(key)
                 end
             end
             for _, w in ipairs(flight.waiters) do

@@ -58,6 +58,10 @@ describe("weft.plugins", function()
             { "return { api = 1, name = 'x', kind = 'provider', encode = function() end }", "must have function decode" },
             { "return { api = 1, name = 'x', kind = 'policy', schema = { n = { type = 'number', default = 'ten' } } }",
               "schema.n: default is a string, not a number" },
+            { "return { api = 1, name = 'x', kind = 'policy', schema = { n = { type = 'boolean|nope' } } }",
+              "schema.n must be {type = string|number|boolean|table|function" },
+            { "return { api = 1, name = 'x', kind = 'policy', schema = { n = { type = 'boolean|table', default = 1 } } }",
+              "schema.n: default is a number, not a boolean|table" },
         }
         for i, c in ipairs(cases) do
             local name = i == 1 and "syntax" or (i == 2 and "runtime" or ("bad" .. i))
@@ -106,6 +110,18 @@ describe("weft.plugins", function()
         assert.matches("timeout must be a number, got string",
             select(2, pcall(plugins.configure, p, { timeout = "5", key = "k" })))
         assert.matches("missing required key 'key'", select(2, pcall(plugins.configure, p, {})))
+    end)
+
+    it("takes several types for one option (\"boolean|string|table\")", function()
+        local p = assert(plugins.load_file(write("policies/union.lua", [[
+            return { api = 2, name = "union", kind = "policy", run = function() end, schema = {
+                shared = { type = "boolean|string|table", default = false, description = "a switch, a URL or a table" } } }
+        ]])))
+        assert.are.same({ shared = false }, plugins.configure(p, {}))
+        assert.are.same({ shared = "redis://x" }, plugins.configure(p, { shared = "redis://x" }))
+        assert.are.same({ shared = { url = "redis://x" } }, plugins.configure(p, { shared = { url = "redis://x" } }))
+        assert.matches("shared must be a boolean or string or table, got number",
+            select(2, pcall(plugins.configure, p, { shared = 1 })))
     end)
 
     ------------------------------------------------------------ plugin API 2

@@ -1,0 +1,37 @@
+/* lua_digest.c -- weft._digest: message digests from OpenSSL's libcrypto
+ * (the library libcurl already links), for keys that must not collide:
+ *
+ *   _digest.sha256_hex(s) -> the SHA-256 of string s, 64 lowercase hex digits
+ *
+ * A non-string argument raises "sha256: expected a string, got TYPE".
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <openssl/evp.h>
+
+int luaopen_weft_digest(lua_State *L);
+
+static int l_sha256_hex(lua_State *L) {
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_error(L, "sha256: expected a string, got %s", luaL_typename(L, 1));
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!EVP_Digest(s, len, md, &n, EVP_sha256(), NULL)) return luaL_error(L, "sha256: the digest failed");
+    static const char hexd[] = "0123456789abcdef";
+    char out[2 * EVP_MAX_MD_SIZE];
+    for (unsigned int i = 0; i < n; i++) {
+        out[2 * i] = hexd[md[i] >> 4];
+        out[2 * i + 1] = hexd[md[i] & 15];
+    }
+    lua_pushlstring(L, out, 2 * (size_t)n);
+    return 1;
+}
+
+int luaopen_weft_digest(lua_State *L) {
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_sha256_hex);
+    lua_setfield(L, -2, "sha256_hex");
+    return 1;
+}
