@@ -169,6 +169,8 @@ function M.new(name, limits, opts)
                                 next_heartbeat = 0, id = process_id(), degraded = false, horizon = 500, ratio = 1,
                                 procs_key = format("{weft:%s}:procs", opts.key or name),
                                 shown = redis.where.shown, queue = {}, head = 1, tail = 0, busy = false }, Shared)
+    for _, d in ipairs(dims) do d.per_s, d.tau_s = format("%.6f", d.per), format("%.6f", d.tau) end
+    self:_keys()
     degraded_gauge:set(0, self.shown)
     return self
 end
@@ -181,31 +183,42 @@ function Shared:_args(cost, horizon)
         self.next_heartbeat = now() + M.HEARTBEAT
     end
     local sb = self.breaker
-    local keys, argv = {}, { #self.dims, horizon, hb, self.id, sb and "1" or "0", sb and sb.id or "",
-                             sb and sb:probe_ttl() or 0 }
-    for i, d in ipairs(self.dims) do
-        keys[i] = d.key
-        local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
-        argv[#argv + 1] = format("%.6f", d.per)
-        argv[#argv + 1] = format("%.6f", d.tau)
-        argv[#argv + 1] = c
-        argv[#argv + 1] = d.delta
-        argv[#argv + 1] = d.ttl
+    local dims = self.dims
+    -- the command itself (EVALSHA sha numkeys KEYS... ARGV...): the keys
+    -- and the limits' constant arguments are made once, in new
+    local cmd = { "EVALSHA", self.sha, self.nkeys }
+    for i = 1, #self.keys do cmd[3 + i] = self.keys[i] end
+    local n = #cmd
+    cmd[n + 1], cmd[n + 2], cmd[n + 3], cmd[n + 4] = #dims, horizon, hb, self.id
+    cmd[n + 5], cmd[n + 6], cmd[n + 7] = sb and "1" or "0", sb and sb.id or "", sb and sb:probe_ttl() or 0
+    n = n + 7
+    for i = 1, #dims do
+        local d = dims[i]
+        cmd[n + 1], cmd[n + 2] = d.per_s, d.tau_s
+        cmd[n + 3] = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
+        cmd[n + 4], cmd[n + 5] = d.delta, d.ttl
+        n = n + 5
     end
+    return cmd
+end
+
+-- The script's keys: one per limit, the heartbeat set, the attached
+-- breaker's three.
+function Shared:_keys()
+    local keys = {}
+    for i, d in ipairs(self.dims) do keys[i] = d.key end
     keys[#keys + 1] = self.procs_key
-    if sb then
-        for i = 1, 3 do keys[#keys + 1] = sb.keys[i] end
+    if self.breaker then
+        for i = 1, 3 do keys[#keys + 1] = self.breaker.keys[i] end
     end
-    return keys, argv
+    self.keys, self.nkeys = keys, #keys
 end
 
 -- EVALSHA (the script loaded once per connection), EVAL when Redis lost it.
-function Shared:_eval(keys, argv)
+function Shared:_eval(cost, horizon)
     local r = self.redis
     if not self.sha then self.sha = r:call("SCRIPT", "LOAD", M.SCRIPT) end
-    local cmd = { "EVALSHA", self.sha, #keys }
-    for _, k in ipairs(keys) do cmd[#cmd + 1] = k end
-    for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+    local cmd = self:_args(cost, horizon)
     local ok, res = pcall(r.call, r, unpack(cmd))
     if not ok and errors.is(res) and tostring(res.message):find("NOSCRIPT", 1, true) then
         self.sha = nil
@@ -253,7 +266,7 @@ end
 -- One try at a slot within `horizon` ms: booked, wait (ms).
 function Shared:_try(cost, horizon)
     if not (self.degraded and now() < self.retry_redis) then
-        local ok, res = pcall(self._eval, self, self:_args(cost, horizon))
+        local ok, res = pcall(self._eval, self, cost, horizon)
         if ok then
             for _, d in ipairs(self.dims) do d.delta = 0 end
             local alive = tonumber(res[3]) or 0
@@ -363,6 +376,7 @@ end
 --- call with both costs one round trip.
 function Shared:attach_breaker(sb)
     self.breaker = sb
+    self:_keys()
 end
 
 --- The real token usage of an admitted call (`booked`: the tokens admit
