@@ -226,7 +226,7 @@ local function admit(ctx)
     end
     if shared then
         -- then the limits every process shares (weft.shared_limits): its slot
-        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx.cost, ctx.deadline)
+        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx.cost, ctx.deadline, ctx.req.priority)
         ctx.shared_tokens = sbooked
         if sok and shared.breaker then ctx.probe = sprobe end
         if not sok then

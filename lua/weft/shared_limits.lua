@@ -8,10 +8,11 @@
 --- the script answers how long it must wait for every limit at once and
 --- books it, so an admitted call costs one round trip and the callers of
 --- all processes are spaced as one. Slots are booked at most `horizon`
---- (0.5 s) ahead: in each process the callers queue locally (FIFO) and only
---- the first asks Redis; when the next free slot is further away it waits
---- and asks again, so what is booked and not yet sent across the fleet is
---- at most `horizon` worth of calls. A call whose slot would pass its
+--- (0.5 s) ahead: in each process the callers queue locally (by priority,
+--- FIFO within a level, with aging, as in the local limiter) and only the
+--- first asks Redis; when the next free slot is further away it waits and
+--- asks again, so what is booked and not yet sent across the fleet is at
+--- most `horizon` worth of calls. A call whose slot would pass its
 --- deadline books nothing and fails with kind `rate_limited` and the wait
 --- as `retry_after`. Token limits are booked at the estimate; the
 --- difference with the real usage is carried by the next admission's
@@ -168,7 +169,8 @@ function M.new(name, limits, opts)
                                 processes = opts.processes or 1, heartbeat = opts.processes == nil,
                                 next_heartbeat = 0, id = process_id(), degraded = false, horizon = 500, ratio = 1,
                                 procs_key = format("{weft:%s}:procs", opts.key or name),
-                                shown = redis.where.shown, queue = {}, head = 1, tail = 0, busy = false }, Shared)
+                                shown = redis.where.shown, queues = {}, levels = {}, waiting = 0, busy = false,
+                                aging = limits.aging or 30 }, Shared)
     for _, d in ipairs(dims) do d.per_s, d.tau_s = format("%.6f", d.per), format("%.6f", d.tau) end
     self:_keys()
     degraded_gauge:set(0, self.shown)
@@ -289,20 +291,34 @@ function Shared:_try(cost, horizon)
     return self:_local(cost, horizon)
 end
 
--- The local FIFO in front of Redis: one caller of the process at a time.
-function Shared:_enter()
+-- The local queue in front of Redis: one caller of the process at a time,
+-- by priority (1 = high first), FIFO within a level; a waiter older than
+-- `aging` seconds goes before younger ones whatever their priority, as in
+-- the local limiter.
+local PRIORITY = { high = 1, normal = 2, low = 3 }
+
+function Shared:_enter(prio)
     if not self.busy then
         self.busy = true
         return
     end
-    local me = current()
-    self.tail = self.tail + 1
-    self.queue[self.tail] = me
+    local me = { task = current(), t = now(), prio = prio }
+    local q = self.queues[prio]
+    if not q then
+        q = { head = 1, tail = 0 }
+        self.queues[prio] = q
+        self.levels[#self.levels + 1] = prio
+        table.sort(self.levels)
+    end
+    q.tail = q.tail + 1
+    q[q.tail] = me
+    self.waiting = self.waiting + 1
     local _, err = suspend("shared limit")
     if err then
         -- cancelled while queued: out of the queue (or pass the turn on)
-        for i = self.head, self.tail do
-            if self.queue[i] == me then self.queue[i] = false end
+        if not me.gone then
+            me.gone = true
+            self.waiting = self.waiting - 1
         end
         if self.turn == me then self.turn = nil self:_leave() end
         error(err, 0)
@@ -310,35 +326,60 @@ function Shared:_enter()
     self.turn = nil
 end
 
+-- The head of queue q, past entries of cancelled waiters.
+local function head(q)
+    while q.head <= q.tail and q[q.head].gone do
+        q[q.head] = nil
+        q.head = q.head + 1
+    end
+    return q.head <= q.tail and q[q.head] or nil
+end
+
 function Shared:_leave()
-    while self.head <= self.tail do
-        local t = self.queue[self.head]
-        self.queue[self.head] = nil
-        self.head = self.head + 1
-        if t then
-            self.turn = t
-            wake(t)
-            return
+    if self.waiting == 0 then
+        self.busy = false
+        return
+    end
+    -- the highest priority's head, unless another level's head has aged
+    local pick, oldest
+    for _, lv in ipairs(self.levels) do
+        local h = head(self.queues[lv])
+        if h then
+            pick = pick or h
+            if not oldest or h.t < oldest.t then oldest = h end
         end
     end
-    self.busy = false
+    if oldest and now() - oldest.t >= self.aging then pick = oldest end
+    local q = self.queues[pick.prio]
+    q[q.head] = nil
+    q.head = q.head + 1
+    pick.gone = true
+    self.waiting = self.waiting - 1
+    self.turn = pick
+    wake(pick.task)
 end
 
 --- Admit a call of `cost` ({requests=, tokens=}) before `deadline`
---- (weft.now() time or nil): waits for its slot and returns the seconds
+--- (weft.now() time or nil), queued in the process by `priority` ("high",
+--- "normal" (default), "low" or 1..n): waits for its slot and returns the seconds
 --- waited, the tokens booked (for reconcile) and, with a breaker attached,
 --- true when the call is the fleet's half-open probe; or raises
 --- `rate_limited` (the slot would come too late), `circuit_open` (the
 --- attached breaker) or, with on_failure = "fail", `transient`.
-function Shared:admit(cost, deadline)
+function Shared:admit(cost, deadline, priority)
     local t0 = now()
+    local prio = 2
+    if priority ~= nil then
+        prio = PRIORITY[priority] or (type(priority) == "number" and priority >= 1 and floor(priority))
+        if not prio then error(errors.new("invalid_request", "unknown priority " .. tostring(priority)), 0) end
+    end
     local tokens = cost.tokens
     if tokens and tokens > 0 and self.ratio ~= 1 then
         -- the estimate as the answers so far measured it (see reconcile)
         tokens = ceil(tokens * self.ratio)
         cost = { requests = cost.requests, tokens = tokens }
     end
-    self:_enter()
+    self:_enter(prio)
     local probe = false
     local ok, booked, wait = pcall(function()
         while true do

@@ -54,6 +54,41 @@ describe("shared limits", function()
         assert.is_true(r:call("PTTL", "{weft:" .. name .. "}:rps") > 0)
     end)
 
+    it("the callers of a process wait for Redis by priority, FIFO within a level, the old ones first", function()
+        local name = "prio" .. n
+        local a = shared.new(name, { rps = 50, burst = 1 }, opts())
+        a:admit({ requests = 1 })
+        local order = {}
+        local tasks = {}
+        for i, p in ipairs { "low", "normal", "high", "low", "high", 2 } do
+            tasks[i] = weft.spawn(function()
+                a:admit({ requests = 1 }, nil, p)
+                order[#order + 1] = tostring(p) .. i
+            end)
+        end
+        -- a caller that gives up while queued is passed over
+        local quitter = weft.spawn(function() a:admit({ requests = 1 }, nil, "high") end)
+        weft.sleep(0)
+        quitter:cancel()
+        for _, t in ipairs(tasks) do t:wait() end
+        -- the first low one was already asking Redis when the others came
+        assert.are.same({ "low1", "high3", "high5", "normal2", "26", "low4" }, order)
+        -- aging: a waiter older than `aging` goes first whatever its priority
+        local b = shared.new(name .. "age", { rps = 20, burst = 1, aging = 0.1 }, opts())
+        b:admit({ requests = 1 })
+        order = {}
+        tasks = { weft.spawn(function() b:admit({ requests = 1 }, nil, "low") order[#order + 1] = "low" end) }
+        weft.sleep(0.12)
+        for i = 1, 3 do
+            tasks[#tasks + 1] = weft.spawn(function() b:admit({ requests = 1 }, nil, "high") order[#order + 1] = "high" .. i end)
+        end
+        for _, t in ipairs(tasks) do t:wait() end
+        assert.are.equal("low", order[1])
+        local ok, err = pcall(a.admit, a, { requests = 1 }, nil, "urgent")
+        assert.is_false(ok)
+        assert.are.equal("invalid_request", err.kind)
+    end)
+
     it("a slot after the deadline books nothing and fails rate_limited with the wait", function()
         local name = "late" .. n
         local a = shared.new(name, { rps = 1, burst = 1 }, opts())
