@@ -261,10 +261,14 @@ function M.load_config(path)
 end
 
 --- The current configuration: {providers = {name = {...}}, models =
---- {alias = {provider=, model=, defaults=}}} (copies; secrets stay handles
---- or references).
+--- {alias = {provider=, model=, defaults=}}, redis = {...} (when
+--- configured)} (copies; secrets stay handles or references).
 function M.config()
     local out = { providers = {}, models = {} }
+    if config.redis then
+        out.redis = {}
+        for k, v in pairs(config.redis) do out.redis[k] = v end
+    end
     for name, raw in pairs(provider_cfg) do
         local c = {}
         for k, v in pairs(raw) do c[k] = v end

@@ -25,7 +25,9 @@
 ---
 --- Every command has its own timeout (`timeout`, 1 s): past it the command
 --- fails with kind `timeout` while the others go on (hiredis 0.14 has no
---- timeouts of its own). A lost connection fails what was waiting with kind
+--- timeouts of its own). A command that has to connect first takes no
+--- longer in all than the larger of `timeout` and `connect_timeout`
+--- (authenticating included). A lost connection fails what was waiting with kind
 --- `transient`; the next command connects again, no sooner than a backoff
 --- (0.05 s doubling to 5 s) after a failed attempt, failing at once with
 --- kind `transient` meanwhile: no call ever waits on Redis longer than its
@@ -37,7 +39,7 @@ local log = require "weft.log"
 local T = require "weft._task"
 
 local type, tostring, tonumber, error, pcall, setmetatable = type, tostring, tonumber, error, pcall, setmetatable
-local format, min = string.format, math.min
+local format, min, max = string.format, math.min, math.max
 local now, suspend, wake, current = T.now, T.suspend, T.wake, T.current
 local ipairs = ipairs
 local collect = R.collector(json.null)
@@ -125,7 +127,15 @@ function Client:_connect()
     end
     if w.db and w.db ~= 0 then cmds[#cmds + 1] = { "SELECT", w.db } end
     if #cmds > 0 then
-        local replies, kind, msg = self:_roundtrip(c, cmds)
+        -- within what is left of the connect timeout: connecting and
+        -- authenticating together take no longer than it
+        local left = self.connect_timeout - (now() - t)
+        local replies, kind, msg
+        if left > 0 then
+            replies, kind, msg = self:_roundtrip(c, cmds, min(self.timeout, left))
+        else
+            kind, msg = "timeout", "no time left to authenticate within the connect timeout"
+        end
         if not replies then c:close() return self:_down(msg, kind) end
         for _, r in ipairs(replies) do
             if errors.is(r) then
@@ -162,8 +172,8 @@ function Client:_down(why, kind)
 end
 
 -- Send `cmds` and wait for the replies: replies, or nil, kind, why.
-function Client:_roundtrip(c, cmds)
-    local op, why = c:send(self.timeout, cmds)
+function Client:_roundtrip(c, cmds, timeout)
+    local op, why = c:send(timeout or self.timeout, cmds)
     if not op then return nil, "transient", why end
     c:await(op)
     return collect(c, op)
@@ -171,8 +181,21 @@ end
 
 -- Run `cmds` on the connection: the replies, or raises.
 function Client:_run(cmds)
+    local t0 = now()
     local c = self:_conn()
-    local replies, kind, why = self:_roundtrip(c, cmds)
+    -- a command that had to wait for a connect first gets what is left of
+    -- the larger of the two timeouts: connecting and the command together
+    -- take no longer
+    local timeout = self.timeout
+    local left = max(self.timeout, self.connect_timeout) - (now() - t0)
+    if left < timeout then
+        if left <= 0 then
+            fail("timeout", format("redis at %s: connecting took the command's time", self.where.shown),
+                { reason = "redis_timeout" })
+        end
+        timeout = left
+    end
+    local replies, kind, why = self:_roundtrip(c, cmds, timeout)
     if replies then return replies end
     if kind == "transient" then
         self.conn = nil

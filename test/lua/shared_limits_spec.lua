@@ -235,6 +235,7 @@ describe("shared limits", function()
         assert.is_true(r:call("PTTL", "{weft:" .. on .. "}:rps") > 0)
         assert.are.equal(0, r:call("EXISTS", "{weft:" .. off .. "}:rps"))
         assert.are.same({}, r:call("KEYS", "{weft:nolimits}*"))
+        assert.are.equal(rs.url, model.config().redis.url)
         -- the breaker's shared = true is the global redis: one client for both
         local inst = require("weft._config").instances[on]
         assert.are.equal(inst.shared.redis, inst.shared_breaker.redis)
