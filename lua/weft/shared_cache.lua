@@ -60,8 +60,8 @@ M.LOCK_TTL = 60
 -- Seconds between tries while Redis fails.
 local RETRY = 0.5
 
-local redis_errors = metrics.counter("weft_redis_errors_total",
-    "Redis calls of shared state (limits, caches) that failed, by kind.", { "redis", "kind" })
+local shared_limits = require "weft.shared_limits"
+local redis_errors = shared_limits.redis_errors
 local not_stored = metrics.counter("weft_cache_not_stored_total",
     "Answers a shared cache did not store, by reason (too_big, not_json).", { "cache", "reason" })
 
@@ -94,7 +94,7 @@ function M.new(name, opts)
         max_entry_bytes = opts.max_entry_bytes or 1024 * 1024,
         prefix = format("{weft:cache:%s}:v1:", opts.key or name),
         -- a token per process and store: the lock's value, so only its holder deletes it
-        token = format("%s-%x", tostring({}):match("0x(%x+)") or "s", floor(now() * 1e6) % 0x7fffffff),
+        token = format("%s-%s", shared_limits.process_id(), tostring({}):match("0x(%x+)") or "s"),
         held = {}, n = 0, degraded = false, retry_at = 0,
         stored = 0, too_big = 0, not_json = 0, errors = 0,
     }, Store)

@@ -128,6 +128,8 @@ local function process_id()
     return pid
 end
 
+M.process_id = process_id
+
 local PERIODS = { rps = { 1, "requests" }, rpm = { 60, "requests" }, rpd = { 86400, "requests" },
                   tps = { 1, "tokens" }, tpm = { 60, "tokens" }, tpd = { 86400, "tokens" } }
 
