@@ -247,6 +247,13 @@ end
 
 ------------------------------------------------------------ encode
 
+-- "METHOD URL" of the attempt's request (no query), for its errors.
+local function shown_of(ctx)
+    if not ctx.path then return nil end
+    return excerpt(ctx.method .. " " .. ctx.inst.base_url .. ctx.path, 300)
+end
+M.shown_of = shown_of
+
 local bad_path, bad_query = plugins.bad_path, plugins.bad_query
 local refused_total = metrics.std.plugin_refused
 
@@ -308,8 +315,9 @@ local function request_of(ctx, enc, auth)
     local dup = ctx.inst.base_dup
     if dup and path:sub(1, #dup + 1) == dup .. "/" then path = path:sub(#dup + 1) end
     method = method or "POST"
-    -- what the errors of this request show (no query: it may carry the key)
-    ctx.shown = excerpt(method .. " " .. ctx.inst.base_url .. path, 300)
+    -- what the errors of this request show (no query: it may carry the
+    -- key), made when one is raised (shown_of)
+    ctx.method, ctx.path = method, path
     return { method = method, origin = ctx.inst.base_url, path = path, query = query,
              headers = headers, body = body, auth = auth, redact = true }
 end
@@ -401,10 +409,11 @@ local function http_failure(ctx, res, body)
     local msg = type(c.message) == "string" and c.message or body
     local reason = c.reason
     if type(reason) ~= "string" or #reason > 64 or not reason:match("^[%w_]+$") then reason = nil end
-    local where = ctx.shown and (" (" .. ctx.shown .. ")") or ""
+    local shown = shown_of(ctx)
+    local where = shown and (" (" .. shown .. ")") or ""
     error(errors.new(kind, format("%s HTTP %d%s: %s", ctx.plugin.name, res.status, where, excerpt(msg)), {
         status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code, reason = reason,
-        url = ctx.shown,
+        url = shown,
         retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
     }), 0)
 end
@@ -628,6 +637,9 @@ end
 
 ------------------------------------------------------------ a call
 
+-- weft.retry's attempt function: the run's options are the call's ctx.
+local function attempt_of(n, remaining, _, ctx) return attempt(ctx, n, remaining) end
+
 --- Run one call of `model` through the stages, its attempts retried by
 --- the provider's policy: the normalized result, or raises an error value.
 ---@param model weft.Model
@@ -638,8 +650,9 @@ end
 function M.run(model, op, req, on_event)
     local ctx = resolve(model, op, req, on_event)
     local t0 = now()
-    local ok, out = pcall(retry.run, ctx.inst.policy, function(n, remaining) return attempt(ctx, n, remaining) end,
-        { call = ctx.call, deadline = ctx.deadline })
+    -- ctx is the run's options too (its call and deadline): no closure
+    -- and no options table per call
+    local ok, out = pcall(retry.run, ctx.inst.policy, attempt_of, ctx)
     if not ok then record_failure(ctx, out) end
     return record(ctx, out, t0)
 end

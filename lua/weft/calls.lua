@@ -418,17 +418,16 @@ function M.begin(opts)
     opts = opts or {}
     if type(opts) ~= "table" then error("weft.calls.begin: expected a table", 2) end
     seq = seq + 1
+    local id = opts.id or (prefix .. "-" .. seq)
+    local provider, model = tostring(opts.provider or "unknown"), tostring(opts.model or "unknown")
+    local operation = tostring(opts.operation or "call")
     local c = setmetatable({
-        id = opts.id or (prefix .. "-" .. seq),
-        provider = tostring(opts.provider or "unknown"),
-        model = tostring(opts.model or "unknown"),
-        operation = tostring(opts.operation or "call"),
-        price = opts.price,
+        id = id, provider = provider, model = model, operation = operation, price = opts.price,
         start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
     }, Call)
-    c.series = series_of(c.provider, c.model, c.operation)
+    c.series = series_of(provider, model, operation)
     -- the task's log lines carry the call until it finishes
-    c.log_fields = { call_id = c.id, provider = c.provider, model = c.model }
+    c.log_fields = { call_id = id, provider = provider, model = model }
     c.prev_log = log.bound()
     log.bind(c.log_fields)
     return c
@@ -562,6 +561,16 @@ function Call:observe_headers(headers)
     end
 end
 
+-- The fields of a call's log line.
+local function log_fields(self, d, outcome)
+    local fields = { duration = d, attempts = self.attempts, outcome = outcome, operation = self.operation }
+    if self.tokens_in > 0 or self.tokens_out > 0 then
+        fields.tokens_in, fields.tokens_out = self.tokens_in, self.tokens_out
+    end
+    if self.cost then fields.cost_usd = self.cost end
+    return fields
+end
+
 --- End the call: with nil on success, else the error it failed with.
 ---@param err? weft.Error|string
 function Call:finish(err)
@@ -581,21 +590,23 @@ function Call:finish(err)
     local overhead = d - self.wire - self.waited
     ser.overhead:observe(overhead > 0 and overhead or 0)
     record_summary(self, d)
-    local fields = { duration = d, attempts = self.attempts, outcome = outcome, operation = self.operation }
-    if self.tokens_in > 0 or self.tokens_out > 0 then
-        fields.tokens_in, fields.tokens_out = self.tokens_in, self.tokens_out
-    end
-    if self.cost then fields.cost_usd = self.cost end
     if outcome == "success" then
         if sample_admit() then
-            if sample.skipped > 0 then fields.sampled_out, sample.skipped = sample.skipped, 0 end
-            log.info("call", fields)
+            -- the line's fields are made only for a line that is written
+            local skipped = sample.skipped
+            sample.skipped = 0
+            if log.enabled("info") then
+                local fields = log_fields(self, d, outcome)
+                if skipped > 0 then fields.sampled_out = skipped end
+                log.info("call", fields)
+            end
         else
             sample.skipped = sample.skipped + 1
             std.log_sampled:inc()
         end
         if hooks.response[1] then M.emit("response", event(self, { duration = d, outcome = outcome })) end
     else
+        local fields = log_fields(self, d, outcome)
         fields.error = type(err) == "table" and err.message or tostring(err)
         fields.status = type(err) == "table" and err.status or nil
         fields.retry_stopped = type(err) == "table" and err.retry_stopped or nil

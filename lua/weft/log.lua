@@ -32,6 +32,12 @@ function M.bind(fields)
     if co then context[co] = fields end
 end
 
+--- Whether a line of `level` ("debug", "info", "warn", "error") would be
+--- written: for callers that build a line's fields only when it is.
+---@param level string
+---@return boolean
+function M.enabled(level) return enabled(level) end
+
 --- The fields bound to the current task, if any.
 function M.bound()
     local co = running()

@@ -287,11 +287,21 @@ M.budget_result = budget_result
 --- to make it).
 ---@param p table a loaded plugin (host view)
 ---@param fname string
+local function what_of(p, fname)
+    return ("%s plugin %s (%s): %s"):format(p.kind or "provider", tostring(p.name), tostring(p.version or "?"), fname)
+end
+
+-- M.call's results: the message naming the plugin is made only for a
+-- failure (a call that works allocates nothing for it).
+local function call_result(p, fname, ok, ...)
+    if ok then return true, ... end
+    return budget_result(tostring(p.name), what_of(p, fname), ok, ...)
+end
+
 function M.call(p, fname, ...)
     local f = rawget(p, fname)
-    local what = ("%s plugin %s (%s): %s"):format(p.kind or "provider", tostring(p.name), tostring(p.version or "?"), fname)
-    if type(f) ~= "function" then return nil, what .. " is not a function" end
-    return budget_result(tostring(p.name), what, bcall(f, ...))
+    if type(f) ~= "function" then return nil, what_of(p, fname) .. " is not a function" end
+    return call_result(p, fname, bcall(f, ...))
 end
 
 --- Run `f(...)` (host code handling plugin data, such as encoding a body a

@@ -168,10 +168,10 @@ end
 run_attempt = function(s)
     s.call:attempt()
     local deadline = s.deadline
-    return after(s, pcall(s.fn, s.attempt, deadline and (deadline - now()) or nil, s.call))
+    return after(s, pcall(s.fn, s.attempt, deadline and (deadline - now()) or nil, s.call, s.opts))
 end
 
---- Run fn(attempt, remaining, call) until it returns, retrying failures by
+--- Run fn(attempt, remaining, call, opts) until it returns, retrying failures by
 --- the policy; `remaining` is the seconds left before the deadline (nil
 --- when none): pass it on as the attempt's own timeout so a deadline holds
 --- across attempts; `call` is the weft.Call the run is recorded as (for
@@ -198,6 +198,7 @@ function M.run(policy, fn, opts)
     return run_attempt {
         policy = policy, fn = fn, call = call, own = own, budget = budget,
         deadline = opts.deadline or (opts.timeout and now() + opts.timeout), start = now(), attempt = 1, prev = 0,
+        opts = opts,
     }
 end
 
