@@ -12,7 +12,8 @@
 # client process) for the pipeline, for the same request through weft.http
 # alone (what the pipeline adds is the difference), and for the baseline;
 # then the medians and the median of the per-run ratios to the baseline
-# (target <= 1.3). Loopback only; every step has a timeout.
+# (target <= 1.3); then the garbage one call leaves on the Lua heap
+# (garbage.lua). Loopback only; every step has a timeout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -68,3 +69,4 @@ echo "median calls/s:          weft pipeline $(median < "$dir/wr"), baseline $(m
 echo "median CPU us/call:      weft pipeline $(median < "$dir/w"), weft.http alone $(median < "$dir/h"), baseline $(median < "$dir/b")"
 echo "median ratio weft.http/baseline CPU per call: $(median < "$dir/hr")"
 echo "median ratio pipeline/baseline CPU per call: $(median < "$dir/r") (target <= 1.3)"
+WEFT_LOG=warn timeout 300 "$WEFT" run --no-summary "$here/garbage.lua" "$url" 10000
