@@ -102,21 +102,13 @@ mw=$(median < "$dir/w"); mb=$(median < "$dir/b"); mr=$(median < "$dir/r")
 echo
 echo "median req/s:            weft $(median < "$dir/wr"), baseline $(median < "$dir/br")"
 echo "median CPU us/request:   weft $mw, baseline $mb"
-echo "median ratio weft/baseline CPU per request: $mr (target <= 1.5)"
+echo "median ratio weft/baseline CPU per request: $mr (target <= 1.15)"
 
 # ---- instructions per request (callgrind), by differencing two sizes
-instr() { # name n
-    local name=$1 n=$2 log=$dir/cg.log
-    if [ "$name" = weft ]; then
-        timeout 600 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$WEFT" run "$here/client.lua" "$n" "$C" "$URL" "$BODY" > /dev/null 2> "$log"
-    else
-        timeout 600 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BASE" "$n" "$C" "$URL" "$BODY" > /dev/null 2> "$log"
-    fi
-    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log"
-}
-if command -v valgrind > /dev/null; then
-    wi=$(( ($(instr weft "$CG_N2") - $(instr weft "$CG_N1")) / (CG_N2 - CG_N1) ))
-    bi=$(( ($(instr baseline "$CG_N2") - $(instr baseline "$CG_N1")) / (CG_N2 - CG_N1) ))
+. "$here/../instr.sh"
+wi=$(instr_per_unit "$CG_N1" "$CG_N2" "$WEFT" run "$here/client.lua" @N "$C" "$URL" "$BODY")
+bi=$(instr_per_unit "$CG_N1" "$CG_N2" "$BASE" @N "$C" "$URL" "$BODY")
+if [ -n "$wi" ]; then
     echo "instructions/request (callgrind, N $CG_N1->$CG_N2): weft $wi, baseline $bi, ratio $(awk -v a="$wi" -v b="$bi" 'BEGIN { printf "%.3f", a / b }')"
 fi
 
