@@ -9,7 +9,6 @@
 #define DEFAULT_INSTRUCTIONS 10e6        /* ~20-50 ms of interpreted Lua */
 #define DEFAULT_MEMORY (64u << 20)       /* bytes asked for during one call */
 #define DEFAULT_TIME 0.25                /* seconds of one call */
-#define MAX_STEP 10000                   /* hook period: overshoot <= this */
 
 /* The allocator of every state with a budget. Outside a budgeted call it
  * only forwards (one branch); inside, growth is added up and refused past

@@ -81,7 +81,6 @@ struct weft_http_conn {
     int version;
     int is_head;
     int chunked;
-    int streaming;
     void *req_ud;              /* owner's pointer while a request is open */
     int active;                /* a request is with the owner */
     int paused;                /* READ but not reading: output above HIGH_WATER */
@@ -501,7 +500,7 @@ static void next_request(struct weft_http_conn *c) {
     struct weft_http_server *s = c->s;
     c->active = 0;
     c->req_ud = NULL;
-    c->streaming = c->chunked = 0;
+    c->chunked = 0;
     s->nactive--;
     /* The request's buffers were the owner's during on_request only. */
     trim(&c->body, &c->body_cap, KEEP_BUFFER);
@@ -979,8 +978,6 @@ void weft_http_server_stats(const struct weft_http_server *s, struct weft_http_s
 
 void weft_http_conn_set_ud(struct weft_http_conn *c, void *req_ud) { c->req_ud = req_ud; }
 
-int weft_http_conn_is_head(const struct weft_http_conn *c) { return c->is_head; }
-
 /* Queue bytes and try to write; -1 (connection freed, no on_gone) when the
  * connection broke. */
 static int queue(struct weft_http_conn *c, const char *p, size_t n) {
@@ -1033,7 +1030,6 @@ int weft_http_conn_send(struct weft_http_conn *c, int status, const char *fields
 }
 
 int weft_http_conn_start(struct weft_http_conn *c, int status, const char *fields, size_t flen) {
-    c->streaming = 1;
     c->chunked = c->version == 11 && !c->is_head;
     if (c->version == 10) c->keep_alive = 0;
     if (write_head(c, status, fields, flen, c->chunked ? "Transfer-Encoding: chunked\r\n" : ""))

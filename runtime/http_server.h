@@ -177,9 +177,6 @@ int weft_http_conn_finish(struct weft_http_conn *c);
 /* Drop the connection with a TCP reset (on_gone is not called). */
 void weft_http_conn_abort(struct weft_http_conn *c);
 
-/* 1 when the current request is a HEAD request. */
-int weft_http_conn_is_head(const struct weft_http_conn *c);
-
 /* Standard reason phrase of a status ("OK"), or "Unknown". */
 const char *weft_http_reason(int status);
 

@@ -11,30 +11,15 @@
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <lua-cjson.h> /* Debian's: luaopen_cjson alone, needs lua.h first */
 #include <lualib.h>
 
+#include "bindings.h"
 #include "budget.h"
 #include "log.h"
 #include "luax.h"
 #include "signals.h"
 #include "task.h"
-
-int luaopen_cjson(lua_State *L);
-int luaopen_weft_log(lua_State *L);
-int luaopen_weft_http_client(lua_State *L);
-int luaopen_weft_http_server(lua_State *L);
-int luaopen_weft_limiter(lua_State *L);
-int luaopen_weft_retry(lua_State *L);
-int luaopen_weft_breaker(lua_State *L);
-int luaopen_weft_secrets(lua_State *L);
-int luaopen_weft_metrics(lua_State *L);
-int luaopen_weft_sse(lua_State *L);
-int luaopen_weft_watch(lua_State *L);
-int luaopen_weft_json(lua_State *L);
-int luaopen_weft_repl(lua_State *L);
-int luaopen_weft_budget(lua_State *L);
-int luaopen_weft_redis(lua_State *L);
-int luaopen_weft_digest(lua_State *L);
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -341,6 +326,24 @@ static void setup_package(lua_State *L, const char *home) {
     lua_pop(L, 1);                              /* [] */
 }
 
+/* The state's libraries, the preloads, and the two classes C code uses
+ * before any require; protected (weft_loop_new), so running out of memory
+ * here is an error returned, not a panic. [loop] */
+static int open_state(lua_State *L) {
+    struct weft_loop *loop = lua_touserdata(L, 1);
+    lua_pushlightuserdata(L, (void *)&LOOP_KEY);
+    lua_pushlightuserdata(L, loop);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    luaL_openlibs(L);
+    setup_package(L, loop->home);
+    /* The error metatable must exist before any C code pushes an error. */
+    lua_pushcfunction(L, luaopen_weft_error);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, luaopen_weft_task);
+    lua_call(L, 0, 0);
+    return 0;
+}
+
 struct weft_loop *weft_loop_new(struct ev_loop *ev, const char *home) {
     struct weft_loop *loop = calloc(1, sizeof *loop);
     if (!loop) return NULL;
@@ -360,16 +363,15 @@ struct weft_loop *weft_loop_new(struct ev_loop *ev, const char *home) {
         return NULL;
     }
     lua_State *L = loop->L;
-    lua_pushlightuserdata(L, (void *)&LOOP_KEY);
+    lua_pushcfunction(L, open_state);
     lua_pushlightuserdata(L, loop);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    luaL_openlibs(L);
-    setup_package(L, loop->home);
-    /* The error metatable must exist before any C code pushes an error. */
-    lua_pushcfunction(L, luaopen_weft_error);
-    lua_call(L, 0, 0);
-    lua_pushcfunction(L, luaopen_weft_task);
-    lua_call(L, 0, 0);
+    if (weft_pcall(L, 1, 0, "opening the Lua state") != 0) {
+        lua_close(L);
+        weft_budget_free(loop->budget);
+        free(loop->home);
+        free(loop);
+        return NULL;
+    }
 
     ev_prepare_init(&loop->prepare, prepare_cb);
     loop->prepare.data = loop;

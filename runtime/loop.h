@@ -60,7 +60,6 @@ struct weft_loop {
                                   besides its tasks: open servers (linger.h) */
     ev_timer linger;           /* the exit hint's delay (linger.c) */
     int draining;              /* inside weft_loop_drain (no re-entry) */
-    int log_level;             /* minimum level written by log.c */
     char *home;                /* directory holding lua/ and plugins/, owned */
     struct weft_budget *budget; /* wraps the state's allocator (budget.h); owned,
                                   freed after lua_close */

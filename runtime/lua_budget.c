@@ -35,6 +35,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "budget.h"
 
 /* The first hook period, in instructions: short enough that a loop around
@@ -417,7 +418,6 @@ static int l_copier(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_budget(lua_State *L);
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"span_host", l_span_host}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},

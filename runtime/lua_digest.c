@@ -9,7 +9,7 @@
 #include <lua.h>
 #include <openssl/evp.h>
 
-int luaopen_weft_digest(lua_State *L);
+#include "bindings.h"
 
 static int l_sha256_hex(lua_State *L) {
     if (lua_type(L, 1) != LUA_TSTRING)

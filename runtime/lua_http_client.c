@@ -50,6 +50,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "clock.h"
 #include "http_client.h"
 #include "secrets.h"
@@ -65,8 +66,6 @@
                                            undelivered bytes */
 
 static const char CLIENT_KEY = 'C'; /* registry key: address of this byte */
-
-struct weft_secret *weft_lua_check_secret(lua_State *L, int idx); /* lua_secrets.c */
 
 struct lxfer;
 
@@ -1023,7 +1022,6 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_http_client(lua_State *L);
 int luaopen_weft_http_client(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"wait", l_wait}, {"cancel", l_cancel}, {NULL, NULL},
@@ -1031,16 +1029,8 @@ int luaopen_weft_http_client(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"start", l_start}, {"stats", l_stats}, {NULL, NULL},
     };
-    if (luaL_newmetatable(L, XFER_MT)) {                 /* [mt] */
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+    weft_register_class(L, XFER_MT, methods, meta);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

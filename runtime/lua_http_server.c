@@ -29,6 +29,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "http_server.h"
 #include "linger.h"
 #include "log.h"
@@ -600,32 +601,22 @@ static int l_server_tostring(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_http_server(lua_State *L);
 int luaopen_weft_http_server(lua_State *L) {
     static const luaL_Reg res_methods[] = {
         {"start", l_res_start}, {"write", l_res_write}, {"finish", l_res_finish},
         {"abort", l_res_abort}, {"gone", l_res_gone}, {"_complete", l_res_complete},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, RES_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, res_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_res_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_res_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, SERVER_MT)) {
-        lua_pushcfunction(L, l_server_index);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_server_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_server_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg res_meta[] = {
+        {"__gc", l_res_gc}, {"__tostring", l_res_tostring}, {NULL, NULL},
+    };
+    weft_register_class(L, RES_MT, res_methods, res_meta);
+    /* a server has fields read when asked (port, host) and no method table */
+    static const luaL_Reg server_meta[] = {
+        {"__index", l_server_index}, {"__gc", l_server_gc}, {"__tostring", l_server_tostring},
+        {NULL, NULL},
+    };
+    weft_register_class(L, SERVER_MT, NULL, server_meta);
     lua_newtable(L);
     lua_pushcfunction(L, l_serve);
     lua_setfield(L, -2, "serve");

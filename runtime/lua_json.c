@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bindings.h"
+
 #define MAX_DEPTH 1000
 
 static int l_has_empty(lua_State *L) {
@@ -240,7 +242,6 @@ static int l_encoder(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_json(lua_State *L);
 int luaopen_weft_json(lua_State *L) {
     lua_newtable(L);
     lua_pushcfunction(L, l_has_empty);

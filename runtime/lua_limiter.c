@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "limiter.h"
 #include "loop.h"
 #include "luax.h"
@@ -315,21 +316,14 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
-int luaopen_weft_limiter(lua_State *L);
 int luaopen_weft_limiter(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"acquire", l_acquire}, {"reconcile", l_reconcile}, {"refund", l_refund},
         {"observe", l_observe}, {"backoff", l_backoff},     {"state", l_state},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, LIMITER_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {NULL, NULL}};
+    weft_register_class(L, LIMITER_MT, methods, meta);
     lua_newtable(L);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "new");

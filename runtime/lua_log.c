@@ -2,6 +2,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "log.h"
 
 /* _log.write(level, msg[, fields_json]) */
@@ -47,7 +48,6 @@ static int l_format(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_log(lua_State *L);
 int luaopen_weft_log(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"write", l_write}, {"enabled", l_enabled}, {"level", l_level},

@@ -16,6 +16,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
+#include "luax.h"
 #include "metrics.h"
 #include "secrets.h"
 
@@ -295,25 +297,16 @@ static int l_snapshot(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_metrics(lua_State *L);
 int luaopen_weft_metrics(lua_State *L) {
     static const luaL_Reg mm[] = {{"inc", l_inc}, {"set", l_set}, {"observe", l_observe},
                                   {"labels", l_labels}, {"max_series", l_max_series},
                                   {"value", l_value}, {"unset", l_unset}, {NULL, NULL}};
     static const luaL_Reg sm[] = {{"inc", l_s_inc}, {"set", l_s_set}, {"observe", l_s_observe},
                                   {"value", l_s_value}, {NULL, NULL}};
-    if (luaL_newmetatable(L, METRIC_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, mm);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, SERIES_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, sm);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    /* no __gc: a handle only points into the process-wide registry
+     * (metrics.c), which owns the metric and its series */
+    weft_register_class(L, METRIC_MT, mm, NULL);
+    weft_register_class(L, SERIES_MT, sm, NULL);
     static const luaL_Reg fns[] = {{"new", l_new}, {"text", l_text}, {"snapshot", l_snapshot}, {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);

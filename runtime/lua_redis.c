@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bindings.h"
 #include "loop.h"
 #include "luax.h"
 #include "secrets.h"
@@ -37,8 +38,6 @@
 #define CONN_MT "weft.redis"
 #define MAX_COMMANDS 100000
 #define MAX_ARGS 1000000
-
-struct weft_secret *weft_lua_check_secret(lua_State *L, int idx); /* lua_secrets.c */
 
 /* A reply, copied out of hiredis (which frees its own after the callback). */
 struct rnode {
@@ -522,13 +521,13 @@ static int l_gc(lua_State *L) {
     return l_close(L);
 }
 
-int luaopen_weft_redis(lua_State *L);
 int luaopen_weft_redis(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"await_connect", l_await_connect}, {"state", l_state}, {"send", l_send},
         {"await", l_await}, {"close", l_close}, {NULL, NULL},
     };
-    weft_register_class(L, CONN_MT, methods, l_gc, NULL);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {NULL, NULL}};
+    weft_register_class(L, CONN_MT, methods, meta);
     /* collect needs json.null for nil inside arrays: given at open time */
     lua_newtable(L);
     lua_pushcfunction(L, l_open);

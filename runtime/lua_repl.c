@@ -38,6 +38,7 @@
 
 #include <editline/readline.h>
 
+#include "bindings.h"
 #include "loop.h"
 #include "luax.h"
 #include "task.h"
@@ -440,13 +441,13 @@ static int l_exit(lua_State *L) {
     return 0;
 }
 
-int luaopen_weft_repl(lua_State *L);
 int luaopen_weft_repl(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"read", l_read}, {"add_history", l_add_history}, {"running", l_running},
         {"tty", l_tty}, {"close", l_close}, {NULL, NULL},
     };
-    weft_register_class(L, REPL_MT, methods, l_gc, NULL);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {NULL, NULL}};
+    weft_register_class(L, REPL_MT, methods, meta);
     lua_newtable(L);
     lua_pushcfunction(L, l_open);
     lua_setfield(L, -2, "open");

@@ -1,43 +1,23 @@
-/* lua_retry.c -- weft._retry: bindings of retry.c (decisions, hints, budget)
- * and weft._breaker: binding of breaker.c. The retry loop itself is Lua
- * (lua/weft/retry.lua): it sleeps with weft.sleep and calls decide() here. */
-#include <math.h>
-#include <stdlib.h>
-#include <stdio.h>
+/* lua_retry.c -- weft._retry: bindings of retry.c (decisions, hints, budget).
+ * The retry loop itself is Lua (lua/weft/retry.lua): it sleeps with
+ * weft.sleep and calls decide() here. */
 #include <string.h>
 #include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "breaker.h"
-#include "log.h"
-#include "loop.h"
+#include "bindings.h"
 #include "luax.h"
 #include "retry.h"
 
 #define POLICY_MT "weft.retry.policy"
 #define BUDGET_MT "weft.retry.budget"
-#define BREAKER_MT "weft.breaker"
 
 struct lpolicy {
     struct weft_retry_policy p;
     struct weft_rng rng;
 };
-
-static double opt_field(lua_State *L, int idx, const char *k, double def, double min, double max,
-                        const char *fname) {
-    lua_getfield(L, idx, k);
-    double v = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "%s: %s must be a number", fname, k);
-        v = lua_tonumber(L, -1);
-        if (!(v >= min && v <= max)) luaL_error(L, "%s: %s must be between %g and %g", fname, k, min, max);
-    }
-    lua_pop(L, 1);
-    return v;
-}
 
 /* _retry.policy{base=, cap=, multiplier=, jitter=, max_attempts=, max_elapsed=, hint_cap=, seed=} */
 static int l_policy(lua_State *L) {
@@ -45,13 +25,14 @@ static int l_policy(lua_State *L) {
     struct lpolicy *lp = lua_newuserdata(L, sizeof *lp);
     weft_retry_policy_default(&lp->p);
     const char *f = "weft.retry.policy";
-    lp->p.base = opt_field(L, 1, "base", lp->p.base, 0, 3600, f);
-    lp->p.cap = opt_field(L, 1, "cap", lp->p.cap, 0, 86400, f);
-    lp->p.multiplier = opt_field(L, 1, "multiplier", lp->p.multiplier, 1, 100, f);
-    lp->p.max_attempts = (int)opt_field(L, 1, "max_attempts", lp->p.max_attempts, 1, 1000, f);
-    lp->p.max_elapsed = opt_field(L, 1, "max_elapsed", lp->p.max_elapsed, 0, 1e9, f);
-    lp->p.hint_cap = opt_field(L, 1, "hint_cap", lp->p.hint_cap, 0, 1e9, f);
-    double seed = opt_field(L, 1, "seed", 0, 0, 9.0e15, f);
+    lp->p.base = weft_opt_number_field(L, 1, "base", lp->p.base, 0, 3600, f);
+    lp->p.cap = weft_opt_number_field(L, 1, "cap", lp->p.cap, 0, 86400, f);
+    lp->p.multiplier = weft_opt_number_field(L, 1, "multiplier", lp->p.multiplier, 1, 100, f);
+    lp->p.max_attempts =
+        (int)weft_opt_number_field(L, 1, "max_attempts", lp->p.max_attempts, 1, 1000, f);
+    lp->p.max_elapsed = weft_opt_number_field(L, 1, "max_elapsed", lp->p.max_elapsed, 0, 1e9, f);
+    lp->p.hint_cap = weft_opt_number_field(L, 1, "hint_cap", lp->p.hint_cap, 0, 1e9, f);
+    double seed = weft_opt_number_field(L, 1, "seed", 0, 0, 9.0e15, f);
     weft_rng_seed(&lp->rng, seed > 0 ? (uint64_t)seed : (uint64_t)(weft_clock_now(NULL) * 1e9));
     lua_getfield(L, 1, "jitter");
     const char *j = luaL_optstring(L, -1, "full");
@@ -148,115 +129,12 @@ static int l_b_stats(lua_State *L) {
     return 1;
 }
 
-/* ---------------------------------------------------------- breaker */
-
-struct lbreaker {
-    struct weft_breaker br;
-    char name[64];
-};
-
-static void breaker_changed(void *ud, enum weft_breaker_state from, enum weft_breaker_state to) {
-    struct lbreaker *lb = ud;
-    weft_log(to == WEFT_BREAKER_OPEN ? WEFT_LOG_WARN : WEFT_LOG_INFO, "circuit breaker %s: %s -> %s",
-             lb->name, weft_breaker_state_name(from), weft_breaker_state_name(to));
-}
-
-/* _breaker.new{name=, window=, threshold=, min_calls=, cooldown=, probes=} */
-static int l_breaker_new(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    struct lbreaker *lb = lua_newuserdata(L, sizeof *lb);
-    memset(lb, 0, sizeof *lb);
-    weft_breaker_init(&lb->br, NULL);
-    const char *f = "weft.breaker.new";
-    lb->br.window = opt_field(L, 1, "window", lb->br.window, 0.01, 86400, f);
-    lb->br.threshold = opt_field(L, 1, "threshold", lb->br.threshold, 0.0001, 1, f);
-    lb->br.min_calls = (unsigned)opt_field(L, 1, "min_calls", lb->br.min_calls, 1, 1e9, f);
-    lb->br.cooldown = opt_field(L, 1, "cooldown", lb->br.cooldown, 0, 86400, f);
-    lb->br.probes = (unsigned)opt_field(L, 1, "probes", lb->br.probes, 1, 1000, f);
-    lua_getfield(L, 1, "name");
-    snprintf(lb->name, sizeof lb->name, "%s", luaL_optstring(L, -1, "breaker"));
-    lua_pop(L, 1);
-    lb->br.on_change = breaker_changed;
-    lb->br.ud = lb;
-    luaL_getmetatable(L, BREAKER_MT);
-    lua_setmetatable(L, -2);
-    return 1;
-}
-
-static struct lbreaker *check_breaker(lua_State *L) { return luaL_checkudata(L, 1, BREAKER_MT); }
-
-/* br:allow() -> true | false, retry_in */
-static int l_br_allow(lua_State *L) {
-    double retry_in;
-    int ok = weft_breaker_allow(&check_breaker(L)->br, &retry_in);
-    lua_pushboolean(L, ok);
-    if (ok) return 1;
-    lua_pushnumber(L, retry_in);
-    return 2;
-}
-
-static int l_br_peek(lua_State *L) {
-    double retry_in;
-    int ok = weft_breaker_peek(&check_breaker(L)->br, &retry_in);
-    lua_pushboolean(L, ok);
-    if (ok) return 1;
-    lua_pushnumber(L, retry_in);
-    return 2;
-}
-
-static int l_br_record(lua_State *L) {
-    weft_breaker_record(&check_breaker(L)->br, lua_toboolean(L, 2));
-    return 0;
-}
-
-/* br:release(): the allowed call ended without a verdict on health */
-static int l_br_release(lua_State *L) {
-    weft_breaker_release(&check_breaker(L)->br);
-    return 0;
-}
-
-/* Seconds until an open breaker lets a probe through (0 when not open). */
-static double retry_in(const struct lbreaker *lb) {
-    if (lb->br.state != WEFT_BREAKER_OPEN) return 0;
-    double left = lb->br.cooldown - (weft_clock_now(NULL) - lb->br.opened_at);
-    return left < 0 ? 0 : left;
-}
-
-static int l_br_state(lua_State *L) {
-    struct lbreaker *lb = check_breaker(L);
-    unsigned calls, fails;
-    weft_breaker_counts(&lb->br, &calls, &fails);
-    lua_createtable(L, 0, 7);
-    lua_pushstring(L, weft_breaker_state_name(lb->br.state)); lua_setfield(L, -2, "state");
-    lua_pushinteger(L, calls); lua_setfield(L, -2, "calls");
-    lua_pushinteger(L, fails); lua_setfield(L, -2, "failures");
-    lua_pushnumber(L, (lua_Number)lb->br.transitions); lua_setfield(L, -2, "transitions");
-    lua_pushnumber(L, (lua_Number)lb->br.rejected); lua_setfield(L, -2, "rejected");
-    lua_pushnumber(L, retry_in(lb)); lua_setfield(L, -2, "retry_in");
-    lua_pushstring(L, lb->name); lua_setfield(L, -2, "name");
-    return 1;
-}
-
-/* br:status() -> state name, seconds until an open breaker probes (0
- * otherwise): the state without a table, for callers asking per call. */
-static int l_br_status(lua_State *L) {
-    struct lbreaker *lb = check_breaker(L);
-    lua_pushstring(L, weft_breaker_state_name(lb->br.state));
-    lua_pushnumber(L, retry_in(lb));
-    return 2;
-}
-
-static void register_mt(lua_State *L, const char *name, const luaL_Reg *methods) {
-    weft_register_class(L, name, methods, NULL, NULL);
-}
-
-int luaopen_weft_retry(lua_State *L);
 int luaopen_weft_retry(lua_State *L) {
     static const luaL_Reg pm[] = {{"decide", l_decide}, {"backoff", l_backoff}, {"get", l_policy_get}, {NULL, NULL}};
     static const luaL_Reg bm[] = {{"begin", l_b_begin}, {"finish", l_b_end}, {"take", l_b_take},
                                   {"release", l_b_release}, {"stats", l_b_stats}, {NULL, NULL}};
-    register_mt(L, POLICY_MT, pm);
-    register_mt(L, BUDGET_MT, bm);
+    weft_register_class(L, POLICY_MT, pm, NULL);
+    weft_register_class(L, BUDGET_MT, bm, NULL);
     lua_newtable(L);
     lua_pushcfunction(L, l_policy);
     lua_setfield(L, -2, "policy");
@@ -264,17 +142,5 @@ int luaopen_weft_retry(lua_State *L) {
     lua_setfield(L, -2, "hint");
     lua_pushcfunction(L, l_budget);
     lua_setfield(L, -2, "budget");
-    return 1;
-}
-
-int luaopen_weft_breaker(lua_State *L);
-int luaopen_weft_breaker(lua_State *L) {
-    static const luaL_Reg m[] = {{"allow", l_br_allow}, {"peek", l_br_peek}, {"record", l_br_record},
-                                 {"release", l_br_release}, {"state", l_br_state}, {"status", l_br_status},
-                                 {NULL, NULL}};
-    register_mt(L, BREAKER_MT, m);
-    lua_newtable(L);
-    lua_pushcfunction(L, l_breaker_new);
-    lua_setfield(L, -2, "new");
     return 1;
 }

@@ -23,6 +23,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "clock.h"
 #include "log.h"
 #include "loop.h"
@@ -36,7 +37,6 @@ struct lsecret {
     struct weft_secret *s;     /* one reference, released by __gc */
 };
 
-struct weft_secret *weft_lua_check_secret(lua_State *L, int idx);
 struct weft_secret *weft_lua_check_secret(lua_State *L, int idx) {
     struct lsecret *h = luaL_checkudata(L, idx, SECRET_MT);
     return h->s;
@@ -390,29 +390,18 @@ static int l_loaded(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_secrets(lua_State *L);
 int luaopen_weft_secrets(lua_State *L) {
     static const luaL_Reg priv[] = {
         {"_set", l_set}, {"_load_env", l_load_env}, {"_load_file", l_load_file},
         {"_load_cmd", l_load_cmd}, {"_rejected", l_rejected}, {NULL, NULL},
     };
-    if (luaL_newmetatable(L, SECRET_MT)) {          /* [mt] */
-        lua_newtable(L);
-        luaL_register(L, NULL, priv);               /* [mt, priv] */
-        lua_pushcclosure(L, l_index, 1);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_tostring);
-        lua_setfield(L, -2, "__tostring");
-        lua_pushcfunction(L, l_concat);
-        lua_setfield(L, -2, "__concat");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_eq);
-        lua_setfield(L, -2, "__eq");
-        lua_pushliteral(L, "weft.secret");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
+    /* l_index reads the fields and finds the private methods in its
+     * upvalue, the method table (weft_register_class) */
+    static const luaL_Reg meta[] = {
+        {"__index", l_index}, {"__tostring", l_tostring}, {"__concat", l_concat},
+        {"__gc", l_gc},       {"__eq", l_eq},             {NULL, NULL},
+    };
+    weft_register_class(L, SECRET_MT, priv, meta);
     static const luaL_Reg fns[] = {
         {"handle", l_handle}, {"redact", l_redact}, {"is", l_is}, {"loaded", l_loaded}, {NULL, NULL},
     };

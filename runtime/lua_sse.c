@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "bindings.h"
 #include "luax.h"
 #include "sse.h"
 
@@ -77,17 +78,10 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
-int luaopen_weft_sse(lua_State *L);
 int luaopen_weft_sse(lua_State *L) {
     static const luaL_Reg methods[] = {{"feed", l_feed}, {"pending", l_pending}, {NULL, NULL}};
-    if (luaL_newmetatable(L, SSE_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {NULL, NULL}};
+    weft_register_class(L, SSE_MT, methods, meta);
     static const luaL_Reg fns[] = {{"new", l_new}, {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);

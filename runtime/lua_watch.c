@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bindings.h"
 #include "loop.h"
 #include "luax.h"
 #include "task.h"
@@ -121,12 +122,12 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
-int luaopen_weft_watch(lua_State *L);
 int luaopen_weft_watch(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"wait", l_wait}, {"close", l_close}, {NULL, NULL},
     };
-    weft_register_class(L, WATCH_MT, methods, l_gc, l_tostring);
+    static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+    weft_register_class(L, WATCH_MT, methods, meta);
     lua_newtable(L);
     lua_pushcfunction(L, l_new);
     lua_setfield(L, -2, "new");

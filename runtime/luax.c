@@ -60,9 +60,9 @@ void weft_where(lua_State *L, int level, char *buf, size_t n) {
 /* ----------------------------------------------------------------- pcall */
 
 static int traceback_handler(lua_State *L) {
-    /* [err] -> [err, traceback-string]: keep error values intact, add the
-     * traceback as a second value through an upvalue-free convention: we
-     * return a table {err=, traceback=} only for reporting. */
+    /* [err] -> [err, text, traceback]: the error rendered as text (error
+     * values through their __tostring), then the traceback string, which
+     * is what lua_pcall leaves for weft_pcall to report. */
     const char *msg = weft_error_text(L, 1); /* [err, text] */
     luaL_traceback(L, L, msg, 1);           /* [err, text, tb] */
     return 1;
@@ -160,16 +160,15 @@ const char *weft_error_text(lua_State *L, int idx) {
     return lua_tostring(L, -1);
 }
 
-lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k,
-                                 lua_Number def, const char *fname) {
+lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k, lua_Number def,
+                                 lua_Number min, lua_Number max, const char *fname) {
     lua_getfield(L, idx, k);
     lua_Number v = def;
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            luaL_error(L, "%s: %s must be a number", fname, k);
-        }
+        if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "%s: %s must be a number", fname, k);
         v = lua_tonumber(L, -1);
+        if (!(v >= min && v <= max))
+            luaL_error(L, "%s: %s must be between %g and %g", fname, k, min, max);
     }
     lua_pop(L, 1);
     return v;
@@ -240,17 +239,10 @@ static int error_is(lua_State *L) {
 }
 
 int luaopen_weft_error(lua_State *L) {
-    if (luaL_newmetatable(L, ERROR_MT)) {  /* [mt] */
-        lua_pushcfunction(L, error_tostring);
-        lua_setfield(L, -2, "__tostring");
-        lua_pushliteral(L, "weft.error");
-        lua_setfield(L, -2, "__name");
-        /* protected: getmetatable gives the name, setmetatable refuses
-         * (plugins must not change how every error prints) */
-        lua_pushliteral(L, "weft.error");
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
+    /* protected like every class: plugins must not change how every error
+     * prints */
+    static const luaL_Reg meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+    weft_register_class(L, ERROR_MT, NULL, meta);
     static const luaL_Reg fns[] = {
         {"new", error_new},
         {"is", error_is},
@@ -311,22 +303,31 @@ int weft_is_http_token(const char *s, size_t n) {
     return 1;
 }
 
-void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-                         lua_CFunction tostring) {
-    if (luaL_newmetatable(L, name)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        if (gc) {
-            lua_pushcfunction(L, gc);
-            lua_setfield(L, -2, "__gc");
-        }
-        if (tostring) {
-            lua_pushcfunction(L, tostring);
-            lua_setfield(L, -2, "__tostring");
-        }
-        lua_pushstring(L, name);              /* protected, like the error's */
-        lua_setfield(L, -2, "__metatable");
+/* ------------------------------------------------------------ classes */
+
+void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                         const luaL_Reg *meta) {
+    if (!luaL_newmetatable(L, name)) {                /* [mt] */
+        lua_pop(L, 1);
+        return;
     }
-    lua_pop(L, 1);
+    if (methods) {
+        lua_newtable(L);                              /* [mt, methods] */
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");               /* [mt] */
+    }
+    for (; meta && meta->name; meta++) {
+        if (methods && strcmp(meta->name, "__index") == 0) {
+            lua_getfield(L, -1, "__index");           /* [mt, methods] */
+            lua_pushcclosure(L, meta->func, 1);       /* [mt, index] */
+        } else {
+            lua_pushcfunction(L, meta->func);         /* [mt, fn] */
+        }
+        lua_setfield(L, -2, meta->name);              /* [mt] */
+    }
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);                                    /* [] */
 }

@@ -18,9 +18,10 @@ void weft_unref(lua_State *L, int ref);
 void weft_getref(lua_State *L, int ref);
 
 /* Call the function below `nargs` arguments in protected mode with a
- * traceback handler. On error, reports "weft: <where>: <msg>\n<traceback>"
- * through the logger and returns non-zero with the stack restored to its
- * level before the function was pushed. On success leaves `nresults`. */
+ * traceback handler: the one way host code calls Lua outside a coroutine
+ * (STYLE.md). On error, logs "error in <where>: <msg>\n<traceback>" at
+ * error level and returns non-zero with the stack restored to its level
+ * before the function was pushed. On success leaves `nresults`. */
 int weft_pcall(lua_State *L, int nargs, int nresults, const char *where);
 
 /* Push a new error value {kind=, message=} with the weft error metatable.
@@ -41,9 +42,11 @@ int weft_is_error(lua_State *L, int idx);
 const char *weft_error_text(lua_State *L, int idx);
 
 /* Optional number field `k` of the table at `idx`, or `def` when nil;
- * raises "<fname>: <k> must be a number" otherwise. */
-lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k,
-                                 lua_Number def, const char *fname);
+ * raises "<fname>: <k> must be a number" when it is not a number and
+ * "<fname>: <k> must be between <min> and <max>" when out of range (NaN
+ * included). */
+lua_Number weft_opt_number_field(lua_State *L, int idx, const char *k, lua_Number def,
+                                 lua_Number min, lua_Number max, const char *fname);
 
 /* Push a headers table built from "name\0value\0" pairs (len bytes):
  * names as given (the HTTP layers lower-case them), trailing blanks of
@@ -65,11 +68,17 @@ int weft_is_own_source(lua_State *L, const char *source);
  * is none. Walks the stack: for rare events (a server made), not hot paths. */
 void weft_where(lua_State *L, int level, char *buf, size_t n);
 
-/* Register the metatable `name` of a userdata class: __index = a table of
- * `methods`, plus __gc and __tostring when given (NULL: none). Leaves the
+/* Register the metatable `name` of a class, once (a second call for the
+ * same name does nothing): __index = a new table of `methods` (NULL: no
+ * method table), then each function of `meta` under its name (__gc,
+ * __tostring, __eq, ...; NULL: none), __name = name, and __metatable = name,
+ * so getmetatable gives the name and setmetatable refuses (plugins must not
+ * change how a host object behaves). An __index in `meta` replaces the
+ * method table; when both are given, the function gets the method table as
+ * its upvalue 1 (a class with computed fields and methods). Leaves the
  * stack as it was. */
-void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
-                         lua_CFunction tostring);
+void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                         const luaL_Reg *meta);
 
 /* Register the error metatable and module weft._error. */
 int luaopen_weft_error(lua_State *L);

@@ -645,20 +645,15 @@ int luaopen_weft_task(lua_State *L) {
         {"time", l_time},       {"stats", l_stats},     {"exit", l_exit},
         {NULL, NULL},
     };
-    luaL_newmetatable(L, TASK_MT);          /* [mt] */
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);                        /* [mt, methods] */
-    luaL_register(L, NULL, methods);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "__index");         /* mt.__index = methods */
-    lua_newtable(L);                        /* [mt, methods, M] */
+    static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {"__gc", l_gc}, {NULL, NULL}};
+    weft_register_class(L, TASK_MT, methods, meta);
+    lua_newtable(L);                        /* [M] */
     luaL_register(L, NULL, fns);
-    lua_insert(L, -2);                      /* [mt, M, methods] */
-    lua_setfield(L, -2, "methods");         /* M.methods = methods */
-    lua_remove(L, -2);                      /* [M] */
+    /* M.methods: the method table itself, which lua/weft/init.lua extends */
+    luaL_getmetatable(L, TASK_MT);          /* [M, mt] */
+    lua_getfield(L, -1, "__index");         /* [M, mt, methods] */
+    lua_setfield(L, -3, "methods");         /* [M, mt] */
+    lua_pop(L, 1);                          /* [M] */
     return 1;
 }
 

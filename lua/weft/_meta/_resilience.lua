@@ -1,7 +1,7 @@
 ---@meta weft._limiter
 -- Editor stubs for the C modules behind weft.limiter, weft.retry and
--- weft.breaker (runtime/lua_limiter.c, runtime/lua_retry.c). Scripts use
--- the Lua modules instead.
+-- weft.breaker (runtime/lua_limiter.c, runtime/lua_retry.c,
+-- runtime/lua_breaker.c). Scripts use the Lua modules instead.
 
 ---@class weft._limiter
 local limiter = {}

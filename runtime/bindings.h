@@ -1,0 +1,46 @@
+/* bindings.h -- the lua_<module>.c bindings as other files see them: the
+ * luaopen_ function of each C module, which loop.c puts in package.preload
+ * under its "weft._<module>" name, and the few functions one binding lends
+ * another.
+ *
+ * Each luaopen_ function registers its classes (weft_register_class) and
+ * returns the module table; it may raise (out of memory), so it runs
+ * through require or a protected call. The two modules the host opens
+ * itself before any require are declared with their mechanism:
+ * luaopen_weft_error in luax.h, luaopen_weft_task in task.h.
+ */
+#ifndef WEFT_BINDINGS_H
+#define WEFT_BINDINGS_H
+
+#include <lua.h>
+
+struct weft_secret;
+
+/* ------------------------------------------------------------- modules */
+
+int luaopen_weft_breaker(lua_State *L);     /* lua_breaker.c: weft._breaker */
+int luaopen_weft_budget(lua_State *L);      /* lua_budget.c: weft._budget */
+int luaopen_weft_digest(lua_State *L);      /* lua_digest.c: weft._digest */
+int luaopen_weft_http_client(lua_State *L); /* lua_http_client.c: weft._http_client */
+int luaopen_weft_http_server(lua_State *L); /* lua_http_server.c: weft._http_server */
+int luaopen_weft_json(lua_State *L);        /* lua_json.c: weft._json */
+int luaopen_weft_limiter(lua_State *L);     /* lua_limiter.c: weft._limiter */
+int luaopen_weft_log(lua_State *L);         /* lua_log.c: weft._log */
+int luaopen_weft_metrics(lua_State *L);     /* lua_metrics.c: weft._metrics */
+int luaopen_weft_redis(lua_State *L);       /* lua_redis.c: weft._redis */
+int luaopen_weft_repl(lua_State *L);        /* lua_repl.c: weft._repl */
+int luaopen_weft_retry(lua_State *L);       /* lua_retry.c: weft._retry */
+int luaopen_weft_secrets(lua_State *L);     /* lua_secrets.c: weft._secrets */
+int luaopen_weft_sse(lua_State *L);         /* lua_sse.c: weft._sse */
+int luaopen_weft_watch(lua_State *L);       /* lua_watch.c: weft._watch */
+
+/* ------------------------------------------------------------ lua_secrets.c */
+
+/* The secret behind the handle at `idx`; raises a Lua argument error when
+ * the value is not a secret handle. The secret stays owned by the handle
+ * (its reference is released by the handle's __gc): a caller that keeps it
+ * past the handle (whose owner, a Lua value, may be collected) takes its
+ * own with weft_secret_get. */
+struct weft_secret *weft_lua_check_secret(lua_State *L, int idx);
+
+#endif
