@@ -173,6 +173,13 @@ enum weft_limiter_result weft_limiter_acquire(struct weft_limiter *l,
     return WEFT_LIMITER_QUEUED;
 }
 
+int weft_limiter_try(struct weft_limiter *l, double requests, double tokens) {
+    if (l->queued != 0) return 0;
+    if (wait_all(l, requests, tokens, weft_clock_now(l->clock)) > 0) return 0;
+    take(l, requests, tokens);
+    return 1;
+}
+
 double weft_limiter_pump(struct weft_limiter *l,
                          void (*admit)(struct weft_limiter_waiter *w, void *ctx),
                          void (*expire)(struct weft_limiter_waiter *w, void *ctx), void *ctx) {

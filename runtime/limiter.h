@@ -93,6 +93,12 @@ int weft_limiter_add(struct weft_limiter *l, const char *name, enum weft_limit_u
 enum weft_limiter_result weft_limiter_acquire(struct weft_limiter *l,
                                               struct weft_limiter_waiter *w, double *wait);
 
+/* Admit a call of this cost at once when nobody is queued and every limit
+ * has room now (as acquire would), taking it; 0 otherwise, with nothing
+ * changed: the caller then acquires with a waiter it keeps (the common
+ * case costs no waiter). */
+int weft_limiter_try(struct weft_limiter *l, double requests, double tokens);
+
 /* Admit queued waiters in service order while capacity allows, calling
  * admit(w, ctx) for each (w is dequeued first). Waiters whose deadline has
  * passed are dequeued and given to expire(w, ctx). Returns the clock time

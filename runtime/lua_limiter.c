@@ -94,8 +94,14 @@ static void timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     schedule((struct llimiter *)w->data);
 }
 
-/* Admit what can go now and re-arm the timer for the next admission. */
+/* Admit what can go now and re-arm the timer for the next admission.
+ * With nobody queued there is nothing to admit and no timer to keep (the
+ * case of every reconcile, refund and observe of an unqueued call). */
 static void schedule(struct llimiter *ll) {
+    if (ll->l->queued == 0) {
+        if (ev_is_active(&ll->timer)) ev_timer_stop(ll->loop->ev, &ll->timer);
+        return;
+    }
     double at = weft_limiter_pump(ll->l, admit_cb, expire_cb, ll);
     ev_timer_stop(ll->loop->ev, &ll->timer);
     if (at >= 0) {
@@ -177,6 +183,11 @@ static int l_acquire(lua_State *L) {
     double deadline = luaL_optnumber(L, 5, 0); /* absolute, weft.now() clock */
     if (requests < 0 || tokens < 0 || isnan(requests) || isnan(tokens))
         return luaL_error(L, "limiter:acquire: cost must be >= 0");
+    /* the common case: room now, nobody queued (no waiter to allocate) */
+    if (weft_limiter_try(ll->l, requests, tokens)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     struct lwaiter *lw = calloc(1, sizeof *lw);
     if (!lw) return luaL_error(L, "limiter:acquire: out of memory");
     lw->ll = ll;

@@ -217,6 +217,31 @@ static void test_limiter_refund(void) {
     weft_limiter_free(l);
 }
 
+static void test_limiter_try(void) {
+    /* try admits (and takes) only what acquire would admit at once, and
+     * changes nothing otherwise: room and nobody queued. */
+    fake_now = 0;
+    struct weft_limiter *l = weft_limiter_new(1, 0, &fake_clock);
+    weft_limiter_add(l, "rpm", WEFT_UNIT_REQUESTS, 60, 60, 2);
+    weft_limiter_add(l, "tpm", WEFT_UNIT_TOKENS, 1000, 60, 0);
+    CHECK_EQ_INT(weft_limiter_try(l, 1, 600), 1);
+    CHECK(NEAR(l->dims[0].level, 1));
+    CHECK(NEAR(l->dims[1].level, 400));
+    CHECK_EQ_INT(l->admitted, 1);
+    CHECK_EQ_INT(weft_limiter_try(l, 1, 600), 0); /* not enough tokens: nothing taken */
+    CHECK(NEAR(l->dims[0].level, 1));
+    CHECK(NEAR(l->dims[1].level, 400));
+    CHECK_EQ_INT(l->refused, 0);
+    double wait;
+    struct weft_limiter_waiter q = waiter(1, 600, 0, "q");
+    CHECK_EQ_INT(weft_limiter_acquire(l, &q, &wait), WEFT_LIMITER_QUEUED);
+    CHECK_EQ_INT(weft_limiter_try(l, 1, 1), 0); /* room, but someone is queued ahead */
+    CHECK(NEAR(l->dims[0].level, 1));
+    weft_limiter_cancel(l, &q);
+    CHECK_EQ_INT(weft_limiter_try(l, 1, 1), 1);
+    weft_limiter_free(l);
+}
+
 static void test_limiter_accuracy(void) {
     /* 100/s with burst 100 held for 20 s admits 100 + 2000 (the burst
      * first), and no 1-second window sees more than rate + burst. */
@@ -481,6 +506,7 @@ int main(void) {
     RUN(test_limiter_deadline_while_queued);
     RUN(test_limiter_adaptation);
     RUN(test_limiter_refund);
+    RUN(test_limiter_try);
     RUN(test_limiter_accuracy);
     RUN(test_retry_backoff_sequences);
     RUN(test_retry_decisions);
