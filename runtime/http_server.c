@@ -36,6 +36,8 @@
 
 #include <http_parser.h>
 
+#include "buf.h"
+
 #define READ_CHUNK 16384
 #define HIGH_WATER WEFT_HTTP_SERVER_OUT_HIGH
 #define LOW_WATER WEFT_HTTP_SERVER_OUT_LOW
@@ -55,25 +57,23 @@ struct weft_http_conn {
     ev_timer timer;            /* header / keep-alive / linger timeout */
     http_parser parser;
     enum cstate state;
-    /* the request being parsed */
-    char *url;
-    size_t url_len, url_cap;
-    char *hdr;                 /* "name\0value\0" ... */
-    size_t hdr_len, hdr_cap;
+    /* The request being parsed. Every buffer here holds part of an HTTP
+     * message (an Authorization header, a body): all are WEFT_BUF_SECRET. */
+    struct weft_buf url;       /* request target; bounded by max_header */
+    struct weft_buf hdr;       /* "name\0value\0" ...; bounded by max_header */
     int in_field;              /* last header callback was a field name */
-    char *body;
-    size_t body_len, body_cap;
+    struct weft_buf body;      /* max: max_body (past it, 413) */
     size_t head_bytes;
     int got_bytes;             /* the current request has started */
     int err_status;            /* 413/431 decided in a parser callback */
-    /* input read past the end of the current request */
-    char *pend;
-    size_t pend_len, pend_off, pend_cap;
+    /* input read past the end of the current request, parsed from pend_off */
+    struct weft_buf pend;
+    size_t pend_off;
     int input_lost;            /* input could not be kept (out of memory): no
                                   request is parsed after the current one */
-    /* output */
-    char *out;
-    size_t out_len, out_off, out_cap;
+    /* output, written from out_off */
+    struct weft_buf out;
+    size_t out_off;
     int close_when_flushed;
     int above_high;
     /* the current response */
@@ -126,32 +126,12 @@ static http_parser_settings settings;
 
 /* ------------------------------------------------------------ buffers */
 
-static int grow(char **p, size_t *cap, size_t need) {
-    if (need <= *cap) return 0;
-    /* Small first: ten thousand idle connections each hold a few of these. */
-    size_t n = *cap ? *cap : 64;
-    while (n < need) n *= 2;
-    char *np = realloc(*p, n);
-    if (!np) return -1;
-    *p = np;
-    *cap = n;
-    return 0;
-}
-
-static int append(char **p, size_t *len, size_t *cap, const char *d, size_t n) {
-    if (grow(p, cap, *len + n) != 0) return -1;
-    memcpy(*p + *len, d, n);
-    *len += n;
-    return 0;
-}
-
-/* Free a buffer that grew past `keep` once it is empty, so a connection
- * does not hold the peak of one large request or response for its life. */
-static void trim(char **p, size_t *cap, size_t keep) {
-    if (*cap <= keep) return;
-    free(*p);
-    *p = NULL;
-    *cap = 0;
+/* Empty a buffer once done with it (zeroing it: they are all secret);
+ * one that grew past `keep` is freed, so a connection does not hold the
+ * peak of one large request or response for its life. */
+static void release(struct weft_buf *b, size_t keep) {
+    if (b->cap > keep) weft_buf_free(b);
+    else weft_buf_reset(b);
 }
 
 const char *weft_http_reason(int status) {
@@ -334,11 +314,11 @@ static void conn_free(struct weft_http_conn *c, int notify) {
     if (c->active) s->nactive--;
     if (c->paused) s->npaused--;
     void *req_ud = c->active ? c->req_ud : NULL;
-    free(c->url);
-    free(c->hdr);
-    free(c->body);
-    free(c->pend);
-    free(c->out);
+    weft_buf_free(&c->url);
+    weft_buf_free(&c->hdr);
+    weft_buf_free(&c->body);
+    weft_buf_free(&c->pend);
+    weft_buf_free(&c->out);
     free(c);
     if (notify && req_ud) s->cb.on_gone(req_ud);
 }
@@ -363,11 +343,11 @@ static void begin_linger(struct weft_http_conn *c) {
     ev_io_start(c->s->ev, &c->rio);
     /* A background server's answered connection closes on the next loop
      * iteration (callers still hold c here); others drain input briefly. */
-    int quick = c->s->o.background && c->err_status == 0 && c->pend_off >= c->pend_len;
+    int quick = c->s->o.background && c->err_status == 0 && c->pend_off >= c->pend.len;
     set_timer(c, quick ? 1e-6 : LINGER_SECONDS);
 }
 
-static size_t pending_out(const struct weft_http_conn *c) { return c->out_len - c->out_off; }
+static size_t pending_out(const struct weft_http_conn *c) { return c->out.len - c->out_off; }
 
 static void resume_input(struct weft_http_conn *c);
 
@@ -375,8 +355,8 @@ static void resume_input(struct weft_http_conn *c);
  * whose output fell below the low watermark reads again. Returns 0, or -1
  * when the connection broke (the caller decides how to free it). */
 static int flush(struct weft_http_conn *c) {
-    while (c->out_off < c->out_len) {
-        ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+    while (c->out_off < c->out.len) {
+        ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -387,9 +367,9 @@ static int flush(struct weft_http_conn *c) {
         }
         c->out_off += (size_t)w;
     }
-    if (c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
-        trim(&c->out, &c->out_cap, KEEP_BUFFER);
+    if (c->out_off == c->out.len) {
+        c->out_off = 0;
+        release(&c->out, KEEP_BUFFER);
         if (ev_is_active(&c->wio)) ev_io_stop(c->s->ev, &c->wio);
         if (c->close_when_flushed) {
             c->close_when_flushed = 0;
@@ -407,7 +387,10 @@ static int flush(struct weft_http_conn *c) {
 }
 
 static void reset_message(struct weft_http_conn *c) {
-    c->url_len = c->hdr_len = c->body_len = c->head_bytes = 0;
+    weft_buf_reset(&c->url);
+    weft_buf_reset(&c->hdr);
+    weft_buf_reset(&c->body);
+    c->head_bytes = 0;
     c->in_field = 0;
     c->got_bytes = 0;
     c->err_status = 0;
@@ -425,7 +408,7 @@ static void send_error(struct weft_http_conn *c, int status) {
     ev_io_stop(c->s->ev, &c->rio);
     ev_timer_stop(c->s->ev, &c->timer);
     c->keep_alive = 0;
-    if (append(&c->out, &c->out_len, &c->out_cap, buf, (size_t)n) != 0) {
+    if (weft_buf_append(&c->out, buf, (size_t)n) != 0) {
         conn_free(c, 0);
         return;
     }
@@ -442,20 +425,20 @@ static void dispatch(struct weft_http_conn *c);
  * connection closes after the current answer. */
 static void keep_pending(struct weft_http_conn *c, const char *p, size_t n) {
     if (n == 0 || c->input_lost) return;
-    if (c->pend_off == c->pend_len) {
-        c->pend_off = c->pend_len = 0;
-    } else if (c->pend_off > 0 && c->pend_len + n > c->pend_cap) {
-        memmove(c->pend, c->pend + c->pend_off, c->pend_len - c->pend_off);
-        c->pend_len -= c->pend_off;
+    if (c->pend_off == c->pend.len) {
+        c->pend_off = 0;
+        weft_buf_reset(&c->pend);
+    } else if (c->pend_off > 0 && n > c->pend.cap - c->pend.len) {
+        weft_buf_drop(&c->pend, c->pend_off);
         c->pend_off = 0;
     }
-    if (append(&c->pend, &c->pend_len, &c->pend_cap, p, n) != 0) {
+    if (weft_buf_append(&c->pend, p, n) != 0) {
         c->input_lost = 1;
         c->keep_alive = 0;
     }
 }
 
-static size_t pending_in(const struct weft_http_conn *c) { return c->pend_len - c->pend_off; }
+static size_t pending_in(const struct weft_http_conn *c) { return c->pend.len - c->pend_off; }
 
 /* Feed bytes to the parser; `from_pend` when they are c->pend's. Input
  * past the end of a complete request is kept in c->pend *before* the
@@ -489,7 +472,7 @@ static void resume_input(struct weft_http_conn *c) {
     set_timer(c, s->o.keepalive_timeout);
     /* Pipelined bytes already read: parse them on the next iteration (not
      * here, which may be inside the owner's call). */
-    if (c->pend_off < c->pend_len) ev_feed_event(s->ev, &c->rio, EV_READ);
+    if (c->pend_off < c->pend.len) ev_feed_event(s->ev, &c->rio, EV_READ);
 }
 
 /* Back to reading after a response was queued completely, unless the
@@ -503,12 +486,12 @@ static void next_request(struct weft_http_conn *c) {
     c->chunked = 0;
     s->nactive--;
     /* The request's buffers were the owner's during on_request only. */
-    trim(&c->body, &c->body_cap, KEEP_BUFFER);
-    trim(&c->hdr, &c->hdr_cap, KEEP_BUFFER);
-    trim(&c->url, &c->url_cap, KEEP_BUFFER);
+    release(&c->body, KEEP_BUFFER);
+    release(&c->hdr, KEEP_BUFFER);
+    release(&c->url, KEEP_BUFFER);
     if (pending_in(c) == 0) {
-        c->pend_off = c->pend_len = 0;
-        trim(&c->pend, &c->pend_cap, READ_CHUNK);
+        c->pend_off = 0;
+        release(&c->pend, READ_CHUNK);
     }
     if (!c->keep_alive || s->closing) {
         if (pending_out(c) == 0) begin_linger(c);
@@ -544,19 +527,19 @@ static void dispatch(struct weft_http_conn *c) {
     c->active = 1;
     s->nactive++;
     s->requests++;
-    if (grow(&c->url, &c->url_cap, c->url_len + 1) != 0) {
+    const char *target = weft_buf_cstr(&c->url);
+    if (!target) {
         conn_free(c, 0);
         return;
     }
-    c->url[c->url_len] = '\0';
     struct weft_http_msg m = {
         .method = http_method_str((enum http_method)p->method),
-        .target = c->url,
-        .target_len = c->url_len,
-        .headers = c->hdr ? c->hdr : "",
-        .headers_len = c->hdr_len,
-        .body = c->body ? c->body : "",
-        .body_len = c->body_len,
+        .target = target,
+        .target_len = c->url.len,
+        .headers = c->hdr.len ? c->hdr.data : "",
+        .headers_len = c->hdr.len,
+        .body = c->body.len ? c->body.data : "",
+        .body_len = c->body.len,
         .version = c->version,
         .keep_alive = c->keep_alive,
         .remote = c->remote,
@@ -586,23 +569,22 @@ static int head_add(struct weft_http_conn *c, size_t n) {
 static int on_url(http_parser *p, const char *at, size_t n) {
     struct weft_http_conn *c = p->data;
     if (head_add(c, n)) return -1;
-    return append(&c->url, &c->url_len, &c->url_cap, at, n);
+    return weft_buf_append(&c->url, at, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n) {
     struct weft_http_conn *c = p->data;
     if (head_add(c, n + 4)) return -1;
     if (!c->in_field) {
-        if (c->hdr_len > 0 && append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        if (c->hdr.len > 0 && weft_buf_append_char(&c->hdr, '\0')) return -1;
         c->in_field = 1;
     }
-    if (grow(&c->hdr, &c->hdr_cap, c->hdr_len + n) != 0) return -1;
-    char *d = c->hdr + c->hdr_len;
+    char *d = weft_buf_extend(&c->hdr, n);
+    if (!d) return -1;
     for (size_t i = 0; i < n; i++) {
         char ch = at[i];
         d[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
     }
-    c->hdr_len += n;
     return 0;
 }
 
@@ -610,10 +592,10 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     struct weft_http_conn *c = p->data;
     if (head_add(c, n)) return -1;
     if (c->in_field) {
-        if (append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        if (weft_buf_append_char(&c->hdr, '\0')) return -1;
         c->in_field = 0;
     }
-    return append(&c->hdr, &c->hdr_len, &c->hdr_cap, at, n);
+    return weft_buf_append(&c->hdr, at, n);
 }
 
 static int on_headers_complete(http_parser *p) {
@@ -621,10 +603,10 @@ static int on_headers_complete(http_parser *p) {
     idle_remove(c); /* a whole head: no longer evictable */
     if (c->in_field) {
         /* a field without a value callback: empty value */
-        if (append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+        if (weft_buf_append_char(&c->hdr, '\0')) return -1;
         c->in_field = 0;
     }
-    if (c->hdr_len > 0 && append(&c->hdr, &c->hdr_len, &c->hdr_cap, "", 1)) return -1;
+    if (c->hdr.len > 0 && weft_buf_append_char(&c->hdr, '\0')) return -1;
     if (p->content_length != (uint64_t)-1 && p->content_length > c->s->o.max_body &&
         (p->flags & F_CHUNKED) == 0) {
         c->err_status = 413;
@@ -635,14 +617,17 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
     struct weft_http_conn *c = p->data;
-    if (c->body_len + n > c->s->o.max_body) {
-        c->err_status = 413;
+    if (c->body.len == 0 && p->content_length != (uint64_t)-1) {
+        /* Sized once, by what is still to come of the body (or of its
+         * first chunk) with this piece: a failure shows in the append. */
+        uint64_t rest = p->content_length;
+        weft_buf_reserve(&c->body, rest > SIZE_MAX - n ? SIZE_MAX : (size_t)rest + n);
+    }
+    if (weft_buf_append(&c->body, at, n) != 0) {
+        if (c->body.err == WEFT_BUF_TOO_BIG) c->err_status = 413; /* max_body */
         return -1;
     }
-    if (c->body_len == 0 && p->content_length != (uint64_t)-1 &&
-        grow(&c->body, &c->body_cap, (size_t)p->content_length + n) != 0)
-        return -1;
-    return append(&c->body, &c->body_len, &c->body_cap, at, n);
+    return 0;
 }
 
 static int on_message_complete(http_parser *p) {
@@ -693,8 +678,8 @@ static void read_cb(struct ev_loop *ev, ev_io *w, int revents) {
         return;
     }
     if (c->paused) return;
-    if (c->pend_off < c->pend_len) {
-        feed(c, c->pend + c->pend_off, c->pend_len - c->pend_off, 1);
+    if (c->pend_off < c->pend.len) {
+        feed(c, c->pend.data + c->pend_off, c->pend.len - c->pend_off, 1);
         return;
     }
     ssize_t n = read(c->fd, buf, sizeof buf);
@@ -741,6 +726,11 @@ static int conn_new(struct weft_http_server *s, int fd, const struct sockaddr *s
     c->addr = a;
     c->s = s;
     c->fd = fd;
+    weft_buf_init(&c->url, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&c->hdr, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&c->body, s->o.max_body, WEFT_BUF_SECRET);
+    weft_buf_init(&c->pend, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&c->out, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char host[INET6_ADDRSTRLEN] = "?";
@@ -779,7 +769,7 @@ static int conn_new(struct weft_http_server *s, int fd, const struct sockaddr *s
 /* Evictable: idle (waiting for a head it has not received whole), with no
  * unsent output and no pipelined bytes still to parse. */
 static int evictable(const struct weft_http_conn *c) {
-    return pending_out(c) == 0 && c->pend_off >= c->pend_len;
+    return pending_out(c) == 0 && c->pend_off >= c->pend.len;
 }
 
 static void evict(struct weft_http_conn *c) {
@@ -984,12 +974,11 @@ static int queue(struct weft_http_conn *c, const char *p, size_t n) {
     /* Move the unsent rest to the front instead of growing: a client that
      * reads slowly but never lets the output drain whole would otherwise
      * push the buffer's end forward without bound. */
-    if (c->out_off > 0 && c->out_len + n > c->out_cap) {
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
+    if (c->out_off > 0 && n > c->out.cap - c->out.len) {
+        weft_buf_drop(&c->out, c->out_off);
         c->out_off = 0;
     }
-    if (append(&c->out, &c->out_len, &c->out_cap, p, n) != 0) {
+    if (weft_buf_append(&c->out, p, n) != 0) {
         conn_free(c, 0);
         return -1;
     }

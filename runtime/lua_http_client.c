@@ -51,6 +51,7 @@
 #include <lua.h>
 
 #include "bindings.h"
+#include "buf.h"
 #include "clock.h"
 #include "http_client.h"
 #include "secrets.h"
@@ -92,13 +93,9 @@ struct lxfer {
                                   cancelled, or by __gc */
     CURLU *cu;                 /* URL being built on opts.origin; owned,
                                   freed once curl has copied the URL */
-    char *authq;               /* auth.query parameters, encoded: owned,
-                                  zeroed when freed */
-    size_t authq_len, authq_cap;
-    char *url;                 /* the URL handed to curl (it may hold a
-                                  secret): owned, zeroed and freed right
-                                  after start */
-    size_t url_cap;
+    struct weft_buf authq;     /* auth.query parameters, encoded (secret) */
+    struct weft_buf url;       /* the URL handed to curl (it may hold a
+                                  secret): freed right after start */
     int redact;                /* opts.redact: headers and body through
                                   weft_secrets_redact before Lua sees them */
     int sends;                 /* from the outcome: times the request was sent */
@@ -107,29 +104,14 @@ struct lxfer {
     int paused;
     enum xstate state;
     int status, version;
-    char *hbuf;                /* headers of the current head: "name\0value\0"... */
-    size_t hlen, hcap;
-    char *buf;                 /* body (or undelivered stream bytes) */
-    size_t len, cap;
-    size_t max_body;
+    struct weft_buf head;      /* headers of the current head: "name\0value\0"... */
+    struct weft_buf body;      /* body, max: max_body (or undelivered stream
+                                  bytes, no max) */
     const char *err_kind;      /* static strings from the outcome */
     const char *err_reason;
     char *err_msg;             /* malloc'd */
     long curl_code;
 };
-
-/* ------------------------------------------------------------ buffers */
-
-static int reserve(char **p, size_t *cap, size_t need) {
-    if (need <= *cap) return 0;
-    size_t ncap = *cap ? *cap : 256;
-    while (ncap < need) ncap *= 2;
-    char *np = realloc(*p, ncap);
-    if (!np) return -1;
-    *p = np;
-    *cap = ncap;
-    return 0;
-}
 
 static void active_unlink(struct lxfer *lx) {
     struct lclient *lc = lx->lc;
@@ -155,13 +137,13 @@ static void on_status(void *ud, int status, int version) {
     struct lxfer *lx = ud;
     lx->status = status;
     lx->version = version;
-    lx->hlen = 0;
+    weft_buf_reset(&lx->head);
 }
 
 static void on_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen) {
     struct lxfer *lx = ud;
-    if (reserve(&lx->hbuf, &lx->hcap, lx->hlen + nlen + vlen + 2) != 0) return;
-    char *d = lx->hbuf + lx->hlen;
+    char *d = weft_buf_extend(&lx->head, nlen + vlen + 2);
+    if (!d) return; /* out of memory: this head's later fields are lost too */
     for (size_t i = 0; i < nlen; i++) {
         char ch = name[i];
         d[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
@@ -169,28 +151,24 @@ static void on_header(void *ud, const char *name, size_t nlen, const char *value
     d[nlen] = '\0';
     memcpy(d + nlen + 1, value, vlen);
     d[nlen + 1 + vlen] = '\0';
-    lx->hlen += nlen + vlen + 2;
     if (!lx->stream && nlen == 14 && memcmp(d, "content-length", 14) == 0) {
-        /* Size the body buffer once (bounded by max_body). */
+        /* Size the body buffer once; a length past max_body is curl's to
+         * refuse (CURLOPT_MAXFILESIZE), not a reason to fail the buffer. */
         size_t cl = strtoull(d + 15, NULL, 10);
-        if (cl > 0 && cl <= lx->max_body && lx->status >= 200) reserve(&lx->buf, &lx->cap, cl);
+        if (cl > 0 && cl <= lx->body.max && lx->status >= 200) weft_buf_reserve(&lx->body, cl);
     }
 }
 
 static int on_data(void *ud, const char *p, size_t n) {
     struct lxfer *lx = ud;
     if (lx->stream) {
-        if (lx->len >= STREAM_HIGH_WATER) {
+        if (lx->body.len >= STREAM_HIGH_WATER) {
             lx->paused = 1;
             wake_waiter(lx);
             return 1;
         }
-    } else if (lx->len + n > lx->max_body) {
-        return -1;
     }
-    if (reserve(&lx->buf, &lx->cap, lx->len + n) != 0) return -1;
-    memcpy(lx->buf + lx->len, p, n);
-    lx->len += n;
+    if (weft_buf_append(&lx->body, p, n) != 0) return -1; /* past max_body, or no memory */
     if (lx->stream) wake_waiter(lx);
     return 0;
 }
@@ -418,24 +396,22 @@ static void add_secret_header(lua_State *L, struct lxfer *lx, const char *name,
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Percent-encode s into o (room for 3 * n bytes): RFC 3986 unreserved
- * bytes stay, every other byte becomes %XX in upper case -- the URL form
- * secrets.c redacts (curl's CURLU_URLENCODE writes lower case and '+'). */
-static size_t pct_encode(char *o, const char *s, size_t n) {
+/* Append s percent-encoded to b (which has room for 3 * n bytes): RFC
+ * 3986 unreserved bytes stay, every other byte becomes %XX in upper case --
+ * the URL form secrets.c redacts (curl's CURLU_URLENCODE writes lower case
+ * and '+'). */
+static void pct_encode(struct weft_buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
-    size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
             ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-            o[j++] = (char)ch;
+            weft_buf_append_char(b, (char)ch);
         } else {
-            o[j++] = '%';
-            o[j++] = hex[ch >> 4];
-            o[j++] = hex[ch & 15];
+            const char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+            weft_buf_append(b, esc, 3);
         }
     }
-    return j;
 }
 
 /* Append "name=<value, percent-encoded>" to lx->authq ('&' between
@@ -443,27 +419,18 @@ static size_t pct_encode(char *o, const char *s, size_t n) {
  * curl_url_set: that would lower-case the escapes (CURLU_URLENCODE also
  * writes '+' for a space), which is not the form secrets.c redacts, and
  * each call leaves copies of the value inside libcurl that are freed
- * without being zeroed. This buffer is zeroed whenever it is freed. */
+ * without being zeroed. This buffer is secret: zeroed whenever it lets
+ * memory go. */
 static void add_secret_query(lua_State *L, struct lxfer *lx, const char *name,
                              struct weft_secret *s) {
     size_t nlen = strlen(name);
-    size_t need = lx->authq_len + 1 + 3 * nlen + 1 + 3 * s->len + 1;
-    if (need > lx->authq_cap) {
-        char *nb = malloc(need);
-        if (!nb) luaL_error(L, "out of memory");
-        if (lx->authq) memcpy(nb, lx->authq, lx->authq_len);
-        zfree(lx->authq, lx->authq_cap);
-        lx->authq = nb;
-        lx->authq_cap = need;
-    }
-    char *q = lx->authq;
-    size_t o = lx->authq_len;
-    if (o) q[o++] = '&';
-    o += pct_encode(q + o, name, nlen);
-    q[o++] = '=';
-    o += pct_encode(q + o, s->value, s->len);
-    q[o] = '\0';
-    lx->authq_len = o;
+    struct weft_buf *q = &lx->authq;
+    /* Room for the worst case, so that the appends below cannot fail. */
+    if (weft_buf_reserve(q, 1 + 3 * nlen + 1 + 3 * s->len) != 0) luaL_error(L, "out of memory");
+    if (q->len) weft_buf_append_char(q, '&');
+    pct_encode(q, name, nlen);
+    weft_buf_append_char(q, '=');
+    pct_encode(q, s->value, s->len);
 }
 
 /* Render opts.auth (a table or a list of tables) into secret header lines
@@ -585,10 +552,8 @@ static void push_invalid_url(lua_State *L, const char *why) {
 /* Zero and free the URL string handed to curl and the auth query (they
  * may hold a secret; curl keeps its own copy of the URL). */
 static void free_url(struct lxfer *lx) {
-    zfree(lx->url, lx->url_cap);
-    zfree(lx->authq, lx->authq_cap);
-    lx->url = lx->authq = NULL;
-    lx->url_cap = lx->authq_cap = lx->authq_len = 0;
+    weft_buf_free(&lx->url);
+    weft_buf_free(&lx->authq);
     if (lx->cu) {
         curl_url_cleanup(lx->cu);
         lx->cu = NULL;
@@ -616,25 +581,22 @@ static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
     int has_query = curl_url_get(lx->cu, CURLUPART_QUERY, &q, 0) == CURLUE_OK && q && *q;
     curl_free(q);
     size_t blen = strlen(base);
-    lx->url_cap = blen + 1 + lx->authq_len + 1;
-    lx->url = malloc(lx->url_cap);
-    if (!lx->url) {
+    /* One allocation for all of it: the appends below cannot fail. */
+    if (weft_buf_reserve(&lx->url, blen + 1 + lx->authq.len + 1) != 0) {
         curl_free(base);
-        lx->url_cap = 0;
         return luaL_error(L, "out of memory");
     }
-    memcpy(lx->url, base, blen);
+    weft_buf_append(&lx->url, base, blen);
     if (lx->url_ref == LUA_NOREF) {             /* err.url: before auth.query */
         lua_pushlstring(L, base, blen);
         lx->url_ref = weft_ref(L);
     }
     curl_free(base);
-    if (lx->authq_len) {
-        lx->url[blen++] = has_query ? '&' : '?';
-        memcpy(lx->url + blen, lx->authq, lx->authq_len);
-        blen += lx->authq_len;
+    if (lx->authq.len) {
+        weft_buf_append_char(&lx->url, has_query ? '&' : '?');
+        weft_buf_append(&lx->url, lx->authq.data, lx->authq.len);
     }
-    lx->url[blen] = '\0';
+    weft_buf_cstr(&lx->url);
     return 0;
 }
 
@@ -649,6 +611,13 @@ static int l_start(lua_State *L) {
      * owned by it, so a Lua error anywhere leaves it to __gc. */
     struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, lx] */
     memset(lx, 0, sizeof *lx);
+    /* Every buffer of a transfer holds part of an HTTP message (a
+     * credential, a body, response headers): all secret. The body's max
+     * is set below, once max_body is known. */
+    weft_buf_init(&lx->authq, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&lx->url, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&lx->body, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     lx->body_ref = LUA_NOREF;
     lx->head_ref = LUA_NOREF;
     lx->url_ref = LUA_NOREF;
@@ -711,7 +680,7 @@ static int l_start(lua_State *L) {
     lua_pop(L, 1);
     if (!stream) req.max_body = (curl_off_t)max_body;
     lx->stream = stream;
-    lx->max_body = (size_t)max_body;
+    weft_buf_init(&lx->body, stream ? WEFT_BUF_NO_MAX : (size_t)max_body, WEFT_BUF_SECRET);
 
     char err[512];
     struct lclient *lc = get_client(L);
@@ -774,16 +743,17 @@ static int l_start(lua_State *L) {
     }
     lua_pop(L, 1);
 
-    if (lx->cu || lx->authq) {
+    if (lx->cu || lx->authq.len) {
         r = final_url(L, lx, req.url);
         if (r) return r;
         /* With a credential appended as a query parameter, the complete
          * URL, parsed again, must still be on the origin. */
-        if (org && lx->authq_len && weft_http_origin_verify(org, lx->url, err, sizeof err) != 0) {
+        if (org && lx->authq.len &&
+            weft_http_origin_verify(org, lx->url.data, err, sizeof err) != 0) {
             free_url(lx);
             return push_fail(L, "integration", "origin", err);
         }
-        req.url = lx->url;
+        req.url = lx->url.data;
     }
     req.header_list = &lx->hdrs;
     lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
@@ -876,14 +846,14 @@ static void push_head(lua_State *L, struct lxfer *lx) {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, lx->status);
     lua_setfield(L, -2, "status");
-    const char *h = lx->hbuf ? lx->hbuf : "";
-    size_t hlen = lx->hlen;
+    const char *h = lx->head.len ? lx->head.data : "";
+    size_t hlen = lx->head.len;
     char *red = NULL;
     /* One pass over the whole "name\0value\0" block: a secret holds no
      * NUL, so no match spans two fields and the layout survives. */
     if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &hlen) != 0)
         luaL_error(L, "weft.http.request: out of memory (redaction)");
-    weft_push_headers(L, red ? red : h, red ? hlen : lx->hlen);
+    weft_push_headers(L, red ? red : h, red ? hlen : lx->head.len);
     free(red);
     lua_setfield(L, -2, "headers");
     push_version(L, lx->version);
@@ -900,10 +870,10 @@ static int push_cancelled(lua_State *L) {
  * woken, call again) */
 static int l_wait(lua_State *L) {
     struct lxfer *lx = check_xfer(L, 1);
-    if (lx->stream && lx->len > 0) {
+    if (lx->stream && lx->body.len > 0) {
         lua_pushliteral(L, "data");
-        lua_pushlstring(L, lx->buf, lx->len);
-        lx->len = 0;
+        lua_pushlstring(L, lx->body.data, lx->body.len);
+        weft_buf_reset(&lx->body);
         if (lx->head_ref == LUA_NOREF) {
             push_head(L, lx);
             lua_pushvalue(L, -1);
@@ -913,7 +883,7 @@ static int l_wait(lua_State *L) {
         }
         if (lx->paused && lx->x) {
             lx->paused = 0;
-            weft_http_resume(lx->x); /* may append to lx->buf at once */
+            weft_http_resume(lx->x); /* may append to lx->body at once */
         }
         return 3;
     }
@@ -931,14 +901,11 @@ static int l_wait(lua_State *L) {
         lua_pushliteral(L, "done");
         push_head(L, lx);                                   /* [.., "done", resp] */
         if (lx->stream) lua_pushliteral(L, "");
-        else push_bytes(L, lx, lx->buf ? lx->buf : "", lx->len);
+        else push_bytes(L, lx, lx->body.len ? lx->body.data : "", lx->body.len);
         lua_setfield(L, -2, "body");
         lua_pushinteger(L, lx->sends);
         lua_setfield(L, -2, "sends");
-        if (lx->redact && lx->buf) explicit_bzero(lx->buf, lx->len); /* it may hold a secret */
-        free(lx->buf);
-        lx->buf = NULL;
-        lx->len = lx->cap = 0;
+        weft_buf_free(&lx->body);
         release_refs(L, lx);
         return 2;
     case X_FAILED:
@@ -990,10 +957,10 @@ static int l_gc(lua_State *L) {
     stop_xfer(lx);              /* also clears the header lines */
     free_url(lx);
     release_refs(L, lx);
-    free(lx->buf);
-    free(lx->hbuf);
+    weft_buf_free(&lx->body);
+    weft_buf_free(&lx->head);
     free(lx->err_msg);
-    lx->buf = lx->hbuf = lx->err_msg = NULL;
+    lx->err_msg = NULL;
     return 0;
 }
 

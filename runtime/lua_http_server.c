@@ -30,6 +30,7 @@
 #include <lua.h>
 
 #include "bindings.h"
+#include "buf.h"
 #include "http_server.h"
 #include "linger.h"
 #include "log.h"
@@ -126,33 +127,15 @@ static const struct weft_http_server_callbacks callbacks = {on_request, on_gone,
 
 /* ---------------------------------------------------------- helpers */
 
-struct hbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int hb_add(struct hbuf *b, const char *d, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) return -1;
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    return 0;
-}
-
 /* Append "Name: value\r\n" for one value; returns an error message or NULL. */
-static const char *add_field(struct hbuf *b, const char *name, size_t nlen, const char *v,
+static const char *add_field(struct weft_buf *b, const char *name, size_t nlen, const char *v,
                              size_t vlen) {
     for (size_t i = 0; i < vlen; i++)
         if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return "contains CR, LF or NUL";
-    if (hb_add(b, name, nlen) || hb_add(b, ": ", 2) || hb_add(b, v, vlen) || hb_add(b, "\r\n", 2))
-        return "out of memory";
-    return NULL;
+    weft_buf_append(b, name, nlen);
+    weft_buf_append(b, ": ", 2);
+    weft_buf_append(b, v, vlen);
+    return weft_buf_append(b, "\r\n", 2) != 0 ? "out of memory" : NULL;
 }
 
 /* Render the headers table at idx as "Name: value\r\n" lines; pushes the
@@ -166,7 +149,10 @@ static const char *render_headers(lua_State *L, int idx) {
     if (!lua_istable(L, idx)) return "headers must be a table";
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     static char msg[160];
-    struct hbuf b = {0};
+    /* Header lines (a Set-Cookie, a token) are zeroed like every buffer
+     * that holds HTTP headers. */
+    struct weft_buf b;
+    weft_buf_init(&b, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     const char *err = NULL;
     lua_pushnil(L);
     while (!err && lua_next(L, idx)) {                /* [.., k, v] */
@@ -210,8 +196,8 @@ static const char *render_headers(lua_State *L, int idx) {
         }
         lua_pop(L, 1);                                /* [.., k] */
     }
-    if (!err) lua_pushlstring(L, b.p ? b.p : "", b.len);
-    free(b.p);
+    if (!err) lua_pushlstring(L, b.len ? b.data : "", b.len);
+    weft_buf_free(&b);
     return err;
 }
 

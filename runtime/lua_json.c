@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "bindings.h"
+#include "buf.h"
 
 #define MAX_DEPTH 1000
 
@@ -47,44 +48,18 @@ static int l_has_empty(lua_State *L) {
 
 /* ------------------------------------------------------------- encoder */
 
-/* The output grows through the Lua state's allocator, so that encoding
- * inside a plugin's budgeted call (budget.h) is bounded by its allocation
- * limit like everything else it does. */
-struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-    lua_Alloc alloc;
-    void *ud;
-};
+/* The output is a weft_buf growing through the Lua state's allocator, so
+ * that encoding inside a plugin's budgeted call (budget.h) is bounded by
+ * its allocation limit like everything else it does. Not secret: it holds
+ * a copy of Lua values, which are not zeroed either. */
+static int put(struct weft_buf *b, const char *s, size_t n) { return weft_buf_append(b, s, n); }
 
-static int reserve(struct buf *b, size_t more) {
-    if (b->len + more <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more) cap *= 2;
-    char *np = b->alloc(b->ud, b->p, b->cap, cap);
-    if (!np) {
-        b->oom = 1;
-        return -1;
-    }
-    b->p = np;
-    b->cap = cap;
-    return 0;
-}
+static int putc1(struct weft_buf *b, char c) { return weft_buf_append_char(b, c); }
 
-static int put(struct buf *b, const char *s, size_t n) {
-    if (reserve(b, n) != 0) return -1;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-static int putc1(struct buf *b, char c) { return put(b, &c, 1); }
-
-static int put_string(struct buf *b, const char *s, size_t n) {
+static int put_string(struct weft_buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
-    if (reserve(b, n + 2) != 0) return -1;
-    b->p[b->len++] = '"';
+    if (weft_buf_reserve(b, n + 2) != 0) return -1;
+    putc1(b, '"');
     size_t run = 0; /* bytes copied as they are, pending */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -118,7 +93,7 @@ static int put_string(struct buf *b, const char *s, size_t n) {
     return putc1(b, '"');
 }
 
-static int put_number(struct buf *b, lua_Number v) {
+static int put_number(struct weft_buf *b, lua_Number v) {
     char tmp[40];
     int n;
     if (isnan(v) || isinf(v)) return -1;
@@ -137,9 +112,9 @@ static int put_number(struct buf *b, lua_Number v) {
 }
 
 /* upvalues: 1 array_mt, 2 object_mt, 3 empty_mt, 4 null */
-static int encode_value(lua_State *L, struct buf *b, int idx, int depth);
+static int encode_value(lua_State *L, struct weft_buf *b, int idx, int depth);
 
-static int encode_table(lua_State *L, struct buf *b, int idx, int depth) {
+static int encode_table(lua_State *L, struct weft_buf *b, int idx, int depth) {
     if (depth >= MAX_DEPTH) return -1; /* also how a cycle ends up here */
     if (!lua_checkstack(L, 4)) return -1;
     int is_array;
@@ -201,7 +176,7 @@ static int encode_table(lua_State *L, struct buf *b, int idx, int depth) {
     return putc1(b, '}');
 }
 
-static int encode_value(lua_State *L, struct buf *b, int idx, int depth) {
+static int encode_value(lua_State *L, struct weft_buf *b, int idx, int depth) {
     switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
         size_t n;
@@ -224,12 +199,15 @@ static int encode_value(lua_State *L, struct buf *b, int idx, int depth) {
 
 static int l_encode(lua_State *L) {
     lua_settop(L, 1);
-    struct buf b = {0};
-    b.alloc = lua_getallocf(L, &b.ud);
+    struct weft_buf b;
+    void *ud;
+    lua_Alloc alloc = lua_getallocf(L, &ud);
+    weft_buf_init_alloc(&b, WEFT_BUF_NO_MAX, 0, alloc, ud);
+    weft_buf_reserve(&b, 256); /* most encodings fit: no regrowth */
     int rc = encode_value(L, &b, 1, 0);
-    if (rc == 0 && !b.oom) lua_pushlstring(L, b.p ? b.p : "", b.len);
+    if (rc == 0 && !b.err) lua_pushlstring(L, b.len ? b.data : "", b.len);
     else lua_pushnil(L);
-    if (b.p) b.alloc(b.ud, b.p, b.cap, 0);
+    weft_buf_free(&b);
     return 1;
 }
 

@@ -39,6 +39,7 @@
 #include <editline/readline.h>
 
 #include "bindings.h"
+#include "buf.h"
 #include "loop.h"
 #include "luax.h"
 #include "task.h"
@@ -60,46 +61,36 @@ struct repl {
     int installed;             /* libedit line handler installed */
     int eof;
     char *history;             /* file, or NULL */
-    /* lines that arrived with nobody waiting (pipe input, or a tty line) */
-    char *buf;
-    size_t len, cap;
+    struct weft_buf in;        /* lines that arrived with nobody waiting
+                                  (pipe input, or a tty line) */
 };
 
 static struct repl *current; /* libedit's state is global: one REPL */
 
 /* ------------------------------------------------------------ lines */
 
-static int buf_append(struct repl *r, const char *s, size_t n) {
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 1024;
-        while (cap < r->len + n + 1) cap *= 2;
-        char *p = realloc(r->buf, cap);
-        if (!p) return -1;
-        r->buf = p;
-        r->cap = cap;
-    }
-    memcpy(r->buf + r->len, s, n);
-    r->len += n;
-    r->buf[r->len] = '\0';
-    return 0;
+/* Input that cannot be kept (out of memory) takes what was buffered with
+ * it: lines with a piece missing must not run as code. */
+static void buf_append(struct repl *r, const char *s, size_t n) {
+    if (weft_buf_append(&r->in, s, n) != 0) weft_buf_reset(&r->in);
 }
 
 /* Push the next complete line of the buffer onto co (nil at the end of
  * input; a last line without a newline counts). Returns 0 when no line is
  * complete yet (nothing pushed). */
 static int take_line(struct repl *r, lua_State *co) {
-    char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+    struct weft_buf *b = &r->in;
+    char *nl = b->len ? memchr(b->data, '\n', b->len) : NULL;
     if (nl) {
-        size_t n = (size_t)(nl - r->buf);
-        lua_pushlstring(co, r->buf, n > 0 && r->buf[n - 1] == '\r' ? n - 1 : n);
-        memmove(r->buf, nl + 1, r->len - n - 1);
-        r->len -= n + 1;
+        size_t n = (size_t)(nl - b->data);
+        lua_pushlstring(co, b->data, n > 0 && b->data[n - 1] == '\r' ? n - 1 : n);
+        weft_buf_drop(b, n + 1);
         return 1;
     }
     if (!r->eof) return 0;
-    if (r->len) {
-        lua_pushlstring(co, r->buf, r->len);
-        r->len = 0;
+    if (b->len) {
+        lua_pushlstring(co, b->data, b->len);
+        weft_buf_reset(b);
     } else {
         lua_pushnil(co);
     }
@@ -318,6 +309,7 @@ static int l_open(lua_State *L) {
     struct weft_loop *loop = weft_loop_get(L);
     struct repl *r = lua_newuserdata(L, sizeof *r);
     memset(r, 0, sizeof *r);
+    weft_buf_init(&r->in, WEFT_BUF_NO_MAX, 0); /* typed code: nothing to zero */
     r->loop = loop;
     r->L = loop->L;
     r->running_ref = LUA_NOREF;
@@ -411,9 +403,7 @@ static void shut(lua_State *L, struct repl *r) {
     }
     free(r->history);
     r->history = NULL;
-    free(r->buf);
-    r->buf = NULL;
-    r->len = r->cap = 0;
+    weft_buf_free(&r->in);
     for (size_t i = 0; i < ncand; i++) free(candidates[i]);
     free(candidates);
     candidates = NULL;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "secrets.h"
 
 const double WEFT_BUCKETS_LATENCY[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -297,31 +298,12 @@ struct weft_metric *weft_metrics_at(int i) { return i >= 0 && i < nmetrics ? met
 
 /* -------------------------------------------------------- exposition */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
+/* The exposition is built in a weft_buf (no cap, not secret: every text
+ * from outside is redacted before it goes in); its sticky failure flag
+ * makes one check at the end enough, so these return nothing. */
+static void put(struct weft_buf *b, const char *s, size_t n) { weft_buf_append(b, s, n); }
 
-static void put(struct buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(struct weft_buf *b, const char *s) { put(b, s, strlen(s)); }
 
 /* Length of the valid UTF-8 sequence at p (1-4), or 0 when it is not one
  * (overlong forms, surrogates and code points above U+10FFFF included). */
@@ -340,7 +322,7 @@ static int utf8_len(const unsigned char *p) {
 /* HELP text: escape \ and newline. Label values: also ". A byte that is
  * not valid UTF-8 becomes U+FFFD: the text format is UTF-8, and one bad
  * model name must not make every scrape fail. */
-static void put_escaped(struct buf *b, const char *s, int quote) {
+static void put_escaped(struct weft_buf *b, const char *s, int quote) {
     for (const unsigned char *p = (const unsigned char *)s; *p;) {
         if (*p == '\\') puts_(b, "\\\\");
         else if (*p == '\n') puts_(b, "\\n");
@@ -360,24 +342,29 @@ static void put_escaped(struct buf *b, const char *s, int quote) {
     }
 }
 
-static void put_number(struct buf *b, double v) {
-    char n[64];
-    if (isnan(v)) snprintf(n, sizeof n, "NaN");
-    else if (isinf(v)) snprintf(n, sizeof n, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 1e15) snprintf(n, sizeof n, "%.0f", v);
+/* v as the exposition writes it, into n[size]. */
+static void format_number(char *n, size_t size, double v) {
+    if (isnan(v)) snprintf(n, size, "NaN");
+    else if (isinf(v)) snprintf(n, size, v > 0 ? "+Inf" : "-Inf");
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(n, size, "%.0f", v);
     else {
         /* shortest text that reads back as the same double */
         for (int d = 15; d <= 17; d++) {
-            snprintf(n, sizeof n, "%.*g", d, v);
+            snprintf(n, size, "%.*g", d, v);
             if (strtod(n, NULL) == v) break;
         }
     }
+}
+
+static void put_number(struct weft_buf *b, double v) {
+    char n[64];
+    format_number(n, sizeof n, v);
     puts_(b, n);
 }
 
 /* Label values are passed in already redacted (one redaction per series,
  * not one per histogram bucket line). */
-static void put_labels(struct buf *b, struct weft_metric *m, const char *const *names,
+static void put_labels(struct weft_buf *b, struct weft_metric *m, const char *const *names,
                        const char *const *values, const char *le) {
     if (m->nlabels == 0 && !le) return;
     puts_(b, "{");
@@ -445,10 +432,13 @@ static void shown_free(struct shown *sh) {
  * the exposition stays valid (a name that matched a secret does not: a
  * broken line is better than a leaked value). No loaded secret, no work. */
 int weft_metrics_text(char **out, size_t *len) {
-    struct buf b = {0};
+    struct weft_buf b;
+    weft_buf_init(&b, WEFT_BUF_NO_MAX, 0);
+    weft_buf_reserve(&b, 4096); /* a scrape is rarely smaller */
+    int oom = 0;                /* a redacted copy could not be made */
     static const char *const types[] = {"counter", "gauge", "histogram"};
     int redact = weft_secrets_loaded() > 0;
-    for (int i = 0; i < nmetrics && !b.oom; i++) {
+    for (int i = 0; i < nmetrics && !b.err && !oom; i++) {
         struct weft_metric *m = metrics[i];
         struct shown mk = {0}, sk = {0};
         const char *name = m->name, *help = m->help;
@@ -458,7 +448,7 @@ int weft_metrics_text(char **out, size_t *len) {
             name = show(&mk, m->name);
             help = show(&mk, m->help);
             for (int j = 0; j < m->nlabels; j++) lnames[j] = show(&mk, m->labels[j]);
-            b.oom |= mk.oom;
+            oom |= mk.oom;
         }
         puts_(&b, "# HELP ");
         puts_(&b, name);
@@ -469,12 +459,12 @@ int weft_metrics_text(char **out, size_t *len) {
         puts_(&b, " ");
         puts_(&b, types[m->type]);
         puts_(&b, "\n");
-        for (int k = 0; k < m->norder && !b.oom; k++) {
+        for (int k = 0; k < m->norder && !b.err && !oom; k++) {
             struct weft_series *s = m->order[k];
             if (s->unset) continue;
             for (int j = 0; j < m->nlabels; j++)
                 vals[j] = redact ? show(&sk, s->values[j]) : s->values[j];
-            b.oom |= sk.oom;
+            oom |= sk.oom;
             if (m->type != WEFT_HISTOGRAM) {
                 puts_(&b, name);
                 put_labels(&b, m, lnames, vals, NULL);
@@ -487,14 +477,8 @@ int weft_metrics_text(char **out, size_t *len) {
             double cum = 0;
             for (int j = 0; j <= m->nbounds; j++) {
                 char le[64];
-                if (j < m->nbounds) {
-                    struct buf t = {0};
-                    put_number(&t, m->bounds[j]);
-                    snprintf(le, sizeof le, "%s", t.p ? t.p : "0");
-                    free(t.p);
-                } else {
-                    snprintf(le, sizeof le, "+Inf");
-                }
+                if (j < m->nbounds) format_number(le, sizeof le, m->bounds[j]);
+                else snprintf(le, sizeof le, "+Inf");
                 cum += s->buckets[j];
                 puts_(&b, name);
                 puts_(&b, "_bucket");
@@ -519,16 +503,14 @@ int weft_metrics_text(char **out, size_t *len) {
         }
         shown_free(&mk);
     }
-    if (b.oom) {
-        free(b.p);
-        *out = NULL;
+    if (oom) weft_buf_free(&b);
+    /* NUL-terminated, "" when no metric exists; NULL after a failure. */
+    *out = oom ? NULL : weft_buf_take(&b, len);
+    if (!*out) {
         *len = 0;
         return -1;
     }
-    if (!b.p) put(&b, "", 0);
-    *out = b.p;
-    *len = b.len;
-    return b.oom ? -1 : 0;
+    return 0;
 }
 
 void weft_metrics_reset(void) {

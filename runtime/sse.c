@@ -1,7 +1,6 @@
 /* sse.c -- the event-stream parser (see sse.h). */
 #include "sse.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define DEFAULT_MAX (16u << 20)
@@ -10,28 +9,23 @@ void weft_sse_init(struct weft_sse *p, size_t max_event) {
     memset(p, 0, sizeof *p);
     p->retry_ms = -1;
     p->max_event = max_event ? max_event : DEFAULT_MAX;
+    /* Stream bytes, not credentials: no zeroing. */
+    weft_buf_init(&p->line, p->max_event, 0);
+    weft_buf_init(&p->data, p->max_event, 0);
 }
 
 void weft_sse_free(struct weft_sse *p) {
-    free(p->line);
-    free(p->data);
-    p->line = p->data = NULL;
-    p->line_len = p->line_cap = p->data_len = p->data_cap = 0;
+    weft_buf_free(&p->line);
+    weft_buf_free(&p->data);
 }
 
-static int grow(char **buf, size_t *cap, size_t need) {
-    if (need <= *cap) return 0;
-    size_t n = *cap ? *cap : 256;
-    while (n < need) n *= 2;
-    char *b = realloc(*buf, n);
-    if (!b) return -1;
-    *buf = b;
-    *cap = n;
-    return 0;
+/* Why an append to one of the buffers failed. */
+static int buf_error(const struct weft_buf *b) {
+    return b->err == WEFT_BUF_TOO_BIG ? WEFT_SSE_TOO_LARGE : WEFT_SSE_NOMEM;
 }
 
 static void reset_event(struct weft_sse *p) {
-    p->data_len = 0;
+    weft_buf_reset(&p->data);
     p->has_data = 0;
     p->type_len = 0;
 }
@@ -47,8 +41,8 @@ static int line(struct weft_sse *p, const char *s, size_t n, weft_sse_cb cb, voi
         struct weft_sse_event ev;
         ev.type = p->type_len ? p->type : "message";
         ev.type_len = p->type_len ? p->type_len : 7;
-        ev.data = p->data ? p->data : "";
-        ev.data_len = p->data_len;
+        ev.data = p->data.len ? p->data.data : "";
+        ev.data_len = p->data.len;
         ev.id = p->id;
         ev.id_len = p->id_len;
         ev.retry_ms = p->retry_ms;
@@ -67,13 +61,10 @@ static int line(struct weft_sse *p, const char *s, size_t n, weft_sse_cb cb, voi
     }
     if (flen == 4 && memcmp(s, "data", 4) == 0) {
         /* joined with LF: a separator before every line but the first */
-        size_t need = p->data_len + (p->has_data ? 1 : 0) + vlen;
-        if (need > p->max_event) return WEFT_SSE_TOO_LARGE;
-        if (grow(&p->data, &p->data_cap, need + 1) != 0) return WEFT_SSE_NOMEM;
-        if (p->has_data) p->data[p->data_len++] = '\n';
-        memcpy(p->data + p->data_len, v, vlen);
-        p->data_len += vlen;
-        p->data[p->data_len] = '\0';
+        if (weft_buf_reserve(&p->data, (p->has_data ? 1 : 0) + vlen) != 0)
+            return buf_error(&p->data);
+        if (p->has_data) weft_buf_append_char(&p->data, '\n');
+        weft_buf_append(&p->data, v, vlen);
         p->has_data = 1;
     } else if (flen == 5 && memcmp(s, "event", 5) == 0) {
         size_t k = vlen < sizeof p->type - 1 ? vlen : sizeof p->type - 1;
@@ -109,21 +100,18 @@ static int feed(struct weft_sse *p, const char *buf, size_t len, weft_sse_cb cb,
         size_t j = i;
         while (j < len && buf[j] != '\n' && buf[j] != '\r') j++;
         if (j == len) {
-            size_t need = p->line_len + (len - i);
-            if (need > p->max_event) return WEFT_SSE_TOO_LARGE;
-            if (grow(&p->line, &p->line_cap, need) != 0) return WEFT_SSE_NOMEM;
-            memcpy(p->line + p->line_len, buf + i, len - i);
-            p->line_len = need;
+            if (weft_buf_append(&p->line, buf + i, len - i) != 0) return buf_error(&p->line);
             return 0;
         }
         int r;
-        if (p->line_len) {
-            size_t need = p->line_len + (j - i);
-            if (need > p->max_event) return WEFT_SSE_TOO_LARGE;
-            if (grow(&p->line, &p->line_cap, need) != 0) return WEFT_SSE_NOMEM;
-            memcpy(p->line + p->line_len, buf + i, j - i);
-            p->line_len = 0; /* consumed below, before any callback can feed */
-            r = line(p, p->line, need, cb, ud);
+        if (p->line.len) {
+            if (weft_buf_append(&p->line, buf + i, j - i) != 0) return buf_error(&p->line);
+            const char *s = p->line.data;
+            size_t n = p->line.len;
+            /* Consumed below, before any callback can feed; the bytes stay
+             * in place (reset keeps the memory of a non-secret buffer). */
+            weft_buf_reset(&p->line);
+            r = line(p, s, n, cb, ud);
         } else {
             if (j - i > p->max_event) return WEFT_SSE_TOO_LARGE;
             r = line(p, buf + i, j - i, cb, ud);
@@ -173,5 +161,5 @@ int weft_sse_feed(struct weft_sse *p, const char *buf, size_t len, weft_sse_cb c
 }
 
 int weft_sse_pending(const struct weft_sse *p) {
-    return p->line_len > 0 || p->has_data || (!p->bom_checked && p->bom_len > 0);
+    return p->line.len > 0 || p->has_data || (!p->bom_checked && p->bom_len > 0);
 }

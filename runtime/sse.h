@@ -20,6 +20,8 @@
 
 #include <stddef.h>
 
+#include "buf.h"
+
 struct weft_sse_event {
     const char *type;   /* "message" unless an event: field said otherwise */
     size_t type_len;
@@ -35,10 +37,8 @@ struct weft_sse_event {
 typedef int (*weft_sse_cb)(void *ud, const struct weft_sse_event *ev);
 
 struct weft_sse {
-    char *line;          /* the current, unterminated line */
-    size_t line_len, line_cap;
-    char *data;          /* data buffer of the event being built */
-    size_t data_len, data_cap;
+    struct weft_buf line; /* the current, unterminated line (max: max_event) */
+    struct weft_buf data; /* data of the event being built (max: max_event) */
     int has_data;        /* at least one data: field (data may be empty) */
     char type[64];       /* event type ("" = message); longer types are cut */
     size_t type_len;
