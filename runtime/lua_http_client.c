@@ -123,11 +123,13 @@ static void active_unlink(struct lxfer *lx) {
     lx->lc = NULL;
 }
 
+/* The waiting task resumes with what there is to deliver, made at its
+ * resume (wait_push), not here in a transfer callback. */
 static void wake_waiter(struct lxfer *lx) {
     struct weft_task *t = lx->waiter;
     if (t) {
         lx->waiter = NULL;
-        weft_task_wake(t, 0);
+        weft_task_wake_push(t);
     }
 }
 
@@ -866,10 +868,10 @@ static int push_cancelled(lua_State *L) {
     return 2;
 }
 
-/* x:wait() -> "data", chunk, head | "done", resp | nil, err | (nothing:
- * woken, call again) */
-static int l_wait(lua_State *L) {
-    struct lxfer *lx = check_xfer(L, 1);
+/* Push what the transfer has for its waiter: "data", chunk, head | "done",
+ * resp | nil, err (a failure or a cancel); returns how many values, 0 when
+ * there is nothing yet (running). */
+static int deliver(lua_State *L, struct lxfer *lx) {
     if (lx->stream && lx->body.len > 0) {
         lua_pushliteral(L, "data");
         lua_pushlstring(L, lx->body.data, lx->body.len);
@@ -888,14 +890,8 @@ static int l_wait(lua_State *L) {
         return 3;
     }
     switch (lx->state) {
-    case X_RUNNING: {
-        struct weft_task *t = weft_task_check_current(L, "weft.http.request");
-        if (lx->waiter) return luaL_error(L, "weft.http.request: transfer already has a waiter");
-        lx->wait.cancel = wait_cancel;
-        lx->wait.what = "http";
-        lx->waiter = t;
-        return weft_task_suspend(L, t, &lx->wait);
-    }
+    case X_RUNNING:
+        return 0;
     case X_DONE:
         lx->state = X_DELIVERED;
         lua_pushliteral(L, "done");
@@ -938,6 +934,27 @@ static int l_wait(lua_State *L) {
     default:
         return luaL_error(L, "weft.http.request: transfer already finished");
     }
+}
+
+static int wait_push(lua_State *L, struct weft_wait *w) {
+    struct lxfer *lx = (struct lxfer *)((char *)w - offsetof(struct lxfer, wait));
+    return deliver(L, lx);
+}
+
+/* x:wait() -> "data", chunk, head | "done", resp | nil, err | (nothing:
+ * woken with nothing to deliver, call again). A task waits once per
+ * event: its results are made at the resume (wait_push). */
+static int l_wait(lua_State *L) {
+    struct lxfer *lx = check_xfer(L, 1);
+    int n = deliver(L, lx);
+    if (n) return n;
+    struct weft_task *t = weft_task_check_current(L, "weft.http.request");
+    if (lx->waiter) return luaL_error(L, "weft.http.request: transfer already has a waiter");
+    lx->wait.cancel = wait_cancel;
+    lx->wait.push = wait_push;
+    lx->wait.what = "http";
+    lx->waiter = t;
+    return weft_task_suspend(L, t, &lx->wait);
 }
 
 /* x:cancel() -> true when it was still running */

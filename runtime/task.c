@@ -171,6 +171,17 @@ void weft_task_wake(struct weft_task *t, int nvals) {
     enqueue(t);
 }
 
+void weft_task_wake_push(struct weft_task *t) {
+    if (t->state != WEFT_TASK_WAITING || !t->wait || !t->wait->push) {
+        weft_log(WEFT_LOG_ERROR, "internal: push-wake of task %lu that is not waiting on a pushing source", t->id);
+        return;
+    }
+    t->pushing = t->wait;
+    t->wait = NULL;
+    t->nresume = 0;
+    enqueue(t);
+}
+
 /* ----------------------------------------------------------- finishing */
 
 static void finish(struct weft_task *t, int ok);
@@ -267,10 +278,52 @@ static void finish(struct weft_task *t, int ok) {
 
 /* --------------------------------------------------------------- resume */
 
+/* The results of a weft_task_wake_push, made here: in protected mode on
+ * the main state (idle while the loop drains; the suspended coroutine can
+ * run nothing), then moved onto the task's stack. A push that fails (out
+ * of memory) resumes the task with (nil, that error). */
+struct push_call {
+    struct weft_wait *w;
+};
+
+static int push_protected(lua_State *L) {
+    struct push_call *pc = lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    return pc->w->push(L, pc->w);
+}
+
+static int push_results(struct weft_task *t) {
+    static const char key = 'p'; /* registry key of push_protected's closure */
+    lua_State *L = t->loop->L, *co = t->co;
+    struct push_call pc = {t->pushing};
+    t->pushing = NULL;
+    int top = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, push_protected);
+        lua_pushlightuserdata(L, (void *)&key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    lua_pushlightuserdata(L, &pc);
+    if (lua_pcall(L, 1, LUA_MULTRET, 0) != 0) {
+        lua_pushnil(co);
+        lua_xmove(L, co, 1);
+        lua_settop(L, top);
+        return 2;
+    }
+    int n = lua_gettop(L) - top;
+    if (n > 0) lua_xmove(L, co, n);
+    return n;
+}
+
 void weft_task_resume(struct weft_task *t) {
     lua_State *co = t->co;
     int nargs = t->nresume;
     t->nresume = 0;
+    if (t->pushing) nargs += push_results(t);
     t->state = WEFT_TASK_RUNNING;
     t->started = 1;
     struct weft_task *prev = running;

@@ -31,6 +31,13 @@ struct weft_wait {
                                   Must not wake the task (the scheduler
                                   resumes it with a `cancelled` error). */
     const char *what;          /* what is being waited for ("sleep", ...) */
+    int (*push)(lua_State *L, struct weft_wait *w);
+                               /* for weft_task_wake_push: pushes the
+                                  operation's results onto L (in protected
+                                  mode: it may raise) just before the task
+                                  resumes with them, returns how many (the
+                                  operation must live until then); NULL
+                                  for sources that push before waking */
 };
 
 enum weft_task_state {
@@ -62,6 +69,8 @@ struct weft_task {
     int exiting;               /* called weft.exit: ends as cancelled at
                                   its yield, never resumed */
     struct weft_wait *wait;    /* pending operation while WAITING */
+    struct weft_wait *pushing; /* woken by weft_task_wake_push: its push
+                                  runs at the resume */
     struct weft_task *runq_next;          /* run queue link */
     struct weft_task *live_prev, *live_next; /* loop->tasks list */
     struct weft_join *joiners; /* tasks waiting for this one to finish */
@@ -93,6 +102,14 @@ int weft_task_suspend(lua_State *L, struct weft_task *t, struct weft_wait *w);
  * that suspended. Clears t->wait (the operation is over: its owner frees
  * it). Safe from any C callback: nothing runs until the next drain. */
 void weft_task_wake(struct weft_task *t, int nvals);
+
+/* Put a waiting task back on the run queue, its results to be pushed by
+ * t->wait->push at the resume site rather than now: an event source whose
+ * results are Lua values to build (a response table) makes them in the
+ * scheduler, never in a libev or libcurl callback, and the task gets them
+ * as the results of the function that suspended, in one resume. Safe from
+ * any C callback. */
+void weft_task_wake_push(struct weft_task *t);
 
 /* Request cancellation: a waiting task has its operation cancelled and is
  * resumed with (nil, cancelled-error); later waits fail the same way. A

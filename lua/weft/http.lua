@@ -234,7 +234,8 @@ request1 = function(opts)
         error(measured(err, account(method, t0, in_cb, type(err) == "table" and err.kind or "error")), 0)
     end
     while true do
-        -- wait() returns nothing when it was only woken up: ask again.
+        -- wait() returns the event the transfer woke the task with (made at the
+        -- resume); nothing when there was none to deliver: ask again.
         local ev, a, b = x:wait()
         if ev == nil and a == nil then
             -- woken: loop and collect the event

@@ -65,11 +65,58 @@ static int l_op(lua_State *L) {
     return weft_task_suspend(L, t, &o->wait);
 }
 
+/* A pushing op: woken by weft_task_wake_push from the libev callback, its
+ * results made by push at the resume (the HTTP client's way). */
+static int push_calls;   /* push callbacks run */
+static int push_in_cb;   /* a push ran inside the libev callback */
+static int in_cb;
+
+static int pop_push(lua_State *L, struct weft_wait *w) {
+    struct op *o = (struct op *)w;
+    push_calls++;
+    if (in_cb) push_in_cb++;
+    int v = o->value;
+    free(o);
+    op_frees++;
+    if (v < 0) return luaL_error(L, "push failed for %d", v); /* a push that raises */
+    lua_pushinteger(L, v * 3);
+    lua_createtable(L, 0, 1);          /* a value built at the resume */
+    lua_pushstring(L, "made at resume");
+    lua_setfield(L, -2, "note");
+    return 2;
+}
+
+static void pop_timer_cb(struct ev_loop *ev, ev_timer *w, int revents) {
+    struct op *o = (struct op *)((char *)w - offsetof(struct op, timer));
+    in_cb = 1;
+    last_op = NULL;
+    weft_task_wake_push(o->task);     /* nothing pushed here */
+    in_cb = 0;
+}
+
+/* pop(value) -> value*3, {note=} made at the resume; pop(-1) -> nil, err */
+static int l_pop(lua_State *L) {
+    int v = (int)luaL_checkinteger(L, 1);
+    struct weft_task *t = weft_task_check_current(L, "pop");
+    struct op *o = calloc(1, sizeof *o);
+    o->wait.cancel = op_cancel;
+    o->wait.push = pop_push;
+    o->wait.what = "pop";
+    o->task = t;
+    o->value = v;
+    ev_timer_init(&o->timer, pop_timer_cb, 0.001, 0.);
+    ev_timer_start(t->loop->ev, &o->timer);
+    last_op = o;
+    return weft_task_suspend(L, t, &o->wait);
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 static struct weft_loop *new_host(void) {
     struct weft_loop *loop = weft_loop_new(ev_loop_new(EVFLAG_AUTO), WEFT_TEST_SOURCE_DIR);
     lua_register(loop->L, "op", l_op);
+    lua_register(loop->L, "pop", l_pop);
+    push_calls = push_in_cb = 0;
     op_cancels = op_frees = 0;
     return loop;
 }
@@ -122,6 +169,22 @@ static void test_suspend_wake_delivers_values(void) {
     CHECK_EQ_STR(global_string(loop, "got"), "42:woken");
     CHECK_EQ_INT(op_frees, 1);
     CHECK_EQ_INT(op_cancels, 0);
+    CHECK_EQ_INT(free_host(loop), 0);
+}
+
+static void test_wake_push_makes_results_at_resume(void) {
+    struct weft_loop *loop = new_host();
+    spawn_chunk(loop, "return function() local a, b = pop(14); got = a .. ':' .. b.note; "
+                      "local c, err = pop(-1); got2 = tostring(c) .. ':' .. tostring(err) end");
+    weft_loop_run(loop);
+    /* the values came with the one resume, made outside the libev callback */
+    CHECK_EQ_STR(global_string(loop, "got"), "42:made at resume");
+    CHECK_EQ_INT(push_calls, 2);
+    CHECK_EQ_INT(push_in_cb, 0);
+    /* a push that raised: the task resumes with nil and the error */
+    const char *got2 = global_string(loop, "got2");
+    CHECK(got2 != NULL && strstr(got2, "nil:") == got2 && strstr(got2, "push failed for -1") != NULL);
+    CHECK_EQ_INT(op_frees, 2);
     CHECK_EQ_INT(free_host(loop), 0);
 }
 
@@ -274,6 +337,7 @@ static void test_many_tasks(void) {
 int main(void) {
     RUN(test_spawn_runs_on_drain_not_before);
     RUN(test_suspend_wake_delivers_values);
+    RUN(test_wake_push_makes_results_at_resume);
     RUN(test_fifo_order);
     RUN(test_cancel_waiting_frees_op_once);
     RUN(test_cancel_before_start_never_runs);
