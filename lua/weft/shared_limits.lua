@@ -89,11 +89,14 @@ end
 local at, tats = now, {}
 for i = 1, n do
   local b = 7 + (i - 1) * 5
-  local per, tau, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 4])
+  local per, tau, cost, delta = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now) + per * delta
   if tat < now then tat = now end
   tats[i] = tat
-  if tat - tau > at then at = tat - tau end
+  -- the call goes when the bucket holds all of its cost: its own end of
+  -- the schedule within `burst` units (tau + per) of now
+  local go = tat + per * cost - tau - per
+  if go > at then at = go end
 end
 local wait = at - now
 local book = wait <= horizon
@@ -238,9 +241,13 @@ end
 function Shared:_local(cost, horizon)
     local t = now() * 1000
     local at = t
+    local share = self.processes
     for _, d in ipairs(self.dims) do
         local tat = max(d.local_tat, t)
-        if tat - d.tau > at then at = tat - d.tau end
+        local c = d.unit == "requests" and (cost.requests or 1) or (cost.tokens or 0)
+        -- as the script: the bucket (a share of it) holds all of the cost
+        local go = tat + d.per * share * (c - 1) - d.tau
+        if go > at then at = go end
     end
     local wait = at - t
     if wait > horizon then return false, wait end
