@@ -98,7 +98,18 @@ static int put_number(struct weft_buf *b, lua_Number v) {
     int n;
     if (isnan(v) || isinf(v)) return -1;
     if (v == floor(v) && v > -9007199254740992.0 && v < 9007199254740992.0) {
-        n = snprintf(tmp, sizeof tmp, "%.0f", v == 0 ? 0.0 : v); /* no "-0" */
+        /* an integer (max_tokens, counts, ids): its digits written here,
+         * right to left, without snprintf's format parsing; 0 and -0 are
+         * "0" */
+        long long i = (long long)v;
+        unsigned long long u = i < 0 ? 0ULL - (unsigned long long)i : (unsigned long long)i;
+        char *e = tmp + sizeof tmp, *p = e;
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (i < 0) *--p = '-';
+        return put(b, p, (size_t)(e - p));
     } else {
         n = 0;
         for (int digits = 14; digits <= 16; digits++) {
