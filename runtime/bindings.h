@@ -5,9 +5,9 @@
  *
  * Each luaopen_ function registers its classes (weft_register_class) and
  * returns the module table; it may raise (out of memory), so it runs
- * through require or a protected call. The two modules the host opens
- * itself before any require are declared with their mechanism:
- * luaopen_weft_error in luax.h, luaopen_weft_task in task.h.
+ * through require or a protected call. luaopen_weft_error, which the host
+ * opens itself before any require, is declared with its mechanism in
+ * luax.h.
  */
 #ifndef WEFT_BINDINGS_H
 #define WEFT_BINDINGS_H
@@ -32,6 +32,7 @@ int luaopen_weft_repl(lua_State *L);        /* lua_repl.c: weft._repl */
 int luaopen_weft_retry(lua_State *L);       /* lua_retry.c: weft._retry */
 int luaopen_weft_secrets(lua_State *L);     /* lua_secrets.c: weft._secrets */
 int luaopen_weft_sse(lua_State *L);         /* lua_sse.c: weft._sse */
+int luaopen_weft_task(lua_State *L);        /* task.c: weft._task */
 int luaopen_weft_watch(lua_State *L);       /* lua_watch.c: weft._watch */
 
 /* ------------------------------------------------------------ lua_secrets.c */

@@ -19,7 +19,7 @@
 #include "log.h"
 #include "luax.h"
 #include "signals.h"
-#include "task.h"
+#include "scheduler.h"
 
 static const char LOOP_KEY = 'L'; /* registry key: address of this byte */
 
@@ -64,23 +64,7 @@ static int collect(lua_State *L) {
 void weft_loop_drain(struct weft_loop *loop) {
     if (loop->draining) return;
     loop->draining = 1;
-    struct weft_task *t;
-    while ((t = loop->runq_head) != NULL) {
-        loop->runq_head = t->runq_next;
-        if (!loop->runq_head) loop->runq_tail = NULL;
-        t->runq_next = NULL;
-        t->queued = 0;
-        if (t->state == WEFT_TASK_READY) {
-            weft_task_resume(t);
-        }
-        /* A task that finished while queued (cancelled before it ran) or
-         * just now drops its anchor here. */
-        if (t->state >= WEFT_TASK_DONE && !t->queued && t->self_ref != LUA_NOREF) {
-            int ref = t->self_ref;
-            t->self_ref = LUA_NOREF;
-            weft_unref(loop->L, ref);
-        }
-    }
+    weft_sched_drain(loop);
     if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
     loop->draining = 0;
     /* Here, with no task struct in hand: the collection may free finished
@@ -212,14 +196,7 @@ static void leash_cb(struct ev_loop *ev, ev_check *w, int revents) {
 /* Cancel every live task with `reason` (static text), then run the
  * interrupt hooks. */
 static void cancel_all(struct weft_loop *loop, const char *reason) {
-    /* Cancel from a snapshot of ids: cancelling may finish tasks (unlinking
-     * them) but never frees another live task's struct synchronously. */
-    struct weft_task *t = loop->tasks;
-    while (t) {
-        struct weft_task *next = t->live_next;
-        weft_task_cancel(t, reason);
-        t = next;
-    }
+    weft_sched_cancel_all(loop, reason);
     run_hooks(&loop->interrupt_hooks);
 }
 
@@ -413,7 +390,7 @@ int weft_loop_run(struct weft_loop *loop) {
 int weft_loop_step(struct weft_loop *loop, int nowait) {
     weft_loop_drain(loop);
     int alive = ev_run(loop->ev, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
-    return alive || loop->runq_head != NULL;
+    return alive || weft_sched_ready(loop);
 }
 
 int weft_loop_free(struct weft_loop *loop) {
@@ -422,32 +399,7 @@ int weft_loop_free(struct weft_loop *loop) {
 
     /* 1. Free the operations of tasks still waiting (without resuming), and
      *    drop every task anchor. */
-    struct weft_task *t;
-    while ((t = loop->tasks) != NULL) {
-        if (t->state == WEFT_TASK_WAITING && t->wait) {
-            struct weft_wait *w = t->wait;
-            t->wait = NULL;
-            w->cancel(w);
-        }
-        loop->tasks = t->live_next;
-        t->live_prev = t->live_next = NULL;
-        loop->ntasks--;
-        t->state = WEFT_TASK_FAILED;
-        weft_unref(L, t->co_ref);
-        t->co_ref = LUA_NOREF;
-        t->co = NULL;
-        if (!t->queued) {
-            weft_unref(L, t->self_ref);
-            t->self_ref = LUA_NOREF;
-        }
-    }
-    while ((t = loop->runq_head) != NULL) {
-        loop->runq_head = t->runq_next;
-        t->queued = 0;
-        weft_unref(L, t->self_ref);
-        t->self_ref = LUA_NOREF;
-    }
-    loop->runq_tail = NULL;
+    weft_sched_free(loop);
 
     /* 2. Modules release their resources (servers, HTTP client, ...). */
     run_hooks(&loop->interrupt_hooks);

@@ -6,6 +6,8 @@
  * loop's prepare/idle watchers drain the queue from a clean C stack.
  */
 #include "task.h"
+#include "bindings.h"
+#include "scheduler.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +50,67 @@ struct weft_park {
 };
 
 /* ------------------------------------------------------------ run queue */
+
+void weft_sched_drain(struct weft_loop *loop) {
+    struct weft_task *t;
+    while ((t = loop->runq_head) != NULL) {
+        loop->runq_head = t->runq_next;
+        if (!loop->runq_head) loop->runq_tail = NULL;
+        t->runq_next = NULL;
+        t->queued = 0;
+        if (t->state == WEFT_TASK_READY) weft_task_resume(t);
+        /* A task that finished while queued (cancelled before it ran) or
+         * just now drops its anchor here. */
+        if (t->state >= WEFT_TASK_DONE && !t->queued && t->self_ref != LUA_NOREF) {
+            int ref = t->self_ref;
+            t->self_ref = LUA_NOREF;
+            weft_unref(loop->L, ref);
+        }
+    }
+}
+
+int weft_sched_ready(const struct weft_loop *loop) { return loop->runq_head != NULL; }
+
+void weft_sched_cancel_all(struct weft_loop *loop, const char *reason) {
+    /* Cancel from a snapshot of ids: cancelling may finish tasks (unlinking
+     * them) but never frees another live task's struct synchronously. */
+    struct weft_task *t = loop->tasks;
+    while (t) {
+        struct weft_task *next = t->live_next;
+        weft_task_cancel(t, reason);
+        t = next;
+    }
+}
+
+void weft_sched_free(struct weft_loop *loop) {
+    lua_State *L = loop->L;
+    struct weft_task *t;
+    while ((t = loop->tasks) != NULL) {
+        if (t->state == WEFT_TASK_WAITING && t->wait) {
+            struct weft_wait *w = t->wait;
+            t->wait = NULL;
+            w->cancel(w);
+        }
+        loop->tasks = t->live_next;
+        t->live_prev = t->live_next = NULL;
+        loop->ntasks--;
+        t->state = WEFT_TASK_FAILED;
+        weft_unref(L, t->co_ref);
+        t->co_ref = LUA_NOREF;
+        t->co = NULL;
+        if (!t->queued) {
+            weft_unref(L, t->self_ref);
+            t->self_ref = LUA_NOREF;
+        }
+    }
+    while ((t = loop->runq_head) != NULL) {
+        loop->runq_head = t->runq_next;
+        t->queued = 0;
+        weft_unref(L, t->self_ref);
+        t->self_ref = LUA_NOREF;
+    }
+    loop->runq_tail = NULL;
+}
 
 static void enqueue(struct weft_task *t) {
     struct weft_loop *loop = t->loop;

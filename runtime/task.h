@@ -144,7 +144,5 @@ struct weft_task *weft_task_check(lua_State *L, int idx);
  * it), or NULL when out of memory. */
 char *weft_trace_for_user(const char *trace, size_t len, const char *libdir);
 
-/* Register the task metatable and weft._task module (called by loop.c). */
-int luaopen_weft_task(lua_State *L);
 
 #endif
