@@ -90,12 +90,18 @@ local function bad(msg) error(errors.new("invalid_request", msg), 0) end
 ---@param model string
 ---@return weft.Request
 local function normalize(req, defaults, model)
-    if type(req) == "string" then req = { messages = { { role = "user", content = req } } } end
-    if type(req) ~= "table" then bad("a request is a string or a table, got " .. type(req)) end
-    local r = { model = model }
-    for k, v in pairs(req) do
-        if not REQUEST_KEYS[k] then bad("unknown request field '" .. tostring(k) .. "'") end
-        r[k] = v
+    local r
+    if type(req) == "string" then
+        -- (made here: no request table to copy)
+        r = { model = model, messages = { { role = "user", content = req } } }
+    elseif type(req) == "table" then
+        r = { model = model }
+        for k, v in pairs(req) do
+            if not REQUEST_KEYS[k] then bad("unknown request field '" .. tostring(k) .. "'") end
+            r[k] = v
+        end
+    else
+        bad("a request is a string or a table, got " .. type(req))
     end
     for k, v in pairs(defaults) do
         if r[k] == nil then r[k] = v end

@@ -79,8 +79,9 @@ local calls -- weft.calls, loaded on first use
 local run_attempt
 
 local function fail(s, e)
-    if s.budget then s.budget:finish() end
-    if s.own then s.call:finish(e) end
+    local budget = s.policy.budget
+    if budget then budget:finish() end
+    if s.call ~= s.opts.call then s.call:finish(e) end -- the run's own call
     error(e, 0)
 end
 
@@ -90,7 +91,7 @@ end
 local RETRYABLE = { rate_limited = true, transient = true, timeout = true }
 local function why_stopped(s, err, action, delay, left)
     if action == "budget" then
-        return "retry_budget", s.budget and s.budget.why
+        return "retry_budget", s.policy.budget and s.policy.budget.why
             or "not retried: the provider's retry budget is spent (retries in flight at most 20% of calls)"
     end
     if err.kind == "circuit_open" and s.attempt > 1 then
@@ -118,8 +119,9 @@ end
 
 local function after(s, ok, ...)
     if ok then
-        if s.budget then s.budget:finish() end
-        if s.own then s.call:finish() end
+        local budget = s.policy.budget
+        if budget then budget:finish() end
+        if s.call ~= s.opts.call then s.call:finish() end
         return ...
     end
     local err = ...
@@ -127,11 +129,12 @@ local function after(s, ok, ...)
         -- a programming error, not a failed call: never retried
         fail(s, err)
     end
-    local attempt, deadline, policy, budget = s.attempt, s.deadline, s.policy, s.budget
+    local attempt, deadline, policy = s.attempt, s.deadline, s.policy
+    local budget = policy.budget
     err.attempts = attempt
     local left = deadline and (deadline - now()) or nil
     local action, delay = policy.c:decide(err.kind, attempt, now() - s.start, err.retry_after,
-                                           left, err.should_retry, s.prev)
+                                           left, err.should_retry, s.prev or 0)
     local stats = policy.stats
     if action == "retry" and budget and not budget:take(s) then
         stats.budget_denied = stats.budget_denied + 1
@@ -187,18 +190,20 @@ function M.run(policy, fn, opts)
     opts = opts or {}
     calls = calls or require "weft.calls"
     local call = opts.call
-    local own = call == nil
-    if own then
+    if call == nil then
         call = calls.begin { provider = opts.provider, model = opts.model, operation = opts.operation or opts.name,
                              price = opts.price, id = opts.call_id }
     end
     local budget = policy.budget
     policy.stats.calls = policy.stats.calls + 1
     if budget then budget:begin() end
+    -- The run's state: what cannot be read from elsewhere (the budget is
+    -- the policy's; the call is the run's own when it is not opts.call),
+    -- so the table stays in LuaJIT's smallest hash size (prev and
+    -- max_attempts come with a retry).
     return run_attempt {
-        policy = policy, fn = fn, call = call, own = own, budget = budget,
-        deadline = opts.deadline or (opts.timeout and now() + opts.timeout), start = now(), attempt = 1, prev = 0,
-        opts = opts,
+        policy = policy, fn = fn, call = call, opts = opts, start = now(), attempt = 1,
+        deadline = opts.deadline or (opts.timeout and now() + opts.timeout),
     }
 end
 
