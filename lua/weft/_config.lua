@@ -89,6 +89,18 @@ end
 
 M.shared_rule = function(v) return shared_rule(v) end
 
+-- The `shared` of a provider's breaker or retry policy: true (the Redis of
+-- limits.shared, else the configuration's redis), false, or a Redis URL or
+-- table; nil when good, else what is wrong.
+local function optional_shared_rule(v, raw)
+    if v == true then
+        return not (raw.limits and raw.limits.shared) and not M.redis
+            and "true needs limits.shared or the configuration's redis setting (or give the Redis here)" or nil
+    end
+    if v == false then return nil end
+    return shared_rule(v)
+end
+
 local LIMIT_KEYS = {
     rps = rate(1), rpm = rate(60), rpd = rate(86400), tps = rate(1), tpm = rate(60), tpd = rate(86400),
     burst = { min = 1, max = 1e12 }, token_burst = { min = 1, max = 1e12 }, priorities = { min = 1, max = 16, int = true }, aging = { min = 0, max = 86400 },
@@ -269,14 +281,7 @@ local function check_provider(name, raw, where)
         local rule = RETRY_KEYS[k]
         if not rule then config_error(where, { "providers", name, "retry", k }, "unknown retry option") end
         if k == "shared" then
-            -- true: the Redis of limits.shared, else the configuration's redis
-            local why
-            if v == true then
-                why = not (raw.limits and raw.limits.shared) and not M.redis
-                    and "true needs limits.shared or the configuration's redis setting (or give the Redis here)" or nil
-            elseif v ~= false then
-                why = shared_rule(v)
-            end
+            local why = optional_shared_rule(v, raw)
             if why then config_error(where, { "providers", name, "retry", "shared" }, why) end
         end
         local why = type(rule) == "table" and number_rule(v, rule)
@@ -285,14 +290,7 @@ local function check_provider(name, raw, where)
     if type(raw.breaker) == "table" then
         for k, v in pairs(raw.breaker) do
             if k == "shared" then
-                -- true: the Redis of limits.shared
-                local why
-                if v == true then
-                    why = not (raw.limits and raw.limits.shared) and not M.redis
-                        and "true needs limits.shared or the configuration's redis setting (or give the Redis here)" or nil
-                elseif v ~= false then
-                    why = shared_rule(v)
-                end
+                local why = optional_shared_rule(v, raw)
                 if why then config_error(where, { "providers", name, "breaker", "shared" }, why) end
             else
                 local rule = BREAKER_KEYS[k]
