@@ -13,7 +13,9 @@
 # alone (what the pipeline adds is the difference), and for the baseline;
 # then the medians and the median of the per-run ratios to the baseline
 # (target <= 1.8, aim 1.5); then the garbage one call leaves on the Lua heap
-# (garbage.lua). Loopback only; every step has a timeout.
+# (garbage.lua), what the pipeline adds to a stream's time to first token
+# (ttft.lua) and memory per in-flight call (inflight.lua). Loopback only;
+# every step has a timeout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -79,3 +81,9 @@ if [ -n "$pi" ]; then
     echo "instructions/call (callgrind): pipeline $pi, weft.http $hi, baseline $bi; ratios pipeline $(awk -v a="$pi" -v b="$bi" 'BEGIN { printf "%.2f", a / b }'), weft.http $(awk -v a="$hi" -v b="$bi" 'BEGIN { printf "%.2f", a / b }')"
 fi
 WEFT_LOG=warn timeout 300 "$WEFT" run --no-summary "$here/garbage.lua" "$url" 10000
+WEFT_LOG=warn timeout 300 "$WEFT" run --no-summary "$here/ttft.lua" "$url" 500
+# (one process each; the mock takes 2,500 connections from one address, and
+# keeps the first run's hanging ones a while)
+for m in pipeline http; do
+    WEFT_LOG=warn timeout 300 "$WEFT" run --no-summary "$here/inflight.lua" "$url" "$m" 1200 | tail -1
+done
