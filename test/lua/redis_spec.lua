@@ -48,6 +48,22 @@ describe("weft.redis", function()
         r0:close()
     end)
 
+    it("tasks that need a connection while one is being made share it: one connect for many callers", function()
+        local admin = weft.redis.connect { url = "unix://" .. sock, password = password() }
+        local function connections()
+            return tonumber(admin:call("INFO", "stats"):match("total_connections_received:(%d+)"))
+        end
+        local before = connections()
+        local r = weft.redis.connect { url = "redis://127.0.0.1:" .. port, password = password() }
+        local tasks = {}
+        for i = 1, 20 do tasks[i] = weft.spawn(function() return r:call("ECHO", "t" .. i) end) end
+        for i, t in ipairs(tasks) do assert.are.equal("t" .. i, t:wait()) end
+        -- the 20 callers' connect, and the admin's INFO on its own connection made before
+        assert.are.equal(before + 1, connections())
+        r:close()
+        admin:close()
+    end)
+
     it("refuses arguments it cannot send and commands that are not lists, before sending anything", function()
         local r = weft.redis.connect { url = "unix://" .. sock, password = password() }
         r:ping()
