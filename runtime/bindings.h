@@ -35,6 +35,27 @@ int luaopen_weft_sse(lua_State *L);         /* lua_sse.c: weft._sse */
 int luaopen_weft_task(lua_State *L);        /* task.c: weft._task */
 int luaopen_weft_watch(lua_State *L);       /* lua_watch.c: weft._watch */
 
+/* --------------------------------------------------------------- lua_json.c */
+
+/* Decode JSON text s[0..n) by weft.json's rules (null is the light
+ * userdata NULL, json.null; empty arrays and objects carry the marks that
+ * _json.decoder registered) and push two values: the value and nil, or
+ * nil and "<why> at character <N>" for invalid text. With `redact`,
+ * strings that held escapes go through weft_secrets_redact too (an escape
+ * can spell what a redaction of the raw text cannot see). Raises only
+ * out of memory, or when no decoder was made yet. */
+int weft_json_push_decoded(lua_State *L, const char *s, size_t n, int redact);
+
+/* weft_json_push_decoded as a lua_CFunction for lua_pcall, for a caller
+ * holding memory of its own: argument 1 is a light userdata pointing to
+ * a struct weft_json_src. */
+struct weft_json_src {
+    const char *s;
+    size_t n;
+    int redact;
+};
+int weft_json_decode_cf(lua_State *L);
+
 /* ------------------------------------------------------------ lua_secrets.c */
 
 /* The secret behind the handle at `idx`; raises a Lua argument error when

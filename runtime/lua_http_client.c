@@ -98,6 +98,8 @@ struct lxfer {
                                   secret): freed right after start */
     int redact;                /* opts.redact: headers and body through
                                   weft_secrets_redact before Lua sees them */
+    int json;                  /* opts.json: a 2xx body decoded from the
+                                  buffer as res.json (no body string) */
     int sends;                 /* from the outcome: times the request was sent */
     int head_ref;              /* cached head table (streaming) */
     int stream;
@@ -680,6 +682,9 @@ static int l_start(lua_State *L) {
     lua_getfield(L, 1, "redact");
     lx->redact = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    lua_getfield(L, 1, "json");
+    lx->json = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (!stream) req.max_body = (curl_off_t)max_body;
     lx->stream = stream;
     weft_buf_init(&lx->body, stream ? WEFT_BUF_NO_MAX : (size_t)max_body, WEFT_BUF_SECRET);
@@ -843,6 +848,39 @@ static void push_bytes(lua_State *L, struct lxfer *lx, const char *s, size_t n) 
     }
 }
 
+/* res.json (and res.json_error with res.body for text that is not JSON)
+ * from the body buffer, redacted first when lx->redact: the answer never
+ * becomes a Lua string only to be parsed (LuaJIT interns every string,
+ * and answers of one length that differ only where its hash does not
+ * look all land in one chain). */
+static void push_json_body(lua_State *L, struct lxfer *lx) {
+    const char *b = lx->body.len ? lx->body.data : "";
+    size_t n = lx->body.len;
+    char *red = NULL;
+    size_t rlen = 0;
+    if (lx->redact && n > 0 && weft_secrets_redact(b, n, &red, &rlen) != 0)
+        luaL_error(L, "weft.http.request: out of memory (redaction)");
+    if (red) b = red, n = rlen;
+    struct weft_json_src src = {b, n, lx->redact};
+    lua_pushcfunction(L, weft_json_decode_cf);
+    lua_pushlightuserdata(L, &src);
+    int rc = lua_pcall(L, 1, 2, 0);                    /* [.., resp, v|nil, nil|why] */
+    if (rc != 0) { /* out of memory: nothing of red may stay */
+        free(red);
+        lua_error(L);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_setfield(L, -2, "json");
+    } else {
+        lua_setfield(L, -3, "json_error");
+        lua_pop(L, 1);
+        lua_pushlstring(L, b, n);
+        lua_setfield(L, -2, "body");
+    }
+    free(red);
+}
+
 /* {status=, headers=, http_version=} */
 static void push_head(lua_State *L, struct lxfer *lx) {
     lua_createtable(L, 0, 5);
@@ -896,9 +934,13 @@ static int deliver(lua_State *L, struct lxfer *lx) {
         lx->state = X_DELIVERED;
         lua_pushliteral(L, "done");
         push_head(L, lx);                                   /* [.., "done", resp] */
-        if (lx->stream) lua_pushliteral(L, "");
-        else push_bytes(L, lx, lx->body.len ? lx->body.data : "", lx->body.len);
-        lua_setfield(L, -2, "body");
+        if (lx->json && !lx->stream && lx->status >= 200 && lx->status < 300) {
+            push_json_body(L, lx);
+        } else {
+            if (lx->stream) lua_pushliteral(L, "");
+            else push_bytes(L, lx, lx->body.len ? lx->body.data : "", lx->body.len);
+            lua_setfield(L, -2, "body");
+        }
         lua_pushinteger(L, lx->sends);
         lua_setfield(L, -2, "sends");
         weft_buf_free(&lx->body);

@@ -36,6 +36,8 @@
 ---   ctx.preq          the plugin's plain copy of it (resolve)
 ---   ctx.on_event      the stream's callback (resolve)
 ---   ctx.deadline      weft.now() time the call fails at, or nil (resolve)
+---   ctx.priority      the request's priority (resolve; ctx is the
+---                     limiter's acquire options)
 ---   ctx.cost          {requests = 1, tokens = estimate}: what admission
 ---                     takes from the limiter (resolve)
 ---   ctx.call          the weft.Call recording it (resolve; finished by record)
@@ -66,8 +68,7 @@ local plain = plugins.plain
 local instance, auth_of, plugin_config = config.instance, config.auth_of, config.plugin_config
 local excerpt, fail, plugin_name, plugin_fail, plugin_call, plain_result =
     B.excerpt, B.fail, B.plugin_name, B.plugin_fail, B.plugin_call, B.plain_result
-local seconds, redact_decoded, redact_json_text, tool_calls_of =
-    B.seconds, B.redact_decoded, B.redact_json_text, B.tool_calls_of
+local seconds, redact_json_text, tool_calls_of = B.seconds, B.redact_json_text, B.tool_calls_of
 
 local M = {}
 
@@ -199,9 +200,9 @@ local function resolve(model, op, req, on_event)
     local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
     return {
         inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
-        deadline = deadline, cost = { requests = 1, tokens = estimate(req) }, sent = false,
+        deadline = deadline, priority = req.priority, cost = { requests = 1, tokens = estimate(req) }, sent = false,
         input_estimate = input_estimate(req),
-        call = calls.begin { provider = inst.name, model = req.model, operation = op, id = req.id },
+        call = calls.open(inst.name, req.model, op, req.id),
     }
 end
 
@@ -221,7 +222,8 @@ local function admit(ctx)
     -- (checked in the shared limits' admission script when it is attached there)
     ctx.probe = sb and not (shared and shared.breaker) and sb:check() or nil
     local lim = inst.limiter
-    local ok, waited = pcall(lim.acquire, lim, ctx.cost, { priority = ctx.req.priority, deadline = ctx.deadline })
+    -- (ctx is the options: its priority and deadline; no table per call)
+    local ok, waited = pcall(lim.acquire, lim, ctx.cost, ctx)
     if not ok and ctx.probe then
         sb:after(true, false, nil) -- the probe never went out: the next call probes
         ctx.probe = nil
@@ -325,7 +327,8 @@ local function request_of(ctx, enc, auth)
     -- key), made when one is raised (shown_of)
     ctx.method, ctx.path = method, path
     return { method = method, origin = ctx.inst.base_url, path = path, query = query,
-             headers = headers, body = body, auth = auth, redact = true }
+             headers = headers, body = body, auth = auth, redact = true,
+             json = op == "complete" or op == "embed" } -- (decode reads res.json)
 end
 M.request_of = request_of
 
@@ -378,6 +381,7 @@ end
 -- sane numbers reach the limiter: a plugin cannot block its provider for
 -- ever with an infinite reset or a negative remaining.
 local quota_gauge = metrics.std.quota
+local UNITS = { "requests", "tokens" }
 local function observe_limits(ctx, res, body)
     local inst = ctx.inst
     if not ctx.plugin.rate_limits then
@@ -388,7 +392,8 @@ local function observe_limits(ctx, res, body)
     if type(rl) ~= "table" then return end
     -- read raw (no metamethod of the plugin runs), numbers only
     local lim = inst.limiter
-    for _, unit in ipairs { "requests", "tokens" } do
+    for i = 1, 2 do
+        local unit = UNITS[i]
         local u = rawget(rl, unit)
         local rem = type(u) == "table" and seconds(rawget(u, "remaining"), 1e15)
         if rem then
@@ -506,19 +511,29 @@ local function checked_result(ctx, out)
 end
 M.checked_result = checked_result
 
+-- The text of an answer weft.http decoded, for an error message.
+local function answer_text(res)
+    if res.body then return res.body end
+    local ok, s = pcall(json.encode, res.json)
+    return ok and s or "(not shown: " .. type(res.json) .. ")"
+end
+
 -- A 2xx answer (not streamed) -> the normalized result (plugin decode).
 local function decode(ctx, res)
     local p = ctx.plugin
-    local dok, decoded = pcall(json.decode, res.body)
-    if not dok or type(decoded) ~= "table" then
-        fail(ctx, "integration", format("%s answered %d with a body that is not JSON: %s", p.name, res.status, excerpt(res.body)),
+    -- weft.http decoded it from the bytes it received (json = true),
+    -- strings that held escapes redacted too
+    local decoded = res.json
+    if type(decoded) ~= "table" then
+        fail(ctx, "integration", format("%s answered %d with a body that is not %s: %s", p.name, res.status,
+            res.json_error and "JSON (" .. res.json_error .. ")" or "a JSON object", excerpt(answer_text(res))),
             { status = res.status })
     end
-    if res.body:find("\\u", 1, true) then redact_decoded(decoded, 0) end
     local out, why = plugin_call(ctx, "decode", ctx.op, decoded, ctx.preq, ctx.pcfg)
     if type(out) ~= "table" then
         fail(ctx, "integration", format("%s: cannot decode the answer (%s): %s", p.name,
-            type(why) == "string" and excerpt(why) or "decode returned nothing", excerpt(res.body)), { status = res.status })
+            type(why) == "string" and excerpt(why) or "decode returned nothing", excerpt(answer_text(res))),
+            { status = res.status })
     end
     return checked_result(ctx, out)
 end

@@ -411,26 +411,42 @@ Call.__index = Call
 ---@field id? string a call id to use (default: generated)
 ---@field price? {input: number, output: number} USD per 1M tokens (else the provider's price table)
 
+-- What a call's log binding shows: line field -> the call's own field
+-- (weft.log reads the metatable's __log_fields: no table per call).
+Call.__log_fields = { call_id = "id", provider = "provider", model = "model" }
+
+--- Open a call in the current task: begin without an options table (the
+--- pipeline's form; `price` from the provider's price table).
+---@param provider? string
+---@param model? string
+---@param operation? string default "call"
+---@param id? string
+---@param price? {input: number, output: number}
+---@return weft.Call
+local function open(provider, model, operation, id, price)
+    seq = seq + 1
+    id = id or (prefix .. "-" .. seq)
+    provider, model = tostring(provider or "unknown"), tostring(model or "unknown")
+    operation = tostring(operation or "call")
+    local c = setmetatable({
+        id = id, provider = provider, model = model, operation = operation, price = price,
+        start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
+    }, Call)
+    c.series = series_of(provider, model, operation)
+    -- the task's log lines carry the call until it finishes
+    c.prev_log = log._bound()
+    log.bind(c)
+    return c
+end
+M.open = open
+
 --- Open a call in the current task.
 ---@param opts? weft.CallOptions
 ---@return weft.Call
 function M.begin(opts)
     opts = opts or {}
     if type(opts) ~= "table" then error("weft.calls.begin: expected a table", 2) end
-    seq = seq + 1
-    local id = opts.id or (prefix .. "-" .. seq)
-    local provider, model = tostring(opts.provider or "unknown"), tostring(opts.model or "unknown")
-    local operation = tostring(opts.operation or "call")
-    local c = setmetatable({
-        id = id, provider = provider, model = model, operation = operation, price = opts.price,
-        start = clock(), wire = 0, waited = 0, attempts = 0, retries = 0, tokens_in = 0, tokens_out = 0,
-    }, Call)
-    c.series = series_of(provider, model, operation)
-    -- the task's log lines carry the call until it finishes
-    c.log_fields = { call_id = id, provider = provider, model = model }
-    c.prev_log = log.bound()
-    log.bind(c.log_fields)
-    return c
+    return open(opts.provider, opts.model, opts.operation, opts.id, opts.price)
 end
 
 local function event(c, extra)
@@ -614,7 +630,7 @@ function Call:finish(err)
         if outcome == "cancelled" then log.info("call cancelled", fields) else log.warn("call failed", fields) end
         if hooks.error[1] then M.emit("error", event(self, { duration = d, outcome = outcome, error = err })) end
     end
-    if log.bound() == self.log_fields then log.bind(self.prev_log) end
+    if log._bound() == self then log.bind(self.prev_log) end
 end
 
 ------------------------------------------------------------------ plugins

@@ -323,10 +323,11 @@ M.time = TIME
 ---@return table
 function M.openai_rate_limits(status, headers)
     local out = {}
-    for _, unit in ipairs { "requests", "tokens" } do
-        local rem = tonumber(headers["x-ratelimit-remaining-" .. unit])
-        if rem then out[unit] = { remaining = rem, reset = TIME.duration(headers["x-ratelimit-reset-" .. unit]) } end
-    end
+    -- (header names written out: no string made per answer)
+    local rem = tonumber(headers["x-ratelimit-remaining-requests"])
+    if rem then out.requests = { remaining = rem, reset = TIME.duration(headers["x-ratelimit-reset-requests"]) } end
+    rem = tonumber(headers["x-ratelimit-remaining-tokens"])
+    if rem then out.tokens = { remaining = rem, reset = TIME.duration(headers["x-ratelimit-reset-tokens"]) } end
     if status == 429 then
         out.retry_after = TIME.retry_after_ms(headers["retry-after-ms"]) or TIME.retry_after(headers["retry-after"])
     end
@@ -340,11 +341,13 @@ end
 ---@return table
 function M.anthropic_rate_limits(status, headers)
     local out = {}
-    for _, unit in ipairs { "requests", "tokens" } do
-        local rem = tonumber(headers["anthropic-ratelimit-" .. unit .. "-remaining"])
-        if rem then
-            out[unit] = { remaining = rem, reset = TIME.until_rfc3339(headers["anthropic-ratelimit-" .. unit .. "-reset"]) }
-        end
+    local rem = tonumber(headers["anthropic-ratelimit-requests-remaining"])
+    if rem then
+        out.requests = { remaining = rem, reset = TIME.until_rfc3339(headers["anthropic-ratelimit-requests-reset"]) }
+    end
+    rem = tonumber(headers["anthropic-ratelimit-tokens-remaining"])
+    if rem then
+        out.tokens = { remaining = rem, reset = TIME.until_rfc3339(headers["anthropic-ratelimit-tokens-reset"]) }
     end
     if status == 429 then out.retry_after = TIME.retry_after(headers["retry-after"]) end
     return out

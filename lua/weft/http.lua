@@ -25,7 +25,9 @@ local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] =
 ---@class weft.http.Response
 ---@field status integer
 ---@field headers table<string, string|string[]> lower-case names; repeated headers are arrays
----@field body string
+---@field body? string absent when json holds the decoded body
+---@field json? any with opts.json: the decoded 2xx body
+---@field json_error? string with opts.json: why a 2xx body (then in body) is not JSON
 ---@field http_version number
 ---@field aborted? boolean on_data returned false and the transfer was stopped
 ---@field wire number seconds on the wire: from sending to the end of the answer, less the time spent in on_data (the sum over the requests sent, when a 401 made it send again)
@@ -45,6 +47,8 @@ local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] =
 ---@field on_data? fun(chunk: string, head: {status: integer, headers: table}): boolean|nil called for each body chunk; return false to stop
 ---@field auth? {secret?: userdata, header?: string, format?: string, query?: string, basic?: {user: string|userdata, password: userdata}}|table[] credentials rendered by the host from secret handles: a header (default "authorization", format "{}" e.g. "Bearer {}"), a query parameter, or HTTP basic; a 401 answer triggers one refresh of the secret and one retry
 ---@field tls? {cert?: userdata, key?: userdata, ca?: userdata} mutual TLS: PEM client certificate and key (and CA) from the secrets store, passed to curl in memory
+---@field redact? boolean secret values in the answer's headers and body are redacted
+---@field json? boolean a 2xx body is decoded from the received bytes into res.json (no body string); text that is not JSON stays in res.body with res.json_error
 
 -- Options a request accepts: a misspelt one (`timout`) is an error, not a
 -- silently ignored setting.
@@ -52,7 +56,7 @@ local REQUEST_KEYS = {
     url = true, method = true, headers = true, body = true, timeout = true,
     connect_timeout = true, idle_timeout = true, max_body = true, ca_file = true,
     ca_path = true, on_data = true, auth = true, tls = true, origin = true, path = true, query = true,
-    redact = true,
+    redact = true, json = true,
 }
 local SERVE_KEYS = {
     handler = true, host = true, port = true, max_header_size = true, max_body_size = true,

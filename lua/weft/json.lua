@@ -1,10 +1,12 @@
---- weft.json: JSON with deliberate choices, on top of Debian's lua-cjson.
+--- weft.json: JSON with deliberate choices.
 ---
---- Decoding is lua-cjson (C); encoding is weft's own (runtime/lua_json.c for
---- the compact form, this file for pretty/sorted output and for the error
---- messages), because upstream lua-cjson 2.1.0 cannot keep an empty array
---- apart from an empty object, escapes "/" as "\/" and keeps only 14
---- significant digits. The choices:
+--- Decoding is weft's own C decoder (runtime/lua_json.c); encoding too
+--- (runtime/lua_json.c for the compact form, this file for pretty/sorted
+--- output and for the error messages): upstream lua-cjson 2.1.0 (Debian's)
+--- cannot keep an empty array apart from an empty object, escapes "/" as
+--- "\/", keeps only 14 significant digits, and its decoder needs a second
+--- pass to find empty containers. `json.null` is still `cjson.null`, and
+--- scripts can `require "cjson"`. The choices:
 ---
 --- * null: JSON `null` decodes to `json.null` (a sentinel, the same value as
 ---   `cjson.null`), so object keys and array positions are never lost;
@@ -23,6 +25,10 @@
 ---   NaN and infinities are encode errors; `decode` rejects NaN/Infinity
 ---   literals. Integers beyond 2^53 lose precision on decode (they are Lua
 ---   numbers, i.e. doubles): carry such ids as strings.
+--- * decode is strict JSON (no comments, trailing commas, leading zeros,
+---   hex, NaN or Infinity; \u escapes with valid surrogate pairs), but
+---   takes raw control characters inside strings as lua-cjson did. When a
+---   key repeats, the last one wins.
 --- * strings are bytes: `"`, `\` and control characters are escaped, `/` is
 ---   not, and non-ASCII bytes are copied as they are (no UTF-8 validation).
 --- * cycles, nesting deeper than 1000, and functions, userdata or threads
@@ -47,10 +53,6 @@ local floor, huge = math.floor, math.huge
 local MAX_DEPTH = 1000
 local INT_LIMIT = 2 ^ 53
 
-local decoder = cjson.new()
-local has_empty = require("weft._json").has_empty
-decoder.decode_invalid_numbers(false)
-decoder.decode_max_depth(MAX_DEPTH)
 
 local M = {}
 
@@ -332,64 +334,8 @@ end
 
 ----------------------------------------------------------------- decoding
 
--- Empty arrays are the one thing cjson cannot report; before decoding,
--- every `[ ]` outside a string is rewritten to hold one sentinel string,
--- which mark() turns back into a marked empty array.
-local SENTINEL = "\0weft.json.empty_array\0"
-local SENTINEL_JSON = '"\\u0000weft.json.empty_array\\u0000"'
-
-local function protect_empty_arrays(s)
-    local out, n = {}, 0
-    local pos, i, len = 1, 1, #s
-    while i <= len do
-        local j = find(s, '["%[]', i)
-        if not j then break end
-        if byte(s, j) == 34 then
-            -- skip the string literal
-            local k = j + 1
-            while true do
-                local q = find(s, '["\\]', k)
-                if not q then return s end -- unterminated: let cjson report it
-                if byte(s, q) == 92 then
-                    k = q + 2
-                else
-                    i = q + 1
-                    break
-                end
-            end
-        else
-            local _, e = find(s, "^%s*%]", j + 1)
-            if e then
-                n = n + 1
-                out[n] = sub(s, pos, j)
-                n = n + 1
-                out[n] = SENTINEL_JSON
-                pos = e
-                i = e + 1
-            else
-                i = j + 1
-            end
-        end
-    end
-    if n == 0 then return s end
-    out[n + 1] = sub(s, pos)
-    return concat(out)
-end
-
-local function mark(t)
-    if next(t) == nil then
-        setmetatable(t, OBJECT_MT)
-        return
-    end
-    if t[1] == SENTINEL and t[2] == nil then
-        t[1] = nil
-        setmetatable(t, ARRAY_MT)
-        return
-    end
-    for _, v in pairs(t) do
-        if type(v) == "table" then mark(v) end
-    end
-end
+-- runtime/lua_json.c: one pass, empty containers marked as they are met
+local cdecode = require("weft._json").decoder(ARRAY_MT, OBJECT_MT)
 
 --- Decode JSON text. Returns the value, or nil and a message saying where
 --- the text is invalid. Empty arrays and objects come back marked (see
@@ -401,14 +347,8 @@ function M.decode(s)
     if type(s) ~= "string" then
         error("json.decode: expected a string, got " .. type(s), 2)
     end
-    local needs_marks = has_empty(s)
-    local text = needs_marks and protect_empty_arrays(s) or s
-    local ok, v = pcall(decoder.decode, text)
-    if not ok then
-        local msg = tostring(v):gsub("^.-:%d+: ", "")
-        return nil, "invalid JSON: " .. msg
-    end
-    if needs_marks and type(v) == "table" then mark(v) end
+    local v, err = cdecode(s)
+    if err then return nil, "invalid JSON: " .. err end
     return v
 end
 

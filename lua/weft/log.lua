@@ -12,7 +12,8 @@
 --- stderr is a terminal. Every line passes through secret redaction.
 local C = require "weft._log"
 
-local type, tostring, tonumber, pcall, pairs, ipairs, next = type, tostring, tonumber, pcall, pairs, ipairs, next
+local type, tostring, tonumber, pcall, pairs, ipairs, next, getmetatable, rawget =
+    type, tostring, tonumber, pcall, pairs, ipairs, next, getmetatable, rawget
 local running = coroutine.running
 local enabled, write = C.enabled, C.write
 local sort, concat = table.sort, table.concat
@@ -25,7 +26,9 @@ local json -- loaded on first use (weft.json requires nothing from here)
 local context = setmetatable({}, { __mode = "k" })
 
 --- Attach `fields` (or nil to detach) to every line the current task
---- writes; weft.calls uses it for call_id, provider and model.
+--- writes; weft.calls uses it for call_id, provider and model (a table
+--- whose metatable has `__log_fields`, {line field = its field}, shows
+--- only those).
 ---@param fields? table
 function M.bind(fields)
     local co = running()
@@ -38,10 +41,31 @@ end
 ---@return boolean
 function M.enabled(level) return enabled(level) end
 
---- The fields bound to the current task, if any.
-function M.bound()
+-- What the current task has bound (a table of fields, or an object
+-- with __log_fields), as bound: weft.calls keeps it to bind it again.
+local function raw_bound()
     local co = running()
     return co and context[co]
+end
+M._bound = raw_bound
+
+-- The fields a bound value gives a line, into `into` (new table if nil).
+local function bound_fields(ctx, into)
+    into = into or {}
+    local mt = getmetatable(ctx)
+    local shown = type(mt) == "table" and rawget(mt, "__log_fields")
+    if shown then
+        for k, f in pairs(shown) do into[k] = ctx[f] end
+    else
+        for k, v in pairs(ctx) do into[k] = v end
+    end
+    return into
+end
+
+--- The fields bound to the current task, if any.
+function M.bound()
+    local ctx = raw_bound()
+    return ctx and bound_fields(ctx)
 end
 
 local function logfmt_value(v)
@@ -83,8 +107,7 @@ local function emit(level, msg, fields)
     local co = running()
     local ctx = co and context[co]
     if ctx then
-        local merged = {}
-        for k, v in pairs(ctx) do merged[k] = v end
+        local merged = bound_fields(ctx)
         if fields then for k, v in pairs(fields) do merged[k] = v end end
         fields = merged
     end

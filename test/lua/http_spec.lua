@@ -252,6 +252,17 @@ describe("weft._http_client on a configured origin", function()
             handler = function(req)
                 seen[#seen + 1] = req
                 local echo = req.headers["x-api-key"] or ""
+                if req.path == "/escaped" then
+                    -- the credential spelt with \u escapes only: no raw
+                    -- byte of it for a redaction of the text to see
+                    return { status = 200, body = '{"echo":"' .. echo:gsub(".", function(c)
+                        return ("\\u%04x"):format(c:byte())
+                    end) .. '","n":[1,{}],"e":[]}' }
+                elseif req.path == "/not-json" then
+                    return { status = 200, body = "{oops " .. echo }
+                elseif req.path == "/fail" then
+                    return { status = 500, body = '{"error":"x"}' }
+                end
                 return { status = 200, headers = { ["x-echo"] = echo },
                          body = json.encode { path = req.path, query = req.query, echo = echo } }
             end,
@@ -389,6 +400,36 @@ describe("weft._http_client on a configured origin", function()
         end
         assert.are.equal("<secret spec:origin-key>", head.headers["x-echo"])
         assert.are.equal(KEY, json.decode(table.concat(body)).echo)
+    end)
+
+    it("decodes a 2xx answer from its bytes with json = true, redacted like the body would be", function()
+        local auth = { secret = key, header = "x-api-key" }
+        local r = assert(raw { origin = base, path = "/x", auth = auth, json = true })
+        assert.is_nil(r.body)
+        assert.are.equal(KEY, r.json.echo)
+        assert.are.equal("/x", r.json.path)
+        r = assert(raw { origin = base, path = "/x", auth = auth, json = true, redact = true })
+        assert.are.equal("<secret spec:origin-key>", r.json.echo)
+        -- a credential spelt in \u escapes is redacted once decoded; empty
+        -- containers come back marked
+        r = assert(raw { origin = base, path = "/escaped", auth = auth, json = true })
+        assert.are.equal(KEY, r.json.echo)
+        r = assert(raw { origin = base, path = "/escaped", auth = auth, json = true, redact = true })
+        assert.are.equal("<secret spec:origin-key>", r.json.echo)
+        assert.are.equal('{"e":[],"echo":"<secret spec:origin-key>","n":[1,{}]}', json.encode(r.json, { sort_keys = true }))
+        -- text that is not JSON: the body (redacted), and why
+        r = assert(raw { origin = base, path = "/not-json", auth = auth, json = true, redact = true })
+        assert.is_nil(r.json)
+        assert.are.equal("{oops <secret spec:origin-key>", r.body)
+        assert.matches("at character 2", r.json_error)
+        -- not 2xx: the body as it is, not decoded
+        r = assert(raw { origin = base, path = "/fail", json = true })
+        assert.are.equal(500, r.status)
+        assert.is_nil(r.json)
+        assert.are.equal('{"error":"x"}', r.body)
+        -- through weft.http.request too (a known option)
+        r = http.request { url = base .. "/x", json = true }
+        assert.are.equal("/x", r.json.path)
     end)
 
     it("redacts through weft._secrets.redact, every form, untouched text as is", function()

@@ -119,6 +119,71 @@ describe("weft.json.decode", function()
     end)
 end)
 
+describe("weft.json.decode (runtime/lua_json.c)", function()
+    local cjson = require "cjson"
+    -- (deep equality; NaN never comes out of a decode)
+    local function same(a, b)
+        if type(a) ~= type(b) then return false end
+        if type(a) ~= "table" then return a == b end
+        for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+        for k in pairs(b) do if a[k] == nil then return false end end
+        return true
+    end
+
+    it("reads what lua-cjson reads, value for value", function()
+        local texts = {
+            '{"a":1}', "[1,2,3]", '"x\\u00e9\\ud83d\\ude00"', "-0", "1e400", "123456789012345678", "0.1", "-12.5e-3",
+            "true", " \n\t null \r ", '{"s":"a\\nb\\t\\"\\\\\\/\\b\\f\\r"}', '{"a":{"b":{"c":[1,{"d":null}]}}}',
+            "[" .. ("1,"):rep(99) .. "1]", '"raw\tcontrol\1"', '{"e":"","z":0,"f":false}', "2.5E+3", "1E-2",
+        }
+        for _, t in ipairs(texts) do
+            local v, err = json.decode(t)
+            assert.is_nil(err, t)
+            assert.is_true(same(cjson.decode(t), v), t)
+        end
+        assert.are.equal(1 / 0, json.decode("1e400"))
+        assert.are.equal(-1 / 0, 1 / json.decode("-0")) -- minus zero kept
+        assert.are.equal("\240\159\152\128", json.decode('"\\ud83d\\ude00"')) -- a surrogate pair is one UTF-8 character
+    end)
+
+    it("makes big containers whole, members in order, the last of a repeated key winning", function()
+        local parts, arr = {}, {}
+        for i = 1, 100 do
+            parts[#parts + 1] = ('"k%d":%d'):format(i, i)
+            arr[i] = i
+        end
+        local o = json.decode("{" .. table.concat(parts, ",") .. ',"k7":"last"}')
+        for i = 1, 100 do assert.are.equal(i == 7 and "last" or i, o["k" .. i]) end
+        assert.are.same(arr, json.decode(json.encode(arr)))
+        assert.are.equal(2, json.decode('{"k":1,"k":2}').k)
+        -- nesting to the limit and one past it
+        assert.is_table(json.decode(("["):rep(1000) .. ("]"):rep(1000)))
+        local v, err = json.decode(("["):rep(1001) .. ("]"):rep(1001))
+        assert.is_nil(v)
+        assert.matches("nested deeper than 1000 at character 1001", err, 1, true)
+    end)
+
+    it("refuses what is not JSON, saying what and where", function()
+        local cases = {
+            { "", "unexpected end of text at character 1" }, { "{", "unterminated object at character 2" },
+            { "[1,]", "invalid token at character 4" }, { '{"a":1,}', "expected a string key at character 8" },
+            { "01", "unexpected text after the value at character 2" }, { "1.", "invalid number at character 3" },
+            { ".5", "invalid token at character 1" }, { "NaN", "invalid token" }, { "Infinity", "invalid token" },
+            { "0x10", "unexpected text after the value" }, { "-", "invalid number" }, { "1e", "invalid number" },
+            { '"\\ud800"', "without its low half" }, { '"\\udc00"', "lone low surrogate" }, { '"\\u12"', "invalid \\u escape" },
+            { '"abc', "unterminated string" }, { '{"a" 1}', "expected ':'" }, { "[1 2]", "expected ',' or ']'" },
+            { "tru", "invalid token" }, { '"\\x"', "invalid escape" }, { "{1:2}", "expected a string key" },
+            { "[1] x", "unexpected text after the value at character 5" }, { "// c\n1", "invalid token" },
+        }
+        for _, c in ipairs(cases) do
+            local v, err = json.decode(c[1])
+            assert.is_nil(v, c[1])
+            assert.are.equal("invalid JSON: ", err:sub(1, 14))
+            assert.matches(c[2], err, 1, true)
+        end
+    end)
+end)
+
 describe("cjson", function()
     it("is available to scripts as require 'cjson'", function()
         local cjson = require "cjson"

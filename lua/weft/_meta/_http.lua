@@ -15,6 +15,7 @@ local Xfer = {}
 ---@field query? string with origin: the query without "?", only query characters; auth.query parameters are appended after it
 ---@field redact? boolean response header values and the (non-streamed) body pass through secret redaction before they become Lua strings
 ---@field stream? boolean deliver "data" events (weft.http sets it for on_data)
+---@field json? boolean a 2xx body (not streamed) is decoded from the buffer as res.json, no res.body; invalid text gives res.body and res.json_error
 
 ---@class weft._http_client.Response : weft.http.Response
 ---@field sends integer times the request went out: 1 normally, 2+ when libcurl resent it by itself on a fresh connection (a reused one died before any response byte)

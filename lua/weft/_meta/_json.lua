@@ -4,10 +4,13 @@
 ---@class weft._json
 local M = {}
 
---- True when `s` holds `[]` or `{}` (whitespace inside allowed).
----@param s string
----@return boolean
-function M.has_empty(s) end
+--- The decoder with weft.json's rules (empty containers marked with
+--- these tables, also for weft.http's decoded answers): decode(s) returns
+--- the value, or nil and "<why> at character <N>".
+---@param array_mt table
+---@param object_mt table
+---@return fun(s: string): any, string?
+function M.decoder(array_mt, object_mt) end
 
 --- The compact encoder with weft.json's rules; it returns nil for what it
 --- refuses (weft.json then raises the error naming the path).
