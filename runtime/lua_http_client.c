@@ -883,7 +883,9 @@ static void push_json_body(lua_State *L, struct lxfer *lx) {
 
 /* {status=, headers=, http_version=} */
 static void push_head(lua_State *L, struct lxfer *lx) {
-    lua_createtable(L, 0, 5);
+    /* room for what deliver and weft.http add: body|json, sends, wire,
+     * first_byte */
+    lua_createtable(L, 0, 8);
     lua_pushinteger(L, lx->status);
     lua_setfield(L, -2, "status");
     const char *h = lx->head.len ? lx->head.data : "";

@@ -258,7 +258,10 @@ int luaopen_weft_error(lua_State *L) {
 /* ------------------------------------------------------ HTTP helpers */
 
 void weft_push_headers(lua_State *L, const char *p, size_t len) {
-    lua_createtable(L, 0, 8);
+    /* made at its size: one NUL ends a name, one a value */
+    int fields = 0;
+    for (const char *q = p, *e = p + len; (q = memchr(q, '\0', (size_t)(e - q))) != NULL; q++) fields++;
+    lua_createtable(L, 0, fields / 2);
     size_t off = 0;
     while (off < len) {
         const char *name = p + off;

@@ -38,8 +38,9 @@
 ---   ctx.deadline      weft.now() time the call fails at, or nil (resolve)
 ---   ctx.priority      the request's priority (resolve; ctx is the
 ---                     limiter's acquire options)
----   ctx.cost          {requests = 1, tokens = estimate}: what admission
----                     takes from the limiter (resolve)
+---   ctx.requests, ctx.tokens
+---                     1 and the estimate: what admission takes from the
+---                     limiter (resolve; ctx is the limiters' cost table)
 ---   ctx.call          the weft.Call recording it (resolve; finished by record)
 ---   ctx.sent          the attempt's request went out (send; admit gives
 ---                     the request back to the limiter when it did not)
@@ -63,6 +64,7 @@ local type, pairs, ipairs, tostring, error, pcall, next, rawget =
     type, pairs, ipairs, tostring, error, pcall, next, rawget
 local now = T.now
 local ceil = math.ceil
+local new_table = require "table.new"
 local format = string.format
 local plain = plugins.plain
 local instance, auth_of, plugin_config = config.instance, config.auth_of, config.plugin_config
@@ -200,8 +202,7 @@ local function resolve(model, op, req, on_event)
     local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
     return {
         inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
-        deadline = deadline, priority = req.priority, cost = { requests = 1, tokens = estimate(req) }, sent = false,
-        input_estimate = input_estimate(req),
+        deadline = deadline, priority = req.priority, requests = 1, tokens = estimate(req), sent = false,
         call = calls.open(inst.name, req.model, op, req.id),
     }
 end
@@ -222,8 +223,9 @@ local function admit(ctx)
     -- (checked in the shared limits' admission script when it is attached there)
     ctx.probe = sb and not (shared and shared.breaker) and sb:check() or nil
     local lim = inst.limiter
-    -- (ctx is the options: its priority and deadline; no table per call)
-    local ok, waited = pcall(lim.acquire, lim, ctx.cost, ctx)
+    -- (ctx is the cost and the options: requests, tokens, priority and
+    -- deadline; no table per call)
+    local ok, waited = pcall(lim.acquire, lim, ctx, ctx)
     if not ok and ctx.probe then
         sb:after(true, false, nil) -- the probe never went out: the next call probes
         ctx.probe = nil
@@ -234,7 +236,7 @@ local function admit(ctx)
     end
     if shared then
         -- then the limits every process shares (weft.shared_limits): its slot
-        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx.cost, ctx.deadline, ctx.req.priority)
+        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx, ctx.deadline, ctx.req.priority)
         ctx.shared_tokens = sbooked
         if sok and shared.breaker then ctx.probe = sprobe end
         if not sok then
@@ -242,8 +244,8 @@ local function admit(ctx)
                 inst.shared_breaker:after(true, false, nil)
                 ctx.probe = nil
             end
-            lim:reconcile(ctx.cost.tokens, 0)
-            lim:refund(ctx.cost.requests)
+            lim:reconcile(ctx.tokens, 0)
+            lim:refund(ctx.requests)
             ctx.call:wait_time(waited)
             error(swaited, 0)
         end
@@ -398,7 +400,18 @@ local function observe_limits(ctx, res, body)
         local rem = type(u) == "table" and seconds(rawget(u, "remaining"), 1e15)
         if rem then
             lim:report(unit, rem, seconds(rawget(u, "reset"), 86400 * 31))
-            quota_gauge:set(rem, inst.name, unit)
+            -- (the series kept on the instance: no label lookup per answer)
+            local qs = inst.quota_series
+            if not qs then
+                qs = {}
+                inst.quota_series = qs
+            end
+            local g = qs[unit]
+            if not g then
+                g = quota_gauge:labels(inst.name, unit)
+                qs[unit] = g
+            end
+            g:set(rem)
         end
     end
     local wait = seconds(rawget(rl, "retry_after"), 86400)
@@ -481,11 +494,11 @@ local function raw_usage(u)
 end
 
 local function checked_result(ctx, out)
-    local r = {
-        text = raw_string(ctx, "decode", out, "text"), finish_reason = raw_string(ctx, "decode", out, "finish_reason"),
-        model = raw_string(ctx, "decode", out, "model"), id = raw_string(ctx, "decode", out, "id"),
-        usage = raw_usage(rawget(out, "usage")),
-    }
+    -- (made at the size record fills it to: no rehash on the way)
+    local r = new_table(0, 16)
+    r.text, r.finish_reason = raw_string(ctx, "decode", out, "text"), raw_string(ctx, "decode", out, "finish_reason")
+    r.model, r.id = raw_string(ctx, "decode", out, "model"), raw_string(ctx, "decode", out, "id")
+    r.usage = raw_usage(rawget(out, "usage"))
     local tc = rawget(out, "tool_calls")
     if tc ~= nil then r.tool_calls = tool_calls_of(ctx, "decode", plain_result(ctx, "decode", tc)) end
     local vs = rawget(out, "vectors")
@@ -595,7 +608,7 @@ local function attempt(ctx, _, remaining)
             -- abandoned while on the wire (a hedge that lost, a caller that
             -- gave up): the provider read the request. Its input is counted
             -- (an estimate: the answer that would say is gone).
-            u = { input = ctx.input_estimate, output = 0 }
+            u = { input = input_estimate(ctx.req), output = 0 }
             pt = pt or {}
             out.partial, pt.usage, pt.estimated = pt, u, true
         end
@@ -607,11 +620,11 @@ local function attempt(ctx, _, remaining)
             ctx.call:usage(u.input, u.output)
             pt.cost = (ctx.call.cost or 0) - before
         end
-        inst.limiter:reconcile(ctx.cost.tokens, u and (u.input + u.output) or 0)
+        inst.limiter:reconcile(ctx.tokens, u and (u.input + u.output) or 0)
         if inst.shared then
-            inst.shared:reconcile(ctx.shared_tokens or ctx.cost.tokens, u and (u.input + u.output) or 0, ctx.cost.tokens)
+            inst.shared:reconcile(ctx.shared_tokens or ctx.tokens, u and (u.input + u.output) or 0, ctx.tokens)
         end
-        if not ctx.sent then inst.limiter:refund(ctx.cost.requests) end
+        if not ctx.sent then inst.limiter:refund(ctx.requests) end
         error(out, 0)
     end
     return out
@@ -625,8 +638,8 @@ local function record(ctx, out, t0)
     local inst, call = ctx.inst, ctx.call
     local u = out.usage
     if u then
-        inst.limiter:reconcile(ctx.cost.tokens, u.input + u.output)
-        if inst.shared then inst.shared:reconcile(ctx.shared_tokens or ctx.cost.tokens, u.input + u.output, ctx.cost.tokens) end
+        inst.limiter:reconcile(ctx.tokens, u.input + u.output)
+        if inst.shared then inst.shared:reconcile(ctx.shared_tokens or ctx.tokens, u.input + u.output, ctx.tokens) end
         call:usage(u.input, u.output)
     end
     out.usage = u or { input = 0, output = 0 }

@@ -70,32 +70,43 @@ local function shallow_copy(t)
     return c
 end
 
--- Secrets used by a request: those of its auth placements (rendered into
--- headers, the query or basic auth: what a 401 rejects), then those of its
--- tls options. All are loaded again when expired; only the first
--- `nauth` are looked at after a 401.
+-- Secrets used by a request, in one list (no other table per request):
+-- handle k at list[2k - 1], its version when last sent at list[2k].
+-- First those of its auth placements (rendered into headers, the query or
+-- basic auth: what a 401 rejects), then those of its tls options. All are
+-- loaded again when expired; only the first `nauth` are looked at after a
+-- 401. Returns the list, nauth and the count.
+local function add_secret(list, n, h)
+    if h == nil then return n end
+    list[2 * n + 1] = h
+    return n + 1
+end
+local function auth_secrets(list, n, it)
+    if type(it) ~= "table" then return n end
+    n = add_secret(list, n, it.secret)
+    local b = it.basic
+    if type(b) == "table" then
+        n = add_secret(list, n, b.password)
+        if type(b.user) == "userdata" then n = add_secret(list, n, b.user) end
+    end
+    return n
+end
 local function request_secrets(opts)
-    local list = {}
+    local list, n = {}, 0
     local a = opts.auth
     if type(a) == "table" then
-        local items = (#a > 0) and a or { a }
-        for _, it in ipairs(items) do
-            if type(it) == "table" then
-                list[#list + 1] = it.secret
-                if type(it.basic) == "table" then
-                    list[#list + 1] = it.basic.password
-                    if type(it.basic.user) == "userdata" then list[#list + 1] = it.basic.user end
-                end
-            end
+        if a[1] ~= nil then
+            for i = 1, #a do n = auth_secrets(list, n, a[i]) end
+        else
+            n = auth_secrets(list, n, a)
         end
     end
-    local nauth = #list
-    if type(opts.tls) == "table" then
-        list[#list + 1] = opts.tls.cert
-        list[#list + 1] = opts.tls.key
-        list[#list + 1] = opts.tls.ca
+    local nauth = n
+    local t = opts.tls
+    if type(t) == "table" then
+        n = add_secret(list, add_secret(list, add_secret(list, n, t.cert), t.key), t.ca)
     end
-    return list, nauth
+    return list, nauth, n
 end
 
 local secrets_mod
@@ -108,21 +119,21 @@ local request1
 
 -- After a 401: count the rejection of each auth secret once, load again
 -- those whose source can give a new value, and say whether any value now
--- differs from the one sent (`sent`: handle -> version at sending). A
+-- differs from the one sent (the version request_secrets' list holds). A
 -- value loaded by someone else while this request was on the wire counts
 -- too; an env: secret is never loaded again (the same value would be
 -- sent again), and a refresh that read the same value changes nothing.
-local function renew_rejected(used, nauth, sent)
+local function renew_rejected(used, nauth)
     local S = secrets()
     local seen, changed = {}, false
-    for i = 1, nauth do
-        local h = used[i]
+    for k = 1, nauth do
+        local h, sent = used[2 * k - 1], used[2 * k]
         if type(h) == "userdata" and S.is(h) and not seen[h.name] then
             seen[h.name] = true
             h:_rejected()
             std.secrets:inc(1, "rejected")
-            if h.version == sent[h] and S.refreshable(h) then pcall(S.refresh, h) end
-            if h.version ~= sent[h] and h.loaded then changed = true end
+            if h.version == sent and S.refreshable(h) then pcall(S.refresh, h) end
+            if h.version ~= sent and h.loaded then changed = true end
         end
     end
     return changed
@@ -142,20 +153,21 @@ end
 ---@return weft.http.Response
 function M.request(opts)
     if type(opts) ~= "table" or (opts.auth == nil and opts.tls == nil) then return request1(opts) end
-    local used, nauth = request_secrets(opts)
+    local used, nauth, n = request_secrets(opts)
+    local S = secrets()
     -- Every secret must be loaded when the host renders it. A refresh waits
     -- (single flight), and on a slow or busy host a short-lived token loaded
     -- by someone else's refresh can expire again before this task renders
     -- it: then load it again and send again (three rounds at most; a token
     -- that cannot outlive that fails with kind auth).
-    local res, sent
+    local res
     local wire = 0 -- of the rounds that failed
     for round = 1, 3 do
-        sent = {}
-        for _, h in ipairs(used) do
-            if type(h) == "userdata" and secrets().is(h) then
-                if not h.loaded then secrets().refresh(h) end
-                sent[h] = h.version
+        for k = 1, n do
+            local h = used[2 * k - 1]
+            if type(h) == "userdata" and S.is(h) then
+                if not h.loaded then S.refresh(h) end
+                used[2 * k] = h.version
             end
         end
         local ok, r = pcall(request1, opts)
@@ -172,7 +184,7 @@ function M.request(opts)
     add_wire(res, wire)
     -- The provider rejected the credential: resend once (never a loop),
     -- and only with a value other than the one it rejected.
-    if res.status == 401 and nauth > 0 and renew_rejected(used, nauth, sent) then
+    if res.status == 401 and nauth > 0 and renew_rejected(used, nauth) then
         wire = res.wire
         local ok, r = pcall(request1, opts)
         if not ok then error(add_wire(r, wire), 0) end

@@ -335,13 +335,8 @@ function M.host_owned(lname, auth_header)
     return M.HOST_HEADERS[lname] == true or (auth_header ~= nil and lname == auth_header:lower())
 end
 
---- nil when `path` is one a plugin may ask for, else why not: absolute,
---- RFC 3986 path characters only (minus '@'), well-formed %-escapes, no
---- '//' at the start, no dot segments. The origin is always the
---- configured base_url; the path can only add to its path.
----@param path any
----@return string? why
-function M.bad_path(path)
+-- (bad_path's check, without the memo)
+local function check_path(path)
     if type(path) ~= "string" then return "path must be a string, got " .. type(path) end
     if path:byte(1) ~= 47 then return "path must start with /" end
     if #path > 8192 then return "path is longer than 8192 bytes" end
@@ -356,6 +351,27 @@ function M.bad_path(path)
     for seg in path:gmatch("/([^/]*)") do
         if seg == "." or seg == ".." then return "path has a dot segment" end
     end
+end
+
+-- Paths found good, so that the path of every call is one lookup: a
+-- plugin's paths are few (reset past 256, so a plugin that makes a new
+-- path per call cannot grow it).
+local good_paths, n_good = {}, 0
+
+--- nil when `path` is one a plugin may ask for, else why not: absolute,
+--- RFC 3986 path characters only (minus '@'), well-formed %-escapes, no
+--- '//' at the start, no dot segments. The origin is always the
+--- configured base_url; the path can only add to its path.
+---@param path any
+---@return string? why
+function M.bad_path(path)
+    if good_paths[path] then return nil end
+    local why = check_path(path)
+    if why == nil then
+        if n_good >= 256 then good_paths, n_good = {}, 0 end
+        good_paths[path], n_good = true, n_good + 1
+    end
+    return why
 end
 
 --- nil when `q` is a query a plugin may send (without "?"), else why not.
