@@ -868,3 +868,40 @@ describe("weft mock", function()
         end)
     end)
 end)
+
+describe("weft mock max_connections", function()
+    local CHAT = json.encode { model = "gpt-4o-mini", messages = { { role = "user", content = PROMPT } } }
+
+    it("lets one address hold all of them open, and closes one more at once", function()
+        -- (weft.http.serve alone would take a quarter from one address: 1 of 4)
+        local m = mock_mod.start { port = 0, max_connections = 4,
+                                   faults = { { sequence = { "hang", "hang", "hang", "hang" } } } }
+        local done, tasks = 0, {}
+        for i = 1, 4 do
+            tasks[i] = weft.spawn(function()
+                pcall(http.request, { method = "POST", url = m.url .. "/v1/chat/completions", body = CHAT,
+                                       headers = { authorization = "Bearer sk-weft-mock" }, timeout = 600 })
+                done = done + 1 -- refused (or, wrongly, answered)
+            end)
+        end
+        -- until each of the four hangs at the mock or was refused
+        while m:stats().in_flight + done < 4 do weft.sleep(0.005) end
+        assert.are.equal(4, m:stats().in_flight)
+        assert.are.equal(0, done)
+        local ok, err = pcall(http.request, { url = m.url .. "/_mock/stats", timeout = 600 })
+        assert.is_false(ok)
+        assert.are.equal("transient", err.kind)
+        assert.are.equal(1, m.server:stats().rejected)
+        for _, t in ipairs(tasks) do t:cancel() end
+        for _, t in ipairs(tasks) do pcall(t.wait, t) end
+        m:close()
+    end)
+
+    it("is checked", function()
+        for _, bad in ipairs { 0, 2.5, "10", 1e7 } do
+            local ok, err = pcall(mock_mod.start, { port = 0, max_connections = bad })
+            assert.is_false(ok)
+            assert.matches("max_connections must be an integer from 1 to 1000000", err, 1, true)
+        end
+    end)
+end)

@@ -1,5 +1,5 @@
 --- weft.mock.cli: `weft mock [--host H] [--port N|0] [--profile FILE.lua] [--key KEY]
---- [--strict-models] [--batch-delay S] [--batch-window S]`.
+--- [--strict-models] [--batch-delay S] [--batch-window S] [--max-connections N]`.
 ---
 --- Prints the mock's URL as the first line on stdout, then serves until
 --- SIGINT/SIGTERM. A profile is a Lua file returning the options of
@@ -17,7 +17,7 @@ local redact = require("weft._secrets").redact
 local K = mock.DEFAULT_KEYS
 local USAGE = [[
 usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY] [--strict-models]
-                 [--batch-delay S] [--batch-window S]
+                 [--batch-delay S] [--batch-window S] [--max-connections N]
   --host HOST        address to bind (default 127.0.0.1)
   --port N           port (default 0: pick a free one); the URL is printed first
   --profile FILE     Lua file returning weft.mock.start options (see "Profile" below)
@@ -27,6 +27,10 @@ usage: weft mock [--host HOST] [--port N] [--profile FILE.lua] [--key KEY] [--st
   --batch-delay S    seconds a batch job (OpenAI Batches, Anthropic Message Batches) takes to
                      process all its requests (default 2: hours compressed)
   --batch-window S   seconds after which an unfinished batch job expires (default 60: "24h")
+  --max-connections N
+                     connections open at once, all of which may come from one address
+                     (default 10000, a quarter of them at most from one address); raise it
+                     to hold more calls open from one client, e.g. with the "hang" fault
 
 Default keys (what a client must send unless --key or the profile's keys say otherwise):
   openai     Authorization: Bearer ]] .. K.openai .. [[
@@ -42,6 +46,7 @@ Profile: a Lua file returning a table; every key is optional, an unknown one is 
   strict_models = true               as --strict-models; models = { "my-model" } adds known names
   seed = 1                           seed of the fault and latency draws (same seed, same faults)
   max_log = 1000                     request log entries kept
+  max_connections = 10000            as --max-connections
   batch = { delay =, window =, finalize =, cancel_delay = }    batch timing in seconds
 
 Fault rules: the first rule whose dialect, model and endpoint (each optional) match a request
@@ -113,12 +118,12 @@ function M.main(...)
         i = i + 1
         return args[i]
     end
-    local host, port, key, profile, strict
+    local host, port, key, profile, strict, max_conns
     local batch = {}
     while i <= #args do
         local a = args[i]
         local takes = a == "--host" or a == "--port" or a == "--profile" or a == "--key" or a == "--batch-delay"
-            or a == "--batch-window"
+            or a == "--batch-window" or a == "--max-connections"
         local v = takes and value(a)
         if takes and (v == nil or v == "") then
             io.stderr:write("weft mock: ", a, " needs a value\n", USAGE)
@@ -140,6 +145,13 @@ function M.main(...)
                 return 2
             end
             batch[a == "--batch-delay" and "delay" or "window"] = s
+        elseif a == "--max-connections" then
+            local most = mock.options.MAX_CONNECTIONS
+            max_conns = tonumber(v)
+            if not max_conns or max_conns < 1 or max_conns > most or max_conns ~= math.floor(max_conns) then
+                io.stderr:write(format("weft mock: --max-connections must be an integer from 1 to %d\n", most))
+                return 2
+            end
         elseif a == "--strict-models" then strict = true
         elseif a == "--help" or a == "-h" then io.stdout:write(USAGE) return 0
         else
@@ -157,6 +169,7 @@ function M.main(...)
     opts.port = port or opts.port or 0
     if key then opts.keys = { openai = key, anthropic = key, gemini = key } end
     if strict then opts.strict_models = true end
+    opts.max_connections = max_conns or opts.max_connections
     if next(batch) then
         opts.batch = opts.batch or {}
         if type(opts.batch) == "table" then -- (else the check below says what is wrong)

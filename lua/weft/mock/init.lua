@@ -581,6 +581,7 @@ end
 ---@field faults? table[] fault rules (see set_faults)
 ---@field seed? integer seed of the fault/latency random generator (default 1)
 ---@field max_log? integer request log entries kept (default 1000)
+---@field max_connections? integer connections open at once, all of them may come from one address (default weft.http.serve's: 10000, a quarter of them from one address)
 ---@field context? table<string, integer> context windows: model -> max input tokens (see the module's notes)
 ---@field strict_models? boolean answer unknown model names with the dialect's 404 (see the module's notes)
 ---@field models? string[] more model names strict_models knows
@@ -625,6 +626,11 @@ function M.start(opts)
         host = o.host or "127.0.0.1",
         port = o.port or 0,
         max_body_size = 32 * 1024 * 1024,
+        -- A mock's clients are usually one process (a test, a benchmark
+        -- holding thousands of calls open): when the cap is given, one
+        -- address may use all of it, not weft.http.serve's quarter.
+        max_connections = o.max_connections,
+        max_connections_per_address = o.max_connections,
         handler = function(req, res)
             local task = weft.current()
             self.active[task] = true

@@ -43,9 +43,13 @@ local RULE_LIST = concat(M.RULE_KEYS, ", ")
 
 --- The options of weft.mock.start, in the order the messages list them.
 M.OPTION_KEYS = { "host", "port", "keys", "limits", "faults", "context", "strict_models", "models", "seed",
-                  "max_log", "batch", "clock" }
+                  "max_log", "max_connections", "batch", "clock" }
 local OPTION_SET = {}
 for _, k in ipairs(M.OPTION_KEYS) do OPTION_SET[k] = true end
+
+--- The most max_connections may be (weft.http.serve's own bound).
+M.MAX_CONNECTIONS = 1000000
+local MAX_CONNECTIONS = M.MAX_CONNECTIONS
 
 local LIMIT_KEYS = { "rps", "rpm", "rpd", "tpm", "quota", "window" }
 local LIMIT_SET = {}
@@ -540,6 +544,14 @@ function M.check(opts)
             return nil, "max_log must be a positive integer (request log entries kept), got " .. show(opts.max_log)
         end
         out.max_log = opts.max_log
+    end
+    if opts.max_connections ~= nil then
+        local n = opts.max_connections
+        if not (is_integer(n) and n >= 1 and n <= MAX_CONNECTIONS) then
+            return nil, format("max_connections must be an integer from 1 to %d (connections open at once, "
+                .. "all of them may come from one address), got %s", MAX_CONNECTIONS, show(n))
+        end
+        out.max_connections = n
     end
     out.batch, why = batch.options(opts.batch)
     if not out.batch then return nil, why end
