@@ -13,6 +13,7 @@
  * callback copies what it needs before the call and touches nothing after.
  */
 #include "http_client.h"
+#include "buf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -502,10 +503,14 @@ struct weft_http_origin {
     CURLU *u;                   /* owned */
     struct urlparts parts;      /* owned */
     size_t plen;                /* path prefix without trailing slashes */
+    char *base;                 /* owned: the origin as curl renders it,
+                                   up to its path prefix (no trailing '/') */
+    size_t blen;
 };
 
 static void origin_free(struct weft_http_origin *o) {
     free(o->text);
+    free(o->base);
     curl_url_cleanup(o->u);
     parts_free(&o->parts);
     memset(o, 0, sizeof *o);
@@ -531,6 +536,23 @@ static int origin_init(struct weft_http_origin *o, const char *origin, char *err
         return -1;
     }
     o->plen = prefix_len(o->parts.path);
+    /* What weft_http_origin_render starts every URL with: curl's own
+     * rendering of the origin, its path cut to the prefix. */
+    char *url = NULL;
+    size_t ulen = 0, path_len = strlen(o->parts.path);
+    if (curl_url_get(o->u, CURLUPART_URL, &url, 0) == CURLUE_OK) ulen = strlen(url);
+    if (!url || ulen < path_len || strcmp(url + ulen - path_len, o->parts.path) != 0 ||
+        !(o->base = malloc(ulen - path_len + o->plen + 1))) {
+        snprintf(err, errlen, url ? "out of memory" : "the origin cannot be rendered");
+        curl_free(url);
+        origin_free(o);
+        return -1;
+    }
+    o->blen = ulen - path_len + o->plen;
+    memcpy(o->base, url, ulen - path_len);
+    memcpy(o->base + ulen - path_len, o->parts.path, o->plen);
+    o->base[o->blen] = '\0';
+    curl_free(url);
     return 0;
 }
 
@@ -552,18 +574,56 @@ const struct weft_http_origin *weft_http_origin_get(struct weft_http_client *c, 
     return &c->origins[slot];
 }
 
-CURLU *weft_http_origin_join(const struct weft_http_origin *o, const char *path, const char *query,
-                             char *err, size_t errlen) {
+/* 0 when path (and query, when not NULL) may go on an origin; -1 with
+ * a message in err. */
+static int check_request(const char *path, const char *query, char *err, size_t errlen) {
     if (!path || path[0] != '/') {
         snprintf(err, errlen, "the request path must begin with '/'");
-        return NULL;
+        return -1;
     }
-    if (check_chars(path, 0, err, errlen) != 0) return NULL;
+    if (check_chars(path, 0, err, errlen) != 0) return -1;
     if (has_dot_segment(path)) {
         snprintf(err, errlen, "the request path has a '.' or '..' segment");
-        return NULL;
+        return -1;
     }
-    if (query && check_chars(query, 1, err, errlen) != 0) return NULL;
+    if (query && check_chars(query, 1, err, errlen) != 0) return -1;
+    return 0;
+}
+
+/* s[0..n) appended to b with the hex digits of its %XX escapes in lower
+ * case, as curl writes them. */
+static void append_lower_escapes(struct weft_buf *b, const char *s, size_t n) {
+    char *d = weft_buf_extend(b, n);
+    if (!d) return;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (i >= 1 && (s[i - 1] == '%' || (i >= 2 && s[i - 2] == '%')) && ch >= 'A' && ch <= 'F') ch += 32;
+        d[i] = ch;
+    }
+}
+
+int weft_http_origin_render(const struct weft_http_origin *o, const char *path, const char *query,
+                            struct weft_buf *out, char *err, size_t errlen) {
+    if (check_request(path, query, err, errlen) != 0) return -1;
+    size_t pl = strlen(path), ql = query ? strlen(query) : 0;
+    weft_buf_reset(out);
+    if (weft_buf_reserve(out, o->blen + pl + 1 + ql + 1) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    weft_buf_append(out, o->base, o->blen);
+    append_lower_escapes(out, path, pl);
+    if (ql) {
+        weft_buf_append_char(out, '?');
+        append_lower_escapes(out, query, ql);
+    }
+    weft_buf_cstr(out);
+    return 0;
+}
+
+CURLU *weft_http_origin_join(const struct weft_http_origin *o, const char *path, const char *query,
+                             char *err, size_t errlen) {
+    if (check_request(path, query, err, errlen) != 0) return NULL;
     CURLU *u = curl_url_dup(o->u);
     size_t rlen = strlen(path);
     char *full = u ? malloc(o->plen + rlen + 1) : NULL;
@@ -609,15 +669,6 @@ int weft_http_origin_verify(const struct weft_http_origin *o, const char *url, c
                             size_t errlen) {
     struct urlparts r;
     if (parts_parse(url, "the request URL", &r, NULL, err, errlen) != 0) return -1;
-    int rc = same_origin(o, &r, err, errlen);
-    parts_free(&r);
-    return rc;
-}
-
-int weft_http_origin_verify_handle(const struct weft_http_origin *o, CURLU *u, char *err,
-                                   size_t errlen) {
-    struct urlparts r;
-    if (parts_of(u, "the request URL", &r, err, errlen) != 0) return -1;
     int rc = same_origin(o, &r, err, errlen);
     parts_free(&r);
     return rc;

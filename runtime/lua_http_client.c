@@ -85,17 +85,19 @@ struct lxfer {
     struct weft_wait wait;     /* embedded: the task waiting in wait() */
     struct weft_task *waiter;
     int body_ref;              /* anchors the request body string */
-    int url_ref;               /* opts.url, or the URL built on opts.origin
-                                  (before auth), for err.url */
+    size_t url_shown;          /* on an origin: the first url_shown bytes of
+                                  url are err.url (kept until delivery) */
+    int url_ref;               /* opts.url, for err.url */
     struct weft_headers hdrs;  /* request header lines, owned; borrowed by
                                   the transfer while it runs; cleared (the
                                   secret ones zeroed) when it ends, is
                                   cancelled, or by __gc */
-    CURLU *cu;                 /* URL being built on opts.origin; owned,
-                                  freed once curl has copied the URL */
+    CURLU *cu;                 /* opts.url parsed to add auth.query
+                                  parameters; owned, freed after start */
     struct weft_buf authq;     /* auth.query parameters, encoded (secret) */
     struct weft_buf url;       /* the URL handed to curl (it may hold a
-                                  secret): freed right after start */
+                                  secret): after start, only its err.url
+                                  part is kept (url_shown), else freed */
     int redact;                /* opts.redact: headers and body through
                                   weft_secrets_redact before Lua sees them */
     int json;                  /* opts.json: a 2xx body decoded from the
@@ -564,18 +566,16 @@ static void free_url(struct lxfer *lx) {
     }
 }
 
-/* The final URL into lx->url: lx->cu (made from `url` when only auth
- * query parameters need it), without a fragment, then lx->authq. Returns
+/* The final URL of opts.url with auth.query parameters into lx->url:
+ * lx->cu (made from `url`), without a fragment, then lx->authq. Returns
  * 0, or 2 with nil, err pushed (a URL curl cannot parse). */
 static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
-    if (!lx->cu) {
-        lx->cu = curl_url();
-        if (!lx->cu) return luaL_error(L, "out of memory");
-        CURLUcode rc = curl_url_set(lx->cu, CURLUPART_URL, url, 0);
-        if (rc != CURLUE_OK) {
-            push_invalid_url(L, curl_url_strerror(rc));
-            return 2;
-        }
+    lx->cu = curl_url();
+    if (!lx->cu) return luaL_error(L, "out of memory");
+    CURLUcode rc = curl_url_set(lx->cu, CURLUPART_URL, url, 0);
+    if (rc != CURLUE_OK) {
+        push_invalid_url(L, curl_url_strerror(rc));
+        return 2;
     }
     /* A parameter written after a fragment would never be sent. */
     char *base = NULL, *q = NULL;
@@ -591,10 +591,6 @@ static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
         return luaL_error(L, "out of memory");
     }
     weft_buf_append(&lx->url, base, blen);
-    if (lx->url_ref == LUA_NOREF) {             /* err.url: before auth.query */
-        lua_pushlstring(L, base, blen);
-        lx->url_ref = weft_ref(L);
-    }
     curl_free(base);
     if (lx->authq.len) {
         weft_buf_append_char(&lx->url, has_query ? '&' : '?');
@@ -698,12 +694,12 @@ static int l_start(lua_State *L) {
          * the client); the path and query cannot move it elsewhere (checked
          * again once it is complete). err.url is set by final_url. */
         org = weft_http_origin_get(lc->c, origin, err, sizeof err);
-        if (org) lx->cu = weft_http_origin_join(org, path, query, err, sizeof err);
-        if (!lx->cu) return push_fail(L, "integration", "origin", err);
-        /* The backstop: the URL this handle renders (what curl is given)
-         * is on the origin: scheme, host, port, no user info, path prefix. */
-        if (weft_http_origin_verify_handle(org, lx->cu, err, sizeof err) != 0)
+        /* written as text (weft_http_origin_render: the checks that keep
+         * it on the origin, no URL handle); err.url is this, before any
+         * auth.query parameter */
+        if (!org || weft_http_origin_render(org, path, query, &lx->url, err, sizeof err) != 0)
             return push_fail(L, "integration", "origin", err);
+        lx->url_shown = lx->url.len;
     } else {
         /* Cheap up-front URL checks; curl reports the rest asynchronously. */
         if (ulen < 8 || (strncasecmp(req.url, "http://", 7) != 0 &&
@@ -750,21 +746,37 @@ static int l_start(lua_State *L) {
     }
     lua_pop(L, 1);
 
-    if (lx->cu || lx->authq.len) {
+    if (org) {
+        if (lx->authq.len) {
+            /* With a credential appended as a query parameter, the complete
+             * URL, parsed again, must still be on the origin. */
+            weft_buf_append_char(&lx->url, query && *query ? '&' : '?');
+            weft_buf_append(&lx->url, lx->authq.data, lx->authq.len);
+            weft_buf_cstr(&lx->url);
+            if (lx->url.err) return luaL_error(L, "weft.http.request: out of memory");
+            if (weft_http_origin_verify(org, lx->url.data, err, sizeof err) != 0) {
+                free_url(lx);
+                return push_fail(L, "integration", "origin", err);
+            }
+        }
+        req.url = lx->url.data;
+    } else if (lx->authq.len) {
         r = final_url(L, lx, req.url);
         if (r) return r;
-        /* With a credential appended as a query parameter, the complete
-         * URL, parsed again, must still be on the origin. */
-        if (org && lx->authq.len &&
-            weft_http_origin_verify(org, lx->url.data, err, sizeof err) != 0) {
-            free_url(lx);
-            return push_fail(L, "integration", "origin", err);
-        }
         req.url = lx->url.data;
     }
     req.header_list = &lx->hdrs;
     lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
-    free_url(lx); /* curl keeps its own copy */
+    /* curl keeps its own copy; what err.url shows of it is kept (the
+     * credential of an auth.query after it is zeroed) */
+    size_t shown = lx->url_shown;
+    if (shown) {
+        memset(lx->url.data + shown, 0, lx->url.len - shown);
+        lx->url.len = shown;
+        weft_buf_free(&lx->authq);
+    } else {
+        free_url(lx);
+    }
     if (!lx->x) return luaL_error(L, "weft.http.request: %s", err);
     lx->state = X_RUNNING;
     lx->lc = lc;
@@ -791,6 +803,10 @@ static void release_refs(lua_State *L, struct lxfer *lx) {
     if (lx->url_ref != LUA_NOREF) {
         weft_unref(L, lx->url_ref);
         lx->url_ref = LUA_NOREF;
+    }
+    if (lx->url_shown) { /* (read by the error pushed before this) */
+        weft_buf_free(&lx->url);
+        lx->url_shown = 0;
     }
 }
 
@@ -963,6 +979,9 @@ static int deliver(lua_State *L, struct lxfer *lx) {
         if (lx->url_ref != LUA_NOREF) {
             weft_getref(L, lx->url_ref);
             strip_userinfo(L);
+            lua_setfield(L, -2, "url");
+        } else if (lx->url_shown) {
+            lua_pushlstring(L, lx->url.data, lx->url_shown); /* no user info on an origin */
             lua_setfield(L, -2, "url");
         }
         if (lx->status) {

@@ -29,6 +29,7 @@
 #include <curl/curl.h>
 #include <ev.h>
 
+#include "buf.h"
 #include "harness.h"
 #include "http_client.h"
 
@@ -887,6 +888,27 @@ static void test_origin_url(void) {
         curl_free(url);
         curl_url_cleanup(u);
     }
+    /* weft_http_origin_render writes the same text without curl's URL API,
+     * and refuses the same requests with the same words */
+    struct weft_http_client *c = weft_http_client_new(ev);
+    struct weft_buf b;
+    weft_buf_init(&b, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256] = "";
+        const struct weft_http_origin *o = weft_http_origin_get(c, cases[i].origin, err, sizeof err);
+        const char *exp = cases[i].expect;
+        int rc = o ? weft_http_origin_render(o, cases[i].path, cases[i].query, &b, err, sizeof err) : -1;
+        if (exp[0] == '!') {
+            CHECK(rc != 0);
+            CHECK(strstr(err, exp + 1) != NULL);
+            continue;
+        }
+        CHECK_EQ_INT(rc, 0);
+        if (rc == 0) CHECK_EQ_STR(b.data, exp);
+        if (rc == 0 && strcmp(b.data, exp) != 0) fprintf(stdout, "# render case %zu: %s\n", i, b.data);
+    }
+    weft_buf_free(&b);
+    weft_http_client_free(c);
 }
 
 static void test_origin_check(void) {
