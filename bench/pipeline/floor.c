@@ -20,16 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
-#include <curl/curl.h>
-#include <ev.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lua-cjson.h> /* Debian's: luaopen_cjson alone, needs lua.h first */
 #include <lualib.h>
 
+#include "../curl_ev.h"
 #include "buf.h"
 
 /* Stack slots of L that stay put for the whole run: cjson's two functions
@@ -38,9 +35,6 @@ enum { ENCODE = 1, DECODE, MODEL, PROMPT, BASE = PROMPT };
 
 #define MAX_ANSWER (1 << 20) /* bytes; a bigger answer fails its request */
 
-static struct ev_loop *loop;
-static CURLM *multi;
-static ev_timer timer;
 static lua_State *L;
 static long started, finished, failed, total;
 static long max_tokens;
@@ -56,12 +50,6 @@ struct slot {
                             transfer runs (CURLOPT_POSTFIELDS does not copy) */
     struct weft_buf ans; /* the answer's body, filled by write_cb */
 };
-
-struct sock {
-    ev_io io;
-};
-
-static void drain(void);
 
 /* Count a failed request and say why, the first time only: a run that
  * goes wrong says why without flooding the terminal. */
@@ -248,53 +236,6 @@ static void next(struct slot *s) {
     weft_buf_free(&s->ans);
 }
 
-static void io_cb(struct ev_loop *l, ev_io *w, int revents) {
-    int fd = w->fd, running; /* (w may be freed by the call below) */
-    int flags =
-        ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(multi, fd, flags, &running);
-    drain();
-}
-
-static void timer_cb(struct ev_loop *l, ev_timer *w, int revents) {
-    int running;
-    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    drain();
-}
-
-static int sock_cb(CURL *e, curl_socket_t fd, int what, void *u, void *sp) {
-    struct sock *k = sp;
-    if (what == CURL_POLL_REMOVE) {
-        if (k) {
-            ev_io_stop(loop, &k->io);
-            curl_multi_assign(multi, fd, NULL);
-            free(k);
-        }
-        return 0;
-    }
-    int ev = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    if (!k) {
-        k = calloc(1, sizeof *k);
-        if (!k) return -1;
-        ev_io_init(&k->io, io_cb, fd, ev);
-        curl_multi_assign(multi, fd, k);
-    } else {
-        ev_io_stop(loop, &k->io);
-        ev_io_set(&k->io, fd, ev);
-    }
-    ev_io_start(loop, &k->io);
-    return 0;
-}
-
-static int timer_fn(CURLM *m, long ms, void *u) {
-    ev_timer_stop(loop, &timer);
-    if (ms >= 0) {
-        ev_timer_set(&timer, (double)ms / 1000.0, 0.);
-        ev_timer_start(loop, &timer);
-    }
-    return 0;
-}
-
 /* Finish the transfers curl reports done and start the next requests, here
  * after curl_multi_socket_action returned (never inside a curl callback). */
 static void drain(void) {
@@ -364,12 +305,7 @@ int main(int argc, char **argv) {
     free(body);
     if (!ok) return 2;
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    loop = ev_default_loop(0);
-    multi = curl_multi_init();
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_fn);
-    ev_timer_init(&timer, timer_cb, 0., 0.);
+    curl_ev_init();
     headers = curl_slist_append(NULL, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:");
     for (int a = 5; a < argc; a++) headers = curl_slist_append(headers, argv[a]); /* e.g. auth */
@@ -380,20 +316,14 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < conc; i++) {
         slot_init(&slots[i]);
         next(&slots[i]);
     }
     ev_run(loop, 0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    double secs = seconds_since(&t0), cpu = cpu_seconds();
     long answered = finished - failed;
     printf("floor: %ld requests, %ld failed, %.0f req/s, %.1f us CPU/request, %.1f tokens/answer\n",
            finished, failed, (double)finished / secs, cpu * 1e6 / (double)finished,
