@@ -148,6 +148,9 @@ static void on_status(void *ud, int status, int version) {
 
 static void on_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen) {
     struct lxfer *lx = ud;
+    /* a usual head fits at once: not four regrowths of a secret buffer
+     * (each a copy and a zeroing) */
+    if (!lx->head.cap) weft_buf_reserve(&lx->head, 512);
     char *d = weft_buf_extend(&lx->head, nlen + vlen + 2);
     if (!d) return; /* out of memory: this head's later fields are lost too */
     for (size_t i = 0; i < nlen; i++) {
@@ -252,8 +255,51 @@ static int has_crlf_nul(const char *s, size_t n) {
 }
 
 /* Seconds option > 0 (or absent: def). Raises on a bad value. */
-static double opt_seconds(lua_State *L, const char *k, double def) {
-    lua_getfield(L, 1, k);
+/* The options l_start reads. One pass over the options table (read_opts)
+ * puts each in its stack slot, SLOT(o): not a lua_getfield per option,
+ * which makes and hashes the key's string every time (18 of them). */
+enum opt {
+    O_URL, O_ORIGIN, O_PATH, O_QUERY, O_METHOD, O_BODY, O_TIMEOUT, O_CONNECT_TIMEOUT,
+    O_IDLE_TIMEOUT, O_MAX_BODY, O_CA_FILE, O_CA_PATH, O_STREAM, O_REDACT, O_JSON, O_TLS,
+    O_HEADERS, O_AUTH, O_COUNT
+};
+static const char *const OPT_NAMES[O_COUNT] = {
+    "url", "origin", "path", "query", "method", "body", "timeout", "connect_timeout",
+    "idle_timeout", "max_body", "ca_file", "ca_path", "stream", "redact", "json", "tls",
+    "headers", "auth",
+};
+#define SLOT(o) (3 + (o)) /* [opts, lx, slots...] */
+
+static int opt_of(const char *k, size_t n) {
+    for (int o = 0; o < O_COUNT; o++) /* (first byte and length first: cheap) */
+        if (OPT_NAMES[o][0] == k[0] && strlen(OPT_NAMES[o]) == n && memcmp(OPT_NAMES[o], k, n) == 0)
+            return o;
+    return -1;
+}
+
+/* opts (index 1) into the slots after lx (index 2); other keys are left
+ * alone (weft.http checks them). */
+static void read_opts(lua_State *L) {
+    luaL_checkstack(L, O_COUNT + 4, "weft.http.request");
+    for (int o = 0; o < O_COUNT; o++) lua_pushnil(L);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {                          /* [.., k, v] */
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            size_t n;
+            const char *k = lua_tolstring(L, -2, &n);
+            int o = opt_of(k, n);
+            if (o >= 0) {
+                lua_replace(L, SLOT(o));                  /* [.., k] */
+                continue;
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static double opt_seconds(lua_State *L, enum opt o, double def) {
+    const char *k = OPT_NAMES[o];
+    lua_pushvalue(L, SLOT(o));
     double v = def;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER)
@@ -267,8 +313,9 @@ static double opt_seconds(lua_State *L, const char *k, double def) {
     return v;
 }
 
-static const char *opt_string(lua_State *L, const char *k, size_t *len) {
-    lua_getfield(L, 1, k);
+static const char *opt_string(lua_State *L, enum opt o, size_t *len) {
+    const char *k = OPT_NAMES[o];
+    lua_pushvalue(L, SLOT(o));
     const char *s = NULL;
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING)
@@ -299,7 +346,7 @@ static void add_header(lua_State *L, struct lxfer *lx, const char *name, size_t 
 /* opts.headers into lx->hdrs. Returns 1 when a Content-Type was given. */
 static int build_headers(lua_State *L, struct lxfer *lx) {
     int has_ctype = 0;
-    lua_getfield(L, 1, "headers");
+    lua_pushvalue(L, SLOT(O_HEADERS));
     int hidx = lua_gettop(L);
     if (!lua_isnil(L, hidx)) {
         if (!lua_istable(L, hidx))
@@ -444,7 +491,7 @@ static void add_secret_query(lua_State *L, struct lxfer *lx, const char *name,
  * unusable secret; returns 0, or 2 with nil, err pushed (a credential
  * header also given in opts.headers). */
 static int apply_auth(lua_State *L, struct lxfer *lx) {
-    lua_getfield(L, 1, "auth");
+    lua_pushvalue(L, SLOT(O_AUTH));
     int a = lua_gettop(L);
     if (lua_isnil(L, a)) {
         lua_pop(L, 1);
@@ -625,14 +672,15 @@ static int l_start(lua_State *L) {
     luaL_getmetatable(L, XFER_MT);
     lua_setmetatable(L, -2);
     int lx_idx = lua_gettop(L);
+    read_opts(L);                                           /* [opts, lx, slots...] */
 
     struct weft_http_request req;
     memset(&req, 0, sizeof req);
     size_t ulen = 0;
-    req.url = opt_string(L, "url", &ulen);
-    const char *origin = opt_string(L, "origin", NULL);
-    const char *path = opt_string(L, "path", NULL);
-    const char *query = opt_string(L, "query", NULL);
+    req.url = opt_string(L, O_URL, &ulen);
+    const char *origin = opt_string(L, O_ORIGIN, NULL);
+    const char *path = opt_string(L, O_PATH, NULL);
+    const char *query = opt_string(L, O_QUERY, NULL);
     if (origin && req.url)
         return luaL_error(L, "weft.http.request: give url or origin (with path), not both");
     if (!origin && (path || query))
@@ -640,12 +688,11 @@ static int l_start(lua_State *L) {
     if (!req.url && !origin) return luaL_error(L, "weft.http.request: url is required");
 
     size_t mlen = 0;
-    req.method = opt_string(L, "method", &mlen);
+    req.method = opt_string(L, O_METHOD, &mlen);
     if (req.method && !weft_is_http_token(req.method, mlen))
         return luaL_error(L, "weft.http.request: invalid method '%s'", req.method);
 
-    lua_getfield(L, 1, "body");                             /* [opts, lx, body] */
-    int body_idx = lua_gettop(L);
+    int body_idx = SLOT(O_BODY);
     if (!lua_isnil(L, body_idx)) {
         if (lua_type(L, body_idx) != LUA_TSTRING)
             return luaL_error(L, "weft.http.request: body must be a string, got %s",
@@ -653,16 +700,16 @@ static int l_start(lua_State *L) {
         req.body = lua_tolstring(L, body_idx, &req.body_len);
         req.has_body = 1;
     }
-    req.timeout_ms = (long)(opt_seconds(L, "timeout", DEFAULT_TIMEOUT) * 1000.0 + 0.5);
+    req.timeout_ms = (long)(opt_seconds(L, O_TIMEOUT, DEFAULT_TIMEOUT) * 1000.0 + 0.5);
     req.connect_timeout_ms =
-        (long)(opt_seconds(L, "connect_timeout", DEFAULT_CONNECT_TIMEOUT) * 1000.0 + 0.5);
-    double idle = opt_seconds(L, "idle_timeout", 0);
+        (long)(opt_seconds(L, O_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT) * 1000.0 + 0.5);
+    double idle = opt_seconds(L, O_IDLE_TIMEOUT, 0);
     req.idle_timeout_ms = idle > 0 ? (long)(idle * 1000.0 + 0.5) : 0;
     if (req.idle_timeout_ms == 0 && idle > 0) req.idle_timeout_ms = 1;
     if (req.timeout_ms == 0) req.timeout_ms = 1;
     if (req.connect_timeout_ms == 0) req.connect_timeout_ms = 1;
     double max_body = DEFAULT_MAX_BODY;
-    lua_getfield(L, 1, "max_body");
+    lua_pushvalue(L, SLOT(O_MAX_BODY));
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) >= 1) ||
             lua_tonumber(L, -1) > 9.0e15)
@@ -670,15 +717,15 @@ static int l_start(lua_State *L) {
         max_body = floor(lua_tonumber(L, -1));
     }
     lua_pop(L, 1);
-    req.ca_file = opt_string(L, "ca_file", NULL);
-    req.ca_path = opt_string(L, "ca_path", NULL);
-    lua_getfield(L, 1, "stream");
+    req.ca_file = opt_string(L, O_CA_FILE, NULL);
+    req.ca_path = opt_string(L, O_CA_PATH, NULL);
+    lua_pushvalue(L, SLOT(O_STREAM));
     int stream = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, 1, "redact");
+    lua_pushvalue(L, SLOT(O_REDACT));
     lx->redact = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, 1, "json");
+    lua_pushvalue(L, SLOT(O_JSON));
     lx->json = lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (!stream) req.max_body = (curl_off_t)max_body;
@@ -714,7 +761,7 @@ static int l_start(lua_State *L) {
                 return 2;
             }
         }
-        lua_getfield(L, 1, "url");
+        lua_pushvalue(L, SLOT(O_URL));
         lx->url_ref = weft_ref(L);
     }
 
@@ -731,7 +778,7 @@ static int l_start(lua_State *L) {
             (!has_ctype && weft_headers_add(&lx->hdrs, 0, 1, p2, l2) != 0))
             return luaL_error(L, "weft.http.request: out of memory");
     }
-    lua_getfield(L, 1, "tls");
+    lua_pushvalue(L, SLOT(O_TLS));
     if (!lua_isnil(L, -1)) {
         int tt = lua_gettop(L);
         if (!lua_istable(L, tt)) return luaL_error(L, "weft.http.request: tls must be a table");

@@ -257,11 +257,28 @@ int luaopen_weft_error(lua_State *L) {
 
 /* ------------------------------------------------------ HTTP helpers */
 
+/* Whether a header name of `nlen` bytes at `name` is among the first `n`
+ * of `seen` (names of the same head, kept as offsets and lengths). */
+struct seen_name {
+    const char *p;
+    size_t len;
+};
+static int seen_before(const struct seen_name *seen, int n, const char *name, size_t nlen) {
+    for (int i = 0; i < n; i++)
+        if (seen[i].len == nlen && memcmp(seen[i].p, name, nlen) == 0) return 1;
+    return 0;
+}
+
 void weft_push_headers(lua_State *L, const char *p, size_t len) {
     /* made at its size: one NUL ends a name, one a value */
     int fields = 0;
     for (const char *q = p, *e = p + len; (q = memchr(q, '\0', (size_t)(e - q))) != NULL; q++) fields++;
     lua_createtable(L, 0, fields / 2);
+    /* The names met so far: a name not met is set without looking its
+     * key up in the table first (past SEEN_MAX names, every one is). */
+    enum { SEEN_MAX = 48 };
+    struct seen_name seen[SEEN_MAX];
+    int nseen = 0;
     size_t off = 0;
     while (off < len) {
         const char *name = p + off;
@@ -272,6 +289,13 @@ void weft_push_headers(lua_State *L, const char *p, size_t len) {
         off += nlen + vlen + 2;
         while (vlen > 0 && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t')) vlen--;
         lua_pushlstring(L, name, nlen);               /* [h, k] */
+        if (nseen < SEEN_MAX && !seen_before(seen, nseen, name, nlen)) {
+            seen[nseen].p = name, seen[nseen].len = nlen;
+            nseen++;
+            lua_pushlstring(L, val, vlen);
+            lua_rawset(L, -3);                        /* [h] */
+            continue;
+        }
         lua_pushvalue(L, -1);
         lua_rawget(L, -3);                            /* [h, k, old] */
         if (lua_isnil(L, -1)) {

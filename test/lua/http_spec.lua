@@ -58,6 +58,12 @@ describe("weft.http.serve", function()
                     return { status = 200, body = "late" }
                 elseif req.path == "/multi" then
                     return { status = 201, headers = { ["set-cookie"] = { "a=1", "b=2" }, ["x-one"] = "1" } }
+                elseif req.path == "/many" then
+                    -- more names than the client tells apart without a
+                    -- table lookup (48), each sent three times
+                    local h = {}
+                    for i = 1, 60 do h["x-h-" .. i] = { i .. "a", i .. "b", i .. "c" } end
+                    return { status = 200, headers = h }
                 end
                 return {
                     status = 200,
@@ -121,6 +127,8 @@ describe("weft.http.serve", function()
         assert.are.equal(201, r.status)
         assert.are.same({ "a=1", "b=2" }, r.headers["set-cookie"])
         assert.are.equal("1", r.headers["x-one"])
+        r = http.request { url = base .. "/many" }
+        for i = 1, 60 do assert.are.same({ i .. "a", i .. "b", i .. "c" }, r.headers["x-h-" .. i]) end
     end)
 
     it("answers 500 for an invalid handler result", function()
