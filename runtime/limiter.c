@@ -242,6 +242,10 @@ void weft_limiter_refund(struct weft_limiter *l, double requests, double tokens)
 
 void weft_limiter_observe(struct weft_limiter *l, enum weft_limit_unit unit, double remaining,
                           double reset_in) {
+    if (remaining != remaining) return; /* NaN */
+    if (remaining < 0) remaining = 0;
+    if (!(reset_in > 0)) reset_in = 0;
+    if (reset_in > WEFT_LIMITER_MAX_RESET) reset_in = WEFT_LIMITER_MAX_RESET;
     double now = weft_clock_now(l->clock);
     struct weft_limit_dim *best = NULL;
     for (int i = 0; i < l->ndims; i++) {
@@ -256,6 +260,8 @@ void weft_limiter_observe(struct weft_limiter *l, enum weft_limit_unit unit, dou
 }
 
 void weft_limiter_backoff(struct weft_limiter *l, double wait) {
+    if (!(wait > 0)) return;
+    if (wait > WEFT_LIMITER_MAX_WAIT) wait = WEFT_LIMITER_MAX_WAIT;
     double now = weft_clock_now(l->clock);
     for (int i = 0; i < l->ndims; i++) {
         struct weft_limit_dim *d = &l->dims[i];

@@ -121,11 +121,18 @@ void weft_limiter_reconcile(struct weft_limiter *l, double estimated, double act
  * (`admitted` keeps counting admissions). */
 void weft_limiter_refund(struct weft_limiter *l, double requests, double tokens);
 
-/* Provider report for the dimensions of `unit` (see the rule above). */
+/* Provider report for the dimensions of `unit` (see the rule above).
+ * What a provider sends is not trusted to be sane: a remaining that is not
+ * a number is ignored, a negative one is 0, and a reset is taken between 0
+ * and WEFT_LIMITER_MAX_RESET seconds (so no header can block a limiter for
+ * ever, or lower a level below empty). */
+#define WEFT_LIMITER_MAX_RESET (31.0 * 86400.0)
 void weft_limiter_observe(struct weft_limiter *l, enum weft_limit_unit unit, double remaining,
                           double reset_in);
 
-/* A 429 with Retry-After `wait` seconds. */
+/* A 429 with Retry-After `wait` seconds (a wait that is not a positive
+ * number is ignored; at most WEFT_LIMITER_MAX_WAIT). */
+#define WEFT_LIMITER_MAX_WAIT 86400.0
 void weft_limiter_backoff(struct weft_limiter *l, double wait);
 
 /* Refill every dimension to the current time (for introspection). */

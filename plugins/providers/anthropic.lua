@@ -203,9 +203,9 @@ return {
                  message = str(e.message) or ("HTTP " .. status), code = str(e.type) }
     end,
 
-    -- anthropic-ratelimit-{requests,tokens}-{remaining,reset} (resets are
-    -- RFC 3339 times); on a 429, retry-after.
-    rate_limits = function(status, headers, body, cfg) return codec.anthropic_rate_limits(status, headers) end,
+    -- No rate_limits: the host reads anthropic-ratelimit-{requests,tokens}-
+    -- {remaining,reset} (resets are RFC 3339 times) and, on a 429,
+    -- retry-after itself (weft.limiter's observe).
 
     event = function(ev, st, req, cfg)
         local t = ev.event

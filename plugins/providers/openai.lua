@@ -216,9 +216,9 @@ return {
                  message = str(e.message) or ("HTTP " .. status), code = str(e.code) }
     end,
 
-    -- x-ratelimit-{remaining,reset}-{requests,tokens} (resets are Go
-    -- durations such as "6m0s"); on a 429, retry-after-ms / retry-after.
-    rate_limits = function(status, headers, body, cfg) return codec.openai_rate_limits(status, headers) end,
+    -- No rate_limits: the host reads x-ratelimit-{remaining,reset}-
+    -- {requests,tokens} (resets are Go durations such as "6m0s") and, on a
+    -- 429, retry-after-ms / retry-after itself (weft.limiter's observe).
 
     -- One server-sent event of a stream: `data: {chunk}` or `data: [DONE]`.
     event = function(ev, st, req, cfg)

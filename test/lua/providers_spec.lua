@@ -258,24 +258,29 @@ describe("gemini codec", function()
 end)
 
 describe("rate_limits", function()
-    it("reads OpenAI's headers: remaining, Go-duration resets, retry-after-ms on a 429", function()
-        local p, cfg = load("openai")
-        local rl = p.rate_limits(200, { ["x-ratelimit-remaining-requests"] = "499", ["x-ratelimit-reset-requests"] = "1m30s",
-                                        ["x-ratelimit-remaining-tokens"] = "1000", ["x-ratelimit-reset-tokens"] = "6ms" }, "", cfg)
-        assert.are.same({ requests = { remaining = 499, reset = 90 }, tokens = { remaining = 1000, reset = 0.006 } }, rl)
-        assert.are.equal(1.5, p.rate_limits(429, { ["retry-after-ms"] = "1500", ["retry-after"] = "2" }, "", cfg).retry_after)
-        assert.are.equal(2, p.rate_limits(429, { ["retry-after"] = "2" }, "", cfg).retry_after)
-        assert.is_nil(p.rate_limits(200, { ["retry-after"] = "2" }, "", cfg).retry_after)
-    end)
-
-    it("reads Anthropic's headers: RFC 3339 resets", function()
-        local p, cfg = load("anthropic")
+    it("is the host's for OpenAI's and Anthropic's headers, which it reads to the same values", function()
+        -- (the plugins leave x-ratelimit-* and anthropic-ratelimit-* to the
+        -- host: no plugin call and no tables per answer)
+        assert.is_nil(load("openai").rate_limits)
+        assert.is_nil(load("anthropic").rate_limits)
+        -- OpenAI: remaining, Go-duration resets; retry-after-ms before Retry-After on a 429 only
+        local lim = weft.limiter.new { rpm = 600, tpm = 100000 }
+        lim:observe({ ["x-ratelimit-remaining-requests"] = "0", ["x-ratelimit-reset-requests"] = "1m30s",
+                      ["x-ratelimit-remaining-tokens"] = "1000", ["x-ratelimit-reset-tokens"] = "6ms" }, 200)
+        local st = lim:state()
+        assert.is_true(st.limits.rpm.blocked_for > 89 and st.limits.rpm.blocked_for <= 90, st.limits.rpm.blocked_for)
+        assert.is_true(st.limits.tpm.level < 1010, st.limits.tpm.level)
+        lim = weft.limiter.new { rpm = 600 }
+        assert.are.equal(1.5, lim:observe({ ["retry-after-ms"] = "1500", ["retry-after"] = "2" }, 429))
+        assert.are.equal(2, weft.limiter.new { rpm = 600 }:observe({ ["retry-after"] = "2" }, 429))
+        assert.is_nil(weft.limiter.new { rpm = 600 }:observe({ ["retry-after"] = "2" }, 200))
+        -- Anthropic: RFC 3339 resets
+        lim = weft.limiter.new { rpm = 600 }
         local soon = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 30)
-        local rl = p.rate_limits(200, { ["anthropic-ratelimit-requests-remaining"] = "49",
-                                        ["anthropic-ratelimit-requests-reset"] = soon }, "", cfg)
-        assert.are.equal(49, rl.requests.remaining)
-        assert.is_true(rl.requests.reset > 25 and rl.requests.reset <= 30)
-        assert.are.equal(7, p.rate_limits(429, { ["retry-after"] = "7" }, "", cfg).retry_after)
+        lim:observe({ ["anthropic-ratelimit-requests-remaining"] = "0", ["anthropic-ratelimit-requests-reset"] = soon }, 200)
+        local b = lim:state().limits.rpm.blocked_for
+        assert.is_true(b > 25 and b <= 30, b)
+        assert.are.equal(7, weft.limiter.new { rpm = 600 }:observe({ ["retry-after"] = "7" }, 429))
     end)
 
     it("reads Gemini's RetryInfo from a 429 body", function()

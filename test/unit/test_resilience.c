@@ -179,6 +179,22 @@ static void test_limiter_adaptation(void) {
     fake_now = 90;
     weft_limiter_refresh(l);
     CHECK(NEAR(l->dims[0].level, 60));
+    /* what no sane provider sends cannot block it for ever: a huge negative
+     * remaining is 0 (refilled as usual), NaN is ignored, resets and waits
+     * are capped */
+    weft_limiter_observe(l, WEFT_UNIT_REQUESTS, -1e308, 1e300);
+    CHECK(NEAR(l->dims[0].level, 0));
+    CHECK(NEAR(weft_limiter_wait_for(l, 1, 0), WEFT_LIMITER_MAX_RESET));
+    fake_now += WEFT_LIMITER_MAX_RESET;
+    weft_limiter_refresh(l);
+    CHECK(NEAR(l->dims[0].level, 60));
+    weft_limiter_observe(l, WEFT_UNIT_REQUESTS, NAN, 5);
+    CHECK(NEAR(l->dims[0].level, 60));
+    weft_limiter_backoff(l, 1e300);
+    CHECK(NEAR(weft_limiter_wait_for(l, 1, 0), WEFT_LIMITER_MAX_WAIT));
+    weft_limiter_backoff(l, -5);
+    weft_limiter_backoff(l, NAN);
+    CHECK(NEAR(weft_limiter_wait_for(l, 1, 0), WEFT_LIMITER_MAX_WAIT));
     weft_limiter_free(l);
 }
 
