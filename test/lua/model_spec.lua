@@ -107,6 +107,24 @@ describe("weft.model against weft mock", function()
         assert.are.equal(0, mock:stats().requests)
     end)
 
+    it("refuses a request that is not plain data, wherever it hides it, before sending anything", function()
+        -- (the plugin gets its own copy: nothing of the caller's, no function)
+        local fn = function() end
+        for i, req in ipairs {
+            { messages = { { role = "user", content = "x", hook = fn } } },
+            { messages = { { role = "user", content = "x", [fn] = "v" } } },
+            { messages = { { role = "user", content = "x", tool_calls = { { f = fn } } } } },
+            { prompt = "x", metadata = { f = fn } },
+            { prompt = "x", extra = { n = io.stdout } },
+        } do
+            local ok, err = pcall(m("openai").complete, m("openai"), req)
+            assert.is_false(ok, i)
+            assert.are.equal("invalid_request", err.kind, i)
+            assert.matches("not plain data", err.message, 1, true)
+        end
+        assert.are.equal(0, mock:stats().requests)
+    end)
+
     it("streams in every dialect: the pieces make the text, usage and the end mark arrive", function()
         local q = "Tell me about the weather in Paris today"
         local want, out_tokens = mockmod.answer(q)
