@@ -607,15 +607,17 @@ function Call:finish(err)
     ser.overhead:observe(overhead > 0 and overhead or 0)
     record_summary(self, d)
     if outcome == "success" then
-        if sample_admit() then
+        -- (a level that writes no info line samples nothing: no clock read,
+        -- no count of lines that would not have been written anyway)
+        if not log.enabled("info") then
+            -- nothing
+        elseif sample_admit() then
             -- the line's fields are made only for a line that is written
             local skipped = sample.skipped
             sample.skipped = 0
-            if log.enabled("info") then
-                local fields = log_fields(self, d, outcome)
-                if skipped > 0 then fields.sampled_out = skipped end
-                log.info("call", fields)
-            end
+            local fields = log_fields(self, d, outcome)
+            if skipped > 0 then fields.sampled_out = skipped end
+            log.info("call", fields)
         else
             sample.skipped = sample.skipped + 1
             std.log_sampled:inc()

@@ -339,7 +339,13 @@ describe("weft.calls", function()
 
     it("samples success lines above the configured rate, never failures", function()
         calls.configure { success_lines_per_second = 2 }
+        local level = weft.log.level()
+        -- a level that writes no info line samples nothing
+        weft.log.level("warn")
         local before = value("weft_log_lines_sampled_out_total") or 0
+        for _ = 1, 10 do calls.begin { provider = "s" }:finish() end
+        assert.are.equal(before, value("weft_log_lines_sampled_out_total") or 0)
+        weft.log.level("info")
         for _ = 1, 10 do calls.begin { provider = "s" }:finish() end
         assert.are.equal(before + 8, value("weft_log_lines_sampled_out_total"))
         fake = fake + 1 -- two more lines' worth of budget
@@ -347,6 +353,7 @@ describe("weft.calls", function()
         assert.are.equal(before + 9, value("weft_log_lines_sampled_out_total"))
         for _ = 1, 5 do calls.begin { provider = "s" }:finish(E.new("timeout", "t")) end
         assert.are.equal(before + 9, value("weft_log_lines_sampled_out_total"))
+        weft.log.level(level)
     end)
 
     it("records first token, wire time and quota that weft.http measured on the call", function()
