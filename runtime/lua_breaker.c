@@ -21,7 +21,7 @@
 #include "log.h"
 #include "luax.h"
 
-static const char BREAKER_MT[] = "weft.breaker";
+#define BREAKER_MT "weft.breaker"
 
 struct lbreaker {
     struct weft_breaker br;
@@ -57,7 +57,7 @@ static int l_breaker_new(lua_State *L) {
     return 1;
 }
 
-static struct lbreaker *check_breaker(lua_State *L) { return weft_check_class(L, 1, BREAKER_MT); }
+static struct lbreaker *check_breaker(lua_State *L) { return luaL_checkudata(L, 1, BREAKER_MT); }
 
 /* br:allow() -> true | false, retry_in */
 static int l_br_allow(lua_State *L) {

@@ -59,7 +59,7 @@
 #include "luax.h"
 #include "task.h"
 
-static const char XFER_MT[] = "weft.http.xfer";
+#define XFER_MT "weft.http.xfer"
 #define DEFAULT_TIMEOUT 600.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_BODY (64.0 * 1024 * 1024)
@@ -592,7 +592,7 @@ static int apply_auth(lua_State *L, struct lxfer *lx) {
 /* ---------------------------------------------------------- Lua API */
 
 static struct lxfer *check_xfer(lua_State *L, int idx) {
-    return weft_check_class(L, idx, XFER_MT);
+    return luaL_checkudata(L, idx, XFER_MT);
 }
 
 static void push_invalid_url(lua_State *L, const char *why) {

@@ -38,8 +38,8 @@
 #include "luax.h"
 #include "task.h"
 
-static const char SERVER_MT[] = "weft.http.server";
-static const char RES_MT[] = "weft.http.response";
+#define SERVER_MT "weft.http.server"
+#define RES_MT "weft.http.response"
 
 struct lserver {
     struct weft_http_server *s; /* owned; NULL once freed */
@@ -201,7 +201,7 @@ static const char *render_headers(lua_State *L, int idx) {
     return err;
 }
 
-static struct lres *check_res(lua_State *L) { return weft_check_class(L, 1, RES_MT); }
+static struct lres *check_res(lua_State *L) { return luaL_checkudata(L, 1, RES_MT); }
 
 static int push_gone(lua_State *L) {
     lua_pushnil(L);
@@ -395,7 +395,7 @@ static int l_res_tostring(lua_State *L) {
 
 /* --------------------------------------------------------- server */
 
-static struct lserver *check_server(lua_State *L) { return weft_check_class(L, 1, SERVER_MT); }
+static struct lserver *check_server(lua_State *L) { return luaL_checkudata(L, 1, SERVER_MT); }
 
 static void interrupt_hook(void *ud) {
     struct lserver *ls = ud;

@@ -24,7 +24,7 @@
 #include "luax.h"
 #include "task.h"
 
-static const char LIMITER_MT[] = "weft.limiter";
+#define LIMITER_MT "weft.limiter"
 
 struct llimiter {
     struct weft_limiter *l;    /* owned */
@@ -131,7 +131,7 @@ static void wait_cancel(struct weft_wait *w) {
     schedule(ll);
 }
 
-static struct llimiter *check(lua_State *L) { return weft_check_class(L, 1, LIMITER_MT); }
+static struct llimiter *check(lua_State *L) { return luaL_checkudata(L, 1, LIMITER_MT); }
 
 static double field_num(lua_State *L, int idx, const char *k, double def) {
     lua_getfield(L, idx, k);

@@ -21,8 +21,8 @@
 #include "metrics.h"
 #include "secrets.h"
 
-static const char METRIC_MT[] = "weft.metric";
-static const char SERIES_MT[] = "weft.metric.series";
+#define METRIC_MT "weft.metric"
+#define SERIES_MT "weft.metric.series"
 
 struct lmetric {
     struct weft_metric *m;
@@ -34,7 +34,7 @@ struct lseries {
 };
 
 static struct weft_metric *check_metric(lua_State *L) {
-    return ((struct lmetric *)weft_check_class(L, 1, METRIC_MT))->m;
+    return ((struct lmetric *)luaL_checkudata(L, 1, METRIC_MT))->m;
 }
 
 /* _metrics.new(type, name, help, labels, buckets) */
@@ -194,7 +194,7 @@ static int l_max_series(lua_State *L) {
 }
 
 static int l_s_inc(lua_State *L) {
-    struct lseries *ls = weft_check_class(L, 1, SERIES_MT);
+    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
     double v = luaL_optnumber(L, 2, 1);
     if (ls->m->type == WEFT_COUNTER && v < 0) return luaL_error(L, "counter %s cannot decrease", ls->m->name);
     weft_series_add(ls->s, v);
@@ -202,13 +202,13 @@ static int l_s_inc(lua_State *L) {
 }
 
 static int l_s_set(lua_State *L) {
-    struct lseries *ls = weft_check_class(L, 1, SERIES_MT);
+    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
     weft_series_set(ls->s, luaL_checknumber(L, 2));
     return 0;
 }
 
 static int l_s_observe(lua_State *L) {
-    struct lseries *ls = weft_check_class(L, 1, SERIES_MT);
+    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
     if (ls->m->type != WEFT_HISTOGRAM) return luaL_error(L, "metric %s is not a histogram", ls->m->name);
     weft_series_observe(ls->m, ls->s, luaL_checknumber(L, 2));
     return 0;
@@ -216,7 +216,7 @@ static int l_s_observe(lua_State *L) {
 
 /* s:value() -> the series' value, or its count for a histogram */
 static int l_s_value(lua_State *L) {
-    struct lseries *ls = weft_check_class(L, 1, SERIES_MT);
+    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
     lua_pushnumber(L, ls->m->type == WEFT_HISTOGRAM ? ls->s->count : ls->s->value);
     return 1;
 }

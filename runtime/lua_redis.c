@@ -35,7 +35,7 @@
 #include "secrets.h"
 #include "task.h"
 
-static const char CONN_MT[] = "weft.redis";
+#define CONN_MT "weft.redis"
 #define MAX_COMMANDS 100000
 #define MAX_ARGS 1000000
 
@@ -222,7 +222,7 @@ static void op_cancel(struct weft_wait *w) {
 
 /* ------------------------------------------------------------ connection */
 
-static struct conn *check(lua_State *L) { return weft_check_class(L, 1, CONN_MT); }
+static struct conn *check(lua_State *L) { return luaL_checkudata(L, 1, CONN_MT); }
 
 static void connect_done(struct conn *c) {
     ev_timer_stop(c->ev, &c->timer);

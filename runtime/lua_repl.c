@@ -44,7 +44,7 @@
 #include "luax.h"
 #include "task.h"
 
-static const char REPL_MT[] = "weft.repl";
+#define REPL_MT "weft.repl"
 
 struct repl {
     struct weft_loop *loop;
@@ -298,7 +298,7 @@ static int on_sigint(void *ud) {
 /* --------------------------------------------------------------- Lua */
 
 static struct repl *check(lua_State *L) {
-    struct repl *r = weft_check_class(L, 1, REPL_MT);
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
     if (!r->open) luaL_error(L, "repl: closed");
     return r;
 }
@@ -412,14 +412,14 @@ static void shut(lua_State *L, struct repl *r) {
 }
 
 static int l_close(lua_State *L) {
-    struct repl *r = weft_check_class(L, 1, REPL_MT);
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
     if (r->waiter) return luaL_error(L, "repl:close: a task is reading");
     shut(L, r);
     return 0;
 }
 
 static int l_gc(lua_State *L) {
-    struct repl *r = weft_check_class(L, 1, REPL_MT);
+    struct repl *r = luaL_checkudata(L, 1, REPL_MT);
     shut(L, r);
     return 0;
 }

@@ -11,8 +11,8 @@
 #include "luax.h"
 #include "retry.h"
 
-static const char POLICY_MT[] = "weft.retry.policy";
-static const char BUDGET_MT[] = "weft.retry.budget";
+#define POLICY_MT "weft.retry.policy"
+#define BUDGET_MT "weft.retry.budget"
 
 struct lpolicy {
     struct weft_retry_policy p;
@@ -50,7 +50,7 @@ static int l_policy(lua_State *L) {
 /* policy:decide(kind, attempts, elapsed, hint, deadline_left, should_retry, prev)
  *   -> "retry"|"give_up"|"rate_limited", delay */
 static int l_decide(lua_State *L) {
-    struct lpolicy *lp = weft_check_class(L, 1, POLICY_MT);
+    struct lpolicy *lp = luaL_checkudata(L, 1, POLICY_MT);
     struct weft_retry_input in;
     in.kind = luaL_checkstring(L, 2);
     in.attempts = (int)luaL_checkinteger(L, 3);
@@ -68,13 +68,13 @@ static int l_decide(lua_State *L) {
 }
 
 static int l_backoff(lua_State *L) {
-    struct lpolicy *lp = weft_check_class(L, 1, POLICY_MT);
+    struct lpolicy *lp = luaL_checkudata(L, 1, POLICY_MT);
     lua_pushnumber(L, weft_retry_backoff(&lp->p, (int)luaL_checkinteger(L, 2), luaL_optnumber(L, 3, 0), &lp->rng));
     return 1;
 }
 
 static int l_policy_get(lua_State *L) {
-    struct lpolicy *lp = weft_check_class(L, 1, POLICY_MT);
+    struct lpolicy *lp = luaL_checkudata(L, 1, POLICY_MT);
     lua_createtable(L, 0, 7);
     lua_pushnumber(L, lp->p.base); lua_setfield(L, -2, "base");
     lua_pushnumber(L, lp->p.cap); lua_setfield(L, -2, "cap");
@@ -109,7 +109,7 @@ static int l_budget(lua_State *L) {
     return 1;
 }
 
-static struct weft_retry_budget *check_budget(lua_State *L) { return weft_check_class(L, 1, BUDGET_MT); }
+static struct weft_retry_budget *check_budget(lua_State *L) { return luaL_checkudata(L, 1, BUDGET_MT); }
 static int l_b_begin(lua_State *L) { check_budget(L)->requests++; return 0; }
 static int l_b_end(lua_State *L) {
     struct weft_retry_budget *b = check_budget(L);

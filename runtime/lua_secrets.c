@@ -31,18 +31,18 @@
 #include "secrets.h"
 #include "task.h"
 
-static const char SECRET_MT[] = "weft.secret";
+#define SECRET_MT "weft.secret"
 
 struct lsecret {
     struct weft_secret *s;     /* one reference, released by __gc */
 };
 
 struct weft_secret *weft_lua_check_secret(lua_State *L, int idx) {
-    struct lsecret *h = weft_check_class(L, idx, SECRET_MT);
+    struct lsecret *h = luaL_checkudata(L, idx, SECRET_MT);
     return h->s;
 }
 
-static struct lsecret *check(lua_State *L) { return weft_check_class(L, 1, SECRET_MT); }
+static struct lsecret *check(lua_State *L) { return luaL_checkudata(L, 1, SECRET_MT); }
 
 /* _secrets.handle(name) */
 static int l_handle(lua_State *L) {
@@ -358,7 +358,7 @@ static int l_gc(lua_State *L) {
 }
 
 static int l_eq(lua_State *L) {
-    struct lsecret *a = weft_check_class(L, 1, SECRET_MT), *b = weft_check_class(L, 2, SECRET_MT);
+    struct lsecret *a = luaL_checkudata(L, 1, SECRET_MT), *b = luaL_checkudata(L, 2, SECRET_MT);
     lua_pushboolean(L, a->s == b->s);
     return 1;
 }
@@ -381,7 +381,7 @@ static int l_redact(lua_State *L) {
 }
 
 static int l_is(lua_State *L) {
-    lua_pushboolean(L, weft_test_class(L, 1, SECRET_MT) != NULL);
+    lua_pushboolean(L, luaL_testudata(L, 1, SECRET_MT) != NULL);
     return 1;
 }
 

@@ -13,7 +13,7 @@
 #include "luax.h"
 #include "sse.h"
 
-static const char SSE_MT[] = "weft.sse.parser";
+#define SSE_MT "weft.sse.parser"
 
 struct collect {
     lua_State *L;
@@ -41,7 +41,7 @@ static int on_event(void *ud, const struct weft_sse_event *ev) {
 }
 
 static struct weft_sse *check(lua_State *L) {
-    return weft_check_class(L, 1, SSE_MT);
+    return luaL_checkudata(L, 1, SSE_MT);
 }
 
 static int l_new(lua_State *L) {

@@ -24,7 +24,7 @@
 #include "luax.h"
 #include "task.h"
 
-static const char WATCH_MT[] = "weft.watch";
+#define WATCH_MT "weft.watch"
 
 struct watch {
     ev_stat st;
@@ -85,7 +85,7 @@ static int l_new(lua_State *L) {
 }
 
 static int l_wait(lua_State *L) {
-    struct watch *w = weft_check_class(L, 1, WATCH_MT);
+    struct watch *w = luaL_checkudata(L, 1, WATCH_MT);
     if (!w->active) return luaL_error(L, "watch:wait: the watcher is closed");
     if (w->waiter) return luaL_error(L, "watch:wait: another task is already waiting");
     if (w->changed) {
@@ -99,7 +99,7 @@ static int l_wait(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-    struct watch *w = weft_check_class(L, 1, WATCH_MT);
+    struct watch *w = luaL_checkudata(L, 1, WATCH_MT);
     stop(w);
     if (w->waiter) {
         struct weft_task *t = w->waiter;
@@ -111,13 +111,13 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-    struct watch *w = weft_check_class(L, 1, WATCH_MT);
+    struct watch *w = luaL_checkudata(L, 1, WATCH_MT);
     stop(w);
     return 0;
 }
 
 static int l_tostring(lua_State *L) {
-    struct watch *w = weft_check_class(L, 1, WATCH_MT);
+    struct watch *w = luaL_checkudata(L, 1, WATCH_MT);
     lua_pushfstring(L, "weft.watch(%s)", w->path);
     return 1;
 }

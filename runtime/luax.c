@@ -356,22 +356,5 @@ void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods
     lua_setfield(L, -2, "__name");
     lua_pushstring(L, name);
     lua_setfield(L, -2, "__metatable");
-    lua_pushlightuserdata(L, (void *)name);           /* [mt, key] */
-    lua_insert(L, -2);                                /* [key, mt] */
-    lua_rawset(L, LUA_REGISTRYINDEX);                 /* [] */
-}
-
-void *weft_test_class(lua_State *L, int idx, const char *name) {
-    void *p = lua_touserdata(L, idx);
-    if (!p || !lua_getmetatable(L, idx)) return NULL;  /* [.., mt] */
-    lua_pushlightuserdata(L, (void *)name);
-    lua_rawget(L, LUA_REGISTRYINDEX);                  /* [.., mt, class mt] */
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same ? p : luaL_testudata(L, idx, name);
-}
-
-void *weft_check_class(lua_State *L, int idx, const char *name) {
-    void *p = weft_test_class(L, idx, name);
-    return p ? p : luaL_checkudata(L, idx, name);      /* raises its type error */
+    lua_pop(L, 1);                                    /* [] */
 }

@@ -80,16 +80,6 @@ void weft_where(lua_State *L, int level, char *buf, size_t n);
 void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                          const luaL_Reg *meta);
 
-/* The userdata of class `name` at `idx`, or NULL (test) / a Lua error
- * (check), as luaL_testudata and luaL_checkudata. `name` is the pointer
- * given to weft_register_class (each class's name is one static array):
- * the metatable is found in the registry by that address, not by a string
- * made and hashed on every call as luaL_checkudata does; a name registered
- * from elsewhere falls back to the string lookup. Every method call on a
- * host object goes through one of these. */
-void *weft_test_class(lua_State *L, int idx, const char *name);
-void *weft_check_class(lua_State *L, int idx, const char *name);
-
 /* Register the error metatable and module weft._error. */
 int luaopen_weft_error(lua_State *L);
 

@@ -200,7 +200,7 @@ struct weft_task *weft_task_check_current(lua_State *L, const char *fname) {
 }
 
 struct weft_task *weft_task_check(lua_State *L, int idx) {
-    return weft_check_class(L, idx, TASK_MT);
+    return luaL_checkudata(L, idx, TASK_MT);
 }
 
 /* --------------------------------------------------------- suspend/wake */
