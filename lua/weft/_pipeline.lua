@@ -32,7 +32,11 @@
 ---   ctx.plugin        the plugin version serving the whole call (resolve)
 ---   ctx.pcfg          the plugin's own plain copy of its options (resolve)
 ---   ctx.op            "complete" | "stream" | "embed" (resolve)
----   ctx.req           the normalized request, the host's (resolve)
+---   ctx.req           {model =} of the normalized request: what the host
+---                     reads of it after resolve (the request itself is
+---                     not kept for the whole call)
+---   ctx.input_estimate
+---                     the request's input tokens, estimated (resolve)
 ---   ctx.preq          the plugin's plain copy of it (resolve)
 ---   ctx.on_event      the stream's callback (resolve)
 ---   ctx.deadline      weft.now() time the call fails at, or nil (resolve)
@@ -245,8 +249,11 @@ local function resolve(model, op, req, on_event)
     if not preq then bad("the request is not plain data (" .. perr .. ")") end
     local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
     return {
-        inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = req, preq = preq, on_event = on_event,
-        deadline = deadline, priority = req.priority, requests = 1, tokens = estimate(req), sent = false,
+        -- (not the request itself: what the host reads of it later is
+        -- taken here, so that it is not kept alive for the whole call)
+        inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = { model = req.model }, preq = preq,
+        on_event = on_event, deadline = deadline, priority = req.priority, requests = 1, tokens = estimate(req),
+        input_estimate = input_estimate(req), sent = false,
         call = calls.open(inst.name, req.model, op, req.id),
     }
 end
@@ -280,7 +287,7 @@ local function admit(ctx)
     end
     if shared then
         -- then the limits every process shares (weft.shared_limits): its slot
-        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx, ctx.deadline, ctx.req.priority)
+        local sok, swaited, sbooked, sprobe = pcall(shared.admit, shared, ctx, ctx.deadline, ctx.priority)
         ctx.shared_tokens = sbooked
         if sok and shared.breaker then ctx.probe = sprobe end
         if not sok then
@@ -652,7 +659,7 @@ local function attempt(ctx, _, remaining)
             -- abandoned while on the wire (a hedge that lost, a caller that
             -- gave up): the provider read the request. Its input is counted
             -- (an estimate: the answer that would say is gone).
-            u = { input = input_estimate(ctx.req), output = 0 }
+            u = { input = ctx.input_estimate, output = 0 }
             pt = pt or {}
             out.partial, pt.usage, pt.estimated = pt, u, true
         end
@@ -727,6 +734,7 @@ local function attempt_of(n, remaining, _, ctx) return attempt(ctx, n, remaining
 ---@return weft.Result
 function M.run(model, op, req, on_event)
     local ctx = resolve(model, op, req, on_event)
+    req = nil -- (held by nothing for the rest of the call: ctx has what is needed of it)
     local t0 = now()
     -- ctx is the run's options too (its call and deadline): no closure
     -- and no options table per call
