@@ -597,7 +597,8 @@ static void append_lower_escapes(struct weft_buf *b, const char *s, size_t n) {
     if (!d) return;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
-        if (i >= 1 && (s[i - 1] == '%' || (i >= 2 && s[i - 2] == '%')) && ch >= 'A' && ch <= 'F') ch += 32;
+        if (i >= 1 && (s[i - 1] == '%' || (i >= 2 && s[i - 2] == '%')) && ch >= 'A' && ch <= 'F')
+            ch += 32;
         d[i] = ch;
     }
 }

@@ -259,14 +259,30 @@ static int has_crlf_nul(const char *s, size_t n) {
  * puts each in its stack slot, SLOT(o): not a lua_getfield per option,
  * which makes and hashes the key's string every time (18 of them). */
 enum opt {
-    O_URL, O_ORIGIN, O_PATH, O_QUERY, O_METHOD, O_BODY, O_TIMEOUT, O_CONNECT_TIMEOUT,
-    O_IDLE_TIMEOUT, O_MAX_BODY, O_CA_FILE, O_CA_PATH, O_STREAM, O_REDACT, O_JSON, O_TLS,
-    O_HEADERS, O_AUTH, O_COUNT
+    O_URL,
+    O_ORIGIN,
+    O_PATH,
+    O_QUERY,
+    O_METHOD,
+    O_BODY,
+    O_TIMEOUT,
+    O_CONNECT_TIMEOUT,
+    O_IDLE_TIMEOUT,
+    O_MAX_BODY,
+    O_CA_FILE,
+    O_CA_PATH,
+    O_STREAM,
+    O_REDACT,
+    O_JSON,
+    O_TLS,
+    O_HEADERS,
+    O_AUTH,
+    O_COUNT
 };
 static const char *const OPT_NAMES[O_COUNT] = {
-    "url", "origin", "path", "query", "method", "body", "timeout", "connect_timeout",
-    "idle_timeout", "max_body", "ca_file", "ca_path", "stream", "redact", "json", "tls",
-    "headers", "auth",
+    "url",     "origin",          "path",         "query",    "method",  "body",
+    "timeout", "connect_timeout", "idle_timeout", "max_body", "ca_file", "ca_path",
+    "stream",  "redact",          "json",         "tls",      "headers", "auth",
 };
 #define SLOT(o) (3 + (o)) /* [opts, lx, slots...] */
 
@@ -283,13 +299,13 @@ static void read_opts(lua_State *L) {
     luaL_checkstack(L, O_COUNT + 4, "weft.http.request");
     for (int o = 0; o < O_COUNT; o++) lua_pushnil(L);
     lua_pushnil(L);
-    while (lua_next(L, 1)) {                          /* [.., k, v] */
+    while (lua_next(L, 1)) { /* [.., k, v] */
         if (lua_type(L, -2) == LUA_TSTRING) {
             size_t n;
             const char *k = lua_tolstring(L, -2, &n);
             int o = opt_of(k, n);
             if (o >= 0) {
-                lua_replace(L, SLOT(o));                  /* [.., k] */
+                lua_replace(L, SLOT(o)); /* [.., k] */
                 continue;
             }
         }
@@ -672,7 +688,7 @@ static int l_start(lua_State *L) {
     luaL_getmetatable(L, XFER_MT);
     lua_setmetatable(L, -2);
     int lx_idx = lua_gettop(L);
-    read_opts(L);                                           /* [opts, lx, slots...] */
+    read_opts(L); /* [opts, lx, slots...] */
 
     struct weft_http_request req;
     memset(&req, 0, sizeof req);
@@ -927,8 +943,8 @@ static void push_json_body(lua_State *L, struct lxfer *lx) {
     struct weft_json_src src = {b, n, lx->redact};
     lua_pushcfunction(L, weft_json_decode_cf);
     lua_pushlightuserdata(L, &src);
-    int rc = lua_pcall(L, 1, 2, 0);                    /* [.., resp, v|nil, nil|why] */
-    if (rc != 0) { /* out of memory: nothing of red may stay */
+    int rc = lua_pcall(L, 1, 2, 0); /* [.., resp, v|nil, nil|why] */
+    if (rc != 0) {                  /* out of memory: nothing of red may stay */
         free(red);
         lua_error(L);
     }
@@ -1002,8 +1018,10 @@ static int deliver(lua_State *L, struct lxfer *lx) {
         if (lx->json && !lx->stream && lx->status >= 200 && lx->status < 300) {
             push_json_body(L, lx);
         } else {
-            if (lx->stream) lua_pushliteral(L, "");
-            else push_bytes(L, lx, lx->body.len ? lx->body.data : "", lx->body.len);
+            if (lx->stream)
+                lua_pushliteral(L, "");
+            else
+                push_bytes(L, lx, lx->body.len ? lx->body.data : "", lx->body.len);
             lua_setfield(L, -2, "body");
         }
         lua_pushinteger(L, lx->sends);

@@ -215,7 +215,6 @@ static int l_encoder(lua_State *L) {
     return 1;
 }
 
-
 /* ------------------------------------------------------------- decoder */
 
 /* One pass over the text: values are built as they are read, empty
@@ -226,7 +225,7 @@ static int l_encoder(lua_State *L) {
  * control characters inside strings); strict JSON otherwise: no NaN,
  * Infinity, hex, leading zeros, comments or trailing commas. */
 
-static const char ARRAY_MT_KEY = 'a';  /* registry keys: addresses of these */
+static const char ARRAY_MT_KEY = 'a'; /* registry keys: addresses of these */
 static const char OBJECT_MT_KEY = 'o';
 
 #define DEC_PENDING 16 /* members kept on the stack before the table is made */
@@ -258,12 +257,33 @@ static int hex4(const char *p) {
     for (int i = 0; i < 4; i++) {
         char c = p[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= c - '0';
-        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-        else return -1;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return -1;
     }
     return v;
+}
+
+/* Code point cp (at most 0x10FFFF) as UTF-8. */
+static void add_utf8(luaL_Buffer *b, int cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp, n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6)), n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12)), n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18)), n = 4;
+    }
+    for (size_t i = 1; i < n; i++) u[i] = (char)(0x80 | ((cp >> (6 * (n - 1 - i))) & 0x3F));
+    luaL_addlstring(b, u, n);
 }
 
 /* The string at d->p (after its opening quote) pushed; d->p past it. */
@@ -287,43 +307,32 @@ static int dec_string(struct dec *d) {
         if (p + 1 >= e) return dec_fail(d, "unterminated string");
         char c = p[1];
         p += 2;
-        switch (c) {
-        case '"': luaL_addchar(&b, '"'); break;
-        case '\\': luaL_addchar(&b, '\\'); break;
-        case '/': luaL_addchar(&b, '/'); break;
-        case 'b': luaL_addchar(&b, '\b'); break;
-        case 'f': luaL_addchar(&b, '\f'); break;
-        case 'n': luaL_addchar(&b, '\n'); break;
-        case 'r': luaL_addchar(&b, '\r'); break;
-        case 't': luaL_addchar(&b, '\t'); break;
-        case 'u': {
-            int cp = e - p >= 4 ? hex4(p) : -1;
-            if (cp < 0) return d->p = p - 2, dec_fail(d, "invalid \\u escape");
-            p += 4;
-            if (cp >= 0xDC00 && cp <= 0xDFFF) return d->p = p - 6, dec_fail(d, "lone low surrogate in \\u escape");
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                int lo = (e - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2) : -1;
-                if (lo < 0xDC00 || lo > 0xDFFF) return d->p = p - 6, dec_fail(d, "high surrogate without its low half in \\u escape");
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            char u[4];
-            size_t n;
-            if (cp < 0x80) u[0] = (char)cp, n = 1;
-            else if (cp < 0x800) u[0] = (char)(0xC0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
-            else if (cp < 0x10000)
-                u[0] = (char)(0xE0 | (cp >> 12)), u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
-                u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
-            else
-                u[0] = (char)(0xF0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
-                u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
-            luaL_addlstring(&b, u, n);
-            break;
+        /* the one-letter escapes, each for the byte at the same place */
+        static const char ESC_IN[] = "\"\\/bfnrt", ESC_OUT[] = "\"\\/\b\f\n\r\t";
+        const char *one = c ? strchr(ESC_IN, c) : NULL;
+        if (one) {
+            luaL_addchar(&b, ESC_OUT[one - ESC_IN]);
+            run = p;
+            continue;
         }
-        default:
+        if (c != 'u') {
             d->p = p - 2;
             return dec_fail(d, "invalid escape in string");
         }
+        int cp = e - p >= 4 ? hex4(p) : -1;
+        if (cp < 0) return d->p = p - 2, dec_fail(d, "invalid \\u escape");
+        p += 4;
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+            return d->p = p - 6, dec_fail(d, "lone low surrogate in \\u escape");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            int lo = (e - p >= 6 && p[0] == '\\' && p[1] == 'u') ? hex4(p + 2) : -1;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                return d->p = p - 6,
+                       dec_fail(d, "high surrogate without its low half in \\u escape");
+            p += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        add_utf8(&b, cp);
         run = p;
     }
     d->p = p + 1;
@@ -334,7 +343,8 @@ static int dec_string(struct dec *d) {
         size_t n, rlen;
         const char *v = lua_tolstring(L, -1, &n);
         char *red = NULL;
-        if (weft_secrets_redact(v, n, &red, &rlen) != 0) return luaL_error(L, "weft.json: out of memory");
+        if (weft_secrets_redact(v, n, &red, &rlen) != 0)
+            return luaL_error(L, "weft.json: out of memory");
         if (red) {
             lua_pop(L, 1);
             lua_pushlstring(L, red, rlen); /* (as in push_bytes: out of memory here loses red) */
@@ -344,15 +354,20 @@ static int dec_string(struct dec *d) {
     return 0;
 }
 
-static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
+static inline int is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 static int dec_number(struct dec *d) {
     const char *b = d->p, *p = b, *e = d->end;
     int neg = 0, integer = 1;
     if (*p == '-') neg = 1, p++;
-    if (p < e && *p == '0') p++;
-    else if (p < e && *p >= '1' && *p <= '9') while (p < e && is_digit(*p)) p++;
-    else return dec_fail(d, "invalid number");
+    if (p < e && *p == '0')
+        p++;
+    else if (p < e && *p >= '1' && *p <= '9')
+        while (p < e && is_digit(*p)) p++;
+    else
+        return dec_fail(d, "invalid number");
     if (p < e && *p == '.') {
         integer = 0;
         if (++p >= e || !is_digit(*p)) return d->p = p, dec_fail(d, "invalid number");
@@ -433,21 +448,27 @@ static int dec_container(struct dec *d, int object) {
             d->p++;
             if (dec_string(d)) return -1;
             dec_ws(d);
-            if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':' after an object key");
+            if (d->p >= d->end || *d->p != ':')
+                return dec_fail(d, "expected ':' after an object key");
             d->p++;
             dec_ws(d);
         }
         if (dec_value(d)) return -1;
         n++;
         if (made) {
-            if (object) lua_rawset(L, -3);
-            else lua_rawseti(L, -2, n);
+            if (object)
+                lua_rawset(L, -3);
+            else
+                lua_rawseti(L, -2, n);
         }
         dec_ws(d);
-        if (d->p >= d->end) return dec_fail(d, object ? "unterminated object" : "unterminated array");
+        if (d->p >= d->end)
+            return dec_fail(d, object ? "unterminated object" : "unterminated array");
         char c = *d->p++;
         if (c == close) break;
-        if (c != ',') return d->p--, dec_fail(d, object ? "expected ',' or '}' in an object" : "expected ',' or ']' in an array");
+        if (c != ',')
+            return d->p--, dec_fail(d, object ? "expected ',' or '}' in an object"
+                                              : "expected ',' or ']' in an array");
         dec_ws(d);
     }
     if (!made) dec_flush(L, n, object);
@@ -456,7 +477,8 @@ static int dec_container(struct dec *d, int object) {
 }
 
 static int dec_literal(struct dec *d, const char *word, size_t n) {
-    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0) return dec_fail(d, "invalid token");
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return dec_fail(d, "invalid token");
     d->p += n;
     return 0;
 }

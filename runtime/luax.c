@@ -272,7 +272,8 @@ static int seen_before(const struct seen_name *seen, int n, const char *name, si
 void weft_push_headers(lua_State *L, const char *p, size_t len) {
     /* made at its size: one NUL ends a name, one a value */
     int fields = 0;
-    for (const char *q = p, *e = p + len; (q = memchr(q, '\0', (size_t)(e - q))) != NULL; q++) fields++;
+    for (const char *q = p, *e = p + len; (q = memchr(q, '\0', (size_t)(e - q))) != NULL; q++)
+        fields++;
     lua_createtable(L, 0, fields / 2);
     /* The names met so far: a name not met is set without looking its
      * key up in the table first (past SEEN_MAX names, every one is). */
@@ -293,7 +294,7 @@ void weft_push_headers(lua_State *L, const char *p, size_t len) {
             seen[nseen].p = name, seen[nseen].len = nlen;
             nseen++;
             lua_pushlstring(L, val, vlen);
-            lua_rawset(L, -3);                        /* [h] */
+            lua_rawset(L, -3); /* [h] */
             continue;
         }
         lua_pushvalue(L, -1);

@@ -895,9 +895,11 @@ static void test_origin_url(void) {
     weft_buf_init(&b, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char err[256] = "";
-        const struct weft_http_origin *o = weft_http_origin_get(c, cases[i].origin, err, sizeof err);
+        const struct weft_http_origin *o =
+            weft_http_origin_get(c, cases[i].origin, err, sizeof err);
         const char *exp = cases[i].expect;
-        int rc = o ? weft_http_origin_render(o, cases[i].path, cases[i].query, &b, err, sizeof err) : -1;
+        int rc =
+            o ? weft_http_origin_render(o, cases[i].path, cases[i].query, &b, err, sizeof err) : -1;
         if (exp[0] == '!') {
             CHECK(rc != 0);
             CHECK(strstr(err, exp + 1) != NULL);
@@ -905,7 +907,8 @@ static void test_origin_url(void) {
         }
         CHECK_EQ_INT(rc, 0);
         if (rc == 0) CHECK_EQ_STR(b.data, exp);
-        if (rc == 0 && strcmp(b.data, exp) != 0) fprintf(stdout, "# render case %zu: %s\n", i, b.data);
+        if (rc == 0 && strcmp(b.data, exp) != 0)
+            fprintf(stdout, "# render case %zu: %s\n", i, b.data);
     }
     weft_buf_free(&b);
     weft_http_client_free(c);
