@@ -15,8 +15,9 @@
 #
 # Prints per run calls/s and client CPU per call ((user+sys)/N of the
 # client process, its start included: weft's ~5 ms of loading and
-# configuring is 0.05 us a call at N=100,000, 0.3 us at 20,000) for the pipeline, for the same request through weft.http
-# alone (what the pipeline adds to it is the difference), for the floor and
+# configuring is 0.05 us a call at N=100,000, 0.3 us at 20,000) for the
+# pipeline, for the same request through weft.http alone (what the
+# pipeline adds to it is the difference), for the floor and
 # for the baseline, each run of the four in turn; then the medians and the
 # medians of the per-run ratios (pipeline/baseline: target <= 1.8, aim 1.5;
 # pipeline/floor); callgrind instructions per call of each; then the
