@@ -529,7 +529,10 @@ static void test_pause_resume(void) {
     struct result r;
     result_init(&r);
     r.pause_at = 256 * 1024;
-    struct weft_xfer *x = start_full(c, &r, "/large", 30000, 200, 0, NULL, 0);
+    /* (an idle timeout long enough that a loaded machine's server, in
+     * another process, does not trip it between resumes: 200 ms did once
+     * with the suite running two at a time) */
+    struct weft_xfer *x = start_full(c, &r, "/large", 30000, 500, 0, NULL, 0);
     size_t total = 0;
     int pauses = 0, bad = 0;
     double until = ev_time() + 30;
@@ -542,7 +545,7 @@ static void test_pause_resume(void) {
             r.len = 0;
             r.paused = 0;
             pauses++;
-            if (pauses <= 2) run_for(0.35);
+            if (pauses <= 2) run_for(0.7); /* longer than the idle timeout */
             /* The transfer must still be there (not idle-timed-out). */
             CHECK_EQ_INT(r.done, 0);
             if (r.done) break;
