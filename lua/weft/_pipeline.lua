@@ -379,9 +379,14 @@ local function request_of(ctx, enc, auth)
     -- what the errors of this request show (no query: it may carry the
     -- key), made when one is raised (shown_of)
     ctx.method, ctx.path = method, path
-    return { method = method, origin = ctx.inst.base_url, path = path, query = query,
-             headers = headers, body = body, auth = auth, redact = true,
-             json = op == "complete" or op == "embed" } -- (decode reads res.json)
+    -- (weft.http's own defaults are left out, so that a POST with a body
+    -- and its timeout stays in LuaJIT's 8-slot hash: the table is held
+    -- for as long as the request is in flight)
+    local opts = { origin = ctx.inst.base_url, path = path, headers = headers, body = body, auth = auth,
+                   redact = true, json = (op == "complete" or op == "embed") or nil } -- (decode reads res.json)
+    if method ~= "POST" or body == nil then opts.method = method end
+    if query ~= nil then opts.query = query end
+    return opts
 end
 M.request_of = request_of
 
@@ -394,7 +399,9 @@ local function encode(ctx, remaining)
     local timeout = inst.timeout
     if remaining and remaining < timeout then timeout = remaining end
     if timeout <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
-    opts.timeout, opts.connect_timeout = timeout, inst.connect_timeout
+    opts.timeout = timeout
+    local ct = inst.connect_timeout
+    if ct ~= http.DEFAULT_CONNECT_TIMEOUT then opts.connect_timeout = ct end
     return opts
 end
 

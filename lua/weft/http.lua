@@ -64,6 +64,10 @@ local SERVE_KEYS = {
     max_connections_per_address = true, backlog = true, background = true,
 }
 
+--- The connect timeout of a request that gives none, in seconds
+--- (runtime/lua_http_client.c's DEFAULT_CONNECT_TIMEOUT).
+M.DEFAULT_CONNECT_TIMEOUT = 10
+
 local function shallow_copy(t)
     local c = {}
     for k, v in pairs(t) do c[k] = v end
@@ -241,7 +245,7 @@ request1 = function(opts)
         opts.on_data = nil
         opts.stream = true
     end
-    local method = opts.method or "GET"
+    local method = opts.method or (opts.body ~= nil and "POST" or "GET")
     local t0 = now()
     local in_cb = 0 -- time spent in on_data (the script's, not the wire's)
     local first -- seconds to the first body data

@@ -129,6 +129,14 @@ describe("weft.http.serve", function()
         assert.are.equal("1", r.headers["x-one"])
         r = http.request { url = base .. "/many" }
         for i = 1, 60 do assert.are.same({ i .. "a", i .. "b", i .. "c" }, r.headers["x-h-" .. i]) end
+        -- a request with a body and no method is a POST, and counted as one
+        local value = weft.metrics.value
+        local posts = value("weft_http_requests_total", { method = "POST", outcome = "2xx" }) or 0
+        local gets = value("weft_http_requests_total", { method = "GET", outcome = "2xx" }) or 0
+        http.request { url = base .. "/multi", body = "x" }
+        assert.are.equal("POST", seen[#seen].method)
+        assert.are.equal(posts + 1, value("weft_http_requests_total", { method = "POST", outcome = "2xx" }))
+        assert.are.equal(gets, value("weft_http_requests_total", { method = "GET", outcome = "2xx" }) or 0)
     end)
 
     it("answers 500 for an invalid handler result", function()
