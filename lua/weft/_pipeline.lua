@@ -383,7 +383,7 @@ local function request_of(ctx, enc, auth)
     -- and its timeout stays in LuaJIT's 8-slot hash: the table is held
     -- for as long as the request is in flight)
     local opts = { origin = ctx.inst.base_url, path = path, headers = headers, body = body, auth = auth,
-                   redact = true, json = (op == "complete" or op == "embed") or nil } -- (decode reads res.json)
+                   redact = true }
     if method ~= "POST" or body == nil then opts.method = method end
     if query ~= nil then opts.query = query end
     return opts
@@ -400,6 +400,9 @@ local function encode(ctx, remaining)
     if remaining and remaining < timeout then timeout = remaining end
     if timeout <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
     opts.timeout = timeout
+    -- an answer decode (below) reads: decoded by weft.http from its bytes
+    local op = ctx.op
+    if op == "complete" or op == "embed" then opts.json = true end
     local ct = inst.connect_timeout
     if ct ~= http.DEFAULT_CONNECT_TIMEOUT then opts.connect_timeout = ct end
     return opts

@@ -276,7 +276,6 @@ local function send(ctx, call, step, what, opts)
     local req = { method = rawget(step, "method"), path = rawget(step, "path"), query = rawget(step, "query"),
                   headers = rawget(step, "headers"), body = input == nil and rawget(step, "body") or nil }
     local hopts = pipeline.request_of(ctx, req, ctx.auth)
-    hopts.json = nil -- the body as text: results files are JSON lines, uploads answer in JSON (read below)
     if input ~= nil then
         if not opts.lines then plugin_fail(ctx, "batch." .. what .. ": only the steps that create the job take an input") end
         if type(input) ~= "table" then plugin_fail(ctx, "batch." .. what .. ": input must be a table") end
