@@ -15,6 +15,7 @@
  * the limit. Frees and shrinks always go through. */
 static void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     struct weft_budget *b = ud;
+    if (!ptr && nsize > 0) b->blocks++;
     if (b->active && nsize > 0) {
         size_t old = ptr ? osize : 0;
         if (nsize > old) {

@@ -62,6 +62,9 @@ struct weft_budget {
     size_t default_memory;
     double default_time;       /* seconds */
     unsigned long calls, trips_instructions, trips_memory, trips_time;
+    double blocks;             /* blocks allocated by the state so far (new
+                                  objects and their parts; bench/pipeline's
+                                  objects per call) */
     /* the hook that was set when a span opened by weft._budget.enter() began
      * (restored by leave()) */
     lua_Hook saved_hook;

@@ -23,6 +23,7 @@
  *   _budget.stats() -> {calls=, trips_instructions=, trips_memory=}
  *   _budget.copier(allowed_metatables, null) -> plain(v[, functions])
  *       a copy of v as plain data, or nil, why (see "plain copies")
+ *   _budget.blocks() -> blocks the state allocated so far (a count)
  *
  * A call made while another budgeted call runs (a plugin calling a host
  * function that calls plugin code) runs inside the outer budget.
@@ -290,6 +291,14 @@ static int l_stats(lua_State *L) {
     return 1;
 }
 
+/* blocks() -> how many blocks the state allocated so far (objects and
+ * their parts, e.g. a table and its hash part): differences of it are a
+ * count of allocations (bench/pipeline/garbage.lua). */
+static int l_blocks(lua_State *L) {
+    lua_pushnumber(L, get(L)->blocks);
+    return 1;
+}
+
 /* ------------------------------------------------------ plain copies */
 
 /* What crosses the plugin boundary is plain data: the host copies what a
@@ -421,7 +430,7 @@ static int l_copier(lua_State *L) {
 int luaopen_weft_budget(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"call", l_call}, {"enter", l_enter}, {"leave", l_leave}, {"span_host", l_span_host}, {"tripped", l_tripped}, {"limits", l_limits}, {"stats", l_stats},
-        {"copier", l_copier}, {"need", l_need},
+        {"copier", l_copier}, {"need", l_need}, {"blocks", l_blocks},
         {NULL, NULL},
     };
     lua_newtable(L);

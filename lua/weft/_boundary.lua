@@ -5,7 +5,7 @@
 --- that name the call's provider and model (or the plugin at fault).
 ---
 --- Every function takes the call context `ctx` (see weft._pipeline) and
---- reads ctx.inst, ctx.req and ctx.plugin.
+--- reads ctx.inst, ctx.model_name and ctx.plugin.
 local plugins = require "weft.plugins"
 local json = require "weft.json"
 local errors = require "weft.error"
@@ -32,7 +32,7 @@ end
 ---@param fields? table
 local function fail(ctx, kind, msg, fields)
     fields = fields or {}
-    fields.provider, fields.model = ctx.inst.name, ctx.req.model
+    fields.provider, fields.model = ctx.inst.name, ctx.model_name
     error(errors.new(kind, msg, fields), 0)
 end
 

@@ -32,9 +32,9 @@
 ---   ctx.plugin        the plugin version serving the whole call (resolve)
 ---   ctx.pcfg          the plugin's own plain copy of its options (resolve)
 ---   ctx.op            "complete" | "stream" | "embed" (resolve)
----   ctx.req           {model =} of the normalized request: what the host
----                     reads of it after resolve (the request itself is
----                     not kept for the whole call)
+---   ctx.model_name    the request's model: what the host reads of it
+---                     after resolve (the request itself is not kept
+---                     for the whole call)
 ---   ctx.input_estimate
 ---                     the request's input tokens, estimated (resolve)
 ---   ctx.preq          the plugin's plain copy of it (resolve)
@@ -98,7 +98,9 @@ local function bad(msg) error(errors.new("invalid_request", msg), 0) end
 ---@return weft.Request
 local function normalize(req, defaults, model)
     local r
-    if type(req) == "string" then
+    -- all of r made here, of strings (and defaults that are not tables)
+    local owned = type(req) == "string"
+    if owned then
         -- (made here: no request table to copy)
         r = { model = model, messages = { { role = "user", content = req } } }
     elseif type(req) == "table" then
@@ -111,7 +113,11 @@ local function normalize(req, defaults, model)
         bad("a request is a string or a table, got " .. type(req))
     end
     for k, v in pairs(defaults) do
-        if r[k] == nil then r[k] = v end
+        if r[k] == nil then
+            r[k] = v
+            local tv = type(v) -- (a table is the model's, shared by its calls)
+            if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then owned = false end
+        end
     end
     local msgs = r.messages
     if r.prompt ~= nil then
@@ -149,10 +155,14 @@ local function normalize(req, defaults, model)
     if r.cache ~= nil and r.cache ~= true and r.cache ~= false and r.cache ~= "refresh" then
         bad("cache must be true, false or \"refresh\"")
     end
-    return r
+    return r, owned
 end
 
-M.normalize = normalize
+--- (normalize's second result: r is all made here, of plain data, so a
+--- call of its own may hand it to the plugin without a copy: M.run's
+--- `owned`)
+M.normalize_owned = normalize
+M.normalize = function(req, defaults, model) return (normalize(req, defaults, model)) end
 --- The fields a request may have (docs/api.md lists each).
 M.REQUEST_KEYS = REQUEST_KEYS
 
@@ -234,7 +244,7 @@ M.plugin_options = plugin_options
 -- request, the call opened. Refuses (invalid_request) an operation the
 -- plugin cannot do, and plugin options or a request that are not plain
 -- data, before any call is recorded.
-local function resolve(model, op, req, on_event)
+local function resolve(model, op, req, on_event, owned)
     local inst = instance(model.provider)
     local entry = inst.entry
     local p = entry.plugin -- this call's version, whatever is loaded meanwhile
@@ -245,13 +255,19 @@ local function resolve(model, op, req, on_event)
     local pcfg = plugin_options(inst, p)
     -- The plugin sees a copy of the request: the caller's tables are never
     -- handed to plugin code (which could change them).
-    local preq, perr = request_copy(req)
-    if not preq then bad("the request is not plain data (" .. perr .. ")") end
+    -- (none when the request is the call's own and plain by construction:
+    -- normalize made all of it, and the host reads nothing of it once a
+    -- plugin has run)
+    local preq, perr = req, nil
+    if not owned then
+        preq, perr = request_copy(req)
+        if not preq then bad("the request is not plain data (" .. perr .. ")") end
+    end
     local deadline = req.deadline or (req.timeout and now() + req.timeout) or nil
     return {
         -- (not the request itself: what the host reads of it later is
         -- taken here, so that it is not kept alive for the whole call)
-        inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, req = { model = req.model }, preq = preq,
+        inst = inst, entry = entry, plugin = p, pcfg = pcfg, op = op, model_name = req.model, preq = preq,
         on_event = on_event, deadline = deadline, priority = req.priority, requests = 1, tokens = estimate(req),
         input_estimate = input_estimate(req), sent = false,
         call = calls.open(inst.name, req.model, op, req.id),
@@ -328,7 +344,16 @@ end
 -- The request encode describes -> the options of weft.http.request on the
 -- provider's configured origin. Everything a plugin returned is read raw
 -- and checked; nothing is sent when something is wrong.
-local function request_of(ctx, enc, auth)
+-- The host's headers of a request to which the plugin adds none, by
+-- operation: the same table for every such request of the pipeline (from
+-- encode, which hands them to weft.http only, which reads them).
+local HOST_HEADERS = {
+    complete = { ["content-type"] = "application/json", accept = "application/json" },
+    embed = { ["content-type"] = "application/json", accept = "application/json" },
+    stream = { ["content-type"] = "application/json", accept = "text/event-stream" },
+}
+
+local function request_of(ctx, enc, auth, shared)
     if type(enc) ~= "table" then plugin_fail(ctx, "encode must return {path=, body=, ...}, got " .. type(enc)) end
     local path, query, method = rawget(enc, "path"), rawget(enc, "query"), rawget(enc, "method")
     local why = bad_path(path) or (query ~= nil and bad_query(query)) or nil
@@ -340,9 +365,12 @@ local function request_of(ctx, enc, auth)
         plugin_fail(ctx, "encode: method must be an upper-case HTTP method")
     end
     local op = ctx.op
-    local headers = { ["content-type"] = "application/json", accept = op == "stream" and "text/event-stream" or "application/json" }
     local eh = rawget(enc, "headers")
-    if eh ~= nil then
+    local headers = shared and (eh == nil or (type(eh) == "table" and next(eh) == nil)) and HOST_HEADERS[op]
+    if not headers then
+        headers = { ["content-type"] = "application/json", accept = op == "stream" and "text/event-stream" or "application/json" }
+    end
+    if eh ~= nil and headers ~= HOST_HEADERS[op] then
         if type(eh) ~= "table" then plugin_fail(ctx, "encode: headers must be a table") end
         local own = auth and auth.header
         for k, v in next, eh do
@@ -395,7 +423,7 @@ M.request_of = request_of
 local function encode(ctx, remaining)
     local inst = ctx.inst
     local auth = auth_of(inst, ctx.plugin)
-    local opts = request_of(ctx, plugin_call(ctx, "encode", ctx.op, ctx.preq, ctx.pcfg), auth)
+    local opts = request_of(ctx, plugin_call(ctx, "encode", ctx.op, ctx.preq, ctx.pcfg), auth, true)
     local timeout = inst.timeout
     if remaining and remaining < timeout then timeout = remaining end
     if timeout <= 0 then fail(ctx, "timeout", "deadline reached before the attempt") end
@@ -497,7 +525,7 @@ local function http_failure(ctx, res, body)
     local shown = shown_of(ctx)
     local where = shown and (" (" .. shown .. ")") or ""
     error(errors.new(kind, format("%s HTTP %d%s: %s", ctx.plugin.name, res.status, where, excerpt(msg)), {
-        status = res.status, provider = ctx.inst.name, model = ctx.req.model, code = code, reason = reason,
+        status = res.status, provider = ctx.inst.name, model = ctx.model_name, code = code, reason = reason,
         url = shown,
         retry_after = ra or ctx.hint, should_retry = ctx.should_retry, sends = res.sends,
     }), 0)
@@ -705,7 +733,7 @@ local function record(ctx, out, t0)
     end
     out.usage = u or { input = 0, output = 0 }
     out.provider = inst.name
-    out.model = out.model or ctx.req.model
+    out.model = out.model or ctx.model_name
     out.attempts = call.attempts
     out.call_id = call.id
     local p = ctx.plugin
@@ -722,7 +750,7 @@ local function record_failure(ctx, err)
     local call = ctx.call
     if errors.is(err) then
         err.provider = err.provider or ctx.inst.name
-        err.model = err.model or ctx.req.model
+        err.model = err.model or ctx.model_name
         err.attempts = err.attempts or call.attempts
         err.call_id = call.id
     end
@@ -741,9 +769,10 @@ local function attempt_of(n, remaining, _, ctx) return attempt(ctx, n, remaining
 ---@param op "complete"|"stream"|"embed"
 ---@param req table the normalized request (normalize; embed's own for embed)
 ---@param on_event? fun(ev: table): boolean? the stream's callback
+---@param owned? boolean req is this call's alone and plain data (normalize's second result): the plugin gets it without a copy
 ---@return weft.Result
-function M.run(model, op, req, on_event)
-    local ctx = resolve(model, op, req, on_event)
+function M.run(model, op, req, on_event, owned)
+    local ctx = resolve(model, op, req, on_event, owned)
     req = nil -- (held by nothing for the rest of the call: ctx has what is needed of it)
     local t0 = now()
     -- ctx is the run's options too (its call and deadline): no closure

@@ -147,7 +147,7 @@ end
 ---@param err any
 function M.failed(ctx, st, err)
     if errors.is(err) and err.kind ~= "cancelled" then
-        err.provider, err.model = ctx.inst.name, ctx.req.model
+        err.provider, err.model = ctx.inst.name, ctx.model_name
         if st.error then stream_error(ctx, st, st.error.kind, st.error.message) end
         stream_error(ctx, st, err.kind, err.message or tostring(err))
     end

@@ -123,7 +123,7 @@ local function context(model, op)
     local d = tonumber(rawget(b, "discount")) or 1
     if not (d > 0 and d <= 1) then d = 1 end
     local ctx = { inst = inst, entry = inst.entry, plugin = p, batch = b, op = op, model = model,
-                  req = { model = model.model }, pcfg = pipeline.plugin_options(inst, p),
+                  model_name = model.model, pcfg = pipeline.plugin_options(inst, p),
                   auth = config.auth_of(inst, p), discount = d }
     local price = calls.price(inst.name, model.model)
     if price then ctx.price = { input = price.input * d, output = price.output * d } end
@@ -432,7 +432,7 @@ local function take_result(ctx, job, out, call, line)
     if out.seen[id] then return end
     out.seen[id] = true
     local key, m = item.key, ctx.model.model
-    local ictx = { inst = ctx.inst, plugin = ctx.plugin, req = { model = m }, entry = ctx.entry }
+    local ictx = { inst = ctx.inst, plugin = ctx.plugin, model_name = m, entry = ctx.entry }
     local function failed(e)
         e.custom_id, e.key, e.batch_id = id, key, job.id
         out.errors[key] = e

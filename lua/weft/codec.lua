@@ -155,6 +155,19 @@ end
 ---@param req table
 ---@return table[]
 function M.openai_messages(req)
+    -- Messages of a role and a text each are sent as they are (the
+    -- plugin's own copy of the request: no table made for each).
+    if not req.system then
+        local plain = true
+        for _, m in ipairs(req.messages) do
+            if type(m.content) ~= "string" then plain = false end
+            for k, v in next, m do
+                if (k ~= "role" and k ~= "content") or type(v) ~= "string" then plain = false end
+            end
+            if not plain then break end
+        end
+        if plain then return req.messages end
+    end
     local out = {}
     if req.system then out[1] = { role = "system", content = req.system } end
     for _, m in ipairs(req.messages) do

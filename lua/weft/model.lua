@@ -34,7 +34,7 @@ local pipeline = require "weft._pipeline"
 local type, pairs, ipairs, tostring, error, pcall, setmetatable =
     type, pairs, ipairs, tostring, error, pcall, setmetatable
 local format = string.format
-local normalize, run = pipeline.normalize, pipeline.run
+local normalize, run = pipeline.normalize_owned, pipeline.run
 
 local M = {}
 
@@ -316,7 +316,8 @@ function Model:__tostring() return "weft.model(" .. self.provider .. "/" .. self
 ---@param req string|weft.Request
 ---@return weft.Result
 function Model:complete(req)
-    return run(self, "complete", normalize(req, self.defaults, self.model))
+    local r, owned = normalize(req, self.defaults, self.model)
+    return run(self, "complete", r, nil, owned)
 end
 
 --- Stream a chat: `on_event({type = "text", text = piece})` for each piece
@@ -327,7 +328,8 @@ end
 ---@return weft.Result
 function Model:stream(req, on_event)
     if type(on_event) ~= "function" then error("model:stream: on_event must be a function", 2) end
-    return run(self, "stream", normalize(req, self.defaults, self.model), on_event)
+    local r, owned = normalize(req, self.defaults, self.model)
+    return run(self, "stream", r, on_event, owned)
 end
 
 -- A call with a request normalized already (weft.policy passes one on to
@@ -387,7 +389,7 @@ function M.model(name, opts)
                     defaults[k] = v
                 end
             end
-            return require("weft.policy").model(a.policy, defaults, normalize)
+            return require("weft.policy").model(a.policy, defaults, pipeline.normalize)
         end
     else
         prov, id = name:match("^([^/]+)/(.+)$")

@@ -96,10 +96,11 @@ return {
     },
 
     encode = function(op, req, cfg)
-        local headers = {}
-        if cfg.organization then headers["openai-organization"] = cfg.organization end
-        if cfg.project then headers["openai-project"] = cfg.project end
-        if req.id then headers["x-client-request-id"] = req.id end
+        local headers -- (none to add: no table)
+        if cfg.organization or cfg.project or req.id then
+            headers = { ["openai-organization"] = cfg.organization, ["openai-project"] = cfg.project,
+                        ["x-client-request-id"] = req.id }
+        end
         if op == "embed" then
             return { path = cfg.embeddings_path, headers = headers,
                      body = { model = req.model, input = req.input, dimensions = cfg.embedding_dimensions } }
@@ -114,7 +115,9 @@ return {
             body.stream = true
             if cfg.stream_usage then body.stream_options = { include_usage = true } end
         end
-        for k, v in pairs(req.extra or {}) do body[k] = v end
+        if req.extra then
+            for k, v in pairs(req.extra) do body[k] = v end
+        end
         return { path = cfg.chat_path, headers = headers, body = body }
     end,
 

@@ -70,6 +70,21 @@ describe("weft.codec", function()
         assert.are.equal(json.null, msgs[3].content)
         assert.are.same({ id = "c2", type = "function", ["function"] = { name = "time", arguments = "{}" } }, msgs[3].tool_calls[2])
         assert.are.same({ role = "tool", tool_call_id = "c1", content = "21" }, msgs[4])
+        -- messages of a role and a text only are already the wire form:
+        -- the request's own list is sent (no table made for each); any
+        -- other field, a system text or a message without text is written
+        local plain = { { role = "user", content = "a" }, { role = "assistant", content = "b" } }
+        assert.are.equal(plain, codec.openai_messages { messages = plain })
+        for _, req in ipairs {
+            { system = "S", messages = { { role = "user", content = "a" } } },
+            { messages = { { role = "user", content = "a", cache = true } } },
+            { messages = { { role = "user", content = "a" }, { role = "tool", content = "x", tool_call_id = "c" } } },
+            { messages = { { role = "assistant", tool_calls = { { id = "c", name = "f" } } } } },
+        } do
+            local out = codec.openai_messages(req)
+            assert.are_not.equal(req.messages, out)
+            assert.is_nil(out[#out].cache)
+        end
         local wire = { type = "function", ["function"] = { name = "raw" } }
         local tools = codec.openai_tools { { name = "weather", description = "d", parameters = { type = "object" } }, wire }
         assert.are.same({ type = "function", ["function"] = { name = "weather", description = "d", parameters = { type = "object" } } }, tools[1])

@@ -137,6 +137,47 @@ describe("the plugin sandbox", function()
         assert.are.equal("auth", err.kind)
     end)
 
+    it("lets the plugin change a text prompt's request, which is the call's own, and copies the model's defaults", function()
+        -- A request made from a text is the call's alone (the plugin gets it
+        -- without a copy); a default of the model that is a table is shared
+        -- by every call of the model, so what the plugin gets is a copy.
+        write("scribbler", [[
+return {
+    api = 1, name = "scribbler", kind = "provider", version = "1", secret = false,
+    encode = function(op, req, cfg)
+        local seen = { content = req.messages[1].content, n = #req.messages, extra = req.extra and req.extra.k }
+        req.messages[1].content = "changed by the plugin"
+        req.messages[2] = { role = "user", content = "added by the plugin" }
+        if req.extra then req.extra.k = "changed by the plugin" end
+        return { path = "/v1/chat/completions", body = { model = req.model, messages = req.messages, seen = seen } }
+    end,
+    decode = function(op, body) return { text = body.choices[1].message.content } end,
+    classify = function(status) return { kind = "transient" } end,
+}
+]])
+        weft.configure { providers = { scribbler = { base_url = mock.url, secret = weft.secrets.value("sb-scribbler", KEY),
+                                                     retry = { max_attempts = 1 }, breaker = false } } }
+        local extra = { k = "the model's" }
+        local plain = weft.model("scribbler/gpt-4o-mini")
+        local shared = weft.model("scribbler/gpt-4o-mini", { extra = extra, max_tokens = 8 })
+        for _ = 1, 2 do
+            plain:complete("first words")
+            shared:complete("second words")
+        end
+        assert.are.equal("the model's", extra.k)
+        local reqs = mock:requests()
+        assert.are.equal(4, #reqs)
+        for i, r in ipairs(reqs) do
+            local b = json.decode(r.body)
+            -- each call's plugin saw the request as the caller made it ...
+            assert.are.same({ content = i % 2 == 1 and "first words" or "second words", n = 1,
+                              extra = i % 2 == 0 and "the model's" or nil }, b.seen, i)
+            -- ... and sent what it made of it
+            assert.are.equal("changed by the plugin", b.messages[1].content, i)
+            assert.are.equal("added by the plugin", b.messages[2].content, i)
+        end
+    end)
+
     it("hands out protected metatables and no way to reseed or dump", function()
         write("probe", codec("probe", [[
             PROBE = {
