@@ -3,6 +3,7 @@
  *   local x = _http_client.start(opts)   -- a transfer (userdata) or nil, err
  *   x:wait()   -- "data", chunk, head | "done", response | nil, err | nothing
  *   x:cancel()
+ *   _http_client.rate(res[, resets])   -- its rate-limit headers, as numbers
  *
  * wait() suspends the calling task until something happened and then
  * returns nothing: the caller (lua/weft/http.lua) calls wait() again, and
@@ -24,6 +25,9 @@
  *       through weft_secrets_redact before they become Lua strings
  *       (streamed chunks do not).
  *   stream = true  deliver "data" events (set by weft.http for on_data).
+ *   json = true    also: res.headers is made when first read (the header
+ *       lines stay in a userdata behind the response's metatable until
+ *       then; rate() reads them without making the table).
  * A header that opts.auth renders (default "authorization"; "Authorization"
  * for basic) must not also be in opts.headers, nor be rendered twice: nil,
  * err {kind="integration", reason="auth_header"}. The response table and
@@ -54,12 +58,14 @@
 #include "buf.h"
 #include "clock.h"
 #include "http_client.h"
+#include "retry.h"
 #include "secrets.h"
 #include "loop.h"
 #include "luax.h"
 #include "task.h"
 
 #define XFER_MT "weft.http.xfer"
+#define HEAD_MT "weft.http.head"
 #define DEFAULT_TIMEOUT 600.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_BODY (64.0 * 1024 * 1024)
@@ -960,8 +966,205 @@ static void push_json_body(lua_State *L, struct lxfer *lx) {
     free(red);
 }
 
-/* {status=, headers=, http_version=} */
-static void push_head(lua_State *L, struct lxfer *lx) {
+/* ------------------------------------------------- rate-limit readings */
+
+/* The standard rate-limit headers the host reads of an answer (OpenAI
+ * x-ratelimit-*, Anthropic anthropic-ratelimit-*), as numbers: what
+ * weft.calls' quota gauges and the limiter take. */
+enum { RL_REQUESTS, RL_TOKENS, RL_INPUT, RL_OUTPUT, RL_UNITS };
+static const char *const RL_REMAINING[RL_UNITS][2] = {
+    {"x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"},
+    {"x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"},
+    {"x-ratelimit-remaining-input-tokens", "anthropic-ratelimit-input-tokens-remaining"},
+    {"x-ratelimit-remaining-output-tokens", "anthropic-ratelimit-output-tokens-remaining"},
+};
+static const char *const RL_RESET[2][2] = {
+    {"x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset"},
+    {"x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset"},
+};
+
+struct rate {
+    /* [unit][0: OpenAI's name, 1: Anthropic's]: the first value of each
+     * header, NULL when absent (pointers into the header lines or Lua
+     * strings, read before anything can free them) */
+    const char *remaining[RL_UNITS][2];
+    const char *reset[2][2];
+};
+
+/* A header value as Lua's tonumber reads it (surrounding blanks allowed),
+ * finite; NAN when it is not one. */
+static double rate_number(const char *v) {
+    char *end;
+    while (*v == ' ' || *v == '\t') v++;
+    /* the usual value, a whole number of at most 15 digits, without
+     * strtod (which costs as much as the rest of the readings) */
+    double n = 0;
+    const char *q = v;
+    while (*q >= '0' && *q <= '9' && q - v < 15) n = n * 10 + (*q++ - '0');
+    if (q > v && *q == '\0') return n;
+    double d = strtod(v, &end);
+    if (end == v) return NAN;
+    while (*end == ' ' || *end == '\t') end++;
+    return *end == '\0' && isfinite(d) ? d : NAN;
+}
+
+/* Note one header line (name in lower case) in r when it is one of the
+ * rate-limit headers (the first of each). */
+static void rate_note(struct rate *r, const char *name, size_t nlen, const char *value) {
+    static size_t lens[2 * (RL_UNITS + 2)]; /* of the names, in the order below */
+    if (!lens[0])
+        for (int i = 0; i < 2 * (RL_UNITS + 2); i++)
+            lens[i] = strlen(i < 2 * RL_UNITS ? RL_REMAINING[i / 2][i % 2]
+                                              : RL_RESET[i / 2 - RL_UNITS][i % 2]);
+    if (nlen < 24 || (name[0] != 'x' && name[0] != 'a')) return; /* (the shortest is 24) */
+    for (int i = 0; i < 2 * (RL_UNITS + 2); i++) {
+        int u = i / 2, k = i % 2;
+        const char *want = u < RL_UNITS ? RL_REMAINING[u][k] : RL_RESET[u - RL_UNITS][k];
+        if (lens[i] != nlen || memcmp(want, name, nlen) != 0) continue;
+        const char **slot = u < RL_UNITS ? &r->remaining[u][k] : &r->reset[u - RL_UNITS][k];
+        if (!*slot) *slot = value;
+        return;
+    }
+}
+
+/* Push the readings: remaining requests, tokens, input tokens, output
+ * tokens, then the reset (seconds from now) of requests and tokens; nil
+ * for each that is absent or unreadable. OpenAI's header first, as
+ * weft.limiter's observe reads them: a present one that is not a number
+ * is no reading; a reset that cannot be read gives way to Anthropic's. */
+static int push_rate(lua_State *L, const struct rate *r, int resets) {
+    for (int u = 0; u < RL_UNITS; u++) {
+        const char *v = r->remaining[u][0] ? r->remaining[u][0] : r->remaining[u][1];
+        double d = v ? rate_number(v) : NAN;
+        if (isnan(d))
+            lua_pushnil(L);
+        else
+            lua_pushnumber(L, d);
+    }
+    if (!resets) return RL_UNITS;
+    double wall = (double)time(NULL);
+    for (int u = 0; u < 2; u++) {
+        double d = -1;
+        for (int k = 0; k < 2 && d < 0; k++)
+            if (r->reset[u][k]) d = weft_retry_hint(RL_RESET[u][k], r->reset[u][k], wall);
+        if (d < 0)
+            lua_pushnil(L);
+        else
+            lua_pushnumber(L, d);
+    }
+    return RL_UNITS + 2;
+}
+
+/* ------------------------------------------------- headers made lazily */
+
+/* The header lines of a json response whose res.headers is made when
+ * first read: moved out of the transfer at delivery (redacted already
+ * when the request asked for it). The response's own metatable holds it:
+ * {__index = res_index, [1] = lhead}. */
+static const char HEAD_MARK = 'H';
+struct lhead {
+    const char *mark;  /* &HEAD_MARK */
+    struct weft_buf b; /* "name\0value\0"..., names in lower case */
+    int scanned;       /* rate holds the lines' rate-limit headers */
+    struct rate rate;  /* (pointers into b) */
+};
+
+static int head_gc(lua_State *L) {
+    struct lhead *hd = lua_touserdata(L, 1);
+    weft_buf_free(&hd->b);
+    return 0;
+}
+
+/* The lhead behind the response table at idx (its metatable's [1], a
+ * userdata of lhead's size with its mark), or NULL. Leaves the stack as
+ * it was. */
+static struct lhead *res_head(lua_State *L, int idx) {
+    int top = lua_gettop(L);
+    struct lhead *hd = NULL;
+    if (lua_getmetatable(L, idx)) { /* [.., mt] */
+        lua_rawgeti(L, -1, 1);      /* [.., mt, hd?] */
+        if (lua_type(L, -1) == LUA_TUSERDATA && lua_objlen(L, -1) == sizeof *hd) {
+            hd = lua_touserdata(L, -1);
+            if (hd->mark != &HEAD_MARK) hd = NULL;
+        }
+    }
+    lua_settop(L, top);
+    return hd;
+}
+
+/* getmetatable(res).__index(res, key): res.headers, made from the lines
+ * now and stored in res, which then loses this metatable; any other key
+ * is nil, as it would be. */
+static int res_index(lua_State *L) {
+    size_t n = 0;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL;
+    struct lhead *hd = k && n == 7 && memcmp(k, "headers", 7) == 0 ? res_head(L, 1) : NULL;
+    if (!hd) return 0;
+    weft_push_headers(L, hd->b.len ? hd->b.data : "", hd->b.len); /* [res, k, h] */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    lua_pushnil(L);
+    lua_setmetatable(L, 1);
+    weft_buf_free(&hd->b); /* (the table has them now) */
+    hd->scanned = 0;       /* (rate's pointers went with them) */
+    memset(&hd->rate, 0, sizeof hd->rate);
+    return 1;
+}
+
+/* _http_client.rate(res[, resets]) -> remaining requests, tokens, input
+ * tokens, output tokens[, reset of requests, of tokens] (push_rate): read from
+ * res.headers, or from the header lines of a json response whose
+ * res.headers was not made (without making it). Nothing for a table with
+ * neither (an error value). */
+static int l_rate(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int resets = lua_toboolean(L, 2);
+    lua_settop(L, 1);
+    luaL_checkstack(L, 2 * (RL_UNITS + 2) + 4, "weft.http.rate");
+    struct rate r;
+    memset(&r, 0, sizeof r);
+    lua_pushliteral(L, "headers");
+    lua_rawget(L, 1); /* [res, h] */
+    if (lua_istable(L, 2)) {
+        /* (the values stay anchored in h while they are read) */
+        for (int u = 0; u < RL_UNITS + 2; u++)
+            for (int k = 0; k < 2; k++) {
+                const char *name = u < RL_UNITS ? RL_REMAINING[u][k] : RL_RESET[u - RL_UNITS][k];
+                lua_getfield(L, 2, name);
+                if (lua_istable(L, -1)) {
+                    lua_rawgeti(L, -1, 1);
+                    lua_replace(L, -2);
+                }
+                const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+                if (u < RL_UNITS)
+                    r.remaining[u][k] = v;
+                else
+                    r.reset[u - RL_UNITS][k] = v;
+                if (!v) lua_pop(L, 1);
+            }
+        return push_rate(L, &r, resets);
+    }
+    struct lhead *hd = res_head(L, 1);
+    if (!hd) return 0;
+    if (!hd->scanned) { /* once: the quota gauges and the limiter both read */
+        const char *p = hd->b.len ? hd->b.data : NULL;
+        for (size_t off = 0, len = p ? hd->b.len : 0; off < len;) {
+            const char *name = p + off;
+            size_t nlen = strnlen(name, len - off);
+            if (off + nlen + 1 >= len) break;
+            const char *v = name + nlen + 1;
+            off += nlen + strnlen(v, len - off - nlen - 1) + 2;
+            rate_note(&hd->rate, name, nlen, v);
+        }
+        hd->scanned = 1;
+    }
+    return push_rate(L, &hd->rate, resets);
+}
+
+/* {status=, headers=, http_version=}; lazy: the headers made when first
+ * read (res_index) */
+static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
     /* room for what deliver and weft.http add: body|json, sends, wire,
      * first_byte */
     lua_createtable(L, 0, 8);
@@ -974,9 +1177,32 @@ static void push_head(lua_State *L, struct lxfer *lx) {
      * NUL, so no match spans two fields and the layout survives. */
     if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &hlen) != 0)
         luaL_error(L, "weft.http.request: out of memory (redaction)");
-    weft_push_headers(L, red ? red : h, red ? hlen : lx->head.len);
-    free(red);
-    lua_setfield(L, -2, "headers");
+    if (lazy) {
+        lua_createtable(L, 1, 1);                          /* [res, mt] */
+        struct lhead *hd = lua_newuserdata(L, sizeof *hd); /* [res, mt, hd] */
+        hd->mark = &HEAD_MARK;
+        hd->scanned = 0;
+        memset(&hd->rate, 0, sizeof hd->rate);
+        if (red) {
+            weft_buf_init(&hd->b, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+            int rc = weft_buf_append(&hd->b, red, hlen);
+            free(red);
+            if (rc != 0) luaL_error(L, "weft.http.request: out of memory");
+        } else {
+            hd->b = lx->head; /* moved: the transfer keeps an empty buffer */
+            weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+        }
+        luaL_getmetatable(L, HEAD_MT); /* [res, mt, hd, hmt] */
+        lua_rawgeti(L, -1, 1);         /* res_index */
+        lua_setfield(L, -4, "__index");
+        lua_setmetatable(L, -2);
+        lua_rawseti(L, -2, 1);   /* [res, mt] */
+        lua_setmetatable(L, -2); /* [res] */
+    } else {
+        weft_push_headers(L, red ? red : h, red ? hlen : lx->head.len);
+        free(red);
+        lua_setfield(L, -2, "headers");
+    }
     push_version(L, lx->version);
     lua_setfield(L, -2, "http_version");
 }
@@ -996,7 +1222,7 @@ static int deliver(lua_State *L, struct lxfer *lx) {
         lua_pushlstring(L, lx->body.data, lx->body.len);
         weft_buf_reset(&lx->body);
         if (lx->head_ref == LUA_NOREF) {
-            push_head(L, lx);
+            push_head(L, lx, 0);
             lua_pushvalue(L, -1);
             lx->head_ref = weft_ref(L);
         } else {
@@ -1014,7 +1240,7 @@ static int deliver(lua_State *L, struct lxfer *lx) {
     case X_DONE:
         lx->state = X_DELIVERED;
         lua_pushliteral(L, "done");
-        push_head(L, lx);                                   /* [.., "done", resp] */
+        push_head(L, lx, lx->json && !lx->stream); /* [.., "done", resp] */
         if (lx->json && !lx->stream && lx->status >= 200 && lx->status < 300) {
             push_json_body(L, lx);
         } else {
@@ -1139,10 +1365,19 @@ int luaopen_weft_http_client(lua_State *L) {
         {"wait", l_wait}, {"cancel", l_cancel}, {NULL, NULL},
     };
     static const luaL_Reg fns[] = {
-        {"start", l_start}, {"stats", l_stats}, {NULL, NULL},
+        {"start", l_start},
+        {"stats", l_stats},
+        {"rate", l_rate},
+        {NULL, NULL},
     };
     static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
     weft_register_class(L, XFER_MT, methods, meta);
+    static const luaL_Reg head_meta[] = {{"__gc", head_gc}, {NULL, NULL}};
+    weft_register_class(L, HEAD_MT, NULL, head_meta);
+    luaL_getmetatable(L, HEAD_MT); /* [1] = the responses' __index (push_head) */
+    lua_pushcfunction(L, res_index);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

@@ -473,10 +473,20 @@ end
 -- ever with an infinite reset or a negative remaining.
 local quota_gauge = metrics.std.quota
 local UNITS = { "requests", "tokens" }
+local rate = require("weft._http_client").rate
 local function observe_limits(ctx, res, body)
     local inst = ctx.inst
     if not ctx.plugin.rate_limits then
-        inst.limiter:observe(res.headers, res.status)
+        if res.status >= 300 then
+            inst.limiter:observe(res.headers, res.status) -- (a 429's Retry-After too)
+            return
+        end
+        -- read from the answer's header lines, not its headers table (a
+        -- json answer's is made only when something reads it)
+        local rr, rt, _, _, sr, st = rate(res, true)
+        local lim = inst.limiter
+        if rr then lim:report("requests", rr, sr) end
+        if rt then lim:report("tokens", rt, st) end
         return
     end
     local rl = plugin_call(ctx, "rate_limits", res.status, res.headers, body or "", ctx.pcfg)

@@ -41,6 +41,7 @@
 local metrics = require "weft.metrics"
 local log = require "weft.log"
 local T = require "weft._task"
+local rate = require("weft._http_client").rate
 
 local type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack =
     type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack
@@ -495,6 +496,37 @@ function Call:wire_time(dt) if dt > 0 then self.wire = self.wire + dt end end
 ---@param dt number seconds
 function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end end
 
+local QUOTA_HEADERS = {}
+for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
+    QUOTA_HEADERS[#QUOTA_HEADERS + 1] = { unit, "x-ratelimit-remaining-" .. unit, "anthropic-ratelimit-" .. unit .. "-remaining" }
+end
+
+-- weft_quota_remaining of the call's provider for QUOTA_HEADERS entry q
+local function set_quota(self, q, v)
+    local ser = self.series
+    local g = ser[q]
+    if not g then
+        g = std.quota:labels(self.provider, q[1])
+        ser[q] = g
+    end
+    g:set(v)
+end
+
+--- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
+--- Anthropic anthropic-ratelimit-*) into weft_quota_remaining.
+---@param headers table
+function Call:observe_headers(headers)
+    if type(headers) ~= "table" then return end
+    for i = 1, #QUOTA_HEADERS do
+        local q = QUOTA_HEADERS[i]
+        local v = headers[q[2]] or headers[q[3]]
+        if v then
+            v = tonumber(type(v) == "table" and v[1] or v)
+            if v then set_quota(self, q, v) end
+        end
+    end
+end
+
 --- What weft.http measured for one request of this call: `r` is the
 --- response, or the error value it raised. Adds its time on the wire
 --- (`r.wire`) and reads the provider's quota headers of a response into
@@ -503,8 +535,15 @@ function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end en
 function Call:http(r)
     local w = r.wire
     if w and w > 0 then self.wire = self.wire + w end
-    local h = r.headers
-    if h then self:observe_headers(h) end
+    -- (read from the header lines of a json answer: its headers table is
+    -- not made for this)
+    if type(r) == "table" then
+        local rr, rt, ri, ro = rate(r)
+        if rr then set_quota(self, QUOTA_HEADERS[1], rr) end
+        if rt then set_quota(self, QUOTA_HEADERS[2], rt) end
+        if ri then set_quota(self, QUOTA_HEADERS[3], ri) end
+        if ro then set_quota(self, QUOTA_HEADERS[4], ro) end
+    end
 end
 
 --- The first streamed data arrived (once per call: later calls do
@@ -545,34 +584,6 @@ function Call:usage(input, output)
         if not warned[key] then
             warned[key] = true
             log.warn("no price for this model: cost not recorded", { provider = self.provider, model = self.model })
-        end
-    end
-end
-
-local QUOTA_HEADERS = {}
-for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
-    QUOTA_HEADERS[#QUOTA_HEADERS + 1] = { unit, "x-ratelimit-remaining-" .. unit, "anthropic-ratelimit-" .. unit .. "-remaining" }
-end
-
---- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
---- Anthropic anthropic-ratelimit-*) into weft_quota_remaining.
----@param headers table
-function Call:observe_headers(headers)
-    if type(headers) ~= "table" then return end
-    for i = 1, #QUOTA_HEADERS do
-        local q = QUOTA_HEADERS[i]
-        local v = headers[q[2]] or headers[q[3]]
-        if v then
-            v = tonumber(type(v) == "table" and v[1] or v)
-            if v then
-                local ser = self.series
-                local g = ser[q]
-                if not g then
-                    g = std.quota:labels(self.provider, q[1])
-                    ser[q] = g
-                end
-                g:set(v)
-            end
         end
     end
 end

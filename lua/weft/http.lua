@@ -48,7 +48,7 @@ local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] =
 ---@field auth? {secret?: userdata, header?: string, format?: string, query?: string, basic?: {user: string|userdata, password: userdata}}|table[] credentials rendered by the host from secret handles: a header (default "authorization", format "{}" e.g. "Bearer {}"), a query parameter, or HTTP basic; a 401 answer triggers one refresh of the secret and one retry
 ---@field tls? {cert?: userdata, key?: userdata, ca?: userdata} mutual TLS: PEM client certificate and key (and CA) from the secrets store, passed to curl in memory
 ---@field redact? boolean secret values in the answer's headers and body are redacted
----@field json? boolean a 2xx body is decoded from the received bytes into res.json (no body string); text that is not JSON stays in res.body with res.json_error
+---@field json? boolean a 2xx body is decoded from the received bytes into res.json (no body string); text that is not JSON stays in res.body with res.json_error; res.headers is made when first read (so pairs(res) lists it only after that)
 
 -- Options a request accepts: a misspelt one (`timout`) is an error, not a
 -- silently ignored setting.

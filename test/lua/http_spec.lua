@@ -278,6 +278,19 @@ describe("weft._http_client on a configured origin", function()
                     return { status = 200, body = "{oops " .. echo }
                 elseif req.path == "/fail" then
                     return { status = 500, body = '{"error":"x"}' }
+                elseif req.path == "/rate" then
+                    return { status = 200, body = '{"ok":true}', headers = {
+                        ["x-echo"] = echo, ["x-dup"] = { "a", "b" },
+                        ["x-ratelimit-remaining-requests"] = { "100", "1" },   -- the first counts
+                        ["x-ratelimit-remaining-tokens"] = "2000",
+                        ["anthropic-ratelimit-tokens-remaining"] = "5",        -- OpenAI's first
+                        ["x-ratelimit-remaining-input-tokens"] = "lots",       -- no number: none,
+                        ["anthropic-ratelimit-input-tokens-remaining"] = "9",  -- not this one
+                        ["anthropic-ratelimit-output-tokens-remaining"] = " 7 ",
+                        ["x-ratelimit-reset-requests"] = "soon",               -- unreadable: then
+                        ["anthropic-ratelimit-requests-reset"] = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 60),
+                        ["x-ratelimit-reset-tokens"] = "1m30.5s",
+                    } }
                 end
                 return { status = 200, headers = { ["x-echo"] = echo },
                          body = json.encode { path = req.path, query = req.query, echo = echo } }
@@ -446,6 +459,39 @@ describe("weft._http_client on a configured origin", function()
         -- through weft.http.request too (a known option)
         r = http.request { url = base .. "/x", json = true }
         assert.are.equal("/x", r.json.path)
+    end)
+
+    it("makes a json answer's headers when first read, and reads its rate-limit headers without them", function()
+        local auth = { secret = key, header = "x-api-key" }
+        local function readings(r)
+            local rr, rt, ri, ro, sr, st = C.rate(r, true)
+            assert.is_true(sr > 55 and sr <= 61, tostring(sr))
+            return { rr, rt, ri or "none", ro, st, (select("#", C.rate(r))) }
+        end
+        local want = { 100, 2000, "none", 7, 90.5, 4 }
+        local r = assert(raw { origin = base, path = "/rate", auth = auth, json = true, redact = true })
+        assert.is_true(r.json.ok)
+        local keys = {}
+        for k in pairs(r) do keys[#keys + 1] = k end
+        table.sort(keys)
+        assert.are.same({ "http_version", "json", "sends", "status" }, keys)
+        assert.are.same(want, readings(r))
+        assert.is_nil(rawget(r, "headers"))
+        assert.is_nil(r.no_such_field)
+        -- made when read: every header, a repeated one as a list, redacted
+        local h = r.headers
+        assert.are.equal(h, rawget(r, "headers"))
+        assert.is_nil(getmetatable(r))
+        assert.are.equal("<secret spec:origin-key>", h["x-echo"])
+        assert.are.same({ "a", "b" }, h["x-dup"])
+        assert.are.same({ "100", "1" }, h["x-ratelimit-remaining-requests"])
+        -- the same readings from the table, and from an answer without json
+        assert.are.same(want, readings(r))
+        local e = assert(raw { origin = base, path = "/rate", auth = auth })
+        assert.are.equal("table", type(rawget(e, "headers")))
+        assert.are.same(want, readings(e))
+        -- none from a table without headers (an error value)
+        assert.are.equal(0, select("#", C.rate {}))
     end)
 
     it("redacts through weft._secrets.redact, every form, untouched text as is", function()
