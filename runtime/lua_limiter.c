@@ -40,6 +40,7 @@ struct lwaiter {
     ev_timer deadline;         /* active when w.deadline > 0 */
     int admitted_now;          /* admitted inside acquire (no suspend) */
     int suspended;
+    double since;              /* weft.now() time it was queued at */
 };
 
 static double loop_now(void *ud) {
@@ -65,12 +66,13 @@ static void admit_cb(struct weft_limiter_waiter *w, void *ctx) {
         return;
     }
     struct weft_task *t = lw->task;
-    lua_pushboolean(t->co, 1);
+    lua_pushnumber(t->co, weft_clock_now(NULL) - lw->since); /* waited */
     waiter_free(lw);
     weft_task_wake(t, 1);
 }
 
-static void push_refused(lua_State *L, double wait, const char *why) {
+/* nil, err (rate_limited) with err.waited: the seconds it queued */
+static void push_refused(lua_State *L, double wait, const char *why, double waited) {
     lua_pushnil(L);
     if (isinf(wait)) {
         weft_push_error(L, "rate_limited", "rate limiter: %s: the cost exceeds a burst and can never be admitted", why);
@@ -79,13 +81,15 @@ static void push_refused(lua_State *L, double wait, const char *why) {
         lua_pushnumber(L, wait);
         lua_setfield(L, -2, "retry_after");
     }
+    lua_pushnumber(L, waited);
+    lua_setfield(L, -2, "waited");
 }
 
 static void expire_cb(struct weft_limiter_waiter *w, void *ctx) {
     struct lwaiter *lw = (struct lwaiter *)w;
     struct weft_task *t = lw->task;
     if (!lw->suspended) return; /* cannot happen: a fresh waiter has time left */
-    push_refused(t->co, 0, "deadline passed while queued");
+    push_refused(t->co, 0, "deadline passed while queued", weft_clock_now(NULL) - lw->since);
     waiter_free(lw);
     weft_task_wake(t, 2);
 }
@@ -117,7 +121,7 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     struct llimiter *ll = lw->ll;
     struct weft_task *t = lw->task;
     weft_limiter_cancel(ll->l, &lw->w);
-    push_refused(t->co, 0, "deadline passed while queued");
+    push_refused(t->co, 0, "deadline passed while queued", weft_clock_now(NULL) - lw->since);
     waiter_free(lw);
     weft_task_wake(t, 2);
     schedule(ll); /* the head may have changed */
@@ -175,7 +179,9 @@ static int l_new(lua_State *L) {
     return 1;
 }
 
-/* l:acquire(requests, tokens, prio, deadline) -> true | nil, err */
+/* l:acquire(requests, tokens, prio, deadline) -> waited | nil, err: the
+ * seconds it queued (0 when admitted at once: no clock read), or the
+ * refusal with err.waited */
 static int l_acquire(lua_State *L) {
     struct llimiter *ll = check(L);
     double requests = luaL_optnumber(L, 2, 1), tokens = luaL_optnumber(L, 3, 0);
@@ -185,7 +191,7 @@ static int l_acquire(lua_State *L) {
         return luaL_error(L, "limiter:acquire: cost must be >= 0");
     /* the common case: room now, nobody queued (no waiter to allocate) */
     if (weft_limiter_try(ll->l, requests, tokens)) {
-        lua_pushboolean(L, 1);
+        lua_pushnumber(L, 0);
         return 1;
     }
     struct lwaiter *lw = calloc(1, sizeof *lw);
@@ -199,19 +205,20 @@ static int l_acquire(lua_State *L) {
     enum weft_limiter_result r = weft_limiter_acquire(ll->l, &lw->w, &wait);
     if (r == WEFT_LIMITER_ADMITTED) {
         free(lw);
-        lua_pushboolean(L, 1);
+        lua_pushnumber(L, 0);
         return 1;
     }
     if (r == WEFT_LIMITER_REFUSED) {
         free(lw);
-        push_refused(L, wait, deadline > 0 ? "the deadline cannot be met" : "refused");
+        push_refused(L, wait, deadline > 0 ? "the deadline cannot be met" : "refused", 0);
         return 2;
     }
+    lw->since = weft_clock_now(NULL);
     /* Queued: maybe admissible at once (queue was only waiting on time). */
     schedule(ll);
     if (lw->admitted_now) {
         free(lw);
-        lua_pushboolean(L, 1);
+        lua_pushnumber(L, 0);
         return 1;
     }
     struct weft_task *t = weft_task_current(L);
