@@ -5,6 +5,7 @@
  *   local s = m:labels(...)  -- a series handle: s:inc(v), s:set(v), s:observe(v)
  *   m:value(...), s:value()  -- read back (value, or a histogram's count); nil labels match any
  *   m:unset(...)             -- gauge: the series leaves the exposition until set again
+ *   _metrics.record(s1, v1, s2, v2, ...)   -- several series in one call (l_record)
  *   _metrics.text(), _metrics.snapshot()   -- loaded secret values redacted in both
  * Series handles point into the registry, which never frees a series while
  * the process runs, so a handle cached in Lua stays valid.
@@ -28,7 +29,9 @@ struct lmetric {
     struct weft_metric *m;
 };
 
+static const char SERIES_MARK = 'S';
 struct lseries {
+    const char *mark; /* &SERIES_MARK: l_record knows a series by it */
     struct weft_metric *m;
     struct weft_series *s;
 };
@@ -141,6 +144,7 @@ static int l_labels(lua_State *L) {
     struct weft_metric *m = check_metric(L);
     struct weft_series *s = series_at(L, m, 2);
     struct lseries *ls = lua_newuserdata(L, sizeof *ls);
+    ls->mark = &SERIES_MARK;
     ls->m = m;
     ls->s = s;
     luaL_getmetatable(L, SERIES_MT);
@@ -211,6 +215,50 @@ static int l_s_observe(lua_State *L) {
     struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
     if (ls->m->type != WEFT_HISTOGRAM) return luaL_error(L, "metric %s is not a histogram", ls->m->name);
     weft_series_observe(ls->m, ls->s, luaL_checknumber(L, 2));
+    return 0;
+}
+
+/* _metrics.record(s1, v1[, s2, v2, ...]): each series takes its value by
+ * its kind -- a counter adds it, a gauge is set to it, a histogram
+ * observes it; a nil series is skipped. All are checked before any is
+ * changed. The updates of one call in one crossing (weft.calls,
+ * weft.http). */
+enum { RECORD_MAX = 16 };
+static int l_record(lua_State *L) {
+    int n = lua_gettop(L);
+    if (n % 2) return luaL_error(L, "metrics.record: series and values go in pairs");
+    if (n > 2 * RECORD_MAX) return luaL_error(L, "metrics.record: at most %d series", RECORD_MAX);
+    /* (a series is known by its size and mark: no metatable lookup, which
+     * would cost more than the update) */
+    struct lseries *ls[RECORD_MAX];
+    double v[RECORD_MAX];
+    for (int i = 0; i < n / 2; i++) {
+        int at = 2 * i + 1;
+        ls[i] = lua_touserdata(L, at);
+        if (!ls[i]) {
+            if (!lua_isnil(L, at)) return luaL_argerror(L, at, "a metric series expected");
+            continue;
+        }
+        if (lua_objlen(L, at) != sizeof *ls[i] || ls[i]->mark != &SERIES_MARK)
+            return luaL_argerror(L, at, "a metric series expected");
+        v[i] = luaL_checknumber(L, at + 1);
+        if (v[i] < 0 && ls[i]->m->type == WEFT_COUNTER)
+            return luaL_error(L, "counter %s cannot decrease", ls[i]->m->name);
+    }
+    for (int i = 0; i < n / 2; i++) {
+        if (!ls[i]) continue;
+        switch (ls[i]->m->type) {
+        case WEFT_COUNTER:
+            weft_series_add(ls[i]->s, v[i]);
+            break;
+        case WEFT_GAUGE:
+            weft_series_set(ls[i]->s, v[i]);
+            break;
+        case WEFT_HISTOGRAM:
+            weft_series_observe(ls[i]->m, ls[i]->s, v[i]);
+            break;
+        }
+    }
     return 0;
 }
 
@@ -307,7 +355,9 @@ int luaopen_weft_metrics(lua_State *L) {
      * (metrics.c), which owns the metric and its series */
     weft_register_class(L, METRIC_MT, mm, NULL);
     weft_register_class(L, SERIES_MT, sm, NULL);
-    static const luaL_Reg fns[] = {{"new", l_new}, {"text", l_text}, {"snapshot", l_snapshot}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"new", l_new},           {"text", l_text},
+                                   {"snapshot", l_snapshot}, {"record", l_record},
+                                   {NULL, NULL}};
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;

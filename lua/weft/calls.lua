@@ -42,6 +42,7 @@ local metrics = require "weft.metrics"
 local log = require "weft.log"
 local T = require "weft._task"
 local rate = require("weft._http_client").rate
+local record = metrics.record
 
 local type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack =
     type, error, pairs, ipairs, pcall, tostring, tonumber, setmetatable, unpack
@@ -502,14 +503,14 @@ for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } 
 end
 
 -- weft_quota_remaining of the call's provider for QUOTA_HEADERS entry q
-local function set_quota(self, q, v)
+local function quota_series(self, q)
     local ser = self.series
     local g = ser[q]
     if not g then
         g = std.quota:labels(self.provider, q[1])
         ser[q] = g
     end
-    g:set(v)
+    return g
 end
 
 --- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
@@ -522,7 +523,7 @@ function Call:observe_headers(headers)
         local v = headers[q[2]] or headers[q[3]]
         if v then
             v = tonumber(type(v) == "table" and v[1] or v)
-            if v then set_quota(self, q, v) end
+            if v then quota_series(self, q):set(v) end
         end
     end
 end
@@ -539,10 +540,10 @@ function Call:http(r)
     -- not made for this)
     if type(r) == "table" then
         local rr, rt, ri, ro = rate(r)
-        if rr then set_quota(self, QUOTA_HEADERS[1], rr) end
-        if rt then set_quota(self, QUOTA_HEADERS[2], rt) end
-        if ri then set_quota(self, QUOTA_HEADERS[3], ri) end
-        if ro then set_quota(self, QUOTA_HEADERS[4], ro) end
+        if rr or rt or ri or ro then
+            record(rr and quota_series(self, QUOTA_HEADERS[1]), rr or 0, rt and quota_series(self, QUOTA_HEADERS[2]), rt or 0,
+                   ri and quota_series(self, QUOTA_HEADERS[3]), ri or 0, ro and quota_series(self, QUOTA_HEADERS[4]), ro or 0)
+        end
     end
 end
 
@@ -565,21 +566,29 @@ function Call:usage(input, output)
     input, output = tonumber(input) or 0, tonumber(output) or 0
     self.tokens_in, self.tokens_out = self.tokens_in + input, self.tokens_out + output
     local ser = self.series
+    local tin, tout
     if input > 0 then
-        if not ser.tokens_in then ser.tokens_in = std.tokens:labels(ser.p, ser.m, "input") end
-        ser.tokens_in:inc(input)
+        tin = ser.tokens_in
+        if not tin then
+            tin = std.tokens:labels(ser.p, ser.m, "input")
+            ser.tokens_in = tin
+        end
     end
     if output > 0 then
-        if not ser.tokens_out then ser.tokens_out = std.tokens:labels(ser.p, ser.m, "output") end
-        ser.tokens_out:inc(output)
+        tout = ser.tokens_out
+        if not tout then
+            tout = std.tokens:labels(ser.p, ser.m, "output")
+            ser.tokens_out = tout
+        end
     end
     local p = self.price or price_of(self.provider, self.model)
     if p then
         local usd = (input * p.input + output * p.output) / 1e6
         self.cost = (self.cost or 0) + usd
         if not ser.cost then ser.cost = std.cost:labels(ser.p, ser.m) end
-        ser.cost:inc(usd)
+        record(tin, input, tout, output, ser.cost, usd)
     else
+        record(tin, input, tout, output)
         local key = self.provider .. "/" .. self.model
         if not warned[key] then
             warned[key] = true
@@ -612,10 +621,8 @@ function Call:finish(err)
         by = std.calls:labels(self.provider, self.model, self.operation, outcome)
         ser.calls[outcome] = by
     end
-    by:inc()
-    ser.latency:observe(d)
     local overhead = d - self.wire - self.waited
-    ser.overhead:observe(overhead > 0 and overhead or 0)
+    record(by, 1, ser.latency, d, ser.overhead, overhead > 0 and overhead or 0)
     record_summary(self, d)
     if outcome == "success" then
         -- (a level that writes no info line samples nothing: no clock read,

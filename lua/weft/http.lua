@@ -20,6 +20,7 @@ local now = T.now
 local floor = math.floor
 local errors = require "weft.error"
 local std = require("weft.metrics").std
+local record = require("weft.metrics").record
 local STATUS_CLASS = { [1] = "1xx", [2] = "2xx", [3] = "3xx", [4] = "4xx", [5] = "5xx" }
 
 ---@class weft.http.Response
@@ -216,8 +217,7 @@ local function account(method, t0, in_cb, outcome)
         s = std.http:labels(method, outcome)
         m[outcome] = s
     end
-    s:inc()
-    by_method[method]:observe(wire)
+    record(s, 1, by_method[method], wire)
     return wire
 end
 

@@ -100,6 +100,13 @@ local function run_collectors()
     end
 end
 
+--- Update several series at once, each by its kind: a counter adds its
+--- value, a gauge is set to it, a histogram observes it; a nil series is
+--- skipped. `weft.metrics.record(calls, 1, latency, d)` is
+--- `calls:inc(); latency:observe(d)` in one call into C.
+---@type fun(s1: userdata?, v1: number, ...)
+M.record = C.record
+
 --- The exposition in Prometheus text format 0.0.4.
 ---@return string
 function M.text()

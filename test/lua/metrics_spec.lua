@@ -46,6 +46,25 @@ describe("weft.metrics", function()
         assert.are.equal(2, hs.buckets[#hs.buckets][2])
     end)
 
+    it("records several series in one call, each by its kind", function()
+        local c = metrics.counter(uniq("rc") .. "_total", "c", { "k" }):labels("a")
+        local g = metrics.gauge(uniq("rg"), "g", { "k" }):labels("a")
+        local h = metrics.histogram(uniq("rh") .. "_seconds", "h", { "k" }):labels("a")
+        g:set(100)
+        metrics.record(c, 2, g, 7, h, 0.5)
+        metrics.record(c, 1.5, nil, 99, h, 3, g, 8) -- a nil series is skipped
+        assert.are.equal(3.5, c:value())
+        assert.are.equal(8, g:value())               -- a gauge is set, not added to
+        assert.are.equal(2, h:value())               -- a histogram's count
+        metrics.record()
+        assert.matches("in pairs", raised(metrics.record, c))
+        assert.matches("metric series expected", raised(metrics.record, c, 1, {}, 1))
+        assert.matches("metric series expected", raised(metrics.record, metrics.counter(uniq("m") .. "_total", "m"), 1))
+        assert.matches("cannot decrease", raised(metrics.record, c, -1))
+        assert.matches("number expected", raised(metrics.record, c, "x"))
+        assert.are.equal(3.5, c:value())
+    end)
+
     it("renders Prometheus text with HELP, TYPE and escaped labels", function()
         local name = uniq("esc") .. "_total"
         metrics.counter(name, "Escapes.", { "v" }):inc(1, 'a"b\\c\nd')
