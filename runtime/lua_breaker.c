@@ -23,7 +23,9 @@
 
 #define BREAKER_MT "weft.breaker"
 
+static const char BREAKER_MARK = 'B';
 struct lbreaker {
+    const char *mark; /* &BREAKER_MARK (weft_check_marked) */
     struct weft_breaker br;
     char name[64];
 };
@@ -39,6 +41,7 @@ static int l_breaker_new(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     struct lbreaker *lb = lua_newuserdata(L, sizeof *lb);
     memset(lb, 0, sizeof *lb);
+    lb->mark = &BREAKER_MARK;
     weft_breaker_init(&lb->br, NULL);
     const char *f = "weft.breaker.new";
     lb->br.window = weft_opt_number_field(L, 1, "window", lb->br.window, 0.01, 86400, f);
@@ -57,7 +60,9 @@ static int l_breaker_new(lua_State *L) {
     return 1;
 }
 
-static struct lbreaker *check_breaker(lua_State *L) { return luaL_checkudata(L, 1, BREAKER_MT); }
+static struct lbreaker *check_breaker(lua_State *L) {
+    return weft_check_marked(L, 1, &BREAKER_MARK, sizeof(struct lbreaker), BREAKER_MT);
+}
 
 /* br:allow() -> true | false, retry_in */
 static int l_br_allow(lua_State *L) {

@@ -84,7 +84,9 @@ struct lclient {
 
 enum xstate { X_NEW, X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
 
+static const char XFER_MARK = 'X';
 struct lxfer {
+    const char *mark;          /* &XFER_MARK (weft_check_marked) */
     struct weft_xfer *x;       /* the transfer while running, else NULL */
     struct lclient *lc;        /* while on lc->active */
     struct lxfer *prev, *next; /* lc->active links */
@@ -614,7 +616,7 @@ static int apply_auth(lua_State *L, struct lxfer *lx) {
 /* ---------------------------------------------------------- Lua API */
 
 static struct lxfer *check_xfer(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, XFER_MT);
+    return weft_check_marked(L, idx, &XFER_MARK, sizeof(struct lxfer), XFER_MT);
 }
 
 static void push_invalid_url(lua_State *L, const char *why) {
@@ -680,6 +682,7 @@ static int l_start(lua_State *L) {
      * owned by it, so a Lua error anywhere leaves it to __gc. */
     struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, lx] */
     memset(lx, 0, sizeof *lx);
+    lx->mark = &XFER_MARK;
     /* Every buffer of a transfer holds part of an HTTP message (a
      * credential, a body, response headers): all secret. The body's max
      * is set below, once max_body is known. */

@@ -26,7 +26,9 @@
 
 #define LIMITER_MT "weft.limiter"
 
+static const char LIMITER_MARK = 'L';
 struct llimiter {
+    const char *mark;          /* &LIMITER_MARK (weft_check_marked) */
     struct weft_limiter *l;    /* owned */
     struct weft_loop *loop;
     ev_timer timer;            /* next pump */
@@ -135,7 +137,9 @@ static void wait_cancel(struct weft_wait *w) {
     schedule(ll);
 }
 
-static struct llimiter *check(lua_State *L) { return luaL_checkudata(L, 1, LIMITER_MT); }
+static struct llimiter *check(lua_State *L) {
+    return weft_check_marked(L, 1, &LIMITER_MARK, sizeof(struct llimiter), LIMITER_MT);
+}
 
 static double field_num(lua_State *L, int idx, const char *k, double def) {
     lua_getfield(L, idx, k);
@@ -152,6 +156,7 @@ static int l_new(lua_State *L) {
     if (nprio < 1 || nprio > 16) return luaL_error(L, "weft.limiter.new: priorities must be 1..16");
     struct llimiter *ll = lua_newuserdata(L, sizeof *ll);
     memset(ll, 0, sizeof *ll);
+    ll->mark = &LIMITER_MARK;
     luaL_getmetatable(L, LIMITER_MT);
     lua_setmetatable(L, -2);
     ll->loop = weft_loop_get(L);

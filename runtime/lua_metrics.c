@@ -140,6 +140,10 @@ static int l_observe(lua_State *L) {
     return 0;
 }
 
+static struct lseries *check_series(lua_State *L) {
+    return weft_check_marked(L, 1, &SERIES_MARK, sizeof(struct lseries), SERIES_MT);
+}
+
 static int l_labels(lua_State *L) {
     struct weft_metric *m = check_metric(L);
     struct weft_series *s = series_at(L, m, 2);
@@ -198,7 +202,7 @@ static int l_max_series(lua_State *L) {
 }
 
 static int l_s_inc(lua_State *L) {
-    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
+    struct lseries *ls = check_series(L);
     double v = luaL_optnumber(L, 2, 1);
     if (ls->m->type == WEFT_COUNTER && v < 0) return luaL_error(L, "counter %s cannot decrease", ls->m->name);
     weft_series_add(ls->s, v);
@@ -206,13 +210,13 @@ static int l_s_inc(lua_State *L) {
 }
 
 static int l_s_set(lua_State *L) {
-    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
+    struct lseries *ls = check_series(L);
     weft_series_set(ls->s, luaL_checknumber(L, 2));
     return 0;
 }
 
 static int l_s_observe(lua_State *L) {
-    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
+    struct lseries *ls = check_series(L);
     if (ls->m->type != WEFT_HISTOGRAM) return luaL_error(L, "metric %s is not a histogram", ls->m->name);
     weft_series_observe(ls->m, ls->s, luaL_checknumber(L, 2));
     return 0;
@@ -264,7 +268,7 @@ static int l_record(lua_State *L) {
 
 /* s:value() -> the series' value, or its count for a histogram */
 static int l_s_value(lua_State *L) {
-    struct lseries *ls = luaL_checkudata(L, 1, SERIES_MT);
+    struct lseries *ls = check_series(L);
     lua_pushnumber(L, ls->m->type == WEFT_HISTOGRAM ? ls->s->count : ls->s->value);
     return 1;
 }

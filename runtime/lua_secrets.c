@@ -33,16 +33,20 @@
 
 #define SECRET_MT "weft.secret"
 
+static const char SECRET_MARK = 'K';
 struct lsecret {
+    const char *mark;          /* &SECRET_MARK (weft_check_marked) */
     struct weft_secret *s;     /* one reference, released by __gc */
 };
 
 struct weft_secret *weft_lua_check_secret(lua_State *L, int idx) {
-    struct lsecret *h = luaL_checkudata(L, idx, SECRET_MT);
+    struct lsecret *h = weft_check_marked(L, idx, &SECRET_MARK, sizeof *h, SECRET_MT);
     return h->s;
 }
 
-static struct lsecret *check(lua_State *L) { return luaL_checkudata(L, 1, SECRET_MT); }
+static struct lsecret *check(lua_State *L) {
+    return weft_check_marked(L, 1, &SECRET_MARK, sizeof(struct lsecret), SECRET_MT);
+}
 
 /* _secrets.handle(name) */
 static int l_handle(lua_State *L) {
@@ -50,6 +54,7 @@ static int l_handle(lua_State *L) {
     const char *name = luaL_checklstring(L, 1, &n);
     if (n == 0 || n > 512) return luaL_error(L, "weft.secret: a reference of 1..512 bytes is needed");
     struct lsecret *h = lua_newuserdata(L, sizeof *h);
+    h->mark = &SECRET_MARK;
     h->s = NULL;
     luaL_getmetatable(L, SECRET_MT);
     lua_setmetatable(L, -2);

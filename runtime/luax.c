@@ -333,6 +333,14 @@ int weft_is_http_token(const char *s, size_t n) {
 
 /* ------------------------------------------------------------ classes */
 
+void *weft_check_marked(lua_State *L, int idx, const char *mark, size_t size, const char *tname) {
+    void *p = lua_touserdata(L, idx);
+    /* (a light userdata has no size: lua_objlen gives 0) */
+    if (p && lua_objlen(L, idx) == size && *(const char *const *)p == mark) return p;
+    luaL_typerror(L, idx, tname);
+    return NULL;
+}
+
 void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                          const luaL_Reg *meta) {
     if (!luaL_newmetatable(L, name)) {                /* [mt] */

@@ -80,6 +80,14 @@ void weft_where(lua_State *L, int level, char *buf, size_t n);
 void weft_register_class(lua_State *L, const char *name, const luaL_Reg *methods,
                          const luaL_Reg *meta);
 
+/* The userdata at idx when it is `size` bytes whose first field is `mark`
+ * (the address of a class's own static byte, which Lua code cannot
+ * forge), else raises as luaL_checkudata does, naming `tname`. For the
+ * self of a method called on every request: luaL_checkudata looks the
+ * metatable up in the registry by name, which costs more than most of
+ * those methods. */
+void *weft_check_marked(lua_State *L, int idx, const char *mark, size_t size, const char *tname);
+
 /* Register the error metatable and module weft._error. */
 int luaopen_weft_error(lua_State *L);
 

@@ -51,6 +51,30 @@ describe("host classes", function()
         assert.is_table(lim:state())
     end)
 
+    it("take as self only an object of their own class (known by size and mark, not metatable)", function()
+        local br = require("weft._breaker").new { name = "classes-self" }
+        local lim = require("weft._limiter").new { { unit = "requests", limit = 10, period = 1 } }
+        local series = require("weft._metrics").new("counter", "weft_classes_self_total", "c", {}):labels()
+        local secret = require("weft._secrets").handle("env:WEFT_CLASSES_SPEC_UNSET")
+        local x = assert(require("weft._http_client").start { url = "http://127.0.0.1:9/", timeout = 0.01 })
+        local methods = {
+            { "weft.breaker", br.state }, { "weft.limiter", lim.state }, { "weft.metric.series", series.value },
+            { "weft.secret", secret._set }, { "weft.http.xfer", x.cancel },
+        }
+        local others = { br, lim, series, secret, x, {}, "s", 1, weft.json.null }
+        for _, m in ipairs(methods) do
+            for _, other in ipairs(others) do
+                local own = getmetatable(other) == m[1]
+                local ok, err = pcall(m[2], other, "v")
+                if not own then
+                    assert.is_false(ok, m[1])
+                    assert.matches(m[1] .. " expected", err, 1, true)
+                end
+            end
+        end
+        x:cancel()
+    end)
+
     it("are protected and named: metrics, series, SSE parsers", function()
         local M = require "weft._metrics"
         local m = M.new("counter", "weft_classes_spec_total", "classes_spec", { "k" })
