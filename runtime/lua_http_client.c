@@ -71,6 +71,8 @@
 #define DEFAULT_MAX_BODY (64.0 * 1024 * 1024)
 #define STREAM_HIGH_WATER (1024 * 1024) /* pause a stream above this many
                                            undelivered bytes */
+#define BODY_COPY_MAX (64 * 1024)      /* request bodies up to this size are
+                                           copied, not anchored by a ref */
 
 static const char CLIENT_KEY = 'C'; /* registry key: address of this byte */
 
@@ -80,6 +82,8 @@ struct lclient {
     struct weft_http_client *c;
     struct weft_loop *loop;
     struct lxfer *active;      /* transfers in flight, for the close hook */
+    int xfer_mt, head_mt;      /* registry refs of the two metatables (a
+                                  lookup by name costs ~200 instructions) */
 };
 
 enum xstate { X_NEW, X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
@@ -92,7 +96,9 @@ struct lxfer {
     struct lxfer *prev, *next; /* lc->active links */
     struct weft_wait wait;     /* embedded: the task waiting in wait() */
     struct weft_task *waiter;
-    int body_ref;              /* anchors the request body string */
+    int body_ref;              /* anchors the request body string (one
+                                  past BODY_COPY_MAX) */
+    struct weft_buf reqbody;   /* else a copy of it, which curl reads */
     size_t url_shown;          /* on an origin: the first url_shown bytes of
                                   url are err.url (kept until delivery) */
     int url_ref;               /* opts.url, for err.url */
@@ -112,6 +118,7 @@ struct lxfer {
                                   buffer as res.json (no body string) */
     int sends;                 /* from the outcome: times the request was sent */
     int head_ref;              /* cached head table (streaming) */
+    int head_mt;               /* the client's ref of HEAD_MT */
     int stream;
     int paused;
     enum xstate state;
@@ -226,6 +233,8 @@ static void client_close_hook(void *ud) {
      * whose __gc clears them (zeroing the secret ones). */
     weft_http_client_free(lc->c);
     lua_State *L = lc->loop->L;
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->xfer_mt);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->head_mt);
     lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
     lua_pushnil(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
@@ -242,9 +251,15 @@ static struct lclient *get_client(lua_State *L) {
     lc = calloc(1, sizeof *lc);
     if (!lc) return NULL;
     lc->loop = loop;
+    luaL_getmetatable(L, XFER_MT);
+    lc->xfer_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_getmetatable(L, HEAD_MT);
+    lc->head_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     lc->c = weft_http_client_new(loop->ev);
     if (!lc->c || weft_loop_on_close(loop, client_close_hook, lc) != 0) {
         weft_http_client_free(lc->c);
+        luaL_unref(L, LUA_REGISTRYINDEX, lc->xfer_mt);
+        luaL_unref(L, LUA_REGISTRYINDEX, lc->head_mt);
         free(lc);
         return NULL;
     }
@@ -680,6 +695,8 @@ static int l_start(lua_State *L) {
     /* The transfer object comes first: what is built below and must be
      * freed (header lines, some holding a secret; the URL being built) is
      * owned by it, so a Lua error anywhere leaves it to __gc. */
+    struct lclient *lc = get_client(L);
+    if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
     struct lxfer *lx = lua_newuserdata(L, sizeof *lx);      /* [opts, lx] */
     memset(lx, 0, sizeof *lx);
     lx->mark = &XFER_MARK;
@@ -690,11 +707,13 @@ static int l_start(lua_State *L) {
     weft_buf_init(&lx->url, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     weft_buf_init(&lx->body, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+    weft_buf_init(&lx->reqbody, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     lx->body_ref = LUA_NOREF;
     lx->head_ref = LUA_NOREF;
     lx->url_ref = LUA_NOREF;
     lx->state = X_NEW;
-    luaL_getmetatable(L, XFER_MT);
+    lx->head_mt = lc->head_mt;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->xfer_mt);
     lua_setmetatable(L, -2);
     int lx_idx = lua_gettop(L);
     read_opts(L); /* [opts, lx, slots...] */
@@ -724,6 +743,15 @@ static int l_start(lua_State *L) {
                               luaL_typename(L, body_idx));
         req.body = lua_tolstring(L, body_idx, &req.body_len);
         req.has_body = 1;
+        if (req.body_len <= BODY_COPY_MAX) {
+            /* a copy costs less than a registry reference to keep the
+             * string alive while curl reads it (and is zeroed when freed,
+             * as every buffer of a transfer) */
+            if (weft_buf_reserve(&lx->reqbody, req.body_len ? req.body_len : 1) != 0 ||
+                weft_buf_append(&lx->reqbody, req.body, req.body_len) != 0)
+                return luaL_error(L, "weft.http.request: out of memory");
+            req.body = lx->reqbody.data;
+        }
     }
     req.timeout_ms = (long)(opt_seconds(L, O_TIMEOUT, DEFAULT_TIMEOUT) * 1000.0 + 0.5);
     req.connect_timeout_ms =
@@ -758,8 +786,6 @@ static int l_start(lua_State *L) {
     weft_buf_init(&lx->body, stream ? WEFT_BUF_NO_MAX : (size_t)max_body, WEFT_BUF_SECRET);
 
     char err[512];
-    struct lclient *lc = get_client(L);
-    if (!lc) return luaL_error(L, "weft.http.request: cannot create the HTTP client");
     const struct weft_http_origin *org = NULL;
     if (origin) {
         /* The URL is built on the configured origin (parsed once, kept by
@@ -855,7 +881,7 @@ static int l_start(lua_State *L) {
     lx->next = lc->active;
     if (lc->active) lc->active->prev = lx;
     lc->active = lx;
-    if (req.has_body) {
+    if (req.has_body && req.body_len > BODY_COPY_MAX) {
         lua_pushvalue(L, body_idx);
         lx->body_ref = weft_ref(L);
     }
@@ -864,6 +890,7 @@ static int l_start(lua_State *L) {
 }
 
 static void release_refs(lua_State *L, struct lxfer *lx) {
+    weft_buf_free(&lx->reqbody);
     if (lx->body_ref != LUA_NOREF) {
         weft_unref(L, lx->body_ref);
         lx->body_ref = LUA_NOREF;
@@ -1195,7 +1222,7 @@ static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
             hd->b = lx->head; /* moved: the transfer keeps an empty buffer */
             weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
         }
-        luaL_getmetatable(L, HEAD_MT); /* [res, mt, hd, hmt] */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lx->head_mt); /* [res, mt, hd, hmt] */
         lua_rawgeti(L, -1, 1);         /* res_index */
         lua_setfield(L, -4, "__index");
         lua_setmetatable(L, -2);
