@@ -336,33 +336,27 @@ static void read_opts(lua_State *L) {
     }
 }
 
+/* (read in their slots: no copy pushed and popped) */
 static double opt_seconds(lua_State *L, enum opt o, double def) {
+    int t = lua_type(L, SLOT(o));
+    if (t == LUA_TNIL) return def;
     const char *k = OPT_NAMES[o];
-    lua_pushvalue(L, SLOT(o));
-    double v = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "weft.http.request: %s must be a number of seconds, got %s", k,
-                       luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-        if (!(v > 0) || isinf(v))
-            luaL_error(L, "weft.http.request: %s must be a positive finite number of seconds", k);
-    }
-    lua_pop(L, 1);
+    if (t != LUA_TNUMBER)
+        luaL_error(L, "weft.http.request: %s must be a number of seconds, got %s", k,
+                   luaL_typename(L, SLOT(o)));
+    double v = lua_tonumber(L, SLOT(o));
+    if (!(v > 0) || isinf(v))
+        luaL_error(L, "weft.http.request: %s must be a positive finite number of seconds", k);
     return v;
 }
 
 static const char *opt_string(lua_State *L, enum opt o, size_t *len) {
-    const char *k = OPT_NAMES[o];
-    lua_pushvalue(L, SLOT(o));
-    const char *s = NULL;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "weft.http.request: %s must be a string, got %s", k, luaL_typename(L, -1));
-        s = lua_tolstring(L, -1, len);
-    }
-    lua_pop(L, 1); /* the string stays alive in the options table */
-    return s;
+    int t = lua_type(L, SLOT(o));
+    if (t == LUA_TNIL) return NULL;
+    if (t != LUA_TSTRING)
+        luaL_error(L, "weft.http.request: %s must be a string, got %s", OPT_NAMES[o],
+                   luaL_typename(L, SLOT(o)));
+    return lua_tolstring(L, SLOT(o), len); /* (alive in the options table) */
 }
 
 /* Append "name: value" (a header from opts.headers) to the transfer's
@@ -772,15 +766,9 @@ static int l_start(lua_State *L) {
     lua_pop(L, 1);
     req.ca_file = opt_string(L, O_CA_FILE, NULL);
     req.ca_path = opt_string(L, O_CA_PATH, NULL);
-    lua_pushvalue(L, SLOT(O_STREAM));
-    int stream = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    lua_pushvalue(L, SLOT(O_REDACT));
-    lx->redact = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    lua_pushvalue(L, SLOT(O_JSON));
-    lx->json = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    int stream = lua_toboolean(L, SLOT(O_STREAM));
+    lx->redact = lua_toboolean(L, SLOT(O_REDACT));
+    lx->json = lua_toboolean(L, SLOT(O_JSON));
     if (!stream) req.max_body = (curl_off_t)max_body;
     lx->stream = stream;
     weft_buf_init(&lx->body, stream ? WEFT_BUF_NO_MAX : (size_t)max_body, WEFT_BUF_SECRET);

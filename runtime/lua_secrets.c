@@ -1,8 +1,9 @@
 /* lua_secrets.c -- weft._secrets: opaque secret handles for Lua.
  *
- * A handle is a userdata holding only a pointer to a struct weft_secret;
- * the value never becomes a Lua string through this module: there is no
- * function returning it. tostring gives "<secret NAME>", concatenation
+ * A handle is a userdata holding only its class mark and a pointer to a
+ * struct weft_secret; the value never becomes a Lua string through this
+ * module: there is no function returning it. tostring gives "<secret
+ * NAME>", concatenation
  * raises, weft.json refuses userdata, and the metatable is hidden
  * (__metatable). Values are loaded from the environment, a file or a
  * command by C code here, or handed in by a Lua source plugin (set).
@@ -390,6 +391,17 @@ static int l_is(lua_State *L) {
     return 1;
 }
 
+/* _secrets.state(v) -> loaded, version for a handle; nothing for any
+ * other value (what weft.http reads of each secret before it sends, in
+ * one call) */
+static int l_state(lua_State *L) {
+    struct lsecret *h = lua_touserdata(L, 1);
+    if (!h || lua_objlen(L, 1) != sizeof *h || h->mark != &SECRET_MARK) return 0;
+    lua_pushboolean(L, weft_secret_valid(h->s, weft_clock_now(NULL)));
+    lua_pushnumber(L, (lua_Number)h->s->version);
+    return 2;
+}
+
 static int l_loaded(lua_State *L) {
     lua_pushinteger(L, weft_secrets_loaded());
     return 1;
@@ -408,7 +420,7 @@ int luaopen_weft_secrets(lua_State *L) {
     };
     weft_register_class(L, SECRET_MT, priv, meta);
     static const luaL_Reg fns[] = {
-        {"handle", l_handle}, {"redact", l_redact}, {"is", l_is}, {"loaded", l_loaded}, {NULL, NULL},
+        {"handle", l_handle}, {"redact", l_redact}, {"is", l_is}, {"state", l_state}, {"loaded", l_loaded}, {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

@@ -170,10 +170,12 @@ function M.request(opts)
     for round = 1, 3 do
         for k = 1, n do
             local h = used[2 * k - 1]
-            if type(h) == "userdata" and S.is(h) then
-                if not h.loaded then S.refresh(h) end
-                used[2 * k] = h.version
+            local loaded, version = S._state(h) -- (nothing: not a handle)
+            if loaded == false then
+                S.refresh(h)
+                version = h.version
             end
+            if version then used[2 * k] = version end
         end
         local ok, r = pcall(request1, opts)
         if ok then

@@ -263,6 +263,10 @@ end
 --- True for a secret handle.
 M.is = C.is
 
+-- loaded, version of a handle (nothing for another value): what
+-- weft.http reads of each secret before sending, in one call
+M._state = C.state
+
 --- Replace every loaded secret value in `text` with <secret NAME>.
 M.redact = C.redact
 

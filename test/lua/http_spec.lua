@@ -494,6 +494,21 @@ describe("weft._http_client on a configured origin", function()
         assert.are.equal(0, select("#", C.rate {}))
     end)
 
+    it("reads a secret's state in one call before sending (_secrets.state)", function()
+        local h = secret("spec:state", "sk-state-0123456789")
+        local loaded, version = S.state(h)
+        assert.is_true(loaded)
+        assert.are.equal(h.version, version)
+        assert(h:_set("sk-state-abcdef012345"))
+        assert.are.equal(version + 1, select(2, S.state(h)))
+        local expired = secret("spec:state-expired", "sk-state-expired-0123", 0.001)
+        weft.sleep(0.01)
+        assert.are.equal(false, (S.state(expired)))
+        for _, v in ipairs { {}, "sk-state-0123456789", 1, C.start, false } do
+            assert.are.equal(0, select("#", S.state(v)))
+        end
+    end)
+
     it("redacts through weft._secrets.redact, every form, untouched text as is", function()
         assert.are.equal("k=<secret spec:origin-key>;", S.redact("k=" .. KEY .. ";"))
         local plain = string.rep("nothing to see here ", 50)
