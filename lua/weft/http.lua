@@ -96,8 +96,26 @@ local function auth_secrets(list, n, it)
     end
     return n
 end
+-- Lists of requests that ended, for the next ones: no table per request
+-- (a request that raises leaves its list to the collector).
+local free_lists, nfree = {}, 0
+local function release_list(list, n)
+    for i = 1, 2 * n do list[i] = nil end
+    if nfree < 64 then
+        nfree = nfree + 1
+        free_lists[nfree] = list
+    end
+end
 local function request_secrets(opts)
-    local list, n = {}, 0
+    local list, n
+    if nfree > 0 then
+        list = free_lists[nfree]
+        free_lists[nfree] = nil
+        nfree = nfree - 1
+    else
+        list = {}
+    end
+    n = 0
     local a = opts.auth
     if type(a) == "table" then
         if a[1] ~= nil then
@@ -197,6 +215,7 @@ function M.request(opts)
         if not ok then error(add_wire(r, wire), 0) end
         res = add_wire(r, wire)
     end
+    release_list(used, n)
     return res
 end
 
