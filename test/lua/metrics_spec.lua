@@ -62,6 +62,9 @@ describe("weft.metrics", function()
         assert.matches("metric series expected", raised(metrics.record, metrics.counter(uniq("m") .. "_total", "m"), 1))
         assert.matches("cannot decrease", raised(metrics.record, c, -1))
         assert.matches("number expected", raised(metrics.record, c, "x"))
+        local many = {}
+        for i = 1, 17 do many[2 * i - 1], many[2 * i] = c, 1 end
+        assert.matches("at most 16", raised(metrics.record, unpack(many)))
         assert.are.equal(3.5, c:value())
     end)
 

@@ -41,6 +41,25 @@ describe("weft.limiter", function()
         assert.are.equal(1, lim:state().refused)
     end)
 
+    it("refuses a queued caller whose deadline passes, saying how long it waited", function()
+        local lim = weft.limiter.new { rps = 20, burst = 1 }
+        lim:acquire()
+        -- a low-priority caller could go at the next slot (50 ms, within its
+        -- 80 ms); a high one queued after it takes that slot: the low one's
+        -- deadline passes in the queue
+        local low = weft.spawn(function()
+            local ok, err = pcall(lim.acquire, lim, 1, { timeout = 0.08, priority = "low" })
+            return ok, err
+        end)
+        local high = weft.spawn(function() return lim:acquire(1, { priority = "high" }) end)
+        local ok, err = low:wait()
+        assert.is_false(ok)
+        assert.are.equal("rate_limited", err.kind)
+        assert.matches("deadline passed while queued", err.message)
+        assert.is_true(err.waited >= 0.07, tostring(err.waited))
+        assert.is_true(high:wait() >= 0.04)
+    end)
+
     it("token_burst sizes the shortest token limit's bucket (a minute's tokens do not go at once)", function()
         local lim = weft.limiter.new { rpm = 1000, tpm = 600000, token_burst = 200 }
         assert.are.equal(200, lim:state().limits.tpm.burst)
