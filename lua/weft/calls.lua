@@ -497,10 +497,10 @@ function Call:wire_time(dt) if dt > 0 then self.wire = self.wire + dt end end
 ---@param dt number seconds
 function Call:wait_time(dt) if dt > 0 then self.waited = self.waited + dt end end
 
-local QUOTA_HEADERS = {}
-for _, unit in ipairs { "requests", "tokens", "input-tokens", "output-tokens" } do
-    QUOTA_HEADERS[#QUOTA_HEADERS + 1] = { unit, "x-ratelimit-remaining-" .. unit, "anthropic-ratelimit-" .. unit .. "-remaining" }
-end
+-- The units of weft_quota_remaining, in the order weft._http_client.rate
+-- gives the remaining counts (it knows the headers: OpenAI x-ratelimit-*,
+-- Anthropic anthropic-ratelimit-*).
+local QUOTA_HEADERS = { { "requests" }, { "tokens" }, { "input-tokens" }, { "output-tokens" } }
 
 -- weft_quota_remaining of the call's provider for QUOTA_HEADERS entry q
 local function quota_series(self, q)
@@ -516,16 +516,10 @@ end
 --- Read the provider's quota headers of a response (OpenAI x-ratelimit-*,
 --- Anthropic anthropic-ratelimit-*) into weft_quota_remaining.
 ---@param headers table
+local observe_quota
 function Call:observe_headers(headers)
     if type(headers) ~= "table" then return end
-    for i = 1, #QUOTA_HEADERS do
-        local q = QUOTA_HEADERS[i]
-        local v = headers[q[2]] or headers[q[3]]
-        if v then
-            v = tonumber(type(v) == "table" and v[1] or v)
-            if v then quota_series(self, q):set(v) end
-        end
-    end
+    observe_quota(self, { headers = headers })
 end
 
 --- What weft.http measured for one request of this call: `r` is the
@@ -538,12 +532,15 @@ function Call:http(r)
     if w and w > 0 then self.wire = self.wire + w end
     -- (read from the header lines of a json answer: its headers table is
     -- not made for this)
-    if type(r) == "table" then
-        local rr, rt, ri, ro = rate(r)
-        if rr or rt or ri or ro then
-            record(rr and quota_series(self, QUOTA_HEADERS[1]), rr or 0, rt and quota_series(self, QUOTA_HEADERS[2]), rt or 0,
-                   ri and quota_series(self, QUOTA_HEADERS[3]), ri or 0, ro and quota_series(self, QUOTA_HEADERS[4]), ro or 0)
-        end
+    if type(r) == "table" then observe_quota(self, r) end
+end
+
+-- The quota readings of a response (or {headers = h}) into the gauges.
+observe_quota = function(self, r)
+    local rr, rt, ri, ro = rate(r)
+    if rr or rt or ri or ro then
+        record(rr and quota_series(self, QUOTA_HEADERS[1]), rr or 0, rt and quota_series(self, QUOTA_HEADERS[2]), rt or 0,
+               ri and quota_series(self, QUOTA_HEADERS[3]), ri or 0, ro and quota_series(self, QUOTA_HEADERS[4]), ro or 0)
     end
 end
 

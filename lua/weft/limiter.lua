@@ -224,14 +224,8 @@ end
 --- Retry-After. Returns the hint (seconds) it applied, if any.
 ---@param headers table<string, string|string[]>
 ---@param status? integer
-local hint_of
-local OBSERVED = {
-    -- unit, remaining header (OpenAI, Anthropic), reset header (OpenAI, Anthropic)
-    { "requests", "x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining",
-      "x-ratelimit-reset-requests", "anthropic-ratelimit-requests-reset" },
-    { "tokens", "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining",
-      "x-ratelimit-reset-tokens", "anthropic-ratelimit-tokens-reset" },
-}
+local hint_of, rate
+local UNITS = { "requests", "tokens" }
 
 local function first(v)
     if type(v) == "table" then return v[1] end
@@ -240,23 +234,12 @@ end
 
 function Limiter:observe(headers, status)
     hint_of = hint_of or require("weft._retry").hint
-    for i = 1, 2 do
-        local o = OBSERVED[i]
-        local rem = headers[o[2]] or headers[o[3]]
-        if rem then
-            rem = tonumber(first(rem))
-            if rem then
-                local reset
-                local r = headers[o[4]]
-                if r then reset = hint_of(o[4], first(r)) end
-                if not reset then
-                    local a = headers[o[5]]
-                    reset = a and hint_of(o[5], first(a))
-                end
-                self.c:observe(o[1], rem, reset or 0)
-            end
-        end
-    end
+    -- (the headers and how they are read: weft._http_client.rate, which
+    -- the pipeline calls on the answer itself)
+    rate = rate or require("weft._http_client").rate
+    local rr, rt, _, _, sr, st = rate({ headers = headers }, true)
+    if rr then self.c:observe("requests", rr, sr or 0) end
+    if rt then self.c:observe("tokens", rt, st or 0) end
     if status == 429 then
         local ms, ra = first(headers["retry-after-ms"]), first(headers["retry-after"])
         local wait = (ms and hint_of("retry-after-ms", ms)) or (ra and hint_of("retry-after", ra))
@@ -273,7 +256,7 @@ end
 ---@param rl {requests?: {remaining?: number, reset?: number}, tokens?: {remaining?: number, reset?: number}, retry_after?: number}
 function Limiter:apply(rl)
     for i = 1, 2 do
-        local unit = OBSERVED[i][1]
+        local unit = UNITS[i]
         local u = rl[unit]
         local rem = type(u) == "table" and tonumber(u.remaining)
         if rem then self.c:observe(unit, rem, tonumber(u.reset) or 0) end
