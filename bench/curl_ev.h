@@ -10,6 +10,7 @@
 #ifndef WEFT_BENCH_CURL_EV_H
 #define WEFT_BENCH_CURL_EV_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -73,6 +74,65 @@ static int timer_fn(CURLM *m, long ms, void *u) {
         ev_timer_start(loop, &timer);
     }
     return 0;
+}
+
+/* The arguments both clients take: N C URL BODY_FILE [HEADER...]. The
+ * body file is read whole (at most 16 MiB); the request headers are
+ * Content-Type: application/json, an empty Expect: and each HEADER.
+ * Prints the usage or the problem and exits 2 on bad arguments. */
+struct bench_args {
+    long total, conc;
+    const char *url, *body_path;
+    char *body; /* malloc'd, NUL-terminated */
+    size_t body_len;
+    struct curl_slist *headers;
+};
+
+static void bench_args(int argc, char **argv, const char *name, struct bench_args *a) {
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s N C URL BODY_FILE [HEADER...]\n", name);
+        exit(2);
+    }
+    a->total = atol(argv[1]);
+    a->conc = atol(argv[2]);
+    a->url = argv[3];
+    a->body_path = argv[4];
+    if (a->total < 1 || a->conc < 1) {
+        fprintf(stderr, "%s: N and C must be at least 1\n", name);
+        exit(2);
+    }
+    if (a->conc > a->total) a->conc = a->total;
+    FILE *f = fopen(a->body_path, "rb");
+    size_t cap = 16 << 20;
+    a->body = f ? malloc(cap + 1) : NULL;
+    a->body_len = a->body ? fread(a->body, 1, cap + 1, f) : 0;
+    int bad = !f || !a->body || ferror(f) || a->body_len > cap;
+    if (f) fclose(f);
+    if (bad) {
+        fprintf(stderr, "%s: cannot read %s (or it is over 16 MiB)\n", name, a->body_path);
+        exit(2);
+    }
+    a->body[a->body_len] = '\0';
+    a->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    a->headers = curl_slist_append(a->headers, "Expect:");
+    for (int i = 5; i < argc; i++) a->headers = curl_slist_append(a->headers, argv[i]); /* e.g. auth */
+}
+
+/* The next transfer curl reports done, taken off the multi handle, with
+ * its result and HTTP status; NULL when there is none left (drain's loop). */
+static CURL *curl_ev_next_done(CURLcode *result, long *status) {
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        CURL *e = m->easy_handle;
+        *result = m->data.result; /* (m does not outlive the removal) */
+        *status = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+        curl_multi_remove_handle(multi, e);
+        return e;
+    }
+    return NULL;
 }
 
 /* curl, the default libev loop and the multi handle driven by it. */

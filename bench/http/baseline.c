@@ -37,42 +37,27 @@ static CURL *make_easy(void) {
 }
 
 static void drain(void) {
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(multi, &left))) {
-        if (m->msg != CURLMSG_DONE) continue;
-        CURL *e = m->easy_handle;
-        long status = 0;
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        if (m->data.result != CURLE_OK || status != 200) failed++;
+    CURL *e;
+    CURLcode result;
+    long status;
+    while ((e = curl_ev_next_done(&result, &status))) {
+        if (result != CURLE_OK || status != 200) failed++;
         finished++;
-        curl_multi_remove_handle(multi, e);
         if (started < total) start_one(e);
         else curl_easy_cleanup(e);
     }
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "usage: bench_baseline N C URL BODY_FILE [HEADER...]\n");
-        return 2;
-    }
-    total = atol(argv[1]);
-    long conc = atol(argv[2]);
-    url = argv[3];
-    FILE *f = fopen(argv[4], "rb");
-    if (!f) {
-        perror(argv[4]);
-        return 2;
-    }
-    body = malloc(1 << 16);
-    body_len = fread(body, 1, 1 << 16, f);
-    fclose(f);
-
+    struct bench_args a;
+    bench_args(argc, argv, "bench_baseline", &a);
+    total = a.total;
+    long conc = a.conc;
+    url = a.url;
+    body = a.body;
+    body_len = a.body_len;
+    headers = a.headers;
     curl_ev_init();
-    headers = curl_slist_append(NULL, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
-    for (int a = 5; a < argc; a++) headers = curl_slist_append(headers, argv[a]); /* e.g. auth */
 
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -239,17 +239,12 @@ static void next(struct slot *s) {
 /* Finish the transfers curl reports done and start the next requests, here
  * after curl_multi_socket_action returned (never inside a curl callback). */
 static void drain(void) {
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(multi, &left))) {
-        if (m->msg != CURLMSG_DONE) continue;
-        CURL *e = m->easy_handle;
-        CURLcode result = m->data.result; /* (m does not outlive the removal) */
+    CURL *e;
+    CURLcode result;
+    long status;
+    while ((e = curl_ev_next_done(&result, &status))) {
         char *priv;
-        long status = 0;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        curl_multi_remove_handle(multi, e);
         struct slot *s = (struct slot *)priv;
         char why[32];
         if (result != CURLE_OK) {
@@ -265,51 +260,18 @@ static void drain(void) {
     }
 }
 
-/* The whole file at path (NUL-terminated, *len bytes), or NULL. */
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    struct weft_buf b;
-    weft_buf_init(&b, 16 << 20, 0);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) weft_buf_append(&b, chunk, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        weft_buf_free(&b);
-        return NULL;
-    }
-    return weft_buf_take(&b, len);
-}
-
 int main(int argc, char **argv) {
-    if (argc < 5) {
-        fprintf(stderr, "usage: bench_floor N C URL BODY_FILE [HEADER...]\n");
-        return 2;
-    }
-    total = atol(argv[1]);
-    long conc = atol(argv[2]);
-    url = argv[3];
-    if (total < 1 || conc < 1) {
-        fprintf(stderr, "floor: N and C must be at least 1\n");
-        return 2;
-    }
-    size_t body_len;
-    char *body = read_file(argv[4], &body_len);
-    if (!body) {
-        perror(argv[4]);
-        return 2;
-    }
-    int ok = setup_lua(body, body_len, argv[4]) == 0;
-    free(body);
+    struct bench_args a;
+    bench_args(argc, argv, "bench_floor", &a);
+    total = a.total;
+    long conc = a.conc;
+    url = a.url;
+    headers = a.headers;
+    int ok = setup_lua(a.body, a.body_len, a.body_path) == 0;
+    free(a.body);
     if (!ok) return 2;
 
     curl_ev_init();
-    headers = curl_slist_append(NULL, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
-    for (int a = 5; a < argc; a++) headers = curl_slist_append(headers, argv[a]); /* e.g. auth */
-    if (conc > total) conc = total;
     struct slot *slots = calloc((size_t)conc, sizeof *slots);
     if (!slots) {
         fprintf(stderr, "floor: out of memory\n");
