@@ -141,8 +141,18 @@ mk_plugin() { # version: the mistral example with its answers tagged
 }
 mk_plugin v1
 start() {
-    T -f /dev/null new-session -d -s repl -x 160 -y 50 \
-        "cd '$dir' && XDG_STATE_HOME='$dir/state' WEFT_LOG=off WEFT_CANARY_KEY='$WEFT_CANARY_KEY' '$WEFT' repl --mock --plugins '$dir/plugins'; echo REPL-EXITED rc=\$?; sleep 30"
+    # (after kill-session of the last session the tmux server exits; a
+    # new-session racing that exit fails with "server exited
+    # unexpectedly": wait for the old server to go, and try again)
+    local i
+    for i in $(seq 50); do T list-sessions > /dev/null 2>&1 || break; sleep 0.1; done
+    for i in 1 2 3 4 5; do
+        T -f /dev/null new-session -d -s repl -x 160 -y 50 \
+            "cd '$dir' && XDG_STATE_HOME='$dir/state' WEFT_LOG=off WEFT_CANARY_KEY='$WEFT_CANARY_KEY' '$WEFT' repl --mock --plugins '$dir/plugins'; echo REPL-EXITED rc=\$?; sleep 30" &&
+            return 0
+        sleep 0.2
+    done
+    return 1
 }
 screen() { T capture-pane -t repl -p -S -200; }
 # checks on the screen run here: `bash -c` would not see screen() (and a
