@@ -78,7 +78,8 @@ static int timer_fn(CURLM *m, long ms, void *u) {
 
 /* The arguments both clients take: N C URL BODY_FILE [HEADER...]. The
  * body file is read whole (at most 16 MiB); the request headers are
- * Content-Type: application/json, an empty Expect: and each HEADER.
+ * Content-Type: application/json, an empty Expect: and each HEADER (and
+ * the User-Agent, BENCH_USER_AGENT, set on each handle).
  * Prints the usage or the problem and exits 2 on bad arguments. */
 struct bench_args {
     long total, conc;
@@ -117,6 +118,13 @@ static void bench_args(int argc, char **argv, const char *name, struct bench_arg
     a->headers = curl_slist_append(a->headers, "Expect:");
     for (int i = 5; i < argc; i++) a->headers = curl_slist_append(a->headers, argv[i]); /* e.g. auth */
 }
+
+/* The User-Agent weft sends (CURLOPT_USERAGENT, as runtime/http_client.c
+ * sets it): a baseline sets it too, so that both clients put the same
+ * request on the wire. curl formats this line for every request (about
+ * 5k instructions of its printf); a baseline without it would count that
+ * work as weft's. */
+#define BENCH_USER_AGENT "weft/" WEFT_VERSION
 
 /* The next transfer curl reports done, taken off the multi handle, with
  * its result and HTTP status; NULL when there is none left (drain's loop). */

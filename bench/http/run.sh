@@ -83,6 +83,13 @@ measure() { # name n c
                                  / failed/ { if ($4 != 0) { print "FAILED: " $0 > "/dev/stderr"; exit 1 } }'
 }
 
+# ---- both clients send the same request (bench/wire.sh)
+. "$here/../wire.sh"
+wire_start "$WEFT" "$dir"
+wire_send "$WEFT" run "$here/client.lua" 1 1 "$WIRE_URL/v1/chat/completions" "$BODY"
+wire_send "$BASE" 1 1 "$WIRE_URL/v1/chat/completions" "$BODY"
+wire_check
+
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 measure weft 2000 "$C" > /dev/null   # warm-up (page cache, nginx)

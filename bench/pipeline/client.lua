@@ -33,7 +33,7 @@ if mode == "http" then
     local body = weft.json.encode(p.encode("complete", { model = "gpt-4o-mini", max_tokens = 64,
         messages = { { role = "user", content = PROMPT } } }, require("weft.plugins").configure(p, {})).body)
     local opts = { method = "POST", url = URL .. "/v1/chat/completions", body = body,
-                   headers = { ["content-type"] = "application/json",
+                   headers = { ["content-type"] = "application/json", accept = "application/json",
                                authorization = "Bearer " .. weft.mock.DEFAULT_KEYS.openai } }
     local started, done, failed = 0, 0, 0
     local workers = {}

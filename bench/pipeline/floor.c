@@ -213,6 +213,7 @@ static void slot_init(struct slot *s) {
     weft_buf_init(&s->ans, MAX_ANSWER, 0);
     curl_easy_setopt(s->easy, CURLOPT_URL, url);
     curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(s->easy, CURLOPT_USERAGENT, BENCH_USER_AGENT);
     curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);

@@ -51,6 +51,16 @@ WEFT_LOG=warn "$WEFT" run "$here/client.lua" body "$dir/body.json"
 KEY=$(WEFT_LOG=off "$WEFT" -e 'print(weft.mock.DEFAULT_KEYS.openai)')
 echo "target: weft mock $url (own process), body $(wc -c < "$dir/body.json") bytes, N=$N C=$C, $PAIRS pairs"
 
+# ---- the four clients send the same request (bench/wire.sh): the
+# plugin's headers, weft's User-Agent
+. "$here/../wire.sh"
+wire_start "$WEFT" "$dir"
+wire_send "$WEFT" run "$here/client.lua" 1 1 "$WIRE_URL"
+wire_send "$WEFT" run "$here/client.lua" http 1 1 "$WIRE_URL"
+wire_send "$FLOOR" 1 1 "$WIRE_URL/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json"
+wire_send "$BASE" 1 1 "$WIRE_URL/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json"
+wire_check
+
 measure() { # name n c -> "calls_per_s cpu_us_per_call"
     local name=$1 n=$2 c=$3 out
     if [ "$name" = weft ]; then
@@ -58,9 +68,9 @@ measure() { # name n c -> "calls_per_s cpu_us_per_call"
     elif [ "$name" = http ]; then
         out=$( { WEFT_LOG=warn /usr/bin/time -f "TIME %U %S %e" timeout 300 "$WEFT" run "$here/client.lua" http "$n" "$c" "$url"; } 2>&1 )
     elif [ "$name" = floor ]; then
-        out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$FLOOR" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY"; } 2>&1 )
+        out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$FLOOR" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json"; } 2>&1 )
     else
-        out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$BASE" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY"; } 2>&1 )
+        out=$( { /usr/bin/time -f "TIME %U %S %e" timeout 300 "$BASE" "$n" "$c" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json"; } 2>&1 )
     fi
     echo "$out" | awk -v n="$n" '/^TIME/ { printf "%.0f %.1f\n", n / $4, ($2 + $3) * 1e6 / n }
                                  / failed/ { if ($4 != 0) { print "FAILED: " $0 > "/dev/stderr"; exit 1 } }'
@@ -99,8 +109,8 @@ echo "median ratio pipeline/floor CPU per call: $(median < "$dir/fl") (the floor
 . "$here/../instr.sh"
 pi=$(WEFT_LOG=warn instr_per_unit 2000 4000 "$WEFT" run "$here/client.lua" @N "$C" "$url")
 hi=$(WEFT_LOG=warn instr_per_unit 2000 4000 "$WEFT" run "$here/client.lua" http @N "$C" "$url")
-fl=$(instr_per_unit 2000 4000 "$FLOOR" @N "$C" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY")
-bi=$(instr_per_unit 2000 4000 "$BASE" @N "$C" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY")
+fl=$(instr_per_unit 2000 4000 "$FLOOR" @N "$C" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json")
+bi=$(instr_per_unit 2000 4000 "$BASE" @N "$C" "$url/v1/chat/completions" "$dir/body.json" "Authorization: Bearer $KEY" "Accept: application/json")
 if [ -n "$pi" ]; then
     echo "instructions/call (callgrind): pipeline $pi, weft.http $hi, floor $fl, baseline $bi;" \
         "ratios to baseline: pipeline $(ratio "$pi" "$bi"), weft.http $(ratio "$hi" "$bi"), floor $(ratio "$fl" "$bi");" \
