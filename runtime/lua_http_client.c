@@ -1192,8 +1192,10 @@ static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
     char *red = NULL;
     /* One pass over the whole "name\0value\0" block: a secret holds no
      * NUL, so no match spans two fields and the layout survives. */
-    if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &hlen) != 0)
+    size_t rlen = 0; /* (set only when red is) */
+    if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &rlen) != 0)
         luaL_error(L, "weft.http.request: out of memory (redaction)");
+    if (red) hlen = rlen;
     if (lazy) {
         if (red) { /* the transfer holds the redacted lines (nothing leaks if Lua raises) */
             weft_buf_free(&lx->head);
@@ -1215,7 +1217,7 @@ static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
         lua_setfield(L, -2, "__index");
         lua_setmetatable(L, -2); /* [res] */
     } else {
-        weft_push_headers(L, red ? red : h, red ? hlen : lx->head.len);
+        weft_push_headers(L, red ? red : h, hlen);
         free(red);
         lua_setfield(L, -2, "headers");
     }

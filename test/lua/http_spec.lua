@@ -500,6 +500,12 @@ describe("weft._http_client on a configured origin", function()
         local e = assert(raw { origin = base, path = "/rate", auth = auth })
         assert.are.equal("table", type(rawget(e, "headers")))
         assert.are.same(want, readings(e))
+        -- redact = true with no secret in the head (none sent to echo): the
+        -- lines as received, for rate() and for the table alike
+        local plain = assert(raw { origin = base, path = "/rate", json = true, redact = true })
+        assert.are.same(want, readings(plain))
+        assert.are.same({ "a", "b" }, plain.headers["x-dup"])
+        assert.are.equal("2000", plain.headers["x-ratelimit-remaining-tokens"])
         -- none from a table without headers (an error value)
         assert.are.equal(0, select("#", C.rate {}))
     end)
