@@ -100,9 +100,9 @@ struct lxfer {
     int body_ref;              /* anchors the request body string (one
                                   past BODY_COPY_MAX) */
     struct weft_buf reqbody;   /* else a copy of it, which curl reads */
-    size_t url_shown;          /* on an origin: the first url_shown bytes of
-                                  url are err.url (kept until delivery) */
-    int url_ref;               /* opts.url, for err.url */
+    size_t url_shown;          /* the first url_shown bytes of url are
+                                  err.url (kept until delivery): the URL on
+                                  an origin, or opts.url without userinfo */
     struct weft_headers hdrs;  /* request header lines, owned; borrowed by
                                   the transfer while it runs; cleared (the
                                   secret ones zeroed) when it ends, is
@@ -649,10 +649,11 @@ static void free_url(struct lxfer *lx) {
     }
 }
 
-/* The final URL of opts.url with auth.query parameters into lx->url:
- * lx->cu (made from `url`), without a fragment, then lx->authq. Returns
- * 0, or 2 with nil, err pushed (a URL curl cannot parse). */
-static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
+/* The final URL of opts.url with auth.query parameters into lx->url,
+ * after its err.url part and a NUL (at *at): lx->cu (made from `url`),
+ * without a fragment, then lx->authq. Returns 0, or 2 with nil, err
+ * pushed (a URL curl cannot parse). */
+static int final_url(lua_State *L, struct lxfer *lx, const char *url, size_t *at) {
     lx->cu = curl_url();
     if (!lx->cu) return luaL_error(L, "out of memory");
     CURLUcode rc = curl_url_set(lx->cu, CURLUPART_URL, url, 0);
@@ -669,10 +670,12 @@ static int final_url(lua_State *L, struct lxfer *lx, const char *url) {
     curl_free(q);
     size_t blen = strlen(base);
     /* One allocation for all of it: the appends below cannot fail. */
-    if (weft_buf_reserve(&lx->url, blen + 1 + lx->authq.len + 1) != 0) {
+    if (weft_buf_reserve(&lx->url, lx->url.len + 1 + blen + 1 + lx->authq.len + 1) != 0) {
         curl_free(base);
         return luaL_error(L, "out of memory");
     }
+    weft_buf_append_char(&lx->url, '\0');
+    *at = lx->url.len;
     weft_buf_append(&lx->url, base, blen);
     curl_free(base);
     if (lx->authq.len) {
@@ -707,7 +710,6 @@ static int l_start(lua_State *L) {
     weft_buf_init(&lx->reqbody, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
     lx->body_ref = LUA_NOREF;
     lx->head_ref = LUA_NOREF;
-    lx->url_ref = LUA_NOREF;
     lx->state = X_NEW;
     lx->res_index = lc->res_index;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lc->xfer_mt);
@@ -803,8 +805,18 @@ static int l_start(lua_State *L) {
                 return 2;
             }
         }
-        lua_pushvalue(L, SLOT(O_URL));
-        lx->url_ref = weft_ref(L);
+        /* err.url: the URL without its userinfo ("http://user:pass@host/"
+         * -> "http://host/"), copied (no reference to the string kept) */
+        const char *auth = req.url + (strncasecmp(req.url, "http://", 7) == 0 ? 7 : 8);
+        size_t alen = strcspn(auth, "/?#"), skip = 0;
+        for (size_t i = 0; i < alen; i++)
+            if (auth[i] == '@') skip = i + 1;
+        size_t pre = (size_t)(auth - req.url);
+        if (weft_buf_reserve(&lx->url, ulen - skip + 1) != 0)
+            return luaL_error(L, "weft.http.request: out of memory");
+        weft_buf_append(&lx->url, req.url, pre);
+        weft_buf_append(&lx->url, auth + skip, ulen - pre - skip);
+        lx->url_shown = lx->url.len;
     }
 
     int has_ctype = build_headers(L, lx);
@@ -850,9 +862,10 @@ static int l_start(lua_State *L) {
         }
         req.url = lx->url.data;
     } else if (lx->authq.len) {
-        r = final_url(L, lx, req.url);
+        size_t at = 0;
+        r = final_url(L, lx, req.url, &at);
         if (r) return r;
-        req.url = lx->url.data;
+        req.url = lx->url.data + at;
     }
     req.header_list = &lx->hdrs;
     lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
@@ -863,6 +876,10 @@ static int l_start(lua_State *L) {
         memset(lx->url.data + shown, 0, lx->url.len - shown);
         lx->url.len = shown;
         weft_buf_free(&lx->authq);
+        if (lx->cu) {
+            curl_url_cleanup(lx->cu);
+            lx->cu = NULL;
+        }
     } else {
         free_url(lx);
     }
@@ -890,33 +907,10 @@ static void release_refs(lua_State *L, struct lxfer *lx) {
         weft_unref(L, lx->head_ref);
         lx->head_ref = LUA_NOREF;
     }
-    if (lx->url_ref != LUA_NOREF) {
-        weft_unref(L, lx->url_ref);
-        lx->url_ref = LUA_NOREF;
-    }
     if (lx->url_shown) { /* (read by the error pushed before this) */
         weft_buf_free(&lx->url);
         lx->url_shown = 0;
     }
-}
-
-/* Push the string at the top of the stack without its userinfo
- * ("http://user:pass@host/" -> "http://host/"), replacing it. */
-static void strip_userinfo(lua_State *L) {
-    size_t n;
-    const char *u = lua_tolstring(L, -1, &n);
-    const char *sep = u ? strstr(u, "://") : NULL;
-    if (!sep) return;
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@') at = auth + i;
-    if (!at) return;
-    lua_pushlstring(L, u, (size_t)(auth - u));
-    lua_pushlstring(L, at + 1, n - (size_t)(at + 1 - u));
-    lua_concat(L, 2);
-    lua_remove(L, -2);
 }
 
 static void stop_xfer(struct lxfer *lx) {
@@ -1285,12 +1279,8 @@ static int deliver(lua_State *L, struct lxfer *lx) {
         lua_setfield(L, -2, "curl_code");
         lua_pushinteger(L, lx->sends);
         lua_setfield(L, -2, "sends");
-        if (lx->url_ref != LUA_NOREF) {
-            weft_getref(L, lx->url_ref);
-            strip_userinfo(L);
-            lua_setfield(L, -2, "url");
-        } else if (lx->url_shown) {
-            lua_pushlstring(L, lx->url.data, lx->url_shown); /* no user info on an origin */
+        if (lx->url_shown) {
+            lua_pushlstring(L, lx->url.data, lx->url_shown);
             lua_setfield(L, -2, "url");
         }
         if (lx->status) {
