@@ -670,7 +670,7 @@ static int final_url(lua_State *L, struct lxfer *lx, const char *url, size_t *at
     curl_free(q);
     size_t blen = strlen(base);
     /* One allocation for all of it: the appends below cannot fail. */
-    if (weft_buf_reserve(&lx->url, lx->url.len + 1 + blen + 1 + lx->authq.len + 1) != 0) {
+    if (weft_buf_reserve(&lx->url, 1 + blen + 1 + lx->authq.len + 1) != 0) {
         curl_free(base);
         return luaL_error(L, "out of memory");
     }
@@ -783,7 +783,7 @@ static int l_start(lua_State *L) {
     if (origin) {
         /* The URL is built on the configured origin (parsed once, kept by
          * the client); the path and query cannot move it elsewhere (checked
-         * again once it is complete). err.url is set by final_url. */
+         * again once it is complete). */
         org = weft_http_origin_get(lc->c, origin, err, sizeof err);
         /* written as text (weft_http_origin_render: the checks that keep
          * it on the origin, no URL handle); err.url is this, before any
@@ -870,18 +870,14 @@ static int l_start(lua_State *L) {
     req.header_list = &lx->hdrs;
     lx->x = weft_http_start(lc->c, &req, &callbacks, lx, err, sizeof err);
     /* curl keeps its own copy; what err.url shows of it is kept (the
-     * credential of an auth.query after it is zeroed) */
+     * rest, an auth.query credential and the full URL, zeroed) */
     size_t shown = lx->url_shown;
-    if (shown) {
-        memset(lx->url.data + shown, 0, lx->url.len - shown);
-        lx->url.len = shown;
-        weft_buf_free(&lx->authq);
-        if (lx->cu) {
-            curl_url_cleanup(lx->cu);
-            lx->cu = NULL;
-        }
-    } else {
-        free_url(lx);
+    memset(lx->url.data + shown, 0, lx->url.len - shown);
+    lx->url.len = shown;
+    weft_buf_free(&lx->authq);
+    if (lx->cu) {
+        curl_url_cleanup(lx->cu);
+        lx->cu = NULL;
     }
     if (!lx->x) return luaL_error(L, "weft.http.request: %s", err);
     lx->state = X_RUNNING;
@@ -1073,9 +1069,10 @@ static int push_rate(lua_State *L, const struct rate *r, int resets) {
 /* ------------------------------------------------- headers made lazily */
 
 /* The header lines of a json response whose res.headers is made when
- * first read: copied out of the transfer at delivery (redacted already
+ * first read: moved out of the transfer at delivery (redacted already
  * when the request asked for it) into a userdata of their size with no
- * metatable, which the collector frees without a finalizer. The
+ * metatable, which the collector frees without a finalizer and without
+ * zeroing, like the strings of a headers table. The
  * response's own metatable holds it: {__index = res_index, [1] = lhead}. */
 static const char HEAD_MARK = 'H';
 struct lhead {
@@ -1112,14 +1109,14 @@ static int res_index(lua_State *L) {
     struct lhead *hd = k && n == 7 && memcmp(k, "headers", 7) == 0 ? res_head(L, 1) : NULL;
     if (!hd) return 0;
     weft_push_headers(L, hd->data, hd->len); /* [res, k, h] */
+    hd->len = 0;     /* (the table has them now) */
+    hd->scanned = 0; /* (rate reads the table from now on) */
+    memset(&hd->rate, 0, sizeof hd->rate);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);
     lua_pushnil(L);
-    lua_setmetatable(L, 1);
-    hd->len = 0;     /* (the table has them now) */
-    hd->scanned = 0; /* (rate reads the table from now on) */
-    memset(&hd->rate, 0, sizeof hd->rate);
+    lua_setmetatable(L, 1); /* (hd goes with the metatable) */
     return 1;
 }
 
@@ -1206,6 +1203,7 @@ static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
         hd->scanned = 0;
         memset(&hd->rate, 0, sizeof hd->rate);
         if (hlen) memcpy(hd->data, h, hlen);
+        weft_buf_free(&lx->head); /* (zeroed: the userdata has them) */
         lua_rawseti(L, -2, 1); /* [res, mt] */
         lua_rawgeti(L, LUA_REGISTRYINDEX, lx->res_index);
         lua_setfield(L, -2, "__index");

@@ -188,6 +188,19 @@ describe("weft.http.serve", function()
         local err = raised(http.request, { url = url, timeout = 2 })
         assert.are.equal("http://127.0.0.1:" .. port .. "/p?q=1", err.url)
         assert.is_nil(tostring(err):find("hunter2", 1, true))
+        -- an upper-case scheme; an '@' after the authority is not userinfo
+        local base = "127.0.0.1:" .. port
+        err = raised(http.request, { url = "HTTPS://a:b@" .. base .. "/x", timeout = 2 })
+        assert.are.equal("HTTPS://" .. base .. "/x", err.url)
+        err = raised(http.request, { url = "http://" .. base .. "/p@x?a=b@c#f@g", timeout = 2 })
+        assert.are.equal("http://" .. base .. "/p@x?a=b@c#f@g", err.url)
+        -- with an auth.query credential: the URL as given (fragment kept),
+        -- never the parameter weft added
+        local key = weft.secrets.value("spec:url-query-key", "sk-url-query-canary-0123")
+        err = raised(http.request, { url = "http://u:p@" .. base .. "/q?x=1#frag", timeout = 2,
+                                      auth = { secret = key, query = "key" } })
+        assert.are.equal("http://" .. base .. "/q?x=1#frag", err.url)
+        assert.is_nil(tostring(err):find("canary", 1, true))
     end)
 
     it("refuses a URL without an http(s) scheme as invalid_request", function()
