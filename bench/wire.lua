@@ -22,7 +22,7 @@ local srv = weft.http.serve {
         for name, v in pairs(req.headers) do
             if not SKIP[name] then
                 if type(v) == "table" then v = table.concat(v, ", ") end
-                if name == "authorization" then v = "set" end
+                if name == "authorization" or name:find("key", 1, true) then v = "set" end
                 fields[#fields + 1] = name .. ": " .. v
             end
         end

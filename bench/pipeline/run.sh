@@ -38,7 +38,7 @@ for f in "$WEFT" "$BASE" "$FLOOR"; do [ -x "$f" ] || { echo "missing $f: build f
 
 dir=$(mktemp -d)
 mock_pid=
-trap '[ -n "$mock_pid" ] && kill $mock_pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "${WIRE_PID:-}" ] && { kill $WIRE_PID 2>/dev/null || true; }; [ -n "$mock_pid" ] && kill $mock_pid 2>/dev/null; rm -rf "$dir"' EXIT
 # (inflight.lua holds INFLIGHT connections open from this one address, with
 # room for the last run's while they close; by default the mock takes 2,500
 # from one address)
