@@ -65,6 +65,7 @@
 #include "task.h"
 
 #define XFER_MT "weft.http.xfer"
+#define HEAD_MT "weft.http.head"
 #define DEFAULT_TIMEOUT 600.0
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define DEFAULT_MAX_BODY (64.0 * 1024 * 1024)
@@ -81,10 +82,8 @@ struct lclient {
     struct weft_http_client *c;
     struct weft_loop *loop;
     struct lxfer *active;      /* transfers in flight, for the close hook */
-    int xfer_mt;               /* registry ref of XFER_MT (a lookup by name
-                                  costs ~200 instructions) */
-    int res_index;             /* registry ref of res_index, the __index of
-                                  a response whose headers are made lazily */
+    int xfer_mt, head_mt;      /* registry refs of the two metatables (a
+                                  lookup by name costs ~200 instructions) */
 };
 
 enum xstate { X_NEW, X_RUNNING, X_DONE, X_FAILED, X_CANCELLED, X_DELIVERED };
@@ -119,7 +118,7 @@ struct lxfer {
                                   buffer as res.json (no body string) */
     int sends;                 /* from the outcome: times the request was sent */
     int head_ref;              /* cached head table (streaming) */
-    int res_index;             /* the client's ref of res_index */
+    int head_mt;               /* the client's ref of HEAD_MT */
     int stream;
     int paused;
     enum xstate state;
@@ -235,14 +234,12 @@ static void client_close_hook(void *ud) {
     weft_http_client_free(lc->c);
     lua_State *L = lc->loop->L;
     luaL_unref(L, LUA_REGISTRYINDEX, lc->xfer_mt);
-    luaL_unref(L, LUA_REGISTRYINDEX, lc->res_index);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->head_mt);
     lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
     lua_pushnil(L);
     lua_rawset(L, LUA_REGISTRYINDEX);
     free(lc);
 }
-
-static int res_index(lua_State *L);
 
 static struct lclient *get_client(lua_State *L) {
     lua_pushlightuserdata(L, (void *)&CLIENT_KEY);
@@ -256,13 +253,13 @@ static struct lclient *get_client(lua_State *L) {
     lc->loop = loop;
     luaL_getmetatable(L, XFER_MT);
     lc->xfer_mt = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushcfunction(L, res_index);
-    lc->res_index = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_getmetatable(L, HEAD_MT);
+    lc->head_mt = luaL_ref(L, LUA_REGISTRYINDEX);
     lc->c = weft_http_client_new(loop->ev);
     if (!lc->c || weft_loop_on_close(loop, client_close_hook, lc) != 0) {
         weft_http_client_free(lc->c);
         luaL_unref(L, LUA_REGISTRYINDEX, lc->xfer_mt);
-        luaL_unref(L, LUA_REGISTRYINDEX, lc->res_index);
+        luaL_unref(L, LUA_REGISTRYINDEX, lc->head_mt);
         free(lc);
         return NULL;
     }
@@ -711,7 +708,7 @@ static int l_start(lua_State *L) {
     lx->body_ref = LUA_NOREF;
     lx->head_ref = LUA_NOREF;
     lx->state = X_NEW;
-    lx->res_index = lc->res_index;
+    lx->head_mt = lc->head_mt;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lc->xfer_mt);
     lua_setmetatable(L, -2);
     int lx_idx = lua_gettop(L);
@@ -1070,28 +1067,31 @@ static int push_rate(lua_State *L, const struct rate *r, int resets) {
 
 /* The header lines of a json response whose res.headers is made when
  * first read: moved out of the transfer at delivery (redacted already
- * when the request asked for it) into a userdata of their size with no
- * metatable, which the collector frees without a finalizer and without
- * zeroing, like the strings of a headers table. The
- * response's own metatable holds it: {__index = res_index, [1] = lhead}. */
+ * when the request asked for it). The response's own metatable holds it:
+ * {__index = res_index, [1] = lhead}. */
 static const char HEAD_MARK = 'H';
 struct lhead {
-    const char *mark; /* &HEAD_MARK */
-    size_t len;       /* bytes of data; 0 once res.headers was made */
-    int scanned;      /* rate holds the lines' rate-limit headers */
-    struct rate rate; /* (pointers into data) */
-    char data[];      /* "name\0value\0"..., names in lower case */
+    const char *mark;  /* &HEAD_MARK */
+    struct weft_buf b; /* "name\0value\0"..., names in lower case */
+    int scanned;       /* rate holds the lines' rate-limit headers */
+    struct rate rate;  /* (pointers into b) */
 };
 
+static int head_gc(lua_State *L) {
+    struct lhead *hd = lua_touserdata(L, 1);
+    weft_buf_free(&hd->b);
+    return 0;
+}
+
 /* The lhead behind the response table at idx (its metatable's [1], a
- * userdata of at least lhead's size with its mark), or NULL. Leaves the stack as
+ * userdata of lhead's size with its mark), or NULL. Leaves the stack as
  * it was. */
 static struct lhead *res_head(lua_State *L, int idx) {
     int top = lua_gettop(L);
     struct lhead *hd = NULL;
     if (lua_getmetatable(L, idx)) { /* [.., mt] */
         lua_rawgeti(L, -1, 1);      /* [.., mt, hd?] */
-        if (lua_type(L, -1) == LUA_TUSERDATA && lua_objlen(L, -1) >= sizeof *hd) {
+        if (lua_type(L, -1) == LUA_TUSERDATA && lua_objlen(L, -1) == sizeof *hd) {
             hd = lua_touserdata(L, -1);
             if (hd->mark != &HEAD_MARK) hd = NULL;
         }
@@ -1108,9 +1108,9 @@ static int res_index(lua_State *L) {
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL;
     struct lhead *hd = k && n == 7 && memcmp(k, "headers", 7) == 0 ? res_head(L, 1) : NULL;
     if (!hd) return 0;
-    weft_push_headers(L, hd->data, hd->len); /* [res, k, h] */
-    hd->len = 0;     /* (the table has them now) */
-    hd->scanned = 0; /* (rate reads the table from now on) */
+    weft_push_headers(L, hd->b.len ? hd->b.data : "", hd->b.len); /* [res, k, h] */
+    weft_buf_free(&hd->b); /* (the table has them now) */
+    hd->scanned = 0;       /* (rate's pointers went with them) */
     memset(&hd->rate, 0, sizeof hd->rate);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
@@ -1156,8 +1156,8 @@ static int l_rate(lua_State *L) {
     struct lhead *hd = res_head(L, 1);
     if (!hd) return 0;
     if (!hd->scanned) { /* once: the quota gauges and the limiter both read */
-        const char *p = hd->data;
-        for (size_t off = 0, len = hd->len; off < len;) {
+        const char *p = hd->b.len ? hd->b.data : NULL;
+        for (size_t off = 0, len = p ? hd->b.len : 0; off < len;) {
             const char *name = p + off;
             size_t nlen = strnlen(name, len - off);
             if (off + nlen + 1 >= len) break;
@@ -1183,33 +1183,31 @@ static void push_head(lua_State *L, struct lxfer *lx, int lazy) {
     char *red = NULL;
     /* One pass over the whole "name\0value\0" block: a secret holds no
      * NUL, so no match spans two fields and the layout survives. */
-    size_t rlen = 0; /* (set only when red is) */
-    if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &rlen) != 0)
+    if (lx->redact && hlen > 0 && weft_secrets_redact(h, hlen, &red, &hlen) != 0)
         luaL_error(L, "weft.http.request: out of memory (redaction)");
-    if (red) hlen = rlen;
     if (lazy) {
-        if (red) { /* the transfer holds the redacted lines (nothing leaks if Lua raises) */
-            weft_buf_free(&lx->head);
-            weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
-            int rc = weft_buf_append(&lx->head, red, hlen);
-            free(red);
-            if (rc != 0) luaL_error(L, "weft.http.request: out of memory (redaction)");
-            h = lx->head.data;
-        }
-        lua_createtable(L, 1, 1);                                 /* [res, mt] */
-        struct lhead *hd = lua_newuserdata(L, sizeof *hd + hlen); /* [res, mt, hd] */
+        lua_createtable(L, 1, 1);                          /* [res, mt] */
+        struct lhead *hd = lua_newuserdata(L, sizeof *hd); /* [res, mt, hd] */
         hd->mark = &HEAD_MARK;
-        hd->len = hlen;
         hd->scanned = 0;
         memset(&hd->rate, 0, sizeof hd->rate);
-        if (hlen) memcpy(hd->data, h, hlen);
-        weft_buf_free(&lx->head); /* (zeroed: the userdata has them) */
-        lua_rawseti(L, -2, 1); /* [res, mt] */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lx->res_index);
-        lua_setfield(L, -2, "__index");
+        if (red) {
+            weft_buf_init(&hd->b, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+            int rc = weft_buf_append(&hd->b, red, hlen);
+            free(red);
+            if (rc != 0) luaL_error(L, "weft.http.request: out of memory");
+        } else {
+            hd->b = lx->head; /* moved: the transfer keeps an empty buffer */
+            weft_buf_init(&lx->head, WEFT_BUF_NO_MAX, WEFT_BUF_SECRET);
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lx->head_mt); /* [res, mt, hd, hmt] */
+        lua_rawgeti(L, -1, 1);         /* res_index */
+        lua_setfield(L, -4, "__index");
+        lua_setmetatable(L, -2);
+        lua_rawseti(L, -2, 1);   /* [res, mt] */
         lua_setmetatable(L, -2); /* [res] */
     } else {
-        weft_push_headers(L, red ? red : h, hlen);
+        weft_push_headers(L, red ? red : h, red ? hlen : lx->head.len);
         free(red);
         lua_setfield(L, -2, "headers");
     }
@@ -1378,6 +1376,12 @@ int luaopen_weft_http_client(lua_State *L) {
     };
     static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
     weft_register_class(L, XFER_MT, methods, meta);
+    static const luaL_Reg head_meta[] = {{"__gc", head_gc}, {NULL, NULL}};
+    weft_register_class(L, HEAD_MT, NULL, head_meta);
+    luaL_getmetatable(L, HEAD_MT); /* [1] = the responses' __index (push_head) */
+    lua_pushcfunction(L, res_index);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     return 1;
