@@ -126,6 +126,21 @@ static void bench_args(int argc, char **argv, const char *name, struct bench_arg
  * work as weft's. */
 #define BENCH_USER_AGENT "weft/" WEFT_VERSION
 
+/* A handle set up to send a's request as weft does (URL, headers,
+ * User-Agent, no signals); the caller adds the body and the callbacks. */
+static CURL *curl_ev_easy(const struct bench_args *a) {
+    CURL *e = curl_easy_init();
+    if (!e) {
+        fprintf(stderr, "curl_easy_init failed\n");
+        exit(1);
+    }
+    curl_easy_setopt(e, CURLOPT_URL, a->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, BENCH_USER_AGENT);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    return e;
+}
+
 /* The next transfer curl reports done, taken off the multi handle, with
  * its result and HTTP status; NULL when there is none left (drain's loop). */
 static CURL *curl_ev_next_done(CURLcode *result, long *status) {

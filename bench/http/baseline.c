@@ -12,11 +12,8 @@
 
 #include "../curl_ev.h"
 
-static long started, finished, failed, total;
-static char *body;
-static size_t body_len;
-static const char *url;
-static struct curl_slist *headers;
+static long started, finished, failed;
+static struct bench_args args;
 
 static size_t discard(char *p, size_t s, size_t n, void *u) { return s * n; }
 
@@ -26,14 +23,10 @@ static void start_one(CURL *e) {
 }
 
 static CURL *make_easy(void) {
-    CURL *e = curl_easy_init();
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, BENCH_USER_AGENT);
+    CURL *e = curl_ev_easy(&args);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, args.body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)args.body_len);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     return e;
 }
 
@@ -44,32 +37,26 @@ static void drain(void) {
     while ((e = curl_ev_next_done(&result, &status))) {
         if (result != CURLE_OK || status != 200) failed++;
         finished++;
-        if (started < total) start_one(e);
+        if (started < args.total)
+            start_one(e);
         else curl_easy_cleanup(e);
     }
 }
 
 int main(int argc, char **argv) {
-    struct bench_args a;
-    bench_args(argc, argv, "bench_baseline", &a);
-    total = a.total;
-    long conc = a.conc;
-    url = a.url;
-    body = a.body;
-    body_len = a.body_len;
-    headers = a.headers;
+    bench_args(argc, argv, "bench_baseline", &args);
     curl_ev_init();
 
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long i = 0; i < conc && started < total; i++) start_one(make_easy());
+    for (long i = 0; i < args.conc && started < args.total; i++) start_one(make_easy());
     ev_run(loop, 0);
     double secs = seconds_since(&t0), cpu = cpu_seconds();
     printf("baseline: %ld requests, %ld failed, %.0f req/s, %.1f us CPU/request\n", finished,
            failed, (double)finished / secs, cpu * 1e6 / (double)finished);
     curl_multi_cleanup(multi);
-    curl_slist_free_all(headers);
-    free(body);
+    curl_slist_free_all(args.headers);
+    free(args.body);
     curl_global_cleanup();
     return failed ? 1 : 0;
 }

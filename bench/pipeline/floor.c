@@ -36,11 +36,10 @@ enum { ENCODE = 1, DECODE, MODEL, PROMPT, BASE = PROMPT };
 #define MAX_ANSWER (1 << 20) /* bytes; a bigger answer fails its request */
 
 static lua_State *L;
-static long started, finished, failed, total;
+static long started, finished, failed;
 static long max_tokens;
 static double tokens; /* prompt + completion tokens of all answers read */
-static const char *url;
-static struct curl_slist *headers;
+static struct bench_args args; /* (its body is the template, read by setup_lua) */
 
 /* One of the C concurrent requests: its easy handle is reused (keep-alive)
  * from one request to the next. Owned by main's slot array. */
@@ -208,21 +207,17 @@ static size_t write_cb(char *p, size_t size, size_t n, void *ud) {
 }
 
 static void slot_init(struct slot *s) {
-    s->easy = curl_easy_init();
+    s->easy = curl_ev_easy(&args);
     weft_buf_init(&s->req, WEFT_BUF_NO_MAX, 0);
     weft_buf_init(&s->ans, MAX_ANSWER, 0);
-    curl_easy_setopt(s->easy, CURLOPT_URL, url);
-    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(s->easy, CURLOPT_USERAGENT, BENCH_USER_AGENT);
     curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-    curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
 }
 
 /* Start the next request on slot s; when all are started, let the slot go. */
 static void next(struct slot *s) {
-    while (started < total) {
+    while (started < args.total) {
         started++;
         weft_buf_reset(&s->ans);
         if (encode_request(s) == 0) {
@@ -262,14 +257,11 @@ static void drain(void) {
 }
 
 int main(int argc, char **argv) {
-    struct bench_args a;
-    bench_args(argc, argv, "bench_floor", &a);
-    total = a.total;
-    long conc = a.conc;
-    url = a.url;
-    headers = a.headers;
-    int ok = setup_lua(a.body, a.body_len, a.body_path) == 0;
-    free(a.body);
+    bench_args(argc, argv, "bench_floor", &args);
+    long conc = args.conc;
+    int ok = setup_lua(args.body, args.body_len, args.body_path) == 0;
+    free(args.body);
+    args.body = NULL;
     if (!ok) return 2;
 
     curl_ev_init();
@@ -301,7 +293,7 @@ int main(int argc, char **argv) {
     }
     free(slots);
     curl_multi_cleanup(multi);
-    curl_slist_free_all(headers);
+    curl_slist_free_all(args.headers);
     lua_close(L);
     curl_global_cleanup();
     return failed ? 1 : 0;
