@@ -9,6 +9,9 @@
 --- them from there. `weft.http.serve{...}` runs each request's handler in
 --- its own task.
 local client = require "weft._http_client"
+-- (weft.json gives the C decoder its array and object marks: a json = true
+-- answer is decoded with them, whatever the script loaded first)
+require "weft.json"
 
 local type, error, pcall, xpcall, pairs, tostring = type, error, pcall, xpcall, pairs, tostring
 local traceback = debug.traceback

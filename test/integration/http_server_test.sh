@@ -66,6 +66,12 @@ check "50 concurrent slow handlers all answered" \
 "$RAW" "$port" --timeout 0.2 < <(printf 'GET /slow?ms=500 HTTP/1.1\r\nHost: x\r\n\r\n') > /dev/null
 check "still serving after a client left early" alive
 
+# A script whose first JSON is a json = true answer (weft.json not loaded
+# by the script): decoded all the same.
+printf 'local r = weft.http.request { url = arg[1] .. "/echo?x=1", json = true }\nprint(r.status, r.json.path, r.json.query)\n' > "$dir/json_first.lua"
+check "json = true in a script that loaded no weft.json" \
+    bash -c "timeout 20 '$WEFT' run '$dir/json_first.lua' '$url' 2>&1 | grep -qx \$'200\t/echo\tx=1'"
+
 check "server process still alive" kill -0 "$srv_pid"
 kill -INT "$srv_pid"
 wait "$srv_pid"; rc=$?
