@@ -1104,6 +1104,9 @@ static struct lhead *res_head(lua_State *L, int idx) {
  * now and stored in res, which then loses this metatable; any other key
  * is nil, as it would be. */
 static int res_index(lua_State *L) {
+    /* (the metatable is a plain table: a script can reach this function
+     * and the lhead, and call it on anything) */
+    if (!lua_istable(L, 1)) return 0;
     size_t n = 0;
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL;
     struct lhead *hd = k && n == 7 && memcmp(k, "headers", 7) == 0 ? res_head(L, 1) : NULL;

@@ -397,6 +397,7 @@ static int l_is(lua_State *L) {
 static int l_state(lua_State *L) {
     struct lsecret *h = lua_touserdata(L, 1);
     if (!h || lua_objlen(L, 1) != sizeof *h || h->mark != &SECRET_MARK) return 0;
+    if (!h->s) return 0; /* (a handle its __gc already released) */
     lua_pushboolean(L, weft_secret_valid(h->s, weft_clock_now(NULL)));
     lua_pushnumber(L, (lua_Number)h->s->version);
     return 2;

@@ -519,6 +519,17 @@ describe("weft._http_client on a configured origin", function()
         assert.are.same(want, readings(plain))
         assert.are.same({ "a", "b" }, plain.headers["x-dup"])
         assert.are.equal("2000", plain.headers["x-ratelimit-remaining-tokens"])
+        -- the response's metatable is a plain table a script can reach: its
+        -- __index called on anything else, or with its lhead put behind
+        -- another value, does nothing
+        local mt = getmetatable(assert(raw { origin = base, path = "/rate", json = true }))
+        local smt = getmetatable("")
+        smt[1] = mt[1]
+        local ok, v = pcall(mt.__index, "a string", "headers")
+        smt[1] = nil
+        assert.is_true(ok)
+        assert.is_nil(v)
+        assert.is_nil(mt.__index(42, "headers"))
         -- none from a table without headers (an error value)
         assert.are.equal(0, select("#", C.rate {}))
     end)
