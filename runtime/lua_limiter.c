@@ -129,9 +129,16 @@ static void deadline_cb(struct ev_loop *ev, ev_timer *w, int revents) {
     schedule(ll); /* the head may have changed */
 }
 
+/* Cancelled while queued: the cancelled error (on top of the task's
+ * stack) says how long it queued, as a refusal does. */
 static void wait_cancel(struct weft_wait *w) {
     struct lwaiter *lw = (struct lwaiter *)((char *)w - offsetof(struct lwaiter, wait));
     struct llimiter *ll = lw->ll;
+    lua_State *co = lw->task->co;
+    if (lw->task->cancel_error_on_top && lua_istable(co, -1)) {
+        lua_pushnumber(co, weft_clock_now(NULL) - lw->since);
+        lua_setfield(co, -2, "waited");
+    }
     weft_limiter_cancel(ll->l, &lw->w);
     waiter_free(lw);
     schedule(ll);

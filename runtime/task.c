@@ -211,9 +211,11 @@ static void push_cancelled(lua_State *L, struct weft_task *t) {
 
 int weft_task_suspend(lua_State *L, struct weft_task *t, struct weft_wait *w) {
     if (t->cancelled) {
-        w->cancel(w);
         lua_pushnil(L);
         push_cancelled(L, t);
+        t->cancel_error_on_top = 1;
+        w->cancel(w);
+        t->cancel_error_on_top = 0;
         return 2;
     }
     t->wait = w;
@@ -433,9 +435,11 @@ int weft_task_cancel(struct weft_task *t, const char *reason) {
     if (t->state == WEFT_TASK_WAITING) {
         struct weft_wait *w = t->wait;
         t->wait = NULL;
-        w->cancel(w);
         lua_pushnil(t->co);
         push_cancelled(t->co, t);
+        t->cancel_error_on_top = 1;
+        w->cancel(w);
+        t->cancel_error_on_top = 0;
         t->nresume = 2;
         enqueue(t);
     } else if (t->state == WEFT_TASK_READY && !t->started) {

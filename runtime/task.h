@@ -29,7 +29,10 @@ struct weft_wait {
     weft_cancel_fn cancel;     /* called when the task is cancelled while
                                   waiting: stop watchers, free the operation.
                                   Must not wake the task (the scheduler
-                                  resumes it with a `cancelled` error). */
+                                  resumes it with a `cancelled` error; while
+                                  the task's cancel_error_on_top is set, that
+                                  error is on top of its co and cancel may add
+                                  fields to it). */
     const char *what;          /* what is being waited for ("sleep", ...) */
     int (*push)(lua_State *L, struct weft_wait *w);
                                /* for weft_task_wake_push: pushes the
@@ -58,6 +61,9 @@ struct weft_task {
     enum weft_task_state state;
     int nresume;               /* values on co's stack for the next resume */
     int cancelled;             /* cancel requested: waits fail with `cancelled` */
+    int cancel_error_on_top;   /* 1 while a wait's cancel runs with the task's
+                                  `cancelled` error on top of co (it may add
+                                  fields to it); 0 at shutdown */
     const char *cancel_reason; /* static text for the cancelled error, or NULL */
     int queued;                /* on the run queue (keeps self_ref held) */
     int started;               /* has been resumed at least once */

@@ -60,6 +60,20 @@ describe("weft.limiter", function()
         assert.is_true(high:wait() >= 0.04)
     end)
 
+    it("says how long a queued caller waited when its task is cancelled", function()
+        local lim = weft.limiter.new { rps = 1, burst = 1 }
+        lim:acquire()
+        local queued = weft.spawn(function() return lim:acquire() end) -- next slot in ~1 s
+        weft.sleep(0.05)
+        queued:cancel()
+        local ok, err = pcall(queued.wait, queued)
+        assert.is_false(ok)
+        assert.are.equal("cancelled", err.kind)
+        assert.is_true(err.waited >= 0.04, tostring(err.waited))
+        -- the slot it gave up goes to the next caller, not later
+        assert.are.equal(0, lim:state().queued)
+    end)
+
     it("token_burst sizes the shortest token limit's bucket (a minute's tokens do not go at once)", function()
         local lim = weft.limiter.new { rpm = 1000, tpm = 600000, token_burst = 200 }
         assert.are.equal(200, lim:state().limits.tpm.burst)
