@@ -152,6 +152,8 @@ end
 --- Completions form: the system text first, `name` and `tool_call_id`
 --- kept, tool calls as `{id, type = "function", function = {name,
 --- arguments}}` (and `content = null` beside them when there is no text).
+--- Messages of a role and a text each, with no system text: `req.messages`
+--- itself (copy it before changing it: the request serves every attempt).
 ---@param req table
 ---@return table[]
 function M.openai_messages(req)
