@@ -1387,5 +1387,7 @@ int luaopen_weft_http_client(lua_State *L) {
     lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
+    lua_pushnumber(L, DEFAULT_CONNECT_TIMEOUT); /* (weft.http and the config read it) */
+    lua_setfield(L, -2, "DEFAULT_CONNECT_TIMEOUT");
     return 1;
 }

@@ -409,7 +409,7 @@ local function build(name, raw, where)
         end) or nil,
         breaker = raw.breaker ~= false and made("breaker", breaker_mod.new, br_opts) or nil,
         policy = made("retry", retry.policy, retry_opts),
-        timeout = raw.timeout or 120, connect_timeout = raw.connect_timeout or 10,
+        timeout = raw.timeout or 120, connect_timeout = raw.connect_timeout or require("weft.http").DEFAULT_CONNECT_TIMEOUT,
         idle_timeout = raw.idle_timeout or 60,
         cfgs = setmetatable({}, { __mode = "k" }), -- plugin version -> its configuration
     }

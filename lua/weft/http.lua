@@ -70,7 +70,7 @@ local SERVE_KEYS = {
 
 --- The connect timeout of a request that gives none, in seconds
 --- (runtime/lua_http_client.c's DEFAULT_CONNECT_TIMEOUT).
-M.DEFAULT_CONNECT_TIMEOUT = 10
+M.DEFAULT_CONNECT_TIMEOUT = client.DEFAULT_CONNECT_TIMEOUT
 
 local function shallow_copy(t)
     local c = {}
