@@ -3,7 +3,8 @@
 --- weft.mock.anthropic_batch), requiring `x-api-key`
 --- (or `Authorization: Bearer`) and `anthropic-version`; error bodies `{"type":"error","error":{"type",
 --- "message"}}`; `anthropic-ratelimit-*` headers with RFC 3339 resets and a
---- `request-id`.
+--- `request-id`. Tool calls (see weft.mock): one `tool_use` block with
+--- stop_reason "tool_use", streamed as `input_json_delta` pieces.
 local json = require "weft.json"
 local common = require "weft.mock.common"
 local batch = require "weft.mock.anthropic_batch"
@@ -91,6 +92,20 @@ local function text_of(content)
     return ""
 end
 
+-- The text of the tool_result blocks of a message's content (joined by
+-- newlines), nil when it has none.
+local function tool_results(content)
+    if type(content) ~= "table" then return nil end
+    local parts
+    for _, p in ipairs(content) do
+        if type(p) == "table" and p.type == "tool_result" then
+            parts = parts or {}
+            parts[#parts + 1] = text_of(p.content)
+        end
+    end
+    return parts and table.concat(parts, "\n")
+end
+
 function M.validate(ctx)
     if not MESSAGES[ctx.endpoint] then return nil end
     local b = ctx.body
@@ -110,7 +125,9 @@ function M.input_tokens(ctx)
     local b = ctx.body
     local n = 0
     if b.system then n = n + 3 + common.count_tokens(text_of(b.system)) end
-    for _, m in ipairs(b.messages) do n = n + 3 + common.count_tokens(text_of(m.content)) end
+    for _, m in ipairs(b.messages) do
+        n = n + 3 + common.count_tokens(text_of(m.content)) + common.count_tokens(tool_results(m.content) or "")
+    end
     return n
 end
 
@@ -175,22 +192,57 @@ local function event(name, data)
     return "event: " .. name .. "\ndata: " .. json.encode(data) .. "\n\n"
 end
 
+-- The tool the request gets a call of instead of a text answer, or nil:
+-- it has tools, tool_choice is not {type = "none"}, its last message is the
+-- user's and holds no tool_result, and tool_choice is {type = "any"} or
+-- {type = "tool", name = ...}, or the user's text starts with "call "
+-- (common.tool_to_call picks the tool).
+local function tool_to_call(b, last, prompt)
+    local tools, choice = b.tools, type(b.tool_choice) == "table" and b.tool_choice or {}
+    if type(tools) ~= "table" or choice.type == "none" or type(last) ~= "table" or last.role ~= "user" then
+        return nil
+    end
+    local names = {}
+    for _, t in ipairs(tools) do
+        if type(t) == "table" and type(t.name) == "string" then names[#names + 1] = t.name end
+    end
+    local forced = choice.type == "any" or nil
+    if choice.type == "tool" and type(choice.name) == "string" then forced = choice.name end
+    return common.tool_to_call(names, forced, prompt)
+end
+
 local function messages(ctx)
     local b, res = ctx.body, ctx.res
-    local prompt = ""
+    local prompt, results = "", nil
     for i = #b.messages, 1, -1 do
-        if b.messages[i].role == "user" then prompt = text_of(b.messages[i].content) break end
+        local m = b.messages[i]
+        if m.role == "user" then
+            -- a tool's result: echo it
+            results = tool_results(m.content)
+            prompt = results or text_of(m.content)
+            break
+        end
     end
     local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
-    local text, out_tokens, cut, pieces = common.answer(prompt, b.max_tokens)
-    local stop = cut and "max_tokens" or "end_turn"
+    local last = b.messages[#b.messages]
+    local tool = not results and tool_to_call(b, last, prompt)
+    local text, out_tokens, cut, pieces, stop, content, call_id
+    if tool then
+        text, out_tokens, pieces = common.tool_arguments(tool, prompt)
+        stop, call_id = "tool_use", common.id("toolu_")
+        content = { { type = "tool_use", id = call_id, name = tool, input = { text = prompt } } }
+    else
+        text, out_tokens, cut, pieces = common.answer(prompt, b.max_tokens)
+        stop = cut and "max_tokens" or "end_turn"
+        content = { { type = "text", text = text } }
+    end
     local id = common.id("msg_")
     local headers = limit_headers(ctx, { ["content-type"] = "application/json",
                                          ["request-id"] = common.id("req_") })
     if not b.stream then
         local body = json.encode {
             id = id, type = "message", role = "assistant", model = ctx.model,
-            content = { { type = "text", text = text } },
+            content = content,
             stop_reason = stop, stop_sequence = json.null,
             usage = { input_tokens = in_tokens, output_tokens = out_tokens },
         }
@@ -210,12 +262,14 @@ local function messages(ctx)
             stop_reason = json.null, stop_sequence = json.null,
             usage = { input_tokens = in_tokens, output_tokens = 1 } } }),
         event("content_block_start", { type = "content_block_start", index = 0,
-                                       content_block = { type = "text", text = "" } }),
+                                       content_block = tool and { type = "tool_use", id = call_id, name = tool,
+                                                                  input = json.object() }
+                                           or { type = "text", text = "" } }),
         event("ping", { type = "ping" }),
     }
     for _, p in ipairs(pieces) do
-        events[#events + 1] = event("content_block_delta", { type = "content_block_delta", index = 0,
-                                                             delta = { type = "text_delta", text = p } })
+        local d = tool and { type = "input_json_delta", partial_json = p } or { type = "text_delta", text = p }
+        events[#events + 1] = event("content_block_delta", { type = "content_block_delta", index = 0, delta = d })
     end
     events[#events + 1] = event("content_block_stop", { type = "content_block_stop", index = 0 })
     events[#events + 1] = event("message_delta", { type = "message_delta",

@@ -38,6 +38,9 @@ Default keys (what a client must send unless --key or the profile's keys say oth
   anthropic  x-api-key: ]] .. K.anthropic .. [[ (or Authorization: Bearer), and an anthropic-version header
   gemini     x-goog-api-key: ]] .. K.gemini .. [[ (or ?key=)
 
+Tool calls: a chat with tools ending in a user message gets a call, arguments {"text": <message>},
+when tool_choice asks for one or the message starts with "call " ("call NAME" picks tool NAME).
+
 Profile: a Lua file returning a table; every key is optional, an unknown one is an error.
   keys = { openai = "...", anthropic = "...", gemini = "..." }    expected keys
   limits = { rps =, rpm =, rpd =, tpm =, quota =, window = "bucket"|"fixed" }    per key and dialect

@@ -1,7 +1,10 @@
 --- weft.mock.common: what the mock's dialects share: the tokenizer, the
---- deterministic answers and embeddings, header value formats, SSE output.
+--- deterministic answers and tool calls, embeddings, header value formats,
+--- SSE output.
 local ffi = require "ffi"
+local json = require "weft.json"
 
+local type, ipairs = type, ipairs
 local floor, min = math.floor, math.min
 local format, gmatch, concat = string.format, string.gmatch, table.concat
 
@@ -51,13 +54,54 @@ function M.answer(prompt, max_tokens)
     return full, #pieces, false, pieces
 end
 
+--- The tool a chat request gets a call of instead of a text answer, or nil
+--- (the dialects decide first that the last message is the user's and that
+--- tool_choice does not say "none"). `names`: the request's tool names in
+--- order; `forced`: the name its tool_choice names, true when it asks for
+--- some tool (OpenAI "required", Anthropic {type = "any"}), nil otherwise;
+--- `prompt`: the last user message's text. A named tool is called as it
+--- is; else, when a tool is asked for or the prompt starts with "call ",
+--- the tool named by the word after "call " if the request has it, else
+--- its first tool.
+---@param names string[]
+---@param forced string|boolean|nil
+---@param prompt string
+---@return string?
+function M.tool_to_call(names, forced, prompt)
+    if #names == 0 then return nil end
+    if type(forced) == "string" then return forced end
+    if not forced and prompt:sub(1, 5) ~= "call " then return nil end
+    local asked = prompt:match("^call%s+([%w_%-]+)")
+    for _, n in ipairs(names) do
+        if n == asked then return n end
+    end
+    return names[1]
+end
+
+--- The arguments of the mock's tool call for `prompt`: the JSON text
+--- `{"text": prompt}`. Returns it, the output tokens of the call (those
+--- of the tool's name and of the arguments) and the arguments' pieces
+--- (what a stream sends, one piece an event).
+---@param name string
+---@param prompt string
+---@return string arguments
+---@return integer output_tokens
+---@return string[] pieces
+function M.tool_arguments(name, prompt)
+    local args = json.encode { text = prompt }
+    local pieces = M.pieces(args)
+    return args, M.count_tokens(name) + #pieces, pieces
+end
+
 --- A deterministic unit vector for `text` (dimension `dim`, default 8),
 --- rounded to 6 decimals.
 function M.embedding(text, dim, words)
     dim = dim or 8
     if words then return M.words_embedding(text, dim) end
+    -- FNV-style hash mod 2^32, exact in doubles: h * 16777619 would need 56
+    -- bits (1-byte texts collided), so multiply by 2^24 + 403 in two parts.
     local h = 2166136261
-    for i = 1, #text do h = (h * 16777619 + text:byte(i)) % 4294967296 end
+    for i = 1, #text do h = ((h % 256) * 16777216 + h * 403 + text:byte(i)) % 4294967296 end
     local v, norm = {}, 0
     for i = 1, dim do
         h = (h * 1103515245 + 12345) % 2147483648

@@ -5,7 +5,8 @@
 --- "status"}}`; a 429 is RESOURCE_EXHAUSTED with a google.rpc.QuotaFailure
 --- and a google.rpc.RetryInfo retryDelay. Like the real service it sends no
 --- rate-limit headers, answers a wrong key with 400 API_KEY_INVALID and a
---- missing key with 403 PERMISSION_DENIED.
+--- missing key with 403 PERMISSION_DENIED. Tool calls (see weft.mock): one
+--- `functionCall` part with finishReason "STOP", in one stream chunk.
 local json = require "weft.json"
 local common = require "weft.mock.common"
 
@@ -103,6 +104,24 @@ local function text_of(content)
     return table.concat(parts, "\n")
 end
 
+-- The text of a content's functionResponse parts (joined by newlines): a
+-- response's `content` when it is a string (weft's gemini plugin sends
+-- {content = ...}), else the response as JSON; nil when it has none.
+local function function_responses(content)
+    if type(content) ~= "table" or type(content.parts) ~= "table" then return nil end
+    local parts
+    for _, p in ipairs(content.parts) do
+        local fr = type(p) == "table" and p.functionResponse
+        if type(fr) == "table" then
+            local r = fr.response
+            parts = parts or {}
+            parts[#parts + 1] = type(r) == "table" and type(r.content) == "string" and r.content
+                or json.encode(r == nil and json.object() or r)
+        end
+    end
+    return parts and table.concat(parts, "\n")
+end
+
 function M.validate(ctx)
     local b, ep = ctx.body, ctx.endpoint
     if ep == "generateContent" or ep == "streamGenerateContent" or ep == "countTokens" then
@@ -130,7 +149,9 @@ function M.input_tokens(ctx)
     end
     if type(b.contents) == "table" then
         if b.systemInstruction then n = n + common.count_tokens(text_of(b.systemInstruction)) end
-        for _, c in ipairs(b.contents) do n = n + common.count_tokens(text_of(c)) end
+        for _, c in ipairs(b.contents) do
+            n = n + common.count_tokens(text_of(c)) + common.count_tokens(function_responses(c) or "")
+        end
     end
     return n
 end
@@ -203,27 +224,74 @@ function M.status_response(ctx, status)
     return response(status, err_body(status, STATUS_MESSAGES[status] or ("Error " .. status .. " (injected by weft mock)."), nil, details))
 end
 
-local function candidate(text, finish)
-    local c = { content = { parts = { { text = text } }, role = "model" }, index = 0 }
+local function candidate(text, finish, call)
+    local part = call and { functionCall = call } or { text = text }
+    local c = { content = { parts = { part }, role = "model" }, index = 0 }
     if finish then c.finishReason = finish end
     return c
 end
 
+-- The function the request gets a call of instead of a text answer, or
+-- nil: it has functionDeclarations, toolConfig.functionCallingConfig.mode
+-- is not "NONE", its last content is the user's and holds no
+-- functionResponse, and the mode is "ANY" (choosing among
+-- allowedFunctionNames when given), or the user's text starts with "call "
+-- (common.tool_to_call picks the function).
+local function tool_to_call(b, last, prompt)
+    if type(b.tools) ~= "table" or type(last) ~= "table" or (last.role ~= nil and last.role ~= "user") then
+        return nil
+    end
+    local cfg = type(b.toolConfig) == "table" and type(b.toolConfig.functionCallingConfig) == "table"
+        and b.toolConfig.functionCallingConfig or {}
+    if cfg.mode == "NONE" then return nil end
+    local names = {}
+    for _, t in ipairs(b.tools) do
+        local decls = type(t) == "table" and (t.functionDeclarations or t.function_declarations)
+        if type(decls) == "table" then
+            for _, d in ipairs(decls) do
+                if type(d) == "table" and type(d.name) == "string" then names[#names + 1] = d.name end
+            end
+        end
+    end
+    local forced = cfg.mode == "ANY" or nil
+    if forced and type(cfg.allowedFunctionNames) == "table" and #cfg.allowedFunctionNames > 0 then
+        names = {}
+        for _, n in ipairs(cfg.allowedFunctionNames) do
+            if type(n) == "string" then names[#names + 1] = n end
+        end
+    end
+    return common.tool_to_call(names, forced, prompt)
+end
+
 local function generate(ctx)
     local b, res = ctx.body, ctx.res
-    local prompt = ""
+    local prompt, results = "", nil
     for i = #b.contents, 1, -1 do
         local c = b.contents[i]
-        if type(c) == "table" and (c.role == nil or c.role == "user") then prompt = text_of(c) break end
+        if type(c) == "table" and (c.role == nil or c.role == "user") then
+            -- a function's response: echo it
+            results = function_responses(c)
+            prompt = results or text_of(c)
+            break
+        end
     end
     local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
-    local text, out_tokens, cut, pieces = common.answer(prompt, max_out(b))
+    local tool = not results and tool_to_call(b, b.contents[#b.contents], prompt)
+    local text, out_tokens, cut, pieces, call
+    if tool then
+        -- Gemini sends a call whole, in one part (and one stream chunk)
+        text, out_tokens = common.tool_arguments(tool, prompt)
+        call = { name = tool, args = { text = prompt } }
+        pieces = { text }
+    else
+        text, out_tokens, cut, pieces = common.answer(prompt, max_out(b))
+    end
     local finish = cut and "MAX_TOKENS" or "STOP"
     local usage = { promptTokenCount = in_tokens, candidatesTokenCount = out_tokens,
                     totalTokenCount = in_tokens + out_tokens }
     local rid = common.id("")
     if ctx.endpoint == "generateContent" then
-        local body = json.encode { candidates = { candidate(text, finish) }, usageMetadata = usage,
+        local body = json.encode { candidates = { candidate(text, finish, call) }, usageMetadata = usage,
                                    modelVersion = ctx.model, responseId = rid }
         if ctx.fault == "reset_mid_body" or ctx.fault == "truncate" then
             res:start(200, { ["content-type"] = "application/json; charset=UTF-8" })
@@ -238,7 +306,7 @@ local function generate(ctx)
     local chunks = {}
     for i, p in ipairs(pieces) do
         local last = i == #pieces
-        chunks[i] = { candidates = { candidate(p, last and finish or nil) },
+        chunks[i] = { candidates = { candidate(p, last and finish or nil, call) },
                       usageMetadata = last and usage or { promptTokenCount = in_tokens, totalTokenCount = in_tokens },
                       modelVersion = ctx.model, responseId = rid }
     end

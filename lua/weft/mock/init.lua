@@ -10,6 +10,18 @@
 --- (and system prompt) plus 3 per message (OpenAI: 3 more to prime the
 --- reply; Gemini: the texts only, nothing per message).
 ---
+--- Tool calls: a chat request with tools whose last message is the user's
+--- is answered with a call of one tool instead of text when its
+--- tool_choice asks for a call (OpenAI "required" or a named function,
+--- Anthropic {type = "any"} or {type = "tool"}, Gemini mode "ANY") or the
+--- user's text starts with "call " ("call NAME" picks the tool NAME if the
+--- request has it, else the first); tool_choice "none" (Gemini "NONE")
+--- keeps text. The arguments are `{"text": <the user's text>}`; output
+--- tokens are those of the tool's name and of the arguments' JSON. A
+--- tool's result as the last turn (OpenAI role "tool", Anthropic
+--- tool_result blocks, Gemini functionResponse) is answered with "echo: "
+--- .. its text, which counts as input.
+---
 --- ```lua
 --- local mock = weft.mock.start { port = 0, keys = { openai = "sk-test" } }
 --- print(mock.url)                      -- http://127.0.0.1:PORT

@@ -2,7 +2,9 @@
 --- streaming with `data: [DONE]`, embeddings, models; Files and Batches in
 --- weft.mock.openai_batch), its error bodies
 --- `{"error":{"message","type","param","code"}}` and its rate-limit headers
---- (`x-ratelimit-*`, resets as Go durations such as "6m0s").
+--- (`x-ratelimit-*`, resets as Go durations such as "6m0s"). Tool calls
+--- (see weft.mock): `message.tool_calls` with finish_reason "tool_calls",
+--- streamed as OpenAI's `delta.tool_calls` pieces.
 local json = require "weft.json"
 local common = require "weft.mock.common"
 local batch = require "weft.mock.openai_batch"
@@ -205,16 +207,50 @@ local function chunk(id, created, model, choices, usage, with_usage)
     return "data: " .. json.encode(c) .. "\n\n"
 end
 
+-- The tool the request gets a call of instead of a text answer, or nil:
+-- it has tools, tool_choice is not "none", its last message is the user's,
+-- and tool_choice is "required" or names a function, or the user's text
+-- starts with "call " (common.tool_to_call picks the tool).
+local function tool_to_call(b, last)
+    local tools, choice = b.tools, b.tool_choice
+    if type(tools) ~= "table" or choice == "none" or last.role ~= "user" then return nil end
+    local names = {}
+    for _, t in ipairs(tools) do
+        local f = type(t) == "table" and (type(t["function"]) == "table" and t["function"] or t) or {}
+        if type(f.name) == "string" then names[#names + 1] = f.name end
+    end
+    local forced = choice == "required" or nil
+    local named = type(choice) == "table" and type(choice["function"]) == "table" and choice["function"].name
+    if type(named) == "string" then forced = named end
+    return common.tool_to_call(names, forced, text_of(last.content))
+end
+
 local function chat(ctx)
     local b, res = ctx.body, ctx.res
+    local last = b.messages[#b.messages]
     local prompt = ""
-    for i = #b.messages, 1, -1 do
-        if b.messages[i].role == "user" then prompt = text_of(b.messages[i].content) break end
+    if last.role == "tool" then -- a tool's result: echo it
+        prompt = text_of(last.content)
+    else
+        for i = #b.messages, 1, -1 do
+            if b.messages[i].role == "user" then prompt = text_of(b.messages[i].content) break end
+        end
     end
     local in_tokens = ctx.input_tokens or M.input_tokens(ctx)
-    local mt = M.max_tokens(ctx)
-    local text, out_tokens, cut, pieces = common.answer(prompt, mt > 0 and mt or nil)
-    local finish = cut and "length" or "stop"
+    local tool = tool_to_call(b, last)
+    local text, out_tokens, cut, pieces, finish, message, call_id
+    if tool then
+        text, out_tokens, pieces = common.tool_arguments(tool, prompt)
+        finish, call_id = "tool_calls", common.id("call_")
+        message = { role = "assistant", content = json.null, refusal = json.null,
+                    tool_calls = { { id = call_id, type = "function",
+                                     ["function"] = { name = tool, arguments = text } } } }
+    else
+        local mt = M.max_tokens(ctx)
+        text, out_tokens, cut, pieces = common.answer(prompt, mt > 0 and mt or nil)
+        finish = cut and "length" or "stop"
+        message = { role = "assistant", content = text, refusal = json.null }
+    end
     local usage = { prompt_tokens = in_tokens, completion_tokens = out_tokens,
                     total_tokens = in_tokens + out_tokens }
     local id, created = common.id("chatcmpl-"), floor(weft.time())
@@ -225,8 +261,7 @@ local function chat(ctx)
         local body = json.encode {
             id = id, object = "chat.completion", created = created, model = ctx.model,
             system_fingerprint = "fp_weft_mock",
-            choices = { { index = 0, message = { role = "assistant", content = text, refusal = json.null },
-                          logprobs = json.null, finish_reason = finish } },
+            choices = { { index = 0, message = message, logprobs = json.null, finish_reason = finish } },
             usage = usage,
         }
         if ctx.fault == "reset_mid_body" or ctx.fault == "truncate" then
@@ -242,14 +277,24 @@ local function chat(ctx)
     headers["content-type"] = "text/event-stream; charset=utf-8"
     res:start(200, headers)
     local events = {}
-    events[1] = chunk(id, created, ctx.model, { { index = 0, delta = { role = "assistant", content = "", refusal = json.null },
-                                                  logprobs = json.null, finish_reason = json.null } }, nil, include_usage)
-    for _, p in ipairs(pieces) do
-        events[#events + 1] = chunk(id, created, ctx.model, { { index = 0, delta = { content = p },
-                                    logprobs = json.null, finish_reason = json.null } }, nil, include_usage)
+    local function delta(d, fin, u)
+        events[#events + 1] = chunk(id, created, ctx.model, { { index = 0, delta = d, logprobs = json.null,
+                                    finish_reason = fin or json.null } }, u, include_usage)
     end
-    events[#events + 1] = chunk(id, created, ctx.model, { { index = 0, delta = json.object(),
-                                logprobs = json.null, finish_reason = finish } }, nil, include_usage)
+    if tool then
+        -- as OpenAI streams a call: id, type and name first with empty
+        -- arguments, then the arguments piece by piece at the same index
+        delta { role = "assistant", content = json.null, refusal = json.null,
+                tool_calls = { { index = 0, id = call_id, type = "function",
+                                 ["function"] = { name = tool, arguments = "" } } } }
+        for _, p in ipairs(pieces) do
+            delta { tool_calls = { { index = 0, ["function"] = { arguments = p } } } }
+        end
+    else
+        delta { role = "assistant", content = "", refusal = json.null }
+        for _, p in ipairs(pieces) do delta { content = p } end
+    end
+    delta(json.object(), finish)
     if include_usage then
         events[#events + 1] = chunk(id, created, ctx.model, json.array(), usage, true)
     end
