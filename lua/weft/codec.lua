@@ -203,6 +203,30 @@ function M.openai_tools(tools)
     return out
 end
 
+--- A request's `tool_choice` in a provider's wire form. The neutral forms
+--- are "auto", "none", "required" (some tool must be called) and
+--- `{name = TOOL}` (that tool); any other value (a provider's own form) is
+--- passed as it is. `dialect`: "openai", "anthropic" or "gemini".
+---@param tc any
+---@param dialect string
+---@return any
+function M.tool_choice(tc, dialect)
+    local named = type(tc) == "table" and type(tc.name) == "string" and tc.type == nil and tc["function"] == nil
+        and tc.functionCallingConfig == nil
+    if not named and tc ~= "auto" and tc ~= "none" and tc ~= "required" then return tc end
+    if dialect == "openai" then
+        if named then return { type = "function", ["function"] = { name = tc.name } } end
+        return tc
+    elseif dialect == "anthropic" then
+        if named then return { type = "tool", name = tc.name } end
+        return { type = tc == "required" and "any" or tc }
+    elseif dialect == "gemini" then
+        if named then return { functionCallingConfig = { mode = "ANY", allowedFunctionNames = { tc.name } } } end
+        return { functionCallingConfig = { mode = tc == "required" and "ANY" or tc == "none" and "NONE" or "AUTO" } }
+    end
+    return tc
+end
+
 --- OpenAI's tool calls of an answer as normalized ones `{id, name,
 --- arguments}`; nil when there are none.
 ---@param list any

@@ -113,7 +113,7 @@ return {
         local body = {
             model = req.model, max_tokens = req.max_tokens or cfg.default_max_tokens, system = system,
             messages = msgs, temperature = req.temperature, top_p = req.top_p, stop_sequences = stop,
-            tool_choice = req.tool_choice,
+            tool_choice = req.tool_choice and codec.tool_choice(req.tool_choice, "anthropic"),
         }
         if req.tools then body.tools = wire_tools(req.tools) end
         if op == "stream" then body.stream = true end

@@ -131,7 +131,7 @@ return {
         local body = { contents = msgs, generationConfig = next(gen) and gen or nil }
         if system then body.systemInstruction = { parts = { { text = system } } } end
         if req.tools then body.tools = wire_tools(req.tools) end
-        if req.tool_choice then body.toolConfig = req.tool_choice end
+        if req.tool_choice then body.toolConfig = codec.tool_choice(req.tool_choice, "gemini") end
         for k, v in pairs(req.extra or {}) do body[k] = v end
         if op == "stream" then
             return { path = base .. ":streamGenerateContent", query = "alt=sse", body = body }

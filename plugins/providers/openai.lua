@@ -107,7 +107,7 @@ return {
         end
         local body = {
             model = req.model, messages = codec.openai_messages(req), temperature = req.temperature, top_p = req.top_p,
-            stop = req.stop, tool_choice = req.tool_choice,
+            stop = req.stop, tool_choice = req.tool_choice and codec.tool_choice(req.tool_choice, "openai"),
         }
         if req.max_tokens then body[cfg.max_tokens_field] = req.max_tokens end
         if req.tools then body.tools = codec.openai_tools(req.tools) end

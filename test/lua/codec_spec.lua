@@ -158,6 +158,25 @@ describe("weft.codec", function()
         assert.is_nil(codec.retry_info('{"error":{"details":[]}}'))
         assert.is_nil(codec.retry_info("not json"))
     end)
+
+    it("tool_choice: the neutral forms in each dialect, a provider's own form as it is", function()
+        local tc = codec.tool_choice
+        assert.equals("required", tc("required", "openai"))
+        assert.same({ type = "function", ["function"] = { name = "f" } }, tc({ name = "f" }, "openai"))
+        assert.same({ type = "any" }, tc("required", "anthropic"))
+        assert.same({ type = "auto" }, tc("auto", "anthropic"))
+        assert.same({ type = "none" }, tc("none", "anthropic"))
+        assert.same({ type = "tool", name = "f" }, tc({ name = "f" }, "anthropic"))
+        assert.same({ functionCallingConfig = { mode = "ANY" } }, tc("required", "gemini"))
+        assert.same({ functionCallingConfig = { mode = "NONE" } }, tc("none", "gemini"))
+        assert.same({ functionCallingConfig = { mode = "ANY", allowedFunctionNames = { "f" } } },
+            tc({ name = "f" }, "gemini"))
+        local own = { type = "tool", name = "f" }
+        assert.equals(own, tc(own, "anthropic"))
+        local g = { functionCallingConfig = { mode = "AUTO" } }
+        assert.equals(g, tc(g, "gemini"))
+        assert.equals("something", tc("something", "openai"))
+    end)
 end)
 
 describe("weft.codec in the plugin sandbox", function()
