@@ -13,6 +13,7 @@
 #define WEFT_BINDINGS_H
 
 #include <lua.h>
+#include <stddef.h>
 
 struct weft_secret;
 
@@ -31,9 +32,16 @@ int luaopen_weft_redis(lua_State *L);       /* lua_redis.c: weft._redis */
 int luaopen_weft_repl(lua_State *L);        /* lua_repl.c: weft._repl */
 int luaopen_weft_retry(lua_State *L);       /* lua_retry.c: weft._retry */
 int luaopen_weft_secrets(lua_State *L);     /* lua_secrets.c: weft._secrets */
+int luaopen_weft_signal(lua_State *L);      /* lua_signal.c: weft._signal */
 int luaopen_weft_sse(lua_State *L);         /* lua_sse.c: weft._sse */
 int luaopen_weft_task(lua_State *L);        /* task.c: weft._task */
 int luaopen_weft_watch(lua_State *L);       /* lua_watch.c: weft._watch */
+
+/* ------------------------------------------------------------- lua_digest.c */
+
+/* The SHA-256 of data[0..len) as 64 lowercase hex digits and a NUL into
+ * out. Returns 0, or -1 when the digest failed. */
+int weft_sha256_hex(const void *data, size_t len, char out[65]);
 
 /* --------------------------------------------------------------- lua_json.c */
 

@@ -34,6 +34,7 @@ static const luaL_Reg preloads[] = {
     {"weft._retry", luaopen_weft_retry},
     {"weft._breaker", luaopen_weft_breaker},
     {"weft._secrets", luaopen_weft_secrets},
+    {"weft._signal", luaopen_weft_signal},
     {"weft._metrics", luaopen_weft_metrics},
     {"weft._sse", luaopen_weft_sse},
     {"weft._watch", luaopen_weft_watch},
@@ -238,6 +239,13 @@ static void signal_cb(struct ev_loop *ev, ev_signal *w, int revents) {
     if (!ev_is_active(&loop->leash)) {
         ev_check_start(ev, &loop->leash);
         ev_unref(ev); /* the leash keeps nothing alive */
+    }
+    /* A task handles the shutdown itself (weft serve drains): no cancel-all. */
+    if (loop->interrupted == 0 && loop->on_term && loop->on_term(loop->on_term_ud, w->signum)) {
+        weft_log(WEFT_LOG_WARN, "%s: shutting down (again to force exit)",
+                 w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+        loop->on_term = NULL; /* a second signal is signals.c's: exit at once */
+        return;
     }
     loop->interrupted++;
     if (loop->interrupted == 1) {

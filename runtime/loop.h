@@ -48,6 +48,13 @@ struct weft_loop {
                                   REPL cancels the running line); returning
                                   1 means handled: no cancel-all */
     void *on_sigint_ud;
+    int (*on_term)(void *ud, int signum); /* when set, the first SIGINT or
+                                  SIGTERM goes here instead of the
+                                  cancel-all (weft._signal "shutdown":
+                                  weft serve drains); returning 1 means
+                                  handled. The clean shutdown's leash holds
+                                  and a second signal ends the process. */
+    void *on_term_ud;
     int exit_requested;        /* weft.exit (os.exit in a script) asked the
                                   process to end (weft_loop_exit) */
     int exit_code;             /* the status the first request asked for */

@@ -11,21 +11,27 @@
 
 #include "bindings.h"
 
+int weft_sha256_hex(const void *data, size_t len, char out[65]) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) || n != 32) return -1;
+    static const char hexd[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < n; i++) {
+        out[2 * i] = hexd[md[i] >> 4];
+        out[2 * i + 1] = hexd[md[i] & 15];
+    }
+    out[64] = '\0';
+    return 0;
+}
+
 static int l_sha256_hex(lua_State *L) {
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_error(L, "sha256: expected a string, got %s", luaL_typename(L, 1));
     size_t len;
     const char *s = lua_tolstring(L, 1, &len);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (!EVP_Digest(s, len, md, &n, EVP_sha256(), NULL)) return luaL_error(L, "sha256: the digest failed");
-    static const char hexd[] = "0123456789abcdef";
-    char out[2 * EVP_MAX_MD_SIZE];
-    for (unsigned int i = 0; i < n; i++) {
-        out[2 * i] = hexd[md[i] >> 4];
-        out[2 * i + 1] = hexd[md[i] & 15];
-    }
-    lua_pushlstring(L, out, 2 * (size_t)n);
+    char out[65];
+    if (weft_sha256_hex(s, len, out) != 0) return luaL_error(L, "sha256: the digest failed");
+    lua_pushlstring(L, out, 64);
     return 1;
 }
 

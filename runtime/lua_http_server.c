@@ -47,6 +47,7 @@ struct lserver {
     int handler_ref;
     int self_ref;               /* anchor while listening */
     int hooks;                  /* interrupt/close hooks registered */
+    int freeing;                /* weft_http_server_free is running */
     char host[64];
     struct weft_keeper keeper;  /* on the loop's list while a foreground server
                                   listens: it keeps a finished script running */
@@ -60,6 +61,11 @@ struct lres {
     int gone;                   /* the client went away */
     struct weft_wait wait;      /* write() waiting for the socket to drain */
     struct weft_task *waiter;
+    struct weft_task *canceller; /* res:cancel_on_gone(): the task cancelled
+                                  when the client goes away (kept alive by
+                                  canceller_ref until the answer is done) */
+    int canceller_ref;
+    struct lserver *ls;
 };
 
 /* ----------------------------------------- server callbacks (libev) */
@@ -95,6 +101,8 @@ static void on_request(void *ud, struct weft_http_conn *c, const struct weft_htt
     struct lres *r = lua_newuserdata(L, sizeof *r);   /* [fn, req, res] */
     memset(r, 0, sizeof *r);
     r->c = c;
+    r->ls = ls;
+    r->canceller_ref = LUA_NOREF;
     luaL_getmetatable(L, RES_MT);
     lua_setmetatable(L, -2);
     weft_http_conn_set_ud(c, r);
@@ -117,6 +125,15 @@ static void on_gone(void *req_ud) {
     r->c = NULL;
     r->gone = 1;
     wake_writer(r, 0);
+    /* Not while the server is being freed (the loop is going away). */
+    if (r->canceller && r->ls->s && !r->ls->freeing)
+        weft_task_cancel(r->canceller, "the client went away");
+}
+
+static void drop_canceller(lua_State *L, struct lres *r) {
+    r->canceller = NULL;
+    weft_unref(L, r->canceller_ref);
+    r->canceller_ref = LUA_NOREF;
 }
 
 static void on_writable(void *req_ud) {
@@ -301,6 +318,28 @@ static int l_res_gone(lua_State *L) {
     return 1;
 }
 
+/* res:cancel_on_gone(): from now on until the answer is complete, the
+ * client going away cancels the calling task (the handler), with reason
+ * "the client went away": what it waits for (an upstream call) is
+ * cancelled and freed at once. Returns false when the client is already
+ * gone (nothing is registered), true otherwise. */
+static int l_res_cancel_on_gone(lua_State *L) {
+    struct lres *r = check_res(L);
+    struct weft_task *t = weft_task_check_current(L, "res:cancel_on_gone");
+    if (r->gone || r->state == R_DONE) {
+        lua_pushboolean(L, !r->gone);
+        return 1;
+    }
+    if (r->canceller != t) {
+        drop_canceller(L, r);
+        weft_getref(L, t->self_ref); /* the task's userdata: keeps t alive */
+        r->canceller_ref = weft_ref(L);
+        r->canceller = t;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* res:abort(): drop the connection with a TCP reset */
 static int l_res_abort(lua_State *L) {
     struct lres *r = check_res(L);
@@ -326,6 +365,7 @@ static void send_500(struct lres *r) {
 static int l_res_complete(lua_State *L) {
     struct lres *r = check_res(L);
     int ok = lua_toboolean(L, 2);
+    drop_canceller(L, r);
     if (r->state == R_DONE || !r->c) {
         r->state = R_DONE;
         return 0;
@@ -375,6 +415,7 @@ static int l_res_complete(lua_State *L) {
 
 static int l_res_gc(lua_State *L) {
     struct lres *r = check_res(L);
+    drop_canceller(L, r);
     if (r->c) {
         /* Never answered (the handler task was dropped): do not leave the
          * client hanging. */
@@ -412,6 +453,7 @@ static void close_hook(void *ud) {
     weft_linger_release(ls->loop, &ls->keeper);
     weft_loop_remove_hook(ls->loop, interrupt_hook, ls);
     ls->hooks = 0;
+    ls->freeing = 1;
     weft_http_server_free(ls->s);
     ls->s = NULL;
 }
@@ -571,6 +613,7 @@ static int l_server_gc(lua_State *L) {
         weft_loop_remove_hook(ls->loop, close_hook, ls);
         ls->hooks = 0;
     }
+    ls->freeing = 1;
     weft_http_server_free(ls->s);
     ls->s = NULL;
     if (ls->handler_ref != LUA_NOREF) {
@@ -589,9 +632,10 @@ static int l_server_tostring(lua_State *L) {
 
 int luaopen_weft_http_server(lua_State *L) {
     static const luaL_Reg res_methods[] = {
-        {"start", l_res_start}, {"write", l_res_write}, {"finish", l_res_finish},
-        {"abort", l_res_abort}, {"gone", l_res_gone}, {"_complete", l_res_complete},
-        {NULL, NULL},
+        {"start", l_res_start},        {"write", l_res_write},
+        {"finish", l_res_finish},      {"abort", l_res_abort},
+        {"gone", l_res_gone},          {"cancel_on_gone", l_res_cancel_on_gone},
+        {"_complete", l_res_complete}, {NULL, NULL},
     };
     static const luaL_Reg res_meta[] = {
         {"__gc", l_res_gc}, {"__tostring", l_res_tostring}, {NULL, NULL},

@@ -403,6 +403,19 @@ static int l_state(lua_State *L) {
     return 2;
 }
 
+/* _secrets.sha256_hex(handle) -> the SHA-256 of the loaded value as 64 hex
+ * digits (weft serve compares a client's key by its digest, so the value
+ * never becomes a Lua string), or nil when the handle holds no valid value. */
+static int l_sha256_hex(lua_State *L) {
+    struct lsecret *h = check(L);
+    if (!h->s || !weft_secret_valid(h->s, weft_clock_now(NULL))) return 0;
+    char out[65];
+    if (weft_sha256_hex(h->s->value, h->s->len, out) != 0)
+        return luaL_error(L, "sha256: the digest failed");
+    lua_pushlstring(L, out, 64);
+    return 1;
+}
+
 static int l_loaded(lua_State *L) {
     lua_pushinteger(L, weft_secrets_loaded());
     return 1;
@@ -421,7 +434,8 @@ int luaopen_weft_secrets(lua_State *L) {
     };
     weft_register_class(L, SECRET_MT, priv, meta);
     static const luaL_Reg fns[] = {
-        {"handle", l_handle}, {"redact", l_redact}, {"is", l_is}, {"state", l_state}, {"loaded", l_loaded}, {NULL, NULL},
+        {"handle", l_handle}, {"redact", l_redact},         {"is", l_is}, {"state", l_state},
+        {"loaded", l_loaded}, {"sha256_hex", l_sha256_hex}, {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

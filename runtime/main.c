@@ -30,6 +30,9 @@ static const char USAGE[] =
     "                         run a Lua script in a task on the event loop\n"
     "  -e CHUNK [ARGS...]     run a Lua chunk given on the command line\n"
     "  mock [OPTIONS]         run the mock provider (OpenAI, Anthropic, Gemini)\n"
+    "  serve --config FILE [OPTIONS]\n"
+    "                         an OpenAI- and Anthropic-compatible gateway over the\n"
+    "                         configured models and policies (weft serve --help)\n"
     "  repl [--config FILE] [--plugins DIR] [--mock]\n"
     "                         interactive Lua on the event loop (each line is a task)\n"
     "  check PLUGIN.lua...    validate plugin files (API version, schema, functions, and a\n"
@@ -282,7 +285,8 @@ int main(int argc, char **argv) {
             return 0;
         }
         const char *topic = argv[i + 1];
-        if (strcmp(topic, "mock") == 0 || strcmp(topic, "repl") == 0) {
+        if (strcmp(topic, "mock") == 0 || strcmp(topic, "repl") == 0 ||
+            strcmp(topic, "serve") == 0) {
             argv[i] = argv[i + 1]; /* mock and repl print their own: run them with --help */
             argv[i + 1] = (char *)"--help";
             cmd = argv[i];
@@ -310,6 +314,7 @@ int main(int argc, char **argv) {
     int is_check = strcmp(cmd, "check") == 0;
     if (is_check) is_mock = 2; /* like mock: a Lua main with the rest of the arguments */
     if (strcmp(cmd, "repl") == 0) is_mock = 3;
+    if (strcmp(cmd, "serve") == 0) is_mock = 4; /* like mock: the gateway's main in Lua */
     if (!is_run && !is_eval && !is_mock) {
         fprintf(stderr, "weft: unknown command '%s'\n\n%s", cmd, USAGE);
         return 2;
@@ -428,6 +433,7 @@ int main(int argc, char **argv) {
     static const char mock_chunk[] = "return require('weft.mock.cli').main(...)";
     static const char check_chunk[] = "return require('weft.check').main(...)";
     static const char repl_chunk[] = "return require('weft.repl').main(...)";
+    static const char serve_chunk[] = "return require('weft.serve.cli').main(...)";
     /* --plugins: the first given is searched first (add_dir puts in front) */
     for (int d = nplugin_dirs - 1; d >= 0; d--) {
         if (call_lua(L, "weft.plugins", "add_dir", plugin_dirs[d]) != 0) {
@@ -457,12 +463,14 @@ int main(int argc, char **argv) {
             goto out;
         }
     }
-    int lrc = is_mock == 3 ? luaL_loadbuffer(L, repl_chunk, sizeof repl_chunk - 1, "=weft repl")
-              : is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")
-              : is_mock  ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
-              : is_run ? luaL_loadfile(L, argv[script_index])
-                       : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]),
-                                         "=(command line)");
+    int lrc =
+        is_mock == 4   ? luaL_loadbuffer(L, serve_chunk, sizeof serve_chunk - 1, "=weft serve")
+        : is_mock == 3 ? luaL_loadbuffer(L, repl_chunk, sizeof repl_chunk - 1, "=weft repl")
+        : is_mock == 2 ? luaL_loadbuffer(L, check_chunk, sizeof check_chunk - 1, "=weft check")
+        : is_mock      ? luaL_loadbuffer(L, mock_chunk, sizeof mock_chunk - 1, "=weft mock")
+        : is_run
+            ? luaL_loadfile(L, argv[script_index])
+            : luaL_loadbuffer(L, argv[script_index], strlen(argv[script_index]), "=(command line)");
     if (lrc != 0) {
         rc = report_load_error(L);
         goto out;

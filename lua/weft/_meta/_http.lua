@@ -78,6 +78,13 @@ function ServerResponse:abort() end
 ---@return boolean
 function ServerResponse:gone() end
 
+--- From now until the answer is complete, the client going away cancels
+--- the calling task (the handler) with reason "the client went away", so
+--- what it waits for (an upstream call) is cancelled and freed at once.
+--- False when the client is already gone.
+---@return boolean
+function ServerResponse:cancel_on_gone() end
+
 --- Listen and serve; nil, err (kind invalid_request) when the address is unusable.
 ---@return userdata|nil server
 ---@return weft.Error|nil err

@@ -1,0 +1,332 @@
+-- serve_spec.lua: weft serve (lua/weft/serve) inside the host: virtual keys
+-- (digests, secret references, models, rpm/tpm with Retry-After, day and
+-- month budgets on an injected clock), the dialects' request checks, hooks,
+-- reloads, the loopback rule, limits, a client that goes away cancelling
+-- the upstream call, readiness, and weft._signal's SIGHUP.
+local http, json = weft.http, weft.json
+local serve = require "weft.serve"
+local model = require "weft.model"
+local errors = require "weft.error"
+local ffi = require "ffi"
+
+pcall(ffi.cdef, "int kill(int pid, int sig); int getpid(void);")
+
+local KEYS = weft.mock.DEFAULT_KEYS
+local n = 0
+
+local function sha256(s) return require("weft._digest").sha256_hex(s) end
+
+-- A gateway over a fresh mock; `gateway` and `models` are merged in.
+local function start(mock, gateway, extra)
+    n = n + 1
+    model.reset()
+    local cfg = {
+        providers = {
+            openai = { base_url = mock.url, secret = weft.secrets.value("serve-oa" .. n, KEYS.openai),
+                       retry = { base = 0.01, max_attempts = 2 },
+                       prices = { ["gpt-4o-mini"] = { input = 1e6, output = 1e6 } } }, -- 1 USD a token
+            anthropic = { base_url = mock.url, secret = weft.secrets.value("serve-an" .. n, KEYS.anthropic) },
+        },
+        models = { fast = "openai/gpt-4o-mini", claude = "anthropic/claude-3-5-haiku-latest",
+                   slow = "openai/gpt-4o" },
+        gateway = gateway or {},
+    }
+    for k, v in pairs(extra or {}) do if k ~= "clock" then cfg[k] = v end end
+    return serve.start { cfg = cfg, port = 0, watch = false, clock = extra and extra.clock }
+end
+
+local function post(gw, path, body, headers)
+    local h = { ["content-type"] = "application/json" }
+    for k, v in pairs(headers or {}) do h[k] = v end
+    local r = http.request { method = "POST", url = gw.url .. path, headers = h,
+                             body = type(body) == "string" and body or json.encode(body) }
+    local ok, v = pcall(json.decode, r.body)
+    r.json = ok and v or nil
+    return r
+end
+
+local function chat(gw, key, mdl, extra)
+    local b = { model = mdl or "fast", messages = { { role = "user", content = "hello there" } } }
+    for k, v in pairs(extra or {}) do b[k] = v end
+    return post(gw, "/v1/chat/completions", b, key and { authorization = "Bearer " .. key } or nil)
+end
+
+local function messages(gw, key, mdl)
+    return post(gw, "/v1/messages", { model = mdl or "claude", max_tokens = 50,
+        messages = { { role = "user", content = "hello there" } } }, key and { ["x-api-key"] = key } or nil)
+end
+
+describe("weft serve", function()
+    local mock, gw
+    before_each(function() mock = weft.mock.start { port = 0 } end)
+    after_each(function()
+        if gw then gw:close() gw = nil end
+        mock:close()
+        model.reset()
+    end)
+
+    describe("virtual keys", function()
+        it("admits a key by its digest or its secret reference, refuses others in each dialect", function()
+            gw = start(mock, { keys = {
+                a = { sha256 = sha256("key-a-0123456789") },
+                b = { secret = weft.secrets.value("serve-key-b", "key-b-0123456789") },
+            } })
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            assert.equals(200, chat(gw, "key-b-0123456789").status)
+            local r = chat(gw, "key-c-0123456789")
+            assert.equals(401, r.status)
+            assert.equals("unauthenticated", r.headers["x-weft-error-kind"])
+            assert.equals("invalid_api_key", r.json.error.code)
+            assert.is_nil(r.body:find("key-c", 1, true))
+            r = chat(gw, nil)
+            assert.equals(401, r.status)
+            r = messages(gw, "nope-0123456789")
+            assert.equals(401, r.status)
+            assert.equals("authentication_error", r.json.error.type)
+            assert.equals(200, messages(gw, "key-a-0123456789").status)
+        end)
+
+        it("limits a key to its models: OpenAI answers 404, Anthropic 403, and lists only them", function()
+            gw = start(mock, { keys = { a = { sha256 = sha256("key-a-0123456789"), models = { "fast" } } } })
+            assert.equals(200, chat(gw, "key-a-0123456789", "fast").status)
+            local r = chat(gw, "key-a-0123456789", "claude")
+            assert.equals(404, r.status)
+            assert.equals("model_not_found", r.json.error.code)
+            r = messages(gw, "key-a-0123456789", "claude")
+            assert.equals(403, r.status)
+            assert.equals("permission_error", r.json.error.type)
+            local l = http.request { url = gw.url .. "/v1/models", headers = { authorization = "Bearer key-a-0123456789" } }
+            local ids = {}
+            for _, m in ipairs(json.decode(l.body).data) do ids[#ids + 1] = m.id end
+            assert.same({ "fast" }, ids)
+        end)
+
+        it("answers a key over its rpm with 429 and a Retry-After, before sending", function()
+            gw = start(mock, { keys = { a = { sha256 = sha256("key-a-0123456789"), rpm = 2 } } })
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            local sent = #mock:requests()
+            local r = chat(gw, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.equals("rate_limited", r.headers["x-weft-error-kind"])
+            assert.is_true(tonumber(r.headers["retry-after"]) >= 1)
+            assert.equals("rate_limit_exceeded", r.json.error.code)
+            assert.equals(sent, #mock:requests())
+            r = messages(gw, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.equals("rate_limit_error", r.json.error.type)
+        end)
+
+        it("refuses a request over a key's tpm burst with 429", function()
+            gw = start(mock, { keys = { a = { sha256 = sha256("key-a-0123456789"), tpm = 100 } } })
+            local r = chat(gw, "key-a-0123456789", "fast", { max_tokens = 500 })
+            assert.equals(429, r.status)
+            assert.equals(200, chat(gw, "key-a-0123456789", "fast", { max_tokens = 10 }).status)
+        end)
+
+        it("enforces day and month budgets in USD, rolling over with the UTC day and month", function()
+            local now = os.time { year = 2026, month = 3, day = 30, hour = 12 }
+            local clock = function() return now end
+            gw = start(mock, { keys = { a = { sha256 = sha256("key-a-0123456789"), budget = { day = 5, month = 30 } } } },
+                { clock = clock })
+            -- a call costs 12 USD here (8 tokens in, 4 out, 1 USD a token)
+            local r = chat(gw, "key-a-0123456789")
+            assert.equals(200, r.status)
+            assert.equals(12, r.json.usage.total_tokens)
+            local sent = #mock:requests()
+            r = chat(gw, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.equals("quota_exhausted", r.headers["x-weft-error-kind"])
+            assert.equals("insufficient_quota", r.json.error.code)
+            assert.matches("day budget", r.json.error.message)
+            assert.equals(sent, #mock:requests())
+            r = messages(gw, "key-a-0123456789", "fast")
+            assert.equals(429, r.status)
+            assert.equals("rate_limit_error", r.json.error.type)
+            now = now + 86400 -- the 31st: 12 more (24 this month)
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            now = now + 86400 -- April 1st: a new month
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            now = now + 86400
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            now = now + 86400 -- 24 spent in April, under 30: allowed, then 36
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            now = now + 86400
+            r = chat(gw, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.matches("month budget", r.json.error.message)
+            assert.equals(0, weft.metrics.value("weft_gateway_budget_remaining_usd", { key = "a", period = "month" }))
+        end)
+
+        it("checks key definitions", function()
+            local function bad(keys, pattern)
+                local ok, e = pcall(start, mock, { keys = keys })
+                assert.is_false(ok)
+                assert.matches(pattern, tostring(e))
+            end
+            bad({ a = {} }, "needs secret")
+            bad({ a = { sha256 = "abc" } }, "64 hex digits")
+            bad({ a = { sha256 = sha256("x"), rpm = -1 } }, "rpm: expected a number > 0")
+            bad({ a = { sha256 = sha256("x"), budget = { week = 1 } } }, "unknown period")
+            bad({ a = { sha256 = sha256("x"), colour = 1 } }, "unknown field")
+            bad({ a = { sha256 = sha256("x") }, b = { sha256 = sha256("x") } }, "the same key as")
+            bad({ a = { secret = "env:WEFT_SERVE_SPEC_UNSET_VARIABLE" } }, "gateway.keys.a.secret")
+        end)
+
+        it("refuses a non-loopback address without keys", function()
+            local ok, e = pcall(function()
+                model.reset()
+                return serve.start { cfg = { models = {}, gateway = { host = "0.0.0.0" } }, port = 0, watch = false }
+            end)
+            assert.is_false(ok)
+            assert.matches("no keys configured", tostring(e))
+        end)
+    end)
+
+    describe("requests", function()
+        it("refuses what cannot be represented with the dialect's 400", function()
+            gw = start(mock)
+            local r = chat(gw, nil, "fast", { n = 2 })
+            assert.equals(400, r.status)
+            assert.matches("n > 1", r.json.error.message)
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user",
+                content = { { type = "image_url", image_url = { url = "x" } } } } } })
+            assert.equals(400, r.status)
+            assert.matches("only text parts", r.json.error.message)
+            r = post(gw, "/v1/chat/completions", "{not json")
+            assert.equals(400, r.status)
+            r = post(gw, "/v1/messages", { model = "claude", messages = { { role = "user", content = "x" } } })
+            assert.equals(400, r.status)
+            assert.matches("max_tokens", r.json.error.message)
+            r = post(gw, "/v1/embeddings", { model = "fast", input = { { 1, 2, 3 } } })
+            assert.equals(400, r.status)
+            assert.matches("token arrays", r.json.error.message)
+            r = http.request { url = gw.url .. "/v2/nothing" }
+            assert.equals(404, r.status)
+        end)
+
+        it("answers a body over max_body_size with 413", function()
+            gw = start(mock, { max_body_size = 1000 })
+            local r = chat(gw, nil, "fast", { messages = { { role = "user", content = string.rep("x", 2000) } } })
+            assert.equals(413, r.status)
+        end)
+
+        it("serves provider/model names only when allowed", function()
+            gw = start(mock)
+            assert.equals(404, chat(gw, nil, "openai/gpt-4o-mini").status)
+            gw:close()
+            gw = start(mock, { allow_provider_models = true })
+            assert.equals(200, chat(gw, nil, "openai/gpt-4o-mini").status)
+        end)
+
+        it("cancels the upstream call when the client goes away", function()
+            mock:set_faults { { model = "gpt-4o", latency = 3000 } }
+            gw = start(mock)
+            local before = weft.metrics.value("weft_gateway_client_gone_total", { key = "-" }) or 0
+            local ok, e = pcall(http.request, { method = "POST", url = gw.url .. "/v1/chat/completions", timeout = 0.3,
+                body = json.encode { model = "slow", messages = { { role = "user", content = "x" } } } })
+            assert.is_false(ok)
+            assert.equals("timeout", e.kind)
+            local entry
+            for _ = 1, 100 do
+                local log = mock:requests()
+                entry = log[#log]
+                if entry and entry.closed_early then break end
+                weft.sleep(0.05)
+            end
+            assert.is_truthy(entry and entry.closed_early)
+            for _ = 1, 100 do
+                if (weft.metrics.value("weft_gateway_client_gone_total", { key = "-" }) or 0) > before then break end
+                weft.sleep(0.02)
+            end
+            assert.is_true(weft.metrics.value("weft_gateway_client_gone_total", { key = "-" }) > before)
+            assert.equals(0, gw.active)
+        end)
+
+        it("is ready with a configuration, not while draining", function()
+            gw = start(mock)
+            assert.equals(200, http.request { url = gw.url .. "/readyz" }.status)
+            assert.equals(200, http.request { url = gw.url .. "/healthz" }.status)
+            gw.draining = true
+            assert.equals(503, http.request { url = gw.url .. "/readyz" }.status)
+        end)
+    end)
+
+    describe("hooks", function()
+        it("before may rewrite, route or refuse; after may change the result", function()
+            gw = start(mock)
+            gw.hooks = {
+                before = function(ctx)
+                    local text = ctx.request.messages[1].content
+                    assert(ctx.headers.authorization == nil, "the hook saw the client's credentials")
+                    if text:find("forbidden") then errors.raise("invalid_request", "blocked by the gateway's policy") end
+                    if text:find("boom") then error("a bug in the hook") end
+                    if text:find("sleepy") then weft.sleep(5) end
+                    if ctx.headers["x-route"] then ctx.model = ctx.headers["x-route"] end
+                    ctx.request.messages[1].content = text .. " (checked)"
+                end,
+                after = function(ctx, r) r.text = r.text:upper() end,
+            }
+            gw.state.hook_timeout = 0.2
+            local r = chat(gw, nil, "fast")
+            assert.equals(200, r.status)
+            assert.equals("ECHO: HELLO THERE (CHECKED)", r.json.choices[1].message.content)
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "forbidden" } } })
+            assert.equals(400, r.status)
+            assert.equals("blocked by the gateway's policy", r.json.error.message)
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "boom" } } })
+            assert.equals(500, r.status)
+            assert.equals("internal", r.headers["x-weft-error-kind"])
+            assert.is_nil(r.body:find("a bug in the hook", 1, true))
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "sleepy" } } })
+            assert.equals(503, r.status)
+            assert.matches("did not finish", r.json.error.message)
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "hi" } } },
+                { ["x-route"] = "claude" })
+            assert.equals(200, r.status)
+            assert.equals("anthropic", r.headers["x-weft-provider"])
+        end)
+    end)
+
+    describe("reload", function()
+        it("routes new requests to a changed alias; a configuration that does not load leaves the old one", function()
+            local path = os.tmpname()
+            local function write(target, broken)
+                local f = assert(io.open(path, "w"))
+                f:write(("return { providers = { openai = { base_url = %q, secret = 'env:WEFT_SERVE_SPEC_OA' },\n"
+                    .. "anthropic = { base_url = %q, secret = 'env:WEFT_SERVE_SPEC_AN' } },\n"
+                    .. "models = { main = %q }, gateway = { %s } }\n"):format(mock.url, mock.url, target,
+                    broken and "colour = 1" or ""))
+                f:close()
+            end
+            pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+            ffi.C.setenv("WEFT_SERVE_SPEC_OA", KEYS.openai, 1)
+            ffi.C.setenv("WEFT_SERVE_SPEC_AN", KEYS.anthropic, 1)
+            write("openai/gpt-4o-mini")
+            model.reset()
+            gw = serve.start { config = path, port = 0, watch = false }
+            assert.equals("openai", chat(gw, nil, "main").headers["x-weft-provider"])
+            write("anthropic/claude-3-5-haiku-latest")
+            assert.is_true(gw:reload())
+            assert.equals("anthropic", chat(gw, nil, "main").headers["x-weft-provider"])
+            write("openai/gpt-4o-mini", true)
+            local ok, why = gw:reload()
+            assert.is_false(ok)
+            assert.matches("gateway.colour", why)
+            assert.equals("anthropic", chat(gw, nil, "main").headers["x-weft-provider"])
+            os.remove(path)
+        end)
+    end)
+
+    describe("weft._signal", function()
+        it("gives a SIGHUP to the task waiting for it", function()
+            local s = require("weft._signal").new("hup")
+            local t = weft.spawn(function() return s:wait() end)
+            weft.sleep(0)
+            ffi.C.kill(ffi.C.getpid(), 1)
+            assert.equals("SIGHUP", t:wait(5))
+            s:close()
+            assert.is_false(pcall(s.wait, s))
+        end)
+    end)
+end)
