@@ -95,12 +95,14 @@ local function bad(msg) error(errors.new("invalid_request", msg), 0) end
 ---@param req string|weft.Request
 ---@param defaults table
 ---@param model string
+---@param fresh? boolean a table `req` is the caller's plain data, made for this call alone
 ---@return weft.Request
-local function normalize(req, defaults, model)
+local function normalize(req, defaults, model, fresh)
     local r
-    -- all of r made here, of strings (and defaults that are not tables)
-    local owned = type(req) == "string"
-    if owned then
+    -- all of r made here, of strings (and defaults that are not tables),
+    -- or the caller's own plain data made for this call alone (`fresh`)
+    local owned = type(req) == "string" or (fresh == true and type(req) == "table")
+    if type(req) == "string" then
         -- (made here: no request table to copy)
         r = { model = model, messages = { { role = "user", content = req } } }
     elseif type(req) == "table" then

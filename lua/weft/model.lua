@@ -338,6 +338,25 @@ function Model:_call(op, req, on_event)
     return run(self, op, req, on_event)
 end
 
+--- Complete (`op` "complete") or stream a request table that is the
+--- caller's own plain data, made for this call alone (weft serve's, built
+--- from a client's JSON): a provider model's plugin gets it without the
+--- defensive copy (the pipeline's `owned`). A policy model takes the usual
+--- path. Host-internal.
+---@param m weft.Model|weft.PolicyModel
+---@param op "complete"|"stream"
+---@param req weft.Request
+---@param on_event? fun(ev: table): boolean?
+---@return weft.Result
+function M.owned_call(m, op, req, on_event)
+    if getmetatable(m) == Model then
+        local r, owned = normalize(req, m.defaults, m.model, true)
+        return run(m, op, r, on_event, owned)
+    end
+    if op == "stream" then return m:stream(req, on_event) end
+    return m:complete(req)
+end
+
 --- Embed one text or a list: result.vectors[i] is the vector of texts[i].
 ---@param texts string|string[]
 ---@param opts? {id?: string, priority?: string, deadline?: number, timeout?: number}

@@ -72,6 +72,16 @@ local m_gone = metrics.counter("weft_gateway_client_gone_total",
 local m_budget = metrics.gauge("weft_gateway_budget_remaining_usd", "What is left of a virtual key's budget.",
     { "key", "period" })
 local m_inflight = metrics.gauge("weft_gateway_in_flight", "Gateway requests being answered.")
+local record = metrics.record
+local owned_call = model_mod.owned_call
+local function owned_stream(m, req, on_event) return owned_call(m, "stream", req, on_event) end
+-- the gauge is set when the metrics are read, not on every request
+local live = setmetatable({}, { __mode = "k" })
+metrics.collect(live, function(gws)
+    local n = 0
+    for g in pairs(gws) do n = n + g.active end
+    m_inflight:set(n)
+end)
 local m_reloads = metrics.counter("weft_gateway_reloads_total", "Configuration reloads by outcome.", { "outcome" })
 
 -- ------------------------------------------------------ configuration
@@ -148,7 +158,8 @@ local function build_state(gw, rest, g, where)
             error(format("gateway.models: '%s': %s", n, tostring(why):gsub("^.-:%d+: ", "")), 0)
         end
     end
-    local st = { served = set, list = list, keys = keys, g = g, generation = (gw.state and gw.state.generation or 0) + 1 }
+    local st = { served = set, list = list, keys = keys, g = g, models = {},
+                 generation = (gw.state and gw.state.generation or 0) + 1 }
     for _, f in ipairs { "max_body_size", "max_header_size", "drain_timeout", "hook_timeout" } do
         st[f] = g[f] or M.DEFAULTS[f]
     end
@@ -282,9 +293,8 @@ end
 
 local stream_call -- below
 
-local function handle(gw, req, res)
+local function handle(gw, req, res, d, ep, id)
     local st = gw.state
-    local d, ep, id = dialect_of(req)
     if not d then
         if req.path == "/healthz" then return { status = 200, headers = { ["content-type"] = "text/plain" }, body = "ok\n" } end
         if req.path == "/readyz" then return gw:ready_answer() end
@@ -361,14 +371,17 @@ local function handle(gw, req, res)
                 kname, ra or "1"), { ["retry-after"] = ra or "1" }), kname, ep
         end
     end
-    -- what a hook sees: the client's headers without its credentials
-    local hdrs = {}
-    for hk, hv in pairs(req.headers) do
-        if hk ~= "authorization" and hk ~= "x-api-key" then hdrs[hk] = hv end
-    end
     local ctx = { dialect = d.name, endpoint = ep, key = k and k.name or nil, model = name, request = r or texts,
-                  headers = hdrs, stream = b.stream == true }
+                  stream = b.stream == true }
     local hooks = gw.hooks
+    if hooks then
+        -- what a hook sees: the client's headers without its credentials
+        local hdrs = {}
+        for hk, hv in pairs(req.headers) do
+            if hk ~= "authorization" and hk ~= "x-api-key" then hdrs[hk] = hv end
+        end
+        ctx.headers = hdrs
+    end
     if hooks and hooks.before then
         local okh, e = pcall(run_hook, "before", hooks.before, st.hook_timeout, ctx)
         if not okh then
@@ -377,7 +390,13 @@ local function handle(gw, req, res)
         end
         name = type(ctx.model) == "string" and ctx.model or name
     end
-    local okm, model = pcall(model_mod.model, name)
+    -- the model objects of this configuration, made once
+    local model = st.models[name]
+    local okm = model ~= nil
+    if not okm then
+        okm, model = pcall(model_mod.model, name)
+        if okm then st.models[name] = model end
+    end
     if not okm then
         if k and k.limiter then k.limiter:refund({ requests = 1, tokens = est }) end
         return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
@@ -394,12 +413,14 @@ local function handle(gw, req, res)
         local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
         return answer, kname, ep, status
     end
-    local okc, result = pcall(function()
-        if ep == "embeddings" then
-            return model:embed(call_req, { timeout = st.timeout, priority = k and k.priority })
-        end
-        return model:complete(call_req)
-    end)
+    local okc, result
+    if ep == "embeddings" then
+        okc, result = pcall(model.embed, model, call_req, { timeout = st.timeout, priority = k and k.priority })
+    else
+        -- the request is this call's own plain data, unless a hook had it
+        if hooks then okc, result = pcall(model.complete, model, call_req)
+        else okc, result = pcall(owned_call, model, "complete", call_req) end
+    end
     if okc and hooks and hooks.after then
         local okh, e = pcall(run_hook, "after", hooks.after, st.hook_timeout, ctx, result)
         if not okh then okc, result = false, e end
@@ -436,7 +457,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
         if not res:write(chunk) then gone = true return false end
         return true
     end
-    local okc, result = pcall(model.stream, model, call_req, function(ev)
+    local okc, result = pcall(gw.hooks and model.stream or owned_stream, model, call_req, function(ev)
         if ev.type == "text" and ev.text ~= "" then return send(s.text(ev.text)) end
         return true
     end)
@@ -492,18 +513,32 @@ function Gateway:ready_answer()
     return { status = 200, headers = { ["content-type"] = "text/plain" }, body = "ready\n" }
 end
 
+-- The series of the request counter and duration of a key, dialect,
+-- endpoint and status, made once (label lookups cost more than the update).
+local series = {}
+local function series_of(kname, dn, ep, status)
+    local a = series[kname]
+    if not a then a = {} series[kname] = a end
+    local b = a[dn]
+    if not b then b = {} a[dn] = b end
+    local c = b[ep]
+    if not c then c = { seconds = m_seconds:labels(dn, ep) } b[ep] = c end
+    local s = c[status]
+    if not s then s = m_requests:labels(kname, dn, ep, status) c[status] = s end
+    return s, c.seconds
+end
+
 -- The server's handler: counts, times and labels every request.
 local function handler_of(gw)
     return function(req, res)
         local t0 = weft.now()
         local task = weft.current()
+        local d, ep, id = dialect_of(req)
         gw.tasks[task] = true
         gw.active = gw.active + 1
-        m_inflight:inc(1)
-        local ok, answer, kname, ep, status = pcall(handle, gw, req, res)
+        local ok, answer, kname, ep2, status = pcall(handle, gw, req, res, d, ep, id)
         gw.tasks[task] = nil
         gw.active = gw.active - 1
-        m_inflight:inc(-1)
         if not ok then
             if errors.is(answer) and answer.kind == "cancelled" then
                 if res:gone() then m_gone:inc(1, "-") end
@@ -512,12 +547,10 @@ local function handler_of(gw)
             log.error("gateway request failed", { path = req.path, error = tostring(answer) })
             answer = fail(OPENAI, "internal", "the gateway failed to answer")
         end
-        local d = dialect_of(req)
-        local dn = d and d.name or "none"
-        status = status or (answer and tostring(answer.status or 200)) or "200"
         if d then
-            m_requests:inc(1, kname or "-", dn, ep or "unknown", status)
-            m_seconds:observe(weft.now() - t0, dn, ep or "unknown")
+            status = status or (answer and tostring(answer.status or 200)) or "200"
+            local sr, sd = series_of(kname or "-", d.name, ep2 or ep, status)
+            record(sr, 1, sd, weft.now() - t0)
         end
         return answer
     end
@@ -600,6 +633,7 @@ end
 --- configuration, an error value when the address cannot be used.
 function M.start(opts)
     local gw = setmetatable({ tasks = {}, active = 0, clock = opts.clock, watchers = {} }, Gateway)
+    live[gw] = true
     local rest, g
     if opts.config then
         gw.config_path = opts.config
