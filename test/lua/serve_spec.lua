@@ -318,6 +318,48 @@ describe("weft serve", function()
         end)
     end)
 
+    describe("with the configuration's redis", function()
+        local rs
+        setup(function()
+            rs = require "redis_server" ()
+            rs.start()
+        end)
+        teardown(function()
+            rs.stop()
+            rs.remove()
+        end)
+
+        it("two gateways share a key's rpm and its budget", function()
+            local keys = { a = { sha256 = sha256("key-a-0123456789"), rpm = 2, budget = { day = 5 } },
+                           b = { sha256 = sha256("key-b-0123456789"), rpm = 3 } }
+            local redis = { url = rs.url, password = "env:WEFT_CANARY_KEY" }
+            gw = start(mock, { keys = keys }, { redis = redis })
+            local gw2 = serve.start { cfg = { providers = model.config().providers,
+                models = { fast = "openai/gpt-4o-mini" }, redis = redis, gateway = { keys = keys } },
+                port = 0, watch = false }
+            -- b: 3 a minute between both
+            assert.equals(200, chat(gw, "key-b-0123456789").status)
+            assert.equals(200, chat(gw2, "key-b-0123456789").status)
+            assert.equals(200, chat(gw, "key-b-0123456789").status)
+            local r = chat(gw2, "key-b-0123456789")
+            assert.equals(429, r.status)
+            assert.is_true(tonumber(r.headers["retry-after"]) >= 1)
+            -- a: the 12 USD spent through gw is seen by gw2
+            assert.equals(200, chat(gw, "key-a-0123456789").status)
+            local spent
+            for _ = 1, 100 do -- (the spend is written in a task of its own)
+                spent = weft.redis.connect({ url = rs.url, password = "env:WEFT_CANARY_KEY" }):call("KEYS", "*gwkey:a*spend*")
+                if #spent == 2 then break end
+                weft.sleep(0.01)
+            end
+            assert.equals(2, #spent)
+            r = chat(gw2, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.equals("quota_exhausted", r.headers["x-weft-error-kind"])
+            gw2:close()
+        end)
+    end)
+
     describe("weft._signal", function()
         it("gives a SIGHUP to the task waiting for it", function()
             local s = require("weft._signal").new("hup")

@@ -152,6 +152,7 @@ local function build_state(gw, rest, g, where)
             .. "authentication; define gateway.keys", tostring(gw.host)), 0)
     end
     model_mod.configure(rest, where)
+    keys_mod.share(keys, model_mod.config().redis)
     for n in pairs(set) do
         local ok, why = pcall(model_mod.model, n)
         if not ok and not n:find("/", 1, true) then
@@ -274,9 +275,9 @@ local function cost_of(r)
 end
 
 -- Account an answered call to its key: limiter tokens, spend, metrics.
-local function account(st, k, kname, est, r)
+local function account(st, k, kname, est, r, booked)
     local i, o = usage_of(r)
-    if k and k.limiter and est then k.limiter:reconcile(est, i + o) end
+    if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, i + o) end
     local c = cost_of(r)
     if k then
         keys_mod.spend(st.keys, k, c)
@@ -363,8 +364,10 @@ local function handle(gw, req, res, d, ep, id)
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})
-    if k and k.limiter then
-        local okl, e = pcall(k.limiter.acquire, k.limiter, { requests = 1, tokens = est }, { timeout = 0 })
+    local booked
+    if k and k.limits then
+        local okl, e = pcall(keys_mod.admit, st.keys, k, est, k.priority)
+        booked = e
         if not okl then
             local ra = retry_after_of(e)
             return fail(d, "rate_limited", format("Rate limit reached for API key '%s'. Please try again in %ss.",
@@ -385,7 +388,7 @@ local function handle(gw, req, res, d, ep, id)
     if hooks and hooks.before then
         local okh, e = pcall(run_hook, "before", hooks.before, st.hook_timeout, ctx)
         if not okh then
-            if k and k.limiter then k.limiter:refund({ requests = 1, tokens = est }) end
+            if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
             return fail_with(d, e), kname, ep
         end
         name = type(ctx.model) == "string" and ctx.model or name
@@ -398,7 +401,7 @@ local function handle(gw, req, res, d, ep, id)
         if okm then st.models[name] = model end
     end
     if not okm then
-        if k and k.limiter then k.limiter:refund({ requests = 1, tokens = est }) end
+        if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
         return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
             kname, ep
     end
@@ -410,7 +413,7 @@ local function handle(gw, req, res, d, ep, id)
     res:cancel_on_gone()
     local shown = b.model -- the name the client asked for
     if ctx.stream and ep == "chat" then
-        local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
+        local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked)
         return answer, kname, ep, status
     end
     local okc, result
@@ -430,20 +433,20 @@ local function handle(gw, req, res, d, ep, id)
             m_gone:inc(1, kname)
             return nil, kname, ep, "499"
         end
-        if k and k.limiter then k.limiter:reconcile(est, 0) end
+        if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, 0) end
         if kind_of(result) == "internal" and not (type(result) == "table" and result.gw_kind) then
             log.error("gateway call failed", { model = name, error = tostring(result) })
         end
         return fail_with(d, result), kname, ep
     end
-    account(st, k, kname, est, result)
+    account(st, k, kname, est, result, booked)
     local body = ep == "embeddings" and d.embed_response(result, shown, b) or d.chat_response(result, shown)
     return { status = 200, headers = ok_headers(result, "application/json"), body = body }, kname, ep
 end
 
 -- A streamed chat: the head is sent with the first piece, so a call that
 -- fails before it still gets a whole error answer.
-function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
+function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked)
     local st = gw.state
     local s = d.stream(shown, b)
     local started, gone = false, false
@@ -467,11 +470,11 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
     end
     if gone or res:gone() or (okc and result.aborted) then
         m_gone:inc(1, kname)
-        if okc then account(st, k, kname, est, result) end
+        if okc then account(st, k, kname, est, result, booked) end
         return nil, "499"
     end
     if not okc then
-        if k and k.limiter then k.limiter:reconcile(est, 0) end
+        if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, 0) end
         local kind = kind_of(result)
         if kind == "internal" and not (type(result) == "table" and result.gw_kind) then
             log.error("gateway stream failed", { model = ctx.model, error = tostring(result) })
@@ -481,7 +484,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b)
         res:finish()
         return nil, "502"
     end
-    account(st, k, kname, est, result)
+    account(st, k, kname, est, result, booked)
     if not started then head["x-weft-call-id"] = tostring(result.call_id or "") end
     if send(s.finish(result)) then res:finish() end
     return nil, "200"

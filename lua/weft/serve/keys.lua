@@ -24,7 +24,17 @@
 --- overshot by at most the cost of the key's concurrent calls. Without a
 --- known price a call costs nothing here (the provider's `prices` make it
 --- count).
+---
+--- With the configuration's `redis`, several `weft serve` processes act as
+--- one: a key's rpm/tpm/rpd are shared limits (weft.shared_limits, keys
+--- `{weft:gwkey:NAME}:...`), and its spend is kept in Redis
+--- (`{weft:gwkey:NAME}:spend:day:YYYY-MM-DD` and `:spend:month:YYYY-MM`,
+--- INCRBYFLOAT, expiring after the period), read before each call. When
+--- Redis fails, the shared limits fall back to the process's share (as a
+--- provider's do) and budgets to what this process spent itself, logged
+--- at warn once each way.
 local limiter = require "weft.limiter"
+local log = require "weft.log"
 local secrets = require "weft.secrets"
 local digest = require "weft._digest"
 local _secrets = require "weft._secrets"
@@ -145,6 +155,63 @@ function M.new(defs, prev, clock)
     return setmetatable(set, { __index = M })
 end
 
+local DAY, MONTH = 2 * 86400 * 1000, 32 * 86400 * 1000 -- the spend keys' TTLs, ms
+
+--- Share the set's limits and spend through Redis (`redis`: the
+--- configuration's, as weft.model.config() gives it), or keep them in the
+--- process (nil). Called once the configuration is applied.
+function M.share(set, redis)
+    if not redis then return end
+    local cfg = require "weft._config"
+    local shared_limits = require "weft.shared_limits"
+    local client = cfg.redis_client(redis)
+    set.redis = client
+    for name, k in pairs(set.by_name) do
+        if k.limits then
+            local lim = {}
+            for f, v in pairs(k.limits) do if f ~= "name" then lim[f] = v end end
+            k.shared = shared_limits.new("gwkey:" .. name, lim, { client = client, key = "gwkey:" .. name,
+                on_failure = redis.on_failure or "local", processes = redis.processes })
+        end
+        k.spend_keys = format("{weft:gwkey:%s}:spend:", name)
+    end
+end
+
+-- Redis failed (or works again): said once each way.
+local function redis_state(set, down, err)
+    if down == (set.redis_down or false) then return end
+    set.redis_down = down
+    if down then
+        log.warn("gateway budgets: Redis fails, each process counts what it spent itself",
+            { error = tostring(err) })
+    else
+        log.warn("gateway budgets: Redis works again")
+    end
+end
+
+--- Admit one request of `tokens` (estimated) for key `k` now, or raise
+--- `rate_limited` with `retry_after`. Returns what reconcile needs.
+function M.admit(set, k, tokens, priority)
+    if k.shared then
+        local _, booked = k.shared:admit({ requests = 1, tokens = tokens }, weft.now(), priority)
+        return booked
+    end
+    k.limiter:acquire({ requests = 1, tokens = tokens }, { timeout = 0 })
+    return tokens
+end
+
+--- The real tokens of an admitted request (0 when it failed).
+function M.reconcile(set, k, booked, estimated, actual)
+    if k.shared then k.shared:reconcile(booked, actual, estimated)
+    elseif k.limiter then k.limiter:reconcile(estimated, actual) end
+end
+
+--- Give back an admitted request that was not sent.
+function M.refund(set, k, booked, estimated)
+    if k.shared then k.shared:reconcile(booked, 0, estimated)
+    elseif k.limiter then k.limiter:refund({ requests = 1, tokens = estimated }) end
+end
+
 --- The key a client presented, or nil.
 function M.find(set, presented)
     if type(presented) ~= "string" or presented == "" or #presented > 1024 then return nil end
@@ -171,6 +238,18 @@ function M.over_budget(set, k)
     local b = k.budget
     if not b then return nil end
     local s = current(set, k)
+    if set.redis then
+        local ok, r = pcall(set.redis.pipeline, set.redis, { { "GET", k.spend_keys .. "day:" .. s.day_id },
+                                                             { "GET", k.spend_keys .. "month:" .. s.month_id } })
+        if ok and type(r) == "table" then
+            redis_state(set, false)
+            local d, m = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+            if b.day and d >= b.day then return "day", b.day, d end
+            if b.month and m >= b.month then return "month", b.month, m end
+            return nil
+        end
+        redis_state(set, true, r)
+    end
     if b.day and s.day >= b.day then return "day", b.day, s.day end
     if b.month and s.month >= b.month then return "month", b.month, s.month end
     return nil
@@ -182,6 +261,17 @@ function M.spend(set, k, usd)
     local s = current(set, k)
     s.day = s.day + usd
     s.month = s.month + usd
+    if set.redis then
+        -- in a task of its own: the client's answer does not wait for Redis
+        local dk, mk = k.spend_keys .. "day:" .. s.day_id, k.spend_keys .. "month:" .. s.month_id
+        weft.spawn(function()
+            local ok, r = pcall(set.redis.pipeline, set.redis, {
+                { "INCRBYFLOAT", dk, format("%.10f", usd) }, { "PEXPIRE", dk, DAY },
+                { "INCRBYFLOAT", mk, format("%.10f", usd) }, { "PEXPIRE", mk, MONTH } })
+            if ok and type(r) == "table" and not require("weft.error").is(r[1]) then redis_state(set, false)
+            else redis_state(set, true, ok and r[1] or r) end
+        end)
+    end
 end
 
 --- What is left of each budget: {day =, month =} (nil for no budget).
