@@ -48,6 +48,8 @@ return {
         openai = { base_url = "$mock", secret = "env:MOCK_OPENAI_KEY", retry = { base = 0.01, max_attempts = 2 } },
         anthropic = { base_url = "$mock", secret = "env:MOCK_ANTHROPIC_KEY" },
         openai2 = { plugin = "openai", base_url = "$mock", secret = "env:MOCK_OPENAI_KEY", retry = { max_attempts = 1 } },
+        -- the canary as a provider key the mock refuses: the gateway's problem, never shown
+        leaky = { plugin = "openai", base_url = "$mock", secret = "env:WEFT_CANARY_KEY", retry = { max_attempts = 1 } },
     },
     models = {
         fast = "openai/gpt-4o-mini",
@@ -57,6 +59,7 @@ return {
         limited = "openai2/gpt-3.5-turbo",
         slow = "openai/gpt-4o",
         slowclaude = "anthropic/claude-3-opus-latest",
+        leaky = "leaky/gpt-4o-mini",
     },
     gateway = {
         keys = {
@@ -75,6 +78,12 @@ echo "# weft serve at $gw -> weft mock at $mock"
 timeout 120 node "$compat/serve_compat.mjs" "$gw" "$mock"
 rc=$?
 
+: "${WEFT_CANARY_KEY:?run through ctest}"
+code=$(curl -s -o "$dir/leaky.body" -D "$dir/leaky.head" -w '%{http_code}' "$gw/v1/chat/completions" \
+    -H "authorization: Bearer $GW_KEY_ALICE" -d '{"model":"leaky","messages":[{"role":"user","content":"x"}]}')
+[ "$code" = 502 ] && grep -qi '^x-weft-error-kind: auth' "$dir/leaky.head" ||
+    fail "a provider key the upstream refuses: expected 502 kind auth, got $code"
+echo "ok - a provider key the upstream refuses is a 502 for the client (kind auth)"
 curl -sf "$gw/metrics" > "$dir/metrics" || fail "GET /metrics"
 curl -sf "$mock/_mock/requests" > "$dir/mock_requests" || fail "GET /_mock/requests"
 grep -q 'weft_gateway_requests_total{key="alice",dialect="openai",endpoint="chat",status="200"}' "$dir/metrics" ||
@@ -92,4 +101,7 @@ for v in "$GW_KEY_ALICE" "$GW_KEY_BOB" "$bob_sha" sk-not-a-gateway-key sk-ant-no
     done
 done
 echo "ok - no client key in the gateway's log, metrics, or what the mock received"
+"$WEFT_SOURCE_DIR/scripts/check-canaries.sh" "$dir/gw.err" "$dir/leaky.body" "$dir/leaky.head" "$dir/metrics" ||
+    fail "a canary (the provider's key) leaked"
+echo "ok - the provider's key (a canary) is in no answer, log line or metric"
 exit $rc
