@@ -205,6 +205,44 @@ describe("weft serve", function()
             assert.equals(404, r.status)
         end)
 
+        it("passes fields weft has no place for to a provider of the client's dialect, refuses them elsewhere", function()
+            gw = start(mock, {}, { models = { fast = "openai/gpt-4o-mini", claude = "anthropic/claude-3-5-haiku-latest",
+                pol = { policy = "fallback", targets = { "fast", "claude" } } } })
+            local r = chat(gw, nil, "fast", { response_format = { type = "json_object" }, seed = 7, user = "u1" })
+            assert.equals(200, r.status)
+            local sent = json.decode(mock:requests()[#mock:requests()].body)
+            assert.same({ type = "json_object" }, sent.response_format)
+            assert.equals(7, sent.seed)
+            r = chat(gw, nil, "claude", { response_format = { type = "json_object" } })
+            assert.equals(400, r.status)
+            assert.matches("response_format: not supported for the model `claude`", r.json.error.message)
+            r = chat(gw, nil, "pol", { seed = 1 })
+            assert.equals(400, r.status)
+            r = chat(gw, nil, "claude", { user = "u1" }) -- bookkeeping: dropped
+            assert.equals(200, r.status)
+            assert.is_nil(json.decode(mock:requests()[#mock:requests()].body).user)
+            r = post(gw, "/v1/messages", { model = "fast", max_tokens = 20, top_k = 5,
+                messages = { { role = "user", content = "x" } } })
+            assert.equals(400, r.status)
+            assert.matches("top_k", r.json.error.message)
+        end)
+
+        it("ends a stream with an error event when a policy starts it over after text was sent", function()
+            mock:set_faults { { model = "gpt-4o", sequence = { "mid_stream_error" } } }
+            gw = start(mock, {}, { models = { pol = { policy = "fallback", targets = { "slow", "claude" },
+                stream_failure = "restart" }, slow = "openai/gpt-4o", claude = "anthropic/claude-3-5-haiku-latest" } })
+            local chunks = {}
+            local r = http.request { method = "POST", url = gw.url .. "/v1/chat/completions",
+                body = json.encode { model = "pol", stream = true,
+                                     messages = { { role = "user", content = "one two three four five six" } } },
+                on_data = function(c) chunks[#chunks + 1] = c end }
+            local body = table.concat(chunks)
+            assert.equals(200, r.status)
+            assert.matches('"content":"echo"', body)
+            assert.matches("started it over on another target", body)
+            assert.is_nil(body:find("[DONE]", 1, true))
+        end)
+
         it("answers a body over max_body_size with 413", function()
             gw = start(mock, { max_body_size = 1000 })
             local r = chat(gw, nil, "fast", { messages = { { role = "user", content = string.rep("x", 2000) } } })

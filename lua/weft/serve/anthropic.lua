@@ -170,8 +170,27 @@ function M.chat_request(b)
     local tc, why = tool_choice_of(b.tool_choice)
     if why then return nil, why end
     if r.tools then r.tool_choice = tc end
-    return r
+    return r, nil, nil, M.native_fields(b)
 end
+
+-- As weft.serve.openai.NATIVE, for the Messages API.
+local NATIVE = { top_k = true, thinking = true, metadata = false, service_tier = false }
+
+function M.native_fields(b)
+    local out, semantic
+    for k, sem in pairs(NATIVE) do
+        local v = b[k]
+        if v ~= nil and v ~= null then
+            out = out or {}
+            out[k] = v
+            if sem then semantic = semantic or k end
+        end
+    end
+    if out then out[1] = semantic end
+    return out
+end
+
+M.PLUGINS = { anthropic = true }
 
 local STOP = { stop = "end_turn", length = "max_tokens", tool_calls = "tool_use", content_filter = "refusal",
                end_turn = "end_turn", max_tokens = "max_tokens", tool_use = "tool_use", stop_sequence = "stop_sequence",

@@ -292,6 +292,15 @@ local function account(st, k, kname, est, r, booked)
     if c > 0 then m_cost:inc(c, kname) end
 end
 
+-- Whether the provider of `model` (a provider model, not a policy) speaks
+-- dialect `d` (its plugin, or the plugin it extends).
+local function serves_natively(model, d)
+    if getmetatable(model) == nil or not model.provider or model.policy then return false end
+    local ok, inst = pcall(model_mod.provider, model.provider)
+    local p = ok and inst and inst.entry and inst.entry.plugin
+    return p ~= nil and (d.PLUGINS[p.name] == true or d.PLUGINS[p.extends or false] == true)
+end
+
 local stream_call -- below
 
 local function handle(gw, req, res, d, ep, id)
@@ -355,12 +364,12 @@ local function handle(gw, req, res, d, ep, id)
                 period, spent, budget)), kname, ep
         end
     end
-    local r, why, param
+    local r, why, param, native
     local texts
     if ep == "embeddings" then
         texts, why, param = d.embed_input(b)
     else
-        r, why, param = d.chat_request(b)
+        r, why, param, native = d.chat_request(b)
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})
@@ -406,6 +415,20 @@ local function handle(gw, req, res, d, ep, id)
             kname, ep
     end
     local call_req = ctx.request
+    if native then
+        -- fields weft's form has no place for: the provider's body fields
+        -- when it speaks the client's dialect; otherwise refused when they
+        -- change the answer, dropped when they do not
+        if serves_natively(model, d) then
+            local extra = call_req.extra or {}
+            for f, v in pairs(native) do if f ~= 1 then extra[f] = v end end
+            call_req.extra = extra
+        elseif native[1] then
+            if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
+            return fail(d, "invalid_request", format("%s: not supported for the model `%s` by this gateway "
+                .. "(it is only passed on to a provider speaking the %s API)", native[1], name, d.name)), kname, ep
+        end
+    end
     if ep ~= "embeddings" then
         if k and k.priority and call_req.priority == nil then call_req.priority = k.priority end
         if st.timeout and call_req.timeout == nil then call_req.timeout = st.timeout end
@@ -460,10 +483,24 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         if not res:write(chunk) then gone = true return false end
         return true
     end
+    local restarted = false
     local okc, result = pcall(gw.hooks and model.stream or owned_stream, model, call_req, function(ev)
         if ev.type == "text" and ev.text ~= "" then return send(s.text(ev.text)) end
+        -- a policy starting over on another target (stream_failure =
+        -- "restart"): what the client has cannot be taken back
+        if ev.type == "restart" and started then
+            restarted = true
+            return false
+        end
         return true
     end)
+    if restarted and not gone then
+        send(s.fail("transient", "the stream failed after part of the answer was sent and the policy started "
+            .. "it over on another target; use stream_failure = \"continue\" or \"error\" for streams through "
+            .. "this gateway"))
+        res:finish()
+        return nil, "502"
+    end
     if okc and gw.hooks and gw.hooks.after then
         local okh, e = pcall(run_hook, "after", gw.hooks.after, st.hook_timeout, ctx, result)
         if not okh then okc, result = false, e end

@@ -171,8 +171,38 @@ function M.chat_request(b)
     tc, why = tool_choice_of(b.tool_choice)
     if why then return nil, why, "tool_choice" end
     if tools then r.tool_choice = tc end
-    return r
+    return r, nil, nil, M.native_fields(b)
 end
+
+-- Fields of a chat request that weft's request form has no place for:
+-- `true`, they change the answer (sent as provider body fields when an
+-- OpenAI-dialect provider serves the model, refused otherwise); `false`,
+-- bookkeeping that may be dropped.
+local NATIVE = { response_format = true, seed = true, presence_penalty = true, frequency_penalty = true,
+                 logit_bias = true, logprobs = true, top_logprobs = true, parallel_tool_calls = true,
+                 reasoning_effort = true, modalities = true, audio = true, prediction = true,
+                 web_search_options = true, functions = true, function_call = true,
+                 user = false, service_tier = false, store = false, metadata = false }
+M.NATIVE = NATIVE
+
+--- The request's fields in NATIVE: a table of them and whether one
+--- changes the answer, or nil.
+function M.native_fields(b)
+    local out, semantic
+    for k, sem in pairs(NATIVE) do
+        local v = b[k]
+        if v ~= nil and v ~= null then
+            out = out or {}
+            out[k] = v
+            if sem then semantic = semantic or k end
+        end
+    end
+    if out then out[1] = semantic end -- (the first that matters, for the message)
+    return out
+end
+
+--- The provider plugins that speak this dialect natively.
+M.PLUGINS = { openai = true, openai_compatible = true }
 
 --- Embedding input as a list of strings.
 function M.embed_input(b)
