@@ -383,16 +383,16 @@ local function handle(gw, req, res, d, ep, id)
                 kname, ra or "1"), { ["retry-after"] = ra or "1" }), kname, ep
         end
     end
-    local ctx = { dialect = d.name, endpoint = ep, key = k and k.name or nil, model = name, request = r or texts,
-                  stream = b.stream == true }
-    local hooks = gw.hooks
+    local call_req, stream = r or texts, b.stream == true
+    local hooks, ctx = gw.hooks, nil
     if hooks then
         -- what a hook sees: the client's headers without its credentials
         local hdrs = {}
         for hk, hv in pairs(req.headers) do
             if hk ~= "authorization" and hk ~= "x-api-key" then hdrs[hk] = hv end
         end
-        ctx.headers = hdrs
+        ctx = { dialect = d.name, endpoint = ep, key = k and k.name or nil, model = name, request = call_req,
+                stream = stream, headers = hdrs }
     end
     if hooks and hooks.before then
         local okh, e = pcall(run_hook, "before", hooks.before, st.hook_timeout, ctx)
@@ -401,6 +401,7 @@ local function handle(gw, req, res, d, ep, id)
             return fail_with(d, e), kname, ep
         end
         name = type(ctx.model) == "string" and ctx.model or name
+        call_req = ctx.request
     end
     -- the model objects of this configuration, made once
     local model = st.models[name]
@@ -414,7 +415,6 @@ local function handle(gw, req, res, d, ep, id)
         return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
             kname, ep
     end
-    local call_req = ctx.request
     if native then
         -- fields weft's form has no place for: the provider's body fields
         -- when it speaks the client's dialect; otherwise refused when they
@@ -435,8 +435,8 @@ local function handle(gw, req, res, d, ep, id)
     end
     res:cancel_on_gone()
     local shown = b.model -- the name the client asked for
-    if ctx.stream and ep == "chat" then
-        local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked)
+    if stream and ep == "chat" then
+        local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked, name)
         return answer, kname, ep, status
     end
     local okc, result
@@ -469,7 +469,7 @@ end
 
 -- A streamed chat: the head is sent with the first piece, so a call that
 -- fails before it still gets a whole error answer.
-function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked)
+function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked, name)
     local st = gw.state
     local s = d.stream(shown, b)
     local started, gone = false, false
@@ -501,7 +501,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         res:finish()
         return nil, "502"
     end
-    if okc and gw.hooks and gw.hooks.after then
+    if okc and ctx and gw.hooks and gw.hooks.after then
         local okh, e = pcall(run_hook, "after", gw.hooks.after, st.hook_timeout, ctx, result)
         if not okh then okc, result = false, e end
     end
@@ -514,7 +514,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, 0) end
         local kind = kind_of(result)
         if kind == "internal" and not (type(result) == "table" and result.gw_kind) then
-            log.error("gateway stream failed", { model = ctx.model, error = tostring(result) })
+            log.error("gateway stream failed", { model = name, error = tostring(result) })
         end
         if not started then return fail_with(d, result), nil end
         send(s.fail(kind, client_message(result)))
