@@ -158,6 +158,40 @@ describe("weft serve", function()
             assert.equals(0, weft.metrics.value("weft_gateway_budget_remaining_usd", { key = "a", period = "month" }))
         end)
 
+        it("counts what a call used when an after hook refuses the answer or the client goes away", function()
+            local now = os.time { year = 2026, month = 5, day = 10, hour = 12 }
+            gw = start(mock, { keys = { a = { sha256 = sha256("key-a-0123456789"), budget = { day = 20 }, tpm = 100000 } } },
+                { clock = function() return now end })
+            gw.hooks = { after = function() errors.raise("invalid_request", "refused by the output guardrail") end }
+            local cost0 = weft.metrics.value("weft_gateway_cost_usd_total", { key = "a" }) or 0
+            local r = chat(gw, "key-a-0123456789") -- 12 USD, refused after
+            assert.equals(400, r.status)
+            assert.near(12, weft.metrics.value("weft_gateway_cost_usd_total", { key = "a" }) - cost0, 1e-6)
+            r = chat(gw, "key-a-0123456789") -- 24 USD
+            assert.equals(400, r.status)
+            r = chat(gw, "key-a-0123456789")
+            assert.equals(429, r.status)
+            assert.equals("quota_exhausted", r.headers["x-weft-error-kind"])
+            -- a client that leaves a stream after its first piece: what the provider read is counted
+            gw.hooks = nil
+            now = now + 86400
+            mock:set_faults { { model = "gpt-4o-mini", stream_delay_ms = 200 } }
+            local before = weft.metrics.value("weft_gateway_cost_usd_total", { key = "a" })
+            pcall(http.request, { method = "POST", url = gw.url .. "/v1/chat/completions",
+                headers = { authorization = "Bearer key-a-0123456789" },
+                body = json.encode { model = "fast", stream = true,
+                    messages = { { role = "user", content = "one two three four five six seven" } } },
+                on_data = function() return false end })
+            local after
+            for _ = 1, 100 do
+                after = weft.metrics.value("weft_gateway_cost_usd_total", { key = "a" })
+                if after > before then break end
+                weft.sleep(0.02)
+            end
+            assert.is_true(after > before)
+            assert.is_true((weft.metrics.value("weft_gateway_client_gone_total", { key = "a" }) or 0) >= 1)
+        end)
+
         it("checks key definitions", function()
             local function bad(keys, pattern)
                 local ok, e = pcall(start, mock, { keys = keys })
@@ -218,9 +252,14 @@ describe("weft serve", function()
             assert.matches("response_format: not supported for the model `claude`", r.json.error.message)
             r = chat(gw, nil, "pol", { seed = 1 })
             assert.equals(400, r.status)
-            r = chat(gw, nil, "claude", { user = "u1" }) -- bookkeeping: dropped
+            assert.is_nil(sent.user) -- bookkeeping: never passed on
+            r = chat(gw, nil, "fast", { store = true, service_tier = "priority" })
             assert.equals(200, r.status)
-            assert.is_nil(json.decode(mock:requests()[#mock:requests()].body).user)
+            sent = json.decode(mock:requests()[#mock:requests()].body)
+            assert.is_nil(sent.store)
+            assert.is_nil(sent.service_tier)
+            r = chat(gw, nil, "claude", { user = "u1" })
+            assert.equals(200, r.status)
             r = post(gw, "/v1/messages", { model = "fast", max_tokens = 20, top_k = 5,
                 messages = { { role = "user", content = "x" } } })
             assert.equals(400, r.status)
@@ -243,6 +282,35 @@ describe("weft serve", function()
             assert.is_nil(body:find("[DONE]", 1, true))
         end)
 
+        it("answers a request without a model, or not an object, with the dialect's 400", function()
+            gw = start(mock)
+            local r = post(gw, "/v1/chat/completions", { messages = { { role = "user", content = "x" } } })
+            assert.equals(400, r.status)
+            assert.equals("invalid_request_error", r.json.error.type)
+            r = post(gw, "/v1/messages", { model = json.null, max_tokens = 5, messages = { { role = "user", content = "x" } } })
+            assert.equals(400, r.status)
+            assert.equals("error", r.json.type)
+            r = post(gw, "/v1/chat/completions", "[1, 2]")
+            assert.equals(400, r.status)
+            r = post(gw, "/v1/embeddings", { model = "fast", input = "x", dimensions = 3 })
+            assert.equals(400, r.status)
+            assert.matches("dimensions", r.json.error.message)
+            r = post(gw, "/v1/messages", { model = "claude", max_tokens = 5, messages = { { role = "user", content = "x" } },
+                tools = { { type = "web_search_20250305", name = "web_search" } } })
+            assert.equals(400, r.status)
+            assert.matches("server tool", r.json.error.message)
+        end)
+
+        it("tells the client what failed upstream without the provider's own words", function()
+            mock:set_faults { { model = "gpt-4o", probability = { [503] = 1.0 } } }
+            gw = start(mock)
+            local r = chat(gw, nil, "slow")
+            assert.equals(502, r.status)
+            assert.equals("transient", r.headers["x-weft-error-kind"])
+            assert.equals("the provider openai failed (HTTP 503) after 2 attempts", r.json.error.message)
+            assert.is_nil(r.body:find("127.0.0.1", 1, true))
+        end)
+
         it("answers a body over max_body_size with 413", function()
             gw = start(mock, { max_body_size = 1000 })
             local r = chat(gw, nil, "fast", { messages = { { role = "user", content = string.rep("x", 2000) } } })
@@ -255,6 +323,10 @@ describe("weft serve", function()
             gw:close()
             gw = start(mock, { allow_provider_models = true })
             assert.equals(200, chat(gw, nil, "openai/gpt-4o-mini").status)
+            -- a shipped plugin that is not configured would go to its vendor with the environment's key
+            local r = chat(gw, nil, "gemini/gemini-2.0-flash")
+            assert.equals(404, r.status)
+            assert.equals("model_not_found", r.json.error.code)
         end)
 
         it("cancels the upstream call when the client goes away", function()
@@ -351,6 +423,15 @@ describe("weft serve", function()
             local ok, why = gw:reload()
             assert.is_false(ok)
             assert.matches("gateway.colour", why)
+            assert.equals("anthropic", chat(gw, nil, "main").headers["x-weft-provider"])
+            -- refused after the models were read: weft's configuration is left as it was too
+            local f = assert(io.open(path, "w"))
+            f:write(("return { providers = { openai = { base_url = %q, secret = 'env:WEFT_SERVE_SPEC_OA' } },\n"
+                .. "models = { main = 'openai/gpt-4o-mini' }, gateway = { models = { 'main', 'nope' } } }\n"):format(mock.url))
+            f:close()
+            ok, why = gw:reload()
+            assert.is_false(ok)
+            assert.matches("'nope'", why)
             assert.equals("anthropic", chat(gw, nil, "main").headers["x-weft-provider"])
             os.remove(path)
         end)

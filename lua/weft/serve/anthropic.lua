@@ -78,19 +78,21 @@ local function blocks_of(content, where)
                     if type(p) == "table" and p.type == "text" and type(p.text) == "string" then parts[#parts + 1] = p.text
                     else return nil, w .. ".content: only text is supported in a tool_result by this gateway" end
                 end
-                t = concat(parts)
+                t = concat(parts, "\n")
             elseif t == nil then
                 t = ""
             elseif type(t) ~= "string" then
                 return nil, w .. ".content must be a string or text blocks"
             end
+            -- weft's tool message has no error flag: said in its text
+            if b.is_error == true then t = "[tool error] " .. t end
             results[#results + 1] = { id = b.tool_use_id, text = t }
         else
             return nil, format("%s: type %s is not supported by this gateway (text, tool_use, tool_result)", w,
                 tostring(b.type))
         end
     end
-    return { text = #texts > 0 and concat(texts) or nil, uses = uses, results = results }
+    return { text = #texts > 0 and concat(texts, "\n") or nil, uses = uses, results = results }
 end
 
 local function tool_choice_of(tc)
@@ -162,6 +164,10 @@ function M.chat_request(b)
         local tools = {}
         for i, t in ipairs(b.tools) do
             if type(t) ~= "table" or type(t.name) ~= "string" then return nil, format("tools.%d.name is required", i - 1) end
+            if t.type ~= nil and t.type ~= "custom" then
+                return nil, format("tools.%d: type %s (a server tool) is not supported by this gateway", i - 1,
+                    tostring(t.type))
+            end
             tools[i] = { name = t.name, description = type(t.description) == "string" and t.description or nil,
                          parameters = type(t.input_schema) == "table" and t.input_schema or nil }
         end
@@ -177,16 +183,14 @@ end
 local NATIVE = { top_k = true, thinking = true, metadata = false, service_tier = false }
 
 function M.native_fields(b)
-    local out, semantic
+    local out
     for k, sem in pairs(NATIVE) do
         local v = b[k]
-        if v ~= nil and v ~= null then
+        if sem and v ~= nil and v ~= null then
             out = out or {}
             out[k] = v
-            if sem then semantic = semantic or k end
         end
     end
-    if out then out[1] = semantic end
     return out
 end
 

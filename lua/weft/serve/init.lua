@@ -143,7 +143,8 @@ local function served_names(rest, g)
 end
 
 -- Apply a configuration: weft.configure, then the gateway's own state.
--- Nothing of the running state changes when it raises.
+-- Everything that can be refused is checked before weft.configure runs, so
+-- a configuration that raises leaves the running one as it was.
 local function build_state(gw, rest, g, where)
     local set, list = served_names(rest, g)
     local keys = keys_mod.new(g.keys, gw.state and gw.state.keys, gw.clock)
@@ -151,18 +152,30 @@ local function build_state(gw, rest, g, where)
         error(format("gateway: no keys configured: refusing to serve on %s (a non-loopback address) without "
             .. "authentication; define gateway.keys", tostring(gw.host)), 0)
     end
-    model_mod.configure(rest, where)
-    keys_mod.share(keys, model_mod.config().redis)
+    local now_cfg = model_mod.config()
     for n in pairs(set) do
-        local ok, why = pcall(model_mod.model, n)
-        if not ok and not n:find("/", 1, true) then
-            error(format("gateway.models: '%s': %s", n, tostring(why):gsub("^.-:%d+: ", "")), 0)
+        local prov = n:match("^([%w_%-]+)/.")
+        local known = (rest.models and rest.models[n] ~= nil) or now_cfg.models[n] ~= nil
+            or (prov and ((rest.providers and rest.providers[prov] ~= nil) or now_cfg.providers[prov] ~= nil))
+        if not known then
+            error(format("gateway.models: '%s' is neither a model of the configuration nor provider/model of a "
+                .. "configured provider", n), 0)
         end
     end
-    local st = { served = set, list = list, keys = keys, g = g, models = {},
+    model_mod.configure(rest, where)
+    local cfg = model_mod.config()
+    keys_mod.share(keys, cfg.redis)
+    local st = { served = set, list = list, keys = keys, g = g, models = {}, providers = {}, aliases = {},
                  generation = (gw.state and gw.state.generation or 0) + 1 }
+    for p in pairs(cfg.providers) do st.providers[p] = true end
+    for a in pairs(cfg.models) do st.aliases[a] = true end
     for _, f in ipairs { "max_body_size", "max_header_size", "drain_timeout", "hook_timeout" } do
         st[f] = g[f] or M.DEFAULTS[f]
+    end
+    local old = gw.state
+    if old and (st.max_body_size ~= old.max_body_size or st.max_header_size ~= old.max_header_size) then
+        log.warn("gateway: max_body_size and max_header_size take effect when weft serve starts again")
+        st.max_body_size, st.max_header_size = old.max_body_size, old.max_header_size
     end
     st.timeout = g.timeout
     st.allow_provider_models = g.allow_provider_models == true
@@ -203,6 +216,10 @@ end
 
 -- The message a client gets for a failed call: what weft said, less what
 -- is the gateway's own business (its provider credentials).
+local UPSTREAM = { transient = "failed", integration = "answered what weft could not use", timeout = "timed out",
+                   rate_limited = "is rate limiting this gateway", quota_exhausted = "says this gateway's quota is spent",
+                   circuit_open = "is unavailable (its circuit breaker is open)" }
+
 local function client_message(e)
     if type(e) == "table" and e.gw_kind then return e.message end
     if not errors.is(e) then return "the gateway failed to answer" end
@@ -210,6 +227,15 @@ local function client_message(e)
         return format("the gateway's credentials for provider %s were refused", tostring(e.provider or "?"))
     end
     if e.kind == "cancelled" then return "the call was cancelled (the gateway is shutting down)" end
+    local what = UPSTREAM[e.kind]
+    if what then
+        -- the provider's own words may name hosts, organizations or
+        -- accounts of the gateway's: kept for its log, not the client
+        local m = format("the provider %s %s", tostring(e.provider or "?"), what)
+        if e.status then m = m .. format(" (HTTP %d)", e.status) end
+        if e.attempts and e.attempts > 1 then m = m .. format(" after %d attempts", e.attempts) end
+        return m
+    end
     return tostring(e.message or e.kind)
 end
 
@@ -237,7 +263,7 @@ local function run_hook(which, fn, limit, ...)
         log.error("gateway hook timed out", { hook = which, seconds = limit })
         error(gw_error("unavailable", format("the gateway's %s hook did not finish in %g s", which, limit)), 0)
     end
-    if errors.is(a) and a.kind ~= "cancelled" then error(a, 0) end
+    if errors.is(a) then error(a, 0) end -- (cancelled too: the request is, not the hook)
     log.error("gateway hook failed", { hook = which, error = tostring(a) })
     error(gw_error("internal", format("the gateway's %s hook failed", which)), 0)
 end
@@ -265,8 +291,9 @@ local function estimate_tokens(body, r)
 end
 
 local function usage_of(r)
-    local u = r and r.usage or {}
-    return u.input or 0, u.output or 0
+    local u = type(r) == "table" and r.usage or nil
+    if type(u) ~= "table" then return 0, 0 end
+    return tonumber(u.input) or 0, tonumber(u.output) or 0
 end
 
 local function cost_of(r)
@@ -274,11 +301,20 @@ local function cost_of(r)
     return type(r.cost) == "number" and r.cost or 0
 end
 
--- Account an answered call to its key: limiter tokens, spend, metrics.
-local function account(st, k, kname, est, r, booked)
-    local i, o = usage_of(r)
-    if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, i + o) end
-    local c = cost_of(r)
+-- A request's admission against its key (`adm`: {k, kname, est, booked,
+-- settled}) is settled exactly once: `settle` with what the call used (a
+-- result, or an error's `partial`: a broken or abandoned stream's usage,
+-- or the input of a request the provider read), or `refund` when nothing
+-- was sent. The handler refunds what a Lua error left unsettled.
+local function settle(st, adm, r)
+    if adm.settled then return end
+    adm.settled = true
+    local used = r
+    if type(r) == "table" and not r.usage and type(r.partial) == "table" then used = r.partial end
+    local i, o = usage_of(used)
+    local c = type(used) == "table" and cost_of(used) or 0
+    local k, kname = adm.k, adm.kname
+    if k and k.limits then keys_mod.reconcile(st.keys, k, adm.booked, adm.est, i + o) end
     if k then
         keys_mod.spend(st.keys, k, c)
         local rem = keys_mod.remaining(st.keys, k)
@@ -292,6 +328,12 @@ local function account(st, k, kname, est, r, booked)
     if c > 0 then m_cost:inc(c, kname) end
 end
 
+local function refund(st, adm)
+    if adm.settled then return end
+    adm.settled = true
+    if adm.k and adm.k.limits then keys_mod.refund(st.keys, adm.k, adm.booked, adm.est) end
+end
+
 -- Whether the provider of `model` (a provider model, not a policy) speaks
 -- dialect `d` (its plugin, or the plugin it extends).
 local function serves_natively(model, d)
@@ -301,9 +343,23 @@ local function serves_natively(model, d)
     return p ~= nil and (d.PLUGINS[p.name] == true or d.PLUGINS[p.extends or false] == true)
 end
 
+-- Whether `name` may be served: a name of the configuration, or with
+-- allow_provider_models a "provider/model" of a configured provider (never
+-- a shipped plugin's defaults: its vendor URL and environment key).
+local function servable(st, name)
+    if st.served[name] then return true end
+    if not st.allow_provider_models then return false end
+    local prov = name:match("^([%w_%-]+)/.")
+    return prov ~= nil and st.providers[prov] == true and not st.aliases[name]
+end
+
 local stream_call -- below
 
-local function handle(gw, req, res, d, ep, id)
+local function not_found(d, name)
+    return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name))
+end
+
+local function handle(gw, req, res, d, ep, id, adm)
     local st = gw.state
     if not d then
         if req.path == "/healthz" then return { status = 200, headers = { ["content-type"] = "text/plain" }, body = "ok\n" } end
@@ -333,29 +389,23 @@ local function handle(gw, req, res, d, ep, id)
             return { status = 200, headers = { ["content-type"] = "application/json" }, body = d.model_response(id) },
                 kname, ep
         end
-        return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", id)),
-            kname, ep
+        return not_found(d, id), kname, ep
     end
     -- the request body
     local ok, b = pcall(json.decode, req.body)
-    if not ok or type(b) ~= "table" then
+    if not ok or type(b) ~= "table" or b[1] ~= nil then
         return fail(d, "invalid_request", "The request body is not a JSON object."), kname, ep
     end
     local name = b.model
     if type(name) ~= "string" or name == "" then
-        return fail(d, "invalid_request", "model: a model name is required", "model"), kname, ep
+        return fail(d, "invalid_request", "model: a model name is required"), kname, ep
     end
-    local served = st.served[name] or (st.allow_provider_models and name:find("/", 1, true) ~= nil)
-    if not served then
-        return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
-            kname, ep
-    end
+    if not servable(st, name) then return not_found(d, name), kname, ep end
     if k and not keys_mod.allows(k, name) then
         if d == ANTHROPIC then
             return fail(d, "forbidden", format("This API key is not allowed to use the model `%s`.", name)), kname, ep
         end
-        return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
-            kname, ep
+        return not_found(d, name), kname, ep
     end
     if k then
         local period, budget, spent = keys_mod.over_budget(st.keys, k)
@@ -364,24 +414,28 @@ local function handle(gw, req, res, d, ep, id)
                 period, spent, budget)), kname, ep
         end
     end
-    local r, why, param, native
+    local r, why, native
     local texts
     if ep == "embeddings" then
-        texts, why, param = d.embed_input(b)
+        texts, why = d.embed_input(b)
     else
-        r, why, param, native = d.chat_request(b)
+        r, why, _, native = d.chat_request(b)
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})
-    local booked
+    adm.k, adm.kname, adm.est = k, kname, est
     if k and k.limits then
         local okl, e = pcall(keys_mod.admit, st.keys, k, est, k.priority)
-        booked = e
         if not okl then
-            local ra = retry_after_of(e)
-            return fail(d, "rate_limited", format("Rate limit reached for API key '%s'. Please try again in %ss.",
-                kname, ra or "1"), { ["retry-after"] = ra or "1" }), kname, ep
+            adm.settled = true -- (nothing was admitted)
+            if errors.is(e) and e.kind == "rate_limited" then
+                local ra = retry_after_of(e)
+                return fail(d, "rate_limited", format("Rate limit reached for API key '%s'. Please try again in %ss.",
+                    kname, ra or "1"), { ["retry-after"] = ra or "1" }), kname, ep
+            end
+            return fail_with(d, e), kname, ep
         end
+        adm.booked = e
     end
     local call_req, stream = r or texts, b.stream == true
     local hooks, ctx = gw.hooks, nil
@@ -397,56 +451,71 @@ local function handle(gw, req, res, d, ep, id)
     if hooks and hooks.before then
         local okh, e = pcall(run_hook, "before", hooks.before, st.hook_timeout, ctx)
         if not okh then
-            if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
+            refund(st, adm)
             return fail_with(d, e), kname, ep
         end
-        name = type(ctx.model) == "string" and ctx.model or name
+        -- a hook may route only to what the key may use and the gateway serves
+        if type(ctx.model) == "string" and ctx.model ~= name then
+            if not servable(st, ctx.model) or (k and not keys_mod.allows(k, ctx.model)) then
+                refund(st, adm)
+                log.error("gateway before hook routed to a model it may not use", { model = ctx.model, key = kname })
+                return fail(d, "internal", "the gateway's before hook failed"), kname, ep
+            end
+            name = ctx.model
+        end
         call_req = ctx.request
     end
     -- the model objects of this configuration, made once
     local model = st.models[name]
-    local okm = model ~= nil
-    if not okm then
-        okm, model = pcall(model_mod.model, name)
-        if okm then st.models[name] = model end
-    end
-    if not okm then
-        if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
-        return fail(d, "model_not_found", format("The model `%s` does not exist or you do not have access to it.", name)),
-            kname, ep
+    if model == nil then
+        local okm, m = pcall(model_mod.model, name)
+        if not okm then
+            refund(st, adm)
+            return not_found(d, name), kname, ep
+        end
+        model = m
+        st.models[name] = m
     end
     if native then
-        -- fields weft's form has no place for: the provider's body fields
-        -- when it speaks the client's dialect; otherwise refused when they
-        -- change the answer, dropped when they do not
+        -- fields weft's form has no place for that change the answer: the
+        -- provider's body fields when it speaks the client's dialect, else
+        -- refused
         if serves_natively(model, d) then
             local extra = call_req.extra or {}
-            for f, v in pairs(native) do if f ~= 1 then extra[f] = v end end
+            for f, v in pairs(native) do extra[f] = v end
             call_req.extra = extra
-        elseif native[1] then
-            if k and k.limits then keys_mod.refund(st.keys, k, booked, est) end
+        else
+            refund(st, adm)
+            local f = next(native)
             return fail(d, "invalid_request", format("%s: not supported for the model `%s` by this gateway "
-                .. "(it is only passed on to a provider speaking the %s API)", native[1], name, d.name)), kname, ep
+                .. "(it is only passed on to a provider speaking the %s API)", f, name, d.name)), kname, ep
         end
     end
     if ep ~= "embeddings" then
         if k and k.priority and call_req.priority == nil then call_req.priority = k.priority end
         if st.timeout and call_req.timeout == nil then call_req.timeout = st.timeout end
     end
-    res:cancel_on_gone()
+    if not res:cancel_on_gone() then -- the client already left
+        refund(st, adm)
+        m_gone:inc(1, kname)
+        return nil, kname, ep, "499"
+    end
     local shown = b.model -- the name the client asked for
     if stream and ep == "chat" then
-        local answer, status = stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked, name)
+        local answer, status = stream_call(gw, d, res, model, call_req, ctx, adm, shown, b, name)
         return answer, kname, ep, status
     end
     local okc, result
     if ep == "embeddings" then
         okc, result = pcall(model.embed, model, call_req, { timeout = st.timeout, priority = k and k.priority })
+    elseif hooks then
+        okc, result = pcall(model.complete, model, call_req)
     else
-        -- the request is this call's own plain data, unless a hook had it
-        if hooks then okc, result = pcall(model.complete, model, call_req)
-        else okc, result = pcall(owned_call, model, "complete", call_req) end
+        -- the request is this call's own plain data
+        okc, result = pcall(owned_call, model, "complete", call_req)
     end
+    -- what the call used is the key's, whatever happens to the answer now
+    settle(st, adm, result)
     if okc and hooks and hooks.after then
         local okh, e = pcall(run_hook, "after", hooks.after, st.hook_timeout, ctx, result)
         if not okh then okc, result = false, e end
@@ -456,21 +525,19 @@ local function handle(gw, req, res, d, ep, id)
             m_gone:inc(1, kname)
             return nil, kname, ep, "499"
         end
-        if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, 0) end
         if kind_of(result) == "internal" and not (type(result) == "table" and result.gw_kind) then
             log.error("gateway call failed", { model = name, error = tostring(result) })
         end
         return fail_with(d, result), kname, ep
     end
-    account(st, k, kname, est, result, booked)
     local body = ep == "embeddings" and d.embed_response(result, shown, b) or d.chat_response(result, shown)
     return { status = 200, headers = ok_headers(result, "application/json"), body = body }, kname, ep
 end
 
 -- A streamed chat: the head is sent with the first piece, so a call that
 -- fails before it still gets a whole error answer.
-function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, booked, name)
-    local st = gw.state
+function stream_call(gw, d, res, model, call_req, ctx, adm, shown, b, name)
+    local st, kname = gw.state, adm.kname
     local s = d.stream(shown, b)
     local started, gone = false, false
     local head = { ["content-type"] = "text/event-stream; charset=utf-8", ["cache-control"] = "no-cache" }
@@ -484,7 +551,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         return true
     end
     local restarted = false
-    local okc, result = pcall(gw.hooks and model.stream or owned_stream, model, call_req, function(ev)
+    local okc, result = pcall(ctx and model.stream or owned_stream, model, call_req, function(ev)
         if ev.type == "text" and ev.text ~= "" then return send(s.text(ev.text)) end
         -- a policy starting over on another target (stream_failure =
         -- "restart"): what the client has cannot be taken back
@@ -494,6 +561,7 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         end
         return true
     end)
+    settle(st, adm, result)
     if restarted and not gone then
         send(s.fail("transient", "the stream failed after part of the answer was sent and the policy started "
             .. "it over on another target; use stream_failure = \"continue\" or \"error\" for streams through "
@@ -507,11 +575,9 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
     end
     if gone or res:gone() or (okc and result.aborted) then
         m_gone:inc(1, kname)
-        if okc then account(st, k, kname, est, result, booked) end
         return nil, "499"
     end
     if not okc then
-        if k and k.limits then keys_mod.reconcile(st.keys, k, booked, est, 0) end
         local kind = kind_of(result)
         if kind == "internal" and not (type(result) == "table" and result.gw_kind) then
             log.error("gateway stream failed", { model = name, error = tostring(result) })
@@ -521,7 +587,6 @@ function stream_call(gw, d, res, model, call_req, ctx, k, kname, est, shown, b, 
         res:finish()
         return nil, "502"
     end
-    account(st, k, kname, est, result, booked)
     if not started then head["x-weft-call-id"] = tostring(result.call_id or "") end
     if send(s.finish(result)) then res:finish() end
     return nil, "200"
@@ -576,16 +641,19 @@ local function handler_of(gw)
         local d, ep, id = dialect_of(req)
         gw.tasks[task] = true
         gw.active = gw.active + 1
-        local ok, answer, kname, ep2, status = pcall(handle, gw, req, res, d, ep, id)
+        local adm = { kname = "-" }
+        local ok, answer, kname, ep2, status = pcall(handle, gw, req, res, d, ep, id, adm)
         gw.tasks[task] = nil
         gw.active = gw.active - 1
         if not ok then
+            refund(gw.state, adm)
             if errors.is(answer) and answer.kind == "cancelled" then
-                if res:gone() then m_gone:inc(1, "-") end
+                if res:gone() then m_gone:inc(1, adm.kname) end
                 error(answer, 0)
             end
             log.error("gateway request failed", { path = req.path, error = tostring(answer) })
-            answer = fail(OPENAI, "internal", "the gateway failed to answer")
+            answer = fail(d or OPENAI, "internal", "the gateway failed to answer")
+            kname = adm.kname
         end
         if d then
             status = status or (answer and tostring(answer.status or 200)) or "200"

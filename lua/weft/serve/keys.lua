@@ -244,6 +244,9 @@ function M.over_budget(set, k)
         if ok and type(r) == "table" then
             redis_state(set, false)
             local d, m = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+            -- the fleet's spend: what remaining() shows, and the fallback's start
+            if d > s.day then s.day = d end
+            if m > s.month then s.month = m end
             if b.day and d >= b.day then return "day", b.day, d end
             if b.month and m >= b.month then return "month", b.month, m end
             return nil

@@ -77,7 +77,7 @@ local function text_of(content, where)
         end
         parts[#parts + 1] = p.text
     end
-    return concat(parts)
+    return concat(parts, "\n")
 end
 
 local ROLES = { system = true, developer = "system", user = true, assistant = true, tool = true }
@@ -185,19 +185,19 @@ local NATIVE = { response_format = true, seed = true, presence_penalty = true, f
                  user = false, service_tier = false, store = false, metadata = false }
 M.NATIVE = NATIVE
 
---- The request's fields in NATIVE: a table of them and whether one
---- changes the answer, or nil.
+--- The request's fields in NATIVE that change the answer (a table of
+--- them), or nil. The bookkeeping ones are never passed on: `store` would
+--- keep the conversation in the gateway's account, `service_tier` bill it
+--- above the configured prices.
 function M.native_fields(b)
-    local out, semantic
+    local out
     for k, sem in pairs(NATIVE) do
         local v = b[k]
-        if v ~= nil and v ~= null then
+        if sem and v ~= nil and v ~= null then
             out = out or {}
             out[k] = v
-            if sem then semantic = semantic or k end
         end
     end
-    if out then out[1] = semantic end -- (the first that matters, for the message)
     return out
 end
 
@@ -206,6 +206,9 @@ M.PLUGINS = { openai = true, openai_compatible = true }
 
 --- Embedding input as a list of strings.
 function M.embed_input(b)
+    if b.dimensions ~= nil and b.dimensions ~= null then
+        return nil, "dimensions: not supported by this gateway (a provider's embedding_dimensions sets it)"
+    end
     local inp = b.input
     if type(inp) == "string" then return { inp } end
     if type(inp) ~= "table" or #inp == 0 then return nil, "input must be a string or a non-empty list of strings", "input" end
