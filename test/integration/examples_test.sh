@@ -34,6 +34,31 @@ for p in fallback hedge balance router priority; do
     check "examples/policies/$p.lua runs" run "policy_$p" "$src/examples/policies/$p.lua"
     check "... and shows its decisions (${reason[$p]})" has "policy_$p" "${reason[$p]}"
 done
+# the gateway example: weft serve with examples/gateway/{config,hooks}.lua in front of the mock
+gateway_example() {
+    local murl gurl mpid gpid ok=1
+    "$WEFT" mock --port 0 > "$dir/gwm.url" 2> /dev/null &
+    mpid=$!
+    for _ in $(seq 100); do murl=$(head -1 "$dir/gwm.url"); [ -n "$murl" ] && break; sleep 0.05; done
+    MOCK_URL=$murl OPENAI_API_KEY=sk-weft-mock ANTHROPIC_API_KEY=sk-ant-weft-mock TEAM_KEY=team-key-123 \
+        CI_KEY=ci-key-456 "$WEFT" -l warn serve --config "$src/examples/gateway/config.lua" \
+        --script "$src/examples/gateway/hooks.lua" --port 0 > "$dir/gw.url" 2> "$dir/gw.err" &
+    gpid=$!
+    for _ in $(seq 100); do gurl=$(head -1 "$dir/gw.url"); [ -n "$gurl" ] && break; sleep 0.05; done
+    curl -s "$gurl/v1/chat/completions" -H "authorization: Bearer team-key-123" \
+        -d '{"model": "smart", "messages": [{"role": "user", "content": "Hello"}]}' > "$dir/gw1.out"
+    grep -q '"content":"echo: Hello"' "$dir/gw1.out" || ok=0
+    curl -s "$gurl/v1/messages" -H "x-api-key: team-key-123" -d '{"model": "fast", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "my card is 4111 1111 1111 1111"}]}' > "$dir/gw2.out"
+    grep -q 'does not forward card numbers' "$dir/gw2.out" || ok=0
+    curl -s "$gurl/v1/chat/completions" -H "authorization: Bearer ci-key-456" \
+        -d '{"model": "claude", "messages": [{"role": "user", "content": "Hello"}]}' > "$dir/gw3.out"
+    grep -q 'model_not_found' "$dir/gw3.out" || ok=0
+    kill -TERM $gpid; wait $gpid || ok=0
+    kill $mpid; wait $mpid 2> /dev/null
+    [ $ok = 1 ]
+}
+check "examples/gateway: weft serve answers, refuses a card number, keeps CI to its models" gateway_example
 for c in openai anthropic gemini fallback; do
     check "switch_by_config with examples/config/$c.lua" \
         run "config_$c" --config "$src/examples/config/$c.lua" "$src/examples/switch_by_config.lua"
