@@ -176,23 +176,13 @@ function M.chat_request(b)
     local tc, why = tool_choice_of(b.tool_choice)
     if why then return nil, why end
     if r.tools then r.tool_choice = tc end
-    return r, nil, nil, M.native_fields(b)
+    return r
 end
 
 -- As weft.serve.openai.NATIVE, for the Messages API.
 local NATIVE = { top_k = true, thinking = true, metadata = false, service_tier = false }
+M.NATIVE = NATIVE
 
-function M.native_fields(b)
-    local out
-    for k, sem in pairs(NATIVE) do
-        local v = b[k]
-        if sem and v ~= nil and v ~= null then
-            out = out or {}
-            out[k] = v
-        end
-    end
-    return out
-end
 
 M.PLUGINS = { anthropic = true }
 

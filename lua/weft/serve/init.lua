@@ -353,6 +353,20 @@ local function servable(st, name)
     return prov ~= nil and st.providers[prov] == true and not st.aliases[name]
 end
 
+-- The fields of request `b` that weft's form has no place for and that
+-- change the answer (`d.NATIVE` marks them true), or nil.
+local function native_fields(b, marks)
+    local out
+    for f, matters in pairs(marks) do
+        local v = b[f]
+        if matters and v ~= nil and v ~= json.null then
+            out = out or {}
+            out[f] = v
+        end
+    end
+    return out
+end
+
 local stream_call -- below
 
 local function not_found(d, name)
@@ -419,7 +433,8 @@ local function handle(gw, req, res, d, ep, id, adm)
     if ep == "embeddings" then
         texts, why = d.embed_input(b)
     else
-        r, why, _, native = d.chat_request(b)
+        r, why = d.chat_request(b)
+        native = native_fields(b, d.NATIVE)
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})

@@ -171,7 +171,7 @@ function M.chat_request(b)
     tc, why = tool_choice_of(b.tool_choice)
     if why then return nil, why, "tool_choice" end
     if tools then r.tool_choice = tc end
-    return r, nil, nil, M.native_fields(b)
+    return r
 end
 
 -- Fields of a chat request that weft's request form has no place for:
@@ -185,21 +185,9 @@ local NATIVE = { response_format = true, seed = true, presence_penalty = true, f
                  user = false, service_tier = false, store = false, metadata = false }
 M.NATIVE = NATIVE
 
---- The request's fields in NATIVE that change the answer (a table of
---- them), or nil. The bookkeeping ones are never passed on: `store` would
---- keep the conversation in the gateway's account, `service_tier` bill it
---- above the configured prices.
-function M.native_fields(b)
-    local out
-    for k, sem in pairs(NATIVE) do
-        local v = b[k]
-        if sem and v ~= nil and v ~= null then
-            out = out or {}
-            out[k] = v
-        end
-    end
-    return out
-end
+-- (weft.serve picks the fields marked true; the bookkeeping ones are never
+-- passed on: `store` would keep the conversation in the gateway's account,
+-- `service_tier` bill it above the configured prices)
 
 --- The provider plugins that speak this dialect natively.
 M.PLUGINS = { openai = true, openai_compatible = true }
