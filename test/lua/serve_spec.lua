@@ -260,6 +260,10 @@ describe("weft serve", function()
             assert.is_nil(sent.service_tier)
             r = chat(gw, nil, "claude", { user = "u1" })
             assert.equals(200, r.status)
+            r = chat(gw, nil, "fast", { logprobs = true }) -- the answer could not carry them
+            assert.equals(400, r.status)
+            assert.matches("log probabilities are not supported", r.json.error.message)
+            assert.equals(200, chat(gw, nil, "fast", { logprobs = false }).status)
             r = post(gw, "/v1/messages", { model = "fast", max_tokens = 20, top_k = 5,
                 messages = { { role = "user", content = "x" } } })
             assert.equals(400, r.status)

@@ -180,7 +180,8 @@ function M.chat_request(b)
 end
 
 -- As weft.serve.openai.NATIVE, for the Messages API.
-local NATIVE = { top_k = true, thinking = true, metadata = false, service_tier = false }
+local NATIVE = { top_k = true, thinking = "thinking blocks", container = "containers", mcp_servers = "MCP servers",
+                 metadata = false, service_tier = false }
 M.NATIVE = NATIVE
 
 

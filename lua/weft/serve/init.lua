@@ -359,9 +359,14 @@ local function native_fields(b, marks)
     local out
     for f, matters in pairs(marks) do
         local v = b[f]
-        if matters and v ~= nil and v ~= json.null then
-            out = out or {}
-            out[f] = v
+        if v ~= nil and v ~= json.null and v ~= false then
+            if type(matters) == "string" then
+                return nil, format("%s: %s are not supported by this gateway", f, matters)
+            end
+            if matters then
+                out = out or {}
+                out[f] = v
+            end
         end
     end
     return out
@@ -434,7 +439,7 @@ local function handle(gw, req, res, d, ep, id, adm)
         texts, why = d.embed_input(b)
     else
         r, why = d.chat_request(b)
-        native = native_fields(b, d.NATIVE)
+        if not why then native, why = native_fields(b, d.NATIVE) end
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})

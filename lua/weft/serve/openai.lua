@@ -175,19 +175,20 @@ function M.chat_request(b)
 end
 
 -- Fields of a chat request that weft's request form has no place for:
--- `true`, they change the answer (sent as provider body fields when an
--- OpenAI-dialect provider serves the model, refused otherwise); `false`,
--- bookkeeping that may be dropped.
+-- `true`, they change the answer, so they are sent as provider body fields
+-- when an OpenAI-dialect provider serves the model and refused otherwise;
+-- `false`, bookkeeping, never passed on (`store` would keep the
+-- conversation in the gateway's account, `service_tier` bill it above the
+-- configured prices); a string, refused always: what they ask for comes
+-- back in parts of the answer weft's result does not carry.
 local NATIVE = { response_format = true, seed = true, presence_penalty = true, frequency_penalty = true,
-                 logit_bias = true, logprobs = true, top_logprobs = true, parallel_tool_calls = true,
-                 reasoning_effort = true, modalities = true, audio = true, prediction = true,
-                 web_search_options = true, functions = true, function_call = true,
+                 logit_bias = true, parallel_tool_calls = true, reasoning_effort = true, prediction = true,
+                 logprobs = "log probabilities", top_logprobs = "log probabilities", modalities = "audio output",
+                 audio = "audio output", functions = "legacy function calling (use tools)",
+                 function_call = "legacy function calling (use tool_choice)",
+                 web_search_options = "web search annotations",
                  user = false, service_tier = false, store = false, metadata = false }
 M.NATIVE = NATIVE
-
--- (weft.serve picks the fields marked true; the bookkeeping ones are never
--- passed on: `store` would keep the conversation in the gateway's account,
--- `service_tier` bill it above the configured prices)
 
 --- The provider plugins that speak this dialect natively.
 M.PLUGINS = { openai = true, openai_compatible = true }
