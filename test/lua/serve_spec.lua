@@ -264,6 +264,14 @@ describe("weft serve", function()
             assert.equals(400, r.status)
             assert.matches("log probabilities are not supported", r.json.error.message)
             assert.equals(200, chat(gw, nil, "fast", { logprobs = false }).status)
+            -- values that ask for nothing are no request, wherever the model is served
+            assert.equals(200, chat(gw, nil, "pol", { presence_penalty = 0, logit_bias = {},
+                response_format = { type = "text" }, logprobs = false }).status)
+            -- false is a request where it asks for something
+            assert.equals(400, chat(gw, nil, "pol", { parallel_tool_calls = false }).status)
+            assert.equals(200, chat(gw, nil, "fast", { parallel_tool_calls = false }).status)
+            assert.is_false(json.decode(mock:requests()[#mock:requests()].body).parallel_tool_calls)
+            assert.equals(400, chat(gw, nil, "pol", { seed = 0 }).status)
             r = post(gw, "/v1/messages", { model = "fast", max_tokens = 20, top_k = 5,
                 messages = { { role = "user", content = "x" } } })
             assert.equals(400, r.status)
@@ -375,6 +383,7 @@ describe("weft serve", function()
                     assert(ctx.headers.authorization == nil, "the hook saw the client's credentials")
                     if text:find("forbidden") then errors.raise("invalid_request", "blocked by the gateway's policy") end
                     if text:find("boom") then error("a bug in the hook") end
+                    if text:find("slow down") then errors.raise("rate_limited", "one request a minute per user") end
                     if text:find("sleepy") then weft.sleep(5) end
                     if ctx.headers["x-route"] then ctx.model = ctx.headers["x-route"] end
                     ctx.request.messages[1].content = text .. " (checked)"
@@ -388,6 +397,9 @@ describe("weft serve", function()
             r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "forbidden" } } })
             assert.equals(400, r.status)
             assert.equals("blocked by the gateway's policy", r.json.error.message)
+            r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "slow down" } } })
+            assert.equals(429, r.status)
+            assert.equals("one request a minute per user", r.json.error.message)
             r = post(gw, "/v1/chat/completions", { model = "fast", messages = { { role = "user", content = "boom" } } })
             assert.equals(500, r.status)
             assert.equals("internal", r.headers["x-weft-error-kind"])

@@ -184,6 +184,16 @@ local NATIVE = { top_k = true, thinking = "thinking blocks", container = "contai
                  metadata = false, service_tier = false }
 M.NATIVE = NATIVE
 
+--- Whether field `f`'s value `v` asks for nothing (see weft.serve.openai).
+function M.is_default(f, v)
+    if v == false then return true end
+    if type(v) == "table" then
+        if next(v) == nil then return true end
+        if f == "thinking" then return v.type == "disabled" end
+    end
+    return false
+end
+
 
 M.PLUGINS = { anthropic = true }
 

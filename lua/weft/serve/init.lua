@@ -152,11 +152,12 @@ local function build_state(gw, rest, g, where)
         error(format("gateway: no keys configured: refusing to serve on %s (a non-loopback address) without "
             .. "authentication; define gateway.keys", tostring(gw.host)), 0)
     end
-    local now_cfg = model_mod.config()
+    -- (weft.configure adds to what was configured before: what this
+    -- configuration serves is what its own file names)
     for n in pairs(set) do
         local prov = n:match("^([%w_%-]+)/.")
-        local known = (rest.models and rest.models[n] ~= nil) or now_cfg.models[n] ~= nil
-            or (prov and ((rest.providers and rest.providers[prov] ~= nil) or now_cfg.providers[prov] ~= nil))
+        local known = (rest.models and rest.models[n] ~= nil)
+            or (prov and rest.providers and rest.providers[prov] ~= nil)
         if not known then
             error(format("gateway.models: '%s' is neither a model of the configuration nor provider/model of a "
                 .. "configured provider", n), 0)
@@ -167,8 +168,8 @@ local function build_state(gw, rest, g, where)
     keys_mod.share(keys, cfg.redis)
     local st = { served = set, list = list, keys = keys, g = g, models = {}, providers = {}, aliases = {},
                  generation = (gw.state and gw.state.generation or 0) + 1 }
-    for p in pairs(cfg.providers) do st.providers[p] = true end
-    for a in pairs(cfg.models) do st.aliases[a] = true end
+    for p in pairs(rest.providers or {}) do st.providers[p] = true end
+    for a in pairs(rest.models or {}) do st.aliases[a] = true end
     for _, f in ipairs { "max_body_size", "max_header_size", "drain_timeout", "hook_timeout" } do
         st[f] = g[f] or M.DEFAULTS[f]
     end
@@ -227,7 +228,7 @@ local function client_message(e)
         return format("the gateway's credentials for provider %s were refused", tostring(e.provider or "?"))
     end
     if e.kind == "cancelled" then return "the call was cancelled (the gateway is shutting down)" end
-    local what = UPSTREAM[e.kind]
+    local what = e.provider and UPSTREAM[e.kind] -- (a hook's or the gateway's own errors are as raised)
     if what then
         -- the provider's own words may name hosts, organizations or
         -- accounts of the gateway's: kept for its log, not the client
@@ -296,11 +297,6 @@ local function usage_of(r)
     return tonumber(u.input) or 0, tonumber(u.output) or 0
 end
 
-local function cost_of(r)
-    if type(r.policy_usage) == "table" and type(r.policy_usage.cost) == "number" then return r.policy_usage.cost end
-    return type(r.cost) == "number" and r.cost or 0
-end
-
 -- A request's admission against its key (`adm`: {k, kname, est, booked,
 -- settled}) is settled exactly once: `settle` with what the call used (a
 -- result, or an error's `partial`: a broken or abandoned stream's usage,
@@ -309,10 +305,20 @@ end
 local function settle(st, adm, r)
     if adm.settled then return end
     adm.settled = true
-    local used = r
-    if type(r) == "table" and not r.usage and type(r.partial) == "table" then used = r.partial end
-    local i, o = usage_of(used)
-    local c = type(used) == "table" and cost_of(used) or 0
+    -- what every target call used (a policy's policy_usage), else the
+    -- answer's usage, else a failure's partial usage
+    local i, o, c = 0, 0, 0
+    if type(r) == "table" then
+        local pu = r.policy_usage
+        if type(pu) == "table" then
+            i, o, c = tonumber(pu.input) or 0, tonumber(pu.output) or 0, tonumber(pu.cost) or 0
+        else
+            local used = r
+            if not r.usage and type(r.partial) == "table" then used = r.partial end
+            i, o = usage_of(used)
+            c = type(used.cost) == "number" and used.cost or 0
+        end
+    end
     local k, kname = adm.k, adm.kname
     if k and k.limits then keys_mod.reconcile(st.keys, k, adm.booked, adm.est, i + o) end
     if k then
@@ -355,11 +361,12 @@ end
 
 -- The fields of request `b` that weft's form has no place for and that
 -- change the answer (`d.NATIVE` marks them true), or nil.
-local function native_fields(b, marks)
+local function native_fields(b, marks, is_default)
     local out
     for f, matters in pairs(marks) do
         local v = b[f]
-        if v ~= nil and v ~= json.null and v ~= false then
+        -- a value that asks for nothing (false, 0, {}, the default) is no request
+        if v ~= nil and v ~= json.null and not is_default(f, v) then
             if type(matters) == "string" then
                 return nil, format("%s: %s are not supported by this gateway", f, matters)
             end
@@ -439,11 +446,11 @@ local function handle(gw, req, res, d, ep, id, adm)
         texts, why = d.embed_input(b)
     else
         r, why = d.chat_request(b)
-        if not why then native, why = native_fields(b, d.NATIVE) end
+        if not why then native, why = native_fields(b, d.NATIVE, d.is_default) end
     end
     if why then return fail(d, "invalid_request", why), kname, ep end
     local est = estimate_tokens(req.body, r or {})
-    adm.k, adm.kname, adm.est = k, kname, est
+    adm.k, adm.kname, adm.est, adm.st = k, kname, est, st
     if k and k.limits then
         local okl, e = pcall(keys_mod.admit, st.keys, k, est, k.priority)
         if not okl then
@@ -557,7 +564,7 @@ end
 -- A streamed chat: the head is sent with the first piece, so a call that
 -- fails before it still gets a whole error answer.
 function stream_call(gw, d, res, model, call_req, ctx, adm, shown, b, name)
-    local st, kname = gw.state, adm.kname
+    local st, kname = adm.st, adm.kname -- (the state the request began with, whatever a reload did since)
     local s = d.stream(shown, b)
     local started, gone = false, false
     local head = { ["content-type"] = "text/event-stream; charset=utf-8", ["cache-control"] = "no-cache" }
@@ -666,7 +673,7 @@ local function handler_of(gw)
         gw.tasks[task] = nil
         gw.active = gw.active - 1
         if not ok then
-            refund(gw.state, adm)
+            refund(adm.st or gw.state, adm)
             if errors.is(answer) and answer.kind == "cancelled" then
                 if res:gone() then m_gone:inc(1, adm.kname) end
                 error(answer, 0)

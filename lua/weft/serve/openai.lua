@@ -190,6 +190,20 @@ local NATIVE = { response_format = true, seed = true, presence_penalty = true, f
                  user = false, service_tier = false, store = false, metadata = false }
 M.NATIVE = NATIVE
 
+--- Whether field `f`'s value `v` asks for nothing (so it is no request):
+--- false, 0, an empty table, the text response format, text-only output.
+local ZERO = { presence_penalty = true, frequency_penalty = true, top_logprobs = true }
+function M.is_default(f, v)
+    if v == false then return f ~= "parallel_tool_calls" end -- (false there asks for one call at a time)
+    if v == 0 then return ZERO[f] == true end -- (seed 0 is a seed)
+    if type(v) == "table" then
+        if next(v) == nil then return true end
+        if f == "response_format" then return v.type == "text" end
+        if f == "modalities" then return #v == 1 and v[1] == "text" end
+    end
+    return false
+end
+
 --- The provider plugins that speak this dialect natively.
 M.PLUGINS = { openai = true, openai_compatible = true }
 
