@@ -206,7 +206,9 @@ function M.reconcile(set, k, booked, estimated, actual)
     elseif k.limiter then k.limiter:reconcile(estimated, actual) end
 end
 
---- Give back an admitted request that was not sent.
+--- Give back an admitted request that was not sent. (With Redis, the
+--- shared limits give back its tokens but not its request: a GCRA slot
+--- once booked stays booked, so a refused request counts against rpm.)
 function M.refund(set, k, booked, estimated)
     if k.shared then k.shared:reconcile(booked, 0, estimated)
     elseif k.limiter then k.limiter:refund({ requests = 1, tokens = estimated }) end
