@@ -323,6 +323,43 @@ describe("weft serve", function()
             assert.is_nil(r.body:find("127.0.0.1", 1, true))
         end)
 
+        it("sends a slow stream's head before its first token, then its error as an event", function()
+            mock:set_faults { { model = "gpt-4o", latency = 800 } }
+            gw = start(mock, { stream_head_after = 0.1 })
+            local chunks = {}
+            local r = http.request { method = "POST", url = gw.url .. "/v1/chat/completions",
+                body = json.encode { model = "slow", stream = true, messages = { { role = "user", content = "hi there" } } },
+                on_data = function(c) chunks[#chunks + 1] = c end }
+            local body = table.concat(chunks)
+            assert.equals(200, r.status)
+            -- the head and the opening came on their own, before any text (the
+            -- mock answers only after 0.8 s)
+            assert.matches('"role":"assistant"', chunks[1])
+            assert.is_nil(chunks[1]:find('"content":" hi"', 1, true))
+            assert.matches('"role":"assistant"', body)
+            assert.matches('"content":" hi"', body)
+            assert.matches("data: %[DONE%]", body)
+            -- Anthropic: message_start and a ping first
+            chunks = {}
+            r = http.request { method = "POST", url = gw.url .. "/v1/messages",
+                body = json.encode { model = "slow", stream = true, max_tokens = 50,
+                                     messages = { { role = "user", content = "hi there" } } },
+                on_data = function(c) chunks[#chunks + 1] = c end }
+            body = table.concat(chunks)
+            assert.matches("^event: message_start.-event: ping.-event: content_block_start", body)
+            assert.equals(1, select(2, body:gsub("event: message_start", "")))
+            -- a failure after the head: the dialect's error event
+            mock:set_faults { { model = "gpt-4o", latency = 500, probability = { [500] = 1.0 } } }
+            chunks = {}
+            r = http.request { method = "POST", url = gw.url .. "/v1/chat/completions",
+                body = json.encode { model = "slow", stream = true, messages = { { role = "user", content = "x" } } },
+                on_data = function(c) chunks[#chunks + 1] = c end }
+            body = table.concat(chunks)
+            assert.equals(200, r.status)
+            assert.matches('data: {"error":', body)
+            assert.is_nil(body:find("[DONE]", 1, true))
+        end)
+
         it("answers a body over max_body_size with 413", function()
             gw = start(mock, { max_body_size = 1000 })
             local r = chat(gw, nil, "fast", { messages = { { role = "user", content = string.rep("x", 2000) } } })

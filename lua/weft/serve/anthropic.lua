@@ -267,6 +267,8 @@ function M.stream(name, b)
         return out .. event("content_block_delta", { type = "content_block_delta", index = index,
             delta = { type = "text_delta", text = piece } })
     end
+    function s.open() return opening() .. s.ping() end
+    function s.ping() return "event: ping\ndata: {\"type\": \"ping\"}\n\n" end
     function s.finish(r)
         local out = { opening() }
         if text_open then

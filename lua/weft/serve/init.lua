@@ -22,6 +22,9 @@
 ---   timeout                seconds a call may take, all attempts (none)
 ---   drain_timeout          seconds SIGTERM waits for calls in flight (30)
 ---   hook_timeout           seconds a hook may take (10)
+---   stream_head_after      seconds a stream waits for its first token before
+---                          its head goes out, with a ping every 15 s (5;
+---                          false: the head waits for the first token)
 ---   watch                  reload when the file changes (true)
 ---   host, port             where to listen (127.0.0.1, 8080; flags win)
 ---
@@ -52,10 +55,12 @@ local sort, concat = table.sort, table.concat
 local M = {}
 
 M.DEFAULT_PORT = 8080
-M.DEFAULTS = { max_body_size = 8 * 1024 * 1024, max_header_size = 32 * 1024, drain_timeout = 30, hook_timeout = 10 }
+M.DEFAULTS = { max_body_size = 8 * 1024 * 1024, max_header_size = 32 * 1024, drain_timeout = 30, hook_timeout = 10,
+               stream_head_after = 5 }
 
 local GATEWAY_KEYS = { keys = true, allow_provider_models = true, models = true, max_body_size = true,
                        max_header_size = true, timeout = true, drain_timeout = true, hook_timeout = true,
+                       stream_head_after = true,
                        watch = true, host = true, port = true }
 
 -- ------------------------------------------------------------ metrics
@@ -96,12 +101,15 @@ local function check_gateway(g)
     for k in pairs(g) do
         if not GATEWAY_KEYS[k] then
             error(format("gateway.%s: unknown key (keys, models, allow_provider_models, max_body_size, "
-                .. "max_header_size, timeout, drain_timeout, hook_timeout, watch, host, port)", tostring(k)), 0)
+                .. "max_header_size, timeout, drain_timeout, hook_timeout, stream_head_after, watch, host, port)",
+                tostring(k)), 0)
         end
     end
-    for _, k in ipairs { "max_body_size", "max_header_size", "timeout", "drain_timeout", "hook_timeout" } do
+    for _, k in ipairs { "max_body_size", "max_header_size", "timeout", "drain_timeout", "hook_timeout",
+                         "stream_head_after" } do
         local v = g[k]
-        if v ~= nil and (type(v) ~= "number" or v <= 0 or v ~= v or v == math.huge) then
+        if v ~= nil and not (k == "stream_head_after" and v == false)
+            and (type(v) ~= "number" or v <= 0 or v ~= v or v == math.huge) then
             error(format("gateway.%s: expected a number > 0", k), 0)
         end
     end
@@ -170,9 +178,10 @@ local function build_state(gw, rest, g, where)
                  generation = (gw.state and gw.state.generation or 0) + 1 }
     for p in pairs(rest.providers or {}) do st.providers[p] = true end
     for a in pairs(rest.models or {}) do st.aliases[a] = true end
-    for _, f in ipairs { "max_body_size", "max_header_size", "drain_timeout", "hook_timeout" } do
+    for _, f in ipairs { "max_body_size", "max_header_size", "drain_timeout", "hook_timeout", "stream_head_after" } do
         st[f] = g[f] or M.DEFAULTS[f]
     end
+    if g.stream_head_after == false then st.stream_head_after = nil end -- (the head waits for the first token)
     local old = gw.state
     if old and (st.max_body_size ~= old.max_body_size or st.max_header_size ~= old.max_header_size) then
         log.warn("gateway: max_body_size and max_header_size take effect when weft serve starts again")
@@ -566,20 +575,48 @@ end
 function stream_call(gw, d, res, model, call_req, ctx, adm, shown, b, name)
     local st, kname = adm.st, adm.kname -- (the state the request began with, whatever a reload did since)
     local s = d.stream(shown, b)
-    local started, gone = false, false
+    local started, gone, busy = false, false, false
     local head = { ["content-type"] = "text/event-stream; charset=utf-8", ["cache-control"] = "no-cache" }
+    -- (two tasks may write: this one and the waiting-for-the-first-token
+    -- pinger below; one write at a time)
     local function send(chunk)
+        while busy do weft.sleep(0.002) end
         if gone then return false end
-        if not started then
-            started = true
-            if not res:start(200, head) then gone = true return false end
-        end
-        if not res:write(chunk) then gone = true return false end
-        return true
+        busy = true
+        local ok, wrote = pcall(function()
+            if not started then
+                started = true
+                if not res:start(200, head) then return false end
+            end
+            return res:write(chunk) and true or false
+        end)
+        busy = false
+        if not ok then error(wrote, 0) end
+        if not wrote then gone = true end
+        return wrote
+    end
+    -- A first token that is slow to come (a reasoning model, a queue): the
+    -- head goes out after stream_head_after seconds, then a ping every 15 s,
+    -- so that no idle timeout on the way cuts the stream; a failure after
+    -- that is the dialect's error event.
+    local texting, pinger = false, nil
+    if st.stream_head_after then
+        pinger = weft.spawn(function()
+            weft.sleep(st.stream_head_after)
+            if texting or gone then return end
+            send(s.open())
+            while not texting and not gone do
+                weft.sleep(15)
+                if not texting then send(s.ping()) end
+            end
+        end)
     end
     local restarted = false
     local okc, result = pcall(ctx and model.stream or owned_stream, model, call_req, function(ev)
-        if ev.type == "text" and ev.text ~= "" then return send(s.text(ev.text)) end
+        if ev.type == "text" and ev.text ~= "" then
+            texting = true
+            return send(s.text(ev.text))
+        end
         -- a policy starting over on another target (stream_failure =
         -- "restart"): what the client has cannot be taken back
         if ev.type == "restart" and started then
@@ -588,6 +625,9 @@ function stream_call(gw, d, res, model, call_req, ctx, adm, shown, b, name)
         end
         return true
     end)
+    texting = true
+    if pinger then pinger:cancel() end
+    while busy do weft.sleep(0.002) end
     settle(st, adm, result)
     if restarted and not gone then
         send(s.fail("transient", "the stream failed after part of the answer was sent and the policy started "

@@ -316,6 +316,10 @@ function M.stream(name, b)
     function s.text(piece)
         return opening() .. chunk { content = piece }
     end
+    --- the head's first event before any text (a slow first token), and a
+    --- comment line that keeps idle connections open meanwhile
+    function s.open() return opening() end
+    function s.ping() return ": waiting for the first token\n\n" end
     function s.finish(r)
         local out = { opening() }
         local has_tools = type(r.tool_calls) == "table" and #r.tool_calls > 0
