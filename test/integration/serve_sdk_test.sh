@@ -14,12 +14,7 @@ if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
     exit 77
 fi
 compat="$WEFT_SOURCE_DIR/test/compat"
-if [ ! -d "$compat/node_modules/openai" ] || [ ! -d "$compat/node_modules/@anthropic-ai/sdk" ] ||
-   [ ! -d "$compat/node_modules/@google/genai" ]; then
-    echo "# installing the SDKs into $compat/node_modules"
-    (cd "$compat" && timeout 300 npm install --no-audit --no-fund --no-package-lock > /dev/null) ||
-        { echo "npm install failed"; exit 1; }
-fi
+bash "$compat/install.sh" || exit 1
 dir=$(mktemp -d)
 mock_pid= gw_pid=
 trap '[ -n "$gw_pid" ] && kill $gw_pid 2>/dev/null; [ -n "$mock_pid" ] && kill $mock_pid 2>/dev/null; rm -rf "$dir"' EXIT
