@@ -227,6 +227,13 @@ function M.tool_choice(tc, dialect)
     return tc
 end
 
+--- Normalized tool calls `{id, name, arguments}` in OpenAI's wire form
+--- (`{id, type = "function", function = {name, arguments}}`), the inverse
+--- of `openai_tool_calls`.
+---@param list table[]
+---@return table[]
+M.openai_wire_tool_calls = wire_tool_calls
+
 --- OpenAI's tool calls of an answer as normalized ones `{id, name,
 --- arguments}`; nil when there are none.
 ---@param list any

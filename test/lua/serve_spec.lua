@@ -360,6 +360,34 @@ describe("weft serve", function()
             assert.is_nil(body:find("[DONE]", 1, true))
         end)
 
+        it("answers a call over gateway.timeout with 504, an open breaker with 503 and its Retry-After", function()
+            mock:set_faults { { model = "gpt-4o", latency = 3000 } }
+            gw = start(mock, { timeout = 0.2 })
+            local r = chat(gw, nil, "slow")
+            assert.equals(504, r.status)
+            assert.equals("timeout", r.headers["x-weft-error-kind"])
+            r = messages(gw, nil, "slow")
+            assert.equals(504, r.status)
+            assert.equals("api_error", r.json.error.type)
+            gw:close()
+            mock:set_faults { { model = "gpt-4o", probability = { [500] = 1.0 } } }
+            gw = start(mock, {}, { providers = {
+                openai = { base_url = mock.url, secret = weft.secrets.value("serve-br" .. n, KEYS.openai),
+                           retry = { max_attempts = 1 },
+                           breaker = { threshold = 0.5, min_calls = 2, cooldown = 30 } } } })
+            for _ = 1, 4 do
+                r = chat(gw, nil, "slow")
+                if r.headers["x-weft-error-kind"] == "circuit_open" then break end
+            end
+            assert.equals(503, r.status)
+            assert.equals("circuit_open", r.headers["x-weft-error-kind"])
+            assert.is_true(tonumber(r.headers["retry-after"]) >= 1)
+            assert.equals(503, http.request { url = gw.url .. "/readyz" }.status) -- its only provider is down
+            r = messages(gw, nil, "slow")
+            assert.equals(529, r.status)
+            assert.equals("overloaded_error", r.json.error.type)
+        end)
+
         it("answers a body over max_body_size with 413", function()
             gw = start(mock, { max_body_size = 1000 })
             local r = chat(gw, nil, "fast", { messages = { { role = "user", content = string.rep("x", 2000) } } })

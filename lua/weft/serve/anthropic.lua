@@ -7,6 +7,7 @@
 --- thinking blocks) is refused with a 400 that says so.
 local json = require "weft.json"
 local common = require "weft.mock.common"
+local codec = require "weft.codec"
 
 local type, ipairs, tostring, format, concat = type, ipairs, tostring, string.format, table.concat
 local null = json.null
@@ -23,13 +24,12 @@ function M.route(method, path)
     return nil
 end
 
---- The client's key: `x-api-key`, or `Authorization: Bearer`.
+--- The client's key: `x-api-key`, or `Authorization: Bearer` (as OpenAI's).
+local bearer = require("weft.serve.openai").key_of
 function M.key_of(headers)
     local k = headers["x-api-key"]
     if type(k) == "string" and k ~= "" then return k end
-    local a = headers["authorization"]
-    if type(a) ~= "string" then return nil end
-    return a:match("^[Bb]earer%s+(%S+)%s*$")
+    return bearer(headers)
 end
 
 local KIND = {
@@ -67,7 +67,7 @@ local function blocks_of(content, where)
         if b.type == "text" and type(b.text) == "string" then
             texts[#texts + 1] = b.text
         elseif b.type == "tool_use" and type(b.name) == "string" then
-            local ok, args = pcall(json.encode, b.input == nil and json.object() or b.input)
+            local ok, args = pcall(codec.encode_args, b.input)
             if not ok then return nil, w .. ".input cannot be encoded" end
             uses[#uses + 1] = { id = tostring(b.id or ""), name = b.name, arguments = args }
         elseif b.type == "tool_result" and type(b.tool_use_id) == "string" then
@@ -205,8 +205,7 @@ local function content_of(r)
     local out = {}
     if r.text and r.text ~= "" then out[1] = { type = "text", text = r.text } end
     for _, c in ipairs(r.tool_calls or {}) do
-        local ok, input = pcall(json.decode, c.arguments or "{}")
-        if not ok or type(input) ~= "table" then input = json.object() end
+        local input = codec.decode_args(c.arguments)
         out[#out + 1] = { type = "tool_use", id = c.id, name = c.name, input = input }
     end
     if #out == 0 then out[1] = { type = "text", text = "" } end

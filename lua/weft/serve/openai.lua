@@ -226,13 +226,7 @@ end
 local FINISH = { stop = "stop", length = "length", tool_calls = "tool_calls", content_filter = "content_filter",
                  max_tokens = "length", end_turn = "stop", tool_use = "tool_calls", aborted = "stop" }
 
-local function wire_tool_calls(calls)
-    local out = {}
-    for i, c in ipairs(calls) do
-        out[i] = { id = c.id, type = "function", ["function"] = { name = c.name, arguments = c.arguments or "{}" } }
-    end
-    return out
-end
+local wire_tool_calls = require("weft.codec").openai_wire_tool_calls
 
 local function usage_of(r)
     local u = r.usage or {}
