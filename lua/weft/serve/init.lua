@@ -770,6 +770,7 @@ function Gateway:drain(bound)
     end
     local t1 = weft.now()
     while self.active > 0 and weft.now() - t1 < 5 do weft.sleep(0.01) end
+    if self.state then self.state.keys:flush() end -- (the spend still on its way to Redis)
     return waiting - cancelled, cancelled
 end
 

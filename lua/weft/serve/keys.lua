@@ -134,7 +134,7 @@ end
 --- seconds (weft.time; tests inject one).
 function M.new(defs, prev, clock)
     clock = clock or weft.time
-    local set = { by_digest = {}, by_name = {}, count = 0, clock = clock }
+    local set = { by_digest = {}, by_name = {}, count = 0, clock = clock, pending = {} }
     if defs ~= nil and type(defs) ~= "table" then error("gateway.keys: expected a table of name -> key", 0) end
     for name, def in pairs(defs or {}) do
         local k = build(name, def)
@@ -269,14 +269,24 @@ function M.spend(set, k, usd)
     if set.redis then
         -- in a task of its own: the client's answer does not wait for Redis
         local dk, mk = k.spend_keys .. "day:" .. s.day_id, k.spend_keys .. "month:" .. s.month_id
-        weft.spawn(function()
+        local pending = set.pending
+        local t
+        t = weft.spawn(function()
             local ok, r = pcall(set.redis.pipeline, set.redis, {
                 { "INCRBYFLOAT", dk, format("%.10f", usd) }, { "PEXPIRE", dk, DAY },
                 { "INCRBYFLOAT", mk, format("%.10f", usd) }, { "PEXPIRE", mk, MONTH } })
+            pending[t] = nil
             if ok and type(r) == "table" and not require("weft.error").is(r[1]) then redis_state(set, false)
             else redis_state(set, true, ok and r[1] or r) end
         end)
+        pending[t] = true
     end
+end
+
+--- Wait until the spend written to Redis so far is written (or failed):
+--- what a drain does before the process ends, so no spend is lost.
+function M.flush(set)
+    for t in pairs(set.pending) do pcall(t.wait, t) end
 end
 
 --- What is left of each budget: {day =, month =} (nil for no budget).
